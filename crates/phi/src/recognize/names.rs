@@ -1,0 +1,449 @@
+//! Person names: after titles and cues, given names with surnames or initials, initials with
+//! surnames, "Surname, Given", in mixed-case and in ALL-CAPS notes.
+
+use super::dict::{flag, Dict};
+use super::tokens::{Shape, Tok, Tokens};
+use crate::{Category, Finding};
+
+/// Strong titles accept any capitalised word after them ("Dr. White").
+const STRONG_TITLES: &[&str] =
+    &["dr", "mr", "mrs", "ms", "miss", "mx", "doctor", "prof", "professor"];
+/// Place prefixes: "St. Mary's", "Mt. Sinai", "San Diego" hold given names that are no person.
+const PLACE_PREFIX: &[&str] =
+    &["st", "saint", "mt", "mount", "ste", "san", "santa", "fort", "ft", "lake", "port", "new"];
+
+/// Never part of a name, whatever the case.
+const NEVER: u32 = flag::STOP | flag::MONTH | flag::WEEKDAY;
+
+pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>) {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        let lower = tk.lower_of(t);
+        // 1. Titles.
+        if t.has(flag::TITLE)
+            && matches!(t.shape, Shape::Cap | Shape::Upper)
+            && (t.shape == Shape::Cap || t.caps_line || lower.len() == 2)
+        {
+            let strong = STRONG_TITLES.contains(&lower);
+            if let Some(last) = name_run(text, tk, i + 1, strong, dict) {
+                if t.shape != Shape::Upper
+                    || t.caps_line
+                    || lower != "ms"
+                    || strong_next(toks, i + 1)
+                {
+                    out.push(span(t.start, toks, last, b, 0.95, "name.title"));
+                    i = last + 1;
+                    continue;
+                }
+            }
+        }
+        // 2. Cue phrases ("daughter", "spoke with", "pt").
+        if t.has(flag::PHRASE_START) {
+            if let Some((cue_end, strong)) = cue_at(tk, i, dict) {
+                let j = cue_end + 1;
+                if j < toks.len()
+                    && gap_ok(b, toks[cue_end].end, toks[j].start, true)
+                    && !toks[j].has(flag::TITLE)
+                {
+                    if let Some(last) = name_run(text, tk, j, false, dict) {
+                        let first = &toks[j];
+                        let evidence = first.has(flag::GIVEN | flag::SURNAME)
+                            || (!first
+                                .has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV)
+                                && first.shape != Shape::Initial);
+                        if (strong && evidence)
+                            || (!strong
+                                && first.has(flag::GIVEN | flag::SURNAME)
+                                && !first.has(flag::ENGLISH)
+                                && first.is_capitalized())
+                        {
+                            let last = if strong { comma_given(text, tk, last) } else { last };
+                            out.push(span(first.start, toks, last, b, 0.85, "name.cue"));
+                            i = last + 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        // 3. A given name leading a name.
+        if t.has(flag::GIVEN)
+            && (t.is_capitalized() || (t.shape == Shape::Upper && t.end - t.start >= 3))
+            && !t.has(NEVER)
+            && !after_place_prefix(tk, i)
+            && !(t.has(flag::ABBREV) && t.shape == Shape::Upper)
+        {
+            if let Some((last, score)) = given_lead(text, tk, i, dict) {
+                out.push(span(t.start, toks, last, b, score, "name.dict"));
+                i = last + 1;
+                continue;
+            }
+        }
+        // 4. An initial and a surname: "J. Smith".
+        if t.shape == Shape::Initial && b.get(t.end) == Some(&b'.') && i + 1 < toks.len() {
+            let n = &toks[i + 1];
+            if (n.shape == Shape::Cap || (n.shape == Shape::Upper && n.caps_line))
+                && gap_ok(b, t.end, n.start, true)
+                && surnameish(n)
+                && !followed_by_eponym_head(tk, i + 1)
+            {
+                out.push(span(t.start, toks, i + 1, b, 0.85, "name.initial"));
+                i += 2;
+                continue;
+            }
+        }
+        // 4b. An unlisted capitalised word with an initial: "Priya R.", "Xochitl M.".
+        if t.is_capitalized()
+            && t.shape == Shape::Cap
+            && !t.has(
+                flag::ENGLISH
+                    | flag::MEDICAL
+                    | flag::DRUG
+                    | flag::ABBREV
+                    | NEVER
+                    | flag::FACILITY_WORD
+                    | flag::TITLE
+                    | flag::STATE_NAME,
+            )
+            && i + 1 < toks.len()
+        {
+            let n = &toks[i + 1];
+            if n.shape == Shape::Initial
+                && &text[t.end..n.start] == " "
+                && b.get(n.end) == Some(&b'.')
+                && !after_place_prefix(tk, i)
+            {
+                out.push(span(t.start, toks, i + 1, b, 0.75, "name.initial"));
+                i += 2;
+                continue;
+            }
+        }
+        // 4c. Two or three unlisted capitalised words mid-sentence: "Perpetua Delacroix".
+        if t.shape == Shape::Cap && !t.sent_start && unknown_proper(t) && !after_place_prefix(tk, i)
+        {
+            let mut last = i;
+            while last + 1 < toks.len() && last < i + 2 {
+                let n = &toks[last + 1];
+                if n.shape == Shape::Cap
+                    && unknown_proper(n)
+                    && &text[toks[last].end..n.start] == " "
+                    && toks[last].base_end == toks[last].end
+                {
+                    last += 1;
+                } else {
+                    break;
+                }
+            }
+            if last > i
+                && !followed_by_eponym_head(tk, last)
+                && !toks
+                    .get(last + 1)
+                    .is_some_and(|n| n.has(flag::FACILITY_WORD | flag::STREET_SUFFIX))
+            {
+                out.push(span(t.start, toks, last, b, 0.6, "name.proper"));
+                i = last + 1;
+                continue;
+            }
+        }
+        // 5. "Surname, Given".
+        if t.has(flag::SURNAME)
+            && t.is_capitalized()
+            && !t.has(flag::ENGLISH | NEVER | flag::MEDICAL)
+            && i + 1 < toks.len()
+        {
+            let n = &toks[i + 1];
+            if &text[t.end..n.start] == ", "
+                && n.has(flag::GIVEN)
+                && n.is_capitalized()
+                && !n.has(flag::ENGLISH | NEVER)
+            {
+                let last = extend_initial(text, toks, i + 1);
+                out.push(span(t.start, toks, last, b, 0.85, "name.surname_first"));
+                i = last + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// "Patient: Hargreaves, Emeka": after a strong cue, a surname, a comma and one more
+/// capitalised word that ends the name.
+fn comma_given(text: &str, tk: &Tokens, last: usize) -> usize {
+    let toks = &tk.toks;
+    let (Some(l), Some(n)) = (toks.get(last), toks.get(last + 1)) else { return last };
+    let plain = !n.has(
+        flag::ENGLISH | flag::MEDICAL | flag::ABBREV | NEVER | flag::FACILITY_WORD | flag::TITLE,
+    ) || n.has(flag::GIVEN);
+    // The name ends there: what follows is not another capitalised word on the same phrase.
+    let ends =
+        toks.get(last + 2).is_none_or(|m| !m.is_capitalized() || text[n.end..m.start].len() > 1);
+    if &text[l.end..n.start] == ", "
+        && n.is_capitalized()
+        && n.shape != Shape::Initial
+        && plain
+        && ends
+    {
+        extend_initial(text, toks, last + 1)
+    } else {
+        last
+    }
+}
+
+fn strong_next(toks: &[Tok], j: usize) -> bool {
+    toks.get(j).is_some_and(|n| n.has(flag::GIVEN | flag::SURNAME))
+}
+
+/// Whether the cue phrase starting at token `i` matches; returns its last token and strength.
+fn cue_at(tk: &Tokens, i: usize, dict: &Dict) -> Option<(usize, bool)> {
+    let toks = &tk.toks;
+    let mut key = String::new();
+    let mut best = None;
+    for (k, t) in toks.iter().enumerate().take((i + 3).min(toks.len())).skip(i) {
+        if k > i {
+            key.push(' ');
+        }
+        key.push_str(tk.lower_of(t));
+        if let Some(p) = dict.phrase(&key) {
+            if let Some(strong) = p.name_cue {
+                best = Some((k, strong));
+            }
+        }
+    }
+    best
+}
+
+/// The last token of a run of name tokens starting at `j`, if `j` starts one.
+fn name_run(
+    text: &str,
+    tk: &Tokens,
+    j: usize,
+    after_strong_title: bool,
+    _dict: &Dict,
+) -> Option<usize> {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let first = toks.get(j)?;
+    if !(first.is_capitalized()
+        || first.shape == Shape::Initial
+        || (after_strong_title && first.shape == Shape::Upper))
+    {
+        return None;
+    }
+    if first.has(NEVER | flag::TITLE)
+        || (first.has(flag::ABBREV)
+            && first.shape == Shape::Upper
+            && !first.has(flag::GIVEN | flag::SURNAME))
+    {
+        return None;
+    }
+    if !after_strong_title
+        && first.has(flag::FACILITY_WORD | flag::EPONYM_HEAD)
+        && !first.has(flag::GIVEN | flag::SURNAME)
+    {
+        return None;
+    }
+    if j > 0 && !gap_ok(b, toks[j - 1].end, first.start, true) {
+        return None;
+    }
+    let mut last = j;
+    let mut k = j + 1;
+    while k < toks.len() && k < j + 4 {
+        let n = &toks[k];
+        let prev = &toks[k - 1];
+        if !gap_ok(b, prev.end, n.start, prev.shape == Shape::Initial) {
+            break;
+        }
+        let capsish = n.is_capitalized()
+            || n.shape == Shape::Initial
+            || (first.shape == Shape::Upper && n.shape == Shape::Upper);
+        if !capsish
+            || (n.shape != Shape::Initial
+                && n.has(NEVER | flag::FACILITY_WORD | flag::STREET_SUFFIX | flag::EPONYM_HEAD))
+        {
+            break;
+        }
+        if n.shape != Shape::Initial
+            && n.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV)
+            && !n.has(flag::SURNAME | flag::GIVEN)
+        {
+            break;
+        }
+        if prev.base_end != prev.end {
+            break; // a possessive ends the name
+        }
+        last = k;
+        k += 1;
+    }
+    if followed_by_eponym_head(tk, last) && !after_strong_title {
+        return None;
+    }
+    Some(last)
+}
+
+/// A given name at `i`: returns the last token of the name and a score.
+fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize, f32)> {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let t = &toks[i];
+    let ambiguous = (t.has(
+        flag::ENGLISH
+            | flag::MEDICAL
+            | flag::DRUG
+            | flag::FACILITY_WORD
+            | flag::STREET_SUFFIX
+            | flag::STATE_NAME,
+    ) && !t.has(flag::GIVEN_TOP))
+        || (t.has(flag::ABBREV) && t.caps_line);
+    if let Some(n) = toks.get(i + 1) {
+        let gap = &text[t.end..n.start];
+        // "Anna S." — a given name and an initial with its dot.
+        if n.shape == Shape::Initial && gap == " " && b.get(n.end) == Some(&b'.') {
+            let last = match toks.get(i + 2) {
+                Some(s)
+                    if s.is_capitalized()
+                        && surnameish(s)
+                        && gap_ok(b, n.end, s.start, true)
+                        && !followed_by_eponym_head(tk, i + 2) =>
+                {
+                    i + 2
+                }
+                _ => i + 1,
+            };
+            if !ambiguous || last == i + 2 || t.has(flag::GIVEN_COMMON) {
+                return Some((last, 0.9));
+            }
+        }
+        // "Mary Johnson", "MARY JOHNSON", "Mary Ann Smith-Jones".
+        if (gap == " " || gap == "-")
+            && (n.is_capitalized() || (n.shape == Shape::Upper && t.shape == Shape::Upper))
+            && (t.shape == n.shape || t.shape == Shape::Cap)
+            && !n.has(NEVER | flag::FACILITY_WORD | flag::STREET_SUFFIX | flag::EPONYM_HEAD)
+            && t.base_end == t.end
+        {
+            let n_name = n.has(flag::SURNAME | flag::GIVEN);
+            let n_plain = !n.has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV);
+            let ok = if ambiguous {
+                n.has(flag::SURNAME) && (n_plain || n.has(flag::SURNAME_COMMON))
+            } else {
+                (n_name && !n.has(flag::ABBREV)) || n_plain
+            };
+            let caps_ok =
+                !(t.caps_line || t.shape == Shape::Upper) || (n_name && !n.has(flag::ABBREV));
+            if ok && caps_ok && !followed_by_eponym_head(tk, i + 1) {
+                let mut last = i + 1;
+                // A third part: "Mary Ann Smith", "John A. Smith"
+                if let Some(m) = toks.get(i + 2) {
+                    if (gap_ok(b, toks[i + 1].end, m.start, toks[i + 1].shape == Shape::Initial))
+                        && m.is_capitalized()
+                        && m.has(flag::SURNAME)
+                        && !m.has(flag::ENGLISH | NEVER | flag::FACILITY_WORD | flag::MEDICAL)
+                        && toks[i + 1].base_end == toks[i + 1].end
+                    {
+                        last = i + 2;
+                    }
+                }
+                return Some((extend_initial(text, toks, last), 0.9));
+            }
+        }
+    }
+    // A given name alone: only when it is no ordinary word.
+    if t.is_capitalized()
+        && !ambiguous
+        && !t.has(flag::ABBREV)
+        && !followed_by_eponym_head(tk, i)
+        && (t.end - t.start) >= 3
+    {
+        let score = if t.caps_line { 0.55 } else { 0.65 };
+        if t.caps_line && !t.has(flag::GIVEN_COMMON) {
+            return None;
+        }
+        return Some((i, score));
+    }
+    None
+}
+
+/// Extends past a trailing initial with its dot ("Smith, John A.").
+fn extend_initial(text: &str, toks: &[Tok], last: usize) -> usize {
+    let b = text.as_bytes();
+    if let Some(n) = toks.get(last + 1) {
+        if n.shape == Shape::Initial
+            && &text[toks[last].end..n.start] == " "
+            && b.get(n.end) == Some(&b'.')
+        {
+            return last + 1;
+        }
+    }
+    last
+}
+
+/// A capitalised word no list knows as anything but possibly a name.
+fn unknown_proper(t: &Tok) -> bool {
+    !t.has(
+        flag::ENGLISH
+            | flag::MEDICAL
+            | flag::DRUG
+            | flag::ABBREV
+            | NEVER
+            | flag::FACILITY_WORD
+            | flag::TITLE
+            | flag::STATE_NAME
+            | flag::PHRASE_START
+            | flag::EPONYM_HEAD
+            | flag::STREET_SUFFIX,
+    )
+}
+
+fn surnameish(t: &Tok) -> bool {
+    !t.has(NEVER | flag::MEDICAL | flag::FACILITY_WORD | flag::ABBREV)
+        && (t.has(flag::SURNAME) || !t.has(flag::ENGLISH | flag::DRUG))
+}
+
+fn after_place_prefix(tk: &Tokens, i: usize) -> bool {
+    i > 0 && {
+        let p = &tk.toks[i - 1];
+        p.is_capitalized() && PLACE_PREFIX.contains(&tk.lower_of(p))
+    }
+}
+
+fn followed_by_eponym_head(tk: &Tokens, i: usize) -> bool {
+    let t = &tk.toks[i];
+    match tk.toks.get(i + 1) {
+        Some(n) => {
+            n.has(flag::EPONYM_HEAD) && n.start - t.end <= 2
+                || (t.base_end != t.end && n.has(flag::MEDICAL | flag::EPONYM_HEAD))
+        }
+        None => false,
+    }
+}
+
+/// The text between two tokens is something a name may span: a space, or a dot and space
+/// after an initial; never a line break or other punctuation.
+fn gap_ok(b: &[u8], from: usize, to: usize, allow_punct: bool) -> bool {
+    let g = &b[from..to];
+    if g.is_empty() || g.len() > 3 {
+        return false;
+    }
+    g.iter().all(|&c| c == b' ' || (allow_punct && matches!(c, b'.' | b',' | b':')))
+}
+
+/// A finding from token `start_byte` to the end of token `last` (with an initial's dot, without
+/// a possessive).
+fn span(
+    start_byte: usize,
+    toks: &[Tok],
+    last: usize,
+    b: &[u8],
+    score: f32,
+    rec: &'static str,
+) -> Finding {
+    let l = &toks[last];
+    let mut end = l.base_end;
+    if l.shape == Shape::Initial && b.get(l.end) == Some(&b'.') {
+        end = l.end + 1;
+    }
+    Finding::new(start_byte, end, Category::Name, score, rec)
+}

@@ -1,0 +1,789 @@
+//! Format recognizers: compiled patterns with validators and context rules, for identifiers
+//! that have a shape (dates, phones, emails, URLs, IPs, SSNs, ages over 89, numbers after cues,
+//! bare record numbers, card numbers, VINs, street addresses).
+
+use regex::Regex;
+
+use super::util::{byte_before, cue_before, digits, word_after};
+use crate::validate;
+use crate::{Category, Error, Finding};
+
+const MONTH: &str = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
+const MONTH_FULL: &str = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|JANUARY|FEBRUARY|MARCH|APRIL|MAY|JUNE|JULY|AUGUST|SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)";
+
+pub(crate) struct Patterns {
+    email: Regex,
+    url: Regex,
+    domain: Regex,
+    ipv4: Regex,
+    ipv6: Regex,
+    phone: Regex,
+    phone7: Regex,
+    ssn: Regex,
+    date_numeric: Regex,
+    date_iso: Regex,
+    date_md: Regex,
+    date_my: Regex,
+    date_month_first: Regex,
+    date_day_first: Regex,
+    date_month_cue: Regex,
+    holiday: Regex,
+    age: Regex,
+    age_decade: Regex,
+    cue_id: Regex,
+    digit_groups: Regex,
+    alnum_id: Regex,
+    street: Regex,
+    street_named: Regex,
+    zip: Regex,
+    po_box: Regex,
+}
+
+fn re(name: &'static str, pattern: &str) -> Result<Regex, Error> {
+    // ASCII word boundaries keep the lazy DFA usable on any input.
+    let p = pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]");
+    regex::RegexBuilder::new(&p)
+        .size_limit(64 << 20)
+        .dfa_size_limit(64 << 20)
+        .build()
+        .map_err(|e| Error::Pattern { name, message: e.to_string() })
+}
+
+impl Patterns {
+    pub(crate) fn new() -> Result<Patterns, Error> {
+        Ok(Patterns {
+            email: re(
+                "email",
+                r"\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b",
+            )?,
+            url: re("url", r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'`]+"#)?,
+            domain: re(
+                "domain",
+                r"(?i)\b[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.(?:com|org|net|edu|gov|mil|int|io|us|uk|ca|info|biz|health|care|clinic|hospital|md|co|me|app|ai)\b(?:/[^\s<>]*)?",
+            )?,
+            ipv4: re("ipv4", r"\b(?:\d{1,3}\.){3}\d{1,3}\b")?,
+            ipv6: re(
+                "ipv6",
+                r"(?i)(?:\b[0-9a-f]{1,4}(?::[0-9a-f]{0,4}){2,7}|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4}\b)",
+            )?,
+            phone: re(
+                "phone",
+                r"(?i)(?:\+?\b1[ \t.\-]?)?(?:\(\d{3}\)[ \t]?|\b\d{3}[ \t.\-/])\d{3}[ \t.\-]\d{4}\b(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6}\b)?|\b\d{3}\.\d{3}\.\d{4}\b|\+\d{1,3}[ \t.\-]?\(?\d{1,4}\)?(?:[ \t.\-]?\d{2,4}){2,4}\b",
+            )?,
+            phone7: re("phone7", r"\b\d{3}[\-.]\d{4}\b|\b\d{10}\b|\b\d{4,6}\b")?,
+            ssn: re("ssn", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b|\b\d{9}\b")?,
+            date_numeric: re("date.numeric", r"\b\d{1,2}[/\-.]\d{1,2}[/\-.](?:\d{4}|\d{2})\b")?,
+            date_iso: re(
+                "date.iso",
+                r"\b(?:19|20)\d{2}[/\-.](?:0?[1-9]|1[0-2])[/\-.](?:0?[1-9]|[12]\d|3[01])\b|\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b",
+            )?,
+            date_md: re("date.md", r"\b(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])\b")?,
+            date_my: re("date.my", r"\b(?:0?[1-9]|1[0-2])[/\-](?:19|20)\d{2}\b")?,
+            date_month_first: re(
+                "date.text",
+                &format!(
+                    r"(?i)\b{MONTH}\.?(?:[ \t]+|-)(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?[ \t]*(?:\d{{4}}|'\d{{2}})\b)?|(?:of[ \t]+)?\d{{4}}\b)|(?i)\b{MONTH}\.?,[ \t]*\d{{4}}\b"
+                ),
+            )?,
+            date_day_first: re(
+                "date.text",
+                &format!(
+                    r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?:[ \t]+of)?(?:[ \t]+|-){MONTH}\b\.?(?:(?:,?[ \t]*|-)(?:\d{{4}}|\d{{2}})\b)?"
+                ),
+            )?,
+            date_month_cue: re(
+                "date.month",
+                &format!(
+                    r"\b(?:(?i:last|next|this|early|mid|late|in|on|since|until|during|by|of|from|through|till)[ \t]+){MONTH_FULL}\b"
+                ),
+            )?,
+            holiday: re(
+                "date.holiday",
+                r"\b(?:Christmas(?: Day| Eve)?|Thanksgiving(?: Day)?|New Year's(?: Day| Eve)?|Easter(?: Sunday)?|Independence Day|Fourth of July|Halloween|Memorial Day|Labor Day|Veterans Day|Valentine's Day|Mother's Day|Father's Day)\b",
+            )?,
+            age: re(
+                "age",
+                r"(?i)\b(?:(?:9\d|1[0-2]\d)(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|(?:9\d|1[0-2]\d)[ \t]*(?:yo|y/o|y\.o\.?|yr\.? old|years of age|year-old|yof|yom)|(?:9\d|1[0-2]\d)(?:m|f)\b|(?:aged?|age:)[ \t]*(?:9\d|1[0-2]\d)\b|(?:9\d|1[0-2]\d)(?:st|nd|rd|th) birthday|nonagenarian|centenarian)",
+            )?,
+            age_decade: re(
+                "age.decade",
+                r"(?i)\b(?:in[ \t]+(?:his|her|their|the)[ \t]+(?:late[ \t]+|early[ \t]+|mid[ \t]+|mid-)?)(?:90s|90's|nineties|100s)\b",
+            )?,
+            cue_id: re(
+                "id.cue",
+                r"(?i)\b(?P<ssn>ssn|ss#|soc\.? sec\.?|social security(?: number| no\.?| #)?)|\b(?P<mrn>mrn|mr#|mr no\.?|medical record(?: number| no\.?| #| num)?|med\.? rec\.?(?: no\.?| #)?|record(?: number| no\.?| #)|chart(?: number| no\.?| #)|hospital (?:number|no\.?|#|id)|unit (?:number|no\.?)|patient (?:id|number|no\.?|#)|pt\.? (?:id|#|no\.?)|case (?:number|no\.?|#|id)|encounter(?: id| number| no\.?| #)|visit (?:id|number|no\.?|#)|fin|csn|accession(?: number| no\.?| #)?|specimen (?:id|number|no\.?|#)|lab (?:id|number)|admission (?:number|no\.?|#|id))|\b(?P<hp>member(?: id| number| no\.?| #)|subscriber(?: id| number| no\.?| #)?|policy(?: id| number| no\.?| #)?|insurance(?: plan)?(?: id| number| no\.?| #)|plan(?: id| number| no\.?| #)|group(?: id| number| no\.?| #)|medicaid(?: id| number| no\.?| #)?|medicare(?: id| number| no\.?| #)?|mbi|hicn|beneficiary(?: id| number| no\.?)|health plan(?: id| number| no\.?)?|payer id|coverage id)|\b(?P<acct>account(?: number| no\.?| #| id)?|acct\.?(?: number| no\.?| #)?|billing(?: id| number| no\.?| #)|invoice(?: number| no\.?| #)|claim(?: id| number| no\.?| #)|card(?: number| no\.?| #)|credit card|iban|routing(?: number| no\.?| #)?|bank account)|\b(?P<lic>licen[sc]e(?: number| no\.?| #| id)?|lic\.?(?: no\.?| #)|dl(?: #| number| no\.?)|driver'?s licen[sc]e(?: number| no\.?| #)?|dea(?: number| no\.?| #)?|npi(?: number| no\.?| #)?|certificate(?: number| no\.?| #)|cert\.?(?: no\.?| #)|registration(?: number| no\.?| #))|\b(?P<veh>vin|vehicle id(?:entification number)?|licen[sc]e plate|plate(?: number| no\.?| #)?|tag(?: number| #))|\b(?P<dev>serial(?: number| no\.?| #)?|s/n|sn|device(?: id| number| serial| #)|udi|model(?: number| no\.?| #)|lot(?: number| no\.?| #)|implant id|pacemaker (?:id|serial)|imei|mac address)|\b(?P<bio>fingerprint(?: id)?|biometric(?: id)?|retina(?:l)? scan(?: id)?|voiceprint(?: id)?|face id)|\b(?P<id>id|i\.d\.|identifier|identification(?: number| no\.?)?|ref(?:erence)?(?: number| no\.?| #)|tracking(?: number| no\.?| #)|employee(?: id| number| no\.?| #)|badge(?: id| number| no\.?| #)?|student id|passport(?: number| no\.?| #)?|user ?id|username|login|confirmation(?: number| no\.?| #)|order(?: id| number| no\.?| #)|ticket(?: number| no\.?| #))\b",
+            )?,
+            digit_groups: re(
+                "id.digits",
+                r"#?\b\d{2,}(?:[\-/.]\d{2,}){1,4}\b|#?\b\d{7,}\b|\b\d{4}(?: \d{4}){2,3}\b|\b\d{4} \d{6} \d{5}\b",
+            )?,
+            alnum_id: re(
+                "id.alnum",
+                r"#?\b(?:[A-Za-z]{1,6}[\-#]?\d[A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|\d+[\-]?[A-Za-z]{1,6}[A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)\b",
+            )?,
+            street: re(
+                "street",
+                r"(?i)\b\d{1,6}[A-Za-z]?[ \t]+(?:(?:[NSEW]|North|South|East|West|N\.E\.|N\.W\.|S\.E\.|S\.W\.|NE|NW|SE|SW)\.?[ \t]+)?(?:[A-Za-z0-9][A-Za-z'\-]*\.?[ \t]+){1,4}?(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|terrace|ter|circle|cir|parkway|pkwy|highway|hwy|way|trail|trl|pike|square|sq|plaza|alley|crescent|expressway|freeway|turnpike|route|rte)\b\.?(?:,?[ \t]*(?:apt|apartment|suite|ste|unit|bldg|building|floor|fl|room|rm|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9\-]+\b)?",
+            )?,
+            street_named: re(
+                "street.named",
+                r"\b(?:[A-Z][a-z]+[ \t]+){1,3}(?:Street|Avenue|Road|Boulevard|Lane|Drive|Terrace|Parkway|Highway|Circle|Court|Place|Trail|Pike)\b",
+            )?,
+            zip: re("zip", r"\b\d{5}(?:-\d{4})?\b")?,
+            po_box: re("po_box", r"(?i)\bp\.?[ \t]?o\.?[ \t]*box[ \t]+\d+\b")?,
+        })
+    }
+
+    pub(crate) fn run(&self, text: &str, dict: &super::dict::Dict, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        let has_at = memchr_any(bytes, b'@');
+        let has_digit = bytes.iter().any(u8::is_ascii_digit);
+
+        if has_at {
+            for m in self.email.find_iter(text) {
+                out.push(Finding::new(m.start(), m.end(), Category::Email, 0.99, "email"));
+            }
+        }
+        if has_dot_word(bytes) {
+            for m in self.url.find_iter(text) {
+                let end = m.start() + trim_url_tail(m.as_str());
+                out.push(Finding::new(m.start(), end, Category::Url, 0.97, "url"));
+            }
+            for m in self.domain.find_iter(text) {
+                // Not the host part of an email.
+                if byte_before(text, m.start()) == Some(b'@')
+                    || byte_before(text, m.start()) == Some(b'.')
+                {
+                    continue;
+                }
+                let end = m.start() + trim_url_tail(m.as_str());
+                out.push(
+                    Finding::new(m.start(), end, Category::Url, 0.85, "url.domain")
+                        .with_subtype("domain"),
+                );
+            }
+        }
+        if bytes.contains(&b':') {
+            for m in self.ipv6.find_iter(text) {
+                let s = m.as_str().trim_end_matches(':');
+                if s.matches(':').count() >= 2
+                    && validate::ip::is_valid_v6(s)
+                    && s.bytes().any(|c| c.is_ascii_alphabetic() || c == b':')
+                    && !looks_like_time(s)
+                {
+                    out.push(
+                        Finding::new(m.start(), m.start() + s.len(), Category::Ip, 0.95, "ip.v6")
+                            .with_subtype("ipv6"),
+                    );
+                }
+            }
+        }
+        if !has_digit {
+            self.run_textual(text, out);
+            return;
+        }
+        for m in self.ipv4.find_iter(text) {
+            if validate::ip::is_valid_v4(m.as_str())
+                && !cue_before(text, m.start(), 12, &["version", "v", "ver"])
+            {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::Ip, 0.95, "ip.v4")
+                        .with_subtype("ipv4"),
+                );
+            }
+        }
+        for m in self.phone.find_iter(text) {
+            let (s, e) = (m.start(), m.end());
+            if digits(m.as_str()) < 10 {
+                continue;
+            }
+            // A 3-2-4 group is an SSN, handled below; a date-like x/y/z is a date.
+            let cat = phone_category(text, s);
+            out.push(Finding::new(s, e, cat, 0.9, "phone").with_subtype(if cat == Category::Fax {
+                "fax"
+            } else {
+                "phone"
+            }));
+        }
+        for m in self.phone7.find_iter(text) {
+            let (s, e) = (m.start(), m.end());
+            let cue = cue_before(
+                text,
+                s,
+                24,
+                &[
+                    "phone",
+                    "tel",
+                    "telephone",
+                    "cell",
+                    "mobile",
+                    "call",
+                    "pager",
+                    "pgr",
+                    "beeper",
+                    "ext",
+                    "extension",
+                    "fax",
+                    "contact",
+                    "reach",
+                    "ph",
+                    "number",
+                    "home",
+                    "work",
+                ],
+            );
+            let strong = cue_before(
+                text,
+                s,
+                14,
+                &["pager", "pgr", "beeper", "ext", "extension", "fax", "phone", "tel", "cell"],
+            );
+            let n = e - s;
+            if (n == 8 && cue)
+                || (n == 10 && cue && !is_year_or_unit(text, e))
+                || ((4..=6).contains(&n) && strong && !is_year_or_unit(text, e))
+            {
+                let cat = phone_category(text, s);
+                let sub = if cue_before(text, s, 14, &["pager", "pgr", "beeper"]) {
+                    "pager"
+                } else if cat == Category::Fax {
+                    "fax"
+                } else {
+                    "phone"
+                };
+                out.push(Finding::new(s, e, cat, 0.8, "phone.cue").with_subtype(sub));
+            }
+        }
+        for m in self.ssn.find_iter(text) {
+            let s = m.as_str();
+            let cue = cue_before(
+                text,
+                m.start(),
+                28,
+                &["ssn", "ss#", "social security", "social", "soc sec", "ss"],
+            );
+            if s.len() == 9 {
+                if cue {
+                    out.push(Finding::new(m.start(), m.end(), Category::Ssn, 0.95, "ssn.cue"));
+                }
+                continue;
+            }
+            if cue {
+                out.push(Finding::new(m.start(), m.end(), Category::Ssn, 0.97, "ssn.cue"));
+            } else if validate::ssn::is_valid(s) {
+                out.push(Finding::new(m.start(), m.end(), Category::Ssn, 0.85, "ssn"));
+            } else {
+                out.push(Finding::new(m.start(), m.end(), Category::Id, 0.6, "id.digits"));
+            }
+        }
+        self.run_dates(text, out);
+        for m in self.age.find_iter(text) {
+            out.push(
+                Finding::new(m.start(), m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
+            );
+        }
+        self.run_ids(text, dict, out);
+        for m in self.street.find_iter(text) {
+            let s = m.as_str();
+            // "5 mg PO daily" is no address: the words before the suffix must look like a name.
+            if street_plausible(s) {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::Location, 0.85, "address.street")
+                        .with_subtype("street"),
+                );
+            }
+        }
+        for m in self.po_box.find_iter(text) {
+            out.push(
+                Finding::new(m.start(), m.end(), Category::Location, 0.9, "address.po_box")
+                    .with_subtype("street"),
+            );
+        }
+        for m in self.zip.find_iter(text) {
+            let s = m.as_str();
+            let z: u32 = s[..5].parse().unwrap_or(0);
+            let cue = cue_before(text, m.start(), 10, &["zip", "zipcode", "postal", "zip code"]);
+            let after_state = state_before(text, m.start(), dict);
+            if cue || ((after_state || s.len() == 10) && dict.is_zip5(z)) {
+                out.push(
+                    Finding::new(
+                        m.start(),
+                        m.end(),
+                        Category::Location,
+                        if cue { 0.95 } else { 0.85 },
+                        "address.zip",
+                    )
+                    .with_subtype("zip"),
+                );
+            }
+        }
+        self.run_textual(text, out);
+    }
+
+    /// Recognizers that need no digit.
+    fn run_textual(&self, text: &str, out: &mut Vec<Finding>) {
+        for m in self.date_month_cue.find_iter(text) {
+            // Skip the cue word unless it is part of the date ("last December").
+            let s = m.as_str();
+            let sp = s.find(char::is_whitespace).unwrap_or(0);
+            let cue = s[..sp].to_ascii_lowercase();
+            let start =
+                if matches!(cue.as_str(), "last" | "next" | "this" | "early" | "mid" | "late") {
+                    m.start()
+                } else {
+                    m.start() + sp + 1
+                };
+            out.push(
+                Finding::new(start, m.end(), Category::Date, 0.7, "date.month")
+                    .with_subtype("month"),
+            );
+        }
+        for m in self.holiday.find_iter(text) {
+            out.push(
+                Finding::new(m.start(), m.end(), Category::Date, 0.7, "date.holiday")
+                    .with_subtype("holiday"),
+            );
+        }
+        for m in self.age_decade.find_iter(text) {
+            out.push(
+                Finding::new(m.start(), m.end(), Category::Age, 0.85, "age.decade")
+                    .with_subtype("over_89"),
+            );
+        }
+        if text.as_bytes().iter().any(|c| *c == b'A' || *c == b'a' || *c == b'E' || *c == b'e') {
+            for m in self.street_named.find_iter(text) {
+                out.push(
+                    Finding::new(
+                        m.start(),
+                        m.end(),
+                        Category::Location,
+                        0.75,
+                        "address.street_name",
+                    )
+                    .with_subtype("street"),
+                );
+            }
+        }
+    }
+
+    fn run_dates(&self, text: &str, out: &mut Vec<Finding>) {
+        for m in self.date_numeric.find_iter(text) {
+            let s = m.as_str();
+            let sep = s.as_bytes()[s.find(|c: char| !c.is_ascii_digit()).unwrap_or(0)];
+            let parts: Vec<u32> = s.split(['/', '-', '.']).filter_map(|p| p.parse().ok()).collect();
+            if parts.len() != 3 {
+                continue;
+            }
+            let (a, b) = (parts[0], parts[1]);
+            let valid = ((1..=12).contains(&a) && (1..=31).contains(&b))
+                || ((1..=31).contains(&a) && (1..=12).contains(&b));
+            let year_ok = s
+                .rsplit(['/', '-', '.'])
+                .next()
+                .is_some_and(|y| y.len() == 2 || y.starts_with("19") || y.starts_with("20"));
+            if !valid
+                || !year_ok
+                || (sep == b'.' && s.rsplit('.').next().is_some_and(|y| y.len() == 2))
+            {
+                continue;
+            }
+            out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.numeric"));
+        }
+        for m in self.date_iso.find_iter(text) {
+            out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.iso"));
+        }
+        for m in self.date_md.find_iter(text) {
+            let (s, e) = (m.start(), m.end());
+            let bytes = text.as_bytes();
+            // Part of something longer (a full date, a ratio chain, a dose "5/325").
+            if matches!(bytes.get(e), Some(b'/' | b'.' | b'-'))
+                // a placeholder stands where digits were
+                && bytes.get(e + 1).is_some_and(|&c| c.is_ascii_digit() || c == b'[')
+                || matches!(byte_before(text, s), Some(b'/' | b'.' | b'-' | b':'))
+            {
+                continue;
+            }
+            let (a, b) = m.as_str().split_once('/').unwrap_or(("0", "0"));
+            let (a, b): (u32, u32) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+            // Fractions (1/2, 3/4) and scores (4/5 strength, 2/6 murmur).
+            if a < b && matches!(b, 2 | 3 | 4 | 5 | 6 | 8 | 10) {
+                continue;
+            }
+            if cue_before(
+                text,
+                s,
+                24,
+                &[
+                    "bp",
+                    "blood pressure",
+                    "ratio",
+                    "score",
+                    "strength",
+                    "power",
+                    "grade",
+                    "motor",
+                    "murmur",
+                    "scale",
+                    "pain",
+                    "gcs",
+                    "apgar",
+                    "sbp",
+                    "dbp",
+                    "mmhg",
+                    "sets",
+                    "reps",
+                    "x",
+                    "of",
+                    "vs",
+                    "vitals",
+                    "pressure",
+                    "p/o",
+                    "nihss",
+                    "mrs",
+                    "phq",
+                    "gad",
+                    "aox",
+                    "a&o",
+                    "visual acuity",
+                    "va",
+                    "fio2",
+                    "o2",
+                    "pulses",
+                    "reflexes",
+                    "rom",
+                ],
+            ) {
+                continue;
+            }
+            if word_after(
+                text,
+                e,
+                &[
+                    "mmhg", "tab", "tabs", "tablet", "tablets", "of", "strength", "dose", "cup",
+                    "inch", "in", "cm", "mm", "ratio", "score", "mg", "ml", "units", "sets",
+                    "reps", "times", "x", "vision", "pulses", "reflexes", "murmur", "systolic",
+                    "lb", "lbs", "kg", "at",
+                ],
+            ) {
+                continue;
+            }
+            out.push(Finding::new(s, e, Category::Date, 0.75, "date.md").with_subtype("month_day"));
+        }
+        for m in self.date_my.find_iter(text) {
+            if matches!(byte_before(text, m.start()), Some(b'/' | b'-' | b'.')) {
+                continue;
+            }
+            out.push(
+                Finding::new(m.start(), m.end(), Category::Date, 0.8, "date.my")
+                    .with_subtype("month_year"),
+            );
+        }
+        for m in self.date_month_first.find_iter(text) {
+            let s = m.as_str();
+            // "may 5 mg", "mar 2 times": a lower-case "may"/"mar" before a dose is a verb.
+            if s.starts_with(|c: char| c.is_ascii_lowercase())
+                && word_after(
+                    text,
+                    m.end(),
+                    &["mg", "ml", "mcg", "g", "times", "tabs", "units", "x"],
+                )
+            {
+                continue;
+            }
+            out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.text"));
+        }
+        for m in self.date_day_first.find_iter(text) {
+            let s = m.as_str();
+            // "2 mar" in a lower-case dosing context is unlikely; still require a capital or a year.
+            if !s.bytes().any(|c| c.is_ascii_uppercase()) && digits(s) <= 2 {
+                continue;
+            }
+            out.push(Finding::new(m.start(), m.end(), Category::Date, 0.9, "date.text"));
+        }
+    }
+
+    fn run_ids(&self, text: &str, dict: &super::dict::Dict, out: &mut Vec<Finding>) {
+        for c in self.cue_id.captures_iter(text) {
+            let Some(m) = c.get(0) else { continue };
+            let (cat, rec) = if c.name("ssn").is_some() {
+                (Category::Ssn, "ssn.cue")
+            } else if c.name("mrn").is_some() {
+                (Category::Mrn, "mrn.cue")
+            } else if c.name("hp").is_some() {
+                (Category::HealthPlan, "health_plan.cue")
+            } else if c.name("acct").is_some() {
+                (Category::Account, "account.cue")
+            } else if c.name("lic").is_some() {
+                (Category::License, "license.cue")
+            } else if c.name("veh").is_some() {
+                (Category::Vehicle, "vehicle.cue")
+            } else if c.name("dev").is_some() {
+                (Category::Device, "device.cue")
+            } else if c.name("bio").is_some() {
+                (Category::Biometric, "biometric.cue")
+            } else {
+                (Category::Id, "id.cue")
+            };
+            // Lower-case short cues ("fin", "sn", "id", "tag") are ordinary words: need a separator.
+            let cue = m.as_str();
+            if let Some((vs, ve)) =
+                value_after_cue(text, m.end(), cue.len() <= 3 || cat == Category::Id)
+            {
+                out.push(Finding::new(vs, ve, cat, 0.93, rec));
+            }
+        }
+        for m in self.digit_groups.find_iter(text) {
+            let s = m.as_str();
+            let n = digits(s);
+            if n < 7
+                || is_year_or_unit(text, m.end())
+                || is_decimal_context(text, m.start(), m.end())
+            {
+                continue;
+            }
+            let card = validate::card::is_valid(s);
+            // "1000 2000 3000" is a list of values unless it is a valid card number.
+            if s.contains(' ') && !card {
+                continue;
+            }
+            let (cat, rec) = if card {
+                (Category::Account, "account.card")
+            } else {
+                (Category::Id, "id.digits")
+            };
+            out.push(Finding::new(m.start(), m.end(), cat, if card { 0.9 } else { 0.6 }, rec));
+        }
+        for m in self.alnum_id.find_iter(text) {
+            let s = m.as_str().trim_start_matches('#');
+            let n = digits(s);
+            let letters = s.bytes().filter(u8::is_ascii_alphabetic).count();
+            if validate::vin::is_valid(s) {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::Vehicle, 0.9, "vehicle.vin")
+                        .with_subtype("vin"),
+                );
+                continue;
+            }
+            if s.len() == 9 && validate::dea::is_valid(s) {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::License, 0.85, "license.dea")
+                        .with_subtype("dea"),
+                );
+                continue;
+            }
+            if s.len() >= 11 && validate::mbi::is_valid(s) {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::HealthPlan, 0.8, "health_plan.mbi")
+                        .with_subtype("mbi"),
+                );
+                continue;
+            }
+            if s.len() >= 15 && validate::iban::is_valid(s) {
+                out.push(
+                    Finding::new(m.start(), m.end(), Category::Account, 0.85, "account.iban")
+                        .with_subtype("iban"),
+                );
+                continue;
+            }
+            // A code with at least five digits and a few letters: a record number, not "HbA1c"
+            // or "COVID-19". Known non-PHI prefixes (trials, variants) are kept.
+            if n >= 5 && letters <= 6 && !is_public_code(s) && !is_year_or_unit(text, m.end()) {
+                out.push(Finding::new(m.start(), m.end(), Category::Id, 0.6, "id.alnum"));
+            } else if n >= 3 && letters >= 1 && s.contains('-') && dict_upper_prefix(s, dict) {
+                out.push(Finding::new(m.start(), m.end(), Category::Id, 0.5, "id.alnum"));
+            }
+        }
+    }
+}
+
+/// The value after an identifier cue: `MRN: #SF-998877`, `member ID 789456123`, `acct no. 55-1`.
+/// Returns its byte range. The value must hold a digit.
+fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut i = cue_end;
+    let mut saw_sep = false;
+    // Separators and filler words: spaces, ':', '#', '=', '-', "is", "number", "no.".
+    loop {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b':' | b'=' | b'(' | b'\n') {
+            saw_sep |= b[i] != b' ';
+            i += 1;
+            if i - cue_end > 12 {
+                return None;
+            }
+        }
+        let rest = &b[i..];
+        let mut matched = false;
+        for w in ["is ", "was ", "number ", "no. ", "no ", "num ", "of "] {
+            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w.as_bytes()) {
+                i += w.len();
+                matched = true;
+                saw_sep = true;
+                break;
+            }
+        }
+        if !matched {
+            break;
+        }
+    }
+    if i < b.len() && b[i] == b'#' {
+        saw_sep = true;
+    }
+    if need_sep && !saw_sep && !b.get(i).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let start = i;
+    let mut end = i;
+    let mut nd = 0;
+    let mut j = i;
+    while j < b.len() {
+        let c = b[j];
+        if c.is_ascii_alphanumeric() {
+            nd += c.is_ascii_digit() as usize;
+            j += 1;
+            end = j;
+        } else if matches!(c, b'-' | b'/' | b'.' | b'#' | b'_')
+            && j + 1 < b.len()
+            && b[j + 1].is_ascii_alphanumeric()
+        {
+            j += 1;
+        } else if c == b' '
+            && nd >= 2
+            && j + 1 < b.len()
+            && b[j + 1].is_ascii_digit()
+            && end - start < 16
+        {
+            // "1234 5678": digit groups split by single spaces
+            j += 1;
+        } else {
+            break;
+        }
+        if j - start > 40 {
+            break;
+        }
+    }
+    if nd == 0 || end <= start {
+        return None;
+    }
+    // A bare small number after a weak cue ("id 3") is not an identifier.
+    let v = &text[start..end];
+    if nd < 3 && v.len() < 4 {
+        return None;
+    }
+    Some((start, end))
+}
+
+fn phone_category(text: &str, start: usize) -> Category {
+    if cue_before(text, start, 20, &["fax", "faxed", "facsimile", "fx", "f"]) {
+        Category::Fax
+    } else {
+        Category::Phone
+    }
+}
+
+/// Whether a unit or a clinical word follows a number ("1500000 copies", "2000 mL").
+fn is_year_or_unit(text: &str, end: usize) -> bool {
+    word_after(
+        text,
+        end,
+        &[
+            "copies", "cells", "iu", "u", "units", "ml", "mg", "mcg", "g", "kg", "mm", "cm", "ng",
+            "pg", "cfu", "/ml", "per", "k", "m", "mmol", "meq", "x", "times", "patients", "people",
+            "cases", "steps", "calories", "kcal", "usd", "dollars",
+        ],
+    )
+}
+
+/// Inside a decimal number or a longer dotted chain.
+fn is_decimal_context(text: &str, s: usize, e: usize) -> bool {
+    let b = text.as_bytes();
+    (s >= 2 && b[s - 1] == b'.' && b[s - 2].is_ascii_digit())
+        || (e + 1 < b.len() && b[e] == b'.' && b[e + 1].is_ascii_digit())
+}
+
+fn is_public_code(s: &str) -> bool {
+    let u = s.to_ascii_uppercase();
+    [
+        "NCT", "RS", "PMID", "PMC", "DOI", "ISBN", "ICD", "CPT", "LOINC", "NDC", "GSE", "NM_",
+        "NP_", "ATCC", "ORCID",
+    ]
+    .iter()
+    .any(|p| u.starts_with(p))
+}
+
+fn dict_upper_prefix(s: &str, _dict: &super::dict::Dict) -> bool {
+    // "SJH-1234": an upper-case letter prefix of 2-5 letters, a dash, and digits.
+    let (p, rest) = match s.split_once('-') {
+        Some(x) => x,
+        None => return false,
+    };
+    (2..=5).contains(&p.len())
+        && p.bytes().all(|c| c.is_ascii_uppercase())
+        && rest.bytes().all(|c| c.is_ascii_digit())
+        && rest.len() >= 4
+}
+
+fn state_before(text: &str, pos: usize, dict: &super::dict::Dict) -> bool {
+    let before = text[..pos].trim_end_matches([' ', ',', '\t']);
+    let word_start = before
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + before[i..].chars().next().map_or(1, char::len_utf8));
+    let w = &before[word_start..];
+    dict.is_state_abbr(w)
+        || (w.len() > 3 && dict.flags(&w.to_ascii_lowercase()) & super::dict::flag::STATE_NAME != 0)
+}
+
+fn street_plausible(s: &str) -> bool {
+    let mut words = s.split_whitespace();
+    let _num = words.next();
+    let mut has_name = false;
+    for w in words {
+        let w0 = w.trim_end_matches(['.', ',']);
+        if w0.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+            has_name = true;
+        }
+        let lw = w0.to_ascii_lowercase();
+        if matches!(
+            lw.as_str(),
+            "mg" | "ml"
+                | "mcg"
+                | "tabs"
+                | "tab"
+                | "po"
+                | "iv"
+                | "units"
+                | "times"
+                | "days"
+                | "weeks"
+                | "years"
+                | "hours"
+                | "minutes"
+                | "x"
+                | "of"
+                | "and"
+                | "the"
+                | "with"
+                | "to"
+                | "in"
+                | "at"
+        ) {
+            return false;
+        }
+    }
+    has_name
+}
+
+fn trim_url_tail(s: &str) -> usize {
+    s.trim_end_matches(['.', ',', ';', ':', ')', ']', '}', '!', '?', '"', '\'']).len()
+}
+
+fn memchr_any(b: &[u8], c: u8) -> bool {
+    b.contains(&c)
+}
+
+fn has_dot_word(b: &[u8]) -> bool {
+    b.windows(2).any(|w| w[0] == b'.' && w[1].is_ascii_alphabetic())
+}
+
+fn looks_like_time(s: &str) -> bool {
+    s.bytes().all(|c| c.is_ascii_digit() || c == b':')
+}

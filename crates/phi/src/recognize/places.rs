@@ -1,0 +1,457 @@
+//! Places: cities, counties, facilities and health systems (listed or not), saint/mount names.
+//! Street addresses and ZIP codes are format recognizers in `patterns`.
+
+use super::dict::{flag, Dict};
+use super::tokens::{Shape, Tok, Tokens};
+use crate::{Category, Finding};
+
+/// Facility words that say nothing on their own ("Medical Center" alone is no place).
+const GENERIC: &[&str] = &[
+    "hospital",
+    "hospitals",
+    "clinic",
+    "clinics",
+    "medical",
+    "center",
+    "centre",
+    "health",
+    "healthcare",
+    "care",
+    "emergency",
+    "department",
+    "general",
+    "community",
+    "regional",
+    "urgent",
+    "nursing",
+    "home",
+    "unit",
+    "services",
+    "system",
+    "group",
+    "the",
+    "of",
+    "and",
+    "for",
+    "er",
+    "ed",
+    "icu",
+    "university",
+    "county",
+    "rehab",
+    "rehabilitation",
+    "facility",
+    "institute",
+    "medicine",
+    "surgery",
+    "surgical",
+    "pharmacy",
+    "laboratory",
+    "imaging",
+    "radiology",
+    "our",
+    "a",
+    "cardiology",
+    "oncology",
+    "orthopedics",
+    "pediatrics",
+    "dialysis",
+    "physicians",
+    "associates",
+    "practice",
+    "labs",
+    "outpatient",
+    "inpatient",
+    "primary",
+    "specialty",
+    "behavioral",
+    "mental",
+    "veterans",
+];
+const PREFIXES: &[&str] = &["st", "saint", "mt", "mount", "ste"];
+const CONNECTORS: &[&str] = &["of", "the", "and", "for", "at", "on"];
+
+pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>) {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let mut key = String::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        // Saint / Mount names: "St. Vincent's", "Mt. Sinai", "Saint Francis Medical Center".
+        if t.is_capitalized()
+            && PREFIXES.contains(&tk.lower_of(t))
+            && !prev_is_street_word(tk, i, b)
+        {
+            if let Some(n) = toks.get(i + 1) {
+                let gap = &text[t.end..n.start];
+                if (gap == ". " || gap == " " || gap == ".")
+                    && n.is_capitalized()
+                    && !n.has(flag::STOP | flag::MONTH)
+                {
+                    let last = extend_caps(tk, i + 1, b, true);
+                    let last = extend_facility(tk, last, b);
+                    out.push(
+                        Finding::new(
+                            t.start,
+                            toks[last].end,
+                            Category::Location,
+                            0.85,
+                            "location.saint",
+                        )
+                        .with_subtype("facility"),
+                    );
+                    i = last + 1;
+                    continue;
+                }
+            }
+        }
+        // Listed phrases: cities, facilities, counties.
+        if t.has(flag::PHRASE_START) {
+            if let Some((last, found)) = phrase_at(text, tk, i, dict, &mut key) {
+                out.push(found);
+                i = last + 1;
+                continue;
+            }
+        }
+        // "X County"
+        if t.is_capitalized() && !t.has(flag::STOP) {
+            if let Some(n) = toks.get(i + 1) {
+                let nl = tk.lower_of(n);
+                if (nl == "county" || nl == "parish")
+                    && n.is_capitalized()
+                    && &text[t.end..n.start] == " "
+                {
+                    out.push(
+                        Finding::new(t.start, n.end, Category::Location, 0.85, "location.county")
+                            .with_subtype("county"),
+                    );
+                    i += 2;
+                    continue;
+                }
+            }
+        }
+        // Facility runs around a head word: "Elm Clinic", "Springfield General Hospital".
+        if t.has(flag::FACILITY_WORD) && (t.is_capitalized() || t.shape == Shape::Upper) {
+            if let Some((s, e)) = facility_run(text, tk, i, dict) {
+                let end = state_after_end(text, tk, e, dict).unwrap_or(toks[e].end);
+                out.push(
+                    Finding::new(toks[s].start, end, Category::Location, 0.85, "location.facility")
+                        .with_subtype("facility"),
+                );
+                i = e + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+}
+
+fn prev_is_street_word(tk: &Tokens, i: usize, b: &[u8]) -> bool {
+    // "Elm St." — "St" after a capitalised word on the same line is a street suffix.
+    i > 0 && {
+        let p = &tk.toks[i - 1];
+        (p.is_capitalized() || p.shape == Shape::Num)
+            && !p.has(flag::STOP | flag::LOC_CUE)
+            && b[p.end..tk.toks[i].start].iter().all(|&c| c == b' ')
+    }
+}
+
+/// Extends a run of capitalised tokens from `j` (inclusive); returns the last index.
+fn extend_caps(tk: &Tokens, j: usize, b: &[u8], allow_possessive: bool) -> usize {
+    let toks = &tk.toks;
+    let mut last = j;
+    let mut k = j + 1;
+    while k < toks.len() {
+        let n = &toks[k];
+        let gap = &b[toks[k - 1].end..n.start];
+        if !(gap == b" " || gap == b"-")
+            || toks[k - 1].base_end != toks[k - 1].end && !allow_possessive
+        {
+            break;
+        }
+        if !(n.is_capitalized() || n.shape == Shape::Upper)
+            || n.has(flag::STOP | flag::MONTH | flag::WEEKDAY)
+            // "St. Mary's Hospital BP 120/80": an abbreviation in capitals ends a mixed-case name.
+            || (n.shape == Shape::Upper && toks[j].shape != Shape::Upper && !n.caps_line)
+            || (n.has(flag::ABBREV) && !n.has(flag::FACILITY_WORD))
+        {
+            break;
+        }
+        last = k;
+        k += 1;
+    }
+    last
+}
+
+/// Extends over following facility words ("... Hospital", "... Medical Center").
+fn extend_facility(tk: &Tokens, last: usize, b: &[u8]) -> usize {
+    let toks = &tk.toks;
+    let mut last = last;
+    while let Some(n) = toks.get(last + 1) {
+        if b[toks[last].end..n.start] == *b" "
+            && n.has(flag::FACILITY_WORD)
+            && (n.is_capitalized() || n.shape == Shape::Upper)
+        {
+            last += 1;
+        } else {
+            break;
+        }
+    }
+    last
+}
+
+/// The longest listed phrase at token `i`, if it should count here.
+fn phrase_at(
+    text: &str,
+    tk: &Tokens,
+    i: usize,
+    dict: &Dict,
+    key: &mut String,
+) -> Option<(usize, Finding)> {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let mut best: Option<(usize, super::dict::Phrase)> = None;
+    key.clear();
+    for k in i..(i + dict.max_phrase_tokens).min(toks.len()) {
+        if k > i {
+            let gap = &b[toks[k - 1].end..toks[k].start];
+            if !(gap == b" " || gap == b". " || (gap == b"." && toks[k - 1].shape == Shape::Cap)) {
+                break;
+            }
+            key.push(' ');
+        }
+        key.push_str(tk.lower_of(&toks[k]));
+        if let Some(p) = dict.phrase(key) {
+            if p.city_pop > 0 || p.facility || p.county {
+                best = Some((k, *p));
+            }
+        }
+    }
+    let (last, p) = best?;
+    let t = &toks[i];
+    let multi = last > i;
+    let all_caps_shape = toks[i..=last].iter().all(|x| {
+        x.is_capitalized() || matches!(x.shape, Shape::Upper | Shape::Initial | Shape::Mixed)
+    });
+    if !all_caps_shape {
+        return None;
+    }
+    let single_ambiguous = !multi
+        && (t.has(
+            flag::ENGLISH
+                | flag::MEDICAL
+                | flag::DRUG
+                | flag::ABBREV
+                | flag::STOP
+                | flag::MONTH
+                | flag::WEEKDAY
+                | flag::TITLE
+                | flag::STATE_NAME,
+        ));
+    let cue = i > 0
+        && toks[i - 1].has(flag::LOC_CUE)
+        && b[toks[i - 1].end..t.start].iter().all(|&c| c == b' ');
+    let state_after = state_follows(text, tk, last, dict);
+    if p.facility
+        && (!single_ambiguous || multi)
+        && (t.shape != Shape::Upper || t.caps_line || t.end - t.start >= 3)
+    {
+        let last = extend_facility(tk, last, b);
+        let end = state_after_end(text, tk, last, dict).unwrap_or(toks[last].end);
+        return Some((
+            last,
+            Finding::new(t.start, end, Category::Location, 0.85, "location.facility_list")
+                .with_subtype("facility"),
+        ));
+    }
+    if p.city_pop > 0 {
+        // "MS", "ICU" in mixed text are no places; "NYC" is.
+        let upper_word =
+            t.shape == Shape::Upper && !t.caps_line && (p.city_pop < 1_000_000 || single_ambiguous);
+        let ok = if multi {
+            !upper_word || state_after
+        } else if single_ambiguous || upper_word {
+            state_after
+                || (cue
+                    && !t.has(flag::STOP | flag::MONTH | flag::ABBREV | flag::TITLE)
+                    && !upper_word
+                    && p.city_pop >= 5000)
+        } else if t.caps_line {
+            p.city_pop >= 50_000 && !t.has(flag::GIVEN) || state_after || cue
+        } else {
+            p.city_pop >= 20_000 || state_after || (cue && p.city_pop >= 1000)
+        };
+        if ok && !followed_by_eponym(tk, last) {
+            let mut end = toks[last].end;
+            if let Some(se) = state_after_end(text, tk, last, dict) {
+                end = se;
+            }
+            return Some((
+                last,
+                Finding::new(
+                    t.start,
+                    end,
+                    Category::Location,
+                    if multi || state_after { 0.85 } else { 0.7 },
+                    "location.city",
+                )
+                .with_subtype("city"),
+            ));
+        }
+    }
+    None
+}
+
+/// "Framingham score", "Framingham Heart Study": a place name that names a study or a score.
+fn followed_by_eponym(tk: &Tokens, i: usize) -> bool {
+    let next = |k: usize| tk.toks.get(k);
+    next(i + 1).is_some_and(|n| n.has(flag::EPONYM_HEAD))
+        || (next(i + 1).is_some_and(|n| n.is_capitalized())
+            && next(i + 2).is_some_and(|n| n.has(flag::EPONYM_HEAD) && n.is_capitalized()))
+}
+
+fn state_follows(text: &str, tk: &Tokens, last: usize, dict: &Dict) -> bool {
+    state_after_end(text, tk, last, dict).is_some()
+}
+
+/// "Atlanta, GA" / "Rochester, Minnesota": the end of the state after a city.
+fn state_after_end(text: &str, tk: &Tokens, last: usize, dict: &Dict) -> Option<usize> {
+    let toks = &tk.toks;
+    let n = toks.get(last + 1)?;
+    let gap = &text[toks[last].end..n.start];
+    if gap != ", " && gap != " " && gap != "," {
+        return None;
+    }
+    let w = &text[n.start..n.end];
+    if dict.is_state_abbr(w) {
+        let after = text.as_bytes().get(n.end).copied();
+        // "Detroit, MI" — but not "Paris, MD" in "seen by Paris, MD" (rare; accept).
+        if after.is_none_or(|c| !c.is_ascii_alphanumeric()) {
+            return Some(n.end);
+        }
+    }
+    if n.has(flag::STATE_NAME) && n.is_capitalized() {
+        return Some(n.end);
+    }
+    // Two-word states: "New York", "North Carolina".
+    if let Some(m) = toks.get(last + 2) {
+        let two = format!("{} {}", tk.lower_of(n), tk.lower_of(m));
+        if matches!(
+            two.as_str(),
+            "new york"
+                | "new jersey"
+                | "new mexico"
+                | "new hampshire"
+                | "north carolina"
+                | "south carolina"
+                | "north dakota"
+                | "south dakota"
+                | "west virginia"
+                | "rhode island"
+        ) && n.is_capitalized()
+        {
+            return Some(m.end);
+        }
+    }
+    None
+}
+
+/// A run of capitalised tokens around the facility word at `h` that names a facility.
+fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize, usize)> {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let caps_ok = |t: &Tok| {
+        t.is_capitalized()
+            || t.shape == Shape::Upper
+            || (t.shape == Shape::Mixed && t.has(flag::PHRASE_START))
+    };
+    // Left.
+    let mut s = h;
+    while s > 0 {
+        let p = &toks[s - 1];
+        let gap = &b[p.end..toks[s].start];
+        let pl = tk.lower_of(p);
+        let gap_fine =
+            gap == b" " || gap == b"-" || (gap == b". " && PREFIXES.contains(&pl)) || gap == b"'s ";
+        if !gap_fine {
+            break;
+        }
+        if caps_ok(p) && !p.has(flag::STOP | flag::MONTH | flag::WEEKDAY | flag::TITLE)
+            || (p.shape == Shape::Upper && !p.has(flag::STOP))
+        {
+            s -= 1;
+            if p.sent_start {
+                break;
+            }
+        } else if CONNECTORS.contains(&pl)
+            && s >= 2
+            && caps_ok(&toks[s - 2])
+            && p.shape == Shape::Lower
+            && (pl == "of" || pl == "and" || pl == "the")
+        {
+            s -= 1;
+        } else {
+            break;
+        }
+    }
+    // Don't start on a connector.
+    while s < h && CONNECTORS.contains(&tk.lower_of(&toks[s])) {
+        s += 1;
+    }
+    // Right: more facility words, "of X", places.
+    let mut e = h;
+    while e + 1 < toks.len() {
+        let n = &toks[e + 1];
+        let gap = &b[toks[e].end..n.start];
+        if !(gap == b" " || gap == b"-") {
+            break;
+        }
+        let nl = tk.lower_of(n);
+        if caps_ok(n)
+            && (n.has(flag::FACILITY_WORD | flag::PHRASE_START)
+                || !n.has(flag::ENGLISH | flag::STOP | flag::MONTH | flag::WEEKDAY))
+            && !n.has(flag::STOP)
+        {
+            e += 1;
+        } else if (nl == "of" || nl == "for")
+            && toks.get(e + 2).is_some_and(|x| caps_ok(x) && !x.has(flag::STOP))
+        {
+            e += 2;
+        } else {
+            break;
+        }
+    }
+    // Must hold a strong head and something that is no generic word.
+    let mut strong = false;
+    let mut distinct = false;
+    let mut key = String::new();
+    for k in s..=e {
+        let l = tk.lower_of(&toks[k]);
+        let l = l.strip_suffix("'s").unwrap_or(l);
+        if dict.phrase(l).is_some_and(|p| p.facility_head) {
+            strong = true;
+        }
+        if k < e {
+            key.clear();
+            key.push_str(l);
+            key.push(' ');
+            key.push_str(tk.lower_of(&toks[k + 1]));
+            if dict.phrase(&key).is_some_and(|p| p.facility_head) {
+                strong = true;
+            }
+        }
+        if !GENERIC.contains(&l) && !toks[k].has(flag::STOP) {
+            distinct = true;
+        }
+    }
+    // Weak heads ("Memorial", "Presbyterian", "Health") need two capitalised words.
+    let weak_ok = e > s
+        && toks[h].is_capitalized()
+        && (s..=e).filter(|&k| !GENERIC.contains(&tk.lower_of(&toks[k]))).count() >= 1;
+    if distinct && (strong || weak_ok) && e > s {
+        Some((s, e))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,100 @@
+//! The scanner: runs every recognizer over a text and merges their findings.
+
+use std::cell::RefCell;
+
+use crate::recognize::{tokens::Tokens, Engine};
+use crate::{Category, Error, Finding};
+
+/// Builds a [`Scanner`] with chosen categories and threshold.
+#[derive(Clone, Debug)]
+pub struct ScannerBuilder {
+    enabled: [bool; Category::ALL.len()],
+    min_score: f32,
+}
+
+impl Default for ScannerBuilder {
+    fn default() -> Self {
+        ScannerBuilder { enabled: [true; Category::ALL.len()], min_score: 0.0 }
+    }
+}
+
+impl ScannerBuilder {
+    /// Report only these categories (all by default).
+    pub fn categories(mut self, cats: &[Category]) -> Self {
+        self.enabled = [false; Category::ALL.len()];
+        for c in cats {
+            self.enabled[c.index()] = true;
+        }
+        self
+    }
+
+    /// Drop findings whose score is below `min` (0.0 by default: keep everything; recall first).
+    pub fn min_score(mut self, min: f32) -> Self {
+        self.min_score = min;
+        self
+    }
+
+    /// Compiles the recognizers and loads the dictionaries.
+    pub fn build(self) -> Result<Scanner, Error> {
+        if !(0.0..=1.0).contains(&self.min_score) {
+            return Err(Error::Config(format!("min_score {} is outside 0..=1", self.min_score)));
+        }
+        Ok(Scanner { engine: Engine::new()?, enabled: self.enabled, min_score: self.min_score })
+    }
+}
+
+/// A compiled set of recognizers. Build it once and share it across threads.
+pub struct Scanner {
+    engine: Engine,
+    enabled: [bool; Category::ALL.len()],
+    min_score: f32,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner").field("min_score", &self.min_score).finish_non_exhaustive()
+    }
+}
+
+impl Scanner {
+    /// A scanner with every recognizer on.
+    pub fn new() -> Result<Scanner, Error> {
+        ScannerBuilder::default().build()
+    }
+
+    /// A builder to choose categories and threshold.
+    pub fn builder() -> ScannerBuilder {
+        ScannerBuilder::default()
+    }
+
+    /// Finds PHI in `text`. The findings are sorted by start, do not overlap, and lie on char
+    /// boundaries.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(text, &mut out);
+        out
+    }
+
+    /// Like [`Scanner::scan`], reusing `out`'s allocation (it is cleared first).
+    pub fn scan_into(&self, text: &str, out: &mut Vec<Finding>) {
+        SCRATCH.with(|t| self.engine.scan(text, &mut t.borrow_mut(), out));
+        out.retain(|f| self.enabled[f.category.index()] && f.score >= self.min_score);
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch space, so that scanning allocates little (like regex's `Cache`).
+    static SCRATCH: RefCell<Tokens> = RefCell::new(Tokens::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Scanner>();
+        assert_send_sync::<Finding>();
+    }
+}
