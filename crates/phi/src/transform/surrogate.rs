@@ -1,0 +1,181 @@
+//! Realistic fake values that keep the shape of the original: names from small invented pools,
+//! digits and letters replaced one for one, dates shifted by one offset per context.
+
+use super::dates;
+use crate::Category;
+
+const GIVEN: &[&str] = &[
+    "Alex", "Jordan", "Casey", "Morgan", "Riley", "Avery", "Quinn", "Rowan", "Elena", "Marcus",
+    "Nadia", "Tobias", "Ingrid", "Felix", "Priya", "Mateo", "Lena", "Omar", "Sofia", "Victor",
+    "Hana", "Caleb", "Irene", "Dmitri",
+];
+const SURNAMES: &[&str] = &[
+    "Ashford",
+    "Bramley",
+    "Castell",
+    "Dunmore",
+    "Ellery",
+    "Fairbank",
+    "Garrow",
+    "Hollins",
+    "Ivers",
+    "Jessop",
+    "Kendal",
+    "Lowther",
+    "Marlow",
+    "Norbury",
+    "Oakes",
+    "Pemberton",
+    "Quarry",
+    "Radley",
+    "Selwyn",
+    "Thorne",
+    "Upton",
+    "Varley",
+];
+const TITLES: &[&str] = &["dr", "mr", "mrs", "ms", "miss", "mx", "prof", "doctor"];
+const CITIES: &[&str] = &[
+    "Springfield",
+    "Riverton",
+    "Fairview",
+    "Georgetown",
+    "Lakewood",
+    "Maplewood",
+    "Cedar Falls",
+    "Oak Ridge",
+];
+const STREETS: &[&str] =
+    &["Maple", "Oak", "Cedar", "Elm", "Willow", "Birch", "Lakeview", "Hillcrest"];
+const FACILITIES: &[&str] = &[
+    "Riverside General Hospital",
+    "Lakeview Medical Center",
+    "Fairview Clinic",
+    "Hillcrest Community Hospital",
+];
+
+/// A surrogate for `value`, drawing pseudo-random choices from `prf` (a keyed stream).
+pub(crate) fn surrogate(
+    cat: Category,
+    subtype: Option<&str>,
+    value: &str,
+    shift_days: i64,
+    prf: &mut dyn FnMut() -> u64,
+    seq: usize,
+) -> String {
+    match cat {
+        Category::Name => name(value, prf),
+        Category::Date => dates::shift(value, shift_days).unwrap_or_else(|| "[DATE]".to_string()),
+        Category::Age => "90+".to_string(),
+        Category::Email => format!("person{seq}@example.org"),
+        Category::Url => format!("https://example.org/r/{seq}"),
+        Category::Ip if value.contains(':') => format!("2001:db8::{:x}", seq),
+        Category::Ip => format!("192.0.2.{}", seq % 254 + 1),
+        Category::Location => match subtype {
+            Some("street") | Some("zip") => {
+                let s = shape(value, prf);
+                replace_words(&s, STREETS, prf)
+            }
+            Some("facility") => pick(FACILITIES, prf).to_string(),
+            _ => {
+                if value.bytes().any(|c| c.is_ascii_digit()) {
+                    shape(value, prf)
+                } else {
+                    pick(CITIES, prf).to_string()
+                }
+            }
+        },
+        Category::Ssn => {
+            // The 9xx area is never issued.
+            let mut s = shape(value, prf);
+            if let Some(i) = s.find(|c: char| c.is_ascii_digit()) {
+                s.replace_range(i..i + 1, "9");
+            }
+            s
+        }
+        _ => shape(value, prf),
+    }
+}
+
+fn pick<'a>(pool: &[&'a str], prf: &mut dyn FnMut() -> u64) -> &'a str {
+    pool[(prf() % pool.len() as u64) as usize]
+}
+
+/// Every digit to a random digit, every letter to a random letter of the same case.
+fn shape(value: &str, prf: &mut dyn FnMut() -> u64) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                char::from(b'0' + (prf() % 10) as u8)
+            } else if c.is_ascii_uppercase() {
+                char::from(b'A' + (prf() % 26) as u8)
+            } else if c.is_ascii_lowercase() {
+                char::from(b'a' + (prf() % 26) as u8)
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Replaces alphabetic words of two letters or more with pool words (street names).
+fn replace_words(value: &str, pool: &[&str], prf: &mut dyn FnMut() -> u64) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String, prf: &mut dyn FnMut() -> u64| {
+        if word.len() >= 4 && word.chars().all(char::is_alphabetic) {
+            out.push_str(&case_like(word, pick(pool, prf)));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out, prf);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out, prf);
+    out
+}
+
+/// A fake name of the same shape: titles kept, initials stay initials, capitals stay capitals.
+fn name(value: &str, prf: &mut dyn FnMut() -> u64) -> String {
+    let words: Vec<&str> = value.split(' ').collect();
+    let n = words.len();
+    let mut out = Vec::with_capacity(n);
+    let mut given_done = false;
+    for (i, w) in words.iter().enumerate() {
+        let core = w.trim_end_matches(['.', ',']);
+        let tail = &w[core.len()..];
+        let lower = core.to_ascii_lowercase();
+        if TITLES.contains(&lower.as_str()) {
+            out.push(w.to_string());
+            continue;
+        }
+        if core.chars().count() == 1 {
+            let c = char::from(b'A' + (prf() % 26) as u8);
+            out.push(format!("{c}{tail}"));
+            continue;
+        }
+        let last =
+            i + 1 == n || (i + 2 == n && words[n - 1].trim_end_matches('.').chars().count() == 1);
+        let pool = if !given_done && !last { GIVEN } else { SURNAMES };
+        given_done = true;
+        out.push(format!("{}{tail}", case_like(core, pick(pool, prf))));
+    }
+    out.join(" ")
+}
+
+fn case_like(original: &str, new: &str) -> String {
+    if original.chars().filter(|c| c.is_alphabetic()).all(char::is_uppercase)
+        && original.chars().count() > 1
+    {
+        new.to_uppercase()
+    } else {
+        new.to_string()
+    }
+}
