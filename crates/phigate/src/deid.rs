@@ -1,0 +1,234 @@
+//! `phigate deid`: rewrites JSONL fields, CSV columns or plain text with PHI replaced.
+
+use std::io::Write;
+
+use phi::transform::{Context, Transformer};
+use phi::Scanner;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::input::{self, DataError, Record};
+use crate::run::{Processor, Stats};
+
+/// De-identifies each record.
+pub struct DeidProcessor<'a> {
+    /// The engine.
+    pub scanner: &'a Scanner,
+    /// The transformation.
+    pub transformer: &'a Transformer,
+    /// JSONL fields to rewrite (the first is the record's text).
+    pub fields: &'a [String],
+}
+
+impl DeidProcessor<'_> {
+    /// De-identifies one text with a fresh per-document context.
+    pub fn deid(
+        &self,
+        text: &str,
+        ctx: &mut Context,
+        stats: &mut Stats,
+    ) -> Result<String, phi::Error> {
+        let findings = self.scanner.scan(text);
+        stats.add(text.len(), &findings);
+        self.transformer.apply(text, &findings, ctx)
+    }
+}
+
+fn phi_err(file: &str, line: usize, e: phi::Error) -> DataError {
+    DataError { file: file.into(), line, problem: e.to_string() }
+}
+
+impl Processor for DeidProcessor<'_> {
+    fn process(&self, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError> {
+        let mut ctx = Context::new();
+        let Some(obj) = &rec.object else {
+            // Plain text: the whole document.
+            let file = rec.id.as_str().unwrap_or("<text>");
+            let mut out = self
+                .deid(&rec.text, &mut ctx, stats)
+                .map_err(|e| phi_err(file, 0, e))?
+                .into_bytes();
+            if !out.ends_with(b"\n") && rec.text.ends_with('\n') {
+                out.push(b'\n');
+            }
+            return Ok(out);
+        };
+        let mut obj = obj.clone();
+        for field in self.fields {
+            match obj.get_mut(field) {
+                Some(Value::String(s)) => {
+                    let new = self
+                        .deid(s, &mut ctx, stats)
+                        .map_err(|e| phi_err("<record>", rec.line, e))?;
+                    *s = new;
+                }
+                Some(Value::Null) => {}
+                Some(_) => {
+                    return Err(DataError {
+                        file: "<record>".into(),
+                        line: rec.line,
+                        problem: format!("field {field:?} is not a string"),
+                    })
+                }
+                None => {
+                    return Err(DataError {
+                        file: "<record>".into(),
+                        line: rec.line,
+                        problem: format!("field {field:?} is missing"),
+                    })
+                }
+            }
+        }
+        let mut out = serde_json::to_vec(&Value::Object(obj)).map_err(|e| DataError {
+            file: "<record>".into(),
+            line: rec.line,
+            problem: e.to_string(),
+        })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+/// CSV options.
+pub struct CsvOptions<'a> {
+    /// Columns to de-identify (by header name).
+    pub columns: &'a [String],
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Report and count bad rows instead of stopping.
+    pub skip_invalid: bool,
+}
+
+/// De-identifies the chosen columns of a CSV file, keeping the others and the header.
+pub fn run_csv(
+    path: &str,
+    p: &DeidProcessor<'_>,
+    opts: &CsvOptions<'_>,
+    out: &mut dyn Write,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<Stats> {
+    let name = input::display_name(path);
+    let reader = input::open(path).map_err(|e| DataError {
+        file: name.clone(),
+        line: 0,
+        problem: format!("cannot open: {e}"),
+    })?;
+    let mut rdr =
+        csv::ReaderBuilder::new().delimiter(opts.delimiter).flexible(false).from_reader(reader);
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| DataError {
+            file: name.clone(),
+            line: 1,
+            problem: format!("unreadable header ({})", csv_kind(&e)),
+        })?
+        .clone();
+    let header_names: Vec<String> =
+        headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+    if opts.columns.is_empty() {
+        anyhow::bail!(DataError {
+            file: name,
+            line: 1,
+            problem: format!(
+                "--columns is required for CSV; the header has: {}",
+                header_names.join(", ")
+            )
+        });
+    }
+    let mut cols = Vec::new();
+    for c in opts.columns {
+        match header_names.iter().position(|h| h == c) {
+            Some(i) => cols.push(i),
+            None => anyhow::bail!(DataError {
+                file: name,
+                line: 1,
+                problem: format!(
+                    "unknown column {c:?}; the header has: {}",
+                    header_names.join(", ")
+                )
+            }),
+        }
+    }
+    let mut wtr = csv::WriterBuilder::new().delimiter(opts.delimiter).from_writer(out);
+    wtr.write_byte_record(&headers)?;
+    let mut stats = Stats::default();
+    let mut records = rdr.into_byte_records();
+    loop {
+        let mut batch = Vec::new();
+        for r in records.by_ref().take(2048) {
+            batch.push(r);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<(Result<csv::ByteRecord, DataError>, Stats)> = batch
+            .into_par_iter()
+            .map(|r| {
+                let mut st = Stats::default();
+                let res = (|| {
+                    let rec = r.map_err(|e| DataError {
+                        file: name.clone(),
+                        line: e.position().map_or(0, |p| p.line() as usize),
+                        problem: format!("malformed CSV row ({})", csv_kind(&e)),
+                    })?;
+                    let line = rec.position().map_or(0, |p| p.line() as usize);
+                    let mut ctx = Context::new();
+                    let mut outrec = csv::ByteRecord::new();
+                    for (i, field) in rec.iter().enumerate() {
+                        if cols.contains(&i) {
+                            let text = std::str::from_utf8(field).map_err(|e| DataError {
+                                file: name.clone(),
+                                line,
+                                problem: format!(
+                                    "invalid UTF-8 in column {:?} at byte {}",
+                                    header_names[i],
+                                    e.valid_up_to()
+                                ),
+                            })?;
+                            let new = p
+                                .deid(text, &mut ctx, &mut st)
+                                .map_err(|e| phi_err(&name, line, e))?;
+                            outrec.push_field(new.as_bytes());
+                        } else {
+                            outrec.push_field(field);
+                        }
+                    }
+                    Ok(outrec)
+                })();
+                (res, st)
+            })
+            .collect();
+        for (res, st) in results {
+            match res {
+                Ok(rec) => {
+                    pb.inc(rec.as_slice().len() as u64 + rec.len() as u64);
+                    wtr.write_byte_record(&rec)?;
+                    stats.records += st.records.min(1);
+                    stats.bytes += st.bytes;
+                    for (a, b) in stats.per_category.iter_mut().zip(st.per_category) {
+                        *a += b;
+                    }
+                }
+                Err(e) if opts.skip_invalid => {
+                    pb.suspend(|| eprintln!("phigate: skipped {e}"));
+                    stats.skipped += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    wtr.flush()?;
+    Ok(stats)
+}
+
+/// A content-free description of a CSV error.
+fn csv_kind(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("{len} fields where the header has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".into(),
+        csv::ErrorKind::Io(_) => "read error".into(),
+        _ => "parse error".into(),
+    }
+}

@@ -1,0 +1,387 @@
+//! phigate: the command-line entry point. The work is done by the `phi` library; this file
+//! parses arguments, wires inputs to outputs and maps errors to exit codes.
+
+mod deid;
+mod eval;
+mod input;
+mod run;
+mod scan;
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use phi::transform::{Mode, Transformer};
+use phi::{Category, Scanner};
+
+use input::{DataError, Format};
+
+/// Exit code for bad input data (sysexits EX_DATAERR).
+const EXIT_DATA: u8 = 65;
+
+/// phigate finds Protected Health Information (the HIPAA Safe Harbor identifiers) in clinical
+/// text and de-identifies it, keeping the clinical meaning: ages up to 89, years, drugs, doses
+/// and lab values stay.
+#[derive(Parser)]
+#[command(name = "phigate", version, about, long_about = None, after_help = "\
+Examples:
+  phigate scan notes.jsonl > findings.jsonl
+  phigate deid notes.jsonl --mode placeholder > notes.deid.jsonl
+  phigate deid visits.csv --columns note,comment --mode redact -o visits.deid.csv
+  phigate eval --gold labelled.jsonl --show-leaks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find PHI and print one JSON line per finding.
+    ///
+    /// Output: {"id","start","end","category","subtype","score"}, offsets in Unicode code
+    /// points, end-exclusive, in input order. The matched text is never printed.
+    #[command(after_help = "\
+Input: FILE.jsonl (one {\"id\",\"text\"} object per line; other fields are ignored), any other
+file as one plain-text document (its id is the path), or stdin when no FILE or `-` is given
+(read as JSONL unless --format text).
+
+Examples:
+  phigate scan notes.jsonl
+  cat note.txt | phigate scan --format text
+  phigate scan notes.jsonl --categories NAME,DATE --min-score 0.7")]
+    Scan {
+        /// Input files (JSONL or text); none or `-` reads stdin.
+        files: Vec<String>,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Report only these categories (comma-separated: NAME,LOCATION,DATE,AGE,PHONE,FAX,
+        /// EMAIL,SSN,MRN,HEALTH_PLAN,ACCOUNT,LICENSE,VEHICLE,DEVICE,URL,IP,BIOMETRIC,ID).
+        #[arg(long, value_delimiter = ',')]
+        categories: Vec<String>,
+        /// Drop findings scored below this (0 to 1; default 0 keeps everything: recall first).
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f32,
+        /// Print counts per category on stderr at the end (always on when stderr is a terminal).
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Rewrite text with PHI replaced (JSONL fields, CSV columns or plain text).
+    #[command(after_help = "\
+Modes:
+  redact       [NAME], [DATE], …
+  mask         every letter and digit of the value as *, separators kept
+  placeholder  [NAME_1], [DATE_2], … numbered and consistent within each record
+  surrogate    realistic fake values, consistent within each record; dates shifted by one offset
+  hash         [NAME:3f9a…], a keyed HMAC-SHA256 (needs --key-file or PHIGATE_DEID_KEY)
+
+Examples:
+  phigate deid notes.jsonl --mode placeholder > out.jsonl
+  phigate deid notes.jsonl --field text --field summary --mode redact -o out.jsonl
+  phigate deid visits.csv --columns note --mode surrogate --key-file key.bin -o out.csv
+  phigate deid a.txt b.txt --output-dir deid/")]
+    Deid {
+        /// Input files; none or `-` reads stdin.
+        files: Vec<String>,
+        #[command(flatten)]
+        input: InputArgs,
+        /// How PHI is replaced.
+        #[arg(long, value_enum, default_value = "placeholder")]
+        mode: ModeArg,
+        /// More JSONL fields to rewrite besides --field (repeatable).
+        #[arg(long = "also-field")]
+        also_fields: Vec<String>,
+        /// CSV columns to rewrite, by header name (comma-separated); required for CSV.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// CSV field delimiter.
+        #[arg(long, default_value_t = ',')]
+        delimiter: char,
+        /// Write here instead of stdout.
+        #[arg(short, long, conflicts_with = "output_dir")]
+        output: Option<String>,
+        /// With several inputs: one output file per input, same name, in this directory.
+        #[arg(long)]
+        output_dir: Option<String>,
+        /// A file holding the secret key for `hash` and `surrogate` (raw bytes or hex). The
+        /// environment variable PHIGATE_DEID_KEY is used when this is not given.
+        #[arg(long)]
+        key_file: Option<String>,
+        /// Print counts per category on stderr at the end (always on when stderr is a terminal).
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Score the engine against labelled spans: recall, precision, F1, entity recall,
+    /// over-redaction.
+    #[command(after_help = "\
+Gold: JSONL {\"id\",\"text\",\"spans\":[{\"start\",\"end\",\"category\"}]}, offsets in code points.
+Categories of other tools (PERSON, GEOGRAPHIC_LOCATION, MEDICAL_RECORD_NUMBER, US_SSN, …) are
+mapped to phigate's; ones that are not PHI under Safe Harbor (ORGANIZATION, TITLE, …) are ignored
+and listed.
+
+Examples:
+  phigate eval --gold dev.jsonl
+  phigate eval --gold dev.jsonl --show-leaks --show-false-positives
+  phigate eval --gold dev.jsonl --json")]
+    Eval {
+        /// The labelled file.
+        #[arg(long)]
+        gold: String,
+        /// List each missed entity with its context (a developer tool: it prints gold text).
+        #[arg(long)]
+        show_leaks: bool,
+        /// List findings on documents that hold no PHI.
+        #[arg(long)]
+        show_false_positives: bool,
+        /// Print the metrics as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct InputArgs {
+    /// Read inputs as this format instead of guessing from the extension (.jsonl/.ndjson →
+    /// jsonl, .csv → csv, anything else → text).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// The JSONL field that holds the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// The JSONL field that holds the record id.
+    #[arg(long, default_value = "id")]
+    id_field: String,
+    /// Report bad records on stderr, count them and go on, instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Redact,
+    Mask,
+    Placeholder,
+    Surrogate,
+    Hash,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Redact => Mode::Redact,
+            ModeArg::Mask => Mode::Mask,
+            ModeArg::Placeholder => Mode::Placeholder,
+            ModeArg::Surrogate => Mode::Surrogate,
+            ModeArg::Hash => Mode::Hash,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("phigate: error: {e:#}");
+            if e.downcast_ref::<DataError>().is_some() {
+                ExitCode::from(EXIT_DATA)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn stdin_if_empty(files: Vec<String>) -> Vec<String> {
+    if files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        files
+    }
+}
+
+fn show_summary(flag: bool) -> bool {
+    use std::io::IsTerminal;
+    flag || io::stderr().is_terminal()
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = Instant::now();
+    match cli.command {
+        Command::Scan { files, input, categories, min_score, summary } => {
+            let cats =
+                categories.iter().map(|c| c.parse::<Category>()).collect::<Result<Vec<_>, _>>()?;
+            let mut b = Scanner::builder().min_score(min_score);
+            if !cats.is_empty() {
+                b = b.categories(&cats);
+            }
+            let scanner = b.build()?;
+            let files = stdin_if_empty(files);
+            let opts = run::Options {
+                format: input.format,
+                field: &input.field,
+                id_field: &input.id_field,
+                skip_invalid: input.skip_invalid,
+            };
+            let pb = run::progress(&files);
+            let stdout = io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+            let stats = run::run_records(
+                &files,
+                &opts,
+                &scan::ScanProcessor { scanner: &scanner },
+                &mut out,
+                &pb,
+            )?;
+            out.flush()?;
+            pb.finish_and_clear();
+            if show_summary(summary) || stats.skipped > 0 {
+                stats.print(started);
+            }
+            Ok(())
+        }
+        Command::Deid {
+            files,
+            input,
+            mode,
+            also_fields,
+            columns,
+            delimiter,
+            output,
+            output_dir,
+            key_file,
+            summary,
+        } => {
+            let mode: Mode = mode.into();
+            let mut transformer = Transformer::new(mode);
+            if let Some(key) = load_key(key_file.as_deref())? {
+                transformer = transformer.with_key(&key);
+            } else if mode == Mode::Hash {
+                anyhow::bail!("the hash mode needs a key: --key-file PATH or the PHIGATE_DEID_KEY environment variable");
+            }
+            let scanner = Scanner::new()?;
+            let mut fields = vec![input.field.clone()];
+            fields.extend(also_fields);
+            let proc = deid::DeidProcessor {
+                scanner: &scanner,
+                transformer: &transformer,
+                fields: &fields,
+            };
+            let files = stdin_if_empty(files);
+            let opts = run::Options {
+                format: input.format,
+                field: &input.field,
+                id_field: &input.id_field,
+                skip_invalid: input.skip_invalid,
+            };
+            let delimiter = u8::try_from(delimiter)
+                .ok()
+                .filter(u8::is_ascii)
+                .context("--delimiter must be one ASCII character")?;
+            let csv_opts =
+                deid::CsvOptions { columns: &columns, delimiter, skip_invalid: input.skip_invalid };
+            let pb = run::progress(&files);
+            let mut total = run::Stats::default();
+            let mut shared: Option<Box<dyn Write>> = None;
+            for f in &files {
+                let mut out: Box<dyn Write> = match (&output_dir, &output) {
+                    (Some(dir), _) => {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("cannot create {dir}"))?;
+                        let base = std::path::Path::new(f)
+                            .file_name()
+                            .map_or_else(|| "stdin".into(), |n| n.to_string_lossy().into_owned());
+                        let path = std::path::Path::new(dir).join(base);
+                        Box::new(BufWriter::new(
+                            std::fs::File::create(&path)
+                                .with_context(|| format!("cannot create {}", path.display()))?,
+                        ))
+                    }
+                    _ => match shared.take() {
+                        Some(w) => w,
+                        None => match &output {
+                            Some(p) => Box::new(BufWriter::new(
+                                std::fs::File::create(p)
+                                    .with_context(|| format!("cannot create {p}"))?,
+                            )),
+                            None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
+                        },
+                    },
+                };
+                let format = input.format.unwrap_or_else(|| {
+                    if f == "-" {
+                        Format::Jsonl
+                    } else {
+                        Format::from_path(f)
+                    }
+                });
+                let stats = if format == Format::Csv {
+                    deid::run_csv(f, &proc, &csv_opts, &mut out, &pb)?
+                } else {
+                    run::run_records(std::slice::from_ref(f), &opts, &proc, &mut out, &pb)?
+                };
+                out.flush()?;
+                merge(&mut total, &stats);
+                if output_dir.is_none() {
+                    shared = Some(out);
+                }
+            }
+            pb.finish_and_clear();
+            if show_summary(summary) || total.skipped > 0 {
+                total.print(started);
+            }
+            Ok(())
+        }
+        Command::Eval { gold, show_leaks, show_false_positives, json } => {
+            let scanner = Scanner::new()?;
+            let stdout = io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            eval::run(&gold, &scanner, show_leaks, show_false_positives, json, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn merge(total: &mut run::Stats, s: &run::Stats) {
+    total.records += s.records;
+    total.skipped += s.skipped;
+    total.bytes += s.bytes;
+    for (a, b) in total.per_category.iter_mut().zip(s.per_category) {
+        *a += b;
+    }
+}
+
+/// The secret key from a file (raw, or hex if it is all hex digits) or the environment.
+fn load_key(path: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    let raw = match path {
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read the key file {p}"))?,
+        None => match std::env::var("PHIGATE_DEID_KEY") {
+            Ok(v) => v.into_bytes(),
+            Err(_) => return Ok(None),
+        },
+    };
+    let trimmed: Vec<u8> = raw.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
+    let key = if !trimmed.is_empty()
+        && trimmed.len().is_multiple_of(2)
+        && trimmed.iter().all(u8::is_ascii_hexdigit)
+    {
+        hex::decode(&trimmed).context("the key is not valid hex")?
+    } else {
+        raw
+    };
+    if key.len() < 16 {
+        anyhow::bail!("the key must be at least 16 bytes (32 hex digits)");
+    }
+    Ok(Some(key))
+}

@@ -1,0 +1,166 @@
+//! Runs the built binary on temporary files.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn phigate(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut si = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        // The binary may refuse its arguments and exit before reading stdin.
+        if let Err(e) = si.write_all(s.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+        }
+    }
+    drop(si);
+    child.wait_with_output().unwrap()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, content).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn scan_prints_the_exact_contract_in_code_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Zoë était là. Seen by Dr. Alan Smith on 03/14/2021, MRN: 4471902.";
+    let f = write(
+        &dir,
+        "n.jsonl",
+        &format!("{}\n", serde_json::json!({"id": 7, "text": text, "other": 1})),
+    );
+    let out = phigate(&["scan", &f], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    let mut found = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "start", "end", "category", "subtype", "score"]);
+        assert_eq!(v["id"], 7);
+        let (s, e) = (v["start"].as_u64().unwrap() as usize, v["end"].as_u64().unwrap() as usize);
+        found.push((
+            v["category"].as_str().unwrap().to_string(),
+            chars[s..e].iter().collect::<String>(),
+        ));
+    }
+    assert!(found.contains(&("NAME".into(), "Dr. Alan Smith".into())), "{found:?}");
+    assert!(found.contains(&("DATE".into(), "03/14/2021".into())), "{found:?}");
+    assert!(found.contains(&("MRN".into(), "4471902".into())), "{found:?}");
+}
+
+#[test]
+fn scan_reads_stdin_and_text_files() {
+    let out = phigate(&["scan"], Some("{\"id\":\"a\",\"text\":\"Call 614-555-0142.\"}\n"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"category\":\"PHONE\""));
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "note.txt", "Email jo@example.org today.");
+    let out = phigate(&["scan", &f], None);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("\"category\":\"EMAIL\"") && s.contains("note.txt"), "{s}");
+}
+
+#[test]
+fn malformed_line_names_file_and_line_not_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "bad.jsonl",
+        "{\"id\":1,\"text\":\"ok\"}\n{\"id\":2,\"text\":\"Secret Name 219-45-6712\"\n",
+    );
+    let out = phigate(&["scan", &f], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.jsonl:2:"), "{err}");
+    assert!(!err.contains("Secret") && !err.contains("219-45"), "the error leaked content: {err}");
+
+    let f = write(&dir, "missing.jsonl", "{\"id\":1,\"body\":\"x\"}\n");
+    let out = phigate(&["scan", &f], None);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.jsonl:1: field \"text\" is missing")
+    );
+
+    let p = dir.path().join("utf8.jsonl");
+    std::fs::write(&p, b"{\"id\":1,\"text\":\"\xff\"}\n").unwrap();
+    let out = phigate(&["scan", p.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid UTF-8"));
+}
+
+#[test]
+fn skip_invalid_reports_counts_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "mixed.jsonl", "{\"id\":1,\"text\":\"SSN 219-45-6712\"}\nnot json\n{\"id\":3,\"text\":\"SSN 219-45-6713\"}\n");
+    let out = phigate(&["scan", &f, "--skip-invalid"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mixed.jsonl:2:") && err.contains("1 invalid records skipped"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn deid_jsonl_keeps_other_fields_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "n.jsonl",
+        "{\"z\":1,\"text\":\"Seen by Dr. Alan Smith on 03/14/2021.\",\"a\":\"keep\"}\n",
+    );
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"z\":1,\"text\":\"Seen by [NAME] on [DATE].\",\"a\":\"keep\"}\n"
+    );
+}
+
+#[test]
+fn deid_csv_rewrites_chosen_columns_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let f =
+        write(&dir, "v.csv", "visit,note,code\n1,\"Seen by Dr. Alan Smith, MRN: 4471902\",I10\n");
+    let out = phigate(&["deid", &f, "--columns", "note", "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "visit,note,code\n1,\"Seen by [NAME], MRN: [MRN]\",I10\n"
+    );
+    let out = phigate(&["deid", &f, "--columns", "notes"], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown column \"notes\"") && err.contains("visit, note, code"), "{err}");
+}
+
+#[test]
+fn hash_mode_needs_a_key() {
+    let out = phigate(&["deid", "--mode", "hash"], Some("{\"id\":1,\"text\":\"x\"}\n"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a key"));
+}
+
+#[test]
+fn eval_prints_recall_and_over_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let gold = "{\"id\":\"a\",\"text\":\"Call 614-555-0142 now\",\"spans\":[{\"start\":5,\"end\":17,\"category\":\"PHONE_NUMBER\",\"text\":\"614-555-0142\"}]}\n{\"id\":\"b\",\"text\":\"BP 120/80, HR 72.\",\"spans\":[]}\n";
+    let f = write(&dir, "gold.jsonl", gold);
+    let out = phigate(&["eval", "--gold", &f], None);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("entity recall 1/1 = 1.0000"), "{s}");
+    assert!(s.contains("over-redaction: 0 of 1"), "{s}");
+    let bad = write(&dir, "badgold.jsonl", "{\"id\":\"a\",\"text\":\"abc\",\"spans\":[{\"start\":1,\"end\":9,\"category\":\"NAME\"}]}\n");
+    let out = phigate(&["eval", "--gold", &bad], None);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("badgold.jsonl:1: span 1..9 is outside the text"));
+}

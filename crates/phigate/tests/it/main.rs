@@ -1,0 +1,3 @@
+//! End-to-end tests of the `phigate` binary: the output contract, errors, formats.
+
+mod cli;
