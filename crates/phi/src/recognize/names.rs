@@ -50,7 +50,12 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 {
                     if let Some(last) = name_run(text, tk, j, false, dict) {
                         let first = &toks[j];
-                        let evidence = first.has(flag::GIVEN | flag::SURNAME)
+                        // "PT SEEN BY", "PT STABLE": in capitals, a word that is first of all an
+                        // English word is no evidence of a name.
+                        let caps_word = (first.caps_line || first.shape == Shape::Upper)
+                            && first.has(flag::ENGLISH)
+                            && !first.has(flag::GIVEN_TOP);
+                        let evidence = (first.has(flag::GIVEN | flag::SURNAME) && !caps_word)
                             || (!first
                                 .has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV)
                                 && first.shape != Shape::Initial);
@@ -85,7 +90,10 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         // 4. An initial and a surname: "J. Smith".
         if t.shape == Shape::Initial && b.get(t.end) == Some(&b'.') && i + 1 < toks.len() {
             let n = &toks[i + 1];
-            if (n.shape == Shape::Cap || (n.shape == Shape::Upper && n.caps_line))
+            if (n.shape == Shape::Cap
+                || (n.shape == Shape::Upper
+                    && n.caps_line
+                    && (!n.has(flag::ENGLISH) || n.has(flag::SURNAME_COMMON))))
                 && gap_ok(b, t.end, n.start, true)
                 && surnameish(n)
                 && !followed_by_eponym_head(tk, i + 1)
@@ -166,8 +174,72 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 continue;
             }
         }
+        // 6. A name in apposition with an age: "NEXT STEP FOR IMOGEN HARGREAVES, A 93 YO WOMAN",
+        // "Ottilie V., 45-year-old".
+        if (t.shape == Shape::Cap || t.shape == Shape::Upper) && namelike(t) {
+            let mut last = i;
+            while last + 1 < toks.len() && last < i + 2 {
+                let n = &toks[last + 1];
+                let ok_shape = n.shape == t.shape || n.shape == Shape::Initial;
+                if ok_shape
+                    && (namelike(n) || n.shape == Shape::Initial)
+                    && matches!(&text[toks[last].end..n.start], " " | ". " | "-")
+                {
+                    last += 1;
+                } else {
+                    break;
+                }
+            }
+            let l = &toks[last];
+            let end = if l.shape == Shape::Initial && b.get(l.end) == Some(&b'.') {
+                l.end + 1
+            } else {
+                l.end
+            };
+            if (last > i || t.has(flag::GIVEN | flag::SURNAME)) && age_follows(text, end) {
+                out.push(span(t.start, toks, last, b, 0.8, "name.appositive"));
+                i = last + 1;
+                continue;
+            }
+        }
         i += 1;
     }
+}
+
+/// A word that may be part of a name: listed as a name, or no known word at all.
+fn namelike(t: &Tok) -> bool {
+    t.end - t.start >= 2
+        && (unknown_proper(t)
+            || (t.has(flag::GIVEN | flag::SURNAME)
+                && !t.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | NEVER | flag::TITLE)))
+}
+
+/// Whether an age follows at `pos`: ", a 93 yo", ", 45-year-old", ", an 81 y/o".
+fn age_follows(text: &str, pos: usize) -> bool {
+    let Some(rest) = text.get(pos..).and_then(|r| r.strip_prefix(", ")) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    let mut k = 0;
+    if b.len() > 2 && b[0].eq_ignore_ascii_case(&b'a') {
+        if b[1] == b' ' {
+            k = 2;
+        } else if b[1].eq_ignore_ascii_case(&b'n') && b[2] == b' ' {
+            k = 3;
+        }
+    }
+    let digits = b[k..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if !(1..=3).contains(&digits) {
+        return false;
+    }
+    k += digits;
+    while k < b.len() && matches!(b[k], b' ' | b'-') {
+        k += 1;
+    }
+    let tail = &b[k..];
+    [&b"yo"[..], b"y/o", b"y.o", b"year", b"yr", b"y "]
+        .iter()
+        .any(|p| tail.len() >= p.len() && tail[..p.len()].eq_ignore_ascii_case(p))
 }
 
 /// "Patient: Hargreaves, Emeka": after a strong cue, a surname, a comma and one more
@@ -254,7 +326,9 @@ fn name_run(
     while k < toks.len() && k < j + 4 {
         let n = &toks[k];
         let prev = &toks[k - 1];
-        if !gap_ok(b, prev.end, n.start, prev.shape == Shape::Initial) {
+        if !gap_ok(b, prev.end, n.start, prev.shape == Shape::Initial)
+            || b[prev.end..n.start].contains(&b',')
+        {
             break;
         }
         let capsish = n.is_capitalized()

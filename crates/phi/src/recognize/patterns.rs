@@ -94,7 +94,7 @@ impl Patterns {
             date_month_cue: re(
                 "date.month",
                 &format!(
-                    r"\b(?:(?i:last|next|this|early|mid|late|in|on|since|until|during|by|of|from|through|till)[ \t]+){MONTH_FULL}\b"
+                    r"\b(?:(?i:last|next|this|early|mid|late|in|on|since|until|during|by|of|from|through|till)[ \t]+){MONTH_FULL}\b|\b(?i:last|next|this|past|previous)[ \t]+(?i:monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
                 ),
             )?,
             holiday: re(
@@ -345,8 +345,10 @@ impl Patterns {
             );
         }
         for m in self.age_decade.find_iter(text) {
+            // "in her 90s": only the decade is PHI; "in her" keeps the sentence readable.
+            let start = m.start() + m.as_str().rfind([' ', '\t', '-']).map_or(0, |p| p + 1);
             out.push(
-                Finding::new(m.start(), m.end(), Category::Age, 0.85, "age.decade")
+                Finding::new(start, m.end(), Category::Age, 0.85, "age.decade")
                     .with_subtype("over_89"),
             );
         }

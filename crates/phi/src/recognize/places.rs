@@ -154,6 +154,8 @@ fn prev_is_street_word(tk: &Tokens, i: usize, b: &[u8]) -> bool {
         (p.is_capitalized() || p.shape == Shape::Num)
             && !p.has(flag::STOP | flag::LOC_CUE)
             && b[p.end..tk.toks[i].start].iter().all(|&c| c == b' ')
+            // "VISITED ST. JOSEPH'S CLINIC": a possessive saint's name follows.
+            && tk.toks.get(i + 1).is_none_or(|n| n.base_end == n.end)
     }
 }
 
@@ -175,6 +177,8 @@ fn extend_caps(tk: &Tokens, j: usize, b: &[u8], allow_possessive: bool) -> usize
             // "St. Mary's Hospital BP 120/80": an abbreviation in capitals ends a mixed-case name.
             || (n.shape == Shape::Upper && toks[j].shape != Shape::Upper && !n.caps_line)
             || (n.has(flag::ABBREV) && !n.has(flag::FACILITY_WORD))
+            // "ST. BRENDAN'S HOSPITAL OVERNIGHT": past the facility word, only more of them.
+            || (toks[k - 1].has(flag::FACILITY_WORD) && !n.has(flag::FACILITY_WORD))
         {
             break;
         }

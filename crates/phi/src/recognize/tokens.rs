@@ -144,7 +144,10 @@ impl Tokens {
                         } else if (c == b'-'
                             || (c == b'\''
                                 && (i - start <= 2
-                                    || b.get(i + 1).is_some_and(u8::is_ascii_lowercase))))
+                                    || b.get(i + 1).is_some_and(u8::is_ascii_lowercase)
+                                    // "MARY'S" in capitals
+                                    || (b.get(i + 1) == Some(&b'S')
+                                        && !b.get(i + 2).is_some_and(u8::is_ascii_alphanumeric)))))
                             && i > start
                             && is_letter_at(text, i + 1)
                             && is_letter_before(text, i)

@@ -44,6 +44,77 @@ const CITIES: &[&str] = &[
     "Cedar Falls",
     "Oak Ridge",
 ];
+const CITY_WORDS: &[&str] =
+    &["Springfield", "Riverton", "Fairview", "Georgetown", "Lakewood", "Maplewood", "Ashbury"];
+const STATES: &[&str] = &["OH", "PA", "MN", "OR", "KY", "IA", "NM", "VT"];
+/// Words of an address that say what it is, not where: kept as they are.
+const ADDRESS_WORDS: &[&str] = &[
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "road",
+    "rd",
+    "boulevard",
+    "blvd",
+    "lane",
+    "ln",
+    "drive",
+    "dr",
+    "court",
+    "ct",
+    "place",
+    "pl",
+    "terrace",
+    "ter",
+    "circle",
+    "cir",
+    "parkway",
+    "pkwy",
+    "highway",
+    "hwy",
+    "way",
+    "trail",
+    "trl",
+    "pike",
+    "square",
+    "sq",
+    "plaza",
+    "route",
+    "rte",
+    "apt",
+    "apartment",
+    "suite",
+    "ste",
+    "unit",
+    "bldg",
+    "building",
+    "floor",
+    "fl",
+    "room",
+    "rm",
+    "po",
+    "box",
+    "p",
+    "o",
+    "n",
+    "s",
+    "e",
+    "w",
+    "ne",
+    "nw",
+    "se",
+    "sw",
+    "north",
+    "south",
+    "east",
+    "west",
+    "county",
+    "parish",
+    "of",
+    "the",
+    "and",
+];
 const STREETS: &[&str] =
     &["Maple", "Oak", "Cedar", "Elm", "Willow", "Birch", "Lakeview", "Hillcrest"];
 const FACILITIES: &[&str] = &[
@@ -71,18 +142,16 @@ pub(crate) fn surrogate(
         Category::Ip if value.contains(':') => format!("2001:db8::{:x}", seq),
         Category::Ip => format!("192.0.2.{}", seq % 254 + 1),
         Category::Location => match subtype {
-            Some("street") | Some("zip") => {
-                let s = shape(value, prf);
-                replace_words(&s, STREETS, prf)
-            }
             Some("facility") => pick(FACILITIES, prf).to_string(),
-            _ => {
-                if value.bytes().any(|c| c.is_ascii_digit()) {
-                    shape(value, prf)
-                } else {
-                    pick(CITIES, prf).to_string()
-                }
+            Some("street") | Some("zip") => place(value, STREETS, prf),
+            // A city or county alone: a whole city name, whatever its word count.
+            _ if !value.contains(|c: char| c.is_ascii_digit() || c == ',')
+                && !value.to_lowercase().contains("county")
+                && !value.to_lowercase().contains("parish") =>
+            {
+                case_like(value, pick(CITIES, prf))
             }
+            _ => place(value, CITY_WORDS, prf),
         },
         Category::Ssn => {
             // The 9xx area is never issued.
@@ -118,15 +187,24 @@ fn shape(value: &str, prf: &mut dyn FnMut() -> u64) -> String {
         .collect()
 }
 
-/// Replaces alphabetic words of two letters or more with pool words (street names).
-fn replace_words(value: &str, pool: &[&str], prf: &mut dyn FnMut() -> u64) -> String {
+/// An address or place of the same form: numbers reshaped digit by digit, state abbreviations
+/// and place words replaced, street suffixes and unit words ("Ave", "Apt") kept.
+fn place(value: &str, pool: &[&str], prf: &mut dyn FnMut() -> u64) -> String {
     let mut out = String::with_capacity(value.len());
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String, prf: &mut dyn FnMut() -> u64| {
-        if word.len() >= 4 && word.chars().all(char::is_alphabetic) {
-            out.push_str(&case_like(word, pick(pool, prf)));
-        } else {
+        if word.is_empty() {
+            return;
+        }
+        let lower = word.to_lowercase();
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str(&shape(word, prf));
+        } else if ADDRESS_WORDS.contains(&lower.as_str()) {
             out.push_str(word);
+        } else if word.len() == 2 && word.chars().all(|c| c.is_ascii_uppercase()) {
+            out.push_str(pick(STATES, prf));
+        } else {
+            out.push_str(&case_like(word, pick(pool, prf)));
         }
         word.clear();
     };

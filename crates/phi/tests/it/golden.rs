@@ -75,3 +75,49 @@ fn golden_corpus() {
     assert!(n >= 40, "the golden corpus lost cases");
     assert!(failures.is_empty(), "{} golden failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The expected output of every mode on every golden case, in `tests/golden/outputs.jsonl`
+/// (keyed modes use a fixed test key and date shift). After a deliberate change, review the
+/// difference and rewrite the file with `PHIGATE_BLESS=1 cargo test -p phi --test it golden`.
+#[test]
+fn golden_outputs_per_mode() {
+    use phi::transform::{Context, Mode, Transformer};
+    use std::collections::BTreeMap;
+
+    const MODES: [Mode; 5] =
+        [Mode::Redact, Mode::Mask, Mode::Placeholder, Mode::Hash, Mode::Surrogate];
+    let scanner = Scanner::new().unwrap();
+    let mut actual = String::new();
+    for line in include_str!("../golden/cases.jsonl").lines() {
+        let case: Case = serde_json::from_str(line).unwrap();
+        let found = scanner.scan(&case.text);
+        let mut outputs = BTreeMap::new();
+        for mode in MODES {
+            let t = Transformer::new(mode).with_key(b"golden test key, not a secret");
+            let mut ctx = Context::new().with_date_shift(-45);
+            let out = t.apply(&case.text, &found, &mut ctx).unwrap();
+            outputs.insert(mode.as_str(), out);
+        }
+        let row = serde_json::json!({ "name": case.name, "outputs": outputs });
+        actual.push_str(&row.to_string());
+        actual.push('\n');
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/outputs.jsonl");
+    if std::env::var_os("PHIGATE_BLESS").is_some() {
+        std::fs::write(path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    let mut diffs = Vec::new();
+    for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+        if e != a {
+            diffs.push(format!("line {}:\n  expected {e}\n  actual   {a}", i + 1));
+        }
+    }
+    assert_eq!(
+        expected.lines().count(),
+        actual.lines().count(),
+        "outputs.jsonl does not have one line per case (bless it after review)"
+    );
+    assert!(diffs.is_empty(), "{} outputs differ:\n{}", diffs.len(), diffs.join("\n"));
+}
