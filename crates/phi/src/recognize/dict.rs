@@ -32,6 +32,9 @@ pub(crate) mod flag {
     /// Among the 400 most frequent given names, and no word first: strong evidence even
     /// when it is also an English word ("John", "Bill").
     pub const GIVEN_TOP: u32 = 1 << 21;
+    /// A word that appears after the first word of some phrase: a phrase lookup goes on
+    /// only while the next word has it.
+    pub const PHRASE_CONT: u32 = 1 << 22;
 }
 
 /// What a multi-word (or single-word) phrase is.
@@ -204,12 +207,21 @@ impl Dict {
             max_phrase_tokens = max_phrase_tokens.max(n);
             let key = normalize_phrase(p);
             let first = key.split(' ').next().unwrap_or("").to_string();
+            let rest = key.split_once(' ').map_or(String::new(), |(_, r)| r.to_string());
             f(phrases.entry(key.into_boxed_str()).or_default());
             let first: &'static str = match words.get_key_value(first.as_str()) {
                 Some((k, _)) => k,
                 None => Box::leak(first.into_boxed_str()),
             };
             *words.entry(first).or_insert(0) |= flag::PHRASE_START;
+            for w in rest.split(' ').filter(|w| !w.is_empty()) {
+                match words.get_mut(w) {
+                    Some(f) => *f |= flag::PHRASE_CONT,
+                    None => {
+                        words.insert(Box::leak(w.to_string().into_boxed_str()), flag::PHRASE_CONT);
+                    }
+                }
+            }
         };
         for l in CITIES.lines() {
             let (name, pop) = l.split_once('\t').unwrap_or((l, "0"));

@@ -276,6 +276,9 @@ fn cue_at(tk: &Tokens, i: usize, dict: &Dict) -> Option<(usize, bool)> {
     let mut best = None;
     for (k, t) in toks.iter().enumerate().take((i + 3).min(toks.len())).skip(i) {
         if k > i {
+            if !t.has(flag::PHRASE_CONT) {
+                break;
+            }
             key.push(' ');
         }
         key.push_str(tk.lower_of(t));

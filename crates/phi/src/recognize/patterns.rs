@@ -2,7 +2,7 @@
 //! that have a shape (dates, phones, emails, URLs, IPs, SSNs, ages over 89, numbers after cues,
 //! bare record numbers, card numbers, VINs, street addresses).
 
-use regex::Regex;
+use regex::{Regex, RegexSet, SetMatches};
 
 use super::util::{byte_before, cue_before, digits, word_after};
 use crate::validate;
@@ -12,46 +12,77 @@ const MONTH: &str = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|ju
 const MONTH_FULL: &str = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|JANUARY|FEBRUARY|MARCH|APRIL|MAY|JUNE|JULY|AUGUST|SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)";
 
 pub(crate) struct Patterns {
-    email: Regex,
-    url: Regex,
-    domain: Regex,
-    ipv4: Regex,
-    ipv6: Regex,
-    phone: Regex,
-    phone7: Regex,
-    ssn: Regex,
-    date_numeric: Regex,
-    date_iso: Regex,
-    date_md: Regex,
-    date_my: Regex,
-    date_month_first: Regex,
-    date_day_first: Regex,
-    date_month_cue: Regex,
-    holiday: Regex,
-    age: Regex,
-    age_decade: Regex,
-    cue_id: Regex,
-    digit_groups: Regex,
-    alnum_id: Regex,
-    street: Regex,
-    street_named: Regex,
-    zip: Regex,
-    po_box: Regex,
+    email: Pat,
+    url: Pat,
+    domain: Pat,
+    ipv4: Pat,
+    ipv6: Pat,
+    phone: Pat,
+    phone7: Pat,
+    ssn: Pat,
+    date_numeric: Pat,
+    date_iso: Pat,
+    date_md: Pat,
+    date_my: Pat,
+    date_month_first: Pat,
+    date_day_first: Pat,
+    date_month_cue: Pat,
+    holiday: Pat,
+    age: Pat,
+    age_decade: Pat,
+    cue_id: Pat,
+    digit_groups: Pat,
+    alnum_id: Pat,
+    street: Pat,
+    street_named: Pat,
+    zip: Pat,
+    po_box: Pat,
+    /// Every pattern at once: which of them match a text at all, in one pass.
+    set: RegexSet,
 }
 
-fn re(name: &'static str, pattern: &str) -> Result<Regex, Error> {
-    // ASCII word boundaries keep the lazy DFA usable on any input.
-    let p = pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]");
-    regex::RegexBuilder::new(&p)
+/// One compiled pattern and its index in [`Patterns::set`].
+pub(crate) struct Pat {
+    re: Regex,
+    id: usize,
+}
+
+impl Pat {
+    /// Matches of this pattern, searched only when the set found that it matches somewhere.
+    fn find_iter<'r, 't>(
+        &'r self,
+        text: &'t str,
+        hits: &SetMatches,
+    ) -> std::iter::Take<regex::Matches<'r, 't>> {
+        // When the set found nothing, the iterator ends before it searches.
+        let n = if hits.matched(self.id) { usize::MAX } else { 0 };
+        self.re.find_iter(text).take(n)
+    }
+}
+
+fn build(name: &'static str, pattern: &str) -> Result<Regex, Error> {
+    regex::RegexBuilder::new(pattern)
         .size_limit(64 << 20)
         .dfa_size_limit(64 << 20)
         .build()
         .map_err(|e| Error::Pattern { name, message: e.to_string() })
 }
 
+/// ASCII word boundaries keep the lazy DFA usable on any input.
+fn ascii(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]")
+}
+
 impl Patterns {
     pub(crate) fn new() -> Result<Patterns, Error> {
-        Ok(Patterns {
+        let mut all: Vec<String> = Vec::new();
+        let mut re = |name: &'static str, pattern: &str| -> Result<Pat, Error> {
+            let p = ascii(pattern);
+            let re = build(name, &p)?;
+            all.push(p);
+            Ok(Pat { re, id: all.len() - 1 })
+        };
+        let mut p = Patterns {
             email: re(
                 "email",
                 r"\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b",
@@ -131,25 +162,33 @@ impl Patterns {
             )?,
             zip: re("zip", r"\b\d{5}(?:-\d{4})?\b")?,
             po_box: re("po_box", r"(?i)\bp\.?[ \t]?o\.?[ \t]*box[ \t]+\d+\b")?,
-        })
+            set: RegexSet::empty(),
+        };
+        p.set = regex::RegexSetBuilder::new(&all)
+            .size_limit(256 << 20)
+            .dfa_size_limit(256 << 20)
+            .build()
+            .map_err(|e| Error::Pattern { name: "set", message: e.to_string() })?;
+        Ok(p)
     }
 
     pub(crate) fn run(&self, text: &str, dict: &super::dict::Dict, out: &mut Vec<Finding>) {
+        let hits = &self.set.matches(text);
         let bytes = text.as_bytes();
         let has_at = memchr_any(bytes, b'@');
         let has_digit = bytes.iter().any(u8::is_ascii_digit);
 
         if has_at {
-            for m in self.email.find_iter(text) {
+            for m in self.email.find_iter(text, hits) {
                 out.push(Finding::new(m.start(), m.end(), Category::Email, 0.99, "email"));
             }
         }
         if has_dot_word(bytes) {
-            for m in self.url.find_iter(text) {
+            for m in self.url.find_iter(text, hits) {
                 let end = m.start() + trim_url_tail(m.as_str());
                 out.push(Finding::new(m.start(), end, Category::Url, 0.97, "url"));
             }
-            for m in self.domain.find_iter(text) {
+            for m in self.domain.find_iter(text, hits) {
                 // Not the host part of an email.
                 if byte_before(text, m.start()) == Some(b'@')
                     || byte_before(text, m.start()) == Some(b'.')
@@ -164,7 +203,7 @@ impl Patterns {
             }
         }
         if bytes.contains(&b':') {
-            for m in self.ipv6.find_iter(text) {
+            for m in self.ipv6.find_iter(text, hits) {
                 let s = m.as_str().trim_end_matches(':');
                 if s.matches(':').count() >= 2
                     && validate::ip::is_valid_v6(s)
@@ -179,10 +218,10 @@ impl Patterns {
             }
         }
         if !has_digit {
-            self.run_textual(text, out);
+            self.run_textual(text, hits, out);
             return;
         }
-        for m in self.ipv4.find_iter(text) {
+        for m in self.ipv4.find_iter(text, hits) {
             if validate::ip::is_valid_v4(m.as_str())
                 && !cue_before(text, m.start(), 12, &["version", "v", "ver"])
             {
@@ -192,7 +231,7 @@ impl Patterns {
                 );
             }
         }
-        for m in self.phone.find_iter(text) {
+        for m in self.phone.find_iter(text, hits) {
             let (s, e) = (m.start(), m.end());
             if digits(m.as_str()) < 10 {
                 continue;
@@ -205,7 +244,7 @@ impl Patterns {
                 "phone"
             }));
         }
-        for m in self.phone7.find_iter(text) {
+        for m in self.phone7.find_iter(text, hits) {
             let (s, e) = (m.start(), m.end());
             let cue = cue_before(
                 text,
@@ -254,7 +293,7 @@ impl Patterns {
                 out.push(Finding::new(s, e, cat, 0.8, "phone.cue").with_subtype(sub));
             }
         }
-        for m in self.ssn.find_iter(text) {
+        for m in self.ssn.find_iter(text, hits) {
             let s = m.as_str();
             let cue = cue_before(
                 text,
@@ -276,14 +315,14 @@ impl Patterns {
                 out.push(Finding::new(m.start(), m.end(), Category::Id, 0.6, "id.digits"));
             }
         }
-        self.run_dates(text, out);
-        for m in self.age.find_iter(text) {
+        self.run_dates(text, hits, out);
+        for m in self.age.find_iter(text, hits) {
             out.push(
                 Finding::new(m.start(), m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
             );
         }
-        self.run_ids(text, dict, out);
-        for m in self.street.find_iter(text) {
+        self.run_ids(text, dict, hits, out);
+        for m in self.street.find_iter(text, hits) {
             let s = m.as_str();
             // "5 mg PO daily" is no address: the words before the suffix must look like a name.
             if street_plausible(s) {
@@ -293,13 +332,13 @@ impl Patterns {
                 );
             }
         }
-        for m in self.po_box.find_iter(text) {
+        for m in self.po_box.find_iter(text, hits) {
             out.push(
                 Finding::new(m.start(), m.end(), Category::Location, 0.9, "address.po_box")
                     .with_subtype("street"),
             );
         }
-        for m in self.zip.find_iter(text) {
+        for m in self.zip.find_iter(text, hits) {
             let s = m.as_str();
             let z: u32 = s[..5].parse().unwrap_or(0);
             let cue = cue_before(text, m.start(), 10, &["zip", "zipcode", "postal", "zip code"]);
@@ -317,12 +356,12 @@ impl Patterns {
                 );
             }
         }
-        self.run_textual(text, out);
+        self.run_textual(text, hits, out);
     }
 
     /// Recognizers that need no digit.
-    fn run_textual(&self, text: &str, out: &mut Vec<Finding>) {
-        for m in self.date_month_cue.find_iter(text) {
+    fn run_textual(&self, text: &str, hits: &SetMatches, out: &mut Vec<Finding>) {
+        for m in self.date_month_cue.find_iter(text, hits) {
             // Skip the cue word unless it is part of the date ("last December").
             let s = m.as_str();
             let sp = s.find(char::is_whitespace).unwrap_or(0);
@@ -338,13 +377,13 @@ impl Patterns {
                     .with_subtype("month"),
             );
         }
-        for m in self.holiday.find_iter(text) {
+        for m in self.holiday.find_iter(text, hits) {
             out.push(
                 Finding::new(m.start(), m.end(), Category::Date, 0.7, "date.holiday")
                     .with_subtype("holiday"),
             );
         }
-        for m in self.age_decade.find_iter(text) {
+        for m in self.age_decade.find_iter(text, hits) {
             // "in her 90s": only the decade is PHI; "in her" keeps the sentence readable.
             let start = m.start() + m.as_str().rfind([' ', '\t', '-']).map_or(0, |p| p + 1);
             out.push(
@@ -353,7 +392,7 @@ impl Patterns {
             );
         }
         if text.as_bytes().iter().any(|c| *c == b'A' || *c == b'a' || *c == b'E' || *c == b'e') {
-            for m in self.street_named.find_iter(text) {
+            for m in self.street_named.find_iter(text, hits) {
                 out.push(
                     Finding::new(
                         m.start(),
@@ -368,8 +407,8 @@ impl Patterns {
         }
     }
 
-    fn run_dates(&self, text: &str, out: &mut Vec<Finding>) {
-        for m in self.date_numeric.find_iter(text) {
+    fn run_dates(&self, text: &str, hits: &SetMatches, out: &mut Vec<Finding>) {
+        for m in self.date_numeric.find_iter(text, hits) {
             let s = m.as_str();
             let sep = s.as_bytes()[s.find(|c: char| !c.is_ascii_digit()).unwrap_or(0)];
             let parts: Vec<u32> = s.split(['/', '-', '.']).filter_map(|p| p.parse().ok()).collect();
@@ -391,10 +430,10 @@ impl Patterns {
             }
             out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.numeric"));
         }
-        for m in self.date_iso.find_iter(text) {
+        for m in self.date_iso.find_iter(text, hits) {
             out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.iso"));
         }
-        for m in self.date_md.find_iter(text) {
+        for m in self.date_md.find_iter(text, hits) {
             let (s, e) = (m.start(), m.end());
             let bytes = text.as_bytes();
             // Part of something longer (a full date, a ratio chain, a dose "5/325").
@@ -471,7 +510,7 @@ impl Patterns {
             }
             out.push(Finding::new(s, e, Category::Date, 0.75, "date.md").with_subtype("month_day"));
         }
-        for m in self.date_my.find_iter(text) {
+        for m in self.date_my.find_iter(text, hits) {
             if matches!(byte_before(text, m.start()), Some(b'/' | b'-' | b'.')) {
                 continue;
             }
@@ -480,7 +519,7 @@ impl Patterns {
                     .with_subtype("month_year"),
             );
         }
-        for m in self.date_month_first.find_iter(text) {
+        for m in self.date_month_first.find_iter(text, hits) {
             let s = m.as_str();
             // "may 5 mg", "mar 2 times": a lower-case "may"/"mar" before a dose is a verb.
             if s.starts_with(|c: char| c.is_ascii_lowercase())
@@ -494,7 +533,7 @@ impl Patterns {
             }
             out.push(Finding::new(m.start(), m.end(), Category::Date, 0.95, "date.text"));
         }
-        for m in self.date_day_first.find_iter(text) {
+        for m in self.date_day_first.find_iter(text, hits) {
             let s = m.as_str();
             // "2 mar" in a lower-case dosing context is unlikely; still require a capital or a year.
             if !s.bytes().any(|c| c.is_ascii_uppercase()) && digits(s) <= 2 {
@@ -504,8 +543,18 @@ impl Patterns {
         }
     }
 
-    fn run_ids(&self, text: &str, dict: &super::dict::Dict, out: &mut Vec<Finding>) {
-        for c in self.cue_id.captures_iter(text) {
+    fn run_ids(
+        &self,
+        text: &str,
+        dict: &super::dict::Dict,
+        hits: &SetMatches,
+        out: &mut Vec<Finding>,
+    ) {
+        for c in self.cue_id.re.captures_iter(text).take(if hits.matched(self.cue_id.id) {
+            usize::MAX
+        } else {
+            0
+        }) {
             let Some(m) = c.get(0) else { continue };
             let (cat, rec) = if c.name("ssn").is_some() {
                 (Category::Ssn, "ssn.cue")
@@ -534,7 +583,7 @@ impl Patterns {
                 out.push(Finding::new(vs, ve, cat, 0.93, rec));
             }
         }
-        for m in self.digit_groups.find_iter(text) {
+        for m in self.digit_groups.find_iter(text, hits) {
             let s = m.as_str();
             let n = digits(s);
             if n < 7
@@ -555,7 +604,7 @@ impl Patterns {
             };
             out.push(Finding::new(m.start(), m.end(), cat, if card { 0.9 } else { 0.6 }, rec));
         }
-        for m in self.alnum_id.find_iter(text) {
+        for m in self.alnum_id.find_iter(text, hits) {
             let s = m.as_str().trim_start_matches('#');
             let n = digits(s);
             let letters = s.bytes().filter(u8::is_ascii_alphabetic).count();

@@ -219,6 +219,9 @@ fn phrase_at(
     key.clear();
     for k in i..(i + dict.max_phrase_tokens).min(toks.len()) {
         if k > i {
+            if !toks[k].has(flag::PHRASE_CONT) {
+                break;
+            }
             let gap = &b[toks[k - 1].end..toks[k].start];
             if !(gap == b" " || gap == b". " || (gap == b"." && toks[k - 1].shape == Shape::Cap)) {
                 break;

@@ -10,7 +10,30 @@ pub(crate) fn cue_before(text: &str, pos: usize, window: usize, words: &[&str]) 
         lo += nl + 1;
     }
     let hay = &b[lo..pos];
-    words.iter().any(|w| find_word_ci(hay, w.as_bytes()).is_some())
+    // One walk over the window's words for the cues that are one plain word; a search per
+    // cue only for those with spaces or signs ("blood pressure", "ss#").
+    let mut i = 0;
+    while i < hay.len() {
+        if !hay[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < hay.len() && hay[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        let w = &hay[s..i];
+        if (s == 0 || hay[s - 1] != b'[')
+            && hay.get(i).is_none_or(|c| !matches!(c, b']' | b'_'))
+            && words.iter().any(|n| n.len() == w.len() && w.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            return true;
+        }
+    }
+    words
+        .iter()
+        .filter(|n| !n.bytes().all(|c| c.is_ascii_alphanumeric()))
+        .any(|w| find_word_ci(hay, w.as_bytes()).is_some())
 }
 
 /// Whether the `window` bytes after `pos` start (after spaces) with one of `words`.
