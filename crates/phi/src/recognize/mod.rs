@@ -28,7 +28,16 @@ static DICT: OnceLock<Dict> = OnceLock::new();
 
 impl Engine {
     pub(crate) fn new() -> Result<Engine, Error> {
-        Ok(Engine { dict: DICT.get_or_init(Dict::load), patterns: Patterns::new()? })
+        // The word lists load on a second thread while the patterns compile: start-up costs
+        // the longer of the two, not their sum.
+        let (dict, patterns) = std::thread::scope(|scope| {
+            let dict = scope.spawn(|| DICT.get_or_init(Dict::load));
+            let patterns = Patterns::new();
+            // A panic while loading (impossible with the compiled-in lists) is re-raised here.
+            let dict = dict.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (dict, patterns)
+        });
+        Ok(Engine { dict, patterns: patterns? })
     }
 
     /// Runs every recognizer; `out` receives merged findings.
