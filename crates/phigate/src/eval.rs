@@ -53,15 +53,28 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// What `eval` prints and how it reads the gold.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// List missed entities.
+    pub show_leaks: bool,
+    /// List findings on documents without PHI.
+    pub show_fps: bool,
+    /// One JSON object instead of a table.
+    pub json: bool,
+    /// Score on the texts in capitals (offsets kept: a character whose capital is not one
+    /// character stays as it is).
+    pub uppercase: bool,
+}
+
 /// Runs the evaluation and prints a table (or JSON) to `out`.
 pub fn run(
     gold_path: &str,
     scanner: &Scanner,
-    show_leaks: bool,
-    show_fps: bool,
-    json: bool,
+    opts: Options,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let Options { show_leaks, show_fps, json, uppercase } = opts;
     let name = input::display_name(gold_path);
     let mut r = input::open(gold_path).map_err(|e| DataError {
         file: name.clone(),
@@ -84,8 +97,21 @@ pub fn run(
         let err = |problem: String| DataError { file: name.clone(), line, problem };
         let s = std::str::from_utf8(&buf)
             .map_err(|e| err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-        let doc: GoldDoc = serde_json::from_str(s)
+        let mut doc: GoldDoc = serde_json::from_str(s)
             .map_err(|e| err(format!("malformed gold record at column {}", e.column())))?;
+        if uppercase {
+            doc.text = doc
+                .text
+                .chars()
+                .map(|c| {
+                    let mut u = c.to_uppercase();
+                    match (u.next(), u.next()) {
+                        (Some(one), None) => one,
+                        _ => c,
+                    }
+                })
+                .collect();
+        }
         docs += 1;
         let chars: Vec<char> = doc.text.chars().collect();
         let n = chars.len();

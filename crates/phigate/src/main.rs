@@ -123,7 +123,8 @@ and listed.
 Examples:
   phigate eval --gold dev.jsonl
   phigate eval --gold dev.jsonl --show-leaks --show-false-positives
-  phigate eval --gold dev.jsonl --json")]
+  phigate eval --gold dev.jsonl --json
+  phigate eval --gold dev.jsonl --uppercase     # the same notes as if typed in capitals")]
     Eval {
         /// The labelled file.
         #[arg(long)]
@@ -137,6 +138,9 @@ Examples:
         /// Print the metrics as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Score the texts written in capitals, as many nursing notes are (offsets are kept).
+        #[arg(long)]
+        uppercase: bool,
     },
 }
 
@@ -342,11 +346,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { gold, show_leaks, show_false_positives, json } => {
+        Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            eval::run(&gold, &scanner, show_leaks, show_false_positives, json, &mut out)?;
+            let opts =
+                eval::Options { show_leaks, show_fps: show_false_positives, json, uppercase };
+            eval::run(&gold, &scanner, opts, &mut out)?;
             out.flush()?;
             Ok(())
         }

@@ -239,8 +239,12 @@ fn name(value: &str, prf: &mut dyn FnMut() -> u64) -> String {
             out.push(format!("{c}{tail}"));
             continue;
         }
-        let last =
-            i + 1 == n || (i + 2 == n && words[n - 1].trim_end_matches('.').chars().count() == 1);
+        // The surname is the last word, or the word before a final initial after a comma
+        // ("Smith, J."); "Anna S." is a given name and an initial.
+        let last = i + 1 == n
+            || (i + 2 == n
+                && w.ends_with(',')
+                && words[n - 1].trim_end_matches('.').chars().count() == 1);
         let pool = if !given_done && !last { GIVEN } else { SURNAMES };
         given_done = true;
         out.push(format!("{}{tail}", case_like(core, pick(pool, prf))));

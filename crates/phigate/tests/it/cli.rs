@@ -164,3 +164,14 @@ fn eval_prints_recall_and_over_redaction() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("badgold.jsonl:1: span 1..9 is outside the text"));
 }
+
+#[test]
+fn eval_uppercase_scores_the_capitalised_text_with_the_same_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let gold = "{\"id\":\"a\",\"text\":\"Daughter Maria Lopez called 614-555-0142.\",\"spans\":[{\"start\":9,\"end\":20,\"category\":\"NAME\"},{\"start\":28,\"end\":40,\"category\":\"PHONE\"}]}\n";
+    let f = write(&dir, "gold.jsonl", gold);
+    let out = phigate(&["eval", "--gold", &f, "--uppercase", "--show-leaks"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("entity recall 2/2 = 1.0000"), "{s}");
+}
