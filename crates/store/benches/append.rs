@@ -1,0 +1,3 @@
+//! Append throughput benchmark (filled in next).
+
+fn main() {}

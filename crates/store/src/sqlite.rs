@@ -1,0 +1,699 @@
+//! The SQLite backend: one file, WAL, synchronous=FULL, foreign keys, secure_delete, busy timeout.
+//! Writers in this process are serialised by a mutex and take the write lock up front
+//! (`BEGIN IMMEDIATE`), so a transaction never has to upgrade from reader to writer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::Mutex;
+
+use crate::backup::{self, Record};
+use crate::error::{from_migrate, from_sqlx_common};
+use crate::{
+    canonical_categories, hash32, to_i64, to_u64, BackupSummary, DataKeyRow, Error, LedgerEntry,
+    LedgerQuery, NewLedgerEntry, StoredCheckpoint, VaultRow, CHUNK,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+/// Maps a `sqlx` error from SQLite to an [`Error`] kind.
+pub(crate) fn map_err(e: sqlx::Error) -> Error {
+    let sqlx::Error::Database(db) = &e else {
+        return from_sqlx_common(e);
+    };
+    let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(1);
+    match code & 0xff {
+        11 => Error::Corrupt("the SQLite database is malformed".into()),
+        26 => Error::Corrupt("the file is not a SQLite database".into()),
+        5 | 6 => Error::Unavailable("the SQLite database is busy".into()),
+        14 => Error::Unavailable("cannot open the SQLite database file".into()),
+        13 => Error::Backend("the disk is full".into()),
+        8 => Error::Backend("the SQLite database is read-only".into()),
+        10 => Error::Backend(format!("SQLite I/O error (code {code})")),
+        // SQLite's constraint messages name columns, never values.
+        19 => Error::Conflict(db.message().to_string()),
+        _ => Error::Backend(format!("SQLite error (code {code})")),
+    }
+}
+
+fn ledger_entry(r: &SqliteRow) -> Result<LedgerEntry, Error> {
+    Ok(LedgerEntry {
+        index: to_u64(r.try_get("idx").map_err(map_err)?)?,
+        leaf_hash: hash32(r.try_get::<&[u8], _>("leaf_hash").map_err(map_err)?)?,
+        body: r.try_get("body").map_err(map_err)?,
+        ts_ms: r.try_get("ts_ms").map_err(map_err)?,
+    })
+}
+
+fn checkpoint(r: &SqliteRow) -> Result<StoredCheckpoint, Error> {
+    Ok(StoredCheckpoint {
+        tree_size: to_u64(r.try_get("tree_size").map_err(map_err)?)?,
+        root_hash: hash32(r.try_get::<&[u8], _>("root_hash").map_err(map_err)?)?,
+        ts_ms: r.try_get("ts_ms").map_err(map_err)?,
+        note: r.try_get("note").map_err(map_err)?,
+    })
+}
+
+fn data_key(r: &SqliteRow) -> Result<DataKeyRow, Error> {
+    Ok(DataKeyRow {
+        key_id: r.try_get("key_id").map_err(map_err)?,
+        scope: r.try_get("scope").map_err(map_err)?,
+        kek_id: r.try_get("kek_id").map_err(map_err)?,
+        wrapped: r.try_get("wrapped").map_err(map_err)?,
+        created_ms: r.try_get("created_ms").map_err(map_err)?,
+        expires_at_ms: r.try_get("expires_at_ms").map_err(map_err)?,
+        shredded_ms: r.try_get("shredded_ms").map_err(map_err)?,
+    })
+}
+
+fn vault_row(r: &SqliteRow) -> Result<VaultRow, Error> {
+    Ok(VaultRow {
+        scope: r.try_get("scope").map_err(map_err)?,
+        token: r.try_get("token").map_err(map_err)?,
+        key_id: r.try_get("key_id").map_err(map_err)?,
+        fingerprint: r.try_get("fingerprint").map_err(map_err)?,
+        nonce: r.try_get("nonce").map_err(map_err)?,
+        ciphertext: r.try_get("ciphertext").map_err(map_err)?,
+        created_ms: r.try_get("created_ms").map_err(map_err)?,
+    })
+}
+
+const KEY_COLS: &str = "key_id, scope, kek_id, wrapped, created_ms, expires_at_ms, shredded_ms";
+const VAULT_COLS: &str = "scope, token, key_id, fingerprint, nonce, ciphertext, created_ms";
+
+type Tx = sqlx::Transaction<'static, Sqlite>;
+
+/// Inserts ledger entries with explicit indexes `start..` (multi-row INSERTs).
+async fn insert_ledger(
+    tx: &mut Tx,
+    start: i64,
+    entries: &[NewLedgerEntry],
+    categories: &[Vec<&str>],
+) -> Result<(), Error> {
+    for (c, chunk) in entries.chunks(CHUNK).enumerate() {
+        let base = start + (c * CHUNK) as i64;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO ledger_entries (idx, leaf_hash, body, ts_ms, actor, action, use_case, decision) ",
+        );
+        qb.push_values(chunk.iter().enumerate(), |mut b, (i, e)| {
+            b.push_bind(base + i as i64)
+                .push_bind(&e.leaf_hash[..])
+                .push_bind(&e.body[..])
+                .push_bind(e.ts_ms)
+                .push_bind(e.actor.as_str())
+                .push_bind(e.action.as_str())
+                .push_bind(e.use_case.as_str())
+                .push_bind(e.decision.as_str());
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    let pairs: Vec<(i64, &str)> = categories
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cs)| cs.iter().map(move |c| (start + i as i64, *c)))
+        .collect();
+    for chunk in pairs.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO ledger_categories (category, idx) ");
+        qb.push_values(chunk, |mut b, (i, c)| {
+            b.push_bind(*c).push_bind(*i);
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+async fn insert_checkpoints(tx: &mut Tx, rows: &[StoredCheckpoint]) -> Result<(), Error> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO checkpoints (tree_size, root_hash, ts_ms, note) ");
+        qb.push_values(chunk, |mut b, c| {
+            b.push_bind(to_i64(c.tree_size))
+                .push_bind(&c.root_hash[..])
+                .push_bind(c.ts_ms)
+                .push_bind(c.note.as_str());
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
+        qb.push_values(chunk, |mut b, k| {
+            b.push_bind(k.key_id.as_str())
+                .push_bind(k.scope.as_str())
+                .push_bind(k.kek_id.as_str())
+                .push_bind(&k.wrapped[..])
+                .push_bind(k.created_ms)
+                .push_bind(k.expires_at_ms)
+                .push_bind(k.shredded_ms);
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+async fn insert_vault(tx: &mut Tx, rows: &[VaultRow], keep_existing: bool) -> Result<(), Error> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO vault_entries ({VAULT_COLS}) "));
+        qb.push_values(chunk, |mut b, v| {
+            b.push_bind(v.scope.as_str())
+                .push_bind(v.token.as_str())
+                .push_bind(v.key_id.as_str())
+                .push_bind(&v.fingerprint[..])
+                .push_bind(&v.nonce[..])
+                .push_bind(&v.ciphertext[..])
+                .push_bind(v.created_ms);
+        });
+        if keep_existing {
+            qb.push(" ON CONFLICT (scope, token) DO NOTHING");
+        }
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Error> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(map_err)?;
+        let store = SqliteStore { pool, write: Mutex::new(()) };
+        store.check_schema().await?;
+        MIGRATOR.run(&store.pool).await.map_err(|e| from_migrate(e, map_err))?;
+        Ok(store)
+    }
+
+    /// Refuses somebody else's database and a schema newer than this build.
+    async fn check_schema(&self) -> Result<(), Error> {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "_sqlx_migrations") {
+            return Err(Error::Corrupt(
+                "the SQLite file holds tables but is not a phigate store".into(),
+            ));
+        }
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+        let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        match found {
+            Some(found) if found > supported => Err(Error::SchemaTooNew { found, supported }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn check(&self) -> Result<(), Error> {
+        let res: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if res.len() == 1 && res[0] == "ok" {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(format!("integrity check found {} problem(s)", res.len())))
+        }
+    }
+
+    async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx), Error> {
+        let guard = self.write.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        Ok((guard, tx))
+    }
+
+    // ---- ledger ----------------------------------------------------------------------------
+
+    pub(crate) async fn ledger_append(&self, entries: &[NewLedgerEntry]) -> Result<u64, Error> {
+        if entries.is_empty() {
+            return self.ledger_len().await;
+        }
+        let cats: Vec<Vec<&str>> =
+            entries.iter().map(|e| canonical_categories(&e.categories)).collect();
+        let (_guard, mut tx) = self.begin_write().await?;
+        let start: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_ledger(&mut tx, start, entries, &cats).await?;
+        tx.commit().await.map_err(map_err)?;
+        to_u64(start)
+    }
+
+    pub(crate) async fn ledger_len(&self) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        to_u64(n)
+    }
+
+    pub(crate) async fn ledger_read(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "SELECT idx, leaf_hash, body, ts_ms FROM ledger_entries \
+             WHERE idx >= ? AND idx < ? ORDER BY idx",
+        )
+        .bind(to_i64(start))
+        .bind(to_i64(end))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(ledger_entry)
+        .collect()
+    }
+
+    pub(crate) async fn ledger_leaf_hashes(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<[u8; 32]>, Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (s, e) = (to_i64(start), to_i64(end));
+        let len = self.ledger_len().await?;
+        let expect = usize::try_from(end.min(len).saturating_sub(start)).unwrap_or(0);
+        let mut out = Vec::with_capacity(expect);
+        let mut rows = sqlx::query(
+            "SELECT leaf_hash FROM ledger_entries INDEXED BY ledger_entries_leaf \
+             WHERE idx >= ? AND idx < ? ORDER BY idx",
+        )
+        .bind(s)
+        .bind(e)
+        .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await.map_err(map_err)? {
+            out.push(hash32(r.try_get::<&[u8], _>(0).map_err(map_err)?)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn ledger_search(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, Error> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT idx, leaf_hash, body, ts_ms FROM ledger_entries WHERE 1 = 1");
+        if let Some(v) = q.from_ms {
+            qb.push(" AND ts_ms >= ").push_bind(v);
+        }
+        if let Some(v) = q.to_ms {
+            qb.push(" AND ts_ms < ").push_bind(v);
+        }
+        if let Some(v) = &q.actor {
+            qb.push(" AND actor = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.use_case {
+            qb.push(" AND use_case = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.decision {
+            qb.push(" AND decision = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.action {
+            qb.push(" AND action = ").push_bind(v.as_str());
+        }
+        if let Some(v) = q.after_index {
+            qb.push(" AND idx > ").push_bind(to_i64(v));
+        }
+        if let Some(v) = &q.category {
+            qb.push(" AND idx IN (SELECT idx FROM ledger_categories WHERE category = ")
+                .push_bind(v.as_str())
+                .push(")");
+        }
+        qb.push(" ORDER BY idx LIMIT ").push_bind(to_i64(q.limit));
+        qb.build().fetch_all(&self.pool).await.map_err(map_err)?.iter().map(ledger_entry).collect()
+    }
+
+    pub(crate) async fn checkpoint_put(&self, c: &StoredCheckpoint) -> Result<(), Error> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let existing = sqlx::query(
+            "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints WHERE tree_size = ?",
+        )
+        .bind(to_i64(c.tree_size))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(r) = existing {
+            return if checkpoint(&r)? == *c {
+                Ok(())
+            } else {
+                Err(Error::Conflict("another checkpoint is stored for this tree size".into()))
+            };
+        }
+        insert_checkpoints(&mut tx, std::slice::from_ref(c)).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    pub(crate) async fn checkpoint_latest(&self) -> Result<Option<StoredCheckpoint>, Error> {
+        sqlx::query(
+            "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(checkpoint)
+        .transpose()
+    }
+
+    pub(crate) async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error> {
+        sqlx::query("SELECT tree_size, root_hash, ts_ms, note FROM checkpoints ORDER BY tree_size")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(checkpoint)
+            .collect()
+    }
+
+    // ---- vault -----------------------------------------------------------------------------
+
+    pub(crate) async fn data_key_put(&self, k: &DataKeyRow) -> Result<(), Error> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        insert_data_keys(&mut tx, std::slice::from_ref(k)).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    pub(crate) async fn data_key_active(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM data_keys WHERE scope = ? AND shredded_ms IS NULL \
+             ORDER BY created_ms DESC, key_id DESC LIMIT 1"
+        ))
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(data_key)
+        .transpose()
+    }
+
+    pub(crate) async fn data_key_get(&self, key_id: &str) -> Result<Option<DataKeyRow>, Error> {
+        sqlx::query(&format!("SELECT {KEY_COLS} FROM data_keys WHERE key_id = ?"))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(data_key)
+            .transpose()
+    }
+
+    pub(crate) async fn data_keys_live(&self) -> Result<Vec<DataKeyRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM data_keys WHERE shredded_ms IS NULL ORDER BY key_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(data_key)
+        .collect()
+    }
+
+    pub(crate) async fn data_keys_expired(&self, now_ms: i64) -> Result<Vec<DataKeyRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM data_keys WHERE shredded_ms IS NULL \
+             AND expires_at_ms IS NOT NULL AND expires_at_ms <= ? ORDER BY key_id"
+        ))
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(data_key)
+        .collect()
+    }
+
+    pub(crate) async fn data_key_rewrap(
+        &self,
+        key_id: &str,
+        old_kek: &str,
+        new_kek: &str,
+        wrapped: &[u8],
+    ) -> Result<bool, Error> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE data_keys SET kek_id = ?, wrapped = ? \
+             WHERE key_id = ? AND kek_id = ? AND shredded_ms IS NULL",
+        )
+        .bind(new_kek)
+        .bind(wrapped)
+        .bind(key_id)
+        .bind(old_kek)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn data_key_shred(&self, key_id: &str, now_ms: i64) -> Result<bool, Error> {
+        let was_live = {
+            let (_guard, mut tx) = self.begin_write().await?;
+            let shredded: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT shredded_ms FROM data_keys WHERE key_id = ?")
+                    .bind(key_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            let Some(shredded) = shredded else {
+                return Ok(false);
+            };
+            // Overwrite in place first, then clear: with secure_delete the old bytes are zeroed.
+            sqlx::query(
+                "UPDATE data_keys SET wrapped = zeroblob(length(wrapped)) WHERE key_id = ?",
+            )
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE data_keys SET wrapped = X'', shredded_ms = COALESCE(shredded_ms, ?) \
+                 WHERE key_id = ?",
+            )
+            .bind(now_ms)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query("DELETE FROM vault_entries WHERE key_id = ?")
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            shredded.is_none()
+        };
+        // Copy the WAL into the main file and truncate it, so the old page images holding the
+        // wrapped key leave the WAL too. Best effort: a busy reader only delays it.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+            tracing::warn!(error = %map_err(e), "WAL checkpoint after shredding failed");
+        }
+        Ok(was_live)
+    }
+
+    pub(crate) async fn vault_put(&self, rows: &[VaultRow]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (_guard, mut tx) = self.begin_write().await?;
+        insert_vault(&mut tx, rows, true).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    pub(crate) async fn vault_get(
+        &self,
+        scope: &str,
+        tokens: &[String],
+    ) -> Result<Vec<VaultRow>, Error> {
+        let mut out = Vec::new();
+        for chunk in tokens.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("SELECT {VAULT_COLS} FROM vault_entries WHERE scope = "));
+            qb.push_bind(scope).push(" AND token IN (");
+            let mut sep = qb.separated(", ");
+            for t in chunk {
+                sep.push_bind(t.as_str());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                out.push(vault_row(&r)?);
+            }
+        }
+        out.sort_by(|a, b| a.token.cmp(&b.token));
+        out.dedup_by(|a, b| a.token == b.token);
+        Ok(out)
+    }
+
+    pub(crate) async fn vault_find(
+        &self,
+        scope: &str,
+        fingerprint: &[u8],
+    ) -> Result<Option<VaultRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {VAULT_COLS} FROM vault_entries WHERE scope = ? AND fingerprint = ? \
+             ORDER BY created_ms, token LIMIT 1"
+        ))
+        .bind(scope)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(vault_row)
+        .transpose()
+    }
+
+    // ---- backup ----------------------------------------------------------------------------
+
+    pub(crate) async fn backup(&self, w: &mut backup::Writer) -> Result<(), Error> {
+        // One read transaction: in WAL mode every SELECT below sees the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        {
+            let mut rows = sqlx::query(
+                "SELECT e.idx, e.leaf_hash, e.body, e.ts_ms, e.actor, e.action, e.use_case, \
+                 e.decision, (SELECT group_concat(category, char(31)) FROM \
+                 (SELECT category FROM ledger_categories c WHERE c.idx = e.idx ORDER BY category)) \
+                 AS cats FROM ledger_entries e ORDER BY e.idx",
+            )
+            .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                let cats: Option<String> = r.try_get("cats").map_err(map_err)?;
+                let entry = NewLedgerEntry {
+                    leaf_hash: hash32(r.try_get::<&[u8], _>("leaf_hash").map_err(map_err)?)?,
+                    body: r.try_get("body").map_err(map_err)?,
+                    ts_ms: r.try_get("ts_ms").map_err(map_err)?,
+                    actor: r.try_get("actor").map_err(map_err)?,
+                    action: r.try_get("action").map_err(map_err)?,
+                    use_case: r.try_get("use_case").map_err(map_err)?,
+                    decision: r.try_get("decision").map_err(map_err)?,
+                    categories: cats
+                        .map(|c| c.split('\u{1f}').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                };
+                let index = to_u64(r.try_get("idx").map_err(map_err)?)?;
+                w.write(&Record::Ledger { index, entry }).await?;
+            }
+        }
+        {
+            let mut rows = sqlx::query(
+                "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints ORDER BY tree_size",
+            )
+            .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                w.write(&Record::Checkpoint(checkpoint(&r)?)).await?;
+            }
+        }
+        {
+            let sql = format!("SELECT {KEY_COLS} FROM data_keys ORDER BY key_id");
+            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                w.write(&Record::DataKey(data_key(&r)?)).await?;
+            }
+        }
+        {
+            let sql = format!("SELECT {VAULT_COLS} FROM vault_entries ORDER BY scope, token");
+            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                w.write(&Record::Vault(vault_row(&r)?)).await?;
+            }
+        }
+        tx.rollback().await.map_err(map_err)
+    }
+
+    pub(crate) async fn restore(
+        &self,
+        r: &mut backup::Reader,
+        expect: &BackupSummary,
+    ) -> Result<(), Error> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let any: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM ledger_entries LIMIT 1)) + \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM checkpoints LIMIT 1)) + \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM data_keys LIMIT 1)) + \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM vault_entries LIMIT 1))",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if any != 0 {
+            return Err(Error::NotEmpty);
+        }
+        let mut batch = backup::Batch::default();
+        while let Some(rec) = r.next().await? {
+            if let Some(full) = batch.push(rec, CHUNK) {
+                self.load(&mut tx, full).await?;
+            }
+        }
+        self.load(&mut tx, batch).await?;
+        r.finish(expect)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn load(&self, tx: &mut Tx, b: backup::Batch) -> Result<(), Error> {
+        if let Some(start) = b.ledger_start {
+            let entries: Vec<NewLedgerEntry> = b.ledger;
+            let cats: Vec<Vec<&str>> =
+                entries.iter().map(|e| canonical_categories(&e.categories)).collect();
+            insert_ledger(tx, to_i64(start), &entries, &cats).await?;
+        }
+        insert_checkpoints(tx, &b.checkpoints).await?;
+        insert_data_keys(tx, &b.data_keys).await?;
+        insert_vault(tx, &b.vault, false).await
+    }
+}
