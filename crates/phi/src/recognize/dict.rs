@@ -1,285 +1,57 @@
-//! The word lists, loaded once from files compiled into the binary (see `crates/phi/data/README.md`
-//! for their sources and licences), into one hash map so that a token costs one lookup.
+//! The word lists (see `crates/phi/data/README.md` for their sources and licences). The build
+//! script (`build.rs`) turns them into two hash tables and two bit sets, compiled into the
+//! binary: the engine starts with them in place, and a token costs one lookup.
 
-use rustc_hash::FxHashMap;
+include!("dict_shared.rs");
 
-/// Bit flags of what a word (lower-case) is known to be.
-pub(crate) mod flag {
-    pub const GIVEN: u32 = 1 << 0;
-    pub const SURNAME: u32 = 1 << 1;
-    /// A common English word (it appears in lower case in the English word list).
-    pub const ENGLISH: u32 = 1 << 2;
-    /// A word the English word list has only capitalised (a proper noun).
-    pub const PROPER: u32 = 1 << 3;
-    pub const MEDICAL: u32 = 1 << 4;
-    pub const DRUG: u32 = 1 << 5;
-    /// The first word of a multi-word phrase (city, facility, cue).
-    pub const PHRASE_START: u32 = 1 << 6;
-    pub const TITLE: u32 = 1 << 7;
-    pub const FACILITY_WORD: u32 = 1 << 8;
-    pub const EPONYM_HEAD: u32 = 1 << 9;
-    pub const ABBREV: u32 = 1 << 10;
-    pub const MONTH: u32 = 1 << 11;
-    pub const WEEKDAY: u32 = 1 << 12;
-    pub const STREET_SUFFIX: u32 = 1 << 13;
-    pub const STATE_NAME: u32 = 1 << 14;
-    pub const STOP: u32 = 1 << 15;
-    pub const LOC_CUE: u32 = 1 << 17;
-    pub const NAME_SUFFIX: u32 = 1 << 18;
-    /// Given names that are also very common surnames or words, weaker evidence alone.
-    pub const GIVEN_COMMON: u32 = 1 << 19;
-    pub const SURNAME_COMMON: u32 = 1 << 20;
-    /// Among the 400 most frequent given names, and no word first: strong evidence even
-    /// when it is also an English word ("John", "Bill").
-    pub const GIVEN_TOP: u32 = 1 << 21;
-    /// A word that appears after the first word of some phrase: a phrase lookup goes on
-    /// only while the next word has it.
-    pub const PHRASE_CONT: u32 = 1 << 22;
-}
-
-/// What a multi-word (or single-word) phrase is.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Phrase {
-    /// City population (0: not a city).
-    pub city_pop: u32,
-    /// A known facility or health system name.
-    pub facility: bool,
-    /// A strong facility head ("medical center", "hospital").
-    pub facility_head: bool,
-    /// A cue after which a name follows; `true` for strong cues.
-    pub name_cue: Option<bool>,
-    /// A county name.
-    pub county: bool,
-}
+/// The tables `build.rs` wrote (formats in `dict_shared.rs`).
+static WORDS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/words.tbl"));
+static PHRASES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/phrases.tbl"));
+/// Valid 5-digit ZIP codes, one bit each over 0..100000.
+static ZIP5: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/zip5.bits"));
+/// State abbreviations (upper-case, two letters): one byte (0 or 1) each over 26*26.
+static STATE_ABBR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/state_abbr.bits"));
+include!(concat!(env!("OUT_DIR"), "/dict_meta.rs"));
 
 pub(crate) struct Dict {
-    words: FxHashMap<&'static str, u32>,
-    phrases: FxHashMap<Box<str>, Phrase>,
-    /// Valid 5-digit ZIP codes, as a bit set over 0..100000.
-    zip5: Vec<u64>,
-    /// State abbreviations (upper-case, two letters), as a bit set over 26*26.
-    state_abbr: Vec<bool>,
+    words: Table<'static>,
+    phrases: Table<'static>,
     /// Longest phrase in tokens.
     pub max_phrase_tokens: usize,
 }
 
-const SURNAMES: &str = include_str!("../../data/surnames.txt");
-const GIVEN: &str = include_str!("../../data/given_names.txt");
-const CITIES: &str = include_str!("../../data/us_cities.txt");
-const COUNTIES: &str = include_str!("../../data/us_counties.txt");
-const STATES: &str = include_str!("../../data/us_states.txt");
-const ZIP5: &str = include_str!("../../data/zip5.txt");
-const ENGLISH: &str = include_str!("../../data/english_words.txt");
-const PROPER: &str = include_str!("../../data/english_proper.txt");
-const PLACES: &str = include_str!("../../data/places.hand.txt");
-const MEDICAL: &str = include_str!("../../data/medical_terms.txt");
-const DRUGS: &str = include_str!("../../data/drugs.txt");
-const TITLES: &str = include_str!("../../data/titles.hand.txt");
-const CUES: &str = include_str!("../../data/name_cues.hand.txt");
-const FACILITY_WORDS: &str = include_str!("../../data/facility_words.hand.txt");
-const FACILITY_STRONG: &str = include_str!("../../data/facility_strong.hand.txt");
-const FACILITIES: &str = include_str!("../../data/facilities.hand.txt");
-const EPONYM_HEADS: &str = include_str!("../../data/eponym_heads.hand.txt");
-const ABBREVS: &str = include_str!("../../data/clinical_abbrev.hand.txt");
-
-/// Function words: never part of a name, and never a name on their own.
-const STOPWORDS: &str = "a an the and or but nor of in on at to for with by from as is was were be been being \
-are am it its this that these those he she his her him hers they them their we us our you your i me my \
-not no yes if then than so such very too also into onto upon over under after before since until while \
-during about above below between among per via who whom whose which what when where why how all any both \
-each few more most other some only own same can will just should now do does did done has have had having \
-may might must shall would could there here up down out off again further once";
-
-/// Given names that are first of all ordinary words: never a name without more evidence.
-const AMBIGUOUS_GIVEN: &str = "will may june april august grant mark bill hope faith joy rose iris ivy ruby pearl dawn \
-summer autumn art guy chase hunter sky amber crystal destiny lance rich sunny patience major king prince bud sly \
-don dean page gene ray rod sue pat earl carol chance cliff dale glen miles norm penny rusty sandy skip son tom \
-van victor wade wes will ben ed al del eve holly lee lou max mel ned sal stan ted val vic win herb jack";
-
-const MONTHS: &str =
-    "january february march april may june july august september october november december \
-jan feb mar apr jun jul aug sep sept oct nov dec";
-const WEEKDAYS: &str = "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun";
-const STREET_SUFFIXES: &str = "street st avenue ave road rd boulevard blvd lane ln drive court ct place pl terrace \
-ter circle cir parkway pkwy highway hwy way trail trl pike square sq plaza alley crescent cres row expressway \
-freeway turnpike";
-const LOC_CUES: &str =
-    "in from at near to of lives resides resident residing moved located live living visiting \
-traveled travelled area outside downtown";
-const NAME_SUFFIXES: &str = "jr sr ii iii iv md do phd rn np pa dds dmd";
-
-/// Lower-case, dots removed, runs of spaces folded: the form phrases are looked up in.
-pub(crate) fn normalize_phrase(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    for w in p.split([' ', '.']).filter(|w| !w.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(w.chars().flat_map(char::to_lowercase));
-    }
-    out
-}
-
-fn lines(s: &'static str) -> impl Iterator<Item = &'static str> {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
-
 impl Dict {
+    /// The compiled-in tables. Costs nothing: the tables are read where they lie.
     pub(crate) fn load() -> Dict {
-        let mut words: FxHashMap<&'static str, u32> = FxHashMap::default();
-        words.reserve(260_000);
-        let mut phrases: FxHashMap<Box<str>, Phrase> = FxHashMap::default();
-        let mut max_phrase_tokens = 1;
-        let mut add = |w: &'static str, f: u32| {
-            *words.entry(w).or_insert(0) |= f;
-        };
-        for w in ENGLISH.lines() {
-            add(w, flag::ENGLISH);
-        }
-        for w in PROPER.lines() {
-            add(w, flag::PROPER);
-        }
-        for w in MEDICAL.lines() {
-            add(w, flag::MEDICAL);
-        }
-        for (rank, w) in SURNAMES.lines().enumerate() {
-            add(w, flag::SURNAME | if rank < 2000 { flag::SURNAME_COMMON } else { 0 });
-        }
-        for (rank, w) in GIVEN.lines().enumerate() {
-            let top = if rank < 400 && !AMBIGUOUS_GIVEN.split_ascii_whitespace().any(|a| a == w) {
-                flag::GIVEN_TOP
-            } else {
-                0
-            };
-            add(w, flag::GIVEN | top | if rank < 1500 { flag::GIVEN_COMMON } else { 0 });
-        }
-        for w in lines(TITLES) {
-            add(w, flag::TITLE);
-        }
-        for w in lines(FACILITY_WORDS) {
-            add(w, flag::FACILITY_WORD);
-        }
-        for w in lines(EPONYM_HEADS) {
-            add(w, flag::EPONYM_HEAD);
-        }
-        for w in lines(ABBREVS) {
-            add(w, flag::ABBREV);
-        }
-        for w in STOPWORDS.split_ascii_whitespace() {
-            add(w, flag::STOP);
-        }
-        for w in MONTHS.split_ascii_whitespace() {
-            add(w, flag::MONTH);
-        }
-        for w in WEEKDAYS.split_ascii_whitespace() {
-            add(w, flag::WEEKDAY);
-        }
-        for w in STREET_SUFFIXES.split_ascii_whitespace() {
-            add(w, flag::STREET_SUFFIX);
-        }
-        for w in LOC_CUES.split_ascii_whitespace() {
-            add(w, flag::LOC_CUE);
-        }
-        for w in NAME_SUFFIXES.split_ascii_whitespace() {
-            add(w, flag::NAME_SUFFIX);
-        }
-        // Drugs: single words get a flag; multi-word names only matter through their words.
-        for w in DRUGS.lines() {
-            if !w.contains(' ') {
-                add(w, flag::DRUG);
-            }
-        }
-        let mut state_abbr = vec![false; 26 * 26];
-        for l in STATES.lines() {
-            if let Some((name, abbr)) = l.split_once('\t') {
-                if !name.contains(' ') {
-                    add(name, flag::STATE_NAME);
-                }
-                let b = abbr.as_bytes();
-                if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) {
-                    state_abbr[(b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize] = true;
-                }
-            }
-        }
-
-        let mut phrase = |p: &'static str, f: &dyn Fn(&mut Phrase)| {
-            let n = p.split(' ').count();
-            max_phrase_tokens = max_phrase_tokens.max(n);
-            let key = normalize_phrase(p);
-            let first = key.split(' ').next().unwrap_or("").to_string();
-            let rest = key.split_once(' ').map_or(String::new(), |(_, r)| r.to_string());
-            f(phrases.entry(key.into_boxed_str()).or_default());
-            let first: &'static str = match words.get_key_value(first.as_str()) {
-                Some((k, _)) => k,
-                None => Box::leak(first.into_boxed_str()),
-            };
-            *words.entry(first).or_insert(0) |= flag::PHRASE_START;
-            for w in rest.split(' ').filter(|w| !w.is_empty()) {
-                match words.get_mut(w) {
-                    Some(f) => *f |= flag::PHRASE_CONT,
-                    None => {
-                        words.insert(Box::leak(w.to_string().into_boxed_str()), flag::PHRASE_CONT);
-                    }
-                }
-            }
-        };
-        for l in CITIES.lines() {
-            let (name, pop) = l.split_once('\t').unwrap_or((l, "0"));
-            let pop: u32 = pop.parse().unwrap_or(0).max(1);
-            phrase(name, &|ph| ph.city_pop = ph.city_pop.max(pop));
-        }
-        for l in lines(PLACES) {
-            let (name, pop) = l.split_once('\t').unwrap_or((l, "0"));
-            let pop: u32 = pop.trim().parse().unwrap_or(0).max(1);
-            phrase(name, &|ph| ph.city_pop = ph.city_pop.max(pop));
-        }
-        for l in COUNTIES.lines() {
-            phrase(l, &|ph| ph.county = true);
-        }
-        for l in lines(FACILITIES) {
-            phrase(l, &|ph| ph.facility = true);
-        }
-        for l in lines(FACILITY_STRONG) {
-            phrase(l, &|ph| ph.facility_head = true);
-        }
-        for l in lines(CUES) {
-            phrase(l, &|ph| ph.name_cue = Some(true));
-        }
-        for weak in ["like", "similar to", "case of", "for", "with her", "with his", "mrs"] {
-            phrase(weak, &|ph| ph.name_cue = Some(false));
-        }
-
-        let mut zip5 = vec![0u64; 100_000 / 64 + 1];
-        for z in ZIP5.lines() {
-            if let Ok(n) = z.parse::<usize>() {
-                zip5[n / 64] |= 1 << (n % 64);
-            }
-        }
-        Dict { words, phrases, zip5, state_abbr, max_phrase_tokens }
+        // The tables were written by this crate's build script; a malformed one is a build bug.
+        #[allow(clippy::expect_used)]
+        let table = |b: &'static [u8]| Table::new(b).expect("build.rs writes well-formed tables");
+        Dict { words: table(WORDS), phrases: table(PHRASES), max_phrase_tokens: MAX_PHRASE_TOKENS }
     }
 
     /// Flags of a lower-case word (0 if unknown).
     #[inline]
     pub(crate) fn flags(&self, lower: &str) -> u32 {
-        match self.words.get(lower) {
-            Some(&f) => f,
+        match self.words.get(lower.as_bytes()) {
+            Some(f) => f as u32,
             // "zoë", "núñez", "josé": the lists are in ASCII.
-            None if !lower.is_ascii() => {
-                fold_accents(lower).and_then(|f| self.words.get(f.as_str()).copied()).unwrap_or(0)
-            }
+            None if !lower.is_ascii() => fold_accents(lower)
+                .and_then(|f| self.words.get(f.as_bytes()))
+                .map_or(0, |f| f as u32),
             None => 0,
         }
     }
 
     /// A phrase (lower-case, single spaces) if known.
     #[inline]
-    pub(crate) fn phrase(&self, lower: &str) -> Option<&Phrase> {
-        self.phrases.get(lower)
+    pub(crate) fn phrase(&self, lower: &str) -> Option<Phrase> {
+        self.phrases.get(lower.as_bytes()).map(Phrase::unpack)
     }
 
     /// Whether a 5-digit ZIP code exists.
     pub(crate) fn is_zip5(&self, z: u32) -> bool {
-        (z as usize) < 100_000 && self.zip5[z as usize / 64] & (1 << (z % 64)) != 0
+        let z = z as usize;
+        z < 100_000 && ZIP5.get(z / 8).is_some_and(|b| b & (1 << (z % 8)) != 0)
     }
 
     /// Whether `s` is a two-letter upper-case state abbreviation.
@@ -287,7 +59,7 @@ impl Dict {
         let b = s.as_bytes();
         b.len() == 2
             && b.iter().all(u8::is_ascii_uppercase)
-            && self.state_abbr[(b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize]
+            && STATE_ABBR.get((b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize) == Some(&1)
     }
 }
 
@@ -322,4 +94,39 @@ pub(crate) fn fold_accents(lower: &str) -> Option<String> {
         out.push(f);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_round_trip() {
+        let entries: Vec<(Vec<u8>, u64)> =
+            (0..5000u64).map(|i| (format!("w{i}x").into_bytes(), i * 7 + 1)).collect();
+        let bytes = Table::encode(&entries);
+        let t = Table::new(&bytes).unwrap();
+        for (k, v) in &entries {
+            assert_eq!(t.get(k), Some(*v));
+        }
+        assert_eq!(t.get(b"w5000x"), None);
+        assert_eq!(t.get(b""), None);
+        assert!(Table::new(&bytes[..bytes.len() / 2]).is_none());
+    }
+
+    #[test]
+    fn compiled_tables_hold_the_lists() {
+        let d = Dict::load();
+        assert!(d.flags("john") & flag::GIVEN != 0);
+        assert!(d.flags("smith") & flag::SURNAME != 0);
+        assert!(d.flags("metformin") & flag::DRUG != 0);
+        assert!(d.flags("núñez") & flag::SURNAME != 0);
+        assert_eq!(d.flags("qzxv"), 0);
+        assert!(d.phrase("new york").is_some_and(|p| p.city_pop > 1_000_000));
+        assert!(d.is_zip5(2139) && !d.is_zip5(99_999));
+        assert!(d.is_state_abbr("MA") && !d.is_state_abbr("QQ"));
+        assert!(d.max_phrase_tokens >= 3);
+        let p = Phrase { city_pop: 7, facility: true, name_cue: Some(false), ..Phrase::default() };
+        assert_eq!(Phrase::unpack(p.pack()), p);
+    }
 }

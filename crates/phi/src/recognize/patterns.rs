@@ -2,7 +2,12 @@
 //! that have a shape (dates, phones, emails, URLs, IPs, SSNs, ages over 89, numbers after cues,
 //! bare record numbers, card numbers, VINs, street addresses).
 
-use regex::{Regex, RegexSet, SetMatches};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use regex::Regex;
+use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
+use regex_automata::{Anchored, Input, MatchKind};
 
 use super::util::{byte_before, cue_before, digits, word_after};
 use crate::validate;
@@ -10,6 +15,30 @@ use crate::{Category, Error, Finding};
 
 const MONTH: &str = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
 const MONTH_FULL: &str = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|JANUARY|FEBRUARY|MARCH|APRIL|MAY|JUNE|JULY|AUGUST|SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)";
+
+/// Patterns whose every match starts at a word that begins with or holds a digit (or at a
+/// `(`, `+` or `#` just before one), or at one of the cue words of [`is_cue_word`]. They are
+/// not searched over the whole text one by one: one anchored multi-pattern DFA runs at each
+/// such candidate position instead (see [`LedDfa`]).
+const LED: &[&str] = &[
+    "date.text",
+    "date.month",
+    "age",
+    "id.cue",
+    "ipv4",
+    "phone",
+    "phone7",
+    "ssn",
+    "date.numeric",
+    "date.iso",
+    "date.md",
+    "date.my",
+    "date.day_first",
+    "id.digits",
+    "id.alnum",
+    "street",
+    "zip",
+];
 
 pub(crate) struct Patterns {
     email: Pat,
@@ -37,26 +66,63 @@ pub(crate) struct Patterns {
     street_named: Pat,
     zip: Pat,
     po_box: Pat,
-    /// Every pattern at once: which of them match a text at all, in one pass.
-    set: RegexSet,
+    /// The candidate-led patterns, all at once.
+    led: LedDfa,
+    /// `cue_id` matching a whole cue, to tell which group a found cue belongs to.
+    cue_id_whole: Regex,
 }
 
-/// One compiled pattern and its index in [`Patterns::set`].
+/// One compiled pattern; `led` is its index among the digit-led patterns, if it is one.
 pub(crate) struct Pat {
     re: Regex,
-    id: usize,
+    led: Option<usize>,
+}
+
+/// A match: its byte range in the text.
+pub(crate) struct Span<'t> {
+    text: &'t str,
+    start: usize,
+    end: usize,
+}
+
+impl<'t> Span<'t> {
+    fn start(&self) -> usize {
+        self.start
+    }
+    fn end(&self) -> usize {
+        self.end
+    }
+    fn as_str(&self) -> &'t str {
+        &self.text[self.start..self.end]
+    }
+}
+
+/// The matches of one pattern, in order and not overlapping (as `Regex::find_iter` gives them).
+pub(crate) enum Spans<'r, 't> {
+    Search(&'t str, regex::Matches<'r, 't>),
+    Found(&'t str, std::slice::Iter<'r, (usize, usize)>),
+}
+
+impl<'t> Iterator for Spans<'_, 't> {
+    type Item = Span<'t>;
+    fn next(&mut self) -> Option<Span<'t>> {
+        match self {
+            Spans::Search(text, m) => {
+                m.next().map(|m| Span { text, start: m.start(), end: m.end() })
+            }
+            Spans::Found(text, it) => it.next().map(|&(start, end)| Span { text, start, end }),
+        }
+    }
 }
 
 impl Pat {
-    /// Matches of this pattern, searched only when the set found that it matches somewhere.
-    fn find_iter<'r, 't>(
-        &'r self,
-        text: &'t str,
-        hits: &SetMatches,
-    ) -> std::iter::Take<regex::Matches<'r, 't>> {
-        // When the set found nothing, the iterator ends before it searches.
-        let n = if hits.matched(self.id) { usize::MAX } else { 0 };
-        self.re.find_iter(text).take(n)
+    /// Matches of this pattern: found by the digit-led pass when it is one of those, else
+    /// searched for now.
+    fn find_iter<'r, 't>(&'r self, text: &'t str, led: &'r Led) -> Spans<'r, 't> {
+        match (self.led, led.found.as_ref()) {
+            (Some(k), Some(found)) => Spans::Found(text, found[k].iter()),
+            _ => Spans::Search(text, self.re.find_iter(text)),
+        }
     }
 }
 
@@ -75,12 +141,15 @@ fn ascii(pattern: &str) -> String {
 
 impl Patterns {
     pub(crate) fn new() -> Result<Patterns, Error> {
-        let mut all: Vec<String> = Vec::new();
+        let mut led_patterns: Vec<String> = vec![String::new(); LED.len()];
         let mut re = |name: &'static str, pattern: &str| -> Result<Pat, Error> {
             let p = ascii(pattern);
             let re = build(name, &p)?;
-            all.push(p);
-            Ok(Pat { re, id: all.len() - 1 })
+            let led = LED.iter().position(|n| *n == name);
+            if let Some(k) = led {
+                led_patterns[k] = p;
+            }
+            Ok(Pat { re, led })
         };
         let mut p = Patterns {
             email: re(
@@ -117,7 +186,7 @@ impl Patterns {
                 ),
             )?,
             date_day_first: re(
-                "date.text",
+                "date.day_first",
                 &format!(
                     r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?:[ \t]+of)?(?:[ \t]+|-){MONTH}\b\.?(?:(?:,?[ \t]*|-)(?:\d{{4}}|\d{{2}})\b)?"
                 ),
@@ -162,18 +231,17 @@ impl Patterns {
             )?,
             zip: re("zip", r"\b\d{5}(?:-\d{4})?\b")?,
             po_box: re("po_box", r"(?i)\bp\.?[ \t]?o\.?[ \t]*box[ \t]+\d+\b")?,
-            set: RegexSet::empty(),
+            led: LedDfa::empty(),
+            cue_id_whole: Regex::new("$^")
+                .map_err(|e| Error::Pattern { name: "id.cue", message: e.to_string() })?,
         };
-        p.set = regex::RegexSetBuilder::new(&all)
-            .size_limit(256 << 20)
-            .dfa_size_limit(256 << 20)
-            .build()
-            .map_err(|e| Error::Pattern { name: "set", message: e.to_string() })?;
+        p.led = LedDfa::new(&led_patterns)?;
+        p.cue_id_whole = build("id.cue", &format!("^(?:{})$", p.cue_id.re.as_str()))?;
         Ok(p)
     }
 
     pub(crate) fn run(&self, text: &str, dict: &super::dict::Dict, out: &mut Vec<Finding>) {
-        let hits = &self.set.matches(text);
+        let hits = &self.led.find(text);
         let bytes = text.as_bytes();
         let has_at = memchr_any(bytes, b'@');
         let has_digit = bytes.iter().any(u8::is_ascii_digit);
@@ -188,7 +256,10 @@ impl Patterns {
                 let end = m.start() + trim_url_tail(m.as_str());
                 out.push(Finding::new(m.start(), end, Category::Url, 0.97, "url"));
             }
-            for m in self.domain.find_iter(text, hits) {
+            // A bare domain needs a known top-level domain after a dot: most notes have none.
+            for m in
+                self.domain.find_iter(text, hits).take(if has_tld(bytes) { usize::MAX } else { 0 })
+            {
                 // Not the host part of an email.
                 if byte_before(text, m.start()) == Some(b'@')
                     || byte_before(text, m.start()) == Some(b'.')
@@ -202,7 +273,7 @@ impl Patterns {
                 );
             }
         }
-        if bytes.contains(&b':') {
+        if maybe_ipv6(bytes) {
             for m in self.ipv6.find_iter(text, hits) {
                 let s = m.as_str().trim_end_matches(':');
                 if s.matches(':').count() >= 2
@@ -360,7 +431,7 @@ impl Patterns {
     }
 
     /// Recognizers that need no digit.
-    fn run_textual(&self, text: &str, hits: &SetMatches, out: &mut Vec<Finding>) {
+    fn run_textual(&self, text: &str, hits: &Led, out: &mut Vec<Finding>) {
         for m in self.date_month_cue.find_iter(text, hits) {
             // Skip the cue word unless it is part of the date ("last December").
             let s = m.as_str();
@@ -391,7 +462,7 @@ impl Patterns {
                     .with_subtype("over_89"),
             );
         }
-        if text.as_bytes().iter().any(|c| *c == b'A' || *c == b'a' || *c == b'E' || *c == b'e') {
+        if has_street_word(text.as_bytes()) {
             for m in self.street_named.find_iter(text, hits) {
                 out.push(
                     Finding::new(
@@ -407,7 +478,7 @@ impl Patterns {
         }
     }
 
-    fn run_dates(&self, text: &str, hits: &SetMatches, out: &mut Vec<Finding>) {
+    fn run_dates(&self, text: &str, hits: &Led, out: &mut Vec<Finding>) {
         for m in self.date_numeric.find_iter(text, hits) {
             let s = m.as_str();
             let sep = s.as_bytes()[s.find(|c: char| !c.is_ascii_digit()).unwrap_or(0)];
@@ -543,19 +614,11 @@ impl Patterns {
         }
     }
 
-    fn run_ids(
-        &self,
-        text: &str,
-        dict: &super::dict::Dict,
-        hits: &SetMatches,
-        out: &mut Vec<Finding>,
-    ) {
-        for c in self.cue_id.re.captures_iter(text).take(if hits.matched(self.cue_id.id) {
-            usize::MAX
-        } else {
-            0
-        }) {
-            let Some(m) = c.get(0) else { continue };
+    fn run_ids(&self, text: &str, dict: &super::dict::Dict, hits: &Led, out: &mut Vec<Finding>) {
+        for m in self.cue_id.find_iter(text, hits) {
+            // Which group matched, read from the cue alone: far cheaper than captures over
+            // the whole text.
+            let Some(c) = self.cue_id_whole.captures(m.as_str()) else { continue };
             let (cat, rec) = if c.name("ssn").is_some() {
                 (Category::Ssn, "ssn.cue")
             } else if c.name("mrn").is_some() {
@@ -837,4 +900,366 @@ fn has_dot_word(b: &[u8]) -> bool {
 
 fn looks_like_time(s: &str) -> bool {
     s.bytes().all(|c| c.is_ascii_digit() || c == b':')
+}
+
+/// The digit-led patterns compiled into one lazy DFA that reports every pattern's matches
+/// (`MatchKind::All`) from an anchored start. A note of 1 KB holds about 35 places where such
+/// a match can start; searching from those alone replaces a dozen scans of the whole text.
+pub(crate) struct LedDfa {
+    dfa: Option<DFA>,
+    /// Tells this DFA's per-thread cache apart from another scanner's.
+    id: usize,
+}
+
+/// What the digit-led pass found: per pattern, the matches in order. `None` when the pass
+/// could not run (the DFA gave up): every pattern is then searched on its own.
+pub(crate) struct Led {
+    found: Option<Vec<Vec<(usize, usize)>>>,
+}
+
+static NEXT_DFA_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Per-thread DFA caches, keyed by [`LedDfa::id`] (usually one).
+    static CACHES: RefCell<Vec<(usize, Cache)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl LedDfa {
+    fn empty() -> LedDfa {
+        LedDfa { dfa: None, id: usize::MAX }
+    }
+
+    fn new(patterns: &[String]) -> Result<LedDfa, Error> {
+        let dfa = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::All)
+                    .cache_capacity(16 << 20)
+                    .skip_cache_capacity_check(true),
+            )
+            .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20)))
+            .build_many(patterns)
+            .map_err(|e| Error::Pattern { name: "digit-led", message: e.to_string() })?;
+        Ok(LedDfa { dfa: Some(dfa), id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// Every digit-led pattern's matches, with `Regex::find_iter`'s semantics: leftmost
+    /// starts, no overlap within a pattern. Where a pattern could end at several places from
+    /// one start, the longest wins (the patterns are greedy and end at a word boundary).
+    fn find(&self, text: &str) -> Led {
+        let Some(dfa) = &self.dfa else { return Led { found: None } };
+        let n = LED.len();
+        let mut found: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        let mut next_free = vec![0usize; n];
+        let mut best = vec![0usize; n];
+        let ok = CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            let slot = match caches.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    caches.push((self.id, dfa.create_cache()));
+                    caches.len() - 1
+                }
+            };
+            let cache = &mut caches[slot].1;
+            let mut ok = true;
+            for_each_candidate(text.as_bytes(), |pos| {
+                if !ok {
+                    return;
+                }
+                best.iter_mut().for_each(|b| *b = 0);
+                let input = Input::new(text).range(pos..).anchored(Anchored::Yes);
+                let mut state = OverlappingState::start();
+                loop {
+                    if dfa.try_search_overlapping_fwd(cache, &input, &mut state).is_err() {
+                        ok = false;
+                        return;
+                    }
+                    let Some(m) = state.get_match() else { break };
+                    let k = m.pattern().as_usize();
+                    if pos >= next_free[k] && m.offset() > best[k] {
+                        best[k] = m.offset();
+                    }
+                }
+                for k in 0..n {
+                    if best[k] > pos {
+                        found[k].push((pos, best[k]));
+                        next_free[k] = best[k];
+                    }
+                }
+            });
+            ok
+        });
+        Led { found: ok.then_some(found) }
+    }
+}
+
+/// Calls `f` with every position, in order, where a digit-led match can start: a word that
+/// begins with a digit, a word of letters that holds a digit or is a short prefix joined to
+/// digits by `-` or `#` ("SF-998877", "AB#12"), and a `(`, `+` or `#` just before one.
+fn for_each_candidate(b: &[u8], mut f: impl FnMut(usize)) {
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() {
+            // A word starts here (the previous byte is not alphanumeric).
+            let start = i;
+            let mut has_digit = false;
+            while i < b.len() && b[i].is_ascii_alphanumeric() {
+                has_digit |= b[i].is_ascii_digit();
+                i += 1;
+            }
+            if has_digit
+                || (i - start <= 6
+                    && matches!(b.get(i), Some(b'-' | b'#'))
+                    && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+                || is_cue_word(&b[start..i])
+            {
+                f(start);
+            }
+            continue;
+        }
+        if matches!(c, b'(' | b'+' | b'#') && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric) {
+            f(i);
+        }
+        i += 1;
+    }
+}
+
+/// The words a candidate-led match can start with, other than digits: months, the cues
+/// before a month or weekday ("since March", "last Tuesday"), the age words, and the first
+/// word of every identifier cue ("MRN", "member ID", "s/n", "i.d."). Compared in lower case.
+fn is_cue_word(w: &[u8]) -> bool {
+    // First letters and lengths that occur at all, to turn most words away at once.
+    const FIRST: &[u8] = b"abcdefghijlmnoprstuv";
+    if w.is_empty() || w.len() > 14 || !FIRST.contains(&w[0].to_ascii_lowercase()) {
+        return false;
+    }
+    let mut buf = [0u8; 14];
+    for (d, s) in buf.iter_mut().zip(w) {
+        *d = s.to_ascii_lowercase();
+    }
+    matches!(
+        &buf[..w.len()],
+        // months
+        b"jan" | b"january" | b"feb" | b"february" | b"mar" | b"march" | b"apr" | b"april"
+            | b"may" | b"jun" | b"june" | b"jul" | b"july" | b"aug" | b"august" | b"sep"
+            | b"sept" | b"september" | b"oct" | b"october" | b"nov" | b"november" | b"dec"
+            | b"december"
+            // cues before a month or a weekday
+            | b"last" | b"next" | b"this" | b"early" | b"mid" | b"late" | b"in" | b"on"
+            | b"since" | b"until" | b"during" | b"by" | b"of" | b"from" | b"through" | b"till"
+            | b"past" | b"previous"
+            // ages
+            | b"age" | b"aged" | b"nonagenarian" | b"centenarian"
+            // identifier cues
+            | b"ssn" | b"ss" | b"soc" | b"social" | b"mrn" | b"mr" | b"medical" | b"med"
+            | b"record" | b"chart" | b"hospital" | b"unit" | b"patient" | b"pt" | b"case"
+            | b"encounter" | b"visit" | b"fin" | b"csn" | b"accession" | b"specimen" | b"lab"
+            | b"admission" | b"member" | b"subscriber" | b"policy" | b"insurance" | b"plan"
+            | b"group" | b"medicaid" | b"medicare" | b"mbi" | b"hicn" | b"beneficiary"
+            | b"health" | b"payer" | b"coverage" | b"account" | b"acct" | b"billing"
+            | b"invoice" | b"claim" | b"card" | b"credit" | b"iban" | b"routing" | b"bank"
+            | b"license" | b"licence" | b"lic" | b"dl" | b"driver" | b"drivers" | b"dea"
+            | b"npi" | b"certificate" | b"cert" | b"registration" | b"vin" | b"vehicle"
+            | b"plate" | b"tag" | b"serial" | b"s" | b"sn" | b"device" | b"udi" | b"model"
+            | b"lot" | b"implant" | b"pacemaker" | b"imei" | b"mac" | b"fingerprint"
+            | b"biometric" | b"retina" | b"retinal" | b"voiceprint" | b"face" | b"id" | b"i"
+            | b"identifier" | b"identification" | b"ref" | b"reference" | b"tracking"
+            | b"employee" | b"badge" | b"student" | b"passport" | b"user" | b"userid"
+            | b"username" | b"login" | b"confirmation" | b"order" | b"ticket"
+    )
+}
+
+/// Two colons at most five hex digits apart ("fe80::1", "2001:db8:"): an IPv6 address may be
+/// here. Times ("10:30") and labels ("MRN: 5") are not.
+fn maybe_ipv6(b: &[u8]) -> bool {
+    let mut last: Option<usize> = None;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b':' {
+            if let Some(j) = last {
+                if i - j <= 5 && b[j + 1..i].iter().all(u8::is_ascii_hexdigit) {
+                    return true;
+                }
+            }
+            last = Some(i);
+        }
+    }
+    false
+}
+
+/// A dot followed by a top-level domain that the domain pattern knows, ending the word.
+fn has_tld(b: &[u8]) -> bool {
+    const TLDS: &[&[u8]] = &[
+        b"com",
+        b"org",
+        b"net",
+        b"edu",
+        b"gov",
+        b"mil",
+        b"int",
+        b"io",
+        b"us",
+        b"uk",
+        b"ca",
+        b"info",
+        b"biz",
+        b"health",
+        b"care",
+        b"clinic",
+        b"hospital",
+        b"md",
+        b"co",
+        b"me",
+        b"app",
+        b"ai",
+    ];
+    let mut i = 0;
+    while let Some(d) = b[i..].iter().position(|&c| c == b'.') {
+        let s = i + d + 1;
+        let mut e = s;
+        while e < b.len() && b[e].is_ascii_alphabetic() {
+            e += 1;
+        }
+        if e > s
+            && !b.get(e).is_some_and(u8::is_ascii_digit)
+            && TLDS.iter().any(|t| t.eq_ignore_ascii_case(&b[s..e]))
+        {
+            return true;
+        }
+        i = s;
+    }
+    false
+}
+
+/// Whether a capitalised street word that `street_named` ends with occurs at all.
+fn has_street_word(b: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"Street",
+        b"Avenue",
+        b"Road",
+        b"Boulevard",
+        b"Lane",
+        b"Drive",
+        b"Terrace",
+        b"Parkway",
+        b"Highway",
+        b"Circle",
+        b"Court",
+        b"Place",
+        b"Trail",
+        b"Pike",
+    ];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_uppercase() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+            let s = i;
+            i += 1;
+            while i < b.len() && b[i].is_ascii_lowercase() {
+                i += 1;
+            }
+            if WORDS.iter().any(|w| *w == &b[s..i]) {
+                return true;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Texts with every kind of digit-led and cue-led match, plus the golden cases and a
+    /// slice of the synthetic corpus.
+    fn texts() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "Call 555-123-4567 or (555) 987-6543 ext 12, fax +1 555.222.3333; pager 4471.",
+            "SSN 123-45-6789, 078 05 1120, member ID #AB12345678, MRN: SF-998877, acct# 12-3456-7.",
+            "Seen 03/14/2021, 3/14, 2021-03-14, 20210314, 14 March 2021, March 14th, 2021, 12/2020.",
+            "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
+            "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
+            "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
+            "MEDICAL RECORD NUMBER 4471902, med rec no. 55, s/n X9-44, i.d. 7, user id jsmith42.",
+            "BP 120/80, 1/2 tab, 5/325 mg, GCS 15, LDL 96, HbA1c 8.2%, COVID-19, NCT01234567.",
+            "#12345 _123 é12 a1b2c3 VIN 1HGCM82633A004352 DEA AB1234563 #A1-B2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for l in include_str!("../../tests/golden/cases.jsonl").lines() {
+            if let Some(t) = l.split("\"text\": \"").nth(1).and_then(|r| r.split("\", \"").next()) {
+                v.push(t.replace("\\n", "\n"));
+            }
+        }
+        for l in include_str!("../../benches/data/clinical_notes.jsonl").lines().take(150) {
+            if let Some(t) = l.split("\"text\": \"").nth(1).and_then(|r| r.split("\"}").next()) {
+                v.push(t.replace("\\n", "\n"));
+            }
+        }
+        v
+    }
+
+    /// The candidate-led pass finds exactly what each pattern's own search finds: same
+    /// starts, and the same ends but where a lazy street pattern could stop earlier.
+    #[test]
+    fn led_pass_equals_separate_searches() {
+        let p = Patterns::new().unwrap();
+        let all = [
+            &p.ipv4,
+            &p.phone,
+            &p.phone7,
+            &p.ssn,
+            &p.date_numeric,
+            &p.date_iso,
+            &p.date_md,
+            &p.date_my,
+            &p.date_day_first,
+            &p.digit_groups,
+            &p.alnum_id,
+            &p.street,
+            &p.zip,
+            &p.date_month_first,
+            &p.date_month_cue,
+            &p.age,
+            &p.cue_id,
+        ];
+        let mut checked = 0;
+        for text in texts() {
+            let led = p.led.find(&text);
+            assert!(led.found.is_some(), "the DFA gave up");
+            for pat in all {
+                let k = pat.led.expect("every pattern here is led");
+                let want: Vec<(usize, usize)> =
+                    pat.re.find_iter(&text).map(|m| (m.start(), m.end())).collect();
+                let got = &led.found.as_ref().unwrap()[k];
+                let name = LED[k];
+                assert_eq!(
+                    got.iter().map(|m| m.0).collect::<Vec<_>>(),
+                    want.iter().map(|m| m.0).collect::<Vec<_>>(),
+                    "{name}: starts differ in {text:?}"
+                );
+                for (g, w) in got.iter().zip(&want) {
+                    if name == "street" {
+                        assert!(g.1 >= w.1, "{name}: ends before the regex in {text:?}");
+                    } else {
+                        assert_eq!(g.1, w.1, "{name}: ends differ in {text:?}");
+                    }
+                }
+                checked += want.len();
+            }
+        }
+        assert!(checked > 500, "only {checked} matches compared");
+    }
+
+    #[test]
+    fn cheap_gates_admit_what_their_patterns_match() {
+        assert!(maybe_ipv6(b"at fe80::1 now") && maybe_ipv6(b"2001:db8:85a3:0:0:8a2e:370:7334"));
+        assert!(!maybe_ipv6(b"MRN: 5 at 10:30 and 11:45"));
+        assert!(has_tld(b"see www.example.com.") && has_tld(b"mail jo@x.ORG"));
+        assert!(!has_tld(b"b.i.d. p.o. Dr. Smith, M.D. e.g. 3.5"));
+        assert!(has_street_word(b"on Maple Avenue") && !has_street_word(b"maple avenue"));
+    }
 }

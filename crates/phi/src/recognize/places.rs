@@ -231,7 +231,7 @@ fn phrase_at(
         key.push_str(tk.lower_of(&toks[k]));
         if let Some(p) = dict.phrase(key) {
             if p.city_pop > 0 || p.facility || p.county {
-                best = Some((k, *p));
+                best = Some((k, p));
             }
         }
     }
