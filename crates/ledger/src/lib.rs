@@ -11,10 +11,17 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod export;
+mod ledger;
 pub mod merkle;
 pub mod record;
+pub mod tree;
 
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
+pub use export::{verify_export, ExportSummary, ExportWriter};
+pub use ledger::{
+    ConsistencyProof, InclusionProof, Ledger, LedgerConfig, Query, SignedCheckpoint, StoreReport,
+};
 pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{Action, Decision, Hmac256, HmacKey, Record, RecordBuilder, Slug};
 
@@ -42,4 +49,54 @@ pub enum Error {
     /// A proof did not verify.
     #[error("proof: {0}")]
     Proof(#[from] ProofError),
+    /// The store failed (the message holds no record values).
+    #[error("store: {0}")]
+    Store(String),
+    /// The ledger's committer has stopped (the runtime is shutting down).
+    #[error("the ledger is closed")]
+    Closed,
+    /// A checkpoint was asked for but no signing key is configured.
+    #[error("no checkpoint signing key is configured")]
+    NoSigningKey,
+    /// Reading or writing a file failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// An export file is malformed at this line.
+    #[error("line {line}: {problem}")]
+    Export {
+        /// The 1-based line number.
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The first bad record: its index and what is wrong with it.
+    #[error("record {index} (line {line}): {problem}")]
+    BadRecord {
+        /// The record's index in the log.
+        index: u64,
+        /// The 1-based line of an export (0 when checking a store).
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The first bad checkpoint.
+    #[error("checkpoint #{number} (tree size {tree_size}, line {line}): {problem}")]
+    BadCheckpoint {
+        /// 1-based, in file (or size) order.
+        number: u64,
+        /// The size it claims (0 when unreadable).
+        tree_size: u64,
+        /// The 1-based line of an export (0 when checking a store).
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The export ends early or its trailer does not match its content.
+    #[error("truncated at line {line}: {problem}")]
+    Truncated {
+        /// The last line read.
+        line: u64,
+        /// What is missing.
+        problem: String,
+    },
 }

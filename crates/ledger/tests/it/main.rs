@@ -2,3 +2,5 @@
 //! checkpoints, proofs and the offline verifier.
 
 mod canary;
+mod common;
+mod log;
