@@ -238,7 +238,7 @@ pub fn verify_export<R: BufRead>(
                     .ok_or_else(|| fmt_err(line_no, "a record line is 'R INDEX LEAFHASH BODY'"))?;
                 if index != expected {
                     let problem = if index > expected {
-                        format!("record {expected} is missing (the next line holds record {index}): deleted")
+                        format!("record {expected} is missing here (the next line holds record {index}): deleted or reordered")
                     } else {
                         format!(
                             "record {index} appears again after record {}: inserted or reordered",

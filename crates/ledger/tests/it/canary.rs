@@ -98,3 +98,64 @@ fn decode_refuses_canaries_in_any_field() {
         }
     }
 }
+
+/// Records made from canary inputs through the HMAC path leave no trace of them in the SQLite
+/// files (database, WAL) or in the export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_canary_reaches_the_database_or_the_export() {
+    use ledger::record::{Hmac256, HmacKey};
+    let dir = tempfile::tempdir().unwrap();
+    let key = HmacKey::generate();
+    let export_path = dir.path().join("ledger.export");
+    {
+        let l = crate::common::ledger(crate::common::sqlite(&dir).await).await;
+        for (i, canary) in CANARIES.iter().enumerate() {
+            let r = Record::builder("svc-intake", Action::ChatCompletion, Decision::Redact)
+                .use_case("triage")
+                .resource("chat")
+                .category(phi::Category::Name, 1)
+                .request_hmac(Hmac256::compute(
+                    &key,
+                    format!("Patient {canary} seen today").as_bytes(),
+                ))
+                .identifier_hmac(Hmac256::compute(&key, canary.as_bytes()))
+                .latency_ms(i as u32)
+                .build()
+                .unwrap();
+            l.append(r).await.unwrap();
+        }
+        l.checkpoint().await.unwrap();
+        let f = std::fs::File::create(&export_path).unwrap();
+        let s = l.export(std::io::BufWriter::new(f)).await.unwrap();
+        assert_eq!(s.records, CANARIES.len() as u64);
+    }
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        // The WAL and shared-memory files may vanish as the pool closes (checkpointed into the
+        // database file, which is read too).
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{e}"),
+        };
+        if p.ends_with("phigate.db") || p.ends_with("ledger.export") {
+            files += 1;
+            // The search does see record content: the actor is there in clear.
+            assert!(bytes.windows(10).any(|w| w == b"svc-intake"), "{}", p.display());
+        }
+        let lower = bytes.to_ascii_lowercase();
+        for canary in CANARIES {
+            for needle in [canary.as_bytes().to_vec(), canary.to_ascii_lowercase().into_bytes()] {
+                assert!(
+                    !lower
+                        .windows(needle.len())
+                        .any(|w| w == needle.to_ascii_lowercase().as_slice()),
+                    "a canary is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert_eq!(files, 2, "the database and the export were searched");
+}

@@ -29,17 +29,17 @@ pub fn record(i: u64, key: &HmacKey) -> Record {
         decisions[(i % 3) as usize],
     )
     .ts_ms(1_700_000_000_000 + i as i64 * 1000)
-    .use_case(if i % 2 == 0 { "triage" } else { "coding" })
+    .use_case(if i.is_multiple_of(2) { "triage" } else { "coding" })
     .purpose("treatment")
     .model("gpt-4o")
     .provider("azure-east")
     .policy_version("p3")
     .latency_ms((i % 900) as u32)
     .request_hmac(Hmac256::compute(key, format!("request body {i}").as_bytes()));
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         b = b.category(phi::Category::Name, 1 + (i % 3) as u32).reason("phi_redacted");
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         b = b.category(phi::Category::Date, 2);
     }
     b.build().unwrap()

@@ -3,4 +3,5 @@
 
 mod canary;
 mod common;
+mod export;
 mod log;
