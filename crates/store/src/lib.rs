@@ -307,6 +307,12 @@ impl Store {
         dispatch!(self, b => b.ping().await)
     }
 
+    /// Closes the connections (on SQLite the last one folds the WAL into the main file). Calls
+    /// after this fail with [`Error::Unavailable`]; other clones of this store are closed too.
+    pub async fn close(&self) {
+        dispatch!(self, b => b.close().await)
+    }
+
     /// Full consistency check of the database (SQLite `PRAGMA integrity_check`; on PostgreSQL,
     /// that the ledger's indexes are gapless). Slow on big stores: for operators, not hot paths.
     /// [`Error::Corrupt`] when it fails.

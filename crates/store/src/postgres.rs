@@ -252,6 +252,10 @@ impl PgStore {
         Ok(())
     }
 
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub(crate) async fn check(&self) -> Result<(), Error> {
         let (n, max): (i64, Option<i64>) =
             sqlx::query_as("SELECT COUNT(*), MAX(idx) FROM ledger_entries")

@@ -249,6 +249,14 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(crate) async fn close(&self) {
+        // Fold the WAL into the main file so the file stands alone; best effort.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+            tracing::warn!(error = %map_err(e), "WAL checkpoint on close failed");
+        }
+        self.pool.close().await;
+    }
+
     pub(crate) async fn check(&self) -> Result<(), Error> {
         let res: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_all(&self.pool)

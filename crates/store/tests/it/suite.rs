@@ -1,6 +1,6 @@
 //! Every API method, written once, run on both backends.
 
-use store::{Backend, LedgerQuery, Store};
+use store::{Backend, DataKeyRow, Error, LedgerQuery, Store, StoredCheckpoint, VaultRow};
 
 use crate::common::{both_backends, entry};
 
@@ -31,4 +31,305 @@ async fn ledger_append_read_len(s: Store) {
     assert_eq!(s.ledger_leaf_hashes(7, u64::MAX).await.unwrap().len(), 3);
     let all = s.ledger_search(&LedgerQuery { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(all.len(), 10);
+}
+
+both_backends!(
+    ledger_search_filters,
+    ledger_concurrent_tasks,
+    checkpoints_put_latest_list,
+    data_keys_lifecycle,
+    data_key_shred_deletes_rows,
+    vault_put_get_find,
+    errors_hold_no_values,
+);
+
+fn q() -> LedgerQuery {
+    LedgerQuery { limit: 1000, ..Default::default() }
+}
+
+fn idx(v: &[store::LedgerEntry]) -> Vec<u64> {
+    v.iter().map(|e| e.index).collect()
+}
+
+async fn ledger_search_filters(s: Store) {
+    let n = 40u64;
+    let entries: Vec<_> = (0..n).map(entry).collect();
+    s.ledger_append(&entries[..17]).await.unwrap();
+    s.ledger_append(&entries[17..]).await.unwrap();
+    let want = |f: &dyn Fn(&store::NewLedgerEntry) -> bool| -> Vec<u64> {
+        (0..n).filter(|i| f(&entry(*i))).collect()
+    };
+
+    assert_eq!(idx(&s.ledger_search(&q()).await.unwrap()), want(&|_| true));
+    let t0 = entry(5).ts_ms;
+    let t1 = entry(12).ts_ms;
+    let r =
+        s.ledger_search(&LedgerQuery { from_ms: Some(t0), to_ms: Some(t1), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), (5..12).collect::<Vec<_>>(), "from inclusive, to exclusive");
+    let r = s.ledger_search(&LedgerQuery { actor: Some("user1".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.actor == "user1"));
+    let r = s.ledger_search(&LedgerQuery { use_case: Some("uc2".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.use_case == "uc2"));
+    let r = s.ledger_search(&LedgerQuery { decision: Some("block".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.decision == "block"));
+    let r =
+        s.ledger_search(&LedgerQuery { action: Some("embeddings".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.action == "embeddings"));
+    let r = s.ledger_search(&LedgerQuery { category: Some("NAME".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.categories.iter().any(|c| c == "NAME")));
+    let r = s.ledger_search(&LedgerQuery { category: Some("MRN".into()), ..q() }).await.unwrap();
+    assert_eq!(idx(&r), want(&|e| e.categories.iter().any(|c| c == "MRN")));
+    let r = s.ledger_search(&LedgerQuery { category: Some("SSN".into()), ..q() }).await.unwrap();
+    assert!(r.is_empty());
+    // Filters combine.
+    let r = s
+        .ledger_search(&LedgerQuery {
+            actor: Some("user2".into()),
+            category: Some("NAME".into()),
+            from_ms: Some(entry(10).ts_ms),
+            ..q()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        idx(&r),
+        want(&|e| e.actor == "user2"
+            && e.categories.iter().any(|c| c == "NAME")
+            && e.ts_ms >= entry(10).ts_ms)
+    );
+    assert!(!r.is_empty());
+    // Paging with after_index + limit walks every match exactly once, in order.
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .ledger_search(&LedgerQuery {
+                decision: Some("allow".into()),
+                after_index: after,
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.index);
+        pages.extend(idx(&page));
+    }
+    assert_eq!(pages, want(&|e| e.decision == "allow"));
+    // Entries come back whole.
+    let r = s.ledger_search(&LedgerQuery { after_index: Some(38), ..q() }).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].body, entry(39).body);
+    assert_eq!(r[0].leaf_hash, entry(39).leaf_hash);
+    assert_eq!(r[0].ts_ms, entry(39).ts_ms);
+    assert!(s.ledger_search(&LedgerQuery::default()).await.unwrap().is_empty(), "limit 0");
+}
+
+/// Many tasks appending through one store: gapless, each task's entries in its own order.
+async fn ledger_concurrent_tasks(s: Store) {
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..10u64 {
+                let batch: Vec<_> = (0..(b % 4 + 1))
+                    .map(|k| {
+                        let mut e = entry(t * 1000 + b * 10 + k);
+                        e.actor = format!("task{t}");
+                        e
+                    })
+                    .collect();
+                s.ledger_append(&batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = s.ledger_len().await.unwrap();
+    assert_eq!(n, 8 * (1 + 2 + 3 + 4 + 1 + 2 + 3 + 4 + 1 + 2));
+    let all = s.ledger_read(0, n).await.unwrap();
+    assert_eq!(idx(&all), (0..n).collect::<Vec<_>>());
+    for t in 0..8u64 {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|e| u64::from_be_bytes(e.leaf_hash[..8].try_into().unwrap()) / 1000 == t)
+            .map(|e| u64::from_be_bytes(e.leaf_hash[..8].try_into().unwrap()))
+            .collect();
+        let mut sorted = mine.clone();
+        sorted.sort_unstable();
+        assert_eq!(mine, sorted, "task {t}'s entries keep their order");
+        assert_eq!(mine.len(), 1 + 2 + 3 + 4 + 1 + 2 + 3 + 4 + 1 + 2);
+    }
+}
+
+fn cp(size: u64, ts: i64) -> StoredCheckpoint {
+    StoredCheckpoint {
+        tree_size: size,
+        root_hash: [size as u8; 32],
+        ts_ms: ts,
+        note: format!("phigate.example/log\n{size}\nroot\n\n— sig{size}\n"),
+    }
+}
+
+async fn checkpoints_put_latest_list(s: Store) {
+    assert_eq!(s.checkpoint_latest().await.unwrap(), None);
+    assert!(s.checkpoints().await.unwrap().is_empty());
+    s.checkpoint_put(&cp(10, 100)).await.unwrap();
+    s.checkpoint_put(&cp(30, 300)).await.unwrap();
+    s.checkpoint_put(&cp(20, 200)).await.unwrap();
+    // The same checkpoint again is a no-op; a different one for the same size is a conflict.
+    s.checkpoint_put(&cp(20, 200)).await.unwrap();
+    let err = s.checkpoint_put(&cp(20, 999)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_eq!(s.checkpoint_latest().await.unwrap(), Some(cp(30, 300)));
+    assert_eq!(s.checkpoints().await.unwrap(), vec![cp(10, 100), cp(20, 200), cp(30, 300)]);
+}
+
+pub fn key(id: &str, scope: &str, created: i64, expires: Option<i64>) -> DataKeyRow {
+    DataKeyRow {
+        key_id: id.into(),
+        scope: scope.into(),
+        kek_id: "kek-1".into(),
+        wrapped: format!("wrapped-{id}-{scope}").into_bytes(),
+        created_ms: created,
+        expires_at_ms: expires,
+        shredded_ms: None,
+    }
+}
+
+pub fn vrow(scope: &str, token: &str, key_id: &str, fp: &[u8], created: i64) -> VaultRow {
+    VaultRow {
+        scope: scope.into(),
+        token: token.into(),
+        key_id: key_id.into(),
+        fingerprint: fp.to_vec(),
+        nonce: vec![7; 12],
+        ciphertext: format!("ct:{token}").into_bytes(),
+        created_ms: created,
+    }
+}
+
+async fn data_keys_lifecycle(s: Store) {
+    assert_eq!(s.data_key_active("a").await.unwrap(), None);
+    assert_eq!(s.data_key_get("k1").await.unwrap(), None);
+    s.data_key_put(&key("k1", "a", 100, Some(1_000))).await.unwrap();
+    s.data_key_put(&key("k2", "a", 200, Some(5_000))).await.unwrap();
+    s.data_key_put(&key("k0", "b", 150, None)).await.unwrap();
+    let dup = s.data_key_put(&key("k1", "z", 1, None)).await.unwrap_err();
+    assert!(matches!(dup, Error::Conflict(_)), "{dup:?}");
+
+    assert_eq!(s.data_key_get("k1").await.unwrap(), Some(key("k1", "a", 100, Some(1_000))));
+    assert_eq!(s.data_key_active("a").await.unwrap().unwrap().key_id, "k2", "newest");
+    assert_eq!(s.data_key_active("b").await.unwrap().unwrap().key_id, "k0");
+    let live: Vec<_> = s.data_keys_live().await.unwrap().into_iter().map(|k| k.key_id).collect();
+    assert_eq!(live, ["k0", "k1", "k2"]);
+
+    let ids = |v: Vec<DataKeyRow>| v.into_iter().map(|k| k.key_id).collect::<Vec<_>>();
+    assert!(s.data_keys_expired(999).await.unwrap().is_empty());
+    assert_eq!(ids(s.data_keys_expired(1_000).await.unwrap()), ["k1"], "<= now");
+    assert_eq!(ids(s.data_keys_expired(10_000).await.unwrap()), ["k1", "k2"]);
+
+    // Rewrap is a compare-and-set on the old KEK id.
+    assert!(!s.data_key_rewrap("k1", "kek-other", "kek-2", b"new").await.unwrap());
+    assert!(!s.data_key_rewrap("nope", "kek-1", "kek-2", b"new").await.unwrap());
+    assert!(s.data_key_rewrap("k1", "kek-1", "kek-2", b"rewrapped").await.unwrap());
+    let k1 = s.data_key_get("k1").await.unwrap().unwrap();
+    assert_eq!((k1.kek_id.as_str(), k1.wrapped.as_slice()), ("kek-2", &b"rewrapped"[..]));
+    assert!(!s.data_key_rewrap("k1", "kek-1", "kek-3", b"again").await.unwrap());
+
+    // Shred: idempotent, the key leaves active/live/expired, its bytes are gone.
+    assert!(s.data_key_shred("k2", 7_000).await.unwrap());
+    assert!(!s.data_key_shred("k2", 8_000).await.unwrap());
+    assert!(!s.data_key_shred("unknown", 8_000).await.unwrap());
+    let k2 = s.data_key_get("k2").await.unwrap().unwrap();
+    assert!(k2.wrapped.is_empty());
+    assert_eq!(k2.shredded_ms, Some(7_000), "the first shred's time stays");
+    assert_eq!(s.data_key_active("a").await.unwrap().unwrap().key_id, "k1");
+    assert_eq!(ids(s.data_keys_expired(10_000).await.unwrap()), ["k1"]);
+    assert_eq!(ids(s.data_keys_live().await.unwrap()), ["k0", "k1"]);
+    assert!(!s.data_key_rewrap("k2", "kek-1", "kek-2", b"back").await.unwrap(), "shredded");
+    assert!(s.data_key_get("k2").await.unwrap().unwrap().wrapped.is_empty());
+    assert!(s.data_key_shred("k1", 9_000).await.unwrap());
+    assert_eq!(s.data_key_active("a").await.unwrap(), None);
+}
+
+async fn data_key_shred_deletes_rows(s: Store) {
+    s.data_key_put(&key("old", "conv", 1, None)).await.unwrap();
+    s.data_key_put(&key("new", "conv", 2, None)).await.unwrap();
+    s.data_key_put(&key("other", "conv2", 1, None)).await.unwrap();
+    s.vault_put(&[
+        vrow("conv", "[NAME_1]", "old", b"fp1", 1),
+        vrow("conv", "[NAME_2]", "old", b"fp2", 1),
+        vrow("conv", "[DATE_1]", "new", b"fp3", 2),
+        vrow("conv2", "[NAME_1]", "other", b"fp1", 1),
+    ])
+    .await
+    .unwrap();
+    assert!(s.data_key_shred("old", 10).await.unwrap());
+    let toks = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let left = s.vault_get("conv", &toks(&["[NAME_1]", "[NAME_2]", "[DATE_1]"])).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.token.as_str()).collect::<Vec<_>>(), ["[DATE_1]"]);
+    assert_eq!(s.vault_find("conv", b"fp1").await.unwrap(), None);
+    assert!(s.vault_find("conv2", b"fp1").await.unwrap().is_some(), "other scopes untouched");
+    // Idempotent: a second shred changes nothing and reports the key was not live.
+    assert!(!s.data_key_shred("old", 11).await.unwrap());
+    assert_eq!(s.vault_get("conv", &toks(&["[DATE_1]"])).await.unwrap().len(), 1);
+}
+
+async fn vault_put_get_find(s: Store) {
+    s.data_key_put(&key("k", "s1", 1, None)).await.unwrap();
+    s.data_key_put(&key("k2", "s2", 1, None)).await.unwrap();
+    s.vault_put(&[]).await.unwrap();
+    let a = vrow("s1", "[NAME_1]", "k", b"fp-a", 10);
+    let b = vrow("s1", "[NAME_2]", "k", b"fp-b", 11);
+    s.vault_put(&[a.clone(), b.clone()]).await.unwrap();
+    // Insert or keep: a second row for an existing (scope, token) is ignored.
+    let mut a2 = a.clone();
+    a2.ciphertext = b"other".to_vec();
+    a2.fingerprint = b"fp-other".to_vec();
+    let c = vrow("s1", "[MRN_1]", "k", b"fp-c", 12);
+    s.vault_put(&[a2, c.clone()]).await.unwrap();
+
+    let tokens: Vec<String> =
+        ["[NAME_2]", "[NAME_1]", "[MISSING]", "[MRN_1]"].iter().map(|t| t.to_string()).collect();
+    let got = s.vault_get("s1", &tokens).await.unwrap();
+    assert_eq!(got, vec![c.clone(), a.clone(), b.clone()], "found rows, token order");
+    assert!(s.vault_get("s2", &tokens).await.unwrap().is_empty(), "scoped");
+    assert!(s.vault_get("s1", &[]).await.unwrap().is_empty());
+
+    assert_eq!(s.vault_find("s1", b"fp-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.vault_find("s1", b"fp-other").await.unwrap(), None);
+    assert_eq!(s.vault_find("s2", b"fp-a").await.unwrap(), None);
+    // The same value in another scope gets its own row.
+    let other = vrow("s2", "[NAME_1]", "k2", b"fp-a", 13);
+    s.vault_put(std::slice::from_ref(&other)).await.unwrap();
+    assert_eq!(s.vault_find("s2", b"fp-a").await.unwrap(), Some(other));
+    assert_eq!(s.vault_find("s1", b"fp-a").await.unwrap(), Some(a));
+
+    // Many rows in one call (more than one multi-row statement).
+    let many: Vec<_> = (0..1200)
+        .map(|i| vrow("bulk", &format!("[ID_{i}]"), "k", format!("fp{i}").as_bytes(), i))
+        .collect();
+    s.vault_put(&many).await.unwrap();
+    let toks: Vec<String> = many.iter().map(|r| r.token.clone()).collect();
+    assert_eq!(s.vault_get("bulk", &toks).await.unwrap().len(), 1200);
+
+    // A row under an unknown data key is refused, and nothing of its call is kept.
+    let err = s
+        .vault_put(&[vrow("s1", "[X_1]", "k", b"x", 1), vrow("s1", "[X_2]", "nope", b"y", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(s.vault_get("s1", &["[X_1]".to_string()]).await.unwrap().is_empty());
+}
+
+async fn errors_hold_no_values(s: Store) {
+    let secret = "KEYID-Jane-Doe-1962-04-05";
+    s.data_key_put(&key(secret, "scope-MRN-123456", 1, None)).await.unwrap();
+    let err = s.data_key_put(&key(secret, "scope-MRN-123456", 1, None)).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(!text.contains("Jane") && !text.contains("123456"), "{text}");
 }

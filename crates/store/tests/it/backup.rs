@@ -1,0 +1,229 @@
+//! Backup and restore across backends; damaged files are refused before anything is written.
+
+use std::path::Path;
+
+use store::{DataKeyRow, Error, LedgerQuery, Store, StoredCheckpoint, VaultRow};
+
+use crate::common::{entry, on_postgres, on_sqlite};
+use crate::suite::{key, vrow};
+
+/// Fills a store with some of everything (a shredded key included).
+async fn fill(s: &Store) {
+    for b in 0..5u64 {
+        let batch: Vec<_> = (b * 60..(b + 1) * 60).map(entry).collect();
+        s.ledger_append(&batch).await.unwrap();
+    }
+    for size in [60u64, 180, 300] {
+        s.checkpoint_put(&StoredCheckpoint {
+            tree_size: size,
+            root_hash: [size as u8; 32],
+            ts_ms: size as i64,
+            note: format!("log\n{size}\n"),
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..6 {
+        s.data_key_put(&key(&format!("key{i}"), &format!("scope{}", i % 2), i, Some(100 + i)))
+            .await
+            .unwrap();
+        let rows: Vec<_> = (0..20)
+            .map(|t| {
+                vrow(
+                    &format!("scope{}", i % 2),
+                    &format!("[NAME_{i}_{t}]"),
+                    &format!("key{i}"),
+                    format!("fp{i}-{t}").as_bytes(),
+                    t,
+                )
+            })
+            .collect();
+        s.vault_put(&rows).await.unwrap();
+    }
+    assert!(s.data_key_shred("key3", 500).await.unwrap());
+}
+
+#[derive(Debug, PartialEq)]
+struct Contents {
+    ledger: Vec<store::LedgerEntry>,
+    by_category: Vec<Vec<u64>>,
+    by_actor: Vec<u64>,
+    checkpoints: Vec<StoredCheckpoint>,
+    keys: Vec<Option<DataKeyRow>>,
+    vault: Vec<VaultRow>,
+}
+
+/// Everything in a store, through the API.
+async fn contents(s: &Store) -> Contents {
+    let n = s.ledger_len().await.unwrap();
+    let mut by_category = Vec::new();
+    for c in ["NAME", "DATE", "MRN"] {
+        let r = s
+            .ledger_search(&LedgerQuery {
+                category: Some(c.into()),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        by_category.push(r.iter().map(|e| e.index).collect());
+    }
+    let by_actor = s
+        .ledger_search(&LedgerQuery {
+            actor: Some("user1".into()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.index)
+        .collect();
+    let mut keys = Vec::new();
+    let mut vault = Vec::new();
+    for i in 0..6 {
+        keys.push(s.data_key_get(&format!("key{i}")).await.unwrap());
+        let tokens: Vec<String> = (0..20).map(|t| format!("[NAME_{i}_{t}]")).collect();
+        vault.extend(s.vault_get(&format!("scope{}", i % 2), &tokens).await.unwrap());
+    }
+    Contents {
+        ledger: s.ledger_read(0, n).await.unwrap(),
+        by_category,
+        by_actor,
+        checkpoints: s.checkpoints().await.unwrap(),
+        keys,
+        vault,
+    }
+}
+
+/// The record lines of a backup file (without the header and the trailer, which name the
+/// backend and hold the digest).
+fn records(p: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(p).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines[0].contains("phigate-store-backup"));
+    assert!(lines[lines.len() - 1].starts_with("{\"t\":\"end\""));
+    lines[1..lines.len() - 1].to_vec()
+}
+
+async fn round_trip(from: Store, to: Store) {
+    fill(&from).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.backup");
+    let sum = from.backup(&a).await.unwrap();
+    assert_eq!(
+        (sum.ledger_entries, sum.checkpoints, sum.data_keys, sum.vault_rows),
+        (300, 3, 6, 100),
+        "the shredded key's 20 rows are gone"
+    );
+    assert_eq!(sum.sha256.len(), 64);
+    let restored = to.restore(&a).await.unwrap();
+    assert_eq!(restored, sum);
+    let want = contents(&from).await;
+    assert_eq!(want.ledger.len(), 300);
+    assert_eq!(contents(&to).await, want);
+    // Backing up the copy gives the same records, whatever the backend.
+    let b = dir.path().join("b.backup");
+    to.backup(&b).await.unwrap();
+    let (ra, rb) = (records(&a), records(&b));
+    assert_eq!(ra.len(), 300 + 3 + 6 + 100);
+    assert!(ra == rb, "the copy's backup holds other records");
+    // The copy keeps working: appends continue at the right index.
+    assert_eq!(to.ledger_append(&[entry(300)]).await.unwrap(), 300);
+    // A non-empty store is refused.
+    let err = to.restore(&a).await.unwrap_err();
+    assert!(matches!(err, Error::NotEmpty), "{err:?}");
+    assert_eq!(to.ledger_len().await.unwrap(), 301);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_to_postgres() {
+    on_sqlite(|src| async move {
+        on_postgres(move |dst| round_trip(src, dst)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_sqlite() {
+    on_postgres(|src| async move {
+        on_sqlite(move |dst| round_trip(src, dst)).await;
+    })
+    .await;
+}
+
+async fn assert_empty(s: &Store) {
+    assert_eq!(s.ledger_len().await.unwrap(), 0);
+    assert!(s.checkpoints().await.unwrap().is_empty());
+    assert!(s.data_keys_live().await.unwrap().is_empty());
+}
+
+/// A flipped byte anywhere, a truncated file or trailing data: refused, nothing written.
+async fn damaged(dst: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.backup");
+    {
+        let d2 = tempfile::tempdir().unwrap();
+        let src = Store::open(d2.path().join("src.db").to_str().unwrap()).await.unwrap();
+        fill(&src).await;
+        src.backup(&good).await.unwrap();
+        src.close().await;
+    }
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = dir.path().join("bad.backup");
+    let len = bytes.len();
+    // Header, a ledger record, a vault record, the trailer's digest, the final newline.
+    let positions = [5, len / 3, len / 2, (len * 9) / 10, len - 20, len - 1];
+    for pos in positions {
+        for flip in [0x01u8, 0x20, 0x80] {
+            let mut b = bytes.clone();
+            b[pos] ^= flip;
+            std::fs::write(&bad, &b).unwrap();
+            let err = dst.restore(&bad).await.unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "byte {pos} ^ {flip:#x}: {err:?}");
+        }
+    }
+    for cut in [0, 10, len / 2, len - 200, len - 1] {
+        std::fs::write(&bad, &bytes[..cut]).unwrap();
+        let err = dst.restore(&bad).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "cut at {cut}: {err:?}");
+    }
+    // Without the trailer line at all.
+    let last_line = bytes[..len - 1].iter().rposition(|c| *c == b'\n').unwrap();
+    std::fs::write(&bad, &bytes[..=last_line]).unwrap();
+    assert!(matches!(dst.restore(&bad).await, Err(Error::Corrupt(_))));
+    // Data after the trailer.
+    let mut b = bytes.clone();
+    b.extend_from_slice(b"{}\n");
+    std::fs::write(&bad, &b).unwrap();
+    assert!(matches!(dst.restore(&bad).await, Err(Error::Corrupt(_))));
+    assert_empty(&dst).await;
+    // The intact file still restores.
+    assert_eq!(dst.restore(&good).await.unwrap().ledger_entries, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_backup_is_refused_sqlite() {
+    on_sqlite(damaged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_backup_is_refused_postgres() {
+    on_postgres(damaged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_store_round_trip() {
+    on_sqlite(|a| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.backup");
+        let sum = a.backup(&p).await.unwrap();
+        assert_eq!((sum.ledger_entries, sum.vault_rows), (0, 0));
+        on_postgres(move |b| async move {
+            assert_eq!(b.restore(&p).await.unwrap(), sum);
+            assert_empty(&b).await;
+        })
+        .await;
+    })
+    .await;
+}

@@ -1,0 +1,202 @@
+//! Refusals with clear errors: not a database, corrupted, somebody else's file, a schema newer
+//! than this build, an unreachable server; and shredded bytes gone from the SQLite files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::Connection;
+use store::{Error, Store};
+
+use crate::common::{entry, PgDb};
+use crate::suite::{key, vrow};
+
+fn url(p: &Path) -> String {
+    format!("sqlite://{}", p.display())
+}
+
+#[tokio::test]
+async fn sqlite_garbage_file_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("garbage.db");
+    let junk: Vec<u8> = (0..8192).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&p, &junk).unwrap();
+    let err = Store::open(&url(&p)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    // A short text file too.
+    std::fs::write(&p, b"hello, I am not a database\n").unwrap();
+    let err = Store::open(p.to_str().unwrap()).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    // And the file was left as it was.
+    assert_eq!(std::fs::read(&p).unwrap(), b"hello, I am not a database\n");
+}
+
+#[tokio::test]
+async fn sqlite_damaged_schema_page_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    let s = Store::open(&url(&p)).await.unwrap();
+    s.ledger_append(&(0..50).map(entry).collect::<Vec<_>>()).await.unwrap();
+    s.close().await;
+    let mut bytes = std::fs::read(&p).unwrap();
+    assert!(bytes.len() > 8192);
+    // Keep the 100-byte file header, scribble over the rest of page 1 (the schema table).
+    for b in &mut bytes[100..4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    let err = Store::open(&url(&p)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_damaged_data_page_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    let s = Store::open(&url(&p)).await.unwrap();
+    s.ledger_append(&(0..500).map(entry).collect::<Vec<_>>()).await.unwrap();
+    s.check().await.unwrap();
+    s.close().await;
+    let mut bytes = std::fs::read(&p).unwrap();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 20);
+    // Scribble over a page in the middle (b-tree pages of the ledger).
+    let at = (pages / 2) * 4096;
+    for b in &mut bytes[at..at + 4096] {
+        *b = 0x5A;
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    let res = match Store::open(&url(&p)).await {
+        Ok(s) => s.check().await,
+        Err(e) => Err(e),
+    };
+    assert!(matches!(res, Err(Error::Corrupt(_))), "{res:?}");
+}
+
+#[tokio::test]
+async fn sqlite_foreign_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("other.db");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&p).create_if_missing(true);
+    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::query("CREATE TABLE patients (id INTEGER PRIMARY KEY, name TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let err = Store::open(&url(&p)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+}
+
+const FUTURE_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
+    (version, description, success, checksum, execution_time) VALUES (99999, 'future', TRUE, ";
+
+#[tokio::test]
+async fn sqlite_schema_too_new_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    Store::open(&url(&p)).await.unwrap().close().await;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&p);
+    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::query(&format!("{FUTURE_MIGRATION} X'00', 0)")).execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+    let err = Store::open(&url(&p)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaTooNew { found: 99999, supported } if supported < 99999),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_schema_too_new_is_refused() {
+    PgDb::with(|u| async move {
+        Store::open(&u).await.unwrap().close().await;
+        let mut c = sqlx::PgConnection::connect(&u).await.unwrap();
+        sqlx::query(&format!("{FUTURE_MIGRATION} '\\x00'::bytea, 0)"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        let err = Store::open(&u).await.unwrap_err();
+        assert!(matches!(err, Error::SchemaTooNew { found: 99999, .. }), "{err:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_and_never_hangs() {
+    let url = "postgres://phigate:SuperSecretPw@127.0.0.1:1/phigate";
+    // The guard only keeps a broken build from hanging the suite; the store's own timeout is 5 s.
+    let res = tokio::time::timeout(Duration::from_secs(60), Store::open(url))
+        .await
+        .expect("Store::open must give up on its own");
+    let err = res.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("SuperSecretPw"), "{text}");
+}
+
+#[tokio::test]
+async fn postgres_missing_database_is_unavailable() {
+    let err = Store::open("postgres://postgres@127.0.0.1:5432/phigate_no_such_database_x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn file_bytes(p: &Path) -> Vec<u8> {
+    let mut all = std::fs::read(p).unwrap();
+    for ext in ["-wal", "-journal"] {
+        let mut side = p.as_os_str().to_owned();
+        side.push(ext);
+        if let Ok(b) = std::fs::read(&side) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn sqlite_shred_leaves_no_key_bytes_in_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    let s = Store::open(&url(&p)).await.unwrap();
+    let mut k = key("k-shred", "conv", 1, None);
+    k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+    s.data_key_put(&k).await.unwrap();
+    let mut row = vrow("conv", "[NAME_1]", "k-shred", b"fingerprint", 1);
+    row.ciphertext = (0..64).map(|_| rand::random::<u8>()).collect();
+    s.vault_put(&[row.clone()]).await.unwrap();
+    let before = file_bytes(&p);
+    assert!(contains(&before, &k.wrapped) && contains(&before, &row.ciphertext));
+
+    assert!(s.data_key_shred("k-shred", 2).await.unwrap());
+    let after = file_bytes(&p);
+    assert!(!contains(&after, &k.wrapped), "wrapped key bytes still in the files");
+    assert!(!contains(&after, &row.ciphertext), "ciphertext still in the files");
+    s.close().await;
+    let after = file_bytes(&p);
+    assert!(!contains(&after, &k.wrapped) && !contains(&after, &row.ciphertext));
+}
+
+#[tokio::test]
+async fn sqlite_url_forms_and_directory_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a").join("b").join("store.db");
+    let s = Store::open(&format!("sqlite://{}", nested.display())).await.unwrap();
+    s.ledger_append(&[entry(0)]).await.unwrap();
+    s.close().await;
+    assert!(nested.exists());
+    // The same file through a plain path and a `sqlite:` URL.
+    let s = Store::open(nested.to_str().unwrap()).await.unwrap();
+    assert_eq!(s.ledger_len().await.unwrap(), 1);
+    s.close().await;
+    let s = Store::open(&format!("sqlite:{}", nested.display())).await.unwrap();
+    assert_eq!(s.ledger_len().await.unwrap(), 1);
+    // Reopening runs no migration twice.
+    s.close().await;
+    assert!(matches!(Store::open("sqlite::memory:").await, Err(Error::Backend(_))));
+}
