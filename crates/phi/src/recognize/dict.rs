@@ -33,11 +33,11 @@ impl Dict {
     #[inline]
     pub(crate) fn flags(&self, lower: &str) -> u32 {
         match self.words.get(lower.as_bytes()) {
-            Some(f) => f as u32,
+            Some(f) => f,
             // "zoë", "núñez", "josé": the lists are in ASCII.
-            None if !lower.is_ascii() => fold_accents(lower)
-                .and_then(|f| self.words.get(f.as_bytes()))
-                .map_or(0, |f| f as u32),
+            None if !lower.is_ascii() => {
+                fold_accents(lower).and_then(|f| self.words.get(f.as_bytes())).unwrap_or(0)
+            }
             None => 0,
         }
     }
@@ -102,8 +102,9 @@ mod tests {
 
     #[test]
     fn table_round_trip() {
-        let entries: Vec<(Vec<u8>, u64)> =
-            (0..5000u64).map(|i| (format!("w{i}x").into_bytes(), i * 7 + 1)).collect();
+        let mut entries: Vec<(Vec<u8>, u32)> =
+            (0..5000u32).map(|i| (format!("w{i}x").into_bytes(), i * 7 + 1)).collect();
+        entries.push(("a much longer key than fits in a slot".into(), 9));
         let bytes = Table::encode(&entries);
         let t = Table::new(&bytes).unwrap();
         for (k, v) in &entries {

@@ -67,8 +67,8 @@ fn lines(s: &'static str) -> impl Iterator<Item = &'static str> {
 /// What the build script writes: the word table, the phrase table, the ZIP bit set, the state
 /// abbreviations and the longest phrase.
 pub(crate) struct Built {
-    pub words: Vec<(Vec<u8>, u64)>,
-    pub phrases: Vec<(Vec<u8>, u64)>,
+    pub words: Vec<(Vec<u8>, u32)>,
+    pub phrases: Vec<(Vec<u8>, u32)>,
     pub zip5: Vec<u64>,
     pub state_abbr: Vec<bool>,
     pub max_phrase_tokens: usize,
@@ -206,10 +206,10 @@ pub(crate) fn build_tables() -> Built {
         }
     }
     // Sorted, so that the same lists always give the same bytes.
-    let mut words: Vec<(Vec<u8>, u64)> =
-        words.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), u64::from(v))).collect();
+    let mut words: Vec<(Vec<u8>, u32)> =
+        words.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect();
     words.sort();
-    let mut phrases: Vec<(Vec<u8>, u64)> =
+    let mut phrases: Vec<(Vec<u8>, u32)> =
         phrases.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v.pack())).collect();
     phrases.sort();
     Built { words, phrases, zip5, state_abbr, max_phrase_tokens }

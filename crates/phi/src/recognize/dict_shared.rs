@@ -53,27 +53,30 @@ pub(crate) struct Phrase {
     pub county: bool,
 }
 
+/// Populations are kept up to 16.7 million (24 bits), more than any US city.
+const POP_MAX: u32 = (1 << 24) - 1;
+
 impl Phrase {
     /// Packs a phrase into a table value.
     #[allow(dead_code)] // used by the build script
-    pub(crate) fn pack(&self) -> u64 {
-        u64::from(self.city_pop)
-            | u64::from(self.facility) << 32
-            | u64::from(self.facility_head) << 33
-            | u64::from(self.name_cue.is_some()) << 34
-            | u64::from(self.name_cue == Some(true)) << 35
-            | u64::from(self.county) << 36
+    pub(crate) fn pack(&self) -> u32 {
+        self.city_pop.min(POP_MAX)
+            | u32::from(self.facility) << 24
+            | u32::from(self.facility_head) << 25
+            | u32::from(self.name_cue.is_some()) << 26
+            | u32::from(self.name_cue == Some(true)) << 27
+            | u32::from(self.county) << 28
     }
 
     /// Unpacks a table value.
     #[allow(dead_code)] // used by the engine
-    pub(crate) fn unpack(v: u64) -> Phrase {
+    pub(crate) fn unpack(v: u32) -> Phrase {
         Phrase {
-            city_pop: v as u32,
-            facility: v >> 32 & 1 == 1,
-            facility_head: v >> 33 & 1 == 1,
-            name_cue: (v >> 34 & 1 == 1).then_some(v >> 35 & 1 == 1),
-            county: v >> 36 & 1 == 1,
+            city_pop: v & POP_MAX,
+            facility: v >> 24 & 1 == 1,
+            facility_head: v >> 25 & 1 == 1,
+            name_cue: (v >> 26 & 1 == 1).then_some(v >> 27 & 1 == 1),
+            county: v >> 28 & 1 == 1,
         }
     }
 }
@@ -96,82 +99,91 @@ pub(crate) fn table_hash(key: &[u8]) -> u64 {
     h ^ (h >> 29)
 }
 
-/// A read-only open-addressing hash table from byte strings to `u64`, laid out in one byte
-/// slice (little-endian): `u32` slot count (a power of two), `u32` entry count, the slots
-/// (`u32` entry number + 1, 0 for empty), the entries (`u32` key offset, `u32` key length,
-/// `u64` value), then the keys' bytes. It can be read straight from `include_bytes!`.
+/// A read-only open-addressing hash table from byte strings to `u32`, laid out in one byte
+/// slice so that it can be read straight from `include_bytes!`: a `u32` slot count (a power
+/// of two, little-endian), then 32-byte slots, then the bytes of keys too long to sit in
+/// their slot. A slot holds the hash's high half as a tag (`u32`), the value (`u32`), the
+/// offset of a long key (`u32`), the key length (`u8`, 0 for an empty slot) and up to
+/// [`INLINE`] key bytes: a lookup usually touches one cache line.
 pub(crate) struct Table<'a> {
     bytes: &'a [u8],
     mask: usize,
-    entries_at: usize,
     keys_at: usize,
 }
 
+const SLOT: usize = 32;
+/// Key bytes kept in the slot itself.
+const INLINE: usize = SLOT - 13;
+
 #[allow(dead_code)] // each half is used by one side
 impl<'a> Table<'a> {
-    /// Lays out `entries` (keys unique).
-    pub(crate) fn encode(entries: &[(Vec<u8>, u64)]) -> Vec<u8> {
-        let slots = (entries.len() * 2).next_power_of_two().max(16);
-        let mut slot = vec![0u32; slots];
-        let mut keys: Vec<u8> = Vec::new();
-        let mut ents: Vec<u8> = Vec::with_capacity(entries.len() * 16);
-        for (n, (k, v)) in entries.iter().enumerate() {
-            let mut i = table_hash(k) as usize & (slots - 1);
-            while slot[i] != 0 {
+    /// Lays out `entries` (keys unique, 1 to 255 bytes; others are skipped).
+    pub(crate) fn encode(entries: &[(Vec<u8>, u32)]) -> Vec<u8> {
+        let n = entries.len();
+        let slots = (n + n / 2).next_power_of_two().max(16);
+        let mut table = vec![0u8; slots * SLOT];
+        let mut long: Vec<u8> = Vec::new();
+        for (k, v) in entries {
+            if k.is_empty() || k.len() > 255 {
+                continue;
+            }
+            let h = table_hash(k);
+            let mut i = h as usize & (slots - 1);
+            while table[i * SLOT + 12] != 0 {
                 i = (i + 1) & (slots - 1);
             }
-            slot[i] = n as u32 + 1;
-            ents.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-            ents.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            ents.extend_from_slice(&v.to_le_bytes());
-            keys.extend_from_slice(k);
+            let s = &mut table[i * SLOT..(i + 1) * SLOT];
+            s[0..4].copy_from_slice(&((h >> 32) as u32).to_le_bytes());
+            s[4..8].copy_from_slice(&v.to_le_bytes());
+            s[12] = k.len() as u8;
+            if k.len() <= INLINE {
+                s[13..13 + k.len()].copy_from_slice(k);
+            } else {
+                s[8..12].copy_from_slice(&(long.len() as u32).to_le_bytes());
+                long.extend_from_slice(k);
+            }
         }
-        let mut out = Vec::with_capacity(8 + slots * 4 + ents.len() + keys.len());
+        let mut out = Vec::with_capacity(4 + table.len() + long.len());
         out.extend_from_slice(&(slots as u32).to_le_bytes());
-        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for s in slot {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        out.extend_from_slice(&ents);
-        out.extend_from_slice(&keys);
+        out.extend_from_slice(&table);
+        out.extend_from_slice(&long);
         out
     }
 
     /// Reads a table laid out by [`Table::encode`]. Returns `None` if it is malformed.
     pub(crate) fn new(bytes: &'a [u8]) -> Option<Table<'a>> {
         let slots = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
-        let n = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
-        if !slots.is_power_of_two() {
+        if !slots.is_power_of_two() || bytes.len() < 4 + slots * SLOT {
             return None;
         }
-        let entries_at = 8 + slots * 4;
-        let keys_at = entries_at + n * 16;
-        if bytes.len() < keys_at {
-            return None;
-        }
-        Some(Table { bytes, mask: slots - 1, entries_at, keys_at })
-    }
-
-    #[inline]
-    fn u32_at(&self, at: usize) -> usize {
-        let b = &self.bytes[at..at + 4];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        Some(Table { bytes, mask: slots - 1, keys_at: 4 + slots * SLOT })
     }
 
     /// The value of `key`, if present.
     #[inline]
-    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
-        let mut i = table_hash(key) as usize & self.mask;
+    pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
+        if key.is_empty() || key.len() > 255 {
+            return None;
+        }
+        let h = table_hash(key);
+        let tag = ((h >> 32) as u32).to_le_bytes();
+        let mut i = h as usize & self.mask;
         loop {
-            let e = self.u32_at(8 + i * 4);
-            if e == 0 {
+            let s = self.bytes.get(4 + i * SLOT..4 + (i + 1) * SLOT)?;
+            let len = s[12] as usize;
+            if len == 0 {
                 return None;
             }
-            let at = self.entries_at + (e - 1) * 16;
-            let (off, len) = (self.u32_at(at), self.u32_at(at + 4));
-            if len == key.len() && self.bytes.get(self.keys_at + off..self.keys_at + off + len) == Some(key) {
-                let v = &self.bytes[at + 8..at + 16];
-                return Some(u64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]));
+            if len == key.len() && s[0..4] == tag {
+                let same = if len <= INLINE {
+                    &s[13..13 + len] == key
+                } else {
+                    let off = u32::from_le_bytes([s[8], s[9], s[10], s[11]]) as usize;
+                    self.bytes.get(self.keys_at + off..self.keys_at + off + len) == Some(key)
+                };
+                if same {
+                    return Some(u32::from_le_bytes([s[4], s[5], s[6], s[7]]));
+                }
             }
             i = (i + 1) & self.mask;
         }

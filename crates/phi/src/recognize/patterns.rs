@@ -9,6 +9,8 @@ use regex::Regex;
 use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
 use regex_automata::{Anchored, Input, MatchKind};
 
+use super::dict::Table;
+
 use super::util::{byte_before, cue_before, digits, word_after};
 use crate::validate;
 use crate::{Category, Error, Finding};
@@ -17,7 +19,7 @@ const MONTH: &str = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|ju
 const MONTH_FULL: &str = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|JANUARY|FEBRUARY|MARCH|APRIL|MAY|JUNE|JULY|AUGUST|SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)";
 
 /// Patterns whose every match starts at a word that begins with or holds a digit (or at a
-/// `(`, `+` or `#` just before one), or at one of the cue words of [`is_cue_word`]. They are
+/// `(`, `+` or `#` just before one), or at a word of [`word_kinds`]. They are
 /// not searched over the whole text one by one: one anchored multi-pattern DFA runs at each
 /// such candidate position instead (see [`LedDfa`]).
 const LED: &[&str] = &[
@@ -244,7 +246,7 @@ impl Patterns {
         let hits = &self.led.find(text);
         let bytes = text.as_bytes();
         let has_at = memchr_any(bytes, b'@');
-        let has_digit = bytes.iter().any(u8::is_ascii_digit);
+        let has_digit = hits.seen.digit;
 
         if has_at {
             for m in self.email.find_iter(text, hits) {
@@ -403,7 +405,11 @@ impl Patterns {
                 );
             }
         }
-        for m in self.po_box.find_iter(text, hits) {
+        for m in self.po_box.find_iter(text, hits).take(if hits.gate(kind::BOX) {
+            usize::MAX
+        } else {
+            0
+        }) {
             out.push(
                 Finding::new(m.start(), m.end(), Category::Location, 0.9, "address.po_box")
                     .with_subtype("street"),
@@ -448,13 +454,21 @@ impl Patterns {
                     .with_subtype("month"),
             );
         }
-        for m in self.holiday.find_iter(text, hits) {
+        for m in self.holiday.find_iter(text, hits).take(if hits.gate(kind::HOLIDAY) {
+            usize::MAX
+        } else {
+            0
+        }) {
             out.push(
                 Finding::new(m.start(), m.end(), Category::Date, 0.7, "date.holiday")
                     .with_subtype("holiday"),
             );
         }
-        for m in self.age_decade.find_iter(text, hits) {
+        for m in self.age_decade.find_iter(text, hits).take(if hits.gate(kind::DECADE) {
+            usize::MAX
+        } else {
+            0
+        }) {
             // "in her 90s": only the decade is PHI; "in her" keeps the sentence readable.
             let start = m.start() + m.as_str().rfind([' ', '\t', '-']).map_or(0, |p| p + 1);
             out.push(
@@ -462,7 +476,7 @@ impl Patterns {
                     .with_subtype("over_89"),
             );
         }
-        if has_street_word(text.as_bytes()) {
+        if hits.gate(kind::STREET) {
             for m in self.street_named.find_iter(text, hits) {
                 out.push(
                     Finding::new(
@@ -907,6 +921,8 @@ fn looks_like_time(s: &str) -> bool {
 /// a match can start; searching from those alone replaces a dozen scans of the whole text.
 pub(crate) struct LedDfa {
     dfa: Option<DFA>,
+    /// The [`word_kinds`] table.
+    kinds: Vec<u8>,
     /// Tells this DFA's per-thread cache apart from another scanner's.
     id: usize,
 }
@@ -915,6 +931,14 @@ pub(crate) struct LedDfa {
 /// could not run (the DFA gave up): every pattern is then searched on its own.
 pub(crate) struct Led {
     found: Option<Vec<Vec<(usize, usize)>>>,
+    seen: Seen,
+}
+
+impl Led {
+    /// Whether the candidate pass saw a word that the gate `k` (a [`kind`]) needs.
+    fn gate(&self, k: u8) -> bool {
+        self.seen.gates & k != 0
+    }
 }
 
 static NEXT_DFA_ID: AtomicUsize = AtomicUsize::new(0);
@@ -926,7 +950,7 @@ thread_local! {
 
 impl LedDfa {
     fn empty() -> LedDfa {
-        LedDfa { dfa: None, id: usize::MAX }
+        LedDfa { dfa: None, kinds: Table::encode(&[]), id: usize::MAX }
     }
 
     fn new(patterns: &[String]) -> Result<LedDfa, Error> {
@@ -940,19 +964,27 @@ impl LedDfa {
             .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20)))
             .build_many(patterns)
             .map_err(|e| Error::Pattern { name: "digit-led", message: e.to_string() })?;
-        Ok(LedDfa { dfa: Some(dfa), id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed) })
+        Ok(LedDfa {
+            dfa: Some(dfa),
+            kinds: Table::encode(&word_kinds()),
+            id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     /// Every digit-led pattern's matches, with `Regex::find_iter`'s semantics: leftmost
     /// starts, no overlap within a pattern. Where a pattern could end at several places from
     /// one start, the longest wins (the patterns are greedy and end at a word boundary).
     fn find(&self, text: &str) -> Led {
-        let Some(dfa) = &self.dfa else { return Led { found: None } };
+        let all_open = Seen { gates: u8::MAX, digit: true };
+        let Some(dfa) = &self.dfa else { return Led { found: None, seen: all_open } };
+        let Some(kinds) = Table::new(&self.kinds) else {
+            return Led { found: None, seen: all_open };
+        };
         let n = LED.len();
         let mut found: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
         let mut next_free = vec![0usize; n];
         let mut best = vec![0usize; n];
-        let ok = CACHES.with(|caches| {
+        let (ok, seen) = CACHES.with(|caches| {
             let mut caches = caches.borrow_mut();
             let slot = match caches.iter().position(|(id, _)| *id == self.id) {
                 Some(i) => i,
@@ -963,7 +995,7 @@ impl LedDfa {
             };
             let cache = &mut caches[slot].1;
             let mut ok = true;
-            for_each_candidate(text.as_bytes(), |pos| {
+            let seen = for_each_candidate(text.as_bytes(), &kinds, |pos| {
                 if !ok {
                     return;
                 }
@@ -988,87 +1020,154 @@ impl LedDfa {
                     }
                 }
             });
-            ok
+            (ok, seen)
         });
-        Led { found: ok.then_some(found) }
+        Led { found: ok.then_some(found), seen }
     }
 }
 
-/// Calls `f` with every position, in order, where a digit-led match can start: a word that
-/// begins with a digit, a word of letters that holds a digit or is a short prefix joined to
-/// digits by `-` or `#` ("SF-998877", "AB#12"), and a `(`, `+` or `#` just before one.
-fn for_each_candidate(b: &[u8], mut f: impl FnMut(usize)) {
+/// What a word is to the candidate pass (see [`word_kinds`]).
+mod kind {
+    /// A candidate-led match can start at this word (months, age words, identifier cues).
+    pub const START: u8 = 1;
+    /// A month or a weekday: a cue word just before it ("since March") is a start too.
+    pub const MONTH_LIKE: u8 = 2;
+    /// A cue word of `date.month` ("last", "in", "since").
+    pub const MONTH_CUE: u8 = 4;
+    /// Gates: the word the patterns searched on their own need ("box", "Street", ...).
+    pub const DECADE: u8 = 8;
+    pub const BOX: u8 = 16;
+    pub const STREET: u8 = 32;
+    pub const HOLIDAY: u8 = 64;
+}
+
+/// The words the candidate pass knows, in lower case, with their [`kind`]s.
+fn word_kinds() -> Vec<(Vec<u8>, u32)> {
+    use kind::*;
+    let groups: &[(u8, &str)] = &[
+        (
+            START | MONTH_LIKE,
+            "jan january feb february mar march apr april may jun june jul july aug august sep \
+             sept september oct october nov november dec december",
+        ),
+        (MONTH_LIKE, "monday tuesday wednesday thursday friday saturday sunday"),
+        (
+            MONTH_CUE,
+            "last next this early mid late in on since until during by of from through till \
+             past previous",
+        ),
+        (START, "age aged nonagenarian centenarian"),
+        // The first word of every identifier cue of `id.cue`.
+        (
+            START,
+            "ssn ss soc social mrn mr medical med record chart hospital unit patient pt case \
+             encounter visit fin csn accession specimen lab admission member subscriber policy \
+             insurance plan group medicaid medicare mbi hicn beneficiary health payer coverage \
+             account acct billing invoice claim card credit iban routing bank license licence \
+             lic dl driver drivers dea npi certificate cert registration vin vehicle plate tag \
+             serial s sn device udi model lot implant pacemaker imei mac fingerprint biometric \
+             retina retinal voiceprint face id i identifier identification ref reference \
+             tracking employee badge student passport user userid username login confirmation \
+             order ticket",
+        ),
+        (DECADE, "nineties"),
+        (BOX, "box"),
+        (
+            STREET,
+            "street avenue road boulevard lane drive terrace parkway highway circle court place \
+             trail pike",
+        ),
+        (
+            HOLIDAY,
+            "christmas thanksgiving new easter independence fourth halloween memorial labor \
+             veterans valentine mother father",
+        ),
+    ];
+    let mut all: Vec<(Vec<u8>, u32)> = Vec::new();
+    for (k, words) in groups {
+        for w in words.split_ascii_whitespace() {
+            match all.iter_mut().find(|(x, _)| x == w.as_bytes()) {
+                Some((_, v)) => *v |= u32::from(*k),
+                None => all.push((w.as_bytes().to_vec(), u32::from(*k))),
+            }
+        }
+    }
+    all
+}
+
+/// The longest word [`word_kinds`] holds.
+const KIND_MAX_LEN: usize = 14;
+
+/// What the candidate pass saw besides the candidates: which gates opened, and whether the
+/// text holds a digit at all.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Seen {
+    gates: u8,
+    digit: bool,
+}
+
+/// Calls `f` with every position, in order, where a candidate-led match can start: a word
+/// that begins with a digit, a word of letters that holds a digit or is a short prefix joined
+/// to digits by `-` or `#` ("SF-998877", "AB#12"), a `(`, `+` or `#` just before a word, a
+/// word of kind [`kind::START`], and a month cue just before a month or weekday.
+fn for_each_candidate(b: &[u8], kinds: &Table<'_>, mut f: impl FnMut(usize)) -> Seen {
+    let mut seen = Seen::default();
+    // The previous word: its start, end and kind.
+    let mut prev: (usize, usize, u8) = (0, 0, 0);
     let mut i = 0;
+    let mut lower = [0u8; KIND_MAX_LEN];
     while i < b.len() {
         let c = b[i];
-        if c.is_ascii_alphanumeric() {
-            // A word starts here (the previous byte is not alphanumeric).
-            let start = i;
-            let mut has_digit = false;
-            while i < b.len() && b[i].is_ascii_alphanumeric() {
-                has_digit |= b[i].is_ascii_digit();
-                i += 1;
-            }
-            if has_digit
-                || (i - start <= 6
-                    && matches!(b.get(i), Some(b'-' | b'#'))
-                    && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-                || is_cue_word(&b[start..i])
+        if !c.is_ascii_alphanumeric() {
+            if matches!(c, b'(' | b'+' | b'#')
+                && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
             {
-                f(start);
+                f(i);
             }
+            i += 1;
             continue;
         }
-        if matches!(c, b'(' | b'+' | b'#') && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric) {
-            f(i);
+        // A word starts here (the previous byte is not alphanumeric).
+        let start = i;
+        let mut has_digit = false;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            has_digit |= b[i].is_ascii_digit();
+            i += 1;
         }
-        i += 1;
+        let w = &b[start..i];
+        let mut k = 0u8;
+        if has_digit {
+            seen.digit = true;
+            if w.starts_with(b"90") || w.starts_with(b"100") {
+                seen.gates |= kind::DECADE;
+            }
+        } else if w.len() <= KIND_MAX_LEN {
+            for (d, s) in lower.iter_mut().zip(w) {
+                *d = s.to_ascii_lowercase();
+            }
+            k = kinds.get(&lower[..w.len()]).unwrap_or(0) as u8;
+            seen.gates |= k & (kind::DECADE | kind::BOX | kind::STREET | kind::HOLIDAY);
+            // "since March": the cue starts the match, if only blanks lie between.
+            if k & kind::MONTH_LIKE != 0
+                && prev.2 & kind::MONTH_CUE != 0
+                && prev.2 & kind::START == 0
+                && prev.1 < start
+                && b[prev.1..start].iter().all(|&c| c == b' ' || c == b'\t')
+            {
+                f(prev.0);
+            }
+        }
+        if has_digit
+            || k & kind::START != 0
+            || (w.len() <= 6
+                && matches!(b.get(i), Some(b'-' | b'#'))
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
+            f(start);
+        }
+        prev = (start, i, k);
     }
-}
-
-/// The words a candidate-led match can start with, other than digits: months, the cues
-/// before a month or weekday ("since March", "last Tuesday"), the age words, and the first
-/// word of every identifier cue ("MRN", "member ID", "s/n", "i.d."). Compared in lower case.
-fn is_cue_word(w: &[u8]) -> bool {
-    // First letters and lengths that occur at all, to turn most words away at once.
-    const FIRST: &[u8] = b"abcdefghijlmnoprstuv";
-    if w.is_empty() || w.len() > 14 || !FIRST.contains(&w[0].to_ascii_lowercase()) {
-        return false;
-    }
-    let mut buf = [0u8; 14];
-    for (d, s) in buf.iter_mut().zip(w) {
-        *d = s.to_ascii_lowercase();
-    }
-    matches!(
-        &buf[..w.len()],
-        // months
-        b"jan" | b"january" | b"feb" | b"february" | b"mar" | b"march" | b"apr" | b"april"
-            | b"may" | b"jun" | b"june" | b"jul" | b"july" | b"aug" | b"august" | b"sep"
-            | b"sept" | b"september" | b"oct" | b"october" | b"nov" | b"november" | b"dec"
-            | b"december"
-            // cues before a month or a weekday
-            | b"last" | b"next" | b"this" | b"early" | b"mid" | b"late" | b"in" | b"on"
-            | b"since" | b"until" | b"during" | b"by" | b"of" | b"from" | b"through" | b"till"
-            | b"past" | b"previous"
-            // ages
-            | b"age" | b"aged" | b"nonagenarian" | b"centenarian"
-            // identifier cues
-            | b"ssn" | b"ss" | b"soc" | b"social" | b"mrn" | b"mr" | b"medical" | b"med"
-            | b"record" | b"chart" | b"hospital" | b"unit" | b"patient" | b"pt" | b"case"
-            | b"encounter" | b"visit" | b"fin" | b"csn" | b"accession" | b"specimen" | b"lab"
-            | b"admission" | b"member" | b"subscriber" | b"policy" | b"insurance" | b"plan"
-            | b"group" | b"medicaid" | b"medicare" | b"mbi" | b"hicn" | b"beneficiary"
-            | b"health" | b"payer" | b"coverage" | b"account" | b"acct" | b"billing"
-            | b"invoice" | b"claim" | b"card" | b"credit" | b"iban" | b"routing" | b"bank"
-            | b"license" | b"licence" | b"lic" | b"dl" | b"driver" | b"drivers" | b"dea"
-            | b"npi" | b"certificate" | b"cert" | b"registration" | b"vin" | b"vehicle"
-            | b"plate" | b"tag" | b"serial" | b"s" | b"sn" | b"device" | b"udi" | b"model"
-            | b"lot" | b"implant" | b"pacemaker" | b"imei" | b"mac" | b"fingerprint"
-            | b"biometric" | b"retina" | b"retinal" | b"voiceprint" | b"face" | b"id" | b"i"
-            | b"identifier" | b"identification" | b"ref" | b"reference" | b"tracking"
-            | b"employee" | b"badge" | b"student" | b"passport" | b"user" | b"userid"
-            | b"username" | b"login" | b"confirmation" | b"order" | b"ticket"
-    )
+    seen
 }
 
 /// Two colons at most five hex digits apart ("fe80::1", "2001:db8:"): an IPv6 address may be
@@ -1128,42 +1227,6 @@ fn has_tld(b: &[u8]) -> bool {
             return true;
         }
         i = s;
-    }
-    false
-}
-
-/// Whether a capitalised street word that `street_named` ends with occurs at all.
-fn has_street_word(b: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"Street",
-        b"Avenue",
-        b"Road",
-        b"Boulevard",
-        b"Lane",
-        b"Drive",
-        b"Terrace",
-        b"Parkway",
-        b"Highway",
-        b"Circle",
-        b"Court",
-        b"Place",
-        b"Trail",
-        b"Pike",
-    ];
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_uppercase() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
-            let s = i;
-            i += 1;
-            while i < b.len() && b[i].is_ascii_lowercase() {
-                i += 1;
-            }
-            if WORDS.iter().any(|w| *w == &b[s..i]) {
-                return true;
-            }
-        } else {
-            i += 1;
-        }
     }
     false
 }
@@ -1260,6 +1323,16 @@ mod tests {
         assert!(!maybe_ipv6(b"MRN: 5 at 10:30 and 11:45"));
         assert!(has_tld(b"see www.example.com.") && has_tld(b"mail jo@x.ORG"));
         assert!(!has_tld(b"b.i.d. p.o. Dr. Smith, M.D. e.g. 3.5"));
-        assert!(has_street_word(b"on Maple Avenue") && !has_street_word(b"maple avenue"));
+        let p = Patterns::new().unwrap();
+        for (text, gate) in [
+            ("P.O. Box 12", kind::BOX),
+            ("on Maple Avenue", kind::STREET),
+            ("in her late nineties", kind::DECADE),
+            ("in his 90s", kind::DECADE),
+            ("at Thanksgiving", kind::HOLIDAY),
+        ] {
+            assert!(p.led.find(text).gate(gate), "{text}");
+        }
+        assert!(!p.led.find("seen in clinic today").gate(kind::STREET | kind::BOX));
     }
 }
