@@ -1,0 +1,754 @@
+//! The [`Vault`]: tokenize (get-or-insert), reveal, rotation, retention and shredding over a
+//! [`store::Store`], with every re-identification, shred and rotation recorded in the ledger first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ledger::{Action, Decision, Ledger, Record};
+use phi::Category;
+use rand::RngCore;
+use store::{DataKeyRow, Store, VaultRow};
+
+use crate::codes::{
+    validate_scope, validate_token, validate_value, Actor, RevealReason, ShredReason,
+};
+use crate::crypto::{self, DataKey};
+use crate::error::{Error, KmsError, Result};
+use crate::kek::{Keyring, Kms};
+use crate::secret::{PlainValue, Revealed};
+
+/// How a vault behaves. Build with [`VaultConfig::default`] and set fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct VaultConfig {
+    /// Retention of a new scope (its data keys expire this long after the scope's first key is
+    /// made; the sweeper then shreds them). `None`: kept until shredded explicitly.
+    pub retention: Option<Duration>,
+    /// How many unwrapped data keys to keep in memory (0 disables the cache: every operation
+    /// unwraps through the KMS).
+    pub key_cache: usize,
+    /// The actor recorded in the ledger for shreds by the retention sweeper.
+    pub sweeper_actor: Actor,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            key_cache: 10_000,
+            sweeper_actor: Actor::new("system:vault-sweeper")
+                .unwrap_or_else(|_| unreachable!("a valid slug")),
+        }
+    }
+}
+
+/// One value to tokenize: its category, the value, and the token to give it if it is new
+/// (`None`: the vault mints one). `Debug` never shows the value.
+#[derive(Clone, Copy)]
+pub struct NewValue<'a> {
+    /// The PHI category.
+    pub category: Category,
+    /// The value (PHI).
+    pub value: &'a str,
+    /// The token for the value if the scope does not hold it yet.
+    pub token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for NewValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewValue")
+            .field("category", &self.category)
+            .field("value", &"<redacted>")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// The token a value got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokenized {
+    /// The token (a placeholder, not PHI).
+    pub token: String,
+    /// Whether the value was new in the scope (false: the scope already held it under `token`).
+    pub created: bool,
+}
+
+/// A scope's active data key (ids and times only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeKey {
+    /// The data key's id (also its reference in the ledger).
+    pub key_id: String,
+    /// Its generation in the scope (1 for the first key, +1 per data-key rotation).
+    pub generation: u32,
+    /// The KEK that wraps it.
+    pub kek_id: String,
+    /// When it expires (ms since the epoch), if the scope has a retention.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// What a KEK rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KekRotation {
+    /// The new active KEK.
+    pub kek_id: String,
+    /// Data keys re-wrapped under it.
+    pub rewrapped: usize,
+}
+
+/// What a shred did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShredReport {
+    /// Ids of the data keys destroyed (each has its own ledger record).
+    pub key_ids: Vec<String>,
+}
+
+/// The token vault. Cheap to clone (an `Arc` inside); `Send + Sync`.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ledger: Ledger,
+    keyring: RwLock<Keyring>,
+    cache: Mutex<HashMap<String, Arc<DataKey>>>,
+    config: VaultConfig,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("backend", &self.inner.store.backend())
+            .field("keyring", &*read(&self.inner.keyring))
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public ledger reference of a scope (`vs-` + 24 letters of a hash of the scope): what
+/// vault records carry as their resource, so an auditor who knows a scope can find its records.
+pub fn scope_ref(scope: &str) -> String {
+    crypto::scope_ref(scope)
+}
+
+fn now_ms() -> i64 {
+    ledger::record::now_ms()
+}
+
+fn read(l: &RwLock<Keyring>) -> std::sync::RwLockReadGuard<'_, Keyring> {
+    // A poisoned lock only means a panic elsewhere while holding it; the ring itself is
+    // always consistent (each mutation is a single insert/assign).
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write(l: &RwLock<Keyring>) -> std::sync::RwLockWriteGuard<'_, Keyring> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn is_expired(row: &DataKeyRow, now: i64) -> bool {
+    row.expires_at_ms.is_some_and(|e| e <= now)
+}
+
+fn mint_token(category: Category) -> String {
+    let mut r = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut r);
+    format!("[{}_{}]", category.as_str(), hex::encode(r))
+}
+
+impl Vault {
+    /// A vault over `store`, recording into `ledger`, with the KEKs in `keyring`.
+    pub fn new(store: Store, ledger: Ledger, keyring: Keyring, config: VaultConfig) -> Vault {
+        Vault {
+            inner: Arc::new(Inner {
+                store,
+                ledger,
+                keyring: RwLock::new(keyring),
+                cache: Mutex::new(HashMap::new()),
+                config,
+            }),
+        }
+    }
+
+    /// The id of the active KEK.
+    pub fn active_kek_id(&self) -> String {
+        read(&self.inner.keyring).active_id().to_owned()
+    }
+
+    /// Adds a KEK that can unwrap (not the active one): roll a new KEK out to every replica
+    /// this way before one of them rotates to it.
+    pub fn add_kek(&self, kek: Arc<dyn Kms>) {
+        let mut ring = write(&self.inner.keyring);
+        *ring = ring.clone().with_previous(kek);
+    }
+
+    // ---- keys ------------------------------------------------------------------------------
+
+    fn cache_get(&self, key_id: &str) -> Option<Arc<DataKey>> {
+        let cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(key_id).cloned()
+    }
+
+    fn cache_put(&self, key_id: &str, key: Arc<DataKey>) {
+        if self.inner.config.key_cache == 0 {
+            return;
+        }
+        let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= self.inner.config.key_cache {
+            cache.clear();
+        }
+        cache.insert(key_id.to_owned(), key);
+    }
+
+    fn cache_evict(&self, key_id: &str) {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.remove(key_id);
+    }
+
+    /// Unwraps a live, unexpired data key row (through the cache).
+    async fn open_key(&self, row: &DataKeyRow, now: i64) -> Result<Arc<DataKey>> {
+        if row.shredded_ms.is_some() || row.wrapped.is_empty() {
+            return Err(Error::Shredded { scope: row.scope.clone() });
+        }
+        if is_expired(row, now) {
+            return Err(Error::Expired { scope: row.scope.clone() });
+        }
+        if let Some(k) = self.cache_get(&row.key_id) {
+            return Ok(k);
+        }
+        let kek = read(&self.inner.keyring).get(&row.kek_id).cloned().ok_or_else(|| {
+            Error::UnknownKek { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
+        })?;
+        let aad = crypto::wrap_aad(&row.kek_id, &row.scope, &row.key_id);
+        let raw = kek.unwrap(&row.wrapped, &aad).await.map_err(|e| match e {
+            KmsError::Rejected | KmsError::Malformed => {
+                Error::KeyUnwrap { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
+            }
+            other => Error::Kms(other),
+        })?;
+        let key = Arc::new(DataKey::derive(&raw).ok_or_else(|| Error::KeyUnwrap {
+            key_id: row.key_id.clone(),
+            kek_id: row.kek_id.clone(),
+        })?);
+        self.cache_put(&row.key_id, key.clone());
+        Ok(key)
+    }
+
+    /// Makes, wraps and stores data key `generation` of `scope`. `Ok(None)`: another writer
+    /// made that generation first.
+    async fn create_key(
+        &self,
+        scope: &str,
+        generation: u32,
+        expires_at_ms: Option<i64>,
+    ) -> Result<Option<(DataKeyRow, Arc<DataKey>)>> {
+        let raw = crypto::generate_raw_key();
+        let kek = read(&self.inner.keyring).active().clone();
+        let key_id = crypto::key_id(scope, generation);
+        let aad = crypto::wrap_aad(kek.id(), scope, &key_id);
+        let wrapped = kek.wrap(raw.as_ref(), &aad).await?;
+        let row = DataKeyRow {
+            key_id: key_id.clone(),
+            scope: scope.to_owned(),
+            kek_id: kek.id().to_owned(),
+            wrapped,
+            created_ms: now_ms(),
+            expires_at_ms,
+            shredded_ms: None,
+        };
+        match self.inner.store.data_key_put(&row).await {
+            Ok(()) => {}
+            Err(store::Error::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let key = Arc::new(DataKey::derive(raw.as_ref()).ok_or_else(|| Error::KeyUnwrap {
+            key_id: key_id.clone(),
+            kek_id: row.kek_id.clone(),
+        })?);
+        self.cache_put(&key_id, key.clone());
+        Ok(Some((row, key)))
+    }
+
+    /// Whether the scope ever had a data key (its first generation exists, live or shredded).
+    async fn scope_existed(&self, scope: &str) -> Result<Option<DataKeyRow>> {
+        Ok(self.inner.store.data_key_get(&crypto::key_id(scope, 1)).await?)
+    }
+
+    /// The scope's active data key; made (with `retention`) when the scope has none yet. A
+    /// shredded scope stays shredded: it never gets a new key.
+    async fn active_key(
+        &self,
+        scope: &str,
+        retention: Option<Duration>,
+        create: bool,
+    ) -> Result<(DataKeyRow, Arc<DataKey>)> {
+        for _ in 0..4 {
+            let now = now_ms();
+            if let Some(row) = self.inner.store.data_key_active(scope).await? {
+                let key = self.open_key(&row, now).await?;
+                return Ok((row, key));
+            }
+            if self.scope_existed(scope).await?.is_some() {
+                return Err(Error::Shredded { scope: scope.to_owned() });
+            }
+            if !create {
+                return Err(Error::UnknownScope { scope: scope.to_owned() });
+            }
+            let expires = retention
+                .map(|r| now.saturating_add(i64::try_from(r.as_millis()).unwrap_or(i64::MAX)));
+            if let Some(made) = self.create_key(scope, 1, expires).await? {
+                return Ok(made);
+            }
+            // Another writer made generation 1 at the same moment: read it on the next turn.
+        }
+        Err(Error::UnknownScope { scope: scope.to_owned() })
+    }
+
+    /// The scope's live data keys older than `active` (newest first), for finding values stored
+    /// before a data-key rotation.
+    async fn older_keys(
+        &self,
+        scope: &str,
+        active: &DataKeyRow,
+    ) -> Result<Vec<(DataKeyRow, Arc<DataKey>)>> {
+        let top = crypto::key_generation(&active.key_id).unwrap_or(1);
+        let now = now_ms();
+        let mut out = Vec::new();
+        for generation in (1..top).rev() {
+            if let Some(row) =
+                self.inner.store.data_key_get(&crypto::key_id(scope, generation)).await?
+            {
+                if row.shredded_ms.is_none() {
+                    let key = self.open_key(&row, now).await?;
+                    out.push((row, key));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes sure `scope` has a data key, with this retention if it is new (`None` uses the
+    /// configured default), and returns its active key.
+    pub async fn open_scope(&self, scope: &str, retention: Option<Duration>) -> Result<ScopeKey> {
+        validate_scope(scope)?;
+        let retention = retention.or(self.inner.config.retention);
+        let (row, _) = self.active_key(scope, retention, true).await?;
+        Ok(scope_key(&row))
+    }
+
+    /// The scope's active data key, if it has one.
+    pub async fn scope_key(&self, scope: &str) -> Result<Option<ScopeKey>> {
+        validate_scope(scope)?;
+        Ok(self.inner.store.data_key_active(scope).await?.as_ref().map(scope_key))
+    }
+
+    // ---- tokenize --------------------------------------------------------------------------
+
+    /// Get-or-insert one value: its existing token in the scope, or `token` (minted when `None`)
+    /// stored for it now. See [`Vault::tokenize_many`].
+    pub async fn tokenize(
+        &self,
+        scope: &str,
+        category: Category,
+        value: &str,
+        token: Option<&str>,
+    ) -> Result<Tokenized> {
+        let mut out = self.tokenize_many(scope, &[NewValue { category, value, token }]).await?;
+        out.pop().ok_or(Error::Invalid { what: "value", rule: "none given" })
+    }
+
+    /// Get-or-insert many values of one scope (a conversation): for each, the token the scope
+    /// already holds for that (category, value), or else the given token (or a minted
+    /// `[CATEGORY_hex]`), stored encrypted under the scope's active data key. Values are found
+    /// by their keyed fingerprint under every live data key of the scope, so rotation does not
+    /// change a value's token. Results are in input order; a value given twice gets one token.
+    ///
+    /// Fails with [`Error::TokenInUse`] when a given token already stands for another value.
+    pub async fn tokenize_many(
+        &self,
+        scope: &str,
+        items: &[NewValue<'_>],
+    ) -> Result<Vec<Tokenized>> {
+        validate_scope(scope)?;
+        for it in items {
+            validate_value(it.value)?;
+            if let Some(t) = it.token {
+                validate_token(t)?;
+            }
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (active, key) = self.active_key(scope, self.inner.config.retention, true).await?;
+        let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = None;
+
+        let mut out: Vec<Option<Tokenized>> = vec![None; items.len()];
+        // fingerprint (under the active key) -> index of the first item with it
+        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut fresh: Vec<(usize, Vec<u8>, VaultRow)> = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            let cat = it.category.as_str();
+            let fp = key.fingerprint(scope, cat, it.value);
+            if first_of.contains_key(&fp) {
+                // Same value earlier in this batch: takes its token after the batch.
+                continue;
+            }
+            first_of.insert(fp.clone(), i);
+            if let Some(row) = self.inner.store.vault_find(scope, &fp).await? {
+                out[i] = Some(Tokenized { token: row.token, created: false });
+                continue;
+            }
+            if older.is_none() {
+                older = Some(self.older_keys(scope, &active).await?);
+            }
+            let mut found = None;
+            for (_, k) in older.iter().flatten() {
+                let ofp = k.fingerprint(scope, cat, it.value);
+                if let Some(row) = self.inner.store.vault_find(scope, &ofp).await? {
+                    found = Some(row.token);
+                    break;
+                }
+            }
+            if let Some(token) = found {
+                out[i] = Some(Tokenized { token, created: false });
+                continue;
+            }
+            let token = it.token.map_or_else(|| mint_token(it.category), str::to_owned);
+            let (nonce, ciphertext) = key.seal(scope, &token, &active.key_id, cat, it.value);
+            let row = VaultRow {
+                scope: scope.to_owned(),
+                token: token.clone(),
+                key_id: active.key_id.clone(),
+                fingerprint: fp.clone(),
+                nonce,
+                ciphertext,
+                created_ms: now_ms(),
+            };
+            fresh.push((i, fp, row));
+        }
+
+        if !fresh.is_empty() {
+            let rows: Vec<VaultRow> = fresh.iter().map(|(_, _, r)| r.clone()).collect();
+            self.inner.store.vault_put(&rows).await?;
+            // vault_put keeps an existing (scope, token) row: check each token now holds our value.
+            let tokens: Vec<String> = rows.iter().map(|r| r.token.clone()).collect();
+            let stored: HashMap<String, Vec<u8>> = self
+                .inner
+                .store
+                .vault_get(scope, &tokens)
+                .await?
+                .into_iter()
+                .map(|r| (r.token, r.fingerprint))
+                .collect();
+            for (i, fp, row) in fresh {
+                if stored.get(&row.token) != Some(&fp) {
+                    return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token });
+                }
+                out[i] = Some(Tokenized { token: row.token, created: true });
+            }
+        }
+
+        // Repeats within the batch take the token of their first occurrence.
+        let mut result = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            match &out[i] {
+                Some(t) => result.push(t.clone()),
+                None => {
+                    let fp = key.fingerprint(scope, it.category.as_str(), it.value);
+                    let j = first_of.get(&fp).copied().unwrap_or(i);
+                    let t = out
+                        .get(j)
+                        .cloned()
+                        .flatten()
+                        .ok_or(Error::Invalid { what: "value", rule: "could not be resolved" })?;
+                    result.push(Tokenized { token: t.token, created: false });
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    // ---- reveal ----------------------------------------------------------------------------
+
+    /// Re-identifies `tokens` of `scope` for `actor`, for `reason`. Every value is decrypted and
+    /// authenticated first, then the reveal is appended to the ledger (actor, reason, scope
+    /// reference, categories and counts: never a value or a token), and only then are values
+    /// returned. If any row fails authentication, or the ledger append fails, nothing is
+    /// returned.
+    ///
+    /// Tokens the scope does not hold are listed in [`Revealed::missing`]; if the scope was
+    /// shredded the call fails with [`Error::Shredded`].
+    pub async fn reveal(
+        &self,
+        scope: &str,
+        tokens: &[String],
+        actor: &Actor,
+        reason: RevealReason,
+    ) -> Result<Revealed> {
+        validate_scope(scope)?;
+        for t in tokens {
+            validate_token(t)?;
+        }
+        let mut wanted: Vec<String> = tokens.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(Revealed::default());
+        }
+        let rows = self.inner.store.vault_get(scope, &wanted).await?;
+        let now = now_ms();
+        let mut keys: HashMap<String, Arc<DataKey>> = HashMap::new();
+        let mut revealed = Revealed::default();
+        let mut counts: BTreeMap<Category, u32> = BTreeMap::new();
+        for row in rows {
+            if row.scope != scope || wanted.binary_search(&row.token).is_err() {
+                return Err(Error::Tampered { scope: scope.to_owned(), token: row.token });
+            }
+            let key = match keys.get(&row.key_id) {
+                Some(k) => k.clone(),
+                None => {
+                    let krow = self
+                        .inner
+                        .store
+                        .data_key_get(&row.key_id)
+                        .await?
+                        .ok_or_else(|| Error::Shredded { scope: scope.to_owned() })?;
+                    if krow.scope != scope {
+                        return Err(Error::Tampered { scope: scope.to_owned(), token: row.token });
+                    }
+                    let k = self.open_key(&krow, now).await?;
+                    keys.insert(row.key_id.clone(), k.clone());
+                    k
+                }
+            };
+            let tampered = || Error::Tampered { scope: scope.to_owned(), token: row.token.clone() };
+            let (cat, value) = key
+                .open(scope, &row.token, &row.key_id, &row.nonce, &row.ciphertext)
+                .map_err(|_| tampered())?;
+            let category: Category = cat.parse().map_err(|_| tampered())?;
+            if key.fingerprint(scope, &cat, &value) != row.fingerprint {
+                return Err(tampered());
+            }
+            *counts.entry(category).or_insert(0) += 1;
+            revealed.values.insert(row.token.clone(), PlainValue::new(cat, value));
+        }
+        revealed.missing =
+            wanted.into_iter().filter(|t| !revealed.values.contains_key(t)).collect();
+        if !revealed.missing.is_empty()
+            && self.inner.store.data_key_active(scope).await?.is_none()
+            && self.scope_existed(scope).await?.is_some()
+        {
+            return Err(Error::Shredded { scope: scope.to_owned() });
+        }
+        if revealed.values.is_empty() {
+            return Ok(revealed);
+        }
+        let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
+            .resource(&scope_ref(scope))
+            .purpose(reason.code());
+        for (c, n) in counts {
+            b = b.category(c, n);
+        }
+        self.inner.ledger.append(b.build()?).await?;
+        Ok(revealed)
+    }
+
+    // ---- rotation --------------------------------------------------------------------------
+
+    /// Data-key rotation: a new data key (next generation, same expiry) becomes the scope's
+    /// active key for new values; values under older keys stay readable under their own keys.
+    /// Recorded in the ledger before the key is made.
+    pub async fn rotate_data_key(&self, scope: &str, actor: &Actor) -> Result<ScopeKey> {
+        validate_scope(scope)?;
+        let (active, _) = self.active_key(scope, None, false).await?;
+        let next = crypto::key_generation(&active.key_id).unwrap_or(1).saturating_add(1);
+        let new_id = crypto::key_id(scope, next);
+        let record = Record::builder(actor.as_str(), Action::VaultKeyRotate, Decision::Allow)
+            .resource(&new_id)
+            .reason("data_key_rotation")
+            .build()?;
+        self.inner.ledger.append(record).await?;
+        match self.create_key(scope, next, active.expires_at_ms).await? {
+            Some((row, _)) => Ok(scope_key(&row)),
+            // Rotated concurrently by someone else: their key is the new active one.
+            None => {
+                let (row, _) = self.active_key(scope, None, false).await?;
+                Ok(scope_key(&row))
+            }
+        }
+    }
+
+    /// KEK rotation without downtime: `new` becomes the active KEK (new data keys are wrapped by
+    /// it at once), then every live data key still wrapped by another KEK is unwrapped and
+    /// re-wrapped under `new` with the store's compare-and-set, in passes until none is left.
+    /// Reads and writes go on meanwhile: the older KEKs stay in the keyring. Recorded in the
+    /// ledger first.
+    pub async fn rotate_kek(&self, new: Arc<dyn Kms>, actor: &Actor) -> Result<KekRotation> {
+        crate::codes::validate_id("kek id", new.id())?;
+        let mut b = Record::builder(actor.as_str(), Action::VaultKeyRotate, Decision::Allow)
+            .reason("kek_rotation");
+        if ledger::Slug::check(new.id()).is_ok() {
+            b = b.resource(new.id());
+        }
+        self.inner.ledger.append(b.build()?).await?;
+        let new_id = new.id().to_owned();
+        write(&self.inner.keyring).activate(new.clone());
+        let mut rewrapped = 0usize;
+        let mut remaining = 0usize;
+        for _pass in 0..8 {
+            let todo: Vec<DataKeyRow> = self
+                .inner
+                .store
+                .data_keys_live()
+                .await?
+                .into_iter()
+                .filter(|r| r.kek_id != new_id && !r.wrapped.is_empty())
+                .collect();
+            remaining = todo.len();
+            if todo.is_empty() {
+                break;
+            }
+            for row in todo {
+                let old = read(&self.inner.keyring).get(&row.kek_id).cloned().ok_or_else(|| {
+                    Error::UnknownKek { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
+                })?;
+                let raw = old
+                    .unwrap(&row.wrapped, &crypto::wrap_aad(&row.kek_id, &row.scope, &row.key_id))
+                    .await
+                    .map_err(|e| match e {
+                        KmsError::Rejected | KmsError::Malformed => Error::KeyUnwrap {
+                            key_id: row.key_id.clone(),
+                            kek_id: row.kek_id.clone(),
+                        },
+                        other => Error::Kms(other),
+                    })?;
+                let wrapped =
+                    new.wrap(&raw, &crypto::wrap_aad(&new_id, &row.scope, &row.key_id)).await?;
+                drop(raw);
+                if self
+                    .inner
+                    .store
+                    .data_key_rewrap(&row.key_id, &row.kek_id, &new_id, &wrapped)
+                    .await?
+                {
+                    rewrapped += 1;
+                }
+            }
+        }
+        if remaining > 0 {
+            let left = self
+                .inner
+                .store
+                .data_keys_live()
+                .await?
+                .into_iter()
+                .filter(|r| r.kek_id != new_id && !r.wrapped.is_empty())
+                .count();
+            if left > 0 {
+                return Err(Error::RotationIncomplete { kek_id: new_id, remaining: left });
+            }
+        }
+        tracing::info!(kek_id = %new_id, rewrapped, "vault: KEK rotated");
+        Ok(KekRotation { kek_id: new_id, rewrapped })
+    }
+
+    /// Drops an older KEK from the keyring once no live data key depends on it.
+    pub async fn retire_kek(&self, kek_id: &str) -> Result<()> {
+        if kek_id == self.active_kek_id() {
+            return Err(Error::Invalid {
+                what: "kek id",
+                rule: "the active KEK cannot be retired",
+            });
+        }
+        let live = self
+            .inner
+            .store
+            .data_keys_live()
+            .await?
+            .into_iter()
+            .filter(|r| r.kek_id == kek_id)
+            .count();
+        if live > 0 {
+            return Err(Error::KekInUse { kek_id: kek_id.to_owned(), live });
+        }
+        write(&self.inner.keyring).remove(kek_id);
+        Ok(())
+    }
+
+    // ---- shredding -------------------------------------------------------------------------
+
+    /// Crypto-shreds one data key: the ledger record first (fail closed: no record, no shred),
+    /// then the store destroys the wrapped key and the rows under it, then the cached copy goes.
+    async fn shred_key(
+        &self,
+        row: &DataKeyRow,
+        actor: &Actor,
+        reason: ShredReason,
+    ) -> Result<bool> {
+        let record = Record::builder(actor.as_str(), Action::VaultShred, Decision::Allow)
+            .resource(&row.key_id)
+            .reason(reason.code())
+            .build()?;
+        self.inner.ledger.append(record).await?;
+        self.cache_evict(&row.key_id);
+        let was_live = self.inner.store.data_key_shred(&row.key_id, now_ms()).await?;
+        self.cache_evict(&row.key_id);
+        Ok(was_live)
+    }
+
+    /// Crypto-shreds every data key of `scope`: its values can never be recovered, by anyone.
+    /// Each key's shred is appended to the ledger before the key is destroyed; if the ledger
+    /// cannot record it, that key is left alone and the error returned. Idempotent.
+    pub async fn shred_scope(
+        &self,
+        scope: &str,
+        actor: &Actor,
+        reason: ShredReason,
+    ) -> Result<ShredReport> {
+        validate_scope(scope)?;
+        let mut report = ShredReport::default();
+        let Some(active) = self.inner.store.data_key_active(scope).await? else {
+            return Ok(report);
+        };
+        let top = crypto::key_generation(&active.key_id).unwrap_or(1);
+        for generation in (1..=top).rev() {
+            let Some(row) =
+                self.inner.store.data_key_get(&crypto::key_id(scope, generation)).await?
+            else {
+                continue;
+            };
+            if row.shredded_ms.is_some() {
+                continue;
+            }
+            if self.shred_key(&row, actor, reason).await? {
+                report.key_ids.push(row.key_id);
+            }
+        }
+        tracing::info!(scope_ref = %scope_ref(scope), keys = report.key_ids.len(), reason = reason.code(), "vault: scope shredded");
+        Ok(report)
+    }
+
+    /// Shreds every data key past its retention, now. Stops at the first failure (a key whose
+    /// shred could not be recorded is not shredded). Returns how many keys were shredded.
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        let expired = self.inner.store.data_keys_expired(now_ms()).await?;
+        let actor = self.inner.config.sweeper_actor.clone();
+        let mut n = 0;
+        for row in expired {
+            if self.shred_key(&row, &actor, ShredReason::RetentionExpired).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn scope_key(row: &DataKeyRow) -> ScopeKey {
+    ScopeKey {
+        key_id: row.key_id.clone(),
+        generation: crypto::key_generation(&row.key_id).unwrap_or(1),
+        kek_id: row.kek_id.clone(),
+        expires_at_ms: row.expires_at_ms,
+    }
+}

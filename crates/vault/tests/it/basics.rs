@@ -1,0 +1,219 @@
+//! Round trip, same value same token, scopes, tampering, the reveal's ledger record.
+
+use phi::Category;
+use vault::{Actor, Error, NewValue, RevealReason};
+
+use crate::harness::{kek, Db};
+use crate::on_both;
+
+on_both!(
+    round_trip,
+    same_value_same_token,
+    scopes_differ,
+    tampered_and_moved_rows_fail,
+    token_in_use
+);
+
+fn actor() -> Actor {
+    Actor::new("user:dr-house").expect("valid actor")
+}
+
+async fn round_trip(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    let items = [
+        NewValue { category: Category::Name, value: "Jane Roe", token: Some("[NAME_1]") },
+        NewValue { category: Category::Date, value: "03/14/2021", token: Some("[DATE_1]") },
+        NewValue { category: Category::Mrn, value: "MRN 00123456", token: None },
+    ];
+    let toks = v.tokenize_many("conv-1", &items).await.expect("tokenize");
+    assert_eq!(toks[0].token, "[NAME_1]");
+    assert_eq!(toks[1].token, "[DATE_1]");
+    assert!(
+        toks[2].token.starts_with("[MRN_") && toks[2].token.ends_with(']'),
+        "{}",
+        toks[2].token
+    );
+    assert!(toks.iter().all(|t| t.created));
+
+    let mut ask: Vec<String> = toks.iter().map(|t| t.token.clone()).collect();
+    ask.push("[NAME_99]".into());
+    let r = v.reveal("conv-1", &ask, &actor(), RevealReason::Treatment).await.expect("reveal");
+    assert_eq!(r.len(), 3);
+    assert_eq!(r.get("[NAME_1]").map(|p| (p.category(), p.expose())), Some(("NAME", "Jane Roe")));
+    assert_eq!(r.get("[DATE_1]").map(|p| p.expose()), Some("03/14/2021"));
+    assert_eq!(r.get(&toks[2].token).map(|p| p.expose()), Some("MRN 00123456"));
+    assert_eq!(r.missing(), ["[NAME_99]".to_string()]);
+    let dbg = format!("{r:?}");
+    assert!(!dbg.contains("Jane") && !dbg.contains("00123456"), "{dbg}");
+
+    // The reveal is in the ledger: actor, reason, scope reference, categories; no value, no token.
+    let recs = db.records("vault_reidentify").await;
+    assert_eq!(recs.len(), 1);
+    let rec = &recs[0];
+    assert_eq!(rec.actor().as_str(), "user:dr-house");
+    assert_eq!(rec.purpose().map(|s| s.as_str()), Some("treatment"));
+    assert_eq!(rec.resource().map(|s| s.as_str().to_owned()), Some(vault::scope_ref("conv-1")));
+    assert_eq!(rec.categories().get(&Category::Name), Some(&1));
+    assert_eq!(rec.categories().get(&Category::Mrn), Some(&1));
+    let body = String::from_utf8_lossy(&rec.canonical_bytes()).into_owned();
+    assert!(!body.contains("Jane") && !body.contains("NAME_1"), "{body}");
+
+    // Nothing found: nothing revealed, nothing recorded.
+    let r = v
+        .reveal("conv-1", &["[NAME_42]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect("reveal");
+    assert!(r.is_empty());
+    assert_eq!(db.records("vault_reidentify").await.len(), 1);
+}
+
+async fn same_value_same_token(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    let a = v.tokenize("conv-1", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("t1");
+    assert!(a.created);
+    // Later message: the engine proposes another placeholder; the vault keeps the first one.
+    let b = v.tokenize("conv-1", Category::Name, "Jane Roe", Some("[NAME_7]")).await.expect("t2");
+    assert_eq!(b, vault::Tokenized { token: "[NAME_1]".into(), created: false });
+    let c = v.tokenize("conv-1", Category::Name, "Jane Roe", None).await.expect("t3");
+    assert_eq!(c.token, "[NAME_1]");
+    // Another category is another value.
+    let d = v.tokenize("conv-1", Category::Location, "Jane Roe", None).await.expect("t4");
+    assert_ne!(d.token, "[NAME_1]");
+    // Repeats inside one batch get one token.
+    let batch = [
+        NewValue { category: Category::Name, value: "John Doe", token: None },
+        NewValue { category: Category::Name, value: "Jane Roe", token: None },
+        NewValue { category: Category::Name, value: "John Doe", token: Some("[NAME_3]") },
+    ];
+    let out = v.tokenize_many("conv-1", &batch).await.expect("batch");
+    assert_eq!(out[0].token, out[2].token);
+    assert!(out[0].created && !out[2].created);
+    assert_eq!(out[1].token, "[NAME_1]");
+}
+
+async fn scopes_differ(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    let a = v.tokenize("conv-a", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("a");
+    let b = v.tokenize("conv-b", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("b");
+    assert!(a.created && b.created, "each scope stores its own mapping");
+    let ra = db.store.vault_get("conv-a", &["[NAME_1]".into()]).await.expect("get a");
+    let rb = db.store.vault_get("conv-b", &["[NAME_1]".into()]).await.expect("get b");
+    assert_ne!(ra[0].fingerprint, rb[0].fingerprint, "fingerprints are keyed per scope");
+    assert_ne!(ra[0].key_id, rb[0].key_id);
+    assert_ne!(ra[0].ciphertext, rb[0].ciphertext);
+    // A scope's token means nothing in another scope.
+    let r = v
+        .reveal("conv-c", &["[NAME_1]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect("reveal");
+    assert!(r.is_empty() && r.missing().len() == 1);
+}
+
+async fn tampered_and_moved_rows_fail(db: &mut Db) {
+    let k = kek();
+    let v = db.vault(k.clone()).await;
+    v.tokenize("conv-1", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("t1");
+    v.tokenize("conv-1", Category::Name, "John Doe", Some("[NAME_2]")).await.expect("t2");
+    v.tokenize("conv-2", Category::Name, "Ann Poe", Some("[NAME_1]")).await.expect("t3");
+    let row1 = db.store.vault_get("conv-1", &["[NAME_1]".into()]).await.expect("get").remove(0);
+
+    // A copy of [NAME_1]'s ciphertext under another token of the same scope does not open.
+    let mut moved = row1.clone();
+    moved.token = "[NAME_9]".into();
+    db.store.vault_put(&[moved]).await.expect("put moved");
+    let e = v
+        .reveal("conv-1", &["[NAME_9]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect_err("moved");
+    assert!(matches!(&e, Error::Tampered { token, .. } if token == "[NAME_9]"), "{e}");
+    assert!(!e.to_string().contains("Jane"));
+
+    // Nor in another scope.
+    let mut other = row1.clone();
+    other.scope = "conv-2".into();
+    other.token = "[NAME_5]".into();
+    db.store.vault_put(&[other]).await.expect("put other");
+    let e = v
+        .reveal("conv-2", &["[NAME_5]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect_err("other scope");
+    assert!(matches!(e, Error::Tampered { .. }), "{e}");
+
+    // A flipped ciphertext byte in place.
+    let mut ct = row1.ciphertext.clone();
+    ct[3] ^= 0x40;
+    db.sql(
+        "UPDATE vault_entries SET ciphertext = ? WHERE scope = ? AND token = ?",
+        "UPDATE vault_entries SET ciphertext = $1 WHERE scope = $2 AND token = $3",
+        &ct,
+        "conv-1",
+        "[NAME_1]",
+    )
+    .await;
+    // Nothing is revealed from a batch with one bad row, and nothing is recorded.
+    let before = db.records("vault_reidentify").await.len();
+    let e = v
+        .reveal(
+            "conv-1",
+            &["[NAME_1]".into(), "[NAME_2]".into()],
+            &actor(),
+            RevealReason::Treatment,
+        )
+        .await
+        .expect_err("tampered");
+    assert!(matches!(e, Error::Tampered { .. }), "{e}");
+    assert_eq!(db.records("vault_reidentify").await.len(), before);
+
+    // Another row's ciphertext copied over [NAME_2]: it fails, never shows the other value.
+    db.sql(
+        "UPDATE vault_entries SET ciphertext = ? WHERE scope = ? AND token = ?",
+        "UPDATE vault_entries SET ciphertext = $1 WHERE scope = $2 AND token = $3",
+        &row1.ciphertext,
+        "conv-1",
+        "[NAME_2]",
+    )
+    .await;
+    let e = v
+        .reveal("conv-1", &["[NAME_2]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect_err("swapped");
+    assert!(matches!(e, Error::Tampered { .. }), "{e}");
+
+    // Wrapped data keys swapped between scopes: they refuse to unwrap (a fresh vault, no cache).
+    let k1 = db.store.data_key_active("conv-1").await.expect("k1").expect("some");
+    let k2 = db.store.data_key_active("conv-2").await.expect("k2").expect("some");
+    db.sql(
+        "UPDATE data_keys SET wrapped = ? WHERE scope = ? AND key_id = ?",
+        "UPDATE data_keys SET wrapped = $1 WHERE scope = $2 AND key_id = $3",
+        &k1.wrapped,
+        "conv-2",
+        &k2.key_id,
+    )
+    .await;
+    // `v` still holds conv-2's key in its cache; a vault with a cold cache must refuse.
+    let cold = db.vault(k.clone()).await;
+    let e = cold
+        .reveal("conv-2", &["[NAME_1]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect_err("swapped key");
+    assert!(matches!(e, Error::KeyUnwrap { .. }), "{e}");
+    let e =
+        cold.tokenize("conv-2", Category::Name, "New Person", None).await.expect_err("swapped key");
+    assert!(matches!(e, Error::KeyUnwrap { .. }), "{e}");
+}
+
+async fn token_in_use(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    v.tokenize("conv-1", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("t1");
+    let e = v
+        .tokenize("conv-1", Category::Name, "John Doe", Some("[NAME_1]"))
+        .await
+        .expect_err("taken");
+    assert!(matches!(&e, Error::TokenInUse { token, .. } if token == "[NAME_1]"), "{e}");
+    assert!(!e.to_string().contains("John"));
+    let r = v
+        .reveal("conv-1", &["[NAME_1]".into()], &actor(), RevealReason::Treatment)
+        .await
+        .expect("reveal");
+    assert_eq!(r.get("[NAME_1]").map(|p| p.expose()), Some("Jane Roe"), "the first value stays");
+}
