@@ -1,6 +1,8 @@
 //! phigate: the command-line entry point. The work is done by the `phi` library; this file
 //! parses arguments, wires inputs to outputs and maps errors to exit codes.
 
+mod audit;
+mod audit_store;
 mod deid;
 mod eval;
 mod input;
@@ -30,7 +32,9 @@ Examples:
   phigate scan notes.jsonl > findings.jsonl
   phigate deid notes.jsonl --mode placeholder > notes.deid.jsonl
   phigate deid visits.csv --columns note,comment --mode redact -o visits.deid.csv
-  phigate eval --gold labelled.jsonl --show-leaks")]
+  phigate eval --gold labelled.jsonl --show-leaks
+  phigate audit search --actor svc-intake --from 2026-11-01T00:00:00Z
+  phigate audit verify audit.export --pubkey ledger.pub")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,6 +146,18 @@ Examples:
         #[arg(long)]
         uppercase: bool,
     },
+    /// The audit ledger: append, checkpoint, prove, export, verify, search.
+    #[command(after_help = "\
+Examples:
+  phigate audit keygen --out ledger.key > ledger.pub
+  phigate audit append --synthetic 1000
+  PHIGATE_LEDGER_KEY=$(cat ledger.key) phigate audit checkpoint
+  phigate audit prove --index 41
+  phigate audit consistency --from 100 --to 1000
+  phigate audit export --key-file ledger.key --out audit.export
+  phigate audit verify audit.export --pubkey ledger.pub
+  phigate audit search --decision deny --format jsonl")]
+    Audit(audit::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -346,6 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit(args) => audit::run(args),
         Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();

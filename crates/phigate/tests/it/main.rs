@@ -1,3 +1,4 @@
 //! End-to-end tests of the `phigate` binary: the output contract, errors, formats.
 
+mod audit;
 mod cli;
