@@ -24,7 +24,12 @@ use crate::{
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub(crate) struct SqliteStore {
+    /// Readers (several connections).
     pool: SqlitePool,
+    /// The one writer connection. Keeping writes on one connection keeps its page cache valid
+    /// from one transaction to the next (another connection's write would flush it).
+    writer: SqlitePool,
+    /// Orders this process's writers fairly (FIFO) in front of the writer connection.
     write: Mutex<()>,
 }
 
@@ -203,16 +208,31 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Statement journals of multi-row inserts in memory, not in temporary files.
+            .pragma("temp_store", "MEMORY")
+            // 32 MiB of page cache per connection (the default is 2 MiB).
+            .pragma("cache_size", "-32768")
+            // Checkpoint every 16 MiB of WAL rather than 4: hot index pages are copied less often.
+            .pragma("wal_autocheckpoint", "4000");
+        let writer = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await
+            .map_err(map_err)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await
             .map_err(map_err)?;
-        let store = SqliteStore { pool, write: Mutex::new(()) };
+        let store = SqliteStore { pool, writer, write: Mutex::new(()) };
         store.check_schema().await?;
-        MIGRATOR.run(&store.pool).await.map_err(|e| from_migrate(e, map_err))?;
+        MIGRATOR.run(&store.writer).await.map_err(|e| from_migrate(e, map_err))?;
         Ok(store)
     }
 
@@ -251,10 +271,11 @@ impl SqliteStore {
 
     pub(crate) async fn close(&self) {
         // Fold the WAL into the main file so the file stands alone; best effort.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+        self.pool.close().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
             tracing::warn!(error = %map_err(e), "WAL checkpoint on close failed");
         }
-        self.pool.close().await;
+        self.writer.close().await;
     }
 
     pub(crate) async fn check(&self) -> Result<(), Error> {
@@ -271,7 +292,7 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx), Error> {
         let guard = self.write.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         Ok((guard, tx))
     }
 
@@ -549,7 +570,7 @@ impl SqliteStore {
         };
         // Copy the WAL into the main file and truncate it, so the old page images holding the
         // wrapped key leave the WAL too. Best effort: a busy reader only delays it.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
             tracing::warn!(error = %map_err(e), "WAL checkpoint after shredding failed");
         }
         Ok(was_live)

@@ -16,7 +16,6 @@ CREATE INDEX ledger_entries_ts ON ledger_entries (ts_ms);
 CREATE INDEX ledger_entries_actor ON ledger_entries (actor);
 CREATE INDEX ledger_entries_use_case ON ledger_entries (use_case);
 CREATE INDEX ledger_entries_decision ON ledger_entries (decision);
-CREATE INDEX ledger_entries_action ON ledger_entries (action);
 -- Index-only scans for ledger_leaf_hashes (32-byte hashes without the bodies).
 CREATE INDEX ledger_entries_leaf ON ledger_entries (idx) INCLUDE (leaf_hash);
 CREATE INDEX ledger_entries_categories ON ledger_entries USING GIN (categories);

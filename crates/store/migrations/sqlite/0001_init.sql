@@ -15,7 +15,6 @@ CREATE INDEX ledger_entries_ts ON ledger_entries (ts_ms);
 CREATE INDEX ledger_entries_actor ON ledger_entries (actor);
 CREATE INDEX ledger_entries_use_case ON ledger_entries (use_case);
 CREATE INDEX ledger_entries_decision ON ledger_entries (decision);
-CREATE INDEX ledger_entries_action ON ledger_entries (action);
 -- Covering index: ledger_leaf_hashes reads 32-byte hashes without touching the bodies.
 CREATE INDEX ledger_entries_leaf ON ledger_entries (idx, leaf_hash);
 
