@@ -365,6 +365,10 @@ impl Vault {
     /// change a value's token. Results are in input order; a value given twice gets one token.
     ///
     /// Fails with [`Error::TokenInUse`] when a given token already stands for another value.
+    ///
+    /// Concurrent callers inserting the same new value converge on the store's first row for
+    /// it; in the rare case that they race within one millisecond, two tokens may stand for the
+    /// same value (both reveal it; neither is ever wrong).
     pub async fn tokenize_many(
         &self,
         scope: &str,
@@ -431,21 +435,20 @@ impl Vault {
         if !fresh.is_empty() {
             let rows: Vec<VaultRow> = fresh.iter().map(|(_, _, r)| r.clone()).collect();
             self.inner.store.vault_put(&rows).await?;
-            // vault_put keeps an existing (scope, token) row: check each token now holds our value.
-            let tokens: Vec<String> = rows.iter().map(|r| r.token.clone()).collect();
-            let stored: HashMap<String, Vec<u8>> = self
-                .inner
-                .store
-                .vault_get(scope, &tokens)
-                .await?
-                .into_iter()
-                .map(|r| (r.token, r.fingerprint))
-                .collect();
+            // Look each value up again: `vault_put` keeps an existing (scope, token) row, so a
+            // token already standing for another value was not stored (TokenInUse); and when
+            // another writer stored the same value at the same moment, the store's first row
+            // (oldest, then lowest token) is the one every caller converges on.
             for (i, fp, row) in fresh {
-                if stored.get(&row.token) != Some(&fp) {
-                    return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token });
+                match self.inner.store.vault_find(scope, &fp).await? {
+                    Some(found) if found.token == row.token => {
+                        out[i] = Some(Tokenized { token: row.token, created: true });
+                    }
+                    Some(found) => out[i] = Some(Tokenized { token: found.token, created: false }),
+                    None => {
+                        return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token })
+                    }
                 }
-                out[i] = Some(Tokenized { token: row.token, created: true });
             }
         }
 

@@ -9,6 +9,7 @@ use crate::on_both;
 on_both!(
     round_trip,
     same_value_same_token,
+    concurrent_same_value,
     scopes_differ,
     tampered_and_moved_rows_fail,
     token_in_use
@@ -89,6 +90,34 @@ async fn same_value_same_token(db: &mut Db) {
     assert_eq!(out[0].token, out[2].token);
     assert!(out[0].created && !out[2].created);
     assert_eq!(out[1].token, "[NAME_1]");
+}
+
+async fn concurrent_same_value(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    v.open_scope("conv-1", None).await.expect("open");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            let proposed = format!("[NAME_{i}]");
+            v.tokenize("conv-1", Category::Name, "Jane Roe", Some(proposed.as_str())).await
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.expect("join").expect("tokenize").token);
+    }
+    tokens.sort();
+    tokens.dedup();
+    // Every token handed out reveals the one value (usually there is exactly one token).
+    let r = v.reveal("conv-1", &tokens, &actor(), RevealReason::Treatment).await.expect("reveal");
+    assert_eq!(r.len(), tokens.len());
+    assert!(r.iter().all(|(_, p)| p.expose() == "Jane Roe"));
+    // Afterwards the value has one canonical token.
+    let a = v.tokenize("conv-1", Category::Name, "Jane Roe", None).await.expect("again");
+    let b = v.tokenize("conv-1", Category::Name, "Jane Roe", None).await.expect("again");
+    assert_eq!(a.token, b.token);
+    assert!(tokens.contains(&a.token));
 }
 
 async fn scopes_differ(db: &mut Db) {
