@@ -2,7 +2,7 @@
 
 /// Everything that can go wrong when building a scanner or transforming text.
 /// Messages never contain scanned text.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A built-in or user-supplied pattern did not compile.

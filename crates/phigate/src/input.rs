@@ -124,6 +124,79 @@ pub fn parse_jsonl(
     Ok(Record { line, id, text, object: Some(obj) })
 }
 
+/// Like [`parse_jsonl`], but reads only the text and id fields, skipping the rest without
+/// building it (the record's `object` is `None`): for commands that print findings only.
+pub fn parse_jsonl_fields(
+    file: &str,
+    line: usize,
+    bytes: &[u8],
+    field: &str,
+    id_field: &str,
+) -> Result<Record, DataError> {
+    let err = |problem: String| DataError { file: file.to_string(), line, problem };
+    let s = std::str::from_utf8(bytes)
+        .map_err(|e| err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut de = serde_json::Deserializer::from_str(s);
+    let picked = serde::de::DeserializeSeed::deserialize(Pick { field, id_field }, &mut de)
+        .and_then(|p| de.end().map(|()| p));
+    let (text, id) = match picked {
+        Ok(p) => p,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(err("expected a JSON object".into()))
+        }
+        Err(e) => {
+            return Err(err(format!(
+                "malformed JSON at column {} ({})",
+                e.column(),
+                e.classify_name()
+            )))
+        }
+    };
+    let text = match text {
+        Some(Some(t)) => t,
+        Some(None) => return Err(err(format!("field {field:?} is not a string"))),
+        None => return Err(err(format!("field {field:?} is missing"))),
+    };
+    Ok(Record { line, id: id.unwrap_or(Value::Null), text, object: None })
+}
+
+/// Picks two fields out of a JSON object: the text (`Some(None)` when it is not a string)
+/// and the id.
+struct Pick<'a> {
+    field: &'a str,
+    id_field: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    type Value = (Option<Option<String>>, Option<Value>);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = (Option<Option<String>>, Option<Value>);
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let (mut text, mut id) = (None, None);
+        while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            if k == self.field {
+                text = Some(match m.next_value::<Value>()? {
+                    Value::String(t) => Some(t),
+                    _ => None,
+                });
+            } else if k == self.id_field {
+                id = Some(m.next_value::<Value>()?);
+            } else {
+                m.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok((text, id))
+    }
+}
+
 /// Reads a whole plain-text input as one document.
 pub fn read_text(file: &str, r: &mut dyn BufRead) -> Result<String, anyhow::Error> {
     let mut bytes = Vec::new();

@@ -76,6 +76,10 @@ impl Stats {
 pub trait Processor: Sync {
     /// Processes one record; `stats` receives its counts.
     fn process(&self, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError>;
+    /// Whether it needs the whole JSONL object (`Record::object`), not only text and id.
+    fn needs_object(&self) -> bool {
+        true
+    }
 }
 
 /// Options of the record pipeline.
@@ -186,7 +190,12 @@ fn run_jsonl(
             .par_iter()
             .map(|(line, bytes)| {
                 let mut st = Stats::default();
-                let res = input::parse_jsonl(name, *line, bytes, opts.field, opts.id_field)
+                let parse = if proc.needs_object() {
+                    input::parse_jsonl
+                } else {
+                    input::parse_jsonl_fields
+                };
+                let res = parse(name, *line, bytes, opts.field, opts.id_field)
                     .and_then(|rec| proc.process(&rec, &mut st));
                 (res, st)
             })

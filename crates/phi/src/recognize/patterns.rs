@@ -74,9 +74,13 @@ pub(crate) struct Patterns {
     cue_id_whole: Regex,
 }
 
-/// One compiled pattern; `led` is its index among the digit-led patterns, if it is one.
+/// One pattern; `led` is its index among the candidate-led patterns, if it is one. Those
+/// are compiled on their own only if the candidate-led pass ever gives up (or in tests), so
+/// start-up does not pay for them.
 pub(crate) struct Pat {
-    re: Regex,
+    name: &'static str,
+    source: String,
+    re: std::sync::OnceLock<Result<Regex, Error>>,
     led: Option<usize>,
 }
 
@@ -118,12 +122,30 @@ impl<'t> Iterator for Spans<'_, 't> {
 }
 
 impl Pat {
-    /// Matches of this pattern: found by the digit-led pass when it is one of those, else
-    /// searched for now.
+    fn new(name: &'static str, source: String, led: Option<usize>) -> Result<Pat, Error> {
+        let re = std::sync::OnceLock::new();
+        if led.is_none() {
+            // Searched on every text: compile now, and fail now if it does not compile.
+            re.get_or_init(|| build(name, &source)).as_ref().map_err(Clone::clone)?;
+        }
+        Ok(Pat { name, source, re, led })
+    }
+
+    /// The compiled pattern (compiled on first use for a candidate-led one).
+    fn regex(&self) -> Result<&Regex, &Error> {
+        self.re.get_or_init(|| build(self.name, &self.source)).as_ref()
+    }
+
+    /// Matches of this pattern: found by the candidate-led pass when it is one of those,
+    /// else searched for now.
     fn find_iter<'r, 't>(&'r self, text: &'t str, led: &'r Led) -> Spans<'r, 't> {
         match (self.led, led.found.as_ref()) {
             (Some(k), Some(found)) => Spans::Found(text, found[k].iter()),
-            _ => Spans::Search(text, self.re.find_iter(text)),
+            _ => match self.regex() {
+                Ok(re) => Spans::Search(text, re.find_iter(text)),
+                // Checked when the candidate-led DFA was built from the same source.
+                Err(_) => Spans::Found(text, [].iter()),
+            },
         }
     }
 }
@@ -146,12 +168,11 @@ impl Patterns {
         let mut led_patterns: Vec<String> = vec![String::new(); LED.len()];
         let mut re = |name: &'static str, pattern: &str| -> Result<Pat, Error> {
             let p = ascii(pattern);
-            let re = build(name, &p)?;
             let led = LED.iter().position(|n| *n == name);
             if let Some(k) = led {
-                led_patterns[k] = p;
+                led_patterns[k] = p.clone();
             }
-            Ok(Pat { re, led })
+            Pat::new(name, p, led)
         };
         let mut p = Patterns {
             email: re(
@@ -238,7 +259,7 @@ impl Patterns {
                 .map_err(|e| Error::Pattern { name: "id.cue", message: e.to_string() })?,
         };
         p.led = LedDfa::new(&led_patterns)?;
-        p.cue_id_whole = build("id.cue", &format!("^(?:{})$", p.cue_id.re.as_str()))?;
+        p.cue_id_whole = build("id.cue", &format!("^(?:{})$", p.cue_id.source))?;
         Ok(p)
     }
 
@@ -1296,7 +1317,7 @@ mod tests {
             for pat in all {
                 let k = pat.led.expect("every pattern here is led");
                 let want: Vec<(usize, usize)> =
-                    pat.re.find_iter(&text).map(|m| (m.start(), m.end())).collect();
+                    pat.regex().unwrap().find_iter(&text).map(|m| (m.start(), m.end())).collect();
                 let got = &led.found.as_ref().unwrap()[k];
                 let name = LED[k];
                 assert_eq!(
