@@ -5,9 +5,10 @@
 //!   `sqlite:rel/path.db` or a plain file path. The file (and its directory) is created when
 //!   missing. Every connection runs with `journal_mode=WAL`, `synchronous=FULL` (a write is on disk
 //!   when the call returns), `foreign_keys=ON`, `secure_delete=ON` (freed space is zeroed, so a
-//!   shredded key does not linger in free pages) and a 5 s busy timeout. Writers inside one process
-//!   are serialised by a mutex and take the write lock up front (`BEGIN IMMEDIATE`), so several
-//!   processes may share the file too, at SQLite's pace.
+//!   shredded key does not linger in free pages) and a 5 s busy timeout. Writes go through one
+//!   dedicated connection (its page cache stays valid between transactions), queued FIFO in the
+//!   process, and take the write lock up front (`BEGIN IMMEDIATE`), so several processes may
+//!   share the file too, at SQLite's pace. Reads use a small pool of other connections.
 //! - **PostgreSQL**, for several gateway replicas: `postgres://…` or `postgresql://…`.
 //!   Appends to the ledger from any number of processes keep one gapless total order: each append
 //!   takes a transaction-scoped advisory lock before it reads the next index, so commit order is
@@ -412,7 +413,8 @@ impl Store {
     }
 
     /// Insert or keep: an existing (scope, token) row is left as it is. Every row's `key_id`
-    /// must name a stored data key ([`Error::Conflict`] otherwise).
+    /// must name a stored, unshredded data key ([`Error::Conflict`] otherwise, and nothing of
+    /// the call is kept).
     pub async fn vault_put(&self, rows: &[VaultRow]) -> Result<(), Error> {
         dispatch!(self, b => b.vault_put(rows).await)
     }

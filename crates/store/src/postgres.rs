@@ -549,7 +549,23 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(());
         }
+        let mut keys: Vec<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Never store a value under a shredded (or unknown) key. FOR SHARE holds the live keys
+        // until commit, so a concurrent shred waits and then deletes these rows too.
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT key_id FROM data_keys WHERE key_id = ANY($1) AND shredded_ms IS NULL \
+             ORDER BY key_id COLLATE \"C\" FOR SHARE",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if live.len() != keys.len() {
+            return Err(Error::Conflict("vault rows name a shredded or unknown data key".into()));
+        }
         insert_vault(&mut tx, rows, true).await?;
         tx.commit().await.map_err(map_err)
     }

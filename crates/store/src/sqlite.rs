@@ -580,7 +580,28 @@ impl SqliteStore {
         if rows.is_empty() {
             return Ok(());
         }
+        let mut keys: Vec<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
         let (_guard, mut tx) = self.begin_write().await?;
+        // Never store a value under a shredded (or unknown) key; writers are serialised, so no
+        // shred can slip in between this check and the commit.
+        for chunk in keys.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT COUNT(*) FROM data_keys WHERE shredded_ms IS NULL AND key_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for k in chunk {
+                sep.push_bind(*k);
+            }
+            qb.push(")");
+            let live: i64 = qb.build_query_scalar().fetch_one(&mut *tx).await.map_err(map_err)?;
+            if live != chunk.len() as i64 {
+                return Err(Error::Conflict(
+                    "vault rows name a shredded or unknown data key".into(),
+                ));
+            }
+        }
         insert_vault(&mut tx, rows, true).await?;
         tx.commit().await.map_err(map_err)
     }

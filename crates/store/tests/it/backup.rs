@@ -227,3 +227,54 @@ async fn empty_store_round_trip() {
     })
     .await;
 }
+
+/// A file with a valid checksum whose content the database refuses (a vault row under an unknown
+/// key): the restore fails inside its one transaction and leaves nothing behind.
+async fn failed_restore_leaves_nothing(dst: Store) {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.backup");
+    {
+        let d2 = tempfile::tempdir().unwrap();
+        let src = Store::open(d2.path().join("src.db").to_str().unwrap()).await.unwrap();
+        fill(&src).await;
+        src.backup(&good).await.unwrap();
+        src.close().await;
+    }
+    let text = std::fs::read_to_string(&good).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let trailer: serde_json::Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
+    let orphan = r#"{"t":"vault","scope":"scope0","token":"[ORPHAN]","key_id":"no-such-key","fingerprint":"AA==","nonce":"AA==","ciphertext":"AA==","created_ms":1}"#;
+    lines.push(orphan);
+    let mut body = String::new();
+    for l in &lines {
+        body.push_str(l);
+        body.push('\n');
+    }
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    let end = serde_json::json!({
+        "t": "end",
+        "ledger_entries": trailer["ledger_entries"],
+        "checkpoints": trailer["checkpoints"],
+        "data_keys": trailer["data_keys"],
+        "vault_rows": trailer["vault_rows"].as_u64().unwrap() + 1,
+        "sha256": sha,
+    });
+    body.push_str(&format!("{end}\n"));
+    let bad = dir.path().join("orphan.backup");
+    std::fs::write(&bad, body).unwrap();
+    let err = dst.restore(&bad).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_empty(&dst).await;
+    assert_eq!(dst.restore(&good).await.unwrap().vault_rows, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_restore_leaves_nothing_sqlite() {
+    on_sqlite(failed_restore_leaves_nothing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_restore_leaves_nothing_postgres() {
+    on_postgres(failed_restore_leaves_nothing).await;
+}

@@ -323,6 +323,12 @@ async fn vault_put_get_find(s: Store) {
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
     assert!(s.vault_get("s1", &["[X_1]".to_string()]).await.unwrap().is_empty());
+    // So is a row under a shredded key.
+    s.data_key_put(&key("gone", "s1", 1, None)).await.unwrap();
+    assert!(s.data_key_shred("gone", 5).await.unwrap());
+    let err = s.vault_put(&[vrow("s1", "[X_3]", "gone", b"z", 1)]).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(s.vault_get("s1", &["[X_3]".to_string()]).await.unwrap().is_empty());
 }
 
 async fn errors_hold_no_values(s: Store) {
