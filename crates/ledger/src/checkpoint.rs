@@ -28,6 +28,9 @@ use crate::Error;
 /// The signature algorithm byte of Ed25519 in signed notes.
 const ALG_ED25519: u8 = 0x01;
 
+/// The environment variable that holds the base64 of the checkpoint signing seed.
+pub const KEY_ENV: &str = "PHIGATE_LEDGER_KEY";
+
 /// The em dash that starts every signature line.
 const SIG_PREFIX: &str = "\u{2014} ";
 
@@ -82,6 +85,26 @@ impl NoteSigner {
             .try_into()
             .map_err(|_| Error::Key("the signing key must be the base64 of 32 bytes".into()))?;
         NoteSigner::from_seed(name, &seed)
+    }
+
+    /// The signing key from `file` when given, else from the environment variable
+    /// `PHIGATE_LEDGER_KEY`; both hold the base64 of a 32-byte seed. `Ok(None)` when neither is
+    /// set. Errors name the file or the variable, never the key.
+    pub fn load(name: &str, file: Option<&std::path::Path>) -> Result<Option<NoteSigner>, Error> {
+        if let Some(p) = file {
+            let s = std::fs::read_to_string(p).map_err(|e| {
+                Error::Key(format!("cannot read the key file {}: {e}", p.display()))
+            })?;
+            return NoteSigner::from_base64_seed(name, &s)
+                .map(Some)
+                .map_err(|e| Error::Key(format!("{}: {e}", p.display())));
+        }
+        match std::env::var(KEY_ENV) {
+            Ok(s) if !s.trim().is_empty() => NoteSigner::from_base64_seed(name, &s)
+                .map(Some)
+                .map_err(|e| Error::Key(format!("{KEY_ENV}: {e}"))),
+            _ => Ok(None),
+        }
     }
 
     /// A new random signer; returns it with the base64 of its seed (keep that secret).

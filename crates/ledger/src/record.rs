@@ -264,6 +264,15 @@ impl HmacKey {
         Ok(HmacKey(bytes.to_vec()))
     }
 
+    /// A key from the base64 of at least 16 bytes (surrounding whitespace ignored).
+    pub fn from_base64(b64: &str) -> Result<HmacKey, Error> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| Error::Key("the HMAC key is not valid base64".into()))?;
+        HmacKey::from_bytes(&raw)
+    }
+
     /// 32 random bytes from the OS.
     pub fn generate() -> HmacKey {
         use rand::RngCore;

@@ -224,21 +224,7 @@ impl KeyArgs {
 
     /// The signing key, if one is configured.
     fn signer(&self) -> anyhow::Result<Option<NoteSigner>> {
-        let origin = self.origin()?;
-        if let Some(p) = &self.key_file {
-            let s = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the key file {}", p.display()))?;
-            let k = NoteSigner::from_base64_seed(&origin, &s)
-                .with_context(|| format!("{}: not a ledger signing key", p.display()))?;
-            return Ok(Some(k));
-        }
-        match std::env::var("PHIGATE_LEDGER_KEY") {
-            Ok(s) if !s.trim().is_empty() => Ok(Some(
-                NoteSigner::from_base64_seed(&origin, &s)
-                    .context("PHIGATE_LEDGER_KEY: not a ledger signing key")?,
-            )),
-            _ => Ok(None),
-        }
+        Ok(NoteSigner::load(&self.origin()?, self.key_file.as_deref())?)
     }
 
     fn need_signer(&self) -> anyhow::Result<NoteSigner> {
@@ -641,7 +627,6 @@ fn verify_file(file: &Path, v: &NoteVerifier) -> anyhow::Result<()> {
 }
 
 fn hmac_key(file: Option<&Path>) -> anyhow::Result<Option<HmacKey>> {
-    use base64::Engine as _;
     let (raw, from) = match file {
         Some(p) => (
             std::fs::read_to_string(p)
@@ -653,10 +638,7 @@ fn hmac_key(file: Option<&Path>) -> anyhow::Result<Option<HmacKey>> {
             _ => return Ok(None),
         },
     };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(raw.trim())
-        .map_err(|_| anyhow::anyhow!("{from}: the HMAC key is not base64"))?;
-    Ok(Some(HmacKey::from_bytes(&bytes).with_context(|| from.clone())?))
+    Ok(Some(HmacKey::from_base64(&raw).with_context(|| from.clone())?))
 }
 
 /// One input line of `audit append`.
