@@ -214,6 +214,15 @@ impl Vault {
         if is_expired(row, now) {
             return Err(Error::Expired { scope: row.scope.clone() });
         }
+        // Key ids are derived from their scope: a row whose scope or id was edited is refused
+        // here, even when the key itself is cached.
+        let bound = crypto::key_generation(&row.key_id).map(|g| crypto::key_id(&row.scope, g));
+        if bound.as_deref() != Some(row.key_id.as_str()) {
+            return Err(Error::KeyUnwrap {
+                key_id: row.key_id.clone(),
+                kek_id: row.kek_id.clone(),
+            });
+        }
         if let Some(k) = self.cache_get(&row.key_id) {
             return Ok(k);
         }
@@ -289,8 +298,14 @@ impl Vault {
                 let key = self.open_key(&row, now).await?;
                 return Ok((row, key));
             }
-            if self.scope_existed(scope).await?.is_some() {
-                return Err(Error::Shredded { scope: scope.to_owned() });
+            match self.scope_existed(scope).await? {
+                // Every key of the scope is shredded: it stays shredded.
+                Some(first) if first.shredded_ms.is_some() => {
+                    return Err(Error::Shredded { scope: scope.to_owned() });
+                }
+                // Made by another writer since we looked: read it on the next turn.
+                Some(_) => continue,
+                None => {}
             }
             if !create {
                 return Err(Error::UnknownScope { scope: scope.to_owned() });
@@ -540,7 +555,7 @@ impl Vault {
             wanted.into_iter().filter(|t| !revealed.values.contains_key(t)).collect();
         if !revealed.missing.is_empty()
             && self.inner.store.data_key_active(scope).await?.is_none()
-            && self.scope_existed(scope).await?.is_some()
+            && self.scope_existed(scope).await?.is_some_and(|first| first.shredded_ms.is_some())
         {
             return Err(Error::Shredded { scope: scope.to_owned() });
         }

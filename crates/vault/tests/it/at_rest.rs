@@ -1,10 +1,11 @@
 //! What reaches the disk: no canary plaintext in the SQLite file or its WAL, and no wrapped data
 //! key once shredded; no value in `Debug` or errors.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use phi::Category;
-use vault::{Actor, Error, Kms, LocalKek, NewValue, RevealReason, ShredReason};
+use vault::{Actor, Error, Kms, KmsError, LocalKek, NewValue, RevealReason, ShredReason};
+use zeroize::Zeroizing;
 
 use crate::harness::{Db, Kind};
 
@@ -14,6 +15,27 @@ const CANARIES: &[(Category, &str)] = &[
     (Category::Email, "canary.patient@example.org"),
     (Category::Ssn, "078-05-1120"),
 ];
+
+/// A KMS adapter that wraps with a local KEK and keeps a copy of every data key it is given,
+/// so the test can look for those keys on disk.
+struct Recording {
+    inner: LocalKek,
+    seen: Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl Kms for Recording {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    async fn wrap(&self, data_key: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.seen.lock().expect("lock").push(data_key.to_vec());
+        self.inner.wrap(data_key, aad).await
+    }
+    async fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        self.inner.unwrap(wrapped, aad).await
+    }
+}
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
@@ -36,8 +58,9 @@ fn disk_bytes(db: &Db) -> Vec<u8> {
 async fn sqlite_file_holds_no_plaintext_and_no_shredded_key() {
     let db = Db::new(Kind::Sqlite).await;
     let kek_bytes = [0x5a_u8; 32];
-    let kek: Arc<dyn Kms> = Arc::new(LocalKek::new(kek_bytes));
-    let v = db.vault(kek).await;
+    let recording =
+        Arc::new(Recording { inner: LocalKek::new(kek_bytes), seen: Mutex::new(Vec::new()) });
+    let v = db.vault(recording.clone()).await;
     let items: Vec<NewValue<'_>> =
         CANARIES.iter().map(|(c, s)| NewValue { category: *c, value: s, token: None }).collect();
     let toks = v.tokenize_many("conv-canary", &items).await.expect("tokenize");
@@ -55,6 +78,12 @@ async fn sqlite_file_holds_no_plaintext_and_no_shredded_key() {
         assert!(!contains(&bytes, canary.as_bytes()), "plaintext canary found on disk");
     }
     assert!(!contains(&bytes, &kek_bytes), "KEK on disk");
+    let data_keys = recording.seen.lock().expect("lock").clone();
+    assert_eq!(data_keys.len(), 1);
+    for k in &data_keys {
+        assert!(!contains(&bytes, k), "an unwrapped data key is on disk");
+    }
+    assert!(contains(&bytes, &wrapped), "the live wrapped key is stored (the scan would see it)");
 
     v.shred_scope("conv-canary", &actor, ShredReason::ScopeClosed).await.expect("shred");
     let bytes = disk_bytes(&db);

@@ -10,6 +10,7 @@ on_both!(
     round_trip,
     same_value_same_token,
     concurrent_same_value,
+    concurrent_first_use,
     scopes_differ,
     tampered_and_moved_rows_fail,
     token_in_use
@@ -118,6 +119,30 @@ async fn concurrent_same_value(db: &mut Db) {
     let b = v.tokenize("conv-1", Category::Name, "Jane Roe", None).await.expect("again");
     assert_eq!(a.token, b.token);
     assert!(tokens.contains(&a.token));
+}
+
+async fn concurrent_first_use(db: &mut Db) {
+    // Many writers touch a new scope at once: exactly one data key is made, all use it.
+    let v = db.vault(kek()).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = format!("Person {i}");
+            v.tokenize("conv-new", Category::Name, &value, None).await.map(|t| (value, t.token))
+        }));
+    }
+    let mut pairs = Vec::new();
+    for t in tasks {
+        pairs.push(t.await.expect("join").expect("tokenize"));
+    }
+    let live = db.store.data_keys_live().await.expect("live");
+    assert_eq!(live.iter().filter(|k| k.scope == "conv-new").count(), 1);
+    let tokens: Vec<String> = pairs.iter().map(|(_, t)| t.clone()).collect();
+    let r = v.reveal("conv-new", &tokens, &actor(), RevealReason::Treatment).await.expect("reveal");
+    for (value, token) in &pairs {
+        assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
+    }
 }
 
 async fn scopes_differ(db: &mut Db) {
