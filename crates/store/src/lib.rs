@@ -20,6 +20,15 @@
 //! is refused with [`Error::SchemaTooNew`]; a file that is not a SQLite database, is damaged, or
 //! holds somebody else's tables is refused with [`Error::Corrupt`].
 //!
+//! # Shredding, and where bytes may linger
+//! [`Store::data_key_shred`] clears the wrapped key and deletes the vault rows under it in one
+//! transaction. On SQLite, `secure_delete` zeroes the freed space and the WAL is checkpointed and
+//! truncated right after, so the bytes leave the files (a test searches the files for them). On
+//! PostgreSQL the old row versions stay in dead tuples until `VACUUM` (autovacuum) reclaims them,
+//! and in WAL segments and base backups until those age out: the wrapped key is still useless
+//! without the key-encryption key, but operators who need prompt physical erasure should run
+//! `VACUUM data_keys, vault_entries` after shredding.
+//!
 //! # What the store holds
 //! Bytes, ids and numbers only: ledger entries (their canonical bytes plus indexed copies of a few
 //! fields for search), signed checkpoints, wrapped data keys and encrypted vault rows. It knows

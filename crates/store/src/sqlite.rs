@@ -657,13 +657,15 @@ impl SqliteStore {
         {
             let mut rows = sqlx::query(
                 "SELECT e.idx, e.leaf_hash, e.body, e.ts_ms, e.actor, e.action, e.use_case, \
-                 e.decision, (SELECT group_concat(category, char(31)) FROM \
+                 e.decision, (SELECT json_group_array(category) FROM \
                  (SELECT category FROM ledger_categories c WHERE c.idx = e.idx ORDER BY category)) \
                  AS cats FROM ledger_entries e ORDER BY e.idx",
             )
             .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.map_err(map_err)? {
-                let cats: Option<String> = r.try_get("cats").map_err(map_err)?;
+                let cats: String = r.try_get("cats").map_err(map_err)?;
+                let categories: Vec<String> = serde_json::from_str(&cats)
+                    .map_err(|_| Error::Corrupt("stored categories are not readable".into()))?;
                 let entry = NewLedgerEntry {
                     leaf_hash: hash32(r.try_get::<&[u8], _>("leaf_hash").map_err(map_err)?)?,
                     body: r.try_get("body").map_err(map_err)?,
@@ -672,9 +674,7 @@ impl SqliteStore {
                     action: r.try_get("action").map_err(map_err)?,
                     use_case: r.try_get("use_case").map_err(map_err)?,
                     decision: r.try_get("decision").map_err(map_err)?,
-                    categories: cats
-                        .map(|c| c.split('\u{1f}').map(str::to_string).collect())
-                        .unwrap_or_default(),
+                    categories,
                 };
                 let index = to_u64(r.try_get("idx").map_err(map_err)?)?;
                 w.write(&Record::Ledger { index, entry }).await?;
