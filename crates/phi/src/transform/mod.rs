@@ -4,10 +4,14 @@
 //! A [`Context`] carries what must stay consistent across one document or one conversation:
 //! the same value gets the same placeholder or surrogate every time, and one date offset is
 //! used for every date. Its [`Mapping`] lets a caller (the gateway, the vault) re-identify a
-//! transformed text later. Neither type shows values in `Debug`.
+//! transformed text later, and [`StreamRestorer`] does it for text that arrives in chunks.
+//! None of these types shows values in `Debug`.
 
 mod dates;
+mod stream;
 mod surrogate;
+
+pub use stream::StreamRestorer;
 
 use std::fmt;
 use std::str::FromStr;
