@@ -6,7 +6,45 @@
 //! - [`merkle`]: RFC 9162 tree heads, inclusion and consistency proofs and their verification.
 //! - [`checkpoint`]: Ed25519 signed checkpoints in the C2SP signed-note / tlog-checkpoint format.
 //!
+//! - [`Ledger`]: the log over a `store::Store`: group-committed appends, scheduled and on-demand
+//!   checkpoints, proofs, search, verification of the store, export.
+//! - [`export`]: the self-contained export file and its streaming offline verifier.
+//!
 //! This crate must never hold raw PHI: only keyed digests, counts, categories and identifiers.
+//!
+//! ```
+//! use ledger::{Action, Decision, Hmac256, HmacKey, Record};
+//!
+//! let key = HmacKey::from_bytes(&[7; 32])?;
+//! let r = Record::builder("svc-intake", Action::ChatCompletion, Decision::Redact)
+//!     .use_case("triage")
+//!     .reason("phi_redacted")
+//!     .category(phi::Category::Name, 2)
+//!     .request_hmac(Hmac256::compute(&key, b"the request body, never stored"))
+//!     .build()?;
+//! let leaf = ledger::merkle::leaf_hash(&r.canonical_bytes());
+//! assert_eq!(ledger::merkle::root(&[leaf]), leaf);
+//! // Free text, names and numbers that could identify someone are refused.
+//! assert!(Record::builder("Jane Doe", Action::ChatCompletion, Decision::Allow).build().is_err());
+//! assert!(Record::builder("svc-a", Action::Admin, Decision::Allow).resource("ssn-123-45-6789").build().is_err());
+//! # Ok::<(), ledger::Error>(())
+//! ```
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use ledger::{Action, Decision, Ledger, LedgerConfig, NoteSigner, Record};
+//!
+//! let store = store::Store::open("phigate-data/phigate.db").await?;
+//! let signer = NoteSigner::load("hospital.example/phigate", None)?.expect("PHIGATE_LEDGER_KEY");
+//! let cfg = LedgerConfig::new("hospital.example/phigate")
+//!     .signer(signer)
+//!     .checkpoint_every(std::time::Duration::from_secs(60));
+//! let log = Ledger::open(store, cfg).await?;
+//! let index = log.append(Record::builder("svc-vault", Action::VaultShred, Decision::Allow).resource("scope:ward-7").build()?).await?;
+//! let cp = log.checkpoint().await?;
+//! log.inclusion_proof(index, cp.checkpoint.tree_size).await?.verify(&cp.checkpoint.root)?;
+//! # Ok(()) }
+//! ```
 
 #![deny(missing_docs)]
 
