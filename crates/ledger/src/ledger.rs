@@ -432,7 +432,8 @@ impl Ledger {
         cs.into_iter().map(signed_of).collect()
     }
 
-    /// Issues a signed checkpoint of the whole log now (even if it has not grown).
+    /// Issues a signed checkpoint of the whole log now; when the latest checkpoint already
+    /// covers the whole log, returns that one (the store keeps one checkpoint per size).
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, Error> {
         self.issue(false).await?.ok_or(Error::NoSigningKey)
     }
@@ -447,8 +448,11 @@ impl Ledger {
         let mut frontier = self.inner.frontier.lock().await;
         let latest = self.inner.store.checkpoint_latest().await.map_err(from_store)?;
         let n = self.len().await?;
-        if only_if_grown && latest.as_ref().is_some_and(|c| c.tree_size >= n) {
-            return Ok(None);
+        if let Some(c) = &latest {
+            if c.tree_size >= n {
+                // The store keeps one checkpoint per size: the latest already covers the log.
+                return if only_if_grown { Ok(None) } else { Ok(Some(signed_of(c.clone())?)) };
+            }
         }
         if frontier.size() > n {
             *frontier = Frontier::new();

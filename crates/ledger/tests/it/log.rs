@@ -143,3 +143,76 @@ fn public_types_are_send_sync() {
     ok2::<ledger::Record>();
     ok2::<ledger::Error>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_an_empty_and_an_unchanged_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = common::ledger(common::sqlite(&dir).await).await;
+    let c0 = l.checkpoint().await.unwrap();
+    assert_eq!((c0.checkpoint.tree_size, c0.checkpoint.root), (0, merkle::EMPTY_ROOT));
+    // Asked again with nothing new: the same checkpoint, not a second one.
+    assert_eq!(l.checkpoint().await.unwrap(), c0);
+    assert!(l.checkpoint_if_grown().await.unwrap().is_none());
+    let key = HmacKey::generate();
+    for i in 0..3 {
+        l.append(record(i, &key)).await.unwrap();
+    }
+    let c3 = l.checkpoint().await.unwrap();
+    assert_eq!(c3.checkpoint.tree_size, 3);
+    assert_eq!(l.checkpoints().await.unwrap().len(), 2);
+    let mut out = Vec::new();
+    let s = l.export(&mut out).await.unwrap();
+    assert_eq!((s.records, s.checkpoints), (3, 2));
+    let v = ledger::verify_export(out.as_slice(), &signer().verifier()).unwrap();
+    assert_eq!(v.last_checkpoint, Some((3, c3.checkpoint.root)));
+    l.verify_store(Some(&signer().verifier())).await.unwrap();
+}
+
+/// Someone with write access to the database edits it behind the ledger's back: the store
+/// check names the first bad record, or the checkpoint whose root no longer matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_store_names_what_was_edited_in_the_database() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = HmacKey::generate();
+    {
+        let l = common::ledger(common::sqlite(&dir).await).await;
+        for i in 0..30 {
+            l.append(record(i, &key)).await.unwrap();
+        }
+        l.checkpoint().await.unwrap();
+    }
+    let path = dir.path().join("phigate.db");
+    let url = format!("sqlite://{}", path.display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // A body edited in place.
+    let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM ledger_entries WHERE idx = 12")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let edited = String::from_utf8(body.clone()).unwrap().replacen("treatment", "treatmenz", 1);
+    sqlx::query("UPDATE ledger_entries SET body = ? WHERE idx = 12")
+        .bind(edited.as_bytes())
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let l = common::ledger(store::Store::open(path.to_str().unwrap()).await.unwrap()).await;
+    match l.verify_store(None).await {
+        Err(ledger::Error::BadRecord { index: 12, .. }) => {}
+        other => panic!("expected record 12, got {other:?}"),
+    }
+    // The body and its leaf hash both rewritten: the checkpoint over it no longer matches.
+    let leaf = merkle::leaf_hash(edited.as_bytes());
+    sqlx::query("UPDATE ledger_entries SET leaf_hash = ? WHERE idx = 12")
+        .bind(&leaf[..])
+        .execute(&mut c)
+        .await
+        .unwrap();
+    match l.verify_store(Some(&signer().verifier())).await {
+        Err(ledger::Error::BadCheckpoint { tree_size: 30, .. }) => {}
+        other => panic!("expected the checkpoint of size 30, got {other:?}"),
+    }
+    // And a new checkpoint is refused rather than signing over the edit.
+    l.append(record(99, &key)).await.unwrap();
+    assert!(matches!(l.checkpoint().await, Err(ledger::Error::BadCheckpoint { .. })));
+}
