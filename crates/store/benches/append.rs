@@ -5,6 +5,11 @@
 //!
 //! `cargo bench -p store --bench append` (criterion prints `thrpt` in elements/s = entries/s).
 //! `STORE_BENCH_PG=postgres://…/admin_db` picks another server.
+//! `STORE_BENCH_SKIP_1M=1` skips the 1M-entry leaf-hash groups (filling them takes ~1 min).
+//!
+//! Measured 2026-11-23 on the shared 2-core build VM (load average ~4 from other builds), median
+//! entries/s: SQLite 2.7k (batch 1), 25k (64), 27k (256); PostgreSQL 15 1.6k, 38k, 58k;
+//! `ledger_leaf_hashes(0, 1_000_000)` 1.15 s on either backend.
 
 use std::time::Duration;
 

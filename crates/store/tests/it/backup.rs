@@ -9,8 +9,9 @@ use crate::suite::{key, vrow};
 
 /// Fills a store with some of everything (a shredded key included).
 async fn fill(s: &Store) {
+    // More records than one restore batch (512), so restores load in several statements.
     for b in 0..5u64 {
-        let batch: Vec<_> = (b * 60..(b + 1) * 60).map(entry).collect();
+        let batch: Vec<_> = (b * 200..(b + 1) * 200).map(entry).collect();
         s.ledger_append(&batch).await.unwrap();
     }
     for size in [60u64, 180, 300] {
@@ -113,27 +114,27 @@ async fn round_trip(from: Store, to: Store) {
     let sum = from.backup(&a).await.unwrap();
     assert_eq!(
         (sum.ledger_entries, sum.checkpoints, sum.data_keys, sum.vault_rows),
-        (300, 3, 6, 100),
+        (1000, 3, 6, 100),
         "the shredded key's 20 rows are gone"
     );
     assert_eq!(sum.sha256.len(), 64);
     let restored = to.restore(&a).await.unwrap();
     assert_eq!(restored, sum);
     let want = contents(&from).await;
-    assert_eq!(want.ledger.len(), 300);
+    assert_eq!(want.ledger.len(), 1000);
     assert_eq!(contents(&to).await, want);
     // Backing up the copy gives the same records, whatever the backend.
     let b = dir.path().join("b.backup");
     to.backup(&b).await.unwrap();
     let (ra, rb) = (records(&a), records(&b));
-    assert_eq!(ra.len(), 300 + 3 + 6 + 100);
+    assert_eq!(ra.len(), 1000 + 3 + 6 + 100);
     assert!(ra == rb, "the copy's backup holds other records");
     // The copy keeps working: appends continue at the right index.
-    assert_eq!(to.ledger_append(&[entry(300)]).await.unwrap(), 300);
+    assert_eq!(to.ledger_append(&[entry(1000)]).await.unwrap(), 1000);
     // A non-empty store is refused.
     let err = to.restore(&a).await.unwrap_err();
     assert!(matches!(err, Error::NotEmpty), "{err:?}");
-    assert_eq!(to.ledger_len().await.unwrap(), 301);
+    assert_eq!(to.ledger_len().await.unwrap(), 1001);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +200,7 @@ async fn damaged(dst: Store) {
     assert!(matches!(dst.restore(&bad).await, Err(Error::Corrupt(_))));
     assert_empty(&dst).await;
     // The intact file still restores.
-    assert_eq!(dst.restore(&good).await.unwrap().ledger_entries, 300);
+    assert_eq!(dst.restore(&good).await.unwrap().ledger_entries, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,8 @@ both_backends!(
     data_key_shred_deletes_rows,
     vault_put_get_find,
     errors_hold_no_values,
+    ledger_append_large_batch,
+    shred_racing_vault_puts,
 );
 
 fn q() -> LedgerQuery {
@@ -338,4 +340,51 @@ async fn errors_hold_no_values(s: Store) {
     let text = format!("{err} {err:?}");
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
     assert!(!text.contains("Jane") && !text.contains("123456"), "{text}");
+}
+
+/// One call with more entries than one multi-row statement holds (SQLite 512, PostgreSQL 4096).
+async fn ledger_append_large_batch(s: Store) {
+    s.ledger_append(&[entry(0)]).await.unwrap();
+    let big: Vec<_> = (1..4501).map(entry).collect();
+    assert_eq!(s.ledger_append(&big).await.unwrap(), 1);
+    assert_eq!(s.ledger_len().await.unwrap(), 4501);
+    let hashes = s.ledger_leaf_hashes(0, 4501).await.unwrap();
+    assert_eq!(hashes, (0..4501).map(|i| entry(i).leaf_hash).collect::<Vec<_>>());
+    let r = s.ledger_read(4499, 4501).await.unwrap();
+    assert_eq!(r[1].body, entry(4500).body);
+    let cats = s
+        .ledger_search(&LedgerQuery { category: Some("DATE".into()), limit: 10_000, ..q() })
+        .await
+        .unwrap();
+    assert_eq!(cats.len(), (0..4501).filter(|i| i % 4 == 2).count());
+}
+
+/// Vault puts racing a shred of their key: whatever the interleaving, no row survives under the
+/// shredded key (a put either lands before the shred and is deleted by it, or is refused).
+async fn shred_racing_vault_puts(s: Store) {
+    s.data_key_put(&key("racy", "conv", 1, None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for i in 0..20 {
+                let tok = format!("[NAME_{t}_{i}]");
+                match s.vault_put(&[vrow("conv", &tok, "racy", tok.as_bytes(), i)]).await {
+                    Ok(()) => {}
+                    Err(Error::Conflict(_)) => refused += 1,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            refused
+        }));
+    }
+    tokio::task::yield_now().await;
+    assert!(s.data_key_shred("racy", 99).await.unwrap());
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let tokens: Vec<String> =
+        (0..6).flat_map(|t| (0..20).map(move |i| format!("[NAME_{t}_{i}]"))).collect();
+    assert!(s.vault_get("conv", &tokens).await.unwrap().is_empty());
 }
