@@ -67,6 +67,11 @@ impl Actor {
         }
     }
 
+    /// The vault's own actor for the retention sweeper (a valid slug; a test checks it).
+    pub(crate) fn sweeper() -> Actor {
+        Actor(String::from("system:vault-sweeper"))
+    }
+
     /// The actor id.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -181,6 +186,7 @@ mod tests {
         assert!(validate_value("").is_err());
         assert!(validate_value(&"x".repeat(MAX_VALUE_LEN + 1)).is_err());
         assert!(Actor::new("user:alice.example").is_ok());
+        assert_eq!(Actor::new(Actor::sweeper().as_str()).ok(), Some(Actor::sweeper()));
         assert!(Actor::new("user:alice@example.org").is_err());
         let e = Actor::new("Jane Roe asked").expect_err("free text");
         assert!(!e.to_string().contains("Jane"));

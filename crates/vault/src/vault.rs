@@ -37,8 +37,7 @@ impl Default for VaultConfig {
         VaultConfig {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             key_cache: 10_000,
-            sweeper_actor: Actor::new("system:vault-sweeper")
-                .unwrap_or_else(|_| unreachable!("a valid slug")),
+            sweeper_actor: Actor::sweeper(),
         }
     }
 }
@@ -151,6 +150,17 @@ fn is_expired(row: &DataKeyRow, now: i64) -> bool {
     row.expires_at_ms.is_some_and(|e| e <= now)
 }
 
+/// What a failed unwrap means: the KEK is wrong or the wrapped key (or its row) was altered;
+/// anything else the KMS reports passes through.
+fn unwrap_error(row: &DataKeyRow, e: KmsError) -> Error {
+    match e {
+        KmsError::Rejected | KmsError::Malformed => {
+            Error::KeyUnwrap { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
+        }
+        other => Error::Kms(other),
+    }
+}
+
 fn mint_token(category: Category) -> String {
     let mut r = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut r);
@@ -230,12 +240,7 @@ impl Vault {
             Error::UnknownKek { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
         })?;
         let aad = crypto::wrap_aad(&row.kek_id, &row.scope, &row.key_id);
-        let raw = kek.unwrap(&row.wrapped, &aad).await.map_err(|e| match e {
-            KmsError::Rejected | KmsError::Malformed => {
-                Error::KeyUnwrap { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
-            }
-            other => Error::Kms(other),
-        })?;
+        let raw = kek.unwrap(&row.wrapped, &aad).await.map_err(|e| unwrap_error(row, e))?;
         let key = Arc::new(DataKey::derive(&raw).ok_or_else(|| Error::KeyUnwrap {
             key_id: row.key_id.clone(),
             kek_id: row.kek_id.clone(),
@@ -634,13 +639,7 @@ impl Vault {
                 let raw = old
                     .unwrap(&row.wrapped, &crypto::wrap_aad(&row.kek_id, &row.scope, &row.key_id))
                     .await
-                    .map_err(|e| match e {
-                        KmsError::Rejected | KmsError::Malformed => Error::KeyUnwrap {
-                            key_id: row.key_id.clone(),
-                            kek_id: row.kek_id.clone(),
-                        },
-                        other => Error::Kms(other),
-                    })?;
+                    .map_err(|e| unwrap_error(&row, e))?;
                 let wrapped =
                     new.wrap(&raw, &crypto::wrap_aad(&new_id, &row.scope, &row.key_id)).await?;
                 drop(raw);
@@ -669,6 +668,32 @@ impl Vault {
         }
         tracing::info!(kek_id = %new_id, rewrapped, "vault: KEK rotated");
         Ok(KekRotation { kek_id: new_id, rewrapped })
+    }
+
+    /// Start-up check (fail closed before serving): every live data key's KEK is in the
+    /// keyring, and one data key per KEK actually unwraps. Returns how many live data keys
+    /// each KEK wraps. A wrong or missing KEK fails here with [`Error::UnknownKek`] or
+    /// [`Error::KeyUnwrap`] instead of at the first request.
+    pub async fn check_keyring(&self) -> Result<BTreeMap<String, usize>> {
+        let live = self.inner.store.data_keys_live().await?;
+        let mut per_kek: BTreeMap<String, usize> = BTreeMap::new();
+        let mut samples: BTreeMap<String, DataKeyRow> = BTreeMap::new();
+        for row in live {
+            if row.wrapped.is_empty() {
+                continue;
+            }
+            *per_kek.entry(row.kek_id.clone()).or_insert(0) += 1;
+            samples.entry(row.kek_id.clone()).or_insert(row);
+        }
+        for row in samples.values() {
+            let kek = read(&self.inner.keyring).get(&row.kek_id).cloned().ok_or_else(|| {
+                Error::UnknownKek { key_id: row.key_id.clone(), kek_id: row.kek_id.clone() }
+            })?;
+            let aad = crypto::wrap_aad(&row.kek_id, &row.scope, &row.key_id);
+            let raw = kek.unwrap(&row.wrapped, &aad).await.map_err(|e| unwrap_error(row, e))?;
+            drop(raw);
+        }
+        Ok(per_kek)
     }
 
     /// Drops an older KEK from the keyring once no live data key depends on it.

@@ -20,8 +20,13 @@ async fn wrong_kek_refuses(db: &mut Db) {
     let v = db.vault(right.clone()).await;
     v.tokenize("conv-1", Category::Name, "Jane Roe", Some("[NAME_1]")).await.expect("tokenize");
 
+    let ok = v.check_keyring().await.expect("right KEK passes the start-up check");
+    assert_eq!(ok.get(right.id()), Some(&1));
+
     // Another KEK altogether: the store names a KEK the keyring lacks.
     let other = db.vault(kek()).await;
+    let e = other.check_keyring().await.expect_err("start-up check refuses");
+    assert!(matches!(e, Error::UnknownKek { .. }), "{e}");
     let e = other
         .reveal("conv-1", &["[NAME_1]".into()], &admin(), RevealReason::Treatment)
         .await
@@ -34,6 +39,8 @@ async fn wrong_kek_refuses(db: &mut Db) {
     // Same id, different key material: the unwrap fails authentication.
     let impostor: Arc<dyn Kms> = Arc::new(LocalKek::with_id(right.id(), [0x42; 32]).expect("kek"));
     let imp = db.vault(impostor).await;
+    let e = imp.check_keyring().await.expect_err("start-up check refuses");
+    assert!(matches!(e, Error::KeyUnwrap { .. }), "{e}");
     let e = imp
         .reveal("conv-1", &["[NAME_1]".into()], &admin(), RevealReason::Treatment)
         .await
