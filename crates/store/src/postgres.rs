@@ -50,7 +50,9 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
         "XX001" | "XX002" => {
             Error::Corrupt(format!("PostgreSQL reports corruption, SQLSTATE {code}"))
         }
-        "40001" | "40P01" => Error::Unavailable(format!("transaction aborted, SQLSTATE {code}")),
+        "40001" | "40P01" | "55P03" | "57014" => {
+            Error::Unavailable(format!("transaction aborted or timed out, SQLSTATE {code}"))
+        }
         c => Error::Backend(format!("PostgreSQL error, SQLSTATE {c}{name}")),
     }
 }
@@ -211,7 +213,10 @@ impl PgStore {
     pub(crate) async fn open(url: &str) -> Result<PgStore, Error> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|_| Error::Backend("invalid PostgreSQL URL".into()))?
-            .application_name("phigate");
+            .application_name("phigate")
+            // A writer never waits forever behind a stuck one, and a session that hangs inside a
+            // transaction (holding the ledger lock) is ended by the server.
+            .options([("lock_timeout", "30s"), ("idle_in_transaction_session_timeout", "60s")]);
         let connect = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(CONNECT_TIMEOUT)

@@ -83,3 +83,28 @@ async fn sqlite_several_stores_on_one_file() {
     let p = dir.path().join("shared.db");
     many_writers(p.to_str().unwrap().to_string()).await;
 }
+
+/// Appends wait for whoever holds the ledger's advisory lock (here a foreign session) and land
+/// after it: the lock, not luck, orders the writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_append_waits_for_the_ledger_lock() {
+    use sqlx::Connection;
+    PgDb::with(|url| async move {
+        let s = Store::open(&url).await.unwrap();
+        s.ledger_append(&[entry(0)]).await.unwrap();
+        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut tx = other.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock(x'7068696761746501'::bigint)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let s2 = s.clone();
+        let pending = tokio::spawn(async move { s2.ledger_append(&[entry(1)]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!pending.is_finished(), "an append ran while another session held the lock");
+        tx.commit().await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap(), 1);
+        s.close().await;
+    })
+    .await;
+}
