@@ -249,11 +249,13 @@ pub fn verify_export<R: BufRead>(
                 }
                 let (leaf_hex, body) = split_word(rest);
                 let mut leaf = [0u8; 32];
-                if hex::decode_to_slice(leaf_hex, &mut leaf).is_err() {
+                if leaf_hex.iter().any(u8::is_ascii_uppercase)
+                    || hex::decode_to_slice(leaf_hex, &mut leaf).is_err()
+                {
                     return Err(Error::BadRecord {
                         index,
                         line: line_no,
-                        problem: "the leaf hash is not 64 hex digits".into(),
+                        problem: "the leaf hash is not 64 lower-case hex digits".into(),
                     });
                 }
                 if leaf_hash(body) != leaf {

@@ -5,3 +5,4 @@ mod canary;
 mod common;
 mod export;
 mod log;
+mod props;
