@@ -111,7 +111,7 @@ pub struct InclusionProof {
     pub tree_size: u64,
     /// The record's leaf hash.
     pub leaf_hash: Hash,
-    /// PATH(index, D[0:tree_size]).
+    /// `PATH(index, D[0:tree_size])`.
     pub hashes: Vec<Hash>,
 }
 
@@ -129,7 +129,7 @@ pub struct ConsistencyProof {
     pub old_size: u64,
     /// The newer size.
     pub new_size: u64,
-    /// PROOF(old_size, D[0:new_size]).
+    /// `PROOF(old_size, D[0:new_size])`.
     pub hashes: Vec<Hash>,
 }
 

@@ -99,7 +99,7 @@ impl Frontier {
     }
 }
 
-/// MTH(D[n]) of leaf hashes held in memory.
+/// `MTH(D[n])` of leaf hashes held in memory.
 pub fn root(leaves: &[Hash]) -> Hash {
     let mut f = Frontier::new();
     for l in leaves {
@@ -108,7 +108,7 @@ pub fn root(leaves: &[Hash]) -> Hash {
     f.root()
 }
 
-/// The leaf ranges whose subtree hashes form PATH(index, D[0:size]), in proof order (from the
+/// The leaf ranges whose subtree hashes form `PATH(index, D[0:size])`, in proof order (from the
 /// leaf upwards). Empty when `index >= size`.
 pub fn inclusion_ranges(index: u64, size: u64) -> Vec<Range<u64>> {
     let mut out = Vec::new();
@@ -133,7 +133,7 @@ fn path(m: u64, lo: u64, hi: u64, out: &mut Vec<Range<u64>>) {
     }
 }
 
-/// The leaf ranges whose subtree hashes form PROOF(old, D[0:new]), in proof order. Empty when
+/// The leaf ranges whose subtree hashes form `PROOF(old, D[0:new])`, in proof order. Empty when
 /// `old == 0`, `old >= new`.
 pub fn consistency_ranges(old: u64, new: u64) -> Vec<Range<u64>> {
     let mut out = Vec::new();
@@ -161,7 +161,7 @@ fn subproof(m: u64, lo: u64, hi: u64, complete: bool, out: &mut Vec<Range<u64>>)
     }
 }
 
-/// PATH(index, D[0:leaves.len()]) from leaf hashes in memory.
+/// `PATH(index, D[0:leaves.len()])` from leaf hashes in memory.
 pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Vec<Hash> {
     inclusion_ranges(index, leaves.len() as u64)
         .into_iter()
@@ -169,7 +169,7 @@ pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Vec<Hash> {
         .collect()
 }
 
-/// PROOF(old, D[0:leaves.len()]) from leaf hashes in memory.
+/// `PROOF(old, D[0:leaves.len()])` from leaf hashes in memory.
 pub fn consistency_proof(leaves: &[Hash], old: u64) -> Vec<Hash> {
     consistency_ranges(old, leaves.len() as u64)
         .into_iter()

@@ -79,12 +79,12 @@ impl MemoryTree {
         self.range_root(0..size)
     }
 
-    /// PATH(index, D[0:size]).
+    /// `PATH(index, D[0:size])`.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Vec<Hash> {
         merkle::inclusion_ranges(index, size).into_iter().map(|r| self.range_root(r)).collect()
     }
 
-    /// PROOF(old, D[0:new]).
+    /// `PROOF(old, D[0:new])`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Vec<Hash> {
         merkle::consistency_ranges(old, new).into_iter().map(|r| self.range_root(r)).collect()
     }
