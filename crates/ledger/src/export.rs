@@ -168,9 +168,45 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
 
 /// Verifies an export offline, streaming. See the module documentation for what is checked.
 pub fn verify_export<R: BufRead>(
-    mut input: R,
+    input: R,
     verifier: &NoteVerifier,
 ) -> Result<ExportSummary, Error> {
+    verify_export_with(input, verifier, &[])
+}
+
+/// [`verify_export`], and also checks the export against checkpoints the auditor already
+/// holds (verified beforehand, e.g. with [`Checkpoint::open`]): the records must reproduce each
+/// one's root at its size, and the export must reach each one's size. This catches a log that
+/// was cut back and re-signed, which no export alone can show.
+pub fn verify_export_with<R: BufRead>(
+    mut input: R,
+    verifier: &NoteVerifier,
+    known: &[Checkpoint],
+) -> Result<ExportSummary, Error> {
+    let mut known: Vec<&Checkpoint> = known.iter().collect();
+    known.sort_by_key(|c| std::cmp::Reverse(c.tree_size));
+    let check_known = |known: &mut Vec<&Checkpoint>,
+                       f: &Frontier,
+                       line: u64|
+     -> Result<(), Error> {
+        while let Some(c) = known.last() {
+            if c.tree_size != f.size() {
+                break;
+            }
+            if c.root != f.root() {
+                return Err(Error::BadRecord {
+                    index: c.tree_size.saturating_sub(1),
+                    line,
+                    problem: format!(
+                        "the records 0..{} do not reproduce the root of the checkpoint of that size you hold: the log was rewritten",
+                        c.tree_size
+                    ),
+                });
+            }
+            known.pop();
+        }
+        Ok(())
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut line_no = 0u64;
     let mut next_line = |buf: &mut Vec<u8>, line_no: &mut u64| -> Result<bool, Error> {
@@ -207,6 +243,7 @@ pub fn verify_export<R: BufRead>(
     };
 
     let mut frontier = Frontier::new();
+    check_known(&mut known, &frontier, line_no)?;
     let mut prev: Option<Checkpoint> = None;
     let mut before: Option<(u64, Hash)> = None;
     let mut checkpoints = 0u64;
@@ -269,6 +306,7 @@ pub fn verify_export<R: BufRead>(
                     return Err(Error::BadRecord { index, line: line_no, problem: e.to_string() });
                 }
                 frontier.push(leaf);
+                check_known(&mut known, &frontier, line_no)?;
             }
             b"C" => {
                 checkpoints += 1;
@@ -387,6 +425,16 @@ pub fn verify_export<R: BufRead>(
                         problem: format!(
                             "the trailer counts {n} records and {k} checkpoints, the file holds {} and {checkpoints}",
                             frontier.size()
+                        ),
+                    });
+                }
+                if let Some(c) = known.first() {
+                    return Err(Error::Truncated {
+                        line: line_no,
+                        problem: format!(
+                            "the export ends at {} records, before the checkpoint of size {} you hold: the log was cut back",
+                            frontier.size(),
+                            c.tree_size
                         ),
                     });
                 }

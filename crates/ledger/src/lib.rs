@@ -56,7 +56,7 @@ pub mod record;
 pub mod tree;
 
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
-pub use export::{verify_export, ExportSummary, ExportWriter};
+pub use export::{verify_export, verify_export_with, ExportSummary, ExportWriter};
 pub use ledger::{
     ConsistencyProof, InclusionProof, Ledger, LedgerConfig, Query, SignedCheckpoint, StoreReport,
 };

@@ -161,6 +161,7 @@ something does not.
 Examples:
   phigate audit verify audit.export --pubkey 'phigate.local/ledger+1a2b3c4d+AX…'
   phigate audit verify audit.export --pubkey ledger.pub
+  phigate audit verify audit.export --pubkey ledger.pub --known last-month.checkpoint
   phigate audit verify --key-file ledger.key          # the store itself")]
     Verify {
         /// The export file (none: verify the store).
@@ -168,6 +169,11 @@ Examples:
         /// The verifier key, or a file holding it (default: derived from the signing key).
         #[arg(long, value_name = "KEY")]
         pubkey: Option<String>,
+        /// A signed checkpoint you kept from before (a file holding the note; repeatable): the
+        /// export must reach its size and reproduce its root, so a log cut back and re-signed
+        /// is caught.
+        #[arg(long, value_name = "NOTE_FILE")]
+        known: Vec<PathBuf>,
     },
     /// Find records by time, actor, use case, decision, action and category.
     #[command(after_help = "\
@@ -268,11 +274,22 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
             writeln!(stdout.lock(), "{}", s.verifier())?;
             Ok(())
         }
-        AuditCommand::Verify { file: Some(file), pubkey } => {
+        AuditCommand::Verify { file: Some(file), pubkey, known } => {
             let v = verifier(pubkey.as_deref(), &args.keys)?;
-            verify_file(file, &v)
+            let mut held = Vec::new();
+            for p in known {
+                let note = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the checkpoint {}", p.display()))?;
+                held.push(ledger::Checkpoint::open(&note, &v).with_context(|| {
+                    format!("{}: not a checkpoint signed by this key", p.display())
+                })?);
+            }
+            verify_file(file, &v, &held)
         }
-        AuditCommand::Verify { file: None, pubkey } => {
+        AuditCommand::Verify { file: None, pubkey, known } => {
+            if !known.is_empty() {
+                bail!("--known applies to an export FILE");
+            }
             let v = verifier(pubkey.as_deref(), &args.keys)?;
             let l = open_ledger(&args).await?;
             let started = Instant::now();
@@ -588,10 +605,10 @@ fn verifier(pubkey: Option<&str>, keys: &KeyArgs) -> anyhow::Result<NoteVerifier
     }
 }
 
-fn verify_file(file: &Path, v: &NoteVerifier) -> anyhow::Result<()> {
+fn verify_file(file: &Path, v: &NoteVerifier, known: &[ledger::Checkpoint]) -> anyhow::Result<()> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let started = Instant::now();
-    let res = ledger::verify_export(std::io::BufReader::with_capacity(1 << 20, f), v);
+    let res = ledger::verify_export_with(std::io::BufReader::with_capacity(1 << 20, f), v, known);
     let name = file.display().to_string();
     let s = match res {
         Ok(s) => s,

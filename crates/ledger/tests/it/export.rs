@@ -126,6 +126,36 @@ async fn the_verifier_catches_every_kind_of_tampering() {
     t.push("END 40 2".into());
     assert_eq!(bad_record(verify(&join(&t))), 35);
 
+    // Cut back to checkpoint 2 and made whole again (records, checkpoint 3 and its proof gone,
+    // trailer rewritten): the file alone verifies, but not against the checkpoint the auditor
+    // kept from before.
+    let c3 = l.iter().enumerate().filter(|(_, x)| x.starts_with("C ")).nth(2).unwrap().0;
+    let note: String = serde_json::from_str(&l[c3][2..]).unwrap();
+    let held = ledger::Checkpoint::open(&note, &signer().verifier()).unwrap();
+    let mut t: Vec<String> = l[..record_line(&l, 35)].to_vec();
+    t.push("END 35 2".into());
+    verify(&join(&t)).unwrap();
+    match ledger::verify_export_with(
+        join(&t).as_bytes(),
+        &signer().verifier(),
+        std::slice::from_ref(&held),
+    ) {
+        Err(Error::Truncated { problem, .. }) => assert!(problem.contains("size 50"), "{problem}"),
+        other => panic!("expected a truncation, got {other:?}"),
+    }
+    ledger::verify_export_with(good.as_bytes(), &signer().verifier(), std::slice::from_ref(&held))
+        .unwrap();
+    // A held checkpoint of a forked log: the records do not reproduce it.
+    let fork_note: String = serde_json::from_str(
+        &lines(&fork).iter().filter(|x| x.starts_with("C ")).nth(1).unwrap()[2..],
+    )
+    .unwrap();
+    let forked = ledger::Checkpoint::open(&fork_note, &signer().verifier()).unwrap();
+    assert_eq!(
+        bad_record(ledger::verify_export_with(good.as_bytes(), &signer().verifier(), &[forked])),
+        34
+    );
+
     // A fork: a checkpoint of the same size but another root, signed by the same key.
     let f = lines(&fork);
     let fork_cp = f.iter().filter(|x| x.starts_with("C ")).nth(1).unwrap().clone();

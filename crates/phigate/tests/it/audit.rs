@@ -138,6 +138,8 @@ fn keygen_append_checkpoint_prove_export_verify_search() {
 
     let note = ok(&audit(&dir, &["checkpoint", "--key-file", k], None, &[]));
     assert!(note.starts_with("phigate.local/ledger\n40\n"), "{note}");
+    let held = dir.path().join("held.checkpoint");
+    std::fs::write(&held, &note).unwrap();
     let more: String = input.lines().take(10).map(|l| format!("{l}\n")).collect();
     ok(&audit(&dir, &["append"], Some(&more), &[hmac]));
 
@@ -170,7 +172,12 @@ fn keygen_append_checkpoint_prove_export_verify_search() {
         None,
         &[("PHIGATE_LEDGER_KEY", std::fs::read_to_string(&key).unwrap().trim())],
     ));
-    let v = ok(&audit(&dir, &["verify", e, "--pubkey", pubkey], None, &[]));
+    let v = ok(&audit(
+        &dir,
+        &["verify", e, "--pubkey", pubkey, "--known", held.to_str().unwrap()],
+        None,
+        &[],
+    ));
     assert!(v.starts_with("OK: 50 records, 2 checkpoints"), "{v}");
     // The store itself verifies too.
     ok(&audit(&dir, &["verify", "--key-file", k], None, &[]));
