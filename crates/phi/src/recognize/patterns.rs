@@ -687,6 +687,7 @@ impl Patterns {
             if n < 7
                 || is_year_or_unit(text, m.end())
                 || is_decimal_context(text, m.start(), m.end())
+                || is_time_range(s)
             {
                 continue;
             }
@@ -840,6 +841,17 @@ fn is_year_or_unit(text: &str, end: usize) -> bool {
             "cases", "steps", "calories", "kcal", "usd", "dollars",
         ],
     )
+}
+
+/// A shift or time range in 24-hour clock ("0700-1900", "2300-0700"): no identifier.
+fn is_time_range(s: &str) -> bool {
+    let hhmm = |t: &str| {
+        t.len() == 4
+            && t.bytes().all(|c| c.is_ascii_digit())
+            && t[..2].parse::<u32>().is_ok_and(|h| h <= 24)
+            && t[2..].parse::<u32>().is_ok_and(|m| m <= 59)
+    };
+    s.split_once('-').is_some_and(|(a, b)| hhmm(a) && hhmm(b))
 }
 
 /// Inside a decimal number or a longer dotted chain.
@@ -1336,6 +1348,16 @@ mod tests {
             }
         }
         assert!(checked > 500, "only {checked} matches compared");
+    }
+
+    #[test]
+    fn time_ranges_are_no_identifiers() {
+        assert!(is_time_range("0700-1900") && is_time_range("2300-0700"));
+        assert!(
+            !is_time_range("4471-9023")
+                && !is_time_range("0700-19000")
+                && !is_time_range("07001900")
+        );
     }
 
     #[test]

@@ -453,9 +453,18 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
         }
     }
     // Weak heads ("Memorial", "Presbyterian", "Health") need two capitalised words.
+    // In capitals, where case says nothing, one of them must be no common word either:
+    // "WOUND CARE", "HOME HEALTH" are services, "GREENWOOD CARE" is a place.
+    let upper = toks[h].shape == Shape::Upper;
     let weak_ok = e > s
         && toks[h].is_capitalized()
-        && (s..=e).filter(|&k| !GENERIC.contains(&tk.lower_of(&toks[k]))).count() >= 1;
+        && (s..=e).any(|k| {
+            !GENERIC.contains(&tk.lower_of(&toks[k]))
+                && !(upper
+                    && toks[k].has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG)
+                    && !toks[k]
+                        .has(flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START))
+        });
     if distinct && (strong || weak_ok) && e > s {
         Some((s, e))
     } else {
