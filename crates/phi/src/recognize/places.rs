@@ -459,11 +459,10 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
     let weak_ok = e > s
         && toks[h].is_capitalized()
         && (s..=e).any(|k| {
-            !GENERIC.contains(&tk.lower_of(&toks[k]))
-                && !(upper
-                    && toks[k].has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG)
-                    && !toks[k]
-                        .has(flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START))
+            let t = &toks[k];
+            let common = t.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG)
+                && !t.has(flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START);
+            !GENERIC.contains(&tk.lower_of(t)) && !(upper && common)
         });
     if distinct && (strong || weak_ok) && e > s {
         Some((s, e))
