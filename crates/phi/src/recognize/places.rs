@@ -462,7 +462,7 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
             let t = &toks[k];
             let common = t.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG)
                 && !t.has(flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START);
-            !GENERIC.contains(&tk.lower_of(t)) && !(upper && common)
+            !(GENERIC.contains(&tk.lower_of(t)) || (upper && common))
         });
     if distinct && (strong || weak_ok) && e > s {
         Some((s, e))
