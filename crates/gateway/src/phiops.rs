@@ -1,0 +1,371 @@
+//! PHI handling of request and answer texts: scanning (a panic is a refusal), per-category
+//! actions (block, redact, tokenize through the vault, pass to private deployments only),
+//! detection of PHI in an answer that was not in the request, and re-identification.
+//!
+//! Values live only in memory for the time of one request, and in the vault (encrypted).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use phi::{Category, Finding, Scanner};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// What happens to one category's values in a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Act {
+    /// Sent as it is, only to private or BAA-covered deployments.
+    PrivateOnly,
+    /// Replaced by a vault token (`[NAME_1]`), consistent across the conversation.
+    Tokenize,
+    /// Replaced by `[NAME]`.
+    Redact,
+    /// The request is refused.
+    Block,
+}
+
+/// Scans one text; a panic inside the scanner becomes `scanner_unavailable`.
+pub fn scan(scanner: &Scanner, text: &str) -> Result<Vec<Finding>, ApiError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = std::time::Instant::now();
+    let out = catch_unwind(AssertUnwindSafe(|| scanner.scan(text))).map_err(|_| {
+        tracing::error!("the PHI scanner panicked; refusing the request");
+        ApiError::ScannerUnavailable
+    });
+    metrics::histogram!("phigate_stage_seconds", "stage" => "scan")
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
+/// A pointer to a text inside a request body.
+#[derive(Clone, Debug)]
+enum Slot {
+    /// `messages[i].content` (string).
+    Content(usize),
+    /// `messages[i].content[j].text`.
+    Part(usize, usize),
+    /// `messages[i].tool_calls[j].function.arguments`.
+    ToolArgs(usize, usize),
+    /// `messages[i].function_call.arguments`.
+    FunctionArgs(usize),
+    /// `input` (string) of an embeddings request.
+    Input,
+    /// `input[j]` of an embeddings request.
+    InputItem(usize),
+}
+
+fn slot_mut<'a>(body: &'a mut Value, slot: &Slot) -> Option<&'a mut Value> {
+    match slot {
+        Slot::Content(i) => body.get_mut("messages")?.get_mut(*i)?.get_mut("content"),
+        Slot::Part(i, j) => {
+            body.get_mut("messages")?.get_mut(*i)?.get_mut("content")?.get_mut(*j)?.get_mut("text")
+        }
+        Slot::ToolArgs(i, j) => body
+            .get_mut("messages")?
+            .get_mut(*i)?
+            .get_mut("tool_calls")?
+            .get_mut(*j)?
+            .get_mut("function")?
+            .get_mut("arguments"),
+        Slot::FunctionArgs(i) => {
+            body.get_mut("messages")?.get_mut(*i)?.get_mut("function_call")?.get_mut("arguments")
+        }
+        Slot::Input => body.get_mut("input"),
+        Slot::InputItem(j) => body.get_mut("input")?.get_mut(*j),
+    }
+}
+
+/// Every text of a chat request: system, user, assistant history, tool results, string content
+/// parts, tool-call and function-call arguments.
+fn chat_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+    let msgs = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or(ApiError::InvalidRequest("messages must be an array"))?;
+    let mut out = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if !m.is_object() {
+            return Err(ApiError::InvalidRequest("each message must be an object"));
+        }
+        match m.get("content") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(_)) => out.push(Slot::Content(i)),
+            Some(Value::Array(parts)) => {
+                for (j, p) in parts.iter().enumerate() {
+                    match p.get("text") {
+                        Some(Value::String(_)) => out.push(Slot::Part(i, j)),
+                        None => {}
+                        Some(_) => {
+                            return Err(ApiError::InvalidRequest("a text part must be a string"))
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::InvalidRequest("content must be a string or an array"))
+            }
+        }
+        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+            for (j, c) in calls.iter().enumerate() {
+                if c.pointer("/function/arguments").is_some_and(Value::is_string) {
+                    out.push(Slot::ToolArgs(i, j));
+                }
+            }
+        }
+        if m.pointer("/function_call/arguments").is_some_and(Value::is_string) {
+            out.push(Slot::FunctionArgs(i));
+        }
+    }
+    Ok(out)
+}
+
+fn embedding_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+    match body.get("input") {
+        Some(Value::String(_)) => Ok(vec![Slot::Input]),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::new();
+            for (j, it) in items.iter().enumerate() {
+                if it.is_string() {
+                    out.push(Slot::InputItem(j));
+                } else {
+                    // Token-id arrays cannot be scanned: refuse rather than pass them unseen.
+                    return Err(ApiError::InvalidRequest(
+                        "input must be a string or an array of strings",
+                    ));
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(ApiError::InvalidRequest("input must be a string or an array of strings")),
+    }
+}
+
+/// Which request body is being prepared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+/// The result of scanning a request, before any change.
+pub struct Scanned {
+    slots: Vec<(Slot, Vec<Finding>)>,
+    /// Findings per category.
+    pub counts: BTreeMap<Category, u32>,
+}
+
+impl std::fmt::Debug for Scanned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanned").field("counts", &self.counts).finish_non_exhaustive()
+    }
+}
+
+/// Every text of the body joined (for injection screening and the first user message).
+pub fn texts(body: &Value, kind: Kind) -> Result<Vec<String>, ApiError> {
+    let mut body = body.clone();
+    let slots = match kind {
+        Kind::Chat => chat_slots(&body)?,
+        Kind::Embeddings => embedding_slots(&body)?,
+    };
+    Ok(slots
+        .iter()
+        .filter_map(|s| slot_mut(&mut body, s).and_then(|v| v.as_str().map(str::to_owned)))
+        .collect())
+}
+
+/// Scans every text of the request.
+pub fn scan_request(scanner: &Scanner, body: &mut Value, kind: Kind) -> Result<Scanned, ApiError> {
+    let slots = match kind {
+        Kind::Chat => chat_slots(body)?,
+        Kind::Embeddings => embedding_slots(body)?,
+    };
+    let mut out = Vec::with_capacity(slots.len());
+    let mut counts = BTreeMap::new();
+    for s in slots {
+        let Some(Value::String(text)) = slot_mut(body, &s) else { continue };
+        let f = scan(scanner, text)?;
+        for x in &f {
+            *counts.entry(x.category).or_insert(0u32) += 1;
+        }
+        out.push((s, f));
+    }
+    Ok(Scanned { slots: out, counts })
+}
+
+/// What the request became.
+pub struct Applied {
+    /// Whether PHI was present after the handling (tokenized or passed values).
+    pub phi_present: bool,
+    /// `token -> value` of the tokens given in this request (consistent across the conversation).
+    pub tokens: HashMap<String, String>,
+    /// Every value found in the request (to tell new PHI in an answer).
+    pub request_values: HashSet<String>,
+    /// The strictest action taken, for the ledger's decision.
+    pub strictest: Option<Act>,
+}
+
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("phi_present", &self.phi_present)
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The categories of `scanned` whose action is `Block`, sorted.
+pub fn blocked(scanned: &Scanned, act: &dyn Fn(Category) -> Act) -> Vec<Category> {
+    scanned.counts.keys().copied().filter(|c| act(*c) == Act::Block).collect()
+}
+
+/// Applies the per-category actions to `body` (no `Block` may be left: check [`blocked`]
+/// first). Tokenized values go to the vault under `scope` (computed only when needed).
+pub async fn apply(
+    body: &mut Value,
+    scanned: Scanned,
+    act: &dyn Fn(Category) -> Act,
+    vault: &vault::Vault,
+    scope: &dyn Fn() -> String,
+) -> Result<Applied, ApiError> {
+    let mut request_values = HashSet::new();
+    let mut to_tokenize: Vec<(Category, String)> = Vec::new();
+    let mut seen: HashSet<(Category, String)> = HashSet::new();
+    let mut strictest = None;
+    let mut phi_present = false;
+    for (slot, findings) in &scanned.slots {
+        let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
+        for f in findings {
+            let v = text[f.start..f.end].to_string();
+            let a = act(f.category);
+            strictest = strictest.max(Some(a));
+            match a {
+                Act::Tokenize => {
+                    phi_present = true;
+                    if seen.insert((f.category, v.clone())) {
+                        to_tokenize.push((f.category, v.clone()));
+                    }
+                }
+                Act::PrivateOnly => phi_present = true,
+                Act::Redact | Act::Block => {}
+            }
+            request_values.insert(v);
+        }
+    }
+    let mut token_of: HashMap<(Category, String), String> = HashMap::new();
+    if !to_tokenize.is_empty() {
+        let started = std::time::Instant::now();
+        let scope = scope();
+        let tokens = tokenize(vault, &scope, &to_tokenize).await?;
+        metrics::histogram!("phigate_stage_seconds", "stage" => "vault")
+            .record(started.elapsed().as_secs_f64());
+        for ((c, v), t) in to_tokenize.into_iter().zip(tokens) {
+            token_of.insert((c, v), t);
+        }
+    }
+    for (slot, findings) in &scanned.slots {
+        let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for f in findings {
+            out.push_str(&text[last..f.start]);
+            let v = &text[f.start..f.end];
+            match act(f.category) {
+                Act::PrivateOnly => out.push_str(v),
+                Act::Redact | Act::Block => {
+                    out.push('[');
+                    out.push_str(f.category.as_str());
+                    out.push(']');
+                }
+                Act::Tokenize => match token_of.get(&(f.category, v.to_string())) {
+                    Some(t) => out.push_str(t),
+                    None => return Err(ApiError::VaultUnavailable),
+                },
+            }
+            last = f.end;
+        }
+        out.push_str(&text[last..]);
+        *text = out;
+    }
+    let tokens = token_of.into_iter().map(|((_, v), t)| (t, v)).collect();
+    Ok(Applied { phi_present, tokens, request_values, strictest })
+}
+
+/// Tokens for `(category, value)` pairs: the scope's existing token of a value, or a new
+/// `[CATEGORY_n]`. New numbers start after those this call has seen taken; a number taken by
+/// another value moves the next try further up.
+async fn tokenize(
+    vault: &vault::Vault,
+    scope: &str,
+    items: &[(Category, String)],
+) -> Result<Vec<String>, ApiError> {
+    let mut offset = 0usize;
+    for _ in 0..12 {
+        let mut counters: HashMap<Category, usize> = HashMap::new();
+        let candidates: Vec<String> = items
+            .iter()
+            .map(|(c, _)| {
+                let n = counters.entry(*c).or_insert(offset);
+                *n += 1;
+                format!("[{}_{}]", c.as_str(), n)
+            })
+            .collect();
+        let new: Vec<vault::NewValue<'_>> = items
+            .iter()
+            .zip(&candidates)
+            .map(|((c, v), t)| vault::NewValue { category: *c, value: v, token: Some(t) })
+            .collect();
+        match vault.tokenize_many(scope, &new).await {
+            Ok(t) => return Ok(t.into_iter().map(|t| t.token).collect()),
+            Err(vault::Error::TokenInUse { .. }) => {
+                offset = (offset + items.len()).max(1) * 2;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::VaultUnavailable)
+}
+
+/// PHI findings of `text` whose value was not in the request (and is not a placeholder).
+pub fn new_phi(
+    scanner: &Scanner,
+    text: &str,
+    request_values: &HashSet<String>,
+) -> Result<Vec<Finding>, ApiError> {
+    let found = scan(scanner, text)?;
+    Ok(found
+        .into_iter()
+        .filter(|f| {
+            let v = &text[f.start..f.end];
+            let placeholder = v.starts_with('[') && v.ends_with(']');
+            !(request_values.contains(v) || placeholder)
+        })
+        .collect())
+}
+
+/// `text` with these findings replaced by `[CATEGORY]`.
+pub fn redact(text: &str, findings: &[Finding]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for f in findings {
+        if f.start < last {
+            continue;
+        }
+        out.push_str(&text[last..f.start]);
+        out.push('[');
+        out.push_str(f.category.as_str());
+        out.push(']');
+        last = f.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// The tokens of `tokens` that occur in `text`.
+pub fn tokens_in<'a>(text: &str, tokens: impl Iterator<Item = &'a String>) -> Vec<String> {
+    tokens.filter(|t| text.contains(t.as_str())).cloned().collect()
+}

@@ -1,0 +1,304 @@
+//! Upstream clients: any OpenAI-compatible server and Azure OpenAI.
+//!
+//! One call tries the eligible deployments of a model in turn: a weighted random order among
+//! the healthy ones (a deployment that just failed sits out a short cool-down, behind the
+//! others), each with its own timeout and a few retries with backoff on connect errors and 5xx
+//! (never on 4xx). An upstream's body is never relayed to the client on an error, and never
+//! logged.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::error::ApiError;
+
+/// How long a deployment that just failed is skipped (tried only when nothing else is left).
+pub const COOL_DOWN: Duration = Duration::from_secs(10);
+/// Largest upstream response body read (non-streaming).
+pub const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+
+/// The wire dialect of a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{base_url}/chat/completions`, `Authorization: Bearer`.
+    OpenAi,
+    /// `{base_url}/openai/deployments/{model}/chat/completions?api-version=`, `api-key`.
+    Azure,
+}
+
+/// One deployment a request may go to.
+#[derive(Clone)]
+pub struct Target {
+    /// The provider's name (for logs, metrics and the ledger).
+    pub provider: String,
+    /// Wire dialect.
+    pub dialect: Dialect,
+    /// Base URL (`http://host:port/v1` for OpenAI-compatible servers; the resource URL for Azure).
+    pub base_url: String,
+    /// The upstream model (or the Azure deployment name).
+    pub model: String,
+    /// API key, if any.
+    pub api_key: Option<String>,
+    /// Azure `api-version`.
+    pub api_version: Option<String>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Retries after the first attempt (connect errors and 5xx only).
+    pub retries: u32,
+    /// Load-balancing weight (0 counts as 1).
+    pub weight: u32,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("provider", &self.provider)
+            .field("dialect", &self.dialect)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[secret]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    fn key(&self) -> String {
+        format!("{}|{}|{}", self.provider, self.base_url, self.model)
+    }
+
+    /// The URL of an endpoint (`chat/completions` or `embeddings`).
+    pub fn url(&self, endpoint: &str) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match self.dialect {
+            Dialect::OpenAi => format!("{base}/{endpoint}"),
+            Dialect::Azure => format!(
+                "{base}/openai/deployments/{}/{endpoint}?api-version={}",
+                self.model,
+                self.api_version.as_deref().unwrap_or("2024-10-21")
+            ),
+        }
+    }
+}
+
+/// A successful upstream answer: the response (body not yet read) and who gave it.
+pub struct Answered {
+    /// The response, status 2xx.
+    pub response: reqwest::Response,
+    /// The deployment that answered.
+    pub target: Target,
+}
+
+/// The shared HTTP client and the cool-down table.
+pub struct Upstreams {
+    client: reqwest::Client,
+    failed: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+enum Failure {
+    /// Worth retrying (connect error, 5xx).
+    Retry(ApiError),
+    /// Move to the next deployment at once (timeout).
+    Next(ApiError),
+    /// Stop: the request itself was refused (4xx).
+    Stop(ApiError),
+}
+
+impl Upstreams {
+    /// A client with rustls, connection pooling and a connect timeout.
+    pub fn new() -> Result<Upstreams, crate::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| crate::Error::Client(e.to_string()))?;
+        Ok(Upstreams { client, failed: Mutex::new(HashMap::new()) })
+    }
+
+    /// Orders the deployments: healthy ones by weighted random draw, then those cooling down.
+    pub fn order(&self, targets: Vec<Target>) -> Vec<Target> {
+        let now = Instant::now();
+        let (mut healthy, cooling): (Vec<Target>, Vec<Target>) = {
+            let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            targets.into_iter().partition(|t| {
+                failed.get(&t.key()).is_none_or(|at| now.duration_since(*at) >= COOL_DOWN)
+            })
+        };
+        let mut out = Vec::with_capacity(healthy.len() + cooling.len());
+        let mut rng = rand::thread_rng();
+        while !healthy.is_empty() {
+            let total: u64 = healthy.iter().map(|t| u64::from(t.weight.max(1))).sum();
+            let mut pick = rng.gen_range(0..total);
+            let mut idx = 0;
+            for (i, t) in healthy.iter().enumerate() {
+                let w = u64::from(t.weight.max(1));
+                if pick < w {
+                    idx = i;
+                    break;
+                }
+                pick -= w;
+            }
+            out.push(healthy.remove(idx));
+        }
+        out.extend(cooling);
+        out
+    }
+
+    fn mark_failed(&self, t: &Target) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.insert(t.key(), Instant::now());
+    }
+
+    fn mark_ok(&self, t: &Target) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.remove(&t.key());
+    }
+
+    /// Posts `body` (its `model` replaced by each deployment's) to `endpoint` of the first
+    /// deployment that answers 2xx. The response body is left unread (streaming callers read
+    /// it chunk by chunk). With a stream, the timeout covers the time to the response head.
+    pub async fn post(
+        &self,
+        targets: Vec<Target>,
+        endpoint: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answered, ApiError> {
+        let ordered = self.order(targets);
+        if ordered.is_empty() {
+            return Err(ApiError::NoEligibleProvider);
+        }
+        let mut last = ApiError::UpstreamUnavailable;
+        for target in ordered {
+            let mut body = body.clone();
+            if let Some(obj) = body.as_object_mut() {
+                match target.dialect {
+                    Dialect::OpenAi => {
+                        obj.insert("model".into(), serde_json::Value::String(target.model.clone()));
+                    }
+                    Dialect::Azure => {
+                        obj.remove("model");
+                    }
+                }
+            }
+            let bytes = match serde_json::to_vec(&body) {
+                Ok(b) => b,
+                Err(_) => return Err(ApiError::InvalidRequest("body could not be encoded")),
+            };
+            let mut attempt = 0u32;
+            loop {
+                let started = Instant::now();
+                let outcome = self.attempt(&target, endpoint, bytes.clone()).await;
+                metrics::histogram!("phigate_stage_seconds", "stage" => "upstream")
+                    .record(started.elapsed().as_secs_f64());
+                match outcome {
+                    Ok(response) => {
+                        self.mark_ok(&target);
+                        return Ok(Answered { response, target });
+                    }
+                    Err(Failure::Stop(e)) => return Err(e),
+                    Err(Failure::Next(e)) => {
+                        tracing::warn!(provider = %target.provider, code = e.code(), "upstream failed; trying the next deployment");
+                        self.mark_failed(&target);
+                        last = worse(last, e);
+                        break;
+                    }
+                    Err(Failure::Retry(e)) => {
+                        last = worse(last, e);
+                        if attempt >= target.retries {
+                            tracing::warn!(provider = %target.provider, code = last.code(), "upstream failed after retries");
+                            self.mark_failed(&target);
+                            break;
+                        }
+                        attempt += 1;
+                        let backoff = Duration::from_millis(50u64 << attempt.min(6));
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn attempt(
+        &self,
+        t: &Target,
+        endpoint: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut req = self
+            .client
+            .post(t.url(endpoint))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(k) = &t.api_key {
+            req = match t.dialect {
+                Dialect::OpenAi => req.bearer_auth(k),
+                Dialect::Azure => req.header("api-key", k),
+            };
+        }
+        match tokio::time::timeout(t.timeout, req.send()).await {
+            Err(_) => Err(Failure::Next(ApiError::UpstreamTimeout)),
+            Ok(Err(e)) if e.is_timeout() => Err(Failure::Next(ApiError::UpstreamTimeout)),
+            Ok(Err(_)) => Err(Failure::Retry(ApiError::UpstreamUnavailable)),
+            Ok(Ok(resp)) => {
+                let s = resp.status();
+                if s.is_success() {
+                    Ok(resp)
+                } else if s.is_server_error() {
+                    Err(Failure::Retry(ApiError::UpstreamUnavailable))
+                } else if s.as_u16() == 429 {
+                    Err(Failure::Next(ApiError::UpstreamUnavailable))
+                } else if s.is_client_error() {
+                    Err(Failure::Stop(ApiError::UpstreamRejected { status: s.as_u16() }))
+                } else {
+                    Err(Failure::Retry(ApiError::UpstreamInvalidResponse))
+                }
+            }
+        }
+    }
+}
+
+/// Of two upstream failures, the one worth reporting (timeout, then garbage, then down).
+fn worse(a: ApiError, b: ApiError) -> ApiError {
+    fn rank(e: &ApiError) -> u8 {
+        match e {
+            ApiError::UpstreamTimeout => 3,
+            ApiError::UpstreamInvalidResponse => 2,
+            _ => 1,
+        }
+    }
+    if rank(&b) >= rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Reads a whole (non-streaming) body with a limit and a timeout, as JSON.
+pub async fn read_json(
+    mut resp: reqwest::Response,
+    timeout: Duration,
+) -> Result<serde_json::Value, ApiError> {
+    let read = async {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|_| ApiError::UpstreamUnavailable)? {
+            if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                return Err(ApiError::UpstreamInvalidResponse);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice::<serde_json::Value>(&buf)
+            .map_err(|_| ApiError::UpstreamInvalidResponse)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::UpstreamTimeout),
+        Ok(r) => r,
+    }
+}
