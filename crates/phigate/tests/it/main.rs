@@ -1,4 +1,5 @@
 //! End-to-end tests of the `phigate` binary: the output contract, errors, formats.
 
 mod audit;
+mod backup;
 mod cli;
