@@ -558,7 +558,7 @@ fn tmp_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-fn write_secret(path: &Path, content: &str, force: bool) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, content: &str, force: bool) -> anyhow::Result<()> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true);
     if force {

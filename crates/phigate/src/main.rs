@@ -9,6 +9,7 @@ mod eval;
 mod input;
 mod run;
 mod scan;
+mod vault_cmd;
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
@@ -178,6 +179,19 @@ Examples:
   phigate restore phigate-2026-11-23.backup --data-dir ./restored
   phigate restore pg.backup --store postgres://phigate@db2.internal/phigate --pubkey ledger.pub")]
     Restore(backup::RestoreArgs),
+    /// Operate the token vault: make a KEK, check it, shred, sweep, rotate.
+    ///
+    /// Every shred and rotation is written to the ledger before the key changes; no value is
+    /// ever printed.
+    #[command(after_help = "\
+Examples:
+  phigate vault keygen --out phigate-data/vault.kek
+  phigate vault check
+  phigate vault sweep                                   # shred every scope past its retention
+  phigate vault shred --scope conv-7f3a --reason patient_request
+  phigate vault keygen --out new.kek && phigate vault rotate-kek --new-kek file:new.kek
+  phigate vault check --kek file:new.kek --previous-kek file:phigate-data/vault.kek")]
+    Vault(vault_cmd::VaultArgs),
 }
 
 #[derive(clap::Args)]
@@ -385,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Vault(args) => vault_cmd::run(args),
         Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();

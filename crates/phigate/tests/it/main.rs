@@ -3,3 +3,4 @@
 mod audit;
 mod backup;
 mod cli;
+mod vault;

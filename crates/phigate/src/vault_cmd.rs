@@ -1,0 +1,158 @@
+//! `phigate vault …`: the operator's side of the token vault — make a key-encryption key
+//! (KEK), check that every live data key unwraps, shred scopes past their retention now (the
+//! gateway also runs this on a schedule), shred one scope, and rotate the KEK without downtime.
+//!
+//! The KEK comes from `--kek` (`file:/path`, `env:VAR`, `base64:…`), else the environment
+//! variable `PHIGATE_VAULT_KEK`, else the file `vault.kek` in the data directory. Every shred
+//! and rotation is a ledger record written before the key changes; no value is ever printed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use vault::{Actor, Keyring, Kms, LocalKek, ShredReason, Vault, VaultConfig};
+
+use crate::audit::DEFAULT_ORIGIN;
+use crate::audit_store::StoreArgs;
+
+/// `phigate vault`.
+#[derive(clap::Args)]
+pub struct VaultArgs {
+    #[command(subcommand)]
+    command: VaultCommand,
+    /// The key-encryption key: file:/path, env:VAR or base64:… [env: PHIGATE_VAULT_KEK;
+    /// default: file:vault.kek in the data directory].
+    #[arg(long, value_name = "SPEC", global = true)]
+    kek: Option<String>,
+    /// Older KEKs still wrapping some data keys (during a rotation); repeat as needed.
+    #[arg(long, value_name = "SPEC", global = true)]
+    previous_kek: Vec<String>,
+    /// Who acts, for the ledger: an organization identity slug.
+    #[arg(long, value_name = "ID", global = true, default_value = "admin:cli")]
+    actor: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum VaultCommand {
+    /// Write a new KEK (base64 of 32 random bytes) to a file readable by its owner only.
+    Keygen {
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace the file if it exists (data keys wrapped by the old KEK become unreadable
+        /// unless it is kept as --previous-kek).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that every live data key's KEK is available and unwraps (run before serving).
+    Check,
+    /// Shred now every scope whose retention has ended.
+    Sweep,
+    /// Crypto-shred one scope: its data keys are destroyed, its values can never be read again.
+    Shred {
+        /// The scope (a conversation id).
+        #[arg(long)]
+        scope: String,
+        /// Why, as a code: retention_expired, scope_closed, patient_request,
+        /// administrator_request, key_compromise, incident_response.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-wrap every live data key under a new KEK, while the vault keeps serving.
+    RotateKek {
+        /// The new KEK (file:/path, env:VAR or base64:…); make one with `phigate vault keygen`.
+        #[arg(long, value_name = "SPEC")]
+        new_kek: String,
+    },
+}
+
+fn kek_spec(args: &VaultArgs) -> String {
+    if let Some(k) = &args.kek {
+        return k.clone();
+    }
+    if std::env::var(vault::KEK_ENV).is_ok_and(|v| !v.is_empty()) {
+        return format!("env:{}", vault::KEK_ENV);
+    }
+    format!("file:{}", args.store.data_dir().join("vault.kek").display())
+}
+
+fn load_kek(spec: &str, what: &str) -> anyhow::Result<Arc<dyn Kms>> {
+    Ok(Arc::new(LocalKek::from_spec(spec).with_context(|| format!("{what}: cannot load the KEK"))?))
+}
+
+async fn open_vault(args: &VaultArgs) -> anyhow::Result<Vault> {
+    let mut keyring = Keyring::new(load_kek(&kek_spec(args), "--kek")?);
+    for p in &args.previous_kek {
+        keyring = keyring.with_previous(load_kek(p, "--previous-kek")?);
+    }
+    let store = args.store.open().await?;
+    let origin = std::env::var("PHIGATE_LEDGER_ORIGIN")
+        .ok()
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| DEFAULT_ORIGIN.to_string());
+    let ledger = ledger::Ledger::open(store.clone(), ledger::LedgerConfig::new(&origin)).await?;
+    Ok(Vault::new(store, ledger, keyring, VaultConfig::default()))
+}
+
+/// Runs `phigate vault …`.
+pub fn run(args: VaultArgs) -> anyhow::Result<()> {
+    if let VaultCommand::Keygen { out, force } = &args.command {
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let text = zeroize::Zeroizing::new(format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(raw.as_ref())
+        ));
+        crate::audit::write_secret(out, &text, *force)?;
+        let id = LocalKek::from_file(out)?.id().to_string();
+        println!("{id}");
+        eprintln!("wrote a new KEK to {} (mode 0600); its id is on stdout", out.display());
+        return Ok(());
+    }
+    let actor = Actor::new(&args.actor).context("--actor")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let v = open_vault(&args).await?;
+        match &args.command {
+            VaultCommand::Keygen { .. } => unreachable!("handled above"),
+            VaultCommand::Check => {
+                let per_kek = v.check_keyring().await.context("the vault does not open")?;
+                let total: usize = per_kek.values().sum();
+                println!("OK: {total} live data keys unwrap");
+                for (kek, n) in per_kek {
+                    println!("  {kek:<40} {n}");
+                }
+            }
+            VaultCommand::Sweep => {
+                let n = v.sweep_expired().await.context("sweep failed; nothing more was shredded")?;
+                println!("shredded {n} expired data keys (each recorded in the ledger)");
+            }
+            VaultCommand::Shred { scope, reason } => {
+                let reason: ShredReason = reason.parse().context("--reason")?;
+                let r = v.shred_scope(scope, &actor, reason).await.context("not shredded")?;
+                if r.key_ids.is_empty() {
+                    bail!("the scope has no live data key: nothing to shred");
+                }
+                println!(
+                    "shredded {} data keys of the scope (each recorded in the ledger)",
+                    r.key_ids.len()
+                );
+            }
+            VaultCommand::RotateKek { new_kek } => {
+                let new = load_kek(new_kek, "--new-kek")?;
+                let r = v.rotate_kek(new, &actor).await.context("rotation incomplete")?;
+                println!(
+                    "re-wrapped {} data keys under {}; keep the old KEK as --previous-kek until `phigate vault check` shows none under it",
+                    r.rewrapped, r.kek_id
+                );
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,107 @@
+//! `phigate vault …` end to end on a real SQLite store: KEK generation, check, sweep, shred,
+//! rotation, a wrong KEK refused, and every shred in the ledger.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use vault::{Keyring, LocalKek, Vault, VaultConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+
+fn phigate(args: &[&str], data_dir: &std::path::Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("PHIGATE_STORE")
+        .env_remove("PHIGATE_VAULT_KEK")
+        .env_remove("PHIGATE_LEDGER_ORIGIN")
+        .env("PHIGATE_DATA_DIR", data_dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "should fail; stdout: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Puts one canary value in each scope through the library, as the gateway would.
+fn tokenize(data: &std::path::Path, kek: &std::path::Path, scopes: &[(&str, Duration)]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = store::Store::open(data.join("phigate.db").to_str().unwrap()).await.unwrap();
+        let ledger =
+            ledger::Ledger::open(store.clone(), ledger::LedgerConfig::new("phigate.local/ledger"))
+                .await
+                .unwrap();
+        let keyring = Keyring::new(std::sync::Arc::new(LocalKek::from_file(kek).unwrap()));
+        let v = Vault::new(store.clone(), ledger, keyring, VaultConfig::default());
+        for (scope, retention) in scopes {
+            v.open_scope(scope, Some(*retention)).await.unwrap();
+            // A scope already past its retention refuses new values (it only awaits the sweep).
+            if *retention > Duration::from_secs(1) {
+                v.tokenize(scope, phi::Category::Name, "Imogen Hargreaves", None).await.unwrap();
+            }
+        }
+        store.close().await;
+    });
+}
+
+#[test]
+fn operators_shred_sweep_and_rotate_with_the_ledger_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let kek = data.join("vault.kek");
+    let id = ok(&phigate(&["vault", "keygen", "--out", kek.to_str().unwrap()], &data));
+    assert!(id.trim().starts_with("local-"), "{id}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Never overwritten by accident.
+    assert!(fails(&phigate(&["vault", "keygen", "--out", kek.to_str().unwrap()], &data))
+        .contains("--force"));
+
+    tokenize(
+        &data,
+        &kek,
+        &[("conv-expiring", Duration::from_millis(1)), ("conv-kept", Duration::from_secs(3600))],
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(ok(&phigate(&["vault", "check"], &data)).contains("OK: 2 live data keys unwrap"));
+
+    let out = ok(&phigate(&["vault", "sweep"], &data));
+    assert!(out.contains("shredded 1 expired data keys"), "{out}");
+
+    let shred = ["vault", "shred", "--scope", "conv-kept", "--reason", "patient_request"];
+    assert!(ok(&phigate(&shred, &data)).contains("shredded 1 data keys"));
+    assert!(fails(&phigate(&shred, &data)).contains("nothing to shred"));
+    let bad_reason = ["vault", "shred", "--scope", "conv-kept", "--reason", "because I said so"];
+    assert!(fails(&phigate(&bad_reason, &data)).contains("--reason"));
+
+    // Both shreds are in the ledger, before anything else.
+    let records =
+        ok(&phigate(&["audit", "search", "--action", "vault_shred", "--format", "jsonl"], &data));
+    assert_eq!(records.lines().count(), 2, "{records}");
+    assert!(!records.contains("Imogen") && !records.contains("conv-kept"));
+
+    // Rotation: a new KEK takes over; the old one is needed no more.
+    tokenize(&data, &kek, &[("conv-live", Duration::from_secs(3600))]);
+    let new = data.join("new.kek");
+    ok(&phigate(&["vault", "keygen", "--out", new.to_str().unwrap()], &data));
+    let new_spec = format!("file:{}", new.display());
+    let out = ok(&phigate(&["vault", "rotate-kek", "--new-kek", &new_spec], &data));
+    assert!(out.contains("re-wrapped 1 data keys"), "{out}");
+    assert!(ok(&phigate(&["vault", "check", "--kek", &new_spec], &data)).contains("OK: 1 live"));
+    // The old KEK alone no longer opens the vault, and a wrong key is refused outright.
+    fails(&phigate(&["vault", "check"], &data));
+    let wrong = "base64:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let e = fails(&phigate(&["vault", "check", "--kek", wrong], &data));
+    assert!(e.contains("does not open"), "{e}");
+}
