@@ -170,6 +170,41 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
+/// An API key as stored: the SHA-256 of its secret, never the secret (the `policy` crate's).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    /// The key id (the `<id>` of `pg_<id>_<secret>`).
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub secret_sha256: [u8; 32],
+    /// The organization identity it is bound to (`user:...`, `svc:...`).
+    pub identity: String,
+    /// Roles, sorted.
+    pub roles: Vec<String>,
+    /// Default use case.
+    pub use_case: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When the key stops working, if ever.
+    pub expires_ms: Option<i64>,
+    /// When the key was revoked, if it was.
+    pub revoked_ms: Option<i64>,
+}
+
+impl fmt::Debug for ApiKeyRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRow")
+            .field("id", &self.id)
+            .field("identity", &self.identity)
+            .field("roles", &self.roles)
+            .field("use_case", &self.use_case)
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .field("revoked_ms", &self.revoked_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A data key of the vault, wrapped by a key-encryption key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DataKeyRow {
@@ -441,6 +476,29 @@ impl Store {
         fingerprint: &[u8],
     ) -> Result<Option<VaultRow>, Error> {
         dispatch!(self, b => b.vault_find(scope, fingerprint).await)
+    }
+
+    // ---- API keys ---------------------------------------------------------------------------
+
+    /// Stores a new API key; an existing id is `Error::Conflict`.
+    pub async fn api_key_put(&self, k: &ApiKeyRow) -> Result<(), Error> {
+        dispatch!(self, b => b.api_key_put(k).await)
+    }
+
+    /// The key with this id, revoked or not.
+    pub async fn api_key_get(&self, id: &str) -> Result<Option<ApiKeyRow>, Error> {
+        dispatch!(self, b => b.api_key_get(id).await)
+    }
+
+    /// Every key, by (created_ms, id).
+    pub async fn api_keys_list(&self) -> Result<Vec<ApiKeyRow>, Error> {
+        dispatch!(self, b => b.api_keys_list().await)
+    }
+
+    /// Revokes a key at `now_ms`; `true` when it existed and was not revoked already (a second
+    /// revocation keeps the first time).
+    pub async fn api_key_revoke(&self, id: &str, now_ms: i64) -> Result<bool, Error> {
+        dispatch!(self, b => b.api_key_revoke(id, now_ms).await)
     }
 
     // ---- backup ----------------------------------------------------------------------------

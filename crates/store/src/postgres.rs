@@ -75,6 +75,27 @@ fn checkpoint(r: &PgRow) -> Result<StoredCheckpoint, Error> {
     })
 }
 
+const API_KEY_COLS: &str =
+    "id, secret_sha256, identity, roles, use_case, created_ms, expires_ms, revoked_ms";
+
+fn api_key(r: &PgRow) -> Result<crate::ApiKeyRow, Error> {
+    let hash: Vec<u8> = r.try_get("secret_sha256").map_err(map_err)?;
+    let roles: String = r.try_get("roles").map_err(map_err)?;
+    Ok(crate::ApiKeyRow {
+        id: r.try_get("id").map_err(map_err)?,
+        secret_sha256: hash
+            .try_into()
+            .map_err(|_| Error::Corrupt("an API key hash is not 32 bytes".into()))?,
+        identity: r.try_get("identity").map_err(map_err)?,
+        roles: serde_json::from_str(&roles)
+            .map_err(|_| Error::Corrupt("an API key's roles are not a JSON array".into()))?,
+        use_case: r.try_get("use_case").map_err(map_err)?,
+        created_ms: r.try_get("created_ms").map_err(map_err)?,
+        expires_ms: r.try_get("expires_ms").map_err(map_err)?,
+        revoked_ms: r.try_get("revoked_ms").map_err(map_err)?,
+    })
+}
+
 fn data_key(r: &PgRow) -> Result<DataKeyRow, Error> {
     Ok(DataKeyRow {
         key_id: r.try_get("key_id").map_err(map_err)?,
@@ -459,6 +480,58 @@ impl PgStore {
         .as_ref()
         .map(data_key)
         .transpose()
+    }
+
+    pub(crate) async fn api_key_put(&self, k: &crate::ApiKeyRow) -> Result<(), Error> {
+        let roles = serde_json::to_string(&k.roles)
+            .map_err(|_| Error::Backend("cannot encode roles".into()))?;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&k.id)
+        .bind(&k.secret_sha256[..])
+        .bind(&k.identity)
+        .bind(roles)
+        .bind(&k.use_case)
+        .bind(k.created_ms)
+        .bind(k.expires_ms)
+        .bind(k.revoked_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn api_key_get(&self, id: &str) -> Result<Option<crate::ApiKeyRow>, Error> {
+        sqlx::query(&format!("SELECT {API_KEY_COLS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(api_key)
+            .transpose()
+    }
+
+    pub(crate) async fn api_keys_list(&self) -> Result<Vec<crate::ApiKeyRow>, Error> {
+        sqlx::query(&format!("SELECT {API_KEY_COLS} FROM api_keys ORDER BY created_ms, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(api_key)
+            .collect()
+    }
+
+    pub(crate) async fn api_key_revoke(&self, id: &str, now_ms: i64) -> Result<bool, Error> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub(crate) async fn data_key_get(&self, key_id: &str) -> Result<Option<DataKeyRow>, Error> {

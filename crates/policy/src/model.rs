@@ -1,0 +1,493 @@
+//! The configuration's types: what one YAML file holds (see `docs/GATEWAY.md`).
+//!
+//! Every struct refuses unknown fields. Values that need more than their type to be right
+//! (references between sections, URLs, dates, ranges) are checked by [`crate::Config::from_yaml`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use phi::Category;
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// The whole configuration, resolved and validated.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The audit ledger's keys.
+    pub audit: AuditConfig,
+    /// The token vault's key-encryption key and retention.
+    pub vault: VaultConfig,
+    /// Shared rate limits across replicas (optional).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+    /// The ceiling: nothing below may loosen it.
+    #[serde(default)]
+    pub organization: Organization,
+    /// Upstream providers with their BAA state.
+    pub providers: Vec<Provider>,
+    /// Model names clients send, each with its deployments.
+    pub models: Vec<Model>,
+    /// The roles that exist.
+    pub roles: Vec<String>,
+    /// Use cases: scope statements.
+    pub use_cases: Vec<UseCase>,
+    /// Rate limits per role or use case.
+    #[serde(default)]
+    pub limits: Vec<Limit>,
+    /// OIDC bearer tokens (optional).
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// The directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Hash of the resolved configuration (see [`crate::Policy::version`]).
+    #[serde(skip)]
+    pub(crate) version: String,
+}
+
+/// `server:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Larger request bodies are refused with 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Data directory (relative to the config file's directory).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./phigate-data")
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// `store:`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://...`, a file path, or `postgres://...`; default: `phigate.db` in the data dir.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// `audit:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Base64 of 32 or more bytes; keys the ledger's HMACs.
+    pub hmac_key: Secret,
+    /// Base64 of the 32-byte Ed25519 seed that signs checkpoints.
+    pub signing_key: Secret,
+    /// Seconds between signed checkpoints.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval_secs: u64,
+}
+
+fn default_checkpoint() -> u64 {
+    300
+}
+
+/// `vault:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Base64 of the 32-byte key-encryption key.
+    pub kek: Secret,
+    /// Default lifetime of a conversation scope's data key.
+    #[serde(default = "default_retention")]
+    pub retention_secs: u64,
+}
+
+fn default_retention() -> u64 {
+    30 * 24 * 3600
+}
+
+/// `redis:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port`.
+    pub url: String,
+    /// Loud opt-in: count per replica when Redis is down (otherwise refuse).
+    #[serde(default)]
+    pub allow_local_fallback: bool,
+}
+
+/// `organization:`: the ceiling every use case sits under.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    /// Categories that never leave, whatever a use case says (set by validation from the
+    /// YAML's `blocked_categories`).
+    #[serde(skip)]
+    pub blocked_categories: Vec<Category>,
+    #[serde(default, rename = "blocked_categories")]
+    pub(crate) raw_blocked: Vec<String>,
+    /// Minimum handling per category for every use case (set by validation from the YAML's
+    /// `categories`).
+    #[serde(skip)]
+    pub categories: BTreeMap<Category, Handling>,
+    #[serde(default, rename = "categories")]
+    pub(crate) raw_categories: BTreeMap<String, Handling>,
+    /// Always true in effect; `false` is refused.
+    #[serde(default = "yes")]
+    pub require_baa_for_phi: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Organization {
+    fn default() -> Self {
+        Organization {
+            blocked_categories: Vec::new(),
+            raw_blocked: Vec::new(),
+            categories: BTreeMap::new(),
+            raw_categories: BTreeMap::new(),
+            require_baa_for_phi: true,
+        }
+    }
+}
+
+/// What happens to one PHI category. `Ord`: a later variant is stricter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handling {
+    /// Replaced by a consistent typed token (`[NAME_1]`), values kept in the vault.
+    Tokenize,
+    /// Sent as is, but only to a provider with `hosting: private`.
+    PrivateOnly,
+    /// Replaced by its category (`[NAME]`).
+    Redact,
+    /// The request is refused.
+    Block,
+}
+
+impl Handling {
+    /// Every handling, least strict first.
+    pub const ALL: [Handling; 4] =
+        [Handling::Tokenize, Handling::PrivateOnly, Handling::Redact, Handling::Block];
+
+    /// The configuration's name (`tokenize`, `private_only`, `redact`, `block`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handling::Tokenize => "tokenize",
+            Handling::PrivateOnly => "private_only",
+            Handling::Redact => "redact",
+            Handling::Block => "block",
+        }
+    }
+}
+
+impl std::str::FromStr for Handling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Handling::ALL.into_iter().find(|h| h.as_str() == s.trim().to_ascii_lowercase()).ok_or_else(
+            || {
+                format!(
+                    "unknown handling {s:?}; expected one of block, redact, tokenize, private_only"
+                )
+            },
+        )
+    }
+}
+
+/// One upstream provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Unique name, referenced by deployments.
+    pub name: String,
+    /// API flavour.
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// API key sent upstream (optional).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Azure only.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Where the model runs.
+    pub hosting: Hosting,
+    /// Business associate agreement.
+    #[serde(default)]
+    pub baa: Baa,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Retries after the first attempt.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout() -> u64 {
+    30_000
+}
+fn default_retries() -> u32 {
+    1
+}
+
+/// The API a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI-compatible (`/chat/completions`, `/embeddings`): OpenAI, vLLM, Ollama, llama.cpp.
+    Openai,
+    /// Azure OpenAI (`api-version` query, `api-key` header).
+    Azure,
+}
+
+/// Where a provider runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hosting {
+    /// Inside the organization (may receive PHI without a BAA).
+    Private,
+    /// A vendor's cloud (needs a signed, unexpired BAA for PHI).
+    Cloud,
+}
+
+/// A provider's BAA state.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baa {
+    /// Signed by both parties.
+    #[serde(default)]
+    pub signed: bool,
+    /// `YYYY-MM-DD` (00:00 UTC that day) or RFC 3339; from that instant on the BAA no longer
+    /// covers PHI. `None`: no expiry.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Parsed `expires` (set by validation).
+    #[serde(skip)]
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+/// A model name clients send.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The name in requests' `model` field.
+    pub name: String,
+    /// Where it runs, in fallback order.
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One deployment of a model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// A provider's name.
+    pub provider: String,
+    /// The upstream's model id.
+    pub model: String,
+    /// Load-balancing weight (1 by default; 0 means standby).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Why PHI is used (HIPAA's permitted purposes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Treatment.
+    Treatment,
+    /// Payment.
+    Payment,
+    /// Health care operations.
+    Operations,
+    /// Research.
+    Research,
+    /// Anything else.
+    Other,
+}
+
+impl Purpose {
+    /// The configuration's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Treatment => "treatment",
+            Purpose::Payment => "payment",
+            Purpose::Operations => "operations",
+            Purpose::Research => "research",
+            Purpose::Other => "other",
+        }
+    }
+}
+
+/// A use case: one scope statement.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UseCase {
+    /// Unique name (keys, the `X-Phigate-Use-Case` header).
+    pub name: String,
+    /// Why.
+    pub purpose: Purpose,
+    /// User scope: roles allowed.
+    pub roles: Vec<String>,
+    /// System scope: model names allowed.
+    pub models: Vec<String>,
+    /// Data scope.
+    pub phi: PhiScope,
+    /// Output scope.
+    #[serde(default)]
+    pub output: OutputScope,
+    /// Prompt-injection screening.
+    #[serde(default)]
+    pub prompt_injection: InjectionMode,
+}
+
+/// Data scope: what each PHI category becomes before it leaves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhiScope {
+    /// For categories not listed.
+    pub default: Handling,
+    /// Per category (set by validation from the YAML's `categories`).
+    #[serde(skip)]
+    pub categories: BTreeMap<Category, Handling>,
+    #[serde(default, rename = "categories")]
+    pub(crate) raw_categories: BTreeMap<String, Handling>,
+}
+
+/// Output scope.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputScope {
+    /// Roles that see tokens restored to their values.
+    #[serde(default)]
+    pub reidentify_roles: Vec<String>,
+    /// PHI in an answer that was not in the request.
+    #[serde(default)]
+    pub new_phi: NewPhi,
+    /// How streamed answers are scanned.
+    #[serde(default)]
+    pub stream_scan: StreamScan,
+}
+
+/// What to do with PHI in an answer that was not in the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewPhi {
+    /// Replace it by its category.
+    #[default]
+    Redact,
+    /// Refuse the answer.
+    Block,
+}
+
+/// How a streamed answer is scanned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamScan {
+    /// Hold back a window of the longest placeholder's length.
+    #[default]
+    Holdback,
+    /// No streaming: the whole answer is scanned first.
+    Block,
+}
+
+/// Prompt-injection screening.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectionMode {
+    /// Not screened.
+    Off,
+    /// Screened and recorded.
+    #[default]
+    Flag,
+    /// Screened and refused.
+    Block,
+}
+
+/// A rate limit for a role or a use case (exactly one of the two).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// A role's name.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// A use case's name.
+    #[serde(default)]
+    pub use_case: Option<String>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// `oidc:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// `file:PATH` (relative to the config) or an `https://` URL (`http://` only to loopback).
+    pub jwks: String,
+    /// The claim that names the identity (`sub` by default); `user:` is put before a value
+    /// without a `user:`/`svc:` prefix.
+    #[serde(default = "default_identity_claim")]
+    pub identity_claim: String,
+    /// The claim with the roles (an array of strings or a space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// The claim with the default use case (optional).
+    #[serde(default)]
+    pub use_case_claim: Option<String>,
+    /// Seconds a JWKS fetched from a URL is kept.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_cache_secs: u64,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_identity_claim() -> String {
+    "sub".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_jwks_ttl() -> u64 {
+    300
+}
+fn default_leeway() -> u64 {
+    30
+}

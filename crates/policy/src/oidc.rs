@@ -1,0 +1,259 @@
+//! OIDC bearer tokens: RS256 or ES256 JWTs checked against a JWKS (a file, or a URL fetched
+//! with a timeout and cached), with issuer, audience and expiry checked. The identity and the
+//! roles come from configurable claims. Errors never contain the token.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use tokio::sync::Mutex;
+
+use crate::model::OidcConfig;
+use crate::{AuthKind, Denial, Identity};
+
+/// Longest JWKS document accepted.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Timeout of one JWKS fetch.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// An unknown `kid` refetches a URL JWKS at most this often.
+pub const JWKS_REFETCH_MIN: Duration = Duration::from_secs(30);
+
+/// Where the JWKS comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local file.
+    File(PathBuf),
+    /// An `https://` URL (`http://` only for loopback).
+    Url(url::Url),
+}
+
+impl JwksSource {
+    /// Parses `file:PATH` or a URL.
+    pub fn parse(s: &str, base_dir: &Path) -> Result<JwksSource, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_prefix("file:") {
+            if p.is_empty() {
+                return Err("empty path after file:".into());
+            }
+            return Ok(JwksSource::File(base_dir.join(p)));
+        }
+        let u = url::Url::parse(s).map_err(|_| format!("{s:?} is neither file:PATH nor a URL"))?;
+        match u.scheme() {
+            "https" if u.host().is_some() => Ok(JwksSource::Url(u)),
+            "http" if crate::load::is_loopback(&u) => Ok(JwksSource::Url(u)),
+            "http" => Err("a JWKS URL must be https (http only to localhost)".into()),
+            _ => Err(format!("{s:?} is neither file:PATH nor an https URL")),
+        }
+    }
+}
+
+fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, String> {
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err("the JWKS is larger than 1 MiB".into());
+    }
+    let set: JwkSet =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    if !set.keys.iter().any(|k| alg_of(k).is_some()) {
+        return Err("the JWKS holds no RS256 or ES256 key".into());
+    }
+    Ok(set)
+}
+
+/// Reads and parses a JWKS file.
+pub(crate) fn read_jwks_file(path: &Path) -> Result<JwkSet, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read JWKS file {}: {}", path.display(), e.kind()))?;
+    parse_jwks(&bytes)
+}
+
+/// The algorithm a key is used with: RS256 for RSA keys, ES256 for P-256 keys, none else.
+fn alg_of(k: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm};
+    let by_type = match &k.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        _ => return None,
+    };
+    match k.common.key_algorithm {
+        None => Some(by_type),
+        Some(KeyAlgorithm::RS256) if by_type == Algorithm::RS256 => Some(by_type),
+        Some(KeyAlgorithm::ES256) if by_type == Algorithm::ES256 => Some(by_type),
+        Some(_) => None,
+    }
+}
+
+struct Cached {
+    set: JwkSet,
+    fetched: Instant,
+}
+
+/// Checks tokens for one `oidc:` section.
+pub(crate) struct Verifier {
+    cfg: OidcConfig,
+    source: JwksSource,
+    file_set: Option<JwkSet>,
+    cache: Mutex<Option<Cached>>,
+    client: reqwest::Client,
+}
+
+impl Verifier {
+    pub(crate) fn new(cfg: &OidcConfig, base_dir: &Path) -> Result<Verifier, String> {
+        let source = JwksSource::parse(&cfg.jwks, base_dir)?;
+        let file_set = match &source {
+            JwksSource::File(p) => Some(read_jwks_file(p)?),
+            JwksSource::Url(_) => None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(JWKS_FETCH_TIMEOUT)
+            .connect_timeout(JWKS_FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Verifier { cfg: cfg.clone(), source, file_set, cache: Mutex::new(None), client })
+    }
+
+    async fn fetch(&self, url: &url::Url) -> Result<JwkSet, Denial> {
+        let resp = self.client.get(url.clone()).send().await.map_err(|e| {
+            tracing::warn!(error = %e, "JWKS fetch failed");
+            Denial::AuthUnavailable
+        })?;
+        if !resp.status().is_success() {
+            tracing::warn!(status = %resp.status(), "JWKS fetch refused");
+            return Err(Denial::AuthUnavailable);
+        }
+        if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
+            return Err(Denial::AuthUnavailable);
+        }
+        let body = resp.bytes().await.map_err(|_| Denial::AuthUnavailable)?;
+        parse_jwks(&body).map_err(|m| {
+            tracing::warn!(problem = %m, "JWKS unusable");
+            Denial::AuthUnavailable
+        })
+    }
+
+    /// The key for `kid` (or the only usable key when the token names none).
+    async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::jwk::Jwk, Denial> {
+        let pick = |set: &JwkSet| -> Option<jsonwebtoken::jwk::Jwk> {
+            match kid {
+                Some(k) => set.find(k).cloned(),
+                None => {
+                    let usable: Vec<_> = set.keys.iter().filter(|k| alg_of(k).is_some()).collect();
+                    (usable.len() == 1).then(|| usable[0].clone())
+                }
+            }
+        };
+        let url = match &self.source {
+            JwksSource::File(_) => {
+                return self.file_set.as_ref().and_then(pick).ok_or(Denial::InvalidToken);
+            }
+            JwksSource::Url(u) => u,
+        };
+        let ttl = Duration::from_secs(self.cfg.jwks_cache_secs);
+        let mut cache = self.cache.lock().await;
+        let fresh = cache.as_ref().is_some_and(|c| c.fetched.elapsed() < ttl);
+        if fresh {
+            if let Some(k) = cache.as_ref().and_then(|c| pick(&c.set)) {
+                return Ok(k);
+            }
+            // Unknown kid: the issuer may have rotated; refetch, but not too often.
+            if cache.as_ref().is_some_and(|c| c.fetched.elapsed() < JWKS_REFETCH_MIN) {
+                return Err(Denial::InvalidToken);
+            }
+        }
+        match self.fetch(url).await {
+            Ok(set) => {
+                let k = pick(&set);
+                *cache = Some(Cached { set, fetched: Instant::now() });
+                k.ok_or(Denial::InvalidToken)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        known_roles: &[String],
+    ) -> Result<Identity, Denial> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Denial::InvalidToken)?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(Denial::InvalidToken);
+        }
+        let jwk = self.key_for(header.kid.as_deref()).await?;
+        if alg_of(&jwk) != Some(header.alg) {
+            return Err(Denial::InvalidToken);
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| Denial::InvalidToken)?;
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[self.cfg.issuer.as_str()]);
+        v.set_audience(&[self.cfg.audience.as_str()]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_nbf = true;
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denial::TokenExpired,
+                    _ => Denial::InvalidToken,
+                }
+            })?;
+        let claims = data.claims;
+        let raw_id = claims
+            .get(&self.cfg.identity_claim)
+            .and_then(|v| v.as_str())
+            .ok_or(Denial::InvalidToken)?;
+        let id = if raw_id.starts_with("user:") || raw_id.starts_with("svc:") {
+            raw_id.to_string()
+        } else {
+            format!("user:{raw_id}")
+        };
+        crate::keys::validate_identity(&id).map_err(|_| Denial::InvalidToken)?;
+        let roles: Vec<String> = match claims.get(&self.cfg.roles_claim) {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|v| v.as_str()).map(str::to_string).collect()
+            }
+            Some(serde_json::Value::String(s)) => {
+                s.split_whitespace().map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut roles: Vec<String> =
+            roles.into_iter().filter(|r| known_roles.contains(r)).collect();
+        roles.sort();
+        roles.dedup();
+        let default_use_case = self
+            .cfg
+            .use_case_claim
+            .as_ref()
+            .and_then(|c| claims.get(c))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        Ok(Identity { id, roles, default_use_case, key_id: None, via: AuthKind::Jwt })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        let b = Path::new("/etc/phigate");
+        assert_eq!(
+            JwksSource::parse("file:jwks.json", b).unwrap(),
+            JwksSource::File(PathBuf::from("/etc/phigate/jwks.json"))
+        );
+        assert!(JwksSource::parse("https://login.example.org/jwks", b).is_ok());
+        assert!(JwksSource::parse("http://127.0.0.1:9000/jwks", b).is_ok());
+        assert!(JwksSource::parse("http://login.example.org/jwks", b).is_err());
+        assert!(JwksSource::parse("ftp://x/y", b).is_err());
+        assert!(JwksSource::parse("jwks.json", b).is_err());
+    }
+
+    #[test]
+    fn jwks_without_usable_keys_is_refused() {
+        assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
+        assert!(parse_jwks(b"not json").is_err());
+    }
+}
