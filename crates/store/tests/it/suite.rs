@@ -388,3 +388,45 @@ async fn shred_racing_vault_puts(s: Store) {
         (0..6).flat_map(|t| (0..20).map(move |i| format!("[NAME_{t}_{i}]"))).collect();
     assert!(s.vault_get("conv", &tokens).await.unwrap().is_empty());
 }
+
+both_backends!(api_keys_put_get_list_revoke);
+
+fn api_key(id: &str, created_ms: i64) -> store::ApiKeyRow {
+    store::ApiKeyRow {
+        id: id.into(),
+        secret_sha256: [id.as_bytes()[0]; 32],
+        identity: format!("svc:{id}"),
+        roles: vec!["clinician".into(), "service".into()],
+        use_case: Some("clinical-notes".into()),
+        created_ms,
+        expires_ms: Some(created_ms + 1000),
+        revoked_ms: None,
+    }
+}
+
+async fn api_keys_put_get_list_revoke(s: Store) {
+    assert!(s.api_keys_list().await.unwrap().is_empty());
+    assert_eq!(s.api_key_get("a1").await.unwrap(), None);
+    let a = api_key("a1", 20);
+    let b =
+        store::ApiKeyRow { use_case: None, expires_ms: None, roles: vec![], ..api_key("b2", 10) };
+    s.api_key_put(&a).await.unwrap();
+    s.api_key_put(&b).await.unwrap();
+    assert_eq!(s.api_key_get("a1").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.api_key_get("b2").await.unwrap(), Some(b.clone()));
+    // By creation time.
+    assert_eq!(s.api_keys_list().await.unwrap(), vec![b.clone(), a.clone()]);
+    // Same id again: refused, the first kept.
+    let again = store::ApiKeyRow { identity: "user:other".into(), ..a.clone() };
+    assert!(matches!(s.api_key_put(&again).await, Err(Error::Conflict(_))));
+    assert_eq!(s.api_key_get("a1").await.unwrap(), Some(a.clone()));
+    // Revocation: once; a second keeps the first time; unknown ids are false.
+    assert!(s.api_key_revoke("a1", 500).await.unwrap());
+    assert!(!s.api_key_revoke("a1", 900).await.unwrap());
+    assert!(!s.api_key_revoke("zz", 900).await.unwrap());
+    assert_eq!(s.api_key_get("a1").await.unwrap().unwrap().revoked_ms, Some(500));
+    assert_eq!(s.api_key_get("b2").await.unwrap().unwrap().revoked_ms, None);
+    // Debug never shows the hash.
+    let dbg = format!("{a:?}");
+    assert!(dbg.contains("svc:a1") && !dbg.contains("secret_sha256"), "{dbg}");
+}
