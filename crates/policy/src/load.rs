@@ -40,29 +40,45 @@ impl<'a> Problems<'a> {
         self.list.push(ConfigProblem { path, line, message: message.into() });
     }
 
-    /// Deserializes one value, reporting the first problem inside it with its full path.
+    /// Deserializes one value, reporting every problem inside it with its full path: after each
+    /// error the offending field is taken out (or an unknown variant replaced by a known one)
+    /// and the value tried again, so one bad field does not hide the next. `None` when the value
+    /// cannot be made whole (a required field missing or unusable).
     fn one<T: DeserializeOwned>(&mut self, path: &str, v: Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let full = if inner.is_empty() || inner == "." {
-                    path.to_string()
-                } else if inner.starts_with('[') {
-                    format!("{path}{inner}")
-                } else {
-                    format!("{path}.{inner}")
-                };
-                let msg = e.into_inner().to_string();
-                // serde_yaml_ng appends its own position, which is not the file's: drop it.
-                let msg = match msg.find(" at line ") {
-                    Some(i) => msg[..i].to_string(),
-                    None => msg,
-                };
-                self.push(full, msg);
-                None
+        let mut v = v;
+        let mut patched = false;
+        for _ in 0..64 {
+            let err = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+                Ok(t) => return Some(t),
+                Err(e) => e,
+            };
+            let inner = err.path().to_string();
+            let inner = if inner == "." { String::new() } else { inner };
+            let full = if inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            let msg = err.into_inner().to_string();
+            // serde_yaml_ng appends its own position, which is not the file's: drop it.
+            let msg = match msg.find(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            if patched && msg.starts_with("missing field") {
+                return None; // caused by our own patching; already reported
             }
+            let replacement =
+                msg.contains("unknown variant").then(|| first_expected(&msg)).flatten();
+            self.push(full, msg);
+            if inner.is_empty() || !patch(&mut v, &inner, replacement) {
+                return None;
+            }
+            patched = true;
         }
+        None
     }
 
     /// Deserializes every element of a sequence on its own; returns the good ones with their
@@ -465,6 +481,40 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
         base_dir: base_dir.to_path_buf(),
         version,
     })
+}
+
+/// The first variant named after "expected" in a serde message.
+fn first_expected(msg: &str) -> Option<Value> {
+    let rest = &msg[msg.find("expected")?..];
+    let start = rest.find('`')? + 1;
+    let len = rest[start..].find('`')?;
+    Some(Value::String(rest[start..start + len].to_string()))
+}
+
+/// Takes the field at `inner` (`a.b.c`, map keys only) out of `v`, or sets it to `with`.
+/// `false` when the path cannot be followed or ends in a list index.
+fn patch(v: &mut Value, inner: &str, with: Option<Value>) -> bool {
+    if inner.contains('[') {
+        return false;
+    }
+    let parts: Vec<&str> = inner.split('.').collect();
+    let Some((last, parents)) = parts.split_last() else { return false };
+    let mut cur = v;
+    for p in parents {
+        match cur.get_mut(*p) {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    let Value::Mapping(m) = cur else { return false };
+    let key = Value::String((*last).to_string());
+    match with {
+        Some(w) if m.contains_key(&key) => {
+            m.insert(key, w);
+            true
+        }
+        _ => m.remove(&key).is_some(),
+    }
 }
 
 fn hex_prefix(d: &[u8]) -> String {

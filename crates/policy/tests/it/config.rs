@@ -34,3 +34,149 @@ fn minimal_loads() {
     assert_eq!(c.audit.hmac_key.to_string(), "[secret]");
     assert!(!format!("{c:?}").contains(&c.audit.hmac_key.expose().to_string()));
 }
+
+fn errors(yaml: &str) -> policy::ConfigErrors {
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path());
+    Config::from_yaml(yaml, dir.path()).expect_err("must be refused")
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_path_and_line() {
+    let bad = MINIMAL
+        .replace("models: [chat]\n", "models: [chat, gpt-9]\n")
+        .replace("{ DATE: redact }", "{ DATE: redact, SSN: drop }")
+        .replace("{ provider: nobaa, model: gpt-4o }", "{ provider: nowhere, model: gpt-4o }")
+        .replace("expires: \"2027-01-01\"", "expires: \"soon\"")
+        .replace("roles: [researcher]\n", "roles: [researcher, janitor]\n");
+    let e = errors(&bad);
+    let text = e.to_string();
+    for (path, needle) in [
+        ("use_cases[0].models[1]", "unknown model \"gpt-9\""),
+        ("models[0].deployments[1].provider", "unknown provider \"nowhere\""),
+        ("providers[1].baa.expires", "not a date"),
+        ("use_cases[1].roles[1]", "unknown role \"janitor\""),
+    ] {
+        let p = e.0.iter().find(|p| p.path == path).unwrap_or_else(|| panic!("{path} in {text}"));
+        assert!(p.message.contains(needle), "{p}");
+        assert!(p.line.is_some(), "{p}");
+    }
+    // The bad handling is a parse error of that use case, reported with its full path.
+    let h = e.0.iter().find(|p| p.path == "use_cases[0].phi.categories.SSN").expect(&text);
+    assert!(h.message.contains("drop") && h.message.contains("block"), "{h}");
+    assert!(e.0.len() >= 5, "{text}");
+}
+
+#[test]
+fn lines_point_at_the_problem() {
+    let e = errors(&MINIMAL.replace("models: [chat]\n", "models: [chat, gpt-9]\n"));
+    let p = e.0.iter().find(|p| p.path == "use_cases[0].models[1]").unwrap();
+    let want = MINIMAL.lines().position(|l| l.contains("models: [chat]")).unwrap() + 1;
+    assert_eq!(p.line, Some(want), "{p}");
+    assert!(
+        e.render("phigate.yaml").starts_with(&format!(
+            "phigate.yaml:{want}: use_cases[0].models[1]: unknown model \"gpt-9\""
+        )),
+        "{}",
+        e.render("phigate.yaml")
+    );
+}
+
+#[test]
+fn unknown_fields_are_errors_everywhere() {
+    let e = errors(&format!("{MINIMAL}\nextra: 1\n"));
+    assert!(e.has_path("extra"), "{e}");
+    let e = errors(&MINIMAL.replace("baa: { signed: true,", "baa: { signd: true, signed: true,"));
+    assert!(
+        e.0.iter()
+            .any(|p| p.path == "providers[1].baa.signd" && p.message.contains("unknown field")),
+        "{e}"
+    );
+    let e = errors(&MINIMAL.replace("purpose: research", "purpose: research\n    colour: blue"));
+    assert!(e.has_path("use_cases[1].colour"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let e = errors("providers: [\n  - oops: {\n");
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].line.is_some(), "{e}");
+    let e = errors("");
+    assert_eq!(e.0.len(), 1, "{e}");
+}
+
+#[test]
+fn values_are_checked() {
+    let bad = MINIMAL
+        .replace("\"http://127.0.0.1:8000/v1\"", "\"not a url\"")
+        .replace("https://api.example.com/v1", "http://api.example.com/v1")
+        .replace("blocked_categories: [SSN]", "blocked_categories: [SSN, FINGERPRINTZ]")
+        .replace("    api_version: \"2024-06-01\"\n", "")
+        .replace("purpose: treatment", "purpose: fun");
+    let e = errors(&bad);
+    for path in [
+        "providers[0].base_url",
+        "providers[2].base_url",
+        "organization.blocked_categories[1]",
+        "providers[1].api_version",
+        "use_cases[0].purpose",
+    ] {
+        assert!(e.has_path(path), "{path} missing in:\n{e}");
+    }
+    // A use case that failed to parse is not reported again as unknown by the limits.
+    let with_limit = format!("{bad}limits:\n  - {{ use_case: notes, requests_per_minute: 5 }}\n");
+    assert!(
+        !errors(&with_limit).to_string().contains("unknown use case"),
+        "{}",
+        errors(&with_limit)
+    );
+}
+
+#[test]
+fn references_of_limits_and_output_roles() {
+    let extra = "limits:\n  - { role: nurse, requests_per_minute: 5 }\n  - { use_case: nope, tokens_per_minute: 5 }\n  - { role: clinician, use_case: notes, requests_per_minute: 1 }\n  - { role: clinician }\n";
+    let e = errors(&format!("{MINIMAL}{extra}"));
+    assert!(e.has_path("limits[0].role"), "{e}");
+    assert!(e.has_path("limits[1].use_case"), "{e}");
+    assert!(e.has_path("limits[2]"), "{e}");
+    assert!(e.has_path("limits[3]"), "{e}");
+    let e =
+        errors(&MINIMAL.replace("reidentify_roles: [clinician]", "reidentify_roles: [researcher]"));
+    assert!(e.has_path("use_cases[0].output.reidentify_roles[0]"), "{e}");
+}
+
+#[test]
+fn secrets_are_checked_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path());
+    std::fs::write(dir.path().join("short"), "c2hvcnQ=").unwrap();
+    let yaml = MINIMAL
+        .replace("hmac_key: \"file:hmac\"", "hmac_key: \"file:short\"")
+        .replace("signing_key: \"file:sign\"", "signing_key: \"sk-inline-value\"")
+        .replace("kek: \"file:kek\"", "kek: \"${POLICY_TEST_UNSET_KEK}\"");
+    let e = Config::from_yaml(&yaml, dir.path()).unwrap_err();
+    assert!(
+        e.has_path("audit.hmac_key") && e.has_path("audit.signing_key") && e.has_path("vault.kek"),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(!text.contains("sk-inline-value") && !text.contains("c2hvcnQ"), "{text}");
+}
+
+#[test]
+fn the_organization_cannot_turn_off_baa() {
+    let e = errors(&MINIMAL.replace(
+        "{ blocked_categories: [SSN] }",
+        "{ blocked_categories: [SSN], require_baa_for_phi: false }",
+    ));
+    assert!(e.has_path("organization.require_baa_for_phi"), "{e}");
+}
+
+#[test]
+fn missing_sections() {
+    let e = errors("roles: [a]\n");
+    let text = e.to_string();
+    for s in ["audit", "vault", "providers", "models", "use_cases"] {
+        assert!(text.contains(&format!("missing section `{s}`")), "{text}");
+    }
+}
