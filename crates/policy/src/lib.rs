@@ -156,8 +156,13 @@ impl Policy {
         bearer: &str,
         now: time::OffsetDateTime,
     ) -> Result<Identity, Denial> {
-        let bearer = bearer.trim();
-        let bearer = bearer.strip_prefix("Bearer ").map(str::trim).unwrap_or(bearer);
+        let mut bearer = bearer.trim();
+        if let Some(head) = bearer.get(..6) {
+            let rest = &bearer[6..];
+            if head.eq_ignore_ascii_case("bearer") && (rest.is_empty() || rest.starts_with(' ')) {
+                bearer = rest.trim();
+            }
+        }
         if bearer.is_empty() {
             return Err(Denial::MissingKey);
         }

@@ -4,3 +4,4 @@
 mod common;
 mod config;
 mod decide;
+mod keys;
