@@ -64,6 +64,8 @@ struct Tally {
     ok: u64,
     non_2xx: u64,
     io_errors: u64,
+    /// Scheduled but never sent: the window closed while they waited for a free connection.
+    unsent: u64,
     first_bad_status: Option<u16>,
 }
 
@@ -74,6 +76,7 @@ impl Tally {
         self.ok += o.ok;
         self.non_2xx += o.non_2xx;
         self.io_errors += o.io_errors;
+        self.unsent += o.unsent;
         self.first_bad_status = self.first_bad_status.or(o.first_bad_status);
     }
 }
@@ -153,6 +156,7 @@ async fn worker_open(
     t: Arc<Target>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
     measure_from: Instant,
+    until: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut sender = None;
@@ -164,6 +168,11 @@ async fn worker_open(
                 None => break,
             }
         };
+        if Instant::now() >= until {
+            // An overloaded target: what is still queued when the window closes is not sent.
+            tally.unsent += 1;
+            continue;
+        }
         if sender.is_none() {
             sender = connect(&t).await.ok();
         }
@@ -285,7 +294,12 @@ fn main() {
             let (tx, rx) = mpsc::unbounded_channel();
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..conns {
-                handles.push(tokio::spawn(worker_open(target.clone(), rx.clone(), measure_from)));
+                handles.push(tokio::spawn(worker_open(
+                    target.clone(),
+                    rx.clone(),
+                    measure_from,
+                    until,
+                )));
             }
             let total = ((warmup + measured).as_secs_f64() * rate).round() as u64;
             let period = 1.0 / rate;
@@ -336,17 +350,19 @@ fn main() {
         "non_2xx": tally.non_2xx,
         "first_bad_status": tally.first_bad_status,
         "io_errors": tally.io_errors,
+        "unsent": tally.unsent,
         "throughput_rps": n as f64 / secs,
         "service": service,
         "corrected": corrected,
     });
     eprintln!(
-        "{:<28} {:>8.0} req/s  ok {:>8}  bad {:>5}  io-err {:>4}  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  (corrected p99 {:.3} ms)",
+        "{:<28} {:>8.0} req/s  ok {:>8}  bad {:>5}  io-err {:>4}  unsent {:>6}  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  (corrected p99 {:.3} ms)",
         args.label,
         n as f64 / secs,
         tally.ok,
         tally.non_2xx,
         tally.io_errors,
+        tally.unsent,
         out["service"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
         out["service"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
         out["service"]["p999_ms"].as_f64().unwrap_or(f64::NAN),
