@@ -5,11 +5,15 @@
 
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod error;
 pub mod injection;
 pub mod limits;
 pub mod output;
 pub mod phiops;
+pub mod state;
 pub mod upstream;
 
+pub use app::app;
 pub use error::{ApiError, Error};
+pub use state::{AppState, Detector};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use phi::transform::StreamRestorer;
-use phi::{Category, Scanner};
+use phi::Category;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ pub enum NewPhi {
 /// How one answer is rewritten.
 pub struct OutputRules {
     /// The scanner.
-    pub scanner: Arc<Scanner>,
+    pub scanner: Arc<dyn crate::Detector>,
     /// Values of the request (not "new").
     pub request_values: HashSet<String>,
     /// New PHI handling.
@@ -51,7 +51,7 @@ pub fn check_text(
     text: &str,
     report: &mut OutputReport,
 ) -> Result<String, ApiError> {
-    let found = phiops::new_phi(&rules.scanner, text, &rules.request_values)?;
+    let found = phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values)?;
     if found.is_empty() {
         return Ok(text.to_string());
     }
@@ -200,7 +200,7 @@ impl StreamRewriter {
         let mut joined = String::with_capacity(ctx_len + st.pending.len());
         joined.push_str(&st.context);
         joined.push_str(&st.pending);
-        let found = phiops::new_phi(&scanner, &joined, &self.rules.request_values)?;
+        let found = phiops::new_phi(scanner.as_ref(), &joined, &self.rules.request_values)?;
         // Where to cut: keep `window` bytes back, at a whitespace, never inside a finding.
         let mut cut = if last { joined.len() } else { joined.len().saturating_sub(window) };
         if !last {

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use phi::{Category, Finding, Scanner};
+use phi::{Category, Finding};
+
+use crate::Detector;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -26,12 +28,12 @@ pub enum Act {
 }
 
 /// Scans one text; a panic inside the scanner becomes `scanner_unavailable`.
-pub fn scan(scanner: &Scanner, text: &str) -> Result<Vec<Finding>, ApiError> {
+pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
     let started = std::time::Instant::now();
-    let out = catch_unwind(AssertUnwindSafe(|| scanner.scan(text))).map_err(|_| {
+    let out = catch_unwind(AssertUnwindSafe(|| scanner.detect(text))).map_err(|_| {
         tracing::error!("the PHI scanner panicked; refusing the request");
         ApiError::ScannerUnavailable
     });
@@ -179,7 +181,11 @@ pub fn texts(body: &Value, kind: Kind) -> Result<Vec<String>, ApiError> {
 }
 
 /// Scans every text of the request.
-pub fn scan_request(scanner: &Scanner, body: &mut Value, kind: Kind) -> Result<Scanned, ApiError> {
+pub fn scan_request(
+    scanner: &dyn Detector,
+    body: &mut Value,
+    kind: Kind,
+) -> Result<Scanned, ApiError> {
     let slots = match kind {
         Kind::Chat => chat_slots(body)?,
         Kind::Embeddings => embedding_slots(body)?,
@@ -224,13 +230,13 @@ pub fn blocked(scanned: &Scanned, act: &dyn Fn(Category) -> Act) -> Vec<Category
 }
 
 /// Applies the per-category actions to `body` (no `Block` may be left: check [`blocked`]
-/// first). Tokenized values go to the vault under `scope` (computed only when needed).
+/// first). Tokenized values go to the vault under `scope`.
 pub async fn apply(
     body: &mut Value,
     scanned: Scanned,
-    act: &dyn Fn(Category) -> Act,
+    act: &(dyn Fn(Category) -> Act + Sync),
     vault: &vault::Vault,
-    scope: &dyn Fn() -> String,
+    scope: &str,
 ) -> Result<Applied, ApiError> {
     let mut request_values = HashSet::new();
     let mut to_tokenize: Vec<(Category, String)> = Vec::new();
@@ -259,8 +265,7 @@ pub async fn apply(
     let mut token_of: HashMap<(Category, String), String> = HashMap::new();
     if !to_tokenize.is_empty() {
         let started = std::time::Instant::now();
-        let scope = scope();
-        let tokens = tokenize(vault, &scope, &to_tokenize).await?;
+        let tokens = tokenize(vault, scope, &to_tokenize).await?;
         metrics::histogram!("phigate_stage_seconds", "stage" => "vault")
             .record(started.elapsed().as_secs_f64());
         for ((c, v), t) in to_tokenize.into_iter().zip(tokens) {
@@ -332,7 +337,7 @@ async fn tokenize(
 
 /// PHI findings of `text` whose value was not in the request (and is not a placeholder).
 pub fn new_phi(
-    scanner: &Scanner,
+    scanner: &dyn Detector,
     text: &str,
     request_values: &HashSet<String>,
 ) -> Result<Vec<Finding>, ApiError> {

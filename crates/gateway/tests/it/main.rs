@@ -1,1 +1,6 @@
-//! Gateway integration tests.
+//! Gateway integration tests: a real local upstream, the real phigate stack.
+
+mod flows;
+mod harness;
+mod openai_sdk;
+mod refusals;

@@ -1,0 +1,827 @@
+//! The axum application: routes, the per-request pipeline (authenticate → decide → limits →
+//! injection screen → scan → handle PHI → route → rewrite the answer → ledger), metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use ledger::{Action, Decision as LDecision, Hmac256, Record};
+use phi::Category;
+use policy::{Handling, Identity};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::output::{self, NewPhi, OutputRules, SseParser, StreamRewriter};
+use crate::phiops::{self, Act, Kind};
+use crate::state::AppState;
+use crate::upstream::{self, Dialect, Target};
+
+/// The conversation header.
+pub const CONVERSATION_HEADER: &str = "x-phigate-conversation";
+/// The use-case header.
+pub const USE_CASE_HEADER: &str = "x-phigate-use-case";
+/// The tightening header.
+pub const TIGHTEN_HEADER: &str = "x-phigate-phi-handling";
+
+/// The router. Tests drive it with `tower::ServiceExt::oneshot`; `serve` binds it.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/deidentify", post(deidentify))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Counts requests by route and code, and their latency.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0).unwrap_or("ok");
+    metrics::counter!("phigate_requests_total", "route" => route.clone(), "status" => status, "code" => code)
+        .increment(1);
+    metrics::histogram!("phigate_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn stage(name: &'static str, started: Instant) {
+    metrics::histogram!("phigate_stage_seconds", "stage" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
+// ---- shared steps ----------------------------------------------------------------------------
+
+/// Reads the body under the policy's size limit.
+async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let limit =
+        usize::try_from(state.policy().config().server.max_body_bytes).unwrap_or(usize::MAX);
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::RequestTooLarge);
+        }
+    }
+    // The only error of a limited read that a client can cause is the limit itself; a client
+    // that hangs up never sees the answer anyway.
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::RequestTooLarge)?;
+    Ok((parts.headers, bytes))
+}
+
+fn denial(d: policy::Denial) -> ApiError {
+    match d {
+        policy::Denial::MissingKey => ApiError::MissingApiKey,
+        policy::Denial::InvalidKey | policy::Denial::InvalidToken => ApiError::InvalidApiKey,
+        policy::Denial::TokenExpired => ApiError::TokenExpired,
+        policy::Denial::ModelNotAllowed => ApiError::ModelNotAllowed,
+        policy::Denial::RoleNotAllowed => ApiError::RoleNotAllowed,
+        policy::Denial::UseCaseNotAllowed => ApiError::UseCaseNotAllowed,
+        policy::Denial::NoEligibleProvider => ApiError::NoEligibleProvider,
+        policy::Denial::StoreUnavailable => ApiError::StoreUnavailable,
+        // Anything else (issuer keys unavailable, ...) is a check that could not run.
+        #[allow(unreachable_patterns)]
+        _ => ApiError::InvalidApiKey,
+    }
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let started = Instant::now();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(ApiError::MissingApiKey)?;
+    let bearer =
+        bearer.strip_prefix("Bearer ").or_else(|| bearer.strip_prefix("bearer ")).unwrap_or(bearer);
+    let r = state.policy().authenticate(&state.inner.store, bearer).await.map_err(denial);
+    stage("auth", started);
+    r
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn act_of(h: Handling) -> Act {
+    match h {
+        Handling::Tokenize => Act::Tokenize,
+        Handling::PrivateOnly => Act::PrivateOnly,
+        Handling::Redact => Act::Redact,
+        // Block, and anything stricter added later.
+        #[allow(unreachable_patterns)]
+        _ => Act::Block,
+    }
+}
+
+fn targets(deps: Vec<policy::Deployment>) -> Vec<Target> {
+    deps.into_iter()
+        .map(|d| Target {
+            provider: d.provider,
+            dialect: match d.kind {
+                policy::ProviderKind::Azure => Dialect::Azure,
+                #[allow(unreachable_patterns)]
+                _ => Dialect::OpenAi,
+            },
+            base_url: d.base_url,
+            model: d.model,
+            api_key: d.api_key.map(|s| s.expose().to_string()),
+            api_version: d.api_version,
+            timeout: d.timeout,
+            retries: d.retries,
+            weight: d.weight,
+        })
+        .collect()
+}
+
+/// A ledger-safe slug of a free string (model names such as `meta-llama/Llama-3.1-8B`), or
+/// `None` when none can be made.
+fn slug(s: &str) -> Option<String> {
+    let mut out: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || ".:_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert(0, 'm');
+        out.truncate(64);
+    }
+    ledger::Slug::check(&out).ok().map(|_| out)
+}
+
+/// What the ledger record of one request gets.
+struct Audit {
+    action: Action,
+    actor: String,
+    use_case: Option<String>,
+    purpose: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    upstream_model: Option<String>,
+    policy_version: Option<String>,
+    categories: BTreeMap<Category, u32>,
+    /// The raw request body, digested (keyed) into the record; never stored.
+    raw: Option<Bytes>,
+    started: Instant,
+}
+
+impl Audit {
+    fn new(action: Action, started: Instant) -> Audit {
+        Audit {
+            action,
+            actor: "anonymous".into(),
+            use_case: None,
+            purpose: None,
+            model: None,
+            provider: None,
+            upstream_model: None,
+            policy_version: None,
+            categories: BTreeMap::new(),
+            raw: None,
+            started,
+        }
+    }
+
+    fn record(
+        &self,
+        key: &ledger::HmacKey,
+        decision: LDecision,
+        reason: &str,
+    ) -> Result<Record, ledger::Error> {
+        let actor = slug(&self.actor).unwrap_or_else(|| "unrecorded-identity".into());
+        let mut b = Record::builder(&actor, self.action, decision).reason(reason);
+        for (field, v) in [
+            ("use_case", &self.use_case),
+            ("purpose", &self.purpose),
+            ("model", &self.model),
+            ("provider", &self.provider),
+            ("model_version", &self.upstream_model),
+            ("policy_version", &self.policy_version),
+        ] {
+            if let Some(s) = v.as_deref().and_then(slug) {
+                b = match field {
+                    "use_case" => b.use_case(&s),
+                    "purpose" => b.purpose(&s),
+                    "model" => b.model(&s),
+                    "provider" => b.provider(&s),
+                    "model_version" => b.model_version(&s),
+                    _ => b.policy_version(&s),
+                };
+            }
+        }
+        for (c, n) in &self.categories {
+            b = b.category(*c, *n);
+        }
+        if let Some(raw) = &self.raw {
+            b = b.request_hmac(Hmac256::compute(key, raw));
+        }
+        let ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        // Latency bucket, not the exact figure.
+        let bucket = [10u32, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+            .into_iter()
+            .find(|b| ms <= *b)
+            .unwrap_or(60000);
+        b.latency_ms(bucket).build()
+    }
+
+    /// Appends the record; an append that fails makes the request fail (fail closed).
+    async fn write(
+        &self,
+        state: &AppState,
+        decision: LDecision,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        metrics::counter!("phigate_decisions_total", "decision" => decision.as_str(), "reason" => reason.to_string())
+            .increment(1);
+        for (c, n) in &self.categories {
+            metrics::counter!("phigate_phi_findings_total", "category" => c.as_str())
+                .increment(u64::from(*n));
+        }
+        let r = self.record(&state.inner.hmac, decision, reason)?;
+        state.inner.ledger.append(r).await?;
+        Ok(())
+    }
+
+    /// Records a refusal (best effort: the request is refused either way) and returns it.
+    async fn refuse(&self, state: &AppState, e: ApiError) -> ApiError {
+        let decision = match e.status().as_u16() {
+            500..=599 => LDecision::Error,
+            _ => LDecision::Deny,
+        };
+        if let Err(le) = self.write(state, decision, e.code()).await {
+            tracing::error!(code = le.code(), "could not record a refusal in the ledger");
+        }
+        tracing::info!(
+            code = e.code(),
+            use_case = self.use_case.as_deref().unwrap_or("-"),
+            "request refused"
+        );
+        e
+    }
+}
+
+fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) {
+        Ok(m) => m,
+        Err(_) => return "c-invalid".into(),
+    };
+    mac.update(who.id.as_bytes());
+    mac.update(b"\0");
+    match header_str(headers, CONVERSATION_HEADER) {
+        Some(conv) => {
+            mac.update(b"conversation\0");
+            mac.update(conv.as_bytes());
+        }
+        None => {
+            mac.update(b"first-user\0");
+            mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
+            mac.update(b"\0");
+            mac.update(first_user.as_bytes());
+        }
+    }
+    format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+}
+
+fn first_user_text(body: &Value) -> String {
+    let Some(msgs) = body.get("messages").and_then(Value::as_array) else { return String::new() };
+    for m in msgs {
+        if m.get("role").and_then(Value::as_str) == Some("user") {
+            return match m.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+        }
+    }
+    String::new()
+}
+
+fn reveal_reason(purpose: &str) -> vault::RevealReason {
+    match purpose {
+        "treatment" => vault::RevealReason::Treatment,
+        "payment" => vault::RevealReason::Payment,
+        "operations" => vault::RevealReason::Operations,
+        "research" => vault::RevealReason::ApprovedResearch,
+        _ => vault::RevealReason::ResponseRestore,
+    }
+}
+
+/// Token budget estimate of a request: text bytes / 4 plus the answer budget asked for.
+fn estimate_tokens(texts: &[String], body: &Value) -> u64 {
+    let chars: usize = texts.iter().map(String::len).sum();
+    let answer = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    (chars as u64).div_ceil(4) + answer
+}
+
+fn buckets(p: &policy::Policy, who: &Identity, use_case: &str) -> Vec<crate::limits::Bucket> {
+    p.config()
+        .limits
+        .iter()
+        .filter_map(|l| {
+            let key = match (&l.role, &l.use_case) {
+                (Some(r), _) if who.roles.contains(r) => format!("identity:{}|role:{r}", who.id),
+                (None, Some(u)) if u == use_case => format!("use_case:{u}"),
+                _ => return None,
+            };
+            Some(crate::limits::Bucket {
+                key,
+                requests_per_minute: l.requests_per_minute,
+                tokens_per_minute: l.tokens_per_minute,
+            })
+        })
+        .collect()
+}
+
+/// Everything decided before the upstream call.
+struct Prepared {
+    who: Identity,
+    decision: policy::Decision,
+    body: Value,
+    applied: phiops::Applied,
+    scope: Option<String>,
+    targets: Vec<Target>,
+    injection: Vec<&'static str>,
+}
+
+async fn prepare(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    kind: Kind,
+    audit: &mut Audit,
+) -> Result<Prepared, ApiError> {
+    let who = authenticate(state, headers).await?;
+    audit.actor = who.id.clone();
+    let mut body: Value = serde_json::from_slice(raw)
+        .map_err(|_| ApiError::InvalidRequest("the body is not JSON"))?;
+    if !body.is_object() {
+        return Err(ApiError::InvalidRequest("the body must be a JSON object"));
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or(ApiError::InvalidRequest("model is required"))?
+        .to_string();
+    audit.model = Some(model.clone());
+    let tighten = match header_str(headers, TIGHTEN_HEADER) {
+        Some(h) => Some(
+            h.parse::<Handling>()
+                .map_err(|_| ApiError::InvalidRequest("unknown X-Phigate-Phi-Handling"))?,
+        ),
+        None => None,
+    };
+    let started = Instant::now();
+    let pol = state.policy();
+    let meta = policy::RequestMeta {
+        model: model.clone(),
+        use_case: header_str(headers, USE_CASE_HEADER).map(str::to_string),
+        tighten,
+    };
+    let decision = pol.decide(&who, &meta, time::OffsetDateTime::now_utc()).map_err(denial);
+    stage("policy", started);
+    let decision = decision?;
+    audit.use_case = Some(decision.use_case.clone());
+    audit.purpose = Some(decision.purpose.clone());
+    audit.policy_version = Some(decision.policy_version.clone());
+
+    let texts = phiops::texts(&body, kind)?;
+    state
+        .inner
+        .limiter
+        .admit(&buckets(&pol, &who, &decision.use_case), estimate_tokens(&texts, &body))
+        .await?;
+
+    let mut injection = Vec::new();
+    if decision.prompt_injection != policy::InjectionMode::Off {
+        for t in &texts {
+            injection.extend(crate::injection::screen(t));
+        }
+        injection.sort_unstable();
+        injection.dedup();
+        for rule in &injection {
+            metrics::counter!("phigate_prompt_injection_total", "rule" => *rule).increment(1);
+        }
+        if !injection.is_empty() && decision.prompt_injection == policy::InjectionMode::Block {
+            return Err(ApiError::PromptInjection);
+        }
+    }
+    if kind == Kind::Chat
+        && body.get("stream").and_then(Value::as_bool) == Some(true)
+        && decision.stream_scan == policy::StreamScan::Block
+    {
+        return Err(ApiError::InvalidRequest("streaming is not allowed for this use case"));
+    }
+
+    let scanned = phiops::scan_request(state.inner.detector.as_ref(), &mut body, kind)?;
+    audit.categories = scanned.counts.clone();
+    let act = |c: Category| act_of(decision.handling[c.index()]);
+    let blocked = phiops::blocked(&scanned, &act);
+    if !blocked.is_empty() {
+        return Err(ApiError::PhiBlocked { categories: blocked, in_answer: false });
+    }
+    let first_user = first_user_text(&body);
+    let scope = scope_of(state, &who, headers, &first_user);
+    let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, &scope).await?;
+    let scope = Some(scope);
+    let deps = pol.eligible(&decision, applied.phi_present, time::OffsetDateTime::now_utc());
+    if deps.is_empty() {
+        return Err(ApiError::NoEligibleProvider);
+    }
+    Ok(Prepared { who, decision, body, applied, scope, targets: targets(deps), injection })
+}
+
+fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
+    match applied.strictest {
+        Some(Act::Redact) => (LDecision::Redact, "phi_redacted"),
+        Some(Act::Tokenize) => (LDecision::Tokenize, "phi_tokenized"),
+        Some(Act::PrivateOnly) => (LDecision::Allow, "phi_private_only"),
+        _ => (LDecision::Allow, "no_phi"),
+    }
+}
+
+/// Reveals `tokens` for the caller (recorded by the vault in the ledger).
+async fn reveal(
+    state: &AppState,
+    p: &Prepared,
+    tokens: Vec<String>,
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    let (Some(scope), false) = (&p.scope, tokens.is_empty()) else { return Ok(out) };
+    let started = Instant::now();
+    let actor = vault::Actor::new(&slug(&p.who.id).unwrap_or_else(|| "unrecorded-identity".into()))
+        .map_err(|_| ApiError::VaultUnavailable)?;
+    let revealed = state
+        .inner
+        .vault
+        .reveal(scope, &tokens, &actor, reveal_reason(&p.decision.purpose))
+        .await?;
+    stage("vault", started);
+    for (t, v) in revealed.iter() {
+        out.insert(t.to_string(), v.expose().to_string());
+    }
+    Ok(out)
+}
+
+// ---- routes ----------------------------------------------------------------------------------
+
+async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let mut audit = Audit::new(Action::ChatCompletion, started);
+    match chat_inner(&state, req, &mut audit).await {
+        Ok(r) => r,
+        Err(e) => audit.refuse(&state, e).await.into_response(),
+    }
+}
+
+async fn chat_inner(
+    state: &AppState,
+    req: Request,
+    audit: &mut Audit,
+) -> Result<Response, ApiError> {
+    let (headers, raw) = read_body(state, req).await?;
+    audit.raw = Some(raw.clone());
+    let p = prepare(state, &headers, &raw, Kind::Chat, audit).await?;
+    let stream = p.body.get("stream").and_then(Value::as_bool) == Some(true);
+    let answered =
+        state.inner.upstreams.post(p.targets.clone(), "chat/completions", &p.body).await?;
+    audit.provider = Some(answered.target.provider.clone());
+    audit.upstream_model = Some(answered.target.model.clone());
+    let (decision, mut reason) = ledger_decision(&p.applied);
+    if !p.injection.is_empty() {
+        reason = "prompt_injection_flagged";
+    }
+    let new_phi = match p.decision.new_phi {
+        policy::NewPhi::Block => NewPhi::Block,
+        #[allow(unreachable_patterns)]
+        _ => NewPhi::Redact,
+    };
+    let client_model = p.decision.model.clone();
+    if !stream {
+        let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
+        let out_started = Instant::now();
+        let mut rules = OutputRules {
+            scanner: state.inner.detector.clone(),
+            request_values: p.applied.request_values.clone(),
+            new_phi,
+            restore: HashMap::new(),
+        };
+        // Check first (on placeholders), then restore for allowed roles.
+        let no_restore = output::rewrite_completion(&rules, &mut body, &client_model)?;
+        for c in &no_restore.new_phi {
+            metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str())
+                .increment(1);
+        }
+        if p.decision.reidentify && !p.applied.tokens.is_empty() {
+            let text = body.to_string();
+            let used = phiops::tokens_in(&text, p.applied.tokens.keys());
+            rules.restore = reveal(state, &p, used).await?;
+            rules.request_values.extend(rules.restore.values().cloned());
+            restore_values(&mut body, &rules.restore);
+        }
+        stage("output", out_started);
+        audit.write(state, decision, reason).await?;
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+
+    // Streaming: the upstream must answer with an event stream.
+    let ct = answered
+        .response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("text/event-stream") {
+        return Err(ApiError::UpstreamInvalidResponse);
+    }
+    let restore = if p.decision.reidentify && !p.applied.tokens.is_empty() {
+        let all: Vec<String> = p.applied.tokens.keys().cloned().collect();
+        reveal(state, &p, all).await?
+    } else {
+        HashMap::new()
+    };
+    let rules = OutputRules {
+        scanner: state.inner.detector.clone(),
+        request_values: p.applied.request_values.clone(),
+        new_phi,
+        restore,
+    };
+    // The record is durable before the first byte of the answer goes out.
+    audit.write(state, decision, reason).await?;
+    let rewriter = StreamRewriter::new(rules, &client_model);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+fn restore_values(body: &mut Value, restore: &HashMap<String, String>) {
+    if restore.is_empty() {
+        return;
+    }
+    let Ok(mut r) = phi::transform::StreamRestorer::new(restore.iter()) else { return };
+    let mut fix = |s: &mut String| {
+        let mut out = r.push(s);
+        out.push_str(&r.finish());
+        *s = out;
+    };
+    if let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) {
+        for ch in choices {
+            if let Some(Value::String(s)) = ch.pointer_mut("/message/content") {
+                fix(s);
+            }
+            if let Some(calls) = ch.pointer_mut("/message/tool_calls").and_then(Value::as_array_mut)
+            {
+                for c in calls {
+                    if let Some(Value::String(a)) = c.pointer_mut("/function/arguments") {
+                        fix(a);
+                    }
+                }
+            }
+            if let Some(Value::String(a)) = ch.pointer_mut("/message/function_call/arguments") {
+                fix(a);
+            }
+        }
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Reads the upstream stream, rewrites each event, sends SSE frames; ends with `[DONE]` or
+/// with an error event (OpenAI's SDK raises it) when the upstream fails or the answer must be
+/// refused mid-way.
+async fn pump(
+    mut resp: reqwest::Response,
+    mut rw: StreamRewriter,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    idle: std::time::Duration,
+) {
+    let mut parser = SseParser::default();
+    let result: Result<(), ApiError> = async {
+        loop {
+            let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
+                Err(_) => return Err(ApiError::UpstreamTimeout),
+                Ok(Err(_)) => return Err(ApiError::UpstreamUnavailable),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            for data in parser.push(&chunk)? {
+                if data.trim() == "[DONE]" {
+                    return Ok(());
+                }
+                let v = rw.event(&data)?;
+                if tx.send(Ok(sse(&v))).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(data) = parser.finish() {
+            if data.trim() != "[DONE]" {
+                let v = rw.event(&data)?;
+                let _ = tx.send(Ok(sse(&v))).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let result = match result {
+        Ok(()) => rw.finish(),
+        Err(e) => Err(e),
+    };
+    for c in &rw.report.new_phi {
+        metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str()).increment(1);
+    }
+    match result {
+        Ok(tail) => {
+            for v in tail {
+                let _ = tx.send(Ok(sse(&v))).await;
+            }
+            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        }
+        Err(e) => {
+            tracing::warn!(code = e.code(), "stream ended with an error");
+            metrics::counter!("phigate_stream_errors_total", "code" => e.code()).increment(1);
+            let _ = tx.send(Ok(sse(&e.body()))).await;
+        }
+    }
+}
+
+async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let mut audit = Audit::new(Action::Embedding, started);
+    let r = async {
+        let (headers, raw) = read_body(&state, req).await?;
+        audit.raw = Some(raw.clone());
+        let p = prepare(&state, &headers, &raw, Kind::Embeddings, &mut audit).await?;
+        let answered = state.inner.upstreams.post(p.targets.clone(), "embeddings", &p.body).await?;
+        audit.provider = Some(answered.target.provider.clone());
+        audit.upstream_model = Some(answered.target.model.clone());
+        let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
+        if !body.get("data").is_some_and(Value::is_array) {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
+        if let Some(m) = body.get_mut("model") {
+            *m = Value::String(p.decision.model.clone());
+        }
+        let (d, reason) = ledger_decision(&p.applied);
+        audit.write(&state, d, reason).await?;
+        Ok::<_, ApiError>((StatusCode::OK, Json(body)).into_response())
+    }
+    .await;
+    match r {
+        Ok(r) => r,
+        Err(e) => audit.refuse(&state, e).await.into_response(),
+    }
+}
+
+async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        let who = authenticate(&state, &headers).await?;
+        let pol = state.policy();
+        let mut names: Vec<&str> = Vec::new();
+        for uc in pol.use_cases_for(&who) {
+            for m in &uc.models {
+                if !names.contains(&m.as_str()) {
+                    names.push(m);
+                }
+            }
+        }
+        names.sort_unstable();
+        let data: Vec<Value> = names
+            .iter()
+            .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "phigate"}))
+            .collect();
+        Ok::<_, ApiError>(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+    };
+    match r.await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let mut audit = Audit::new(Action::Deidentify, started);
+    let r = async {
+        let (headers, raw) = read_body(&state, req).await?;
+        audit.raw = Some(raw.clone());
+        let who = authenticate(&state, &headers).await?;
+        audit.actor = who.id.clone();
+        let body: Value = serde_json::from_slice(&raw)
+            .map_err(|_| ApiError::InvalidRequest("the body is not JSON"))?;
+        let text = body
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or(ApiError::InvalidRequest("text is required"))?;
+        let mode = body.get("mode").and_then(Value::as_str).unwrap_or("scan");
+        let findings = phiops::scan(state.inner.detector.as_ref(), text)?;
+        for f in &findings {
+            *audit.categories.entry(f.category).or_insert(0) += 1;
+        }
+        let out = if mode == "scan" {
+            let idx = phi::text::CharIndex::new(text);
+            let list: Vec<Value> = findings
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "start": idx.char_offset(f.start), "end": idx.char_offset(f.end),
+                        "category": f.category.as_str(), "subtype": f.subtype, "score": f.score,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "findings": list })
+        } else {
+            let m: phi::transform::Mode =
+                mode.parse().map_err(|_| ApiError::InvalidRequest("unknown mode"))?;
+            let mut key = state.inner.scope_key.clone();
+            key.extend_from_slice(b"\0deidentify");
+            let t = phi::transform::Transformer::new(m).with_key(&key);
+            let mut ctx = phi::transform::Context::new();
+            let text =
+                t.apply(text, &findings, &mut ctx).map_err(|_| ApiError::ScannerUnavailable)?;
+            let cats: Vec<&str> = findings.iter().map(|f| f.category.as_str()).collect();
+            serde_json::json!({ "text": text, "mode": m.as_str(), "categories": cats })
+        };
+        let decision = if findings.is_empty() { LDecision::Allow } else { LDecision::Redact };
+        audit.write(&state, decision, "deidentify").await?;
+        Ok::<_, ApiError>(Json(out).into_response())
+    }
+    .await;
+    match r {
+        Ok(r) => r,
+        Err(e) => audit.refuse(&state, e).await.into_response(),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let store_ok = state.inner.store.ping().await.is_ok();
+    checks.insert("store".into(), Value::Bool(store_ok));
+    let vault_ok = state.inner.vault.scope_key("phigate-readyz").await.is_ok();
+    checks.insert("vault".into(), Value::Bool(vault_ok));
+    let mut ok = store_ok && vault_ok;
+    if state.inner.limiter.uses_redis() {
+        let r = state.inner.limiter.ping().await.is_ok();
+        checks.insert("redis".into(), Value::Bool(r));
+        ok &= r;
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body =
+        serde_json::json!({"status": if ok { "ready" } else { "unavailable" }, "checks": checks});
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let mut resp = state.render_metrics().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

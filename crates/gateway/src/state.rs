@@ -1,0 +1,130 @@
+//! The shared state of the application: the policy (swapped atomically on reload), the store,
+//! ledger and vault, the scanner, the upstream clients, the limiter and the metrics handle.
+
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use phi::{Finding, Scanner};
+
+use crate::limits::Limiter;
+use crate::upstream::Upstreams;
+use crate::Error;
+
+/// Finds PHI in a text. [`phi::Scanner`] is the one used in production; the trait lets a
+/// deployment plug in another engine (and lets tests prove that a failing one is a refusal).
+pub trait Detector: Send + Sync {
+    /// Findings in `text`, sorted by start, not overlapping, on char boundaries.
+    fn detect(&self, text: &str) -> Vec<Finding>;
+}
+
+impl Detector for Scanner {
+    fn detect(&self, text: &str) -> Vec<Finding> {
+        self.scan(text)
+    }
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) policy: ArcSwap<policy::Policy>,
+    pub(crate) store: store::Store,
+    pub(crate) ledger: ledger::Ledger,
+    pub(crate) vault: vault::Vault,
+    pub(crate) detector: Arc<dyn Detector>,
+    pub(crate) hmac: ledger::HmacKey,
+    pub(crate) scope_key: Vec<u8>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) limiter: Limiter,
+    pub(crate) metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("policy_version", &self.inner.policy.load().version())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; every `AppState` shares it).
+fn recorder() -> Result<PrometheusHandle, Error> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(Error::Metrics)
+}
+
+impl AppState {
+    /// A state over a loaded policy and opened store, ledger and vault. `audit_hmac` keys the
+    /// ledger's request digests and the conversation scopes. Uses [`phi::Scanner`], and Redis
+    /// for rate limits when the configuration names it.
+    pub fn new(
+        policy: policy::Policy,
+        store: store::Store,
+        ledger: ledger::Ledger,
+        vault: vault::Vault,
+        audit_hmac: &[u8],
+    ) -> Result<AppState, Error> {
+        let scanner = Arc::new(Scanner::new()?);
+        AppState::with_detector(policy, store, ledger, vault, audit_hmac, scanner)
+    }
+
+    /// Like [`AppState::new`] with another PHI detector.
+    pub fn with_detector(
+        policy: policy::Policy,
+        store: store::Store,
+        ledger: ledger::Ledger,
+        vault: vault::Vault,
+        audit_hmac: &[u8],
+        detector: Arc<dyn Detector>,
+    ) -> Result<AppState, Error> {
+        let limiter = match &policy.config().redis {
+            Some(r) => Limiter::redis(&r.url, r.allow_local_fallback)?,
+            None => Limiter::local(),
+        };
+        let hmac = ledger::HmacKey::from_bytes(audit_hmac)?;
+        let mut scope_key = b"phigate-conversation-scope\0".to_vec();
+        scope_key.extend_from_slice(audit_hmac);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                policy: ArcSwap::from_pointee(policy),
+                store,
+                ledger,
+                vault,
+                detector,
+                hmac,
+                scope_key,
+                upstreams: Upstreams::new()?,
+                limiter,
+                metrics: recorder()?,
+            }),
+        })
+    }
+
+    /// Replaces the policy atomically (requests in flight finish under the old one).
+    pub fn reload(&self, policy: policy::Policy) {
+        self.inner.policy.store(Arc::new(policy));
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<policy::Policy> {
+        self.inner.policy.load_full()
+    }
+
+    /// The Prometheus text of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+}

@@ -1,0 +1,301 @@
+//! Requests that go through: no PHI value reaches the upstream; answers are re-identified for
+//! an allowed role only, with and without streaming, at every chunk boundary.
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const CANARIES: [&str; 3] = [CANARY_NAME, CANARY_DATE, CANARY_MRN];
+
+fn assert_no_canary(up: &Upstream) {
+    let all = up.all_bodies();
+    assert!(!all.is_empty(), "the upstream received nothing");
+    for c in CANARIES {
+        assert!(!all.contains(c), "a PHI value reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn the_scanner_finds_every_canary() {
+    // Otherwise the tests below would prove nothing.
+    let s = phi::Scanner::new().unwrap();
+    let found: Vec<&str> = s.scan(NOTE).iter().map(|f| &NOTE[f.start..f.end]).collect();
+    for c in CANARIES {
+        assert!(found.iter().any(|f| f.contains(c)), "canary not detected");
+    }
+}
+
+#[tokio::test]
+async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
+    let s = stack().await;
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("clinical-chat", NOTE)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(text, format!("Noted: {NOTE}"));
+    assert_eq!(v["model"], "clinical-chat");
+    assert_no_canary(&s.upstream);
+    let sent = s.upstream.all_bodies();
+    assert!(sent.contains("[NAME_1]"), "tokens were not sent: {sent}");
+    assert!(sent.contains("upstream-llama"));
+
+    let b = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.researcher),
+        &[],
+        Some(chat_body("clinical-chat", NOTE)),
+    )
+    .await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    let text = b.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    for c in CANARIES {
+        assert!(!text.contains(c), "a researcher saw a value: {text}");
+    }
+    assert!(text.contains("[NAME_"), "{text}");
+    assert_no_canary(&s.upstream);
+}
+
+#[tokio::test]
+async fn tokens_are_consistent_across_a_conversation() {
+    let s = stack().await;
+    let h = [("x-phigate-conversation", "conv-1")];
+    for _ in 0..2 {
+        let a = call(
+            &s.state,
+            "POST",
+            "/v1/chat/completions",
+            Some(&s.researcher),
+            &h,
+            Some(chat_body("clinical-chat", NOTE)),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let bodies = s.upstream.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2);
+    let user = |b: &str| {
+        serde_json::from_str::<serde_json::Value>(b).unwrap()["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(user(&bodies[0]), user(&bodies[1]));
+    assert!(user(&bodies[0]).contains("[NAME_1]"));
+}
+
+#[tokio::test]
+async fn every_message_role_and_tool_arguments_are_scanned() {
+    let s = stack().await;
+    let body = json!({"model": "clinical-chat", "messages": [
+        {"role": "system", "content": format!("Context: {NOTE}")},
+        {"role": "user", "content": [{"type": "text", "text": NOTE}]},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "lookup", "arguments": format!("{{\"q\": \"{NOTE}\"}}")}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": NOTE},
+        {"role": "user", "content": "Summarize."}
+    ], "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]});
+    let a =
+        call(&s.state, "POST", "/v1/chat/completions", Some(&s.clinician), &[], Some(body)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_no_canary(&s.upstream);
+    assert!(s.upstream.all_bodies().contains("\"tools\""), "tools were not passed through");
+}
+
+#[tokio::test]
+async fn new_phi_in_the_answer_is_redacted() {
+    let s = stack().await;
+    s.upstream.set_extra(" Call her at (617) 555-0199 or jane.roe@example.org.");
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("clinical-chat", "Any plan?")),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!a.body.contains("555-0199"), "{}", a.body);
+    assert!(!a.body.contains("jane.roe@example.org"), "{}", a.body);
+    assert!(a.body.contains("[PHONE]") || a.body.contains("[EMAIL]"), "{}", a.body);
+}
+
+async fn stream_text(s: &Stack, key: &str, extra: serde_json::Value) -> String {
+    let mut body = chat_body("clinical-chat", NOTE);
+    body["stream"] = json!(true);
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let a = call(&s.state, "POST", "/v1/chat/completions", Some(key), &[], Some(body)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    sse_text(&a.body)
+}
+
+#[tokio::test]
+async fn streaming_restores_for_clinicians_at_every_chunk_boundary() {
+    let s = stack().await;
+    let want = format!("Noted: {NOTE}");
+    assert_eq!(stream_text(&s, &s.clinician, json!({"x_chunk": 1})).await, want);
+    assert_eq!(stream_text(&s, &s.clinician, json!({"x_chunk": 3})).await, want);
+    // The tokenized answer the upstream streams: find its length, then cut at every byte.
+    let upstream_len = {
+        let bodies = s.upstream.bodies.lock().unwrap();
+        let v: serde_json::Value = serde_json::from_str(bodies.last().unwrap()).unwrap();
+        format!("Noted: {}", v["messages"][1]["content"].as_str().unwrap()).len()
+    };
+    for at in 0..=upstream_len {
+        assert_eq!(
+            stream_text(&s, &s.clinician, json!({"x_split": at})).await,
+            want,
+            "split at {at}"
+        );
+    }
+    assert_no_canary(&s.upstream);
+}
+
+#[tokio::test]
+async fn streaming_gives_placeholders_only_to_other_roles() {
+    let s = stack().await;
+    for chunk in [1, 2, 7] {
+        let text = stream_text(&s, &s.researcher, json!({"x_chunk": chunk})).await;
+        for c in CANARIES {
+            assert!(!text.contains(c), "a researcher saw a value");
+        }
+        assert!(text.contains("[NAME_1]"), "{text}");
+    }
+    assert_no_canary(&s.upstream);
+}
+
+#[tokio::test]
+async fn streaming_redacts_new_phi_split_across_chunks() {
+    let s = stack().await;
+    s.upstream.set_extra(" Her SSN is 219-09-9999 and phone (617) 555-0199.");
+    let mut body = chat_body("clinical-chat", "Plan?");
+    body["stream"] = json!(true);
+    body["x_chunk"] = json!(2);
+    let a =
+        call(&s.state, "POST", "/v1/chat/completions", Some(&s.clinician), &[], Some(body)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let text = sse_text(&a.body);
+    assert!(!text.contains("555-0199") && !text.contains("219-09-9999"), "{text}");
+}
+
+#[tokio::test]
+async fn embeddings_are_tokenized_and_models_are_scoped() {
+    let s = stack().await;
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/embeddings",
+        Some(&s.clinician),
+        &[],
+        Some(json!({"model": "clinical-chat", "input": [NOTE, "plain"]})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_no_canary(&s.upstream);
+
+    let m = call(&s.state, "GET", "/v1/models", Some(&s.blocker), &[], None).await;
+    assert_eq!(m.status, 200);
+    let ids: Vec<String> = m.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["clinical-chat"]);
+}
+
+#[tokio::test]
+async fn deidentify_metrics_health_and_ledger() {
+    let s = stack().await;
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/deidentify",
+        Some(&s.researcher),
+        &[],
+        Some(json!({"text": NOTE, "mode": "redact"})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t = a.json()["text"].as_str().unwrap().to_string();
+    assert!(t.contains("[NAME]") && !t.contains(CANARY_NAME), "{t}");
+    let f = call(
+        &s.state,
+        "POST",
+        "/v1/deidentify",
+        Some(&s.researcher),
+        &[],
+        Some(json!({"text": NOTE, "mode": "scan"})),
+    )
+    .await;
+    assert_eq!(f.status, 200);
+    assert!(!f.body.contains(CANARY_NAME));
+    assert_eq!(f.json()["findings"].as_array().unwrap().len(), 3);
+
+    let c = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("clinical-chat", NOTE)),
+    )
+    .await;
+    assert_eq!(c.status, 200);
+    assert_eq!(call(&s.state, "GET", "/healthz", None, &[], None).await.status, 200);
+    let r = call(&s.state, "GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = call(&s.state, "GET", "/metrics", None, &[], None).await;
+    assert!(m.body.contains("phigate_requests_total"), "{}", m.body);
+    assert!(m.body.contains("phigate_phi_findings_total"), "{}", m.body);
+    for c in CANARIES {
+        assert!(!m.body.contains(c));
+    }
+    // One record per request (plus the vault's reveal record), none with a value.
+    let entries = s.store.ledger_read(0, s.store.ledger_len().await.unwrap()).await.unwrap();
+    assert!(entries.len() >= 4, "{} records", entries.len());
+    for e in &entries {
+        let text = String::from_utf8_lossy(&e.body);
+        for c in CANARIES {
+            assert!(!text.contains(c), "a value in the ledger");
+        }
+    }
+    let chat = entries
+        .iter()
+        .filter_map(|e| ledger::Record::decode(&e.body).ok())
+        .find(|r| r.action() == ledger::Action::ChatCompletion)
+        .expect("a chat record");
+    assert_eq!(chat.decision(), ledger::Decision::Tokenize);
+    assert_eq!(chat.use_case().map(|s| s.as_str()), Some("clinical-notes"));
+    assert_eq!(chat.provider().map(|s| s.as_str()), Some("local"));
+    assert!(chat.request_hmac().is_some());
+    assert_eq!(chat.categories().get(&phi::Category::Name), Some(&1));
+}
+
+#[tokio::test]
+async fn fallback_skips_a_dead_deployment() {
+    let s = stack().await;
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("fallback-chat", "hello")),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(s.upstream.count(), 1);
+}

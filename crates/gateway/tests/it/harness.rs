@@ -1,0 +1,388 @@
+//! A real local upstream (axum on 127.0.0.1:0 that records every body and answers like OpenAI,
+//! streaming too) and the real phigate stack (SQLite temp store, vault, ledger).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// What the fake upstream does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers like OpenAI.
+    Normal,
+    /// 500 on everything.
+    Down,
+    /// Sleeps 3 s before answering.
+    Slow,
+    /// Answers `200` with a body that is not JSON.
+    Garbage,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub bodies: Arc<Mutex<Vec<String>>>,
+    pub mode: Arc<Mutex<Mode>>,
+    pub hits: Arc<AtomicUsize>,
+    /// Extra text appended to every answer (to plant new PHI).
+    pub extra: Arc<Mutex<String>>,
+}
+
+impl Upstream {
+    pub fn set_mode(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+    pub fn set_extra(&self, s: &str) {
+        *self.extra.lock().unwrap() = s.to_string();
+    }
+    pub fn all_bodies(&self) -> String {
+        self.bodies.lock().unwrap().join("\n")
+    }
+    pub fn count(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+/// The answer: "Noted: " + the last user message's text (with whatever placeholders it holds).
+fn answer_text(body: &Value, extra: &str) -> String {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" ")
+            }
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    format!("Noted: {last}{extra}")
+}
+
+async fn chat(State(u): State<Upstream>, body: String) -> Response {
+    u.hits.fetch_add(1, Ordering::SeqCst);
+    u.bodies.lock().unwrap().push(body.clone());
+    let mode = *u.mode.lock().unwrap();
+    match mode {
+        Mode::Down => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded: secret detail")
+                .into_response()
+        }
+        Mode::Slow => tokio::time::sleep(Duration::from_secs(3)).await,
+        Mode::Garbage => return (StatusCode::OK, "<html>definitely not json").into_response(),
+        Mode::Normal => {}
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let extra = u.extra.lock().unwrap().clone();
+    let text = answer_text(&v, &extra);
+    let model = v["model"].as_str().unwrap_or("m").to_string();
+    if v["stream"] == true {
+        // Chunking: `x_split` = one cut at that byte (two chunks), else `x_chunk` bytes a chunk.
+        let mut pieces: Vec<String> = Vec::new();
+        if let Some(at) = v["x_split"].as_u64() {
+            let at = at as usize;
+            pieces.push(text[..at].to_string());
+            pieces.push(text[at..].to_string());
+        } else {
+            let n = v["x_chunk"].as_u64().unwrap_or(5) as usize;
+            let mut i = 0;
+            while i < text.len() {
+                let mut j = (i + n).min(text.len());
+                while !text.is_char_boundary(j) {
+                    j += 1;
+                }
+                pieces.push(text[i..j].to_string());
+                i = j;
+            }
+        }
+        let mut out = String::new();
+        let head = json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":model,
+            "choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]});
+        out.push_str(&format!("data: {head}\n\n"));
+        for p in pieces {
+            let c = json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":model,
+                "choices":[{"index":0,"delta":{"content":p},"finish_reason":null}]});
+            out.push_str(&format!("data: {c}\n\n"));
+        }
+        let end = json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":model,
+            "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]});
+        out.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(out))
+            .unwrap();
+    }
+    Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    }))
+    .into_response()
+}
+
+async fn embeddings(State(u): State<Upstream>, body: String) -> Response {
+    u.bodies.lock().unwrap().push(body);
+    Json(json!({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"e","usage":{"prompt_tokens":1,"total_tokens":1}})).into_response()
+}
+
+pub async fn upstream() -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let u = Upstream {
+        addr: listener.local_addr().unwrap(),
+        bodies: Arc::default(),
+        mode: Arc::new(Mutex::new(Mode::Normal)),
+        hits: Arc::default(),
+        extra: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .with_state(u.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    u
+}
+
+/// A port with nothing listening.
+pub async fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    drop(l);
+    p
+}
+
+pub struct Stack {
+    pub _dir: tempfile::TempDir,
+    pub state: gateway::AppState,
+    pub store: store::Store,
+    pub upstream: Upstream,
+    /// clinician (may re-identify) and researcher (placeholders only) keys.
+    pub clinician: String,
+    pub researcher: String,
+    pub blocker: String,
+    pub limited: String,
+    pub cloud: String,
+}
+
+pub const CANARY_NAME: &str = "Alan Smith";
+pub const CANARY_DATE: &str = "03/14/2021";
+pub const CANARY_MRN: &str = "4471902";
+pub const NOTE: &str = "Seen by Dr. Alan Smith on 03/14/2021, MRN: 4471902.";
+
+fn config(dir: &std::path::Path, up: &str, down_port: u16, extra: &str) -> String {
+    let b64 = |n: usize, seed: u8| base64::engine::general_purpose::STANDARD.encode(vec![seed; n]);
+    std::fs::write(dir.join("hmac.key"), b64(32, 7)).unwrap();
+    std::fs::write(dir.join("ledger.key"), b64(32, 8)).unwrap();
+    std::fs::write(dir.join("vault.kek"), b64(32, 9)).unwrap();
+    format!(
+        r#"
+server:
+  max_body_bytes: 65536
+audit:
+  hmac_key: file:hmac.key
+  signing_key: file:ledger.key
+vault:
+  kek: file:vault.kek
+organization:
+  blocked_categories: [SSN]
+providers:
+  - name: local
+    kind: openai
+    base_url: {up}
+    hosting: private
+    timeout_ms: 1000
+    retries: 1
+  - name: cloud-nobaa
+    kind: openai
+    base_url: {up}
+    hosting: cloud
+    baa: {{ signed: false }}
+  - name: dead
+    kind: openai
+    base_url: http://127.0.0.1:{down_port}/v1
+    hosting: private
+    timeout_ms: 1000
+    retries: 1
+models:
+  - name: clinical-chat
+    deployments:
+      - {{ provider: local, model: upstream-llama, weight: 1 }}
+  - name: cloud-chat
+    deployments:
+      - {{ provider: cloud-nobaa, model: gpt-x }}
+  - name: dead-chat
+    deployments:
+      - {{ provider: dead, model: nothing }}
+  - name: fallback-chat
+    deployments:
+      - {{ provider: dead, model: nothing, weight: 100 }}
+      - {{ provider: local, model: upstream-llama, weight: 1 }}
+roles: [clinician, researcher, service]
+use_cases:
+  - name: clinical-notes
+    purpose: treatment
+    roles: [clinician, researcher]
+    models: [clinical-chat, cloud-chat, dead-chat, fallback-chat]
+    phi:
+      default: tokenize
+    output:
+      reidentify_roles: [clinician]
+      new_phi: redact
+      stream_scan: holdback
+    prompt_injection: block
+  - name: strict
+    purpose: operations
+    roles: [service]
+    models: [clinical-chat]
+    phi:
+      default: block
+    output:
+      stream_scan: block
+  - name: limited
+    purpose: operations
+    roles: [service]
+    models: [clinical-chat]
+    phi:
+      default: redact
+{extra}
+limits:
+  - {{ use_case: limited, requests_per_minute: 3 }}
+"#
+    )
+}
+
+pub async fn stack() -> Stack {
+    stack_with(None, "").await
+}
+
+pub async fn stack_with(
+    detector: Option<Arc<dyn gateway::Detector>>,
+    extra_use_cases: &str,
+) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream().await;
+    let down = closed_port().await;
+    let text = config(dir.path(), &format!("http://{}/v1", up.addr), down, extra_use_cases);
+    let cfg = policy::Config::from_yaml(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let pol = policy::Policy::new(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let store =
+        store::Store::open(&dir.path().join("phigate.db").display().to_string()).await.unwrap();
+    let ledger =
+        ledger::Ledger::open(store.clone(), ledger::LedgerConfig::new("test.example/phigate"))
+            .await
+            .unwrap();
+    let kek = Arc::new(
+        vault::LocalKek::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+            .unwrap(),
+    );
+    let vault = vault::Vault::new(
+        store.clone(),
+        ledger.clone(),
+        vault::Keyring::new(kek),
+        vault::VaultConfig::default(),
+    );
+    let hmac = [7u8; 32];
+    let state = match detector {
+        Some(d) => gateway::AppState::with_detector(pol, store.clone(), ledger, vault, &hmac, d),
+        None => gateway::AppState::new(pol, store.clone(), ledger, vault, &hmac),
+    }
+    .unwrap();
+    let key = |id: &'static str, role: &'static str, uc: &'static str| {
+        let store = store.clone();
+        async move {
+            policy::create_key(&store, id, &[role.to_string()], Some(uc), None).await.unwrap().1
+        }
+    };
+    Stack {
+        clinician: key("user:dr-a", "clinician", "clinical-notes").await,
+        researcher: key("user:res-b", "researcher", "clinical-notes").await,
+        blocker: key("svc:strict-bot", "service", "strict").await,
+        limited: key("svc:limited-bot", "service", "limited").await,
+        cloud: key("user:dr-c", "clinician", "clinical-notes").await,
+        _dir: dir,
+        state,
+        store,
+        upstream: up,
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub async fn call(
+    state: &gateway::AppState,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    for (h, v) in headers {
+        b = b.header(*h, *v);
+    }
+    let req = match body {
+        Some(v) => {
+            b.header("content-type", "application/json").body(Body::from(v.to_string())).unwrap()
+        }
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let resp = gateway::app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    Answer { status, body: String::from_utf8(bytes.to_vec()).unwrap() }
+}
+
+pub fn chat_body(model: &str, user: &str) -> Value {
+    json!({"model": model, "messages": [
+        {"role": "system", "content": "You are a clinical assistant."},
+        {"role": "user", "content": user}
+    ]})
+}
+
+/// The text of an SSE answer: every `delta.content` joined; panics unless it ends with [DONE].
+pub fn sse_text(body: &str) -> String {
+    assert!(body.ends_with("data: [DONE]\n\n"), "stream did not end with [DONE]: {body}");
+    let mut out = String::new();
+    for ev in body.split("\n\n").filter(|e| !e.is_empty()) {
+        let data =
+            ev.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {ev}"));
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert!(v.get("error").is_none(), "error event: {data}");
+        for ch in v["choices"].as_array().unwrap() {
+            if let Some(s) = ch["delta"]["content"].as_str() {
+                out.push_str(s);
+            }
+        }
+    }
+    out
+}
