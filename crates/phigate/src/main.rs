@@ -4,9 +4,11 @@
 mod audit;
 mod audit_store;
 mod backup;
+mod config_cmd;
 mod deid;
 mod eval;
 mod input;
+mod keys;
 mod run;
 mod scan;
 mod vault_cmd;
@@ -192,6 +194,18 @@ Examples:
   phigate vault keygen --out new.kek && phigate vault rotate-kek --new-kek file:new.kek
   phigate vault check --kek file:new.kek --previous-kek file:phigate-data/vault.kek")]
     Vault(vault_cmd::VaultArgs),
+    /// Check the gateway's configuration: every problem at once, one per line.
+    #[command(after_help = "\
+Examples:
+  phigate config check --config phigate.yaml     # exit 64 and FILE:LINE: path: message lines if bad")]
+    Config(config_cmd::ConfigArgs),
+    /// API keys for the gateway: create (shown once), list, revoke.
+    #[command(after_help = "\
+Examples:
+  phigate keys create --identity svc:triage-bot --roles service --use-case clinical-notes --expires 2027-01-01
+  phigate keys list
+  phigate keys revoke 0123456789abcdef")]
+    Keys(keys::KeysArgs),
 }
 
 #[derive(clap::Args)]
@@ -400,6 +414,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::Vault(args) => vault_cmd::run(args),
+        Command::Config(args) => config_cmd::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();

@@ -64,6 +64,7 @@ pub use error::{Denial, Error};
 pub use keys::{
     create_key, list_keys, parse_key, revoke_key, validate_identity, KeyInfo, KEY_ID_LEN,
 };
+pub use load::parse_instant;
 pub use model::{
     AuditConfig, Baa, Config, DeploymentConfig, Handling, Hosting, InjectionMode, Limit, Model,
     NewPhi, OidcConfig, Organization, OutputScope, PhiScope, Provider, ProviderKind, Purpose,

@@ -450,7 +450,9 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     }
 
     if !p.list.is_empty() {
-        return Err(ConfigErrors(p.list));
+        let mut list = p.list;
+        list.sort_by_key(|x| x.line.unwrap_or(0));
+        return Err(ConfigErrors(list));
     }
     let (Some(audit), Some(vault)) = (audit, vault) else {
         return Err(ConfigErrors(vec![ConfigProblem {
@@ -557,8 +559,9 @@ pub(crate) fn is_loopback(u: &url::Url) -> bool {
     }
 }
 
-/// `YYYY-MM-DD` (00:00 UTC) or RFC 3339.
-pub(crate) fn parse_instant(s: &str) -> Option<time::OffsetDateTime> {
+/// Parses a time as the configuration writes it: `YYYY-MM-DD` (00:00 UTC that day) or
+/// RFC 3339. Used for BAA expiries and key expiries.
+pub fn parse_instant(s: &str) -> Option<time::OffsetDateTime> {
     let s = s.trim();
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Some(t);

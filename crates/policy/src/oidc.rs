@@ -36,7 +36,7 @@ impl JwksSource {
             if p.is_empty() {
                 return Err("empty path after file:".into());
             }
-            return Ok(JwksSource::File(base_dir.join(p)));
+            return Ok(JwksSource::File(crate::secret::join_clean(base_dir, p)));
         }
         let u = url::Url::parse(s).map_err(|_| format!("{s:?} is neither file:PATH nor a URL"))?;
         match u.scheme() {

@@ -86,7 +86,7 @@ impl Secret {
             if p.is_empty() {
                 return Err("empty path after file:".into());
             }
-            let path = base_dir.join(p);
+            let path = join_clean(base_dir, p);
             self.source = SecretSource::File(path.clone());
             let bytes = std::fs::read(&path)
                 .map_err(|e| format!("cannot read secret file {}: {}", path.display(), e.kind()))?;
@@ -102,6 +102,11 @@ impl Secret {
             Err("a secret must be written as ${ENV_VAR} or file:PATH, never inline".into())
         }
     }
+}
+
+/// `base.join(rel)` without `.` components (for messages that read well).
+pub(crate) fn join_clean(base: &Path, rel: &str) -> PathBuf {
+    base.join(rel).components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
 impl fmt::Debug for Secret {

@@ -3,4 +3,5 @@
 mod audit;
 mod backup;
 mod cli;
+mod policy_cli;
 mod vault;

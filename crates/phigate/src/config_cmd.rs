@@ -1,0 +1,65 @@
+//! `phigate config check`: reads the configuration, resolves its secrets and validates all of
+//! it (the `policy` crate does the work), then prints every problem, one per line, as
+//! `FILE:LINE: path: message`. Exit 64 (EX_USAGE) on a bad configuration, 0 with a one-line
+//! summary when it is valid. Never prints a secret.
+
+use std::path::PathBuf;
+
+/// Exit code for a bad configuration (sysexits EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// The default configuration file when neither --config nor PHIGATE_CONFIG is given.
+pub const DEFAULT_CONFIG: &str = "phigate.yaml";
+
+/// `phigate config`.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration: every problem at once, with its line and path.
+    Check {
+        /// The configuration file [env: PHIGATE_CONFIG; default: phigate.yaml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The configuration path: the flag, else `PHIGATE_CONFIG`, else `phigate.yaml`.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("PHIGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Runs `phigate config ...`; exits 64 itself on a bad configuration.
+pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    match args.command {
+        ConfigCommand::Check { config } => {
+            let path = config_path(config);
+            let shown = path.display().to_string();
+            let checked = policy::Config::load(&path).and_then(policy::Policy::new);
+            match checked {
+                Ok(p) => {
+                    println!(
+                        "{shown}: ok: {} (policy version {})",
+                        p.config().summary(),
+                        p.version()
+                    );
+                    Ok(())
+                }
+                Err(errors) => {
+                    print!("{}", errors.render(&shown));
+                    eprintln!(
+                        "phigate: {shown}: {} problem{}; nothing was started",
+                        errors.0.len(),
+                        if errors.0.len() == 1 { "" } else { "s" }
+                    );
+                    std::process::exit(EXIT_CONFIG);
+                }
+            }
+        }
+    }
+}
