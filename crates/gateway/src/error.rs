@@ -277,6 +277,9 @@ pub enum Error {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A configuration value is unusable (names the field, never its value).
+    #[error("config: {0}")]
+    Config(String),
     /// Binding or serving failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -11,9 +11,11 @@ pub mod injection;
 pub mod limits;
 pub mod output;
 pub mod phiops;
+pub mod serve;
 pub mod state;
 pub mod upstream;
 
 pub use app::app;
 pub use error::{ApiError, Error};
+pub use serve::{open, reload, serve, Running};
 pub use state::{AppState, Detector};

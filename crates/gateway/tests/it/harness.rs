@@ -164,7 +164,7 @@ pub async fn closed_port() -> u16 {
 }
 
 pub struct Stack {
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub state: gateway::AppState,
     pub store: store::Store,
     pub upstream: Upstream,
@@ -181,7 +181,13 @@ pub const CANARY_DATE: &str = "03/14/2021";
 pub const CANARY_MRN: &str = "4471902";
 pub const NOTE: &str = "Seen by Dr. Alan Smith on 03/14/2021, MRN: 4471902.";
 
-fn config(dir: &std::path::Path, up: &str, down_port: u16, extra: &str) -> String {
+fn config(
+    dir: &std::path::Path,
+    up: &str,
+    down_port: u16,
+    extra: &str,
+    extra_limits: &str,
+) -> String {
     let b64 = |n: usize, seed: u8| base64::engine::general_purpose::STANDARD.encode(vec![seed; n]);
     std::fs::write(dir.join("hmac.key"), b64(32, 7)).unwrap();
     std::fs::write(dir.join("ledger.key"), b64(32, 8)).unwrap();
@@ -259,22 +265,26 @@ use_cases:
 {extra}
 limits:
   - {{ use_case: limited, requests_per_minute: 3 }}
+{extra_limits}
 "#
     )
 }
 
 pub async fn stack() -> Stack {
-    stack_with(None, "").await
+    stack_with(None, "", "").await
 }
 
 pub async fn stack_with(
     detector: Option<Arc<dyn gateway::Detector>>,
     extra_use_cases: &str,
+    extra_limits: &str,
 ) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let up = upstream().await;
     let down = closed_port().await;
-    let text = config(dir.path(), &format!("http://{}/v1", up.addr), down, extra_use_cases);
+    let text =
+        config(dir.path(), &format!("http://{}/v1", up.addr), down, extra_use_cases, extra_limits);
+    std::fs::write(dir.path().join("phigate.yaml"), &text).unwrap();
     let cfg = policy::Config::from_yaml(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let pol = policy::Policy::new(cfg).unwrap_or_else(|e| panic!("{e}"));
     let store =
@@ -311,7 +321,7 @@ pub async fn stack_with(
         blocker: key("svc:strict-bot", "service", "strict").await,
         limited: key("svc:limited-bot", "service", "limited").await,
         cloud: key("user:dr-c", "clinician", "clinical-notes").await,
-        _dir: dir,
+        dir,
         state,
         store,
         upstream: up,

@@ -3,4 +3,5 @@
 mod flows;
 mod harness;
 mod openai_sdk;
+mod ops;
 mod refusals;

@@ -229,7 +229,7 @@ impl gateway::Detector for Exploding {
 
 #[tokio::test]
 async fn scanner_failure_is_a_refusal() {
-    let s = stack_with(Some(Arc::new(Exploding)), "").await;
+    let s = stack_with(Some(Arc::new(Exploding)), "", "").await;
     let a = call(
         &s.state,
         "POST",

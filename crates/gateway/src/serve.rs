@@ -1,0 +1,71 @@
+//! Opening the whole stack from a configuration, and serving the app on a socket.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::{app, AppState, Error};
+
+/// The ledger's origin line when none is configured elsewhere.
+pub const LEDGER_ORIGIN: &str = "phigate";
+
+/// What [`open`] started besides the state (keep it alive while serving).
+pub struct Running {
+    /// The application state.
+    pub state: AppState,
+    /// The vault's retention sweeper (stops when dropped).
+    pub sweeper: vault::Sweeper,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+/// Opens the store, the ledger (signing checkpoints on the configured schedule) and the vault
+/// (its keyring checked against every live data key) named by `policy`'s configuration, and
+/// builds the state. Must run inside a tokio runtime.
+pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
+    let cfg = policy.config().clone();
+    let store = store::Store::open(&cfg.store_url()).await?;
+    let signer =
+        ledger::NoteSigner::from_base64_seed(LEDGER_ORIGIN, cfg.audit.signing_key.expose())?;
+    let lcfg = ledger::LedgerConfig::new(LEDGER_ORIGIN)
+        .signer(signer)
+        .checkpoint_every(Duration::from_secs(cfg.audit.checkpoint_interval_secs.max(1)));
+    let ledger = ledger::Ledger::open(store.clone(), lcfg).await?;
+    let kek = Arc::new(vault::LocalKek::from_base64(cfg.vault.kek.expose())?);
+    let mut vcfg = vault::VaultConfig::default();
+    vcfg.retention = Some(Duration::from_secs(cfg.vault.retention_secs));
+    let vault = vault::Vault::new(store.clone(), ledger.clone(), vault::Keyring::new(kek), vcfg);
+    vault.check_keyring().await?;
+    let hmac = base64::engine::general_purpose::STANDARD
+        .decode(cfg.audit.hmac_key.expose().trim())
+        .map_err(|_| Error::Config("audit.hmac_key is not base64".into()))?;
+    let sweeper = vault.spawn_sweeper(Duration::from_secs(300));
+    let state = AppState::new(policy, store, ledger, vault, &hmac)?;
+    Ok(Running { state, sweeper })
+}
+
+/// Serves the app on `listener` until `shutdown` completes (requests in flight finish).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Loads and validates `path` and swaps it in atomically; an invalid file is refused (its
+/// problems logged) and the policy in force is kept. Sections read only at start (store,
+/// audit, vault, redis, server.listen) take effect on the next restart.
+pub fn reload(state: &AppState, path: &std::path::Path) -> Result<String, policy::ConfigErrors> {
+    let p = policy::Config::load(path).and_then(policy::Policy::new)?;
+    let version = p.version().to_string();
+    state.reload(p);
+    Ok(version)
+}
