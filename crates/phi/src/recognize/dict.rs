@@ -13,6 +13,28 @@ static ZIP5: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/zip5.bits"));
 static STATE_ABBR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/state_abbr.bits"));
 include!(concat!(env!("OUT_DIR"), "/dict_meta.rs"));
 
+/// Words of up to this many bytes are cached.
+const CACHED_KEY: usize = 19;
+const CACHE_SLOTS: usize = 4096;
+
+/// A direct-mapped cache of word flags (see [`Dict::flags_cached`]), kept per thread.
+pub(crate) struct WordCache {
+    slots: Vec<CacheSlot>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct CacheSlot {
+    len: u8,
+    key: [u8; CACHED_KEY],
+    flags: u32,
+}
+
+impl Default for WordCache {
+    fn default() -> Self {
+        WordCache { slots: vec![CacheSlot::default(); CACHE_SLOTS] }
+    }
+}
+
 pub(crate) struct Dict {
     words: Table<'static>,
     phrases: Table<'static>,
@@ -40,6 +62,26 @@ impl Dict {
             }
             None => 0,
         }
+    }
+
+    /// [`Dict::flags`] through a small per-thread cache of recent words: clinical text repeats
+    /// its vocabulary, and the cache stays in L2 where the word table does not.
+    #[inline]
+    pub(crate) fn flags_cached(&self, lower: &str, cache: &mut WordCache) -> u32 {
+        let key = lower.as_bytes();
+        if key.len() > CACHED_KEY || !lower.is_ascii() {
+            return self.flags(lower);
+        }
+        let h = table_hash(key);
+        let slot = &mut cache.slots[(h as usize) & (CACHE_SLOTS - 1)];
+        if slot.len as usize == key.len() && slot.len != 0 && &slot.key[..key.len()] == key {
+            return slot.flags;
+        }
+        let flags = self.words.get_hashed(h, key).unwrap_or(0);
+        slot.len = key.len() as u8;
+        slot.key[..key.len()].copy_from_slice(key);
+        slot.flags = flags;
+        flags
     }
 
     /// A phrase (lower-case, single spaces) if known.

@@ -162,10 +162,15 @@ impl<'a> Table<'a> {
     /// The value of `key`, if present.
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
+        self.get_hashed(table_hash(key), key)
+    }
+
+    /// [`Table::get`] with the key's [`table_hash`] already computed.
+    #[inline]
+    pub(crate) fn get_hashed(&self, h: u64, key: &[u8]) -> Option<u32> {
         if key.is_empty() || key.len() > 255 {
             return None;
         }
-        let h = table_hash(key);
         let tag = ((h >> 32) as u32).to_le_bytes();
         let mut i = h as usize & self.mask;
         loop {

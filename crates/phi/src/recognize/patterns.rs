@@ -956,6 +956,8 @@ pub(crate) struct LedDfa {
     dfa: Option<DFA>,
     /// The [`word_kinds`] table.
     kinds: Vec<u8>,
+    /// Which lengths the words of [`word_kinds`] have, by their first two letters.
+    kind_lengths: KindLengths,
     /// Tells this DFA's per-thread cache apart from another scanner's.
     id: usize,
 }
@@ -983,7 +985,12 @@ thread_local! {
 
 impl LedDfa {
     fn empty() -> LedDfa {
-        LedDfa { dfa: None, kinds: Table::encode(&[]), id: usize::MAX }
+        LedDfa {
+            dfa: None,
+            kinds: Table::encode(&[]),
+            kind_lengths: KindLengths::new(&[]),
+            id: usize::MAX,
+        }
     }
 
     fn new(patterns: &[String]) -> Result<LedDfa, Error> {
@@ -997,9 +1004,11 @@ impl LedDfa {
             .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20)))
             .build_many(patterns)
             .map_err(|e| Error::Pattern { name: "digit-led", message: e.to_string() })?;
+        let words = word_kinds();
         Ok(LedDfa {
             dfa: Some(dfa),
-            kinds: Table::encode(&word_kinds()),
+            kinds: Table::encode(&words),
+            kind_lengths: KindLengths::new(&words),
             id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -1028,7 +1037,7 @@ impl LedDfa {
             };
             let cache = &mut caches[slot].1;
             let mut ok = true;
-            let seen = for_each_candidate(text.as_bytes(), &kinds, |pos| {
+            let seen = for_each_candidate(text.as_bytes(), &kinds, &self.kind_lengths, |pos| {
                 if !ok {
                     return;
                 }
@@ -1131,6 +1140,38 @@ fn word_kinds() -> Vec<(Vec<u8>, u32)> {
 /// The longest word [`word_kinds`] holds.
 const KIND_MAX_LEN: usize = 14;
 
+/// For each pair of first two letters (the second may be the word's end), the lengths that
+/// words of [`word_kinds`] have: most words ("the", "with", "and") are turned away before any
+/// lookup.
+pub(crate) struct KindLengths(Vec<u16>);
+
+impl KindLengths {
+    fn index(w: &[u8]) -> Option<usize> {
+        let a = w.first()?.to_ascii_lowercase().checked_sub(b'a').filter(|c| *c < 26)?;
+        let b = match w.get(1) {
+            None => 26,
+            Some(c) => c.to_ascii_lowercase().checked_sub(b'a').filter(|c| *c < 26)?,
+        };
+        Some(a as usize * 27 + b as usize)
+    }
+
+    fn new(words: &[(Vec<u8>, u32)]) -> KindLengths {
+        let mut v = vec![0u16; 27 * 27];
+        for (w, _) in words {
+            if let Some(i) = Self::index(w) {
+                v[i] |= 1 << w.len().min(15);
+            }
+        }
+        KindLengths(v)
+    }
+
+    /// Whether `w` (letters) may be one of the words.
+    #[inline]
+    fn may_hold(&self, w: &[u8]) -> bool {
+        w.len() <= KIND_MAX_LEN && Self::index(w).is_some_and(|i| self.0[i] & (1 << w.len()) != 0)
+    }
+}
+
 /// What the candidate pass saw besides the candidates: which gates opened, and whether the
 /// text holds a digit at all.
 #[derive(Clone, Copy, Default)]
@@ -1143,7 +1184,12 @@ pub(crate) struct Seen {
 /// that begins with a digit, a word of letters that holds a digit or is a short prefix joined
 /// to digits by `-` or `#` ("SF-998877", "AB#12"), a `(`, `+` or `#` just before a word, a
 /// word of kind [`kind::START`], and a month cue just before a month or weekday.
-fn for_each_candidate(b: &[u8], kinds: &Table<'_>, mut f: impl FnMut(usize)) -> Seen {
+fn for_each_candidate(
+    b: &[u8],
+    kinds: &Table<'_>,
+    lengths: &KindLengths,
+    mut f: impl FnMut(usize),
+) -> Seen {
     let mut seen = Seen::default();
     // The previous word: its start, end and kind.
     let mut prev: (usize, usize, u8) = (0, 0, 0);
@@ -1174,12 +1220,15 @@ fn for_each_candidate(b: &[u8], kinds: &Table<'_>, mut f: impl FnMut(usize)) -> 
             if w.starts_with(b"90") || w.starts_with(b"100") {
                 seen.gates |= kind::DECADE;
             }
-        } else if w.len() <= KIND_MAX_LEN {
+        } else if lengths.may_hold(w) {
             for (d, s) in lower.iter_mut().zip(w) {
                 *d = s.to_ascii_lowercase();
             }
             k = kinds.get(&lower[..w.len()]).unwrap_or(0) as u8;
-            seen.gates |= k & (kind::DECADE | kind::BOX | kind::STREET | kind::HOLIDAY);
+            // `street_named` ends with a capitalised street word ("Maple Avenue"), never "place".
+            let title = w[0].is_ascii_uppercase() && w[1..].iter().all(u8::is_ascii_lowercase);
+            let street = if title { kind::STREET } else { 0 };
+            seen.gates |= k & (kind::DECADE | kind::BOX | street | kind::HOLIDAY);
             // "since March": the cue starts the match, if only blanks lie between.
             if k & kind::MONTH_LIKE != 0
                 && prev.2 & kind::MONTH_CUE != 0

@@ -55,6 +55,8 @@ pub(crate) struct Tokens {
     pub toks: Vec<Tok>,
     /// Lower-cased token texts, concatenated.
     pub lower: String,
+    /// Recent word lookups.
+    cache: super::dict::WordCache,
 }
 
 impl Tokens {
@@ -202,7 +204,8 @@ impl Tokens {
                 };
                 let lo_end = self.lower.len();
                 let lower = &self.lower[lo_start..lo_end];
-                let mut flags = if shape == Shape::Num { 0 } else { dict.flags(lower) };
+                let mut flags =
+                    if shape == Shape::Num { 0 } else { dict.flags_cached(lower, &mut self.cache) };
                 let mut base_end = end;
                 if let Some(base) = lower.strip_suffix("'s") {
                     flags |= dict.flags(base);
