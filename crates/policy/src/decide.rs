@@ -183,6 +183,20 @@ impl Policy {
             .collect()
     }
 
+    /// The limits that apply to a request of `who` under `use_case`: those of any of its
+    /// roles and those of the use case (the gateway enforces each one).
+    pub fn limits_for(&self, who: &Identity, use_case: &str) -> Vec<&Limit> {
+        self.inner
+            .config
+            .limits
+            .iter()
+            .filter(|l| {
+                l.role.as_ref().is_some_and(|r| who.roles.contains(r))
+                    || l.use_case.as_deref() == Some(use_case)
+            })
+            .collect()
+    }
+
     /// The organization's floor for one category (before any use case).
     pub fn organization_floor(&self, c: Category) -> Handling {
         let org = &self.inner.config.organization;

@@ -70,7 +70,9 @@ pub use model::{
     NewPhi, OidcConfig, Organization, OutputScope, PhiScope, Provider, ProviderKind, Purpose,
     RedisConfig, ServerConfig, StoreConfig, StreamScan, UseCase, VaultConfig,
 };
-pub use oidc::{JwksSource, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
+pub use oidc::{
+    JwksSource, JWKS_FETCH_TIMEOUT, JWKS_REFETCH_MIN, JWKS_RETRY_AFTER_FAILURE, MAX_JWKS_BYTES,
+};
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{Secret, SecretSource};
 

@@ -12,24 +12,21 @@ use serde::Deserialize;
 use crate::Secret;
 
 /// The whole configuration, resolved and validated.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Only [`Config::from_yaml`] and [`Config::load`] make one (each section is read with
+/// `deny_unknown_fields`; unknown sections are errors too).
+#[derive(Clone, Debug)]
 pub struct Config {
     /// The HTTP listener.
-    #[serde(default)]
     pub server: ServerConfig,
     /// Where state lives.
-    #[serde(default)]
     pub store: StoreConfig,
     /// The audit ledger's keys.
     pub audit: AuditConfig,
     /// The token vault's key-encryption key and retention.
     pub vault: VaultConfig,
     /// Shared rate limits across replicas (optional).
-    #[serde(default)]
     pub redis: Option<RedisConfig>,
     /// The ceiling: nothing below may loosen it.
-    #[serde(default)]
     pub organization: Organization,
     /// Upstream providers with their BAA state.
     pub providers: Vec<Provider>,
@@ -40,16 +37,12 @@ pub struct Config {
     /// Use cases: scope statements.
     pub use_cases: Vec<UseCase>,
     /// Rate limits per role or use case.
-    #[serde(default)]
     pub limits: Vec<Limit>,
     /// OIDC bearer tokens (optional).
-    #[serde(default)]
     pub oidc: Option<OidcConfig>,
     /// The directory relative paths are resolved against (the config file's).
-    #[serde(skip)]
     pub base_dir: PathBuf,
     /// Hash of the resolved configuration (see [`crate::Policy::version`]).
-    #[serde(skip)]
     pub(crate) version: String,
 }
 
@@ -88,8 +81,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// `store:`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `store:`. `Debug` masks a password in the URL.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://...`, a file path, or `postgres://...`; default: `phigate.db` in the data dir.
@@ -129,8 +122,8 @@ fn default_retention() -> u64 {
     30 * 24 * 3600
 }
 
-/// `redis:`.
-#[derive(Clone, Debug, Deserialize)]
+/// `redis:`. `Debug` masks a password in the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port`.
@@ -490,4 +483,33 @@ fn default_jwks_ttl() -> u64 {
 }
 fn default_leeway() -> u64 {
     30
+}
+
+/// `scheme://user:***@host...` for `scheme://user:password@host...`.
+pub(crate) fn mask_url_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(mask_url_password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &mask_url_password(&self.url))
+            .field("allow_local_fallback", &self.allow_local_fallback)
+            .finish()
+    }
 }

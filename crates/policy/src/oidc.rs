@@ -88,12 +88,17 @@ struct Cached {
     fetched: Instant,
 }
 
+/// After a failed fetch, requests are refused without fetching again for this long (an
+/// outage of the issuer must not turn into a flood of fetches).
+pub const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
 /// Checks tokens for one `oidc:` section.
 pub(crate) struct Verifier {
     cfg: OidcConfig,
     source: JwksSource,
     file_set: Option<JwkSet>,
     cache: Mutex<Option<Cached>>,
+    failed: Mutex<Option<Instant>>,
     client: reqwest::Client,
 }
 
@@ -110,7 +115,14 @@ impl Verifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Verifier { cfg: cfg.clone(), source, file_set, cache: Mutex::new(None), client })
+        Ok(Verifier {
+            cfg: cfg.clone(),
+            source,
+            file_set,
+            cache: Mutex::new(None),
+            failed: Mutex::new(None),
+            client,
+        })
     }
 
     async fn fetch(&self, url: &url::Url) -> Result<JwkSet, Denial> {
@@ -125,7 +137,15 @@ impl Verifier {
         if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
             return Err(Denial::AuthUnavailable);
         }
-        let body = resp.bytes().await.map_err(|_| Denial::AuthUnavailable)?;
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|_| Denial::AuthUnavailable)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                tracing::warn!("JWKS larger than the limit");
+                return Err(Denial::AuthUnavailable);
+            }
+            body.extend_from_slice(&chunk);
+        }
         parse_jwks(&body).map_err(|m| {
             tracing::warn!(problem = %m, "JWKS unusable");
             Denial::AuthUnavailable
@@ -161,13 +181,21 @@ impl Verifier {
                 return Err(Denial::InvalidToken);
             }
         }
+        let mut failed = self.failed.lock().await;
+        if failed.is_some_and(|t| t.elapsed() < JWKS_RETRY_AFTER_FAILURE) {
+            return Err(Denial::AuthUnavailable);
+        }
         match self.fetch(url).await {
+            Err(e) => {
+                *failed = Some(Instant::now());
+                Err(e)
+            }
             Ok(set) => {
+                *failed = None;
                 let k = pick(&set);
                 *cache = Some(Cached { set, fetched: Instant::now() });
                 k.ok_or(Denial::InvalidToken)
             }
-            Err(e) => Err(e),
         }
     }
 

@@ -165,3 +165,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn limits_for_roles_and_use_cases() {
+    let yaml = format!("{MINIMAL}limits:\n  - {{ role: clinician, requests_per_minute: 10 }}\n  - {{ use_case: notes, tokens_per_minute: 1000 }}\n  - {{ role: researcher, requests_per_minute: 5 }}\n");
+    let p = policy_from(&yaml);
+    let l = p.limits_for(&who(&["clinician"], None), "notes");
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[0].requests_per_minute, Some(10));
+    assert_eq!(l[1].tokens_per_minute, Some(1000));
+    assert_eq!(p.limits_for(&who(&["researcher"], None), "research").len(), 1);
+}
