@@ -11,6 +11,7 @@ mod input;
 mod keys;
 mod run;
 mod scan;
+mod serve;
 mod vault_cmd;
 
 use std::io::{self, BufWriter, Write};
@@ -206,6 +207,14 @@ Examples:
   phigate keys list
   phigate keys revoke 0123456789abcdef")]
     Keys(keys::KeysArgs),
+    /// Run the OpenAI-compatible gateway (creates a working default under ./phigate-data on a
+    /// first start with no configuration).
+    #[command(after_help = "\
+Examples:
+  phigate serve                                  # first start: default config, keys and an admin key
+  phigate serve --config /etc/phigate/phigate.yaml
+  kill -HUP <pid>                                # reload the configuration (an invalid one is refused)")]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -416,6 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vault(args) => vault_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();

@@ -1,0 +1,250 @@
+//! `phigate serve`: runs the gateway. The work is in the `gateway` crate; this file resolves the
+//! configuration (creating a working default on a first start), opens the stack, binds, reloads
+//! the configuration on SIGHUP and stops on Ctrl-C / SIGTERM.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+
+use crate::config_cmd::EXIT_CONFIG;
+
+/// The data directory of a first start.
+pub const DATA_DIR: &str = "phigate-data";
+
+/// `phigate serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file [env: PHIGATE_CONFIG; default: ./phigate.yaml, else
+    /// ./phigate-data/phigate.yaml, else a default is created under ./phigate-data].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of `server.listen` (`127.0.0.1:0` picks a free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+}
+
+/// The example configuration of a first start (paths relative to its own directory).
+const DEFAULT_CONFIG: &str = r#"# phigate: created on first start. Edit, then `phigate config check --config phigate-data/phigate.yaml`
+# and reload a running server with SIGHUP (kill -HUP <pid>).
+server:
+  listen: 127.0.0.1:8080
+  max_body_bytes: 1048576
+  data_dir: .
+audit:
+  hmac_key: file:audit.hmac        # generated, 0600
+  signing_key: file:ledger.key     # generated, 0600 (Ed25519 seed that signs ledger checkpoints)
+  checkpoint_interval_secs: 300
+vault:
+  kek: file:vault.kek              # generated, 0600 (wraps the vault's data keys)
+  retention_secs: 2592000
+organization:
+  blocked_categories: [SSN]
+providers:
+  - name: local
+    kind: openai                   # any OpenAI-compatible server: vLLM, Ollama, llama.cpp
+    base_url: http://127.0.0.1:8000/v1
+    hosting: private
+    timeout_ms: 60000
+    retries: 1
+models:
+  - name: local-chat
+    deployments:
+      - { provider: local, model: default, weight: 1 }
+roles: [clinician, researcher, service, admin]
+use_cases:
+  - name: general
+    purpose: operations
+    roles: [admin, clinician, researcher, service]
+    models: [local-chat]
+    phi:
+      default: tokenize            # names, dates, MRNs... leave as [NAME_1], [DATE_1], ...
+    output:
+      reidentify_roles: [admin, clinician]   # these roles get the values back in the answer
+      new_phi: redact
+      stream_scan: holdback
+    prompt_injection: flag
+limits:
+  - { role: service, requests_per_minute: 600 }
+"#;
+
+/// Where the configuration is, creating the default on a first start. Returns the path and
+/// whether it was just created.
+fn resolve(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(p) = flag
+        .or_else(|| std::env::var_os("PHIGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+    {
+        return Ok((p, false));
+    }
+    let here = PathBuf::from(crate::config_cmd::DEFAULT_CONFIG);
+    if here.exists() {
+        return Ok((here, false));
+    }
+    let data = PathBuf::from(DATA_DIR);
+    let cfg = data.join("phigate.yaml");
+    if cfg.exists() {
+        return Ok((cfg, false));
+    }
+    if data.exists() {
+        anyhow::bail!(
+            "{} exists but holds no phigate.yaml: give --config FILE (or move the directory away to start afresh)",
+            data.display()
+        );
+    }
+    bootstrap(&data)?;
+    Ok((cfg, true))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn random_b64(n: usize) -> anyhow::Result<String> {
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; n]);
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(&*buf))
+}
+
+/// Creates the data directory (0700), the three keys (0600) and the example configuration.
+fn bootstrap(data: &Path) -> anyhow::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.recursive(true).create(data).with_context(|| format!("cannot create {}", data.display()))?;
+    write_private(&data.join("audit.hmac"), random_b64(32)?.as_bytes())?;
+    write_private(&data.join("ledger.key"), random_b64(32)?.as_bytes())?;
+    write_private(&data.join("vault.kek"), random_b64(32)?.as_bytes())?;
+    write_private(&data.join("phigate.yaml"), DEFAULT_CONFIG.as_bytes())?;
+    Ok(())
+}
+
+fn log_problems(errors: &policy::ConfigErrors, path: &Path) {
+    for p in &errors.0 {
+        tracing::error!(file = %path.display(), line = ?p.line, path = %p.path, problem = %p.message, "configuration problem");
+    }
+}
+
+/// Runs `phigate serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let (path, created) = resolve(args.config)?;
+    if created {
+        eprintln!("phigate: first start: created {} with new keys (0600)", path.display());
+    }
+    let shown = path.display().to_string();
+    let pol = match policy::Config::load(&path).and_then(policy::Policy::new) {
+        Ok(p) => p,
+        Err(errors) => {
+            print!("{}", errors.render(&shown));
+            eprintln!("phigate: {shown}: {} problem(s); nothing was started", errors.0.len());
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(pol, path, created, args.listen))
+}
+
+async fn serve(
+    pol: policy::Policy,
+    path: PathBuf,
+    created: bool,
+    listen: Option<String>,
+) -> anyhow::Result<()> {
+    let listen = listen.unwrap_or_else(|| pol.config().server.listen.clone());
+    let version = pol.version().to_string();
+    let use_case = pol.config().use_cases.first().map(|u| u.name.clone());
+    let running = gateway::open(pol).await.context("cannot open the store, ledger or vault")?;
+    let state = running.state.clone();
+    if created {
+        let store = store::Store::open(&state.policy().config().store_url()).await?;
+        let (info, key) = policy::create_key(
+            &store,
+            "user:admin",
+            &["admin".to_string()],
+            use_case.as_deref(),
+            None,
+        )
+        .await
+        .context("cannot create the admin API key")?;
+        println!("phigate: admin API key (shown once; store it now): {key}");
+        eprintln!("phigate: key id {} for identity user:admin, role admin", info.id);
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!("phigate: listening on http://{addr}/v1 (policy version {version})");
+    tracing::info!(%addr, policy_version = %version, "serving");
+
+    #[cfg(unix)]
+    {
+        let state = state.clone();
+        let path = path.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match gateway::reload(&state, &path) {
+                    Ok(v) => {
+                        tracing::info!(policy_version = %v, "configuration reloaded (store, audit, vault, redis and listen take effect on restart)")
+                    }
+                    Err(e) => {
+                        log_problems(&e, &path);
+                        tracing::error!(
+                            problems = e.0.len(),
+                            "configuration refused; the one in force is kept"
+                        );
+                    }
+                }
+            }
+        });
+    }
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+            match term {
+                Ok(mut t) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {},
+                        _ = t.recv() => {},
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
+    };
+    gateway::serve(state, listener, shutdown).await?;
+    drop(running);
+    Ok(())
+}
