@@ -171,7 +171,9 @@ impl Default for Organization {
 }
 
 /// What happens to one PHI category. `Ord`: a later variant is stricter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Handling {
     /// Replaced by a consistent typed token (`[NAME_1]`), values kept in the vault.
@@ -197,6 +199,12 @@ impl Handling {
             Handling::Redact => "redact",
             Handling::Block => "block",
         }
+    }
+}
+
+impl std::fmt::Display for Handling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -250,7 +258,7 @@ fn default_retries() -> u32 {
 }
 
 /// The API a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// OpenAI-compatible (`/chat/completions`, `/embeddings`): OpenAI, vLLM, Ollama, llama.cpp.
@@ -260,7 +268,7 @@ pub enum ProviderKind {
 }
 
 /// Where a provider runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hosting {
     /// Inside the organization (may receive PHI without a BAA).
@@ -313,7 +321,7 @@ fn default_weight() -> u32 {
 }
 
 /// Why PHI is used (HIPAA's permitted purposes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
     /// Treatment.
@@ -392,7 +400,7 @@ pub struct OutputScope {
 }
 
 /// What to do with PHI in an answer that was not in the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NewPhi {
     /// Replace it by its category.
@@ -403,7 +411,7 @@ pub enum NewPhi {
 }
 
 /// How a streamed answer is scanned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamScan {
     /// Hold back a window of the longest placeholder's length.
@@ -414,7 +422,7 @@ pub enum StreamScan {
 }
 
 /// Prompt-injection screening.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InjectionMode {
     /// Not screened.

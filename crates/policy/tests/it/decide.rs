@@ -176,3 +176,16 @@ fn limits_for_roles_and_use_cases() {
     assert_eq!(l[1].tokens_per_minute, Some(1000));
     assert_eq!(p.limits_for(&who(&["researcher"], None), "research").len(), 1);
 }
+
+#[test]
+fn handling_names_order_and_json() {
+    assert!(Handling::Tokenize < Handling::PrivateOnly);
+    assert!(Handling::PrivateOnly < Handling::Redact);
+    assert!(Handling::Redact < Handling::Block);
+    for h in Handling::ALL {
+        assert_eq!(h.to_string().parse::<Handling>(), Ok(h));
+        assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{h}\""));
+    }
+    assert_eq!(" BLOCK ".parse::<Handling>(), Ok(Handling::Block));
+    assert!("drop".parse::<Handling>().unwrap_err().contains("expected one of"));
+}
