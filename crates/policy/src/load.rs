@@ -493,18 +493,39 @@ fn first_expected(msg: &str) -> Option<Value> {
     Some(Value::String(rest[start..start + len].to_string()))
 }
 
-/// Takes the field at `inner` (`a.b.c`, map keys only) out of `v`, or sets it to `with`.
-/// `false` when the path cannot be followed or ends in a list index.
+/// Takes the field at `inner` (`a.b[2].c`) out of `v`, or sets it to `with`. `false` when the
+/// path cannot be followed or ends in a list index (removing an element would shift the
+/// indexes of the problems after it).
 fn patch(v: &mut Value, inner: &str, with: Option<Value>) -> bool {
-    if inner.contains('[') {
-        return false;
+    enum Seg<'a> {
+        Key(&'a str),
+        Index(usize),
     }
-    let parts: Vec<&str> = inner.split('.').collect();
-    let Some((last, parents)) = parts.split_last() else { return false };
+    let mut segs = Vec::new();
+    for part in inner.split('.') {
+        let (key, rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            segs.push(Seg::Key(key));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            match idx.trim_end_matches(']').parse() {
+                Ok(i) => segs.push(Seg::Index(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some((Seg::Key(last), parents)) = segs.split_last() else { return false };
     let mut cur = v;
     for p in parents {
-        match cur.get_mut(*p) {
-            Some(next) => cur = next,
+        let next = match p {
+            Seg::Key(k) => cur.get_mut(*k),
+            Seg::Index(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
             None => return false,
         }
     }

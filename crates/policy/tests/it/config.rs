@@ -224,3 +224,16 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn several_problems_inside_one_list_element() {
+    let bad = MINIMAL.replace(
+        "      - { provider: nobaa, model: gpt-4o }",
+        "      - { provider: nobaa, model: gpt-4o, wieght: 2 }\n      - { provider: nowhere, model: x, colour: red }",
+    );
+    let e = errors(&bad);
+    assert!(e.has_path("models[0].deployments[1].wieght"), "{e}");
+    assert!(e.has_path("models[0].deployments[2].colour"), "{e}");
+    // Once the unknown fields are out, the references are checked too.
+    assert!(e.has_path("models[0].deployments[2].provider"), "{e}");
+}
