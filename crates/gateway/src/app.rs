@@ -181,6 +181,7 @@ fn slug(s: &str) -> Option<String> {
 }
 
 /// What the ledger record of one request gets.
+#[derive(Clone)]
 struct Audit {
     action: Action,
     actor: String,
@@ -279,7 +280,16 @@ impl Audit {
             500..=599 => LDecision::Error,
             _ => LDecision::Deny,
         };
-        if let Err(le) = self.write(state, decision, e.code()).await {
+        let action = match &e {
+            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::TokenExpired => {
+                Action::AuthFailure
+            }
+            ApiError::RateLimited { .. } => Action::RateLimited,
+            _ => self.action,
+        };
+        let mut rec = self.clone();
+        rec.action = action;
+        if let Err(le) = rec.write(state, decision, e.code()).await {
             tracing::error!(code = le.code(), "could not record a refusal in the ledger");
         }
         tracing::info!(

@@ -299,3 +299,23 @@ async fn fallback_skips_a_dead_deployment() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(s.upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn azure_deployment_url_api_version_and_api_key() {
+    let s = stack().await;
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("azure-chat", NOTE)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = s.upstream.azure.lock().unwrap().clone();
+    assert_eq!(seen, ["gpt4o-deployment|api-version=2024-10-21|azure-test-key|bearer=false"]);
+    // A signed, unexpired BAA: PHI may go, tokenized.
+    assert_no_canary(&s.upstream);
+    assert!(!s.upstream.all_bodies().contains("\"model\""), "Azure bodies carry no model");
+}

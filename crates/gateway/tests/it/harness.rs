@@ -37,6 +37,8 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// Extra text appended to every answer (to plant new PHI).
     pub extra: Arc<Mutex<String>>,
+    /// `deployment|query|api-key` of every Azure-style call.
+    pub azure: Arc<Mutex<Vec<String>>>,
 }
 
 impl Upstream {
@@ -68,6 +70,19 @@ fn answer_text(body: &Value, extra: &str) -> String {
         })
         .unwrap_or_default();
     format!("Noted: {last}{extra}")
+}
+
+async fn azure_chat(
+    State(u): State<Upstream>,
+    axum::extract::Path(dep): axum::extract::Path<String>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let key = headers.get("api-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bearer = headers.contains_key("authorization");
+    u.azure.lock().unwrap().push(format!("{dep}|{}|{key}|bearer={bearer}", q.unwrap_or_default()));
+    chat(State(u), body).await
 }
 
 async fn chat(State(u): State<Upstream>, body: String) -> Response {
@@ -144,10 +159,12 @@ pub async fn upstream() -> Upstream {
         mode: Arc::new(Mutex::new(Mode::Normal)),
         hits: Arc::default(),
         extra: Arc::default(),
+        azure: Arc::default(),
     };
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/openai/deployments/{dep}/chat/completions", post(azure_chat))
         .with_state(u.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -192,6 +209,8 @@ fn config(
     std::fs::write(dir.join("hmac.key"), b64(32, 7)).unwrap();
     std::fs::write(dir.join("ledger.key"), b64(32, 8)).unwrap();
     std::fs::write(dir.join("vault.kek"), b64(32, 9)).unwrap();
+    std::fs::write(dir.join("azure.key"), "azure-test-key").unwrap();
+    let up_host = up.trim_start_matches("http://").trim_end_matches("/v1");
     format!(
         r#"
 server:
@@ -215,6 +234,13 @@ providers:
     base_url: {up}
     hosting: cloud
     baa: {{ signed: false }}
+  - name: azure-baa
+    kind: azure
+    base_url: http://{up_host}
+    api_key: file:azure.key
+    api_version: 2024-10-21
+    hosting: cloud
+    baa: {{ signed: true, expires: 2099-01-01 }}
   - name: dead
     kind: openai
     base_url: http://127.0.0.1:{down_port}/v1
@@ -228,6 +254,9 @@ models:
   - name: cloud-chat
     deployments:
       - {{ provider: cloud-nobaa, model: gpt-x }}
+  - name: azure-chat
+    deployments:
+      - {{ provider: azure-baa, model: gpt4o-deployment }}
   - name: dead-chat
     deployments:
       - {{ provider: dead, model: nothing }}
@@ -240,7 +269,7 @@ use_cases:
   - name: clinical-notes
     purpose: treatment
     roles: [clinician, researcher]
-    models: [clinical-chat, cloud-chat, dead-chat, fallback-chat]
+    models: [clinical-chat, cloud-chat, dead-chat, fallback-chat, azure-chat]
     phi:
       default: tokenize
     output:

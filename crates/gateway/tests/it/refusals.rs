@@ -298,3 +298,97 @@ async fn upstream_down_slow_and_garbage() {
         call(&s.state, "POST", "/v1/chat/completions", Some(&s.clinician), &[], Some(body)).await;
     assert_refused(&a, 502, "upstream_invalid_response");
 }
+
+#[tokio::test]
+async fn upstream_4xx_is_not_retried_nor_relayed() {
+    let s = stack().await;
+    // The fake upstream answers 404 to a route it does not have: embeddings of a model whose
+    // deployment is Azure-style go to /openai/deployments/.../embeddings.
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/embeddings",
+        Some(&s.clinician),
+        &[],
+        Some(json!({"model": "azure-chat", "input": "hello"})),
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(a.code(), "upstream_rejected");
+    assert_eq!(s.upstream.azure.lock().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn stream_errors_after_the_head_end_with_an_error_event() {
+    let s = stack_with(
+        None,
+        "  - name: strict-out\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat]\n    phi:\n      default: tokenize\n    output:\n      new_phi: block\n",
+        "",
+    )
+    .await;
+    let key = policy::create_key(
+        &s.store,
+        "user:res-z",
+        &["researcher".to_string()],
+        Some("strict-out"),
+        None,
+    )
+    .await
+    .unwrap()
+    .1;
+    s.upstream.set_extra(" Call (617) 555-0199.");
+    let mut body = chat_body("clinical-chat", "Plan?");
+    body["stream"] = json!(true);
+    body["x_chunk"] = json!(4);
+    let a =
+        call(&s.state, "POST", "/v1/chat/completions", Some(&key), &[], Some(body.clone())).await;
+    assert_eq!(a.status, 200);
+    assert!(!a.body.contains("555-0199"), "{}", a.body);
+    assert!(!a.body.contains("[DONE]"), "{}", a.body);
+    assert!(a.body.contains("\"code\":\"phi_blocked\""), "{}", a.body);
+    // Non-streaming, the same answer is refused outright.
+    body["stream"] = json!(false);
+    let b = call(&s.state, "POST", "/v1/chat/completions", Some(&key), &[], Some(body)).await;
+    assert_refused(&b, 400, "phi_blocked");
+    assert!(!b.body.contains("555-0199"));
+}
+
+#[tokio::test]
+async fn refusals_are_recorded_with_their_action_and_reason() {
+    let s = stack().await;
+    let _ = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &[],
+        Some(chat_body("clinical-chat", NOTE)),
+    )
+    .await;
+    let _ = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("clinical-chat", "SSN 219-09-9999.")),
+    )
+    .await;
+    let n = s.store.ledger_len().await.unwrap();
+    let recs: Vec<ledger::Record> = s
+        .store
+        .ledger_read(0, n)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| ledger::Record::decode(&e.body).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].action(), ledger::Action::AuthFailure);
+    assert_eq!(recs[0].reason().map(|r| r.as_str()), Some("missing_api_key"));
+    assert_eq!(recs[1].action(), ledger::Action::ChatCompletion);
+    assert_eq!(recs[1].decision(), ledger::Decision::Deny);
+    assert_eq!(recs[1].reason().map(|r| r.as_str()), Some("phi_blocked"));
+    assert_eq!(recs[1].categories().get(&phi::Category::Ssn), Some(&1));
+    assert!(recs[1].request_hmac().is_some());
+}
