@@ -237,3 +237,35 @@ fn several_problems_inside_one_list_element() {
     // Once the unknown fields are out, the references are checked too.
     assert!(e.has_path("models[0].deployments[2].provider"), "{e}");
 }
+
+#[test]
+fn version_follows_the_file_and_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path());
+    let v = |yaml: &str| {
+        policy::Policy::new(Config::from_yaml(yaml, dir.path()).unwrap())
+            .unwrap()
+            .version()
+            .to_string()
+    };
+    let a = v(MINIMAL);
+    assert_eq!(a, v(MINIMAL));
+    assert_ne!(a, v(&MINIMAL.replace("DATE: redact", "DATE: block")));
+    std::fs::write(dir.path().join("kek"), "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap();
+    assert_ne!(a, v(MINIMAL), "a new KEK is a new policy version");
+}
+
+#[test]
+fn load_resolves_relative_to_the_file_and_refuses_huge_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("etc");
+    std::fs::create_dir(&sub).unwrap();
+    secrets(&sub);
+    let path = sub.join("phigate.yaml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.base_dir, sub);
+    assert_eq!(c.data_dir(), sub.join("./phigate-data"));
+    std::fs::write(&path, vec![b'#'; (policy::MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+    assert!(Config::load(&path).unwrap_err().to_string().contains("larger than"));
+}
