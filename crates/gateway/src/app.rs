@@ -269,6 +269,15 @@ impl Audit {
             metrics::counter!("phigate_phi_findings_total", "category" => c.as_str())
                 .increment(u64::from(*n));
         }
+        tracing::info!(
+            action = self.action.as_str(),
+            decision = decision.as_str(),
+            reason,
+            use_case = self.use_case.as_deref().unwrap_or("-"),
+            provider = self.provider.as_deref().unwrap_or("-"),
+            latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
         let r = self.record(&state.inner.hmac, decision, reason)?;
         state.inner.ledger.append(r).await?;
         Ok(())

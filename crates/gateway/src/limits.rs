@@ -184,3 +184,26 @@ async fn redis_count(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn token_budgets_and_request_counts() {
+        let l = Limiter::local();
+        let b =
+            [Bucket { key: "t".into(), requests_per_minute: None, tokens_per_minute: Some(100) }];
+        assert!(l.admit(&b, 60).await.is_ok());
+        assert!(matches!(l.admit(&b, 60).await, Err(ApiError::RateLimited { .. })));
+        let r = [Bucket { key: "r".into(), requests_per_minute: Some(2), tokens_per_minute: None }];
+        assert!(l.admit(&r, 0).await.is_ok());
+        assert!(l.admit(&r, 0).await.is_ok());
+        assert!(l.admit(&r, 0).await.is_err());
+        // Unlimited buckets are not counted.
+        let u = [Bucket { key: "u".into(), requests_per_minute: None, tokens_per_minute: None }];
+        for _ in 0..10 {
+            assert!(l.admit(&u, 1_000_000).await.is_ok());
+        }
+    }
+}

@@ -302,3 +302,62 @@ pub async fn read_json(
         Ok(r) => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, weight: u32) -> Target {
+        Target {
+            provider: name.into(),
+            dialect: Dialect::OpenAi,
+            base_url: format!("http://{name}/v1"),
+            model: "m".into(),
+            api_key: Some("sk-test".into()),
+            api_version: None,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            weight,
+        }
+    }
+
+    #[test]
+    fn a_deployment_that_just_failed_goes_last() {
+        let u = Upstreams::new().unwrap();
+        u.mark_failed(&target("a", 1000));
+        for _ in 0..50 {
+            let order = u.order(vec![target("a", 1000), target("b", 1)]);
+            assert_eq!(order[0].provider, "b");
+            assert_eq!(order[1].provider, "a");
+        }
+        u.mark_ok(&target("a", 1000));
+        let firsts = (0..200)
+            .filter(|_| u.order(vec![target("a", 1000), target("b", 1)])[0].provider == "a")
+            .count();
+        assert!(firsts > 150, "weight ignored: {firsts}/200");
+    }
+
+    #[test]
+    fn weights_share_the_first_place() {
+        let u = Upstreams::new().unwrap();
+        let firsts = (0..2000)
+            .filter(|_| u.order(vec![target("a", 1), target("b", 3)])[0].provider == "b")
+            .count();
+        // Expected 1500; the bounds are > 10 standard deviations wide.
+        assert!((1300..=1700).contains(&firsts), "{firsts}");
+    }
+
+    #[test]
+    fn urls_and_debug() {
+        let mut t = target("h", 1);
+        assert_eq!(t.url("chat/completions"), "http://h/v1/chat/completions");
+        t.dialect = Dialect::Azure;
+        t.base_url = "https://r.openai.azure.com/".into();
+        t.api_version = Some("2024-10-21".into());
+        assert_eq!(
+            t.url("embeddings"),
+            "https://r.openai.azure.com/openai/deployments/m/embeddings?api-version=2024-10-21"
+        );
+        assert!(!format!("{t:?}").contains("sk-test"));
+    }
+}
