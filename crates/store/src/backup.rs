@@ -1,14 +1,18 @@
 //! The portable backup file, the same for both backends.
 //!
 //! JSON lines, UTF-8, `\n` after every line:
-//! 1. a header `{"format":"phigate-store-backup","version":1,"backend":"sqlite"}`;
+//! 1. a header `{"format":"phigate-store-backup","version":2,"backend":"sqlite"}`;
 //! 2. the records, table by table in this order: `ledger` (indexes 0, 1, 2… without gaps),
-//!    `checkpoint`, `data_key`, `vault`; byte fields are standard base64 with padding;
+//!    `checkpoint`, `data_key`, `vault`, `api_key`; byte fields are standard base64 with
+//!    padding, strings are as stored (an API key's `roles` is the stored JSON array, in its
+//!    stored order);
 //! 3. a trailer `{"t":"end","ledger_entries":…,"checkpoints":…,"data_keys":…,"vault_rows":…,
-//!    "sha256":"…"}` whose `sha256` (hex) covers every byte before the trailer line.
+//!    "api_keys":…,"sha256":"…"}` whose `sha256` (hex) covers every byte before the trailer line.
 //!
-//! Nothing may follow the trailer. A file without a trailer is truncated; a file whose digest or
-//! counts differ is damaged: both are [`Error::Corrupt`] and nothing is restored.
+//! Version 1 (before API keys were backed up) is still read: it has no `api_key` records and no
+//! `api_keys` count. Any other version is refused. Nothing may follow the trailer. A file without
+//! a trailer is truncated; a file whose digest or counts differ is damaged: all are
+//! [`Error::Corrupt`] and nothing is restored.
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +23,15 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::{
-    hash32, Backend, BackupSummary, DataKeyRow, Error, NewLedgerEntry, StoredCheckpoint, VaultRow,
+    hash32, ApiKeyRow, Backend, BackupSummary, DataKeyRow, Error, NewLedgerEntry, StoredCheckpoint,
+    VaultRow,
 };
 
 const FORMAT: &str = "phigate-store-backup";
-const VERSION: u32 = 1;
+/// The version this build writes.
+const VERSION: u32 = 2;
+/// The first version, without API keys; still read.
+const VERSION_1: u32 = 1;
 
 /// One row of one table.
 pub(crate) enum Record {
@@ -31,6 +39,7 @@ pub(crate) enum Record {
     Checkpoint(StoredCheckpoint),
     DataKey(DataKeyRow),
     Vault(VaultRow),
+    ApiKey(ApiKeyRow),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,11 +87,24 @@ enum Line {
         ciphertext: String,
         created_ms: i64,
     },
+    ApiKey {
+        id: String,
+        secret_sha256: String,
+        identity: String,
+        roles: Vec<String>,
+        use_case: Option<String>,
+        created_ms: i64,
+        expires_ms: Option<i64>,
+        revoked_ms: Option<i64>,
+    },
     End {
         ledger_entries: u64,
         checkpoints: u64,
         data_keys: u64,
         vault_rows: u64,
+        /// Absent in version 1 files, required from version 2 on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_keys: Option<u64>,
         sha256: String,
     },
 }
@@ -132,6 +154,16 @@ impl Record {
                 nonce: B64.encode(&v.nonce),
                 ciphertext: B64.encode(&v.ciphertext),
                 created_ms: v.created_ms,
+            },
+            Record::ApiKey(k) => Line::ApiKey {
+                id: k.id.clone(),
+                secret_sha256: B64.encode(k.secret_sha256),
+                identity: k.identity.clone(),
+                roles: k.roles.clone(),
+                use_case: k.use_case.clone(),
+                created_ms: k.created_ms,
+                expires_ms: k.expires_ms,
+                revoked_ms: k.revoked_ms,
             },
         }
     }
@@ -197,6 +229,25 @@ impl Record {
                     created_ms,
                 })
             }
+            Line::ApiKey {
+                id,
+                secret_sha256,
+                identity,
+                roles,
+                use_case,
+                created_ms,
+                expires_ms,
+                revoked_ms,
+            } => Record::ApiKey(ApiKeyRow {
+                id,
+                secret_sha256: hash32(&unb64(&secret_sha256)?)?,
+                identity,
+                roles,
+                use_case,
+                created_ms,
+                expires_ms,
+                revoked_ms,
+            }),
             Line::End { .. } => return Ok(None),
         }))
     }
@@ -208,6 +259,7 @@ impl Record {
             Record::Checkpoint(_) => 1,
             Record::DataKey(_) => 2,
             Record::Vault(_) => 3,
+            Record::ApiKey(_) => 4,
         }
     }
 }
@@ -218,6 +270,7 @@ struct Counts {
     checkpoints: u64,
     data_keys: u64,
     vault_rows: u64,
+    api_keys: u64,
 }
 
 impl Counts {
@@ -227,6 +280,7 @@ impl Counts {
             Record::Checkpoint(_) => self.checkpoints += 1,
             Record::DataKey(_) => self.data_keys += 1,
             Record::Vault(_) => self.vault_rows += 1,
+            Record::ApiKey(_) => self.api_keys += 1,
         }
     }
 
@@ -236,6 +290,7 @@ impl Counts {
             checkpoints: self.checkpoints,
             data_keys: self.data_keys,
             vault_rows: self.vault_rows,
+            api_keys: self.api_keys,
             sha256,
         }
     }
@@ -301,6 +356,7 @@ impl Writer {
             checkpoints: c.checkpoints,
             data_keys: c.data_keys,
             vault_rows: c.vault_rows,
+            api_keys: Some(c.api_keys),
             sha256: sha256.clone(),
         };
         let mut line = serde_json::to_vec(&end)
@@ -342,6 +398,8 @@ pub(crate) struct Reader {
     section: u8,
     buf: Vec<u8>,
     trailer: Option<BackupSummary>,
+    /// The file's format version (1 or 2).
+    version: u32,
 }
 
 impl Reader {
@@ -354,6 +412,7 @@ impl Reader {
             section: 0,
             buf: Vec::with_capacity(1024),
             trailer: None,
+            version: VERSION,
         };
         if !r.read_line().await? {
             return Err(corrupt("empty file"));
@@ -363,9 +422,14 @@ impl Reader {
         if header.format != FORMAT {
             return Err(corrupt("not a phigate store backup"));
         }
-        if header.version != VERSION {
-            return Err(corrupt("unsupported backup format version"));
+        if header.version != VERSION && header.version != VERSION_1 {
+            return Err(Error::Corrupt(format!(
+                "backup file: unsupported format version {} (this build reads versions \
+                 {VERSION_1} and {VERSION})",
+                header.version
+            )));
         }
+        r.version = header.version;
         Ok(r)
     }
 
@@ -391,12 +455,20 @@ impl Reader {
             return Err(corrupt("truncated (no trailer)"));
         }
         let line: Line = serde_json::from_slice(&self.buf).map_err(|_| corrupt("bad record"))?;
-        if let Line::End { ledger_entries, checkpoints, data_keys, vault_rows, sha256 } = line {
+        if let Line::End { ledger_entries, checkpoints, data_keys, vault_rows, api_keys, sha256 } =
+            line
+        {
             let digest = hex::encode(self.hasher.clone().finalize());
             if digest != sha256 {
                 return Err(corrupt("checksum mismatch"));
             }
-            let found = Counts { ledger_entries, checkpoints, data_keys, vault_rows };
+            let api_keys = match (self.version, api_keys) {
+                (VERSION_1, None) => 0,
+                (VERSION_1, Some(_)) => return Err(corrupt("version 1 trailer counts API keys")),
+                (_, Some(n)) => n,
+                (_, None) => return Err(corrupt("trailer lacks the api_keys count")),
+            };
+            let found = Counts { ledger_entries, checkpoints, data_keys, vault_rows, api_keys };
             if found != self.counts {
                 return Err(corrupt("record counts differ from the trailer"));
             }
@@ -408,6 +480,9 @@ impl Reader {
         }
         self.hasher.update(&self.buf);
         let rec = Record::from_line(line)?.ok_or_else(|| corrupt("bad record"))?;
+        if self.version == VERSION_1 && matches!(rec, Record::ApiKey(_)) {
+            return Err(corrupt("API key record in a version 1 file"));
+        }
         if rec.section() < self.section {
             return Err(corrupt("tables out of order"));
         }
@@ -447,6 +522,7 @@ pub(crate) struct Batch {
     pub(crate) checkpoints: Vec<StoredCheckpoint>,
     pub(crate) data_keys: Vec<DataKeyRow>,
     pub(crate) vault: Vec<VaultRow>,
+    pub(crate) api_keys: Vec<ApiKeyRow>,
 }
 
 impl Batch {
@@ -460,9 +536,13 @@ impl Batch {
             Record::Checkpoint(c) => self.checkpoints.push(c),
             Record::DataKey(k) => self.data_keys.push(k),
             Record::Vault(v) => self.vault.push(v),
+            Record::ApiKey(k) => self.api_keys.push(k),
         }
-        let n =
-            self.ledger.len() + self.checkpoints.len() + self.data_keys.len() + self.vault.len();
+        let n = self.ledger.len()
+            + self.checkpoints.len()
+            + self.data_keys.len()
+            + self.vault.len()
+            + self.api_keys.len();
         (n >= cap).then(|| std::mem::take(self))
     }
 }

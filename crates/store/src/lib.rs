@@ -31,7 +31,8 @@
 //!
 //! # What the store holds
 //! Bytes, ids and numbers only: ledger entries (their canonical bytes plus indexed copies of a few
-//! fields for search), signed checkpoints, wrapped data keys and encrypted vault rows. It knows
+//! fields for search), signed checkpoints, wrapped data keys, encrypted vault rows and API keys
+//! (the SHA-256 of each secret, never the secret). It knows
 //! nothing of Merkle trees or cryptography and never receives raw PHI.
 //!
 //! # What this crate must never do
@@ -282,6 +283,9 @@ pub struct BackupSummary {
     pub data_keys: u64,
     /// Vault rows.
     pub vault_rows: u64,
+    /// API keys (revoked and expired ones included). Always 0 for a version 1 backup file,
+    /// which predates API keys in backups.
+    pub api_keys: u64,
     /// SHA-256 (hex) over every byte of the file before its trailer line.
     pub sha256: String,
 }
@@ -503,9 +507,11 @@ impl Store {
 
     // ---- backup ----------------------------------------------------------------------------
 
-    /// A consistent snapshot of every table (one read transaction), written as one portable
-    /// file (JSON lines, bytes in base64) ending in a trailer with the counts and a SHA-256 over
-    /// everything before it. Written to a temporary file beside `path`, synced, then renamed.
+    /// A consistent snapshot of every table (one read transaction): the ledger, checkpoints,
+    /// data keys, vault rows and API keys, in that order, written as one portable file (JSON
+    /// lines, format version 2, bytes in base64) ending in a trailer with the counts and a
+    /// SHA-256 over everything before it. Written to a temporary file beside `path`, synced,
+    /// then renamed.
     pub async fn backup(&self, path: &Path) -> Result<BackupSummary, Error> {
         let mut w = backup::Writer::create(path, self.backend()).await?;
         let res = dispatch!(self, b => b.backup(&mut w).await);
@@ -519,9 +525,10 @@ impl Store {
     }
 
     /// Verifies a backup file (checksum, counts, structure) before writing anything, then loads
-    /// it into this store in one transaction. Refuses a store that holds any data
-    /// ([`Error::NotEmpty`]) and a damaged file ([`Error::Corrupt`]). Either backend can restore a
-    /// backup of either backend.
+    /// it into this store in one transaction. Refuses a store that holds any data, an API key
+    /// alone included ([`Error::NotEmpty`]), and a damaged file or an unknown format version
+    /// ([`Error::Corrupt`]). Either backend can restore a backup of either backend. Version 1
+    /// files (written before API keys were backed up) still restore, without API keys.
     pub async fn restore(&self, path: &Path) -> Result<BackupSummary, Error> {
         let summary = backup::verify(path).await?;
         let mut r = backup::Reader::open(path).await?;

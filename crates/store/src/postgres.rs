@@ -209,6 +209,30 @@ async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error>
     Ok(())
 }
 
+async fn insert_api_keys(tx: &mut Tx, rows: &[crate::ApiKeyRow]) -> Result<(), Error> {
+    let roles = rows
+        .iter()
+        .map(|k| serde_json::to_string(&k.roles))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|_| Error::Backend("cannot encode roles".into()))?;
+    for (chunk, roles) in rows.chunks(CHUNK).zip(roles.chunks(CHUNK)) {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("INSERT INTO api_keys ({API_KEY_COLS}) "));
+        qb.push_values(chunk.iter().zip(roles), |mut b, (k, roles)| {
+            b.push_bind(k.id.as_str())
+                .push_bind(&k.secret_sha256[..])
+                .push_bind(k.identity.as_str())
+                .push_bind(roles.as_str())
+                .push_bind(k.use_case.as_deref())
+                .push_bind(k.created_ms)
+                .push_bind(k.expires_ms)
+                .push_bind(k.revoked_ms);
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
 async fn insert_vault(tx: &mut Tx, rows: &[VaultRow], keep_existing: bool) -> Result<(), Error> {
     for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<Postgres> =
@@ -745,6 +769,13 @@ impl PgStore {
                 w.write(&Record::Vault(vault_row(&r)?)).await?;
             }
         }
+        {
+            let sql = format!("SELECT {API_KEY_COLS} FROM api_keys ORDER BY id COLLATE \"C\"");
+            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                w.write(&Record::ApiKey(api_key(&r)?)).await?;
+            }
+        }
         tx.rollback().await.map_err(map_err)
     }
 
@@ -756,7 +787,7 @@ impl PgStore {
         let mut tx = self.begin_locked().await?;
         // Keep concurrent writers of the other tables out until this transaction ends.
         sqlx::query(
-            "LOCK TABLE ledger_entries, checkpoints, data_keys, vault_entries \
+            "LOCK TABLE ledger_entries, checkpoints, data_keys, vault_entries, api_keys \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
@@ -764,7 +795,8 @@ impl PgStore {
         .map_err(map_err)?;
         let any: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM ledger_entries) OR EXISTS (SELECT 1 FROM checkpoints) \
-             OR EXISTS (SELECT 1 FROM data_keys) OR EXISTS (SELECT 1 FROM vault_entries)",
+             OR EXISTS (SELECT 1 FROM data_keys) OR EXISTS (SELECT 1 FROM vault_entries) \
+             OR EXISTS (SELECT 1 FROM api_keys)",
         )
         .fetch_one(&mut *tx)
         .await
@@ -790,5 +822,6 @@ async fn load(tx: &mut Tx, b: backup::Batch) -> Result<(), Error> {
     }
     insert_checkpoints(tx, &b.checkpoints).await?;
     insert_data_keys(tx, &b.data_keys).await?;
-    insert_vault(tx, &b.vault, false).await
+    insert_vault(tx, &b.vault, false).await?;
+    insert_api_keys(tx, &b.api_keys).await
 }

@@ -194,6 +194,30 @@ async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error>
     Ok(())
 }
 
+async fn insert_api_keys(tx: &mut Tx, rows: &[crate::ApiKeyRow]) -> Result<(), Error> {
+    let roles = rows
+        .iter()
+        .map(|k| serde_json::to_string(&k.roles))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|_| Error::Backend("cannot encode roles".into()))?;
+    for (chunk, roles) in rows.chunks(CHUNK).zip(roles.chunks(CHUNK)) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO api_keys ({API_KEY_COLS}) "));
+        qb.push_values(chunk.iter().zip(roles), |mut b, (k, roles)| {
+            b.push_bind(k.id.as_str())
+                .push_bind(&k.secret_sha256[..])
+                .push_bind(k.identity.as_str())
+                .push_bind(roles.as_str())
+                .push_bind(k.use_case.as_deref())
+                .push_bind(k.created_ms)
+                .push_bind(k.expires_ms)
+                .push_bind(k.revoked_ms);
+        });
+        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
 async fn insert_vault(tx: &mut Tx, rows: &[VaultRow], keep_existing: bool) -> Result<(), Error> {
     for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> =
@@ -776,6 +800,13 @@ impl SqliteStore {
                 w.write(&Record::Vault(vault_row(&r)?)).await?;
             }
         }
+        {
+            let sql = format!("SELECT {API_KEY_COLS} FROM api_keys ORDER BY id");
+            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(map_err)? {
+                w.write(&Record::ApiKey(api_key(&r)?)).await?;
+            }
+        }
         tx.rollback().await.map_err(map_err)
     }
 
@@ -789,7 +820,8 @@ impl SqliteStore {
             "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM ledger_entries LIMIT 1)) + \
              (SELECT COUNT(*) FROM (SELECT 1 FROM checkpoints LIMIT 1)) + \
              (SELECT COUNT(*) FROM (SELECT 1 FROM data_keys LIMIT 1)) + \
-             (SELECT COUNT(*) FROM (SELECT 1 FROM vault_entries LIMIT 1))",
+             (SELECT COUNT(*) FROM (SELECT 1 FROM vault_entries LIMIT 1)) + \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM api_keys LIMIT 1))",
         )
         .fetch_one(&mut *tx)
         .await
@@ -817,6 +849,7 @@ impl SqliteStore {
         }
         insert_checkpoints(tx, &b.checkpoints).await?;
         insert_data_keys(tx, &b.data_keys).await?;
-        insert_vault(tx, &b.vault, false).await
+        insert_vault(tx, &b.vault, false).await?;
+        insert_api_keys(tx, &b.api_keys).await
     }
 }

@@ -2,13 +2,58 @@
 
 use std::path::Path;
 
-use store::{DataKeyRow, Error, LedgerQuery, Store, StoredCheckpoint, VaultRow};
+use store::{ApiKeyRow, DataKeyRow, Error, LedgerQuery, Store, StoredCheckpoint, VaultRow};
 
 use crate::common::{entry, on_postgres, on_sqlite};
 use crate::suite::{key, vrow};
 
-/// Fills a store with some of everything (a shredded key included).
+/// The API keys `fill` stores: a live one (roles in a non-sorted stored order, a non-ASCII
+/// identity), one revoked after it was stored, one that expires. Hashes use every byte value
+/// range.
+fn api_keys() -> Vec<ApiKeyRow> {
+    let hash = |seed: u8| -> [u8; 32] {
+        std::array::from_fn(|i| seed.wrapping_add((i as u8).wrapping_mul(37)))
+    };
+    vec![
+        ApiKeyRow {
+            id: "k_live".into(),
+            secret_sha256: hash(0xF0),
+            identity: "user:zoë@example.org".into(),
+            roles: vec!["reader".into(), "admin".into()],
+            use_case: Some("clinical-notes".into()),
+            created_ms: 1_700_000_000_000,
+            expires_ms: None,
+            revoked_ms: None,
+        },
+        ApiKeyRow {
+            id: "k_revoked".into(),
+            secret_sha256: hash(0x01),
+            identity: "svc:batch".into(),
+            roles: vec![],
+            use_case: None,
+            created_ms: 1_700_000_000_500,
+            expires_ms: None,
+            revoked_ms: None,
+        },
+        ApiKeyRow {
+            id: "K_expiring".into(),
+            secret_sha256: hash(0x80),
+            identity: "svc:intake".into(),
+            roles: vec!["service".into()],
+            use_case: Some("intake".into()),
+            created_ms: 1_700_000_000_000,
+            expires_ms: Some(1_800_000_000_000),
+            revoked_ms: None,
+        },
+    ]
+}
+
+/// Fills a store with some of everything (a shredded key and a revoked API key included).
 async fn fill(s: &Store) {
+    for k in api_keys() {
+        s.api_key_put(&k).await.unwrap();
+    }
+    assert!(s.api_key_revoke("k_revoked", 1_700_000_009_000).await.unwrap());
     // More records than one restore batch (512), so restores load in several statements.
     for b in 0..5u64 {
         let batch: Vec<_> = (b * 200..(b + 1) * 200).map(entry).collect();
@@ -52,6 +97,7 @@ struct Contents {
     checkpoints: Vec<StoredCheckpoint>,
     keys: Vec<Option<DataKeyRow>>,
     vault: Vec<VaultRow>,
+    api_keys: Vec<ApiKeyRow>,
 }
 
 /// Everything in a store, through the API.
@@ -94,6 +140,7 @@ async fn contents(s: &Store) -> Contents {
         checkpoints: s.checkpoints().await.unwrap(),
         keys,
         vault,
+        api_keys: s.api_keys_list().await.unwrap(),
     }
 }
 
@@ -113,8 +160,8 @@ async fn round_trip(from: Store, to: Store) {
     let a = dir.path().join("a.backup");
     let sum = from.backup(&a).await.unwrap();
     assert_eq!(
-        (sum.ledger_entries, sum.checkpoints, sum.data_keys, sum.vault_rows),
-        (1000, 3, 6, 100),
+        (sum.ledger_entries, sum.checkpoints, sum.data_keys, sum.vault_rows, sum.api_keys),
+        (1000, 3, 6, 100, 3),
         "the shredded key's 20 rows are gone"
     );
     assert_eq!(sum.sha256.len(), 64);
@@ -123,11 +170,27 @@ async fn round_trip(from: Store, to: Store) {
     let want = contents(&from).await;
     assert_eq!(want.ledger.len(), 1000);
     assert_eq!(contents(&to).await, want);
+    // The API keys arrived identically: hash bytes, revocation, expiry, roles in stored order.
+    let mut expect = api_keys();
+    expect[1].revoked_ms = Some(1_700_000_009_000);
+    for k in &expect {
+        assert_eq!(to.api_key_get(&k.id).await.unwrap().as_ref(), Some(k), "{}", k.id);
+    }
+    assert_eq!(want.api_keys.len(), 3);
     // Backing up the copy gives the same records, whatever the backend.
     let b = dir.path().join("b.backup");
     to.backup(&b).await.unwrap();
     let (ra, rb) = (records(&a), records(&b));
-    assert_eq!(ra.len(), 1000 + 3 + 6 + 100);
+    assert_eq!(ra.len(), 1000 + 3 + 6 + 100 + 3);
+    // API keys come last, by id (byte order on both backends).
+    let ids: Vec<&str> = ra[ra.len() - 3..]
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with("{\"t\":\"api_key\""), "{l}");
+            l.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, ["K_expiring", "k_live", "k_revoked"]);
     assert!(ra == rb, "the copy's backup holds other records");
     // The copy keeps working: appends continue at the right index.
     assert_eq!(to.ledger_append(&[entry(1000)]).await.unwrap(), 1000);
@@ -157,6 +220,7 @@ async fn assert_empty(s: &Store) {
     assert_eq!(s.ledger_len().await.unwrap(), 0);
     assert!(s.checkpoints().await.unwrap().is_empty());
     assert!(s.data_keys_live().await.unwrap().is_empty());
+    assert!(s.api_keys_list().await.unwrap().is_empty());
 }
 
 /// A flipped byte anywhere, a truncated file or trailing data: refused, nothing written.
@@ -246,7 +310,9 @@ async fn failed_restore_leaves_nothing(dst: Store) {
     let mut lines: Vec<&str> = text.lines().collect();
     let trailer: serde_json::Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
     let orphan = r#"{"t":"vault","scope":"scope0","token":"[ORPHAN]","key_id":"no-such-key","fingerprint":"AA==","nonce":"AA==","ciphertext":"AA==","created_ms":1}"#;
-    lines.push(orphan);
+    // Last of the vault section, before the API keys (tables keep their order).
+    let at = lines.iter().position(|l| l.starts_with("{\"t\":\"api_key\"")).unwrap();
+    lines.insert(at, orphan);
     let mut body = String::new();
     for l in &lines {
         body.push_str(l);
@@ -259,6 +325,7 @@ async fn failed_restore_leaves_nothing(dst: Store) {
         "checkpoints": trailer["checkpoints"],
         "data_keys": trailer["data_keys"],
         "vault_rows": trailer["vault_rows"].as_u64().unwrap() + 1,
+        "api_keys": trailer["api_keys"],
         "sha256": sha,
     });
     body.push_str(&format!("{end}\n"));
@@ -278,4 +345,100 @@ async fn failed_restore_leaves_nothing_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_restore_leaves_nothing_postgres() {
     on_postgres(failed_restore_leaves_nothing).await;
+}
+
+/// A store holding nothing but one API key is not empty: restore refuses it and writes nothing.
+async fn api_key_alone_is_not_empty(dst: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.backup");
+    let src = Store::open(dir.path().join("src.db").to_str().unwrap()).await.unwrap();
+    fill(&src).await;
+    src.backup(&good).await.unwrap();
+    src.close().await;
+    let only = ApiKeyRow { id: "only".into(), ..api_keys()[0].clone() };
+    dst.api_key_put(&only).await.unwrap();
+    let err = dst.restore(&good).await.unwrap_err();
+    assert!(matches!(err, Error::NotEmpty), "{err:?}");
+    assert_eq!(dst.api_keys_list().await.unwrap(), vec![only]);
+    assert_eq!(dst.ledger_len().await.unwrap(), 0);
+    assert!(dst.checkpoints().await.unwrap().is_empty());
+    assert!(dst.data_keys_live().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_alone_is_not_empty_sqlite() {
+    on_sqlite(api_key_alone_is_not_empty).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_alone_is_not_empty_postgres() {
+    on_postgres(api_key_alone_is_not_empty).await;
+}
+
+/// Rewrites a backup's lines with a new header version and trailer, and a correct digest.
+fn reseal(lines: &[&str], version: u64, mut end: serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    header["version"] = version.into();
+    let mut body = format!("{header}\n");
+    for l in &lines[1..] {
+        body.push_str(l);
+        body.push('\n');
+    }
+    end["sha256"] = hex::encode(Sha256::digest(body.as_bytes())).into();
+    body.push_str(&format!("{end}\n"));
+    body
+}
+
+/// Version 1 files (no API keys, no `api_keys` count) still restore; an API key record or count
+/// in a version 1 file, a version 2 trailer without the count and unknown versions are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Store::open(dir.path().join("src.db").to_str().unwrap()).await.unwrap();
+    fill(&src).await;
+    let good = dir.path().join("good.backup");
+    src.backup(&good).await.unwrap();
+    src.close().await;
+    let text = std::fs::read_to_string(&good).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("\"version\":2"), "{}", lines[0]);
+    let end: serde_json::Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
+    let mut v1_end = end.clone();
+    v1_end.as_object_mut().unwrap().remove("api_keys");
+    let no_keys: Vec<&str> =
+        lines.iter().copied().filter(|l| !l.starts_with("{\"t\":\"api_key\"")).collect();
+    let bad = dir.path().join("bad.backup");
+    let cases = [
+        ("v1 with an API key record", reseal(&lines, 1, v1_end.clone())),
+        (
+            "v1 with an api_keys count",
+            reseal(&no_keys, 1, {
+                let mut e = end.clone();
+                e["api_keys"] = 0.into();
+                e
+            }),
+        ),
+        ("v2 without an api_keys count", reseal(&no_keys, 2, v1_end.clone())),
+        ("unknown version 3", reseal(&lines, 3, end.clone())),
+        ("unknown version 0", reseal(&lines, 0, end.clone())),
+    ];
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst = Store::open(dst_dir.path().join("dst.db").to_str().unwrap()).await.unwrap();
+    for (what, body) in cases {
+        std::fs::write(&bad, body).unwrap();
+        let err = dst.restore(&bad).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{what}: {err:?}");
+        if what.starts_with("unknown") {
+            assert!(err.to_string().contains("unsupported format version"), "{what}: {err}");
+        }
+    }
+    assert_empty(&dst).await;
+    // A genuine version 1 file: everything but API keys.
+    let v1 = dir.path().join("v1.backup");
+    std::fs::write(&v1, reseal(&no_keys, 1, v1_end)).unwrap();
+    let sum = dst.restore(&v1).await.unwrap();
+    assert_eq!((sum.ledger_entries, sum.vault_rows, sum.api_keys), (1000, 100, 0));
+    assert_eq!(dst.ledger_len().await.unwrap(), 1000);
+    assert!(dst.api_keys_list().await.unwrap().is_empty());
 }
