@@ -102,6 +102,7 @@ fn denial(d: policy::Denial) -> ApiError {
         policy::Denial::UseCaseNotAllowed => ApiError::UseCaseNotAllowed,
         policy::Denial::NoEligibleProvider => ApiError::NoEligibleProvider,
         policy::Denial::StoreUnavailable => ApiError::StoreUnavailable,
+        policy::Denial::AuthUnavailable => ApiError::AuthUnavailable,
         // Anything else (issuer keys unavailable, ...) is a check that could not run.
         #[allow(unreachable_patterns)]
         _ => ApiError::InvalidApiKey,

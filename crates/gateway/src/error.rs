@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Expired key or token.
     #[error("token_expired")]
     TokenExpired,
+    /// The identity provider's keys (OIDC JWKS) could not be fetched: fail closed.
+    #[error("auth_unavailable")]
+    AuthUnavailable,
     /// The model is outside the use case's scope.
     #[error("model_not_allowed")]
     ModelNotAllowed,
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::TokenExpired => "token_expired",
+            ApiError::AuthUnavailable => "auth_unavailable",
             ApiError::ModelNotAllowed => "model_not_allowed",
             ApiError::RoleNotAllowed => "role_not_allowed",
             ApiError::UseCaseNotAllowed => "use_case_not_allowed",
@@ -136,7 +140,8 @@ impl ApiError {
             ApiError::ScannerUnavailable
             | ApiError::VaultUnavailable
             | ApiError::StoreUnavailable
-            | ApiError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::RateLimiterUnavailable
+            | ApiError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnavailable | ApiError::UpstreamInvalidResponse => {
                 StatusCode::BAD_GATEWAY
             }
@@ -166,6 +171,7 @@ impl ApiError {
             ApiError::MissingApiKey => "No API key was given (Authorization: Bearer ...).".into(),
             ApiError::InvalidApiKey => "The API key or token is not valid.".into(),
             ApiError::TokenExpired => "The API key or token has expired.".into(),
+            ApiError::AuthUnavailable => "The identity provider's keys are unavailable.".into(),
             ApiError::ModelNotAllowed => "This model is not allowed for your use case.".into(),
             ApiError::RoleNotAllowed => "Your roles may not use this use case.".into(),
             ApiError::UseCaseNotAllowed => "This use case is not one you may use.".into(),
