@@ -1,5 +1,5 @@
 //! `phigate backup` and `phigate restore`: the whole store (ledger, checkpoints, vault keys and
-//! values) as one portable, checksummed file, restorable into an empty store of either backend.
+//! values, API keys) as one portable, checksummed file, restorable into an empty store of either backend.
 //!
 //! The snapshot is consistent (one read transaction). Restore checks the file's checksum and
 //! counts before it writes anything, loads it in one transaction, then re-reads the restored
@@ -59,13 +59,14 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
             .with_context(|| format!("backup of {} failed", args.store.display_url()))?;
         store.close().await;
         println!(
-            "backed up {} to {}: {} ledger records, {} checkpoints, {} data keys, {} vault values; sha256 {}",
+            "backed up {} to {}: {} ledger records, {} checkpoints, {} data keys, {} vault values, {} API keys; sha256 {}",
             args.store.display_url(),
             args.out.display(),
             s.ledger_entries,
             s.checkpoints,
             s.data_keys,
             s.vault_rows,
+            s.api_keys,
             s.sha256
         );
         Ok(())
@@ -105,7 +106,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         })?;
         store.close().await;
         println!(
-            "restored {} into {}: {} ledger records ({} re-hashed, {} checkpoints verified{}), {} data keys, {} vault values; sha256 {}",
+            "restored {} into {}: {} ledger records ({} re-hashed, {} checkpoints verified{}), {} data keys, {} vault values, {} API keys; sha256 {}",
             args.file.display(),
             args.store.display_url(),
             s.ledger_entries,
@@ -114,6 +115,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             if verifier.is_some() { " with signatures" } else { "" },
             s.data_keys,
             s.vault_rows,
+            s.api_keys,
             s.sha256
         );
         Ok(())

@@ -36,11 +36,28 @@ fn backup_restores_into_an_empty_store_and_verifies() {
     ok(&phigate(&["audit", "checkpoint", "--key-file", key_s], &src));
     ok(&phigate(&["audit", "append", "--synthetic", "50"], &src));
     ok(&phigate(&["audit", "checkpoint", "--key-file", key_s], &src));
+    let api_key = ok(&phigate(
+        &[
+            "keys",
+            "create",
+            "--identity",
+            "svc:triage-bot",
+            "--roles",
+            "service",
+            "--use-case",
+            "triage",
+        ],
+        &src,
+    ));
+    assert!(api_key.trim().starts_with("pg_"), "{api_key}");
 
     let file = dir.path().join("store.backup");
     let f = file.to_str().unwrap();
     let out = ok(&phigate(&["backup", "--out", f], &src));
-    assert!(out.contains("350 ledger records, 2 checkpoints"), "{out}");
+    assert!(
+        out.contains("350 ledger records, 2 checkpoints") && out.contains("1 API keys"),
+        "{out}"
+    );
     // No overwrite without --force.
     assert!(fails(&phigate(&["backup", "--out", f], &src)).contains("--force"));
 
@@ -49,6 +66,10 @@ fn backup_restores_into_an_empty_store_and_verifies() {
         out.contains("350 ledger records (350 re-hashed, 2 checkpoints verified with signatures)"),
         "{out}"
     );
+    assert!(out.contains("1 API keys"), "{out}");
+    // The API key came along.
+    let listed = ok(&phigate(&["keys", "list"], &dst));
+    assert!(listed.contains("svc:triage-bot"), "{listed}");
     // The restored log is the same log: the same root at the same size.
     let root =
         |d: &std::path::Path| ok(&phigate(&["audit", "verify", "--pubkey", pubkey.trim()], d));
