@@ -186,71 +186,72 @@ impl StreamRewriter {
         })
     }
 
-    /// Scans and emits what is safe of choice `i`'s pending text (everything when `last`).
-    fn drain(&mut self, i: u64, last: bool) -> Result<String, ApiError> {
+    /// Scans and emits what is safe of one text's pending part (everything when `last`).
+    fn drain(&mut self, key: u64, last: bool) -> Result<String, ApiError> {
         let window = self.window;
         let scanner = self.rules.scanner.clone();
         let new_phi = self.rules.new_phi;
-        let st = self.choices.get_mut(&i).ok_or(ApiError::UpstreamInvalidResponse)?;
-        if st.pending.is_empty() && !last {
-            return Ok(String::new());
-        }
-        // The scanned text: left context + pending.
-        let ctx_len = st.context.len();
-        let mut joined = String::with_capacity(ctx_len + st.pending.len());
-        joined.push_str(&st.context);
-        joined.push_str(&st.pending);
-        let found = phiops::new_phi(scanner.as_ref(), &joined, &self.rules.request_values)?;
-        // Where to cut: keep `window` bytes back, at a whitespace, never inside a finding.
-        let mut cut = if last { joined.len() } else { joined.len().saturating_sub(window) };
-        if !last {
-            while cut > ctx_len && !joined.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            if let Some(ws) = joined[ctx_len..cut].rfind(char::is_whitespace) {
-                cut = ctx_len + ws;
-            } else if st.pending.len() < 8 * window {
-                cut = ctx_len;
-            }
-            for f in &found {
-                if f.start < cut && f.end > cut {
-                    cut = f.start.max(ctx_len);
+        let Some(st) = self.choices.get_mut(&key) else { return Ok(String::new()) };
+        let mut out = String::new();
+        if !st.pending.is_empty() {
+            // The scanned text: left context + pending.
+            let ctx_len = st.context.len();
+            let mut joined = String::with_capacity(ctx_len + st.pending.len());
+            joined.push_str(&st.context);
+            joined.push_str(&st.pending);
+            let found = phiops::new_phi(scanner.as_ref(), &joined, &self.rules.request_values)?;
+            // Where to cut: keep `window` bytes back, at a whitespace, never inside a finding.
+            let cut = if last {
+                joined.len()
+            } else {
+                let mut c = joined.len().saturating_sub(window).max(ctx_len);
+                while c > ctx_len && !joined.is_char_boundary(c) {
+                    c -= 1;
                 }
+                if let Some(ws) = joined[ctx_len..c].rfind(char::is_whitespace) {
+                    c = ctx_len + ws;
+                } else if st.pending.len() < 8 * window {
+                    c = ctx_len;
+                }
+                for f in &found {
+                    if f.start < c && f.end > c {
+                        c = f.start.max(ctx_len);
+                    }
+                }
+                c
+            };
+            if cut > ctx_len {
+                let raw = &joined[ctx_len..cut];
+                let shifted: Vec<phi::Finding> = found
+                    .iter()
+                    .filter(|f| f.start >= ctx_len && f.end <= cut)
+                    .map(|f| phi::Finding { start: f.start - ctx_len, end: f.end - ctx_len, ..*f })
+                    .collect();
+                let checked = if shifted.is_empty() {
+                    raw.to_string()
+                } else {
+                    self.report.new_phi.extend(shifted.iter().map(|f| f.category));
+                    if new_phi == NewPhi::Block {
+                        let mut cats: Vec<Category> = shifted.iter().map(|f| f.category).collect();
+                        cats.sort();
+                        cats.dedup();
+                        return Err(ApiError::PhiBlocked { categories: cats, in_answer: true });
+                    }
+                    phiops::redact(raw, &shifted)
+                };
+                // New context: the tail of what was scanned up to the cut.
+                let mut ctx_start = cut.saturating_sub(window);
+                while !joined.is_char_boundary(ctx_start) {
+                    ctx_start -= 1;
+                }
+                st.context = joined[ctx_start..cut].to_string();
+                st.pending = joined[cut..].to_string();
+                out = match &mut st.restorer {
+                    Some(r) => r.push(&checked),
+                    None => checked,
+                };
             }
         }
-        if cut <= ctx_len {
-            return Ok(String::new());
-        }
-        let emit_findings: Vec<phi::Finding> =
-            found.iter().filter(|f| f.start >= ctx_len && f.end <= cut).copied().collect();
-        let raw = &joined[ctx_len..cut];
-        let shifted: Vec<phi::Finding> = emit_findings
-            .iter()
-            .map(|f| phi::Finding { start: f.start - ctx_len, end: f.end - ctx_len, ..*f })
-            .collect();
-        let checked = if shifted.is_empty() {
-            raw.to_string()
-        } else {
-            self.report.new_phi.extend(shifted.iter().map(|f| f.category));
-            if new_phi == NewPhi::Block {
-                let mut cats: Vec<Category> = shifted.iter().map(|f| f.category).collect();
-                cats.sort();
-                cats.dedup();
-                return Err(ApiError::PhiBlocked { categories: cats, in_answer: true });
-            }
-            phiops::redact(raw, &shifted)
-        };
-        // New context: the tail of what was scanned up to the cut.
-        let mut ctx_start = cut.saturating_sub(window);
-        while !joined.is_char_boundary(ctx_start) {
-            ctx_start -= 1;
-        }
-        st.context = joined[ctx_start..cut].to_string();
-        st.pending = joined[cut..].to_string();
-        let mut out = match &mut st.restorer {
-            Some(r) => r.push(&checked),
-            None => checked,
-        };
         if last {
             if let Some(r) = &mut st.restorer {
                 out.push_str(&r.finish());
@@ -277,33 +278,8 @@ impl StreamRewriter {
             return Ok(v);
         };
         let choices = choices.as_array_mut().ok_or(ApiError::UpstreamInvalidResponse)?;
-        let mut items: Vec<(u64, Option<String>, bool)> = Vec::new();
-        for ch in choices.iter() {
-            let i = ch.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let content = match ch.pointer("/delta/content") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(ApiError::UpstreamInvalidResponse),
-            };
-            let finished = ch.get("finish_reason").is_some_and(|f| !f.is_null());
-            items.push((i, content, finished));
-        }
-        let mut outs = Vec::with_capacity(items.len());
-        for (i, content, finished) in items {
-            let st = self.state(i);
-            if let Some(c) = &content {
-                st.pending.push_str(c);
-            }
-            outs.push((content.is_some(), self.drain(i, finished)?));
-        }
-        for (ch, (had, text)) in choices.iter_mut().zip(outs) {
-            if had || !text.is_empty() {
-                if let Some(d) = ch.get_mut("delta").and_then(Value::as_object_mut) {
-                    d.insert("content".into(), Value::String(text));
-                } else if let Some(o) = ch.as_object_mut() {
-                    o.insert("delta".into(), serde_json::json!({ "content": text }));
-                }
-            }
+        for (pos, ch) in choices.iter_mut().enumerate() {
+            self.rewrite_choice(pos, ch)?;
         }
         let mut t = v.clone();
         if let Some(o) = t.as_object_mut() {
@@ -314,23 +290,113 @@ impl StreamRewriter {
         Ok(v)
     }
 
+    /// Rewrites one choice of a chunk: its `delta.content` and each
+    /// `delta.tool_calls[].function.arguments`, each text held back and scanned on its own.
+    fn rewrite_choice(&mut self, pos: usize, ch: &mut Value) -> Result<(), ApiError> {
+        let i = ch.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+        let base = i.checked_mul(TEXTS_PER_CHOICE).ok_or(ApiError::UpstreamInvalidResponse)?;
+        let finished = ch.get("finish_reason").is_some_and(|f| !f.is_null());
+        let content = match ch.pointer("/delta/content") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+        };
+        let had_content = content.is_some();
+        if let Some(c) = content {
+            self.state(base).pending.push_str(&c);
+        }
+        // Tool-call argument pieces in this chunk: (position in the array, key).
+        let mut tools: Vec<(usize, u64)> = Vec::new();
+        if let Some(calls) = ch.pointer("/delta/tool_calls") {
+            let calls = calls.as_array().ok_or(ApiError::UpstreamInvalidResponse)?;
+            for (p, call) in calls.iter().enumerate() {
+                let j = call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
+                if j + 1 >= TEXTS_PER_CHOICE {
+                    return Err(ApiError::UpstreamInvalidResponse);
+                }
+                match call.pointer("/function/arguments") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(a)) => {
+                        let key = base + 1 + j;
+                        self.state(key).pending.push_str(a);
+                        tools.push((p, key));
+                    }
+                    Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+                }
+            }
+        }
+        let text = self.drain(base, finished)?;
+        if had_content || !text.is_empty() {
+            match ch.get_mut("delta").and_then(Value::as_object_mut) {
+                Some(d) => {
+                    d.insert("content".into(), Value::String(text));
+                }
+                None => {
+                    if let Some(o) = ch.as_object_mut() {
+                        o.insert("delta".into(), serde_json::json!({ "content": text }));
+                    }
+                }
+            }
+        }
+        for (p, key) in &tools {
+            let t = self.drain(*key, finished)?;
+            if let Some(a) = ch.pointer_mut(&format!("/delta/tool_calls/{p}/function/arguments")) {
+                *a = Value::String(t);
+            }
+        }
+        if finished {
+            // Arguments of this choice's other tool calls still held back.
+            let mut rest: Vec<u64> = self
+                .choices
+                .keys()
+                .copied()
+                .filter(|k| *k > base && *k < base + TEXTS_PER_CHOICE)
+                .filter(|k| !tools.iter().any(|(_, t)| t == k))
+                .collect();
+            rest.sort_unstable();
+            for key in rest {
+                let t = self.drain(key, true)?;
+                if t.is_empty() {
+                    continue;
+                }
+                let entry =
+                    serde_json::json!({"index": key - base - 1, "function": {"arguments": t}});
+                if let Some(d) = ch.get_mut("delta").and_then(Value::as_object_mut) {
+                    match d.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                        Some(a) => a.push(entry),
+                        None => {
+                            d.insert("tool_calls".into(), Value::Array(vec![entry]));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the stream: the text still held back, as chunks to send before `[DONE]`.
     pub fn finish(&mut self) -> Result<Vec<Value>, ApiError> {
         let mut keys: Vec<u64> = self.choices.keys().copied().collect();
         keys.sort_unstable();
         let mut out = Vec::new();
-        for i in keys {
-            let text = self.drain(i, true)?;
+        for key in keys {
+            let text = self.drain(key, true)?;
             if text.is_empty() {
                 continue;
             }
+            let (i, slot) = (key / TEXTS_PER_CHOICE, key % TEXTS_PER_CHOICE);
+            let delta = if slot == 0 {
+                serde_json::json!({ "content": text })
+            } else {
+                serde_json::json!({ "tool_calls": [{ "index": slot - 1, "function": { "arguments": text } }] })
+            };
             let mut chunk = self.template.clone().unwrap_or_else(|| {
                 serde_json::json!({"id": "chatcmpl-phigate", "object": "chat.completion.chunk", "created": 0, "model": self.client_model})
             });
             if let Some(o) = chunk.as_object_mut() {
                 o.insert(
                     "choices".into(),
-                    serde_json::json!([{ "index": i, "delta": { "content": text }, "finish_reason": null }]),
+                    serde_json::json!([{ "index": i, "delta": delta, "finish_reason": null }]),
                 );
             }
             out.push(chunk);
@@ -338,6 +404,9 @@ impl StreamRewriter {
         Ok(out)
     }
 }
+
+/// Texts tracked per choice: its content and up to 1023 tool calls' arguments.
+const TEXTS_PER_CHOICE: u64 = 1024;
 
 /// Splits an SSE byte stream into `data:` payloads.
 #[derive(Debug, Default)]
@@ -406,6 +475,79 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rules(restore: &[(&str, &str)]) -> OutputRules {
+        OutputRules {
+            scanner: Arc::new(phi::Scanner::new().unwrap()),
+            request_values: HashSet::new(),
+            new_phi: NewPhi::Redact,
+            restore: restore.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    fn chunk(content: Option<&str>, args: Option<&str>, finish: bool) -> String {
+        let mut delta = serde_json::json!({});
+        if let Some(c) = content {
+            delta["content"] = Value::String(c.into());
+        }
+        if let Some(a) = args {
+            delta["tool_calls"] = serde_json::json!([{"index": 0, "function": {"arguments": a}}]);
+        }
+        let fr = if finish { Value::String("stop".into()) } else { Value::Null };
+        serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "up",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
+        .to_string()
+    }
+
+    /// Feeds pieces (content or arguments), returns (content, arguments) as a client joins them.
+    fn run(rw: &mut StreamRewriter, pieces: &[&str], as_args: bool) -> (String, String) {
+        let mut events: Vec<Value> = Vec::new();
+        for p in pieces {
+            let c = if as_args { chunk(None, Some(p), false) } else { chunk(Some(p), None, false) };
+            events.push(rw.event(&c).unwrap());
+        }
+        events.push(rw.event(&chunk(None, None, true)).unwrap());
+        events.extend(rw.finish().unwrap());
+        let (mut content, mut args) = (String::new(), String::new());
+        for e in events {
+            assert_eq!(e["model"], "client");
+            for ch in e["choices"].as_array().unwrap() {
+                content.push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+                if let Some(calls) = ch["delta"]["tool_calls"].as_array() {
+                    for c in calls {
+                        args.push_str(c["function"]["arguments"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        (content, args)
+    }
+
+    #[test]
+    fn long_answers_restore_at_every_split() {
+        let text = "The patient [NAME_1] was reviewed today with the team; vitals stable, plan to continue the current regimen and follow up with [NAME_1] next week at the clinic.";
+        let want = text.replace("[NAME_1]", "Alan Smith");
+        for at in 0..=text.len() {
+            let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+            let (c, _) = run(&mut rw, &[&text[..at], &text[at..]], false);
+            assert_eq!(c, want, "split at {at}");
+        }
+        let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+        let singles: Vec<String> = text.chars().map(String::from).collect();
+        let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
+        assert_eq!(run(&mut rw, &refs, false).0, want);
+    }
+
+    #[test]
+    fn tool_call_arguments_are_restored_and_scanned_while_streaming() {
+        let args = r#"{"patient": "[NAME_1]", "callback": "(617) 555-0199"}"#;
+        for at in 0..=args.len() {
+            let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+            let (_, got) = run(&mut rw, &[&args[..at], &args[at..]], true);
+            assert!(got.contains("Alan Smith"), "split at {at}: {got}");
+            assert!(!got.contains("555-0199"), "split at {at}: {got}");
+        }
+    }
 
     #[test]
     fn sse_parser_handles_split_lines() {
