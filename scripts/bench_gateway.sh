@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Load benchmark of `phigate serve`, printing figures (nothing here asserts a time).
+#
+#   scripts/bench_gateway.sh [SOAK_SECONDS]      # default 60; the target soak is 600
+#
+# What it does, all on 127.0.0.1, every load bounded in time and stopping by itself:
+#  1. builds phigate (release) and scripts/loadgen (own manifest, target/loadgen);
+#  2. starts a fast OpenAI-compatible upstream (loadgen's `upstream --mode fixed`, 1 thread);
+#  3. starts `phigate serve` in front of it with every check on (scan, tokenize into the vault,
+#     output scan, re-identification, rate limiter, ledger on SQLite), a key for a clinician;
+#  4. body: a 2 KB clinical note full of PHI (scripts/loadgen/data/prompt_2k.txt);
+#  5. latency at a constant 1,000 requests/s (open loop): direct to the upstream, then through
+#     phigate; p50/p99 of each, the difference is what phigate adds (target: <= 1 ms at p99);
+#  6. maximum throughput through phigate (wrk, closed loop; target >= 10,000 requests/s on 2
+#     cores with the load generator on the same cores);
+#  7. RSS of phigate sampled every second during a SOAK_SECONDS run at 1,000 requests/s;
+#  8. the same loads against the LiteLLM proxy (peer), with the ratios.
+#
+# Environment: MEASURE_S (seconds per latency/throughput run, default 10), RATE (default 1000),
+# WRK_CONNS (default 64), LITELLM_VENV (a venv with litellm[proxy]; default: the peers' one if
+# present, else /tmp/litellm-venv, installed there if missing unless NO_LITELLM=1),
+# LITELLM_WORKERS (default 1, as the peers' start_proxy.sh runs it).
+# Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SOAK_S=${1:-60}
+MEASURE_S=${MEASURE_S:-10}
+RATE=${RATE:-1000}
+WRK_CONNS=${WRK_CONNS:-64}
+PEERS="$ROOT/../shared/peers"
+[ -d "$PEERS" ] || PEERS=/work/shared/peers
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/phigate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { echo "== $*" >&2; }
+
+# A free loopback port (bound then released).
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
+
+wait_http() { # url [seconds]
+  for _ in $(seq 1 $(( ${2:-30} * 10 ))); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2; return 1
+}
+
+log "build (release): phigate, loadgen"
+cargo build --release -q -p phigate
+cargo build --release -q --manifest-path scripts/loadgen/Cargo.toml --target-dir target/loadgen
+PHIGATE=$ROOT/target/release/phigate
+LG=$ROOT/target/loadgen/release
+
+# The 2 KB prompt with PHI, as a chat completion body.
+python3 - "$ROOT/scripts/loadgen/data/prompt_2k.txt" "$WORK" <<'EOF'
+import json, sys
+note = open(sys.argv[1]).read()
+clean = open(sys.argv[1].replace("prompt_2k.txt", "prompt_2k_nophi.txt")).read()
+for name, model, text in (("phigate", "clinical-chat", note), ("direct", "bench-model", note),
+                          ("litellm", "local-llm", note), ("nophi", "clinical-chat", clean)):
+    body = {"model": model, "messages": [{"role": "system", "content": "You write discharge letters."},
+                                         {"role": "user", "content": text}], "max_tokens": 200}
+    open(f"{sys.argv[2]}/body_{name}.json", "w").write(json.dumps(body))
+EOF
+log "body: $(wc -c < "$WORK/body_phigate.json") bytes"
+
+log "upstream (fixed answer, 1 thread)"
+UP_PORT=$(free_port)
+"$LG/upstream" --mode fixed --threads 1 --listen 127.0.0.1:"$UP_PORT" > "$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/healthz"
+
+log "phigate serve (every check on, ledger on SQLite)"
+GW_PORT=$(free_port)
+mkdir -p "$WORK/gw"
+python3 -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())' > "$WORK/gw/hmac.key"
+python3 -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())' > "$WORK/gw/ledger.key"
+python3 -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())' > "$WORK/gw/vault.kek"
+chmod 600 "$WORK"/gw/*.key "$WORK/gw/vault.kek"
+cat > "$WORK/gw/phigate.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$GW_PORT
+  max_body_bytes: 1048576
+  data_dir: $WORK/gw/data
+store:
+  url: sqlite://$WORK/gw/data/phigate.db
+audit:
+  hmac_key: file:$WORK/gw/hmac.key
+  signing_key: file:$WORK/gw/ledger.key
+  checkpoint_interval_secs: 300
+vault:
+  kek: file:$WORK/gw/vault.kek
+  retention_secs: 2592000
+organization:
+  blocked_categories: [SSN]
+  require_baa_for_phi: true
+providers:
+  - name: bench-upstream
+    kind: openai
+    base_url: http://127.0.0.1:$UP_PORT/v1
+    hosting: private
+    timeout_ms: 30000
+    retries: 1
+models:
+  - name: clinical-chat
+    deployments:
+      - { provider: bench-upstream, model: bench-model, weight: 1 }
+roles: [clinician]
+use_cases:
+  - name: clinical-notes
+    purpose: treatment
+    roles: [clinician]
+    models: [clinical-chat]
+    phi:
+      default: tokenize
+    output:
+      reidentify_roles: [clinician]
+      new_phi: redact
+      stream_scan: holdback
+    prompt_injection: flag
+limits:
+  - { role: clinician, requests_per_minute: 100000000, tokens_per_minute: 100000000000 }
+EOF
+mkdir -p "$WORK/gw/data"
+"$PHIGATE" config check --config "$WORK/gw/phigate.yaml" >&2
+PHIGATE_KEY=$("$PHIGATE" keys create --config "$WORK/gw/phigate.yaml" --identity svc:bench \
+  --roles clinician --use-case clinical-notes | grep -o 'pg_[A-Za-z0-9_-]*' | head -n1)
+[ -n "$PHIGATE_KEY" ] || { echo "could not create an API key" >&2; exit 1; }
+export PHIGATE_KEY
+"$PHIGATE" serve --config "$WORK/gw/phigate.yaml" > "$WORK/phigate.log" 2>&1 &
+GW_PID=$!
+PIDS+=($GW_PID)
+wait_http "http://127.0.0.1:$GW_PORT/healthz"
+
+# One request by hand: it must succeed, and the upstream must have seen no PHI (checked by the
+# SDK tests; here only the status).
+code=$(curl -s -o "$WORK/one.json" -w '%{http_code}' "http://127.0.0.1:$GW_PORT/v1/chat/completions" \
+  -H "Authorization: Bearer $PHIGATE_KEY" -H 'Content-Type: application/json' --data-binary @"$WORK/body_phigate.json")
+[ "$code" = 200 ] || { echo "phigate answered $code: $(cat "$WORK/one.json")" >&2; exit 1; }
+
+DIRECT_URL=http://127.0.0.1:$UP_PORT/v1/chat/completions
+GW_URL=http://127.0.0.1:$GW_PORT/v1/chat/completions
+
+# loadgen JSON -> shell-readable fields
+field() { python3 -c 'import json,sys;d=json.load(open(sys.argv[1]));v=d
+for k in sys.argv[2].split("."): v=v[k]
+print(v)' "$1" "$2"; }
+
+run_rate() { # label url body auth_env out
+  "$LG/loadgen" --url "$2" --body "$3" ${4:+--auth-env "$4"} --rate "$RATE" --duration "$MEASURE_S" \
+    --warmup 3 --connections 64 --label "$1" > "$5"
+}
+
+run_wrk() { # label url body auth_env
+  cat > "$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("WRK_AUTH")
+if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"socket_errors\":%d,\"non_2xx\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+EOF
+  local auth=""
+  [ -n "${4:-}" ] && auth=${!4}
+  WRK_AUTH=$auth WRK_BODY=$3 wrk -t1 -c"$WRK_CONNS" -d"${MEASURE_S}s" --timeout 10s -s "$WORK/post.lua" "$2" \
+    > "$WORK/wrk_$1.txt" 2>&1
+  local j; j=$(sed -n 's/^WRKJSON //p' "$WORK/wrk_$1.txt")
+  python3 - "$1" "$j" "$MEASURE_S" <<'EOF'
+import json, sys
+label, j, secs = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+rps = j["requests"] / (j["duration_us"] / 1e6)
+print(f"{label:<28} {rps:>9.0f} req/s   p50 {j['p50_ms']:.3f} ms  p99 {j['p99_ms']:.3f} ms  "
+      f"non-2xx {j['non_2xx']}  socket errors {j['socket_errors']}")
+EOF
+  python3 -c 'import json,sys;j=json.loads(sys.argv[1]);print(j["requests"]/(j["duration_us"]/1e6))' "$j" > "$WORK/rps_$1"
+}
+
+echo
+echo "phigate gateway benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "body $(wc -c < "$WORK/body_phigate.json") bytes (2 KB note with names, dates, MRN, phone, email, address)"
+echo
+echo "-- latency at $RATE requests/s (open loop, ${MEASURE_S}s after 3s warm-up; service time per request)"
+run_rate direct "$DIRECT_URL" "$WORK/body_direct.json" "" "$WORK/lat_direct.json"
+run_rate phigate "$GW_URL" "$WORK/body_phigate.json" PHIGATE_KEY "$WORK/lat_phigate.json"
+python3 - "$WORK/lat_direct.json" "$WORK/lat_phigate.json" <<'EOF'
+import json, sys
+d, g = (json.load(open(p)) for p in sys.argv[1:3])
+for name, r in (("direct to upstream", d), ("through phigate", g)):
+    s, c = r["service"], r["corrected"]
+    print(f"{name:<20} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  p99.9 {s['p999_ms']:.3f} ms  "
+          f"(from schedule: p99 {c['p99_ms']:.3f} ms)  ok {r['ok']}  non-2xx {r['non_2xx']}  io errors {r['io_errors']}")
+print(f"{'added by phigate':<20} p50 {g['service']['p50_ms'] - d['service']['p50_ms']:.3f} ms  "
+      f"p99 {g['service']['p99_ms'] - d['service']['p99_ms']:.3f} ms   (target: p99 <= 1 ms)")
+EOF
+
+echo
+echo "-- maximum throughput (wrk -t1 -c$WRK_CONNS, ${MEASURE_S}s, closed loop; generator on the same 2 cores)"
+run_wrk direct "$DIRECT_URL" "$WORK/body_direct.json" ""
+run_wrk phigate "$GW_URL" "$WORK/body_phigate.json" PHIGATE_KEY
+echo "(target through phigate: >= 10000 req/s)"
+run_wrk phigate_no_phi "$GW_URL" "$WORK/body_nophi.json" PHIGATE_KEY
+echo "(the same through phigate with a 1.9 KB note that holds no PHI: scan only, no vault, no reveal)"
+
+echo
+echo "-- where phigate's time goes (its /metrics: phigate_stage_seconds, mean per request so far)"
+curl -s "http://127.0.0.1:$GW_PORT/metrics" > "$WORK/metrics.txt"
+python3 - "$WORK/metrics.txt" <<'EOF'
+import re, sys
+sums, counts = {}, {}
+for line in open(sys.argv[1]):
+    m = re.match(r'phigate_(stage|request)_seconds_(sum|count)\{(?:stage|route)="([^"]+)"\} ([0-9.e+-]+)', line)
+    if m:
+        (sums if m.group(2) == "sum" else counts)[(m.group(1), m.group(3))] = float(m.group(4))
+for k in sorted(sums, key=lambda k: -sums[k] / max(counts.get(k, 1), 1)):
+    n = counts.get(k, 0)
+    if n:
+        print(f"{k[0]:<8} {k[1]:<24} mean {sums[k] / n * 1000:8.3f} ms over {int(n)}")
+EOF
+
+echo
+echo "-- memory: phigate RSS every second during ${SOAK_S}s at $RATE requests/s"
+: > "$WORK/rss.txt"
+"$LG/loadgen" --url "$GW_URL" --body "$WORK/body_phigate.json" --auth-env PHIGATE_KEY --rate "$RATE" \
+  --duration "$SOAK_S" --warmup 0 --connections 64 --label soak > "$WORK/soak.json" &
+LOAD_PID=$!
+PIDS+=($LOAD_PID)
+while kill -0 "$LOAD_PID" 2>/dev/null; do
+  awk '/^VmRSS/ {print $2}' "/proc/$GW_PID/status" >> "$WORK/rss.txt" 2>/dev/null || true
+  sleep 1
+done
+wait "$LOAD_PID" || true
+python3 - "$WORK/rss.txt" "$WORK/soak.json" <<'EOF'
+import json, sys
+rss = [int(x) / 1024 for x in open(sys.argv[1]).read().split()]
+soak = json.load(open(sys.argv[2]))
+n = len(rss)
+q = max(1, n // 4)
+first, last = sum(rss[:q]) / q, sum(rss[-q:]) / q
+print(f"RSS MiB: first {rss[0]:.1f}  max {max(rss):.1f}  last {rss[-1]:.1f}  "
+      f"mean of first quarter {first:.1f}  mean of last quarter {last:.1f}  ({n} samples)")
+print(f"soak: {soak['requests']} requests, ok {soak['ok']}, non-2xx {soak['non_2xx']}, io errors {soak['io_errors']}, "
+      f"p99 {soak['service']['p99_ms']:.3f} ms")
+EOF
+
+# ---- the peer: LiteLLM proxy in front of the same upstream
+if [ "${NO_LITELLM:-0}" = 1 ]; then exit 0; fi
+LITELLM_VENV=${LITELLM_VENV:-}
+if [ -z "$LITELLM_VENV" ]; then
+  if [ -x "$PEERS/litellm-venv/bin/litellm" ]; then LITELLM_VENV=$PEERS/litellm-venv; else LITELLM_VENV=/tmp/litellm-venv; fi
+fi
+if [ ! -x "$LITELLM_VENV/bin/litellm" ]; then
+  log "installing litellm[proxy] into $LITELLM_VENV (the peers folder is read-only)"
+  python3 -m venv "$LITELLM_VENV"
+  PIP_CACHE_DIR=${PIP_CACHE_DIR:-/tmp/pipcache} "$LITELLM_VENV/bin/pip" install -q 'litellm[proxy]'
+fi
+LL_PORT=$(free_port)
+sed "s#api_base: .*#api_base: http://127.0.0.1:$UP_PORT/v1#; s#model: openai/stub-model#model: openai/bench-model#" \
+  "$PEERS/litellm/config.yaml" > "$WORK/litellm.yaml"
+export LITELLM_MASTER_KEY=sk-bench-$(python3 -c 'import secrets;print(secrets.token_hex(16))')
+log "LiteLLM $("$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | sed -n 's/^Version: //p') proxy, ${LITELLM_WORKERS:-1} worker(s)"
+( export LITELLM_LOCAL_MODEL_COST_MAP=True HOME=$WORK/litellm-home; mkdir -p "$HOME"
+  exec "$LITELLM_VENV/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port "$LL_PORT" \
+    --num_workers "${LITELLM_WORKERS:-1}" ) > "$WORK/litellm.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$LL_PORT/health/liveliness" 120
+LL_URL=http://127.0.0.1:$LL_PORT/v1/chat/completions
+code=$(curl -s -o "$WORK/ll.json" -w '%{http_code}' "$LL_URL" -H "Authorization: Bearer $LITELLM_MASTER_KEY" \
+  -H 'Content-Type: application/json' --data-binary @"$WORK/body_litellm.json")
+[ "$code" = 200 ] || { echo "LiteLLM answered $code: $(head -c 300 "$WORK/ll.json")" >&2; exit 1; }
+
+echo
+echo "-- LiteLLM proxy (no PHI handling at all), same upstream, same body"
+run_rate litellm "$LL_URL" "$WORK/body_litellm.json" LITELLM_MASTER_KEY "$WORK/lat_litellm.json"
+run_wrk litellm "$LL_URL" "$WORK/body_litellm.json" LITELLM_MASTER_KEY
+# Added latency at a rate LiteLLM sustains too (it cannot keep up with 1,000 requests/s here).
+LOW=${PEER_LOW_RATE:-50}
+RATE=$LOW run_rate direct_low "$DIRECT_URL" "$WORK/body_direct.json" "" "$WORK/low_direct.json"
+RATE=$LOW run_rate phigate_low "$GW_URL" "$WORK/body_phigate.json" PHIGATE_KEY "$WORK/low_phigate.json"
+RATE=$LOW run_rate litellm_low "$LL_URL" "$WORK/body_litellm.json" LITELLM_MASTER_KEY "$WORK/low_litellm.json"
+python3 - "$WORK" "$RATE" "$LOW" <<'EOF'
+import json, sys
+w, rate, low = sys.argv[1], sys.argv[2], sys.argv[3]
+j = lambda n: json.load(open(f"{w}/{n}.json"))
+d, g, l = j("lat_direct"), j("lat_phigate"), j("lat_litellm")
+rg, rl = (float(open(f"{w}/rps_{n}").read()) for n in ("phigate", "litellm"))
+s, c = l["service"], l["corrected"]
+print(f"LiteLLM at {rate} req/s: completed {l['throughput_rps']:.0f} req/s (unsent when the window closed: {l['unsent']}), "
+      f"ok {l['ok']}, p50 {s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms (from schedule: p99 {c['p99_ms']:.3f} ms)")
+print(f"ratio, max throughput phigate / LiteLLM: {rg / rl:.1f}x  ({rg:.0f} vs {rl:.0f} req/s)")
+for name, (dd, gg, ll) in ((f"{rate} req/s", (d, g, l)), (f"{low} req/s", (j("low_direct"), j("low_phigate"), j("low_litellm")))):
+    ag = [gg["service"][k] - dd["service"][k] for k in ("p50_ms", "p99_ms")]
+    al = [ll["service"][k] - dd["service"][k] for k in ("p50_ms", "p99_ms")]
+    print(f"added latency at {name}: phigate p50 {ag[0]:.3f} ms p99 {ag[1]:.3f} ms; LiteLLM p50 {al[0]:.3f} ms p99 {al[1]:.3f} ms; "
+          f"ratio LiteLLM/phigate p50 {al[0] / max(ag[0], 1e-3):.0f}x p99 {al[1] / max(ag[1], 1e-3):.0f}x")
+EOF
