@@ -478,7 +478,7 @@ async fn prepare(
     let scope = scope_of(state, &who, headers, &first_user);
     let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, &scope).await?;
     let scope = Some(scope);
-    let deps = pol.eligible(&decision, applied.phi_present, time::OffsetDateTime::now_utc());
+    let deps = pol.eligible_for(&decision, &applied.present, time::OffsetDateTime::now_utc());
     if deps.is_empty() {
         return Err(ApiError::NoEligibleProvider);
     }

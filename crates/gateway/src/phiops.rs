@@ -207,6 +207,8 @@ pub fn scan_request(
 pub struct Applied {
     /// Whether PHI was present after the handling (tokenized or passed values).
     pub phi_present: bool,
+    /// The categories still present after the handling (tokenized or passed), sorted.
+    pub present: Vec<Category>,
     /// `token -> value` of the tokens given in this request (consistent across the conversation).
     pub tokens: HashMap<String, String>,
     /// Every value found in the request (to tell new PHI in an answer).
@@ -243,6 +245,7 @@ pub async fn apply(
     let mut seen: HashSet<(Category, String)> = HashSet::new();
     let mut strictest = None;
     let mut phi_present = false;
+    let mut present: Vec<Category> = Vec::new();
     for (slot, findings) in &scanned.slots {
         let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
         for f in findings {
@@ -252,11 +255,15 @@ pub async fn apply(
             match a {
                 Act::Tokenize => {
                     phi_present = true;
+                    present.push(f.category);
                     if seen.insert((f.category, v.clone())) {
                         to_tokenize.push((f.category, v.clone()));
                     }
                 }
-                Act::PrivateOnly => phi_present = true,
+                Act::PrivateOnly => {
+                    phi_present = true;
+                    present.push(f.category);
+                }
                 Act::Redact | Act::Block => {}
             }
             request_values.insert(v);
@@ -297,7 +304,9 @@ pub async fn apply(
         *text = out;
     }
     let tokens = token_of.into_iter().map(|((_, v), t)| (t, v)).collect();
-    Ok(Applied { phi_present, tokens, request_values, strictest })
+    present.sort();
+    present.dedup();
+    Ok(Applied { phi_present, present, tokens, request_values, strictest })
 }
 
 /// Tokens for `(category, value)` pairs: the scope's existing token of a value, or a new

@@ -319,3 +319,58 @@ async fn azure_deployment_url_api_version_and_api_key() {
     assert_no_canary(&s.upstream);
     assert!(!s.upstream.all_bodies().contains("\"model\""), "Azure bodies carry no model");
 }
+
+#[tokio::test]
+async fn private_only_goes_to_private_deployments_only() {
+    let s = stack_with(
+        None,
+        "  - name: private-names\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat, azure-chat]\n    phi:\n      default: tokenize\n      categories: { NAME: private_only }\n",
+        "",
+    )
+    .await;
+    let key = policy::create_key(
+        &s.store,
+        "user:res-p",
+        &["researcher".to_string()],
+        Some("private-names"),
+        None,
+    )
+    .await
+    .unwrap()
+    .1;
+    // A name, under private_only: the private deployment gets it as it is...
+    let a = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&key),
+        &[],
+        Some(chat_body("clinical-chat", "Seen by Dr. Alan Smith today.")),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(s.upstream.all_bodies().contains(CANARY_NAME));
+    // ...and the cloud deployment (even with a BAA) gets nothing.
+    let b = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&key),
+        &[],
+        Some(chat_body("azure-chat", "Seen by Dr. Alan Smith today.")),
+    )
+    .await;
+    assert_eq!(b.code(), "no_eligible_provider", "{}", b.body);
+    // Without a name (an MRN, tokenized), the BAA-covered cloud deployment is eligible.
+    let c = call(
+        &s.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&key),
+        &[],
+        Some(chat_body("azure-chat", "MRN: 4471902, stable.")),
+    )
+    .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert!(!s.upstream.all_bodies().contains(CANARY_MRN));
+}
