@@ -4,4 +4,5 @@ mod audit;
 mod backup;
 mod cli;
 mod policy_cli;
+mod serve;
 mod vault;

@@ -1,0 +1,150 @@
+//! `phigate serve`: a first start with no configuration creates a working default (keys 0600,
+//! an admin key printed once), serves the API, reloads on SIGHUP, and a second start reuses it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+
+struct Server {
+    child: Child,
+    addr: String,
+    stdout: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("PHIGATE_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addr = None;
+    let mut seen = Vec::new();
+    while addr.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no start: {seen:?}"));
+        if let Some(rest) = line.strip_prefix("phigate: listening on http://") {
+            addr = rest.split('/').next().map(str::to_string);
+        }
+        seen.push(line);
+    }
+    // The admin key line (if any) is printed before the listening line.
+    let mut stdout = String::new();
+    let mut out = child.stdout.take().unwrap();
+    let (otx, orx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || otx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    while let Ok(b) = orx.recv_timeout(Duration::from_millis(300)) {
+        stdout.push_str(&String::from_utf8_lossy(&b));
+    }
+    Server { child, addr: addr.unwrap(), stdout, stderr: rx }
+}
+
+fn get(addr: &str, path: &str, key: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp)
+}
+
+#[cfg(unix)]
+#[test]
+fn first_start_creates_a_working_default_and_reloads_on_sighup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path());
+    let key = first
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .unwrap_or_else(|| panic!("no admin key printed: {:?}", first.stdout))
+        .trim()
+        .to_string();
+    assert!(key.starts_with("pg_"));
+    let data = dir.path().join("phigate-data");
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    for f in ["audit.hmac", "ledger.key", "vault.kek", "phigate.yaml"] {
+        let mode = std::fs::metadata(data.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let cfg = std::fs::read_to_string(data.join("phigate.yaml")).unwrap();
+    assert!(cfg.contains("http://127.0.0.1:8000/v1"));
+
+    let (status, body) = get(&first.addr, "/v1/models", &key);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("local-chat"), "{body}");
+    let (status, body) = get(&first.addr, "/v1/models", "pg_wrong_key");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("invalid_api_key"), "{body}");
+
+    // SIGHUP with a broken file: refused, old policy kept; then a valid change is taken.
+    let pid = first.child.id().to_string();
+    std::fs::write(
+        data.join("phigate.yaml"),
+        cfg.replace("roles: [clinician", "rolez: [clinician"),
+    )
+    .unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let refused = wait_for(&first.stderr, "configuration refused");
+    assert!(refused, "no refusal logged");
+    assert_eq!(get(&first.addr, "/v1/models", &key).0, 200);
+    std::fs::write(
+        data.join("phigate.yaml"),
+        cfg.replace("name: local-chat", "name: local-chat-2")
+            .replace("models: [local-chat]", "models: [local-chat-2]"),
+    )
+    .unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(wait_for(&first.stderr, "configuration reloaded"), "no reload logged");
+    let (_, body) = get(&first.addr, "/v1/models", &key);
+    assert!(body.contains("local-chat-2"), "{body}");
+    drop(first);
+
+    // A second start reuses everything and prints no key.
+    let second = start(dir.path());
+    assert!(!second.stdout.contains("pg_"), "a key was printed again");
+    assert_eq!(get(&second.addr, "/v1/models", &key).0, 200);
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> bool {
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        if line.contains(needle) {
+            return true;
+        }
+    }
+    false
+}
