@@ -253,6 +253,11 @@ impl Upstreams {
                     Ok(resp)
                 } else if s.is_server_error() {
                     Err(Failure::Retry(ApiError::UpstreamUnavailable))
+                } else if s.as_u16() == 401 || s.as_u16() == 403 {
+                    // Our credentials for this provider were refused: a configuration problem
+                    // on our side, never the caller's key. Try another deployment.
+                    tracing::error!(provider = %t.provider, status = s.as_u16(), "the upstream refused the gateway's credentials");
+                    Err(Failure::Next(ApiError::UpstreamUnavailable))
                 } else if s.as_u16() == 429 {
                     Err(Failure::Next(ApiError::UpstreamUnavailable))
                 } else if s.is_client_error() {
