@@ -66,6 +66,8 @@ struct Tally {
     io_errors: u64,
     /// Scheduled but never sent: the window closed while they waited for a free connection.
     unsent: u64,
+    /// Answers (any status) whose last byte arrived inside the measured window.
+    completed_in_window: u64,
     first_bad_status: Option<u16>,
 }
 
@@ -77,6 +79,7 @@ impl Tally {
         self.non_2xx += o.non_2xx;
         self.io_errors += o.io_errors;
         self.unsent += o.unsent;
+        self.completed_in_window += o.completed_in_window;
         self.first_bad_status = self.first_bad_status.or(o.first_bad_status);
     }
 }
@@ -183,6 +186,9 @@ async fn worker_open(
         let sent = Instant::now();
         let r = one(&t, s).await;
         let done = Instant::now();
+        if r.is_ok() && done >= measure_from && done < until {
+            tally.completed_in_window += 1;
+        }
         if scheduled >= measure_from {
             if !record(&mut tally, r, done - sent, done - scheduled) {
                 sender = None;
@@ -209,6 +215,9 @@ async fn worker_closed(t: Arc<Target>, measure_from: Instant, until: Instant) ->
         let sent = Instant::now();
         let r = one(&t, s).await;
         let done = Instant::now();
+        if r.is_ok() && done >= measure_from && done < until {
+            tally.completed_in_window += 1;
+        }
         if sent >= measure_from && done <= until {
             if !record(&mut tally, r, done - sent, done - sent) {
                 sender = None;
@@ -352,6 +361,7 @@ fn main() {
         "io_errors": tally.io_errors,
         "unsent": tally.unsent,
         "throughput_rps": n as f64 / secs,
+        "completed_rps": tally.completed_in_window as f64 / secs,
         "service": service,
         "corrected": corrected,
     });
