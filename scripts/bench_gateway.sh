@@ -299,15 +299,19 @@ python3 - "$WORK" "$RATE" "$LOW" <<'EOF'
 import json, sys
 w, rate, low = sys.argv[1], sys.argv[2], sys.argv[3]
 j = lambda n: json.load(open(f"{w}/{n}.json"))
+f = lambda x: "n/a" if x is None else f"{x:.3f}"
 d, g, l = j("lat_direct"), j("lat_phigate"), j("lat_litellm")
 rg, rl = (float(open(f"{w}/rps_{n}").read()) for n in ("phigate", "litellm"))
 s, c = l["service"], l["corrected"]
-print(f"LiteLLM at {rate} req/s: completed {l['throughput_rps']:.0f} req/s (unsent when the window closed: {l['unsent']}), "
-      f"ok {l['ok']}, p50 {s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms (from schedule: p99 {c['p99_ms']:.3f} ms)")
+print(f"LiteLLM offered {rate} req/s: answered {l['completed_rps']:.0f} req/s; of the measured window's requests {l['ok']} "
+      f"were answered and {l['unsent']} still queued when it closed; p50 {f(s['p50_ms'])} ms, p99 {f(s['p99_ms'])} ms")
 print(f"ratio, max throughput phigate / LiteLLM: {rg / rl:.1f}x  ({rg:.0f} vs {rl:.0f} req/s)")
 for name, (dd, gg, ll) in ((f"{rate} req/s", (d, g, l)), (f"{low} req/s", (j("low_direct"), j("low_phigate"), j("low_litellm")))):
     ag = [gg["service"][k] - dd["service"][k] for k in ("p50_ms", "p99_ms")]
+    if ll["unsent"] or ll["service"]["p50_ms"] is None:
+        print(f"added latency at {name}: phigate p50 {ag[0]:.3f} ms p99 {ag[1]:.3f} ms; LiteLLM could not sustain this rate")
+        continue
     al = [ll["service"][k] - dd["service"][k] for k in ("p50_ms", "p99_ms")]
     print(f"added latency at {name}: phigate p50 {ag[0]:.3f} ms p99 {ag[1]:.3f} ms; LiteLLM p50 {al[0]:.3f} ms p99 {al[1]:.3f} ms; "
-          f"ratio LiteLLM/phigate p50 {al[0] / max(ag[0], 1e-3):.0f}x p99 {al[1] / max(ag[1], 1e-3):.0f}x")
+          f"ratio LiteLLM/phigate p50 {al[0] / max(ag[0], 1e-3):.1f}x p99 {al[1] / max(ag[1], 1e-3):.1f}x")
 EOF
