@@ -19,7 +19,8 @@
 # Environment: MEASURE_S (seconds per latency/throughput run, default 10), RATE (default 1000),
 # WRK_CONNS (default 64), LITELLM_VENV (a venv with litellm[proxy]; default: the peers' one if
 # present, else /tmp/litellm-venv, installed there if missing unless NO_LITELLM=1),
-# LITELLM_WORKERS (default 1, as the peers' start_proxy.sh runs it).
+# LITELLM_WORKERS (default 1, as the peers' start_proxy.sh runs it), KEEP_WORK=1 (keep the temp dir:
+# configs, logs, rss.txt, JSON results).
 # Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +39,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -256,6 +257,7 @@ q = max(1, n // 4)
 first, last = sum(rss[:q]) / q, sum(rss[-q:]) / q
 print(f"RSS MiB: first {rss[0]:.1f}  max {max(rss):.1f}  last {rss[-1]:.1f}  "
       f"mean of first quarter {first:.1f}  mean of last quarter {last:.1f}  ({n} samples)")
+print("RSS MiB at each tenth of the run: " + "  ".join(f"{rss[min(n - 1, i * n // 10)]:.1f}" for i in range(11)))
 print(f"soak: {soak['requests']} requests, ok {soak['ok']}, non-2xx {soak['non_2xx']}, io errors {soak['io_errors']}, "
       f"p99 {soak['service']['p99_ms']:.3f} ms")
 EOF
