@@ -894,15 +894,57 @@ fn state_before(text: &str, pos: usize, dict: &super::dict::Dict) -> bool {
 }
 
 fn street_plausible(s: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "street",
+        "st",
+        "avenue",
+        "ave",
+        "road",
+        "rd",
+        "boulevard",
+        "blvd",
+        "lane",
+        "ln",
+        "drive",
+        "dr",
+        "court",
+        "ct",
+        "place",
+        "pl",
+        "terrace",
+        "ter",
+        "circle",
+        "cir",
+        "parkway",
+        "pkwy",
+        "highway",
+        "hwy",
+        "way",
+        "trail",
+        "trl",
+        "pike",
+        "square",
+        "sq",
+        "plaza",
+        "alley",
+        "crescent",
+        "expressway",
+        "freeway",
+        "turnpike",
+        "route",
+        "rte",
+    ];
     let mut words = s.split_whitespace();
     let _num = words.next();
     let mut has_name = false;
     for w in words {
         let w0 = w.trim_end_matches(['.', ',']);
-        if w0.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
-            has_name = true;
-        }
         let lw = w0.to_ascii_lowercase();
+        if SUFFIXES.contains(&lw.as_str()) && has_name {
+            // The street's name is what came before its suffix; the rest is a unit number.
+            return true;
+        }
+        // "2026 by Dr. Patel", "5 mg PO daily": a function word or a unit is no street name.
         if matches!(
             lw.as_str(),
             "mg" | "ml"
@@ -926,11 +968,24 @@ fn street_plausible(s: &str) -> bool {
                 | "to"
                 | "in"
                 | "at"
+                | "by"
+                | "per"
+                | "for"
+                | "from"
+                | "on"
+                | "or"
+                | "as"
+                | "via"
+                | "seen"
+                | "signed"
         ) {
             return false;
         }
+        if w0.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+            has_name = true;
+        }
     }
-    has_name
+    false
 }
 
 fn trim_url_tail(s: &str) -> usize {
