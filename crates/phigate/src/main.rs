@@ -255,6 +255,11 @@ impl From<ModeArg> for Mode {
     }
 }
 
+/// mimalloc: fewer page faults and cheaper small allocations than the system allocator on the
+/// scan path (per record: the text, its findings, the output line).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
