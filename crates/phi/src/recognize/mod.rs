@@ -18,6 +18,48 @@ use dict::Dict;
 use patterns::Patterns;
 use tokens::Tokens;
 
+/// Street suffixes, lower case: what ends a street's name ("Elm St", "Maple Avenue").
+pub(crate) const STREET_SUFFIXES: &[&str] = &[
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "road",
+    "rd",
+    "boulevard",
+    "blvd",
+    "lane",
+    "ln",
+    "drive",
+    "dr",
+    "court",
+    "ct",
+    "place",
+    "pl",
+    "terrace",
+    "ter",
+    "circle",
+    "cir",
+    "parkway",
+    "pkwy",
+    "highway",
+    "hwy",
+    "way",
+    "trail",
+    "trl",
+    "pike",
+    "square",
+    "sq",
+    "plaza",
+    "alley",
+    "crescent",
+    "expressway",
+    "freeway",
+    "turnpike",
+    "route",
+    "rte",
+];
+
 /// Everything compiled once per process and shared by all scanners.
 pub(crate) struct Engine {
     pub dict: &'static Dict,

@@ -894,53 +894,13 @@ fn state_before(text: &str, pos: usize, dict: &super::dict::Dict) -> bool {
 }
 
 fn street_plausible(s: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        "street",
-        "st",
-        "avenue",
-        "ave",
-        "road",
-        "rd",
-        "boulevard",
-        "blvd",
-        "lane",
-        "ln",
-        "drive",
-        "dr",
-        "court",
-        "ct",
-        "place",
-        "pl",
-        "terrace",
-        "ter",
-        "circle",
-        "cir",
-        "parkway",
-        "pkwy",
-        "highway",
-        "hwy",
-        "way",
-        "trail",
-        "trl",
-        "pike",
-        "square",
-        "sq",
-        "plaza",
-        "alley",
-        "crescent",
-        "expressway",
-        "freeway",
-        "turnpike",
-        "route",
-        "rte",
-    ];
     let mut words = s.split_whitespace();
     let _num = words.next();
     let mut has_name = false;
     for w in words {
         let w0 = w.trim_end_matches(['.', ',']);
         let lw = w0.to_ascii_lowercase();
-        if SUFFIXES.contains(&lw.as_str()) && has_name {
+        if super::STREET_SUFFIXES.contains(&lw.as_str()) && has_name {
             // The street's name is what came before its suffix; the rest is a unit number.
             return true;
         }

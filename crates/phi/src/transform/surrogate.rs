@@ -47,41 +47,9 @@ const CITIES: &[&str] = &[
 const CITY_WORDS: &[&str] =
     &["Springfield", "Riverton", "Fairview", "Georgetown", "Lakewood", "Maplewood", "Ashbury"];
 const STATES: &[&str] = &["OH", "PA", "MN", "OR", "KY", "IA", "NM", "VT"];
-/// Words of an address that say what it is, not where: kept as they are.
+/// Words of an address that say what it is, not where, besides the street suffixes: kept as
+/// they are.
 const ADDRESS_WORDS: &[&str] = &[
-    "street",
-    "st",
-    "avenue",
-    "ave",
-    "road",
-    "rd",
-    "boulevard",
-    "blvd",
-    "lane",
-    "ln",
-    "drive",
-    "dr",
-    "court",
-    "ct",
-    "place",
-    "pl",
-    "terrace",
-    "ter",
-    "circle",
-    "cir",
-    "parkway",
-    "pkwy",
-    "highway",
-    "hwy",
-    "way",
-    "trail",
-    "trl",
-    "pike",
-    "square",
-    "sq",
-    "plaza",
-    "route",
-    "rte",
     "apt",
     "apartment",
     "suite",
@@ -199,7 +167,9 @@ fn place(value: &str, pool: &[&str], prf: &mut dyn FnMut() -> u64) -> String {
         let lower = word.to_lowercase();
         if word.chars().any(|c| c.is_ascii_digit()) {
             out.push_str(&shape(word, prf));
-        } else if ADDRESS_WORDS.contains(&lower.as_str()) {
+        } else if ADDRESS_WORDS.contains(&lower.as_str())
+            || crate::recognize::STREET_SUFFIXES.contains(&lower.as_str())
+        {
             out.push_str(word);
         } else if word.len() == 2 && word.chars().all(|c| c.is_ascii_uppercase()) {
             out.push_str(pick(STATES, prf));
