@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod canary;
 mod cli;
 mod policy_cli;
 mod serve;

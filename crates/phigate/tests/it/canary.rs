@@ -1,0 +1,261 @@
+//! Canary PHI through every path of a real `phigate serve` process (chat, streaming chat,
+//! embeddings, de-identification, a blocked request, a bad key, an upstream that is down), then
+//! a search of everything the process left behind: its logs (stdout and stderr at debug
+//! level), its metrics, every file of its data directory (the SQLite store, its WAL, the key
+//! files, the config) and what the upstream received. No canary may be anywhere.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+
+const CANARIES: &[&str] = &[
+    "Imogen Hargreaves",
+    "Hargreaves",
+    "4471902",
+    "imogen.hargreaves@example.org",
+    "617-555-0199",
+    "03/14/1931",
+    "078-05-1120",
+];
+
+const NOTE: &str =
+    "Summarize for Mrs. Imogen Hargreaves (MRN: 4471902, DOB 03/14/1931), reachable at \
+617-555-0199 or imogen.hargreaves@example.org.";
+
+struct Server {
+    child: Child,
+    addr: String,
+    out: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `phigate serve` in `dir` with debug logs; returns it and every line it has printed
+/// so far (stdout and stderr together, in arrival order).
+fn start(dir: &std::path::Path) -> (Server, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("PHIGATE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    let mut addr = None;
+    while addr.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no start: {seen:?}"));
+        if let Some(rest) = line.strip_prefix("phigate: listening on http://") {
+            addr = rest.split('/').next().map(str::to_string);
+        }
+        seen.push(line);
+    }
+    (Server { child, addr: addr.unwrap(), out: rx }, seen)
+}
+
+fn drain(rx: &mpsc::Receiver<String>, into: &mut Vec<String>, wait: Duration) {
+    while let Ok(l) = rx.recv_timeout(wait) {
+        into.push(l);
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp)
+}
+
+/// A one-request-per-connection OpenAI-format upstream that records every body and echoes
+/// the last message back (so placeholders come back in answers), as SSE when asked.
+fn upstream(bodies: Arc<Mutex<Vec<String>>>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).to_string();
+            bodies.lock().unwrap().push(body.clone());
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let echo = v["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("ok")
+                .to_string();
+            let resp = if v["stream"].as_bool() == Some(true) {
+                let mut sse = String::new();
+                for part in [&echo[..echo.len() / 2], &echo[echo.len() / 2..]] {
+                    let chunk = serde_json::json!({"id":"c1","object":"chat.completion.chunk","created":1,
+                        "model":"m","choices":[{"index":0,"delta":{"content":part},"finish_reason":null}]});
+                    sse.push_str(&format!("data: {chunk}\n\n"));
+                }
+                sse.push_str("data: [DONE]\n\n");
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sse}", sse.len())
+            } else if v.get("input").is_some() {
+                let b = serde_json::json!({"object":"list","model":"m","data":[{"object":"embedding","index":0,
+                    "embedding":[0.1,0.2]}],"usage":{"prompt_tokens":1,"total_tokens":1}})
+                .to_string();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())
+            } else {
+                let b = serde_json::json!({"id":"c1","object":"chat.completion","created":1,"model":"m",
+                    "choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":echo}}],
+                    "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}})
+                .to_string();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())
+            };
+            let _ = c.write_all(resp.as_bytes());
+        }
+    });
+    addr
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn assert_no_canary(what: &str, haystack: &[u8]) {
+    for c in CANARIES {
+        let found = haystack.windows(c.len()).any(|w| w.eq_ignore_ascii_case(c.as_bytes()));
+        assert!(!found, "canary {c:?} found in {what}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn no_canary_in_logs_metrics_store_or_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut lines) = start(dir.path());
+    let key = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .expect("admin key printed")
+        .trim()
+        .to_string();
+
+    // Point the default config at our recording upstream and reload.
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let up = upstream(bodies.clone());
+    let cfg_path = dir.path().join("phigate-data/phigate.yaml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace("http://127.0.0.1:8000/v1", &format!("http://{up}/v1")))
+        .unwrap();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    while !lines.iter().any(|l| l.contains("configuration reloaded")) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no reload: {lines:?}");
+        drain(&server.out, &mut lines, Duration::from_millis(100));
+    }
+
+    let chat = |stream: bool| {
+        serde_json::json!({"model":"local-chat","stream":stream,"messages":[
+            {"role":"system","content":format!("Context: patient Imogen Hargreaves, MRN 4471902.")},
+            {"role":"user","content":NOTE}]})
+        .to_string()
+    };
+    let a = &server.addr;
+    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &chat(false));
+    assert_eq!(s, 200, "{body}");
+    // The admin role may see values: the answer is re-identified (so the value is in the HTTP
+    // answer, and only there).
+    assert!(body.contains("Imogen Hargreaves"), "{body}");
+    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &chat(true));
+    assert_eq!(s, 200, "{body}");
+    let emb = serde_json::json!({"model":"local-chat","input":NOTE}).to_string();
+    let (s, body) = http(a, "POST", "/v1/embeddings", &key, &emb);
+    assert!(s == 200 || s == 404 || s == 403, "{s} {body}");
+    let deid = serde_json::json!({"text":NOTE,"mode":"placeholder"}).to_string();
+    let (s, body) = http(a, "POST", "/v1/deidentify", &key, &deid);
+    assert_eq!(s, 200, "{body}");
+    let blocked = serde_json::json!({"model":"local-chat","messages":[
+        {"role":"user","content":"SSN 078-05-1120 for Imogen Hargreaves"}]})
+    .to_string();
+    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &blocked);
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("phi_blocked") && !body.contains("078-05-1120"), "{body}");
+    let (s, body) = http(a, "POST", "/v1/chat/completions", "pg_not_a_key", &chat(false));
+    assert_eq!(s, 401, "{body}");
+    assert_no_canary("a refusal", body.as_bytes());
+
+    let (_, metrics) = http(a, "GET", "/metrics", &key, "");
+    assert!(metrics.contains("phigate_phi_findings_total"), "{metrics}");
+    assert_no_canary("/metrics", metrics.as_bytes());
+
+    // Stop the process, collect all it printed, and search everything.
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    drain(&server.out, &mut lines, Duration::from_millis(300));
+    assert!(lines.len() > 5, "too few log lines to mean anything: {lines:?}");
+    assert_no_canary("the logs", lines.join("\n").as_bytes());
+
+    let recorded = bodies.lock().unwrap().clone();
+    assert!(recorded.len() >= 2, "the upstream saw {} requests", recorded.len());
+    for b in &recorded {
+        assert_no_canary("an upstream body", b.as_bytes());
+    }
+
+    let mut files = Vec::new();
+    files_under(&dir.path().join("phigate-data"), &mut files);
+    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("phigate.db")));
+    for f in files {
+        assert_no_canary(&f.display().to_string(), &std::fs::read(&f).unwrap());
+    }
+}
