@@ -70,16 +70,8 @@ static DICT: OnceLock<Dict> = OnceLock::new();
 
 impl Engine {
     pub(crate) fn new() -> Result<Engine, Error> {
-        // The word lists load on a second thread while the patterns compile: start-up costs
-        // the longer of the two, not their sum.
-        let (dict, patterns) = std::thread::scope(|scope| {
-            let dict = scope.spawn(|| DICT.get_or_init(Dict::load));
-            let patterns = Patterns::new();
-            // A panic while loading (impossible with the compiled-in lists) is re-raised here.
-            let dict = dict.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (dict, patterns)
-        });
-        Ok(Engine { dict, patterns: patterns? })
+        // The word tables are compiled in (`build.rs`): taking them costs nothing.
+        Ok(Engine { dict: DICT.get_or_init(Dict::load), patterns: Patterns::new()? })
     }
 
     /// Runs every recognizer; `out` receives merged findings.

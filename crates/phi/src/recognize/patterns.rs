@@ -964,7 +964,7 @@ fn looks_like_time(s: &str) -> bool {
     s.bytes().all(|c| c.is_ascii_digit() || c == b':')
 }
 
-/// The digit-led patterns compiled into one lazy DFA that reports every pattern's matches
+/// The candidate-led patterns compiled into one lazy DFA that reports every pattern's matches
 /// (`MatchKind::All`) from an anchored start. A note of 1 KB holds about 35 places where such
 /// a match can start; searching from those alone replaces a dozen scans of the whole text.
 pub(crate) struct LedDfa {
@@ -977,7 +977,7 @@ pub(crate) struct LedDfa {
     id: usize,
 }
 
-/// What the digit-led pass found: per pattern, the matches in order. `None` when the pass
+/// What the candidate-led pass found: per pattern, the matches in order. `None` when the pass
 /// could not run (the DFA gave up): every pattern is then searched on its own.
 pub(crate) struct Led {
     found: Option<Vec<Vec<(usize, usize)>>>,
@@ -1018,7 +1018,7 @@ impl LedDfa {
             )
             .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20)))
             .build_many(patterns)
-            .map_err(|e| Error::Pattern { name: "digit-led", message: e.to_string() })?;
+            .map_err(|e| Error::Pattern { name: "candidate-led", message: e.to_string() })?;
         let words = word_kinds();
         Ok(LedDfa {
             dfa: Some(dfa),
@@ -1028,7 +1028,7 @@ impl LedDfa {
         })
     }
 
-    /// Every digit-led pattern's matches, with `Regex::find_iter`'s semantics: leftmost
+    /// Every candidate-led pattern's matches, with `Regex::find_iter`'s semantics: leftmost
     /// starts, no overlap within a pattern. Where a pattern could end at several places from
     /// one start, the longest wins (the patterns are greedy and end at a word boundary).
     fn find(&self, text: &str) -> Led {
