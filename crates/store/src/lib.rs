@@ -301,6 +301,37 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// When a SQLite commit counts as done. (PostgreSQL's is the server's `synchronous_commit`.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SqliteSync {
+    /// Every commit is flushed to the disk (`fsync`) before it is acknowledged: an acknowledged
+    /// ledger record survives a power cut. The default.
+    #[default]
+    Full,
+    /// Commits reach the operating system before they are acknowledged, and the disk at each
+    /// WAL checkpoint (about every second): an acknowledged record survives the process being
+    /// killed, but the last second of commits can be lost in a power cut or kernel crash (the
+    /// database stays consistent either way). Saves a disk flush on every commit.
+    Normal,
+}
+
+/// How a store is opened. [`Options::default`] is what [`Store::open`] uses.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// SQLite durability (ignored for PostgreSQL).
+    pub sqlite_sync: SqliteSync,
+}
+
+impl Options {
+    /// With this SQLite durability.
+    pub fn sqlite_sync(mut self, s: SqliteSync) -> Options {
+        self.sqlite_sync = s;
+        self
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
@@ -326,6 +357,11 @@ impl Store {
     /// ([`Error::SchemaTooNew`]). An unreachable PostgreSQL gives [`Error::Unavailable`] within a
     /// few seconds.
     pub async fn open(url: &str) -> Result<Store, Error> {
+        Store::open_with(url, &Options::default()).await
+    }
+
+    /// [`Store::open`] with options.
+    pub async fn open_with(url: &str, options: &Options) -> Result<Store, Error> {
         let inner = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Inner::Postgres(postgres::PgStore::open(url).await?)
         } else {
@@ -338,7 +374,7 @@ impl Store {
                     "a SQLite store needs a file path (no query string, no :memory:)".into(),
                 ));
             }
-            Inner::Sqlite(sqlite::SqliteStore::open(Path::new(path)).await?)
+            Inner::Sqlite(sqlite::SqliteStore::open(Path::new(path), options).await?)
         };
         Ok(Store { inner: Arc::new(inner) })
     }

@@ -31,6 +31,38 @@ pub(crate) struct SqliteStore {
     writer: SqlitePool,
     /// Orders this process's writers fairly (FIFO) in front of the writer connection.
     write: Mutex<()>,
+    /// The background WAL checkpointer (stopped when the store goes).
+    checkpointer: tokio::task::AbortHandle,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// How often the background task folds the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
+
+/// Folds the WAL into the database file from a reader connection, so that no commit ever pays
+/// for a checkpoint (SQLite's automatic one runs inside the commit that crosses its threshold,
+/// and every request waiting on that commit waits for the copy). PASSIVE: it never blocks the
+/// writer or readers; the writer starts the WAL over once everything in it is checkpointed.
+async fn checkpointer(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            Ok(_) => tracing::trace!(ms = started.elapsed().as_millis() as u64, "WAL checkpoint"),
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => tracing::warn!(error = %map_err(e), "WAL checkpoint failed"),
+        }
+    }
 }
 
 /// Maps a `sqlx` error from SQLite to an [`Error`] kind.
@@ -240,7 +272,7 @@ async fn insert_vault(tx: &mut Tx, rows: &[VaultRow], keep_existing: bool) -> Re
 }
 
 impl SqliteStore {
-    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Error> {
+    pub(crate) async fn open(path: &Path, options: &crate::Options) -> Result<SqliteStore, Error> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(dir).await?;
@@ -250,16 +282,19 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match options.sqlite_sync {
+                crate::SqliteSync::Normal => SqliteSynchronous::Normal,
+                _ => SqliteSynchronous::Full,
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("secure_delete", "ON")
             // Statement journals of multi-row inserts in memory, not in temporary files.
             .pragma("temp_store", "MEMORY")
-            // 32 MiB of page cache per connection (the default is 2 MiB).
+            // 32 MiB of page cache for the writer (the default is 2 MiB); readers get less below.
             .pragma("cache_size", "-32768")
-            // Checkpoint every 16 MiB of WAL rather than 4: hot index pages are copied less often.
-            .pragma("wal_autocheckpoint", "4000");
+            // No checkpoint inside a commit: the background checkpointer does them.
+            .pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
@@ -269,13 +304,16 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await
             .map_err(map_err)?;
+        // Readers: 8 MiB of page cache each (the gateway keeps what it reads often in memory),
+        // so the four of them stay well under the writer's.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.pragma("cache_size", "-8192"))
             .await
             .map_err(map_err)?;
-        let store = SqliteStore { pool, writer, write: Mutex::new(()) };
+        let checkpointer = tokio::spawn(checkpointer(pool.clone())).abort_handle();
+        let store = SqliteStore { pool, writer, write: Mutex::new(()), checkpointer };
         store.check_schema().await?;
         MIGRATOR.run(&store.writer).await.map_err(|e| from_migrate(e, map_err))?;
         Ok(store)
