@@ -61,14 +61,16 @@ impl LedgerConfig {
     }
 }
 
+/// One or more records that commit together, in one transaction, at consecutive indexes.
 struct Pending {
-    entry: store::NewLedgerEntry,
+    entries: Vec<store::NewLedgerEntry>,
     ack: oneshot::Sender<Result<u64, Error>>,
 }
 
 struct Inner {
     store: store::Store,
     tx: mpsc::Sender<Pending>,
+    max_batch: usize,
     origin: String,
     signer: Option<NoteSigner>,
     /// The compact range of the log as far as the last checkpoint read it.
@@ -200,11 +202,28 @@ fn entry_of(r: &Record) -> store::NewLedgerEntry {
 async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     let mut entries: Vec<store::NewLedgerEntry> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
+    // A message taken from the queue that did not fit the batch before it.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut size = first.entries.len();
         batch.push(first);
-        while batch.len() < max_batch {
+        while size < max_batch {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if size + p.entries.len() > max_batch => {
+                    carried = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    size += p.entries.len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
@@ -214,34 +233,30 @@ async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_bat
             continue;
         }
         entries.clear();
-        entries.extend(batch.iter_mut().map(|p| std::mem::replace(&mut p.entry, empty_entry())));
-        match store.ledger_append(&entries).await {
+        let mut starts = Vec::with_capacity(batch.len());
+        for p in batch.iter_mut() {
+            starts.push(entries.len() as u64);
+            entries.append(&mut p.entries);
+        }
+        let started = std::time::Instant::now();
+        let result = store.ledger_append(&entries).await;
+        metrics::histogram!("phigate_ledger_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("phigate_ledger_batch_records").record(entries.len() as f64);
+        match result {
             Ok(start) => {
-                for (i, p) in batch.drain(..).enumerate() {
-                    let _ = p.ack.send(Ok(start + i as u64));
+                for (p, offset) in batch.drain(..).zip(starts) {
+                    let _ = p.ack.send(Ok(start + offset));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, records = batch.len(), "ledger append failed");
+                tracing::error!(error = %e, records = entries.len(), "ledger append failed");
                 let msg = e.to_string();
                 for p in batch.drain(..) {
                     let _ = p.ack.send(Err(Error::Store(msg.clone())));
                 }
             }
         }
-    }
-}
-
-fn empty_entry() -> store::NewLedgerEntry {
-    store::NewLedgerEntry {
-        leaf_hash: [0; 32],
-        body: Vec::new(),
-        ts_ms: 0,
-        actor: String::new(),
-        action: String::new(),
-        use_case: String::new(),
-        decision: String::new(),
-        categories: Vec::new(),
     }
 }
 
@@ -276,6 +291,7 @@ impl Ledger {
         let inner = Arc::new(Inner {
             store,
             tx,
+            max_batch: cfg.max_batch.max(1),
             origin: cfg.origin,
             signer: cfg.signer,
             frontier: Mutex::new(Frontier::new()),
@@ -307,12 +323,25 @@ impl Ledger {
 
     /// Appends one record and returns its index once it is durable in the store.
     pub async fn append(&self, record: Record) -> Result<u64, Error> {
+        self.submit(vec![entry_of(&record)]).await
+    }
+
+    /// Appends several records in one transaction, at consecutive indexes in the given order,
+    /// and returns the first index once all of them are durable: either every record is in the
+    /// log or none is. At most [`LedgerConfig::max_batch`] records (more are refused).
+    pub async fn append_all(&self, records: &[Record]) -> Result<u64, Error> {
+        if records.is_empty() || records.len() > self.inner.max_batch {
+            return Err(Error::InvalidField {
+                field: "records",
+                problem: "one append takes 1 to max_batch records",
+            });
+        }
+        self.submit(records.iter().map(entry_of).collect()).await
+    }
+
+    async fn submit(&self, entries: Vec<store::NewLedgerEntry>) -> Result<u64, Error> {
         let (ack, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Pending { entry: entry_of(&record), ack })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.inner.tx.send(Pending { entries, ack }).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 

@@ -216,3 +216,49 @@ async fn verify_store_names_what_was_edited_in_the_database() {
     l.append(record(99, &key)).await.unwrap();
     assert!(matches!(l.checkpoint().await, Err(ledger::Error::BadCheckpoint { .. })));
 }
+
+/// `append_all`: each group lands at consecutive indexes in its order, in one transaction, even
+/// when groups and single appends race and the batch limit splits the queue between them; an
+/// empty group and one over the batch limit are refused without writing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_all_keeps_each_group_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::sqlite(&dir).await;
+    let mut cfg = LedgerConfig::new(ORIGIN);
+    cfg.max_batch = 4;
+    let l = Ledger::open(s, cfg).await.unwrap();
+    let key = HmacKey::from_bytes(&[2u8; 32]).unwrap();
+    let mut tasks = Vec::new();
+    for g in 0..60u64 {
+        let l = l.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            if g % 3 == 0 {
+                let i = g * 10;
+                vec![(i, l.append(record(i, &key)).await.unwrap())]
+            } else {
+                let n = 2 + g % 3; // groups of 3 and 4 (4 fills a whole batch)
+                let recs: Vec<_> = (0..n).map(|k| record(g * 10 + k, &key)).collect();
+                let first = l.append_all(&recs).await.unwrap();
+                (0..n).map(|k| (g * 10 + k, first + k)).collect()
+            }
+        }));
+    }
+    let mut placed = Vec::new();
+    for t in tasks {
+        placed.extend(t.await.unwrap());
+    }
+    let total = l.len().await.unwrap();
+    assert_eq!(total as usize, placed.len());
+    let stored = l.read(0, total).await.unwrap();
+    for (i, index) in placed {
+        let (at, r) = &stored[index as usize];
+        assert_eq!(*at, index);
+        assert_eq!(r.canonical_bytes(), record(i, &key).canonical_bytes(), "record {i}");
+    }
+    assert!(l.append_all(&[]).await.is_err());
+    let five: Vec<_> = (0..5).map(|k| record(9_000 + k, &key)).collect();
+    assert!(matches!(l.append_all(&five).await, Err(ledger::Error::InvalidField { .. })));
+    assert_eq!(l.len().await.unwrap(), total);
+    l.verify_store(None).await.unwrap();
+}
