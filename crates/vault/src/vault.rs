@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledger::{Action, Decision, Ledger, Record};
 use phi::Category;
@@ -30,6 +30,15 @@ pub struct VaultConfig {
     pub key_cache: usize,
     /// The actor recorded in the ledger for shreds by the retention sweeper.
     pub sweeper_actor: Actor,
+    /// How many stored vault rows (token, keyed fingerprint, ciphertext: never a value in the
+    /// clear) to keep in memory, so that a conversation's known values are tokenized and
+    /// revealed without a store read. 0 disables the row cache.
+    pub row_cache: usize,
+    /// How long a data key's row (live, shredded, expiry, wrapping) read from the store is
+    /// trusted before it is read again. A shred or rotation made through this vault takes
+    /// effect at once; one made by another replica (or `phigate vault shred`) within this
+    /// time. `Duration::ZERO` reads the store on every operation.
+    pub key_row_ttl: Duration,
 }
 
 impl Default for VaultConfig {
@@ -38,6 +47,8 @@ impl Default for VaultConfig {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             key_cache: 10_000,
             sweeper_actor: Actor::sweeper(),
+            row_cache: 50_000,
+            key_row_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -113,6 +124,14 @@ struct Inner {
     ledger: Ledger,
     keyring: RwLock<Keyring>,
     cache: Mutex<HashMap<String, Arc<DataKey>>>,
+    /// Data key rows by key id, with when they were read (trusted for `key_row_ttl`).
+    key_rows: quick_cache::sync::Cache<String, (DataKeyRow, Instant)>,
+    /// The active key id of a scope, with when it was read (trusted for `key_row_ttl`).
+    active: quick_cache::sync::Cache<String, (String, Instant)>,
+    /// Stored vault rows by keyed fingerprint (for tokenize).
+    by_fp: quick_cache::sync::Cache<Vec<u8>, Arc<VaultRow>>,
+    /// Stored vault rows by (scope, token) (for reveal).
+    by_token: quick_cache::sync::Cache<(String, String), Arc<VaultRow>>,
     config: VaultConfig,
 }
 
@@ -170,12 +189,18 @@ fn mint_token(category: Category) -> String {
 impl Vault {
     /// A vault over `store`, recording into `ledger`, with the KEKs in `keyring`.
     pub fn new(store: Store, ledger: Ledger, keyring: Keyring, config: VaultConfig) -> Vault {
+        let keys = config.key_cache.max(1);
+        let rows = config.row_cache.max(1);
         Vault {
             inner: Arc::new(Inner {
                 store,
                 ledger,
                 keyring: RwLock::new(keyring),
                 cache: Mutex::new(HashMap::new()),
+                key_rows: quick_cache::sync::Cache::new(keys),
+                active: quick_cache::sync::Cache::new(keys),
+                by_fp: quick_cache::sync::Cache::new(rows),
+                by_token: quick_cache::sync::Cache::new(rows),
                 config,
             }),
         }
@@ -214,6 +239,78 @@ impl Vault {
     fn cache_evict(&self, key_id: &str) {
         let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.remove(key_id);
+        drop(cache);
+        self.inner.key_rows.remove(key_id);
+    }
+
+    /// Forgets what is cached of `scope`'s keys (its rows become unusable: every use of a
+    /// cached vault row goes through its data key's row).
+    fn forget_scope(&self, scope: &str) {
+        if let Some((_, (key_id, _))) = self.inner.active.remove(scope) {
+            self.cache_evict(&key_id);
+        }
+    }
+
+    fn fresh<T: Clone>(&self, hit: Option<(T, Instant)>) -> Option<T> {
+        let ttl = self.inner.config.key_row_ttl;
+        hit.filter(|(_, at)| at.elapsed() < ttl).map(|(v, _)| v)
+    }
+
+    /// A data key row by id: from memory while fresh, else from the store.
+    async fn key_row(&self, key_id: &str) -> Result<Option<DataKeyRow>> {
+        if let Some(row) = self.fresh(self.inner.key_rows.get(key_id)) {
+            return Ok(Some(row));
+        }
+        let row = self.inner.store.data_key_get(key_id).await?;
+        if let Some(r) = &row {
+            self.inner.key_rows.insert(key_id.to_owned(), (r.clone(), Instant::now()));
+        }
+        Ok(row)
+    }
+
+    /// The scope's active data key row: from memory while fresh, else from the store.
+    async fn active_row(&self, scope: &str) -> Result<Option<DataKeyRow>> {
+        if let Some(key_id) = self.fresh(self.inner.active.get(scope)) {
+            if let Some(row) = self.fresh(self.inner.key_rows.get(&key_id)) {
+                return Ok(Some(row));
+            }
+        }
+        let row = self.inner.store.data_key_active(scope).await?;
+        if let Some(r) = &row {
+            let now = Instant::now();
+            self.inner.key_rows.insert(r.key_id.clone(), (r.clone(), now));
+            self.inner.active.insert(scope.to_owned(), (r.key_id.clone(), now));
+        }
+        Ok(row)
+    }
+
+    fn remember_row(&self, row: VaultRow) {
+        if self.inner.config.row_cache == 0 {
+            return;
+        }
+        let row = Arc::new(row);
+        self.inner.by_fp.insert(row.fingerprint.clone(), row.clone());
+        self.inner.by_token.insert((row.scope.clone(), row.token.clone()), row);
+    }
+
+    /// The stored row of a fingerprint in `scope`: from memory, else from the store.
+    async fn find_row(&self, scope: &str, fp: &[u8]) -> Result<Option<Arc<VaultRow>>> {
+        if let Some(row) = self.inner.by_fp.get(fp) {
+            if row.scope == scope {
+                return Ok(Some(row));
+            }
+        }
+        match self.inner.store.vault_find(scope, fp).await? {
+            Some(row) => {
+                let row = Arc::new(row);
+                if self.inner.config.row_cache > 0 {
+                    self.inner.by_fp.insert(row.fingerprint.clone(), row.clone());
+                    self.inner.by_token.insert((row.scope.clone(), row.token.clone()), row.clone());
+                }
+                Ok(Some(row))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Unwraps a live, unexpired data key row (through the cache).
@@ -281,6 +378,9 @@ impl Vault {
             kek_id: row.kek_id.clone(),
         })?);
         self.cache_put(&key_id, key.clone());
+        let now = Instant::now();
+        self.inner.key_rows.insert(key_id.clone(), (row.clone(), now));
+        self.inner.active.insert(scope.to_owned(), (key_id, now));
         Ok(Some((row, key)))
     }
 
@@ -299,7 +399,7 @@ impl Vault {
     ) -> Result<(DataKeyRow, Arc<DataKey>)> {
         for _ in 0..4 {
             let now = now_ms();
-            if let Some(row) = self.inner.store.data_key_active(scope).await? {
+            if let Some(row) = self.active_row(scope).await? {
                 let key = self.open_key(&row, now).await?;
                 return Ok((row, key));
             }
@@ -336,9 +436,7 @@ impl Vault {
         let now = now_ms();
         let mut out = Vec::new();
         for generation in (1..top).rev() {
-            if let Some(row) =
-                self.inner.store.data_key_get(&crypto::key_id(scope, generation)).await?
-            {
+            if let Some(row) = self.key_row(&crypto::key_id(scope, generation)).await? {
                 if row.shredded_ms.is_none() {
                     let key = self.open_key(&row, now).await?;
                     out.push((row, key));
@@ -419,8 +517,8 @@ impl Vault {
                 continue;
             }
             first_of.insert(fp.clone(), i);
-            if let Some(row) = self.inner.store.vault_find(scope, &fp).await? {
-                out[i] = Some(Tokenized { token: row.token, created: false });
+            if let Some(row) = self.find_row(scope, &fp).await? {
+                out[i] = Some(Tokenized { token: row.token.clone(), created: false });
                 continue;
             }
             if older.is_none() {
@@ -429,8 +527,8 @@ impl Vault {
             let mut found = None;
             for (_, k) in older.iter().flatten() {
                 let ofp = k.fingerprint(scope, cat, it.value);
-                if let Some(row) = self.inner.store.vault_find(scope, &ofp).await? {
-                    found = Some(row.token);
+                if let Some(row) = self.find_row(scope, &ofp).await? {
+                    found = Some(row.token.clone());
                     break;
                 }
             }
@@ -463,8 +561,12 @@ impl Vault {
                 match self.inner.store.vault_find(scope, &fp).await? {
                     Some(found) if found.token == row.token => {
                         out[i] = Some(Tokenized { token: row.token, created: true });
+                        self.remember_row(found);
                     }
-                    Some(found) => out[i] = Some(Tokenized { token: found.token, created: false }),
+                    Some(found) => {
+                        out[i] = Some(Tokenized { token: found.token.clone(), created: false });
+                        self.remember_row(found);
+                    }
                     None => {
                         return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token })
                     }
@@ -509,6 +611,21 @@ impl Vault {
         actor: &Actor,
         reason: RevealReason,
     ) -> Result<Revealed> {
+        self.reveal_with(scope, tokens, actor, reason, Vec::new()).await
+    }
+
+    /// [`Vault::reveal`], with `also` appended to the ledger in the same transaction as the
+    /// reveal's own record (after it): a caller that records its own event (the gateway's
+    /// request record) gets both durable with one commit, and no value unless both are.
+    /// With nothing to reveal, `also` is still appended.
+    pub async fn reveal_with(
+        &self,
+        scope: &str,
+        tokens: &[String],
+        actor: &Actor,
+        reason: RevealReason,
+        also: Vec<Record>,
+    ) -> Result<Revealed> {
         validate_scope(scope)?;
         for t in tokens {
             validate_token(t)?;
@@ -516,29 +633,39 @@ impl Vault {
         let mut wanted: Vec<String> = tokens.to_vec();
         wanted.sort();
         wanted.dedup();
-        if wanted.is_empty() {
-            return Ok(Revealed::default());
+        let mut rows: Vec<Arc<VaultRow>> = Vec::with_capacity(wanted.len());
+        let mut unknown: Vec<String> = Vec::new();
+        for t in &wanted {
+            match self.inner.by_token.get(&(scope.to_owned(), t.clone())) {
+                Some(row) => rows.push(row),
+                None => unknown.push(t.clone()),
+            }
         }
-        let rows = self.inner.store.vault_get(scope, &wanted).await?;
+        if !unknown.is_empty() {
+            for row in self.inner.store.vault_get(scope, &unknown).await? {
+                rows.push(Arc::new(row));
+            }
+        }
         let now = now_ms();
         let mut keys: HashMap<String, Arc<DataKey>> = HashMap::new();
         let mut revealed = Revealed::default();
         let mut counts: BTreeMap<Category, u32> = BTreeMap::new();
         for row in rows {
             if row.scope != scope || wanted.binary_search(&row.token).is_err() {
-                return Err(Error::Tampered { scope: scope.to_owned(), token: row.token });
+                return Err(Error::Tampered { scope: scope.to_owned(), token: row.token.clone() });
             }
             let key = match keys.get(&row.key_id) {
                 Some(k) => k.clone(),
                 None => {
                     let krow = self
-                        .inner
-                        .store
-                        .data_key_get(&row.key_id)
+                        .key_row(&row.key_id)
                         .await?
                         .ok_or_else(|| Error::Shredded { scope: scope.to_owned() })?;
                     if krow.scope != scope {
-                        return Err(Error::Tampered { scope: scope.to_owned(), token: row.token });
+                        return Err(Error::Tampered {
+                            scope: scope.to_owned(),
+                            token: row.token.clone(),
+                        });
                     }
                     let k = self.open_key(&krow, now).await?;
                     keys.insert(row.key_id.clone(), k.clone());
@@ -555,6 +682,9 @@ impl Vault {
             }
             *counts.entry(category).or_insert(0) += 1;
             revealed.values.insert(row.token.clone(), PlainValue::new(cat, value));
+            if self.inner.config.row_cache > 0 {
+                self.inner.by_token.insert((scope.to_owned(), row.token.clone()), row.clone());
+            }
         }
         revealed.missing =
             wanted.into_iter().filter(|t| !revealed.values.contains_key(t)).collect();
@@ -564,16 +694,20 @@ impl Vault {
         {
             return Err(Error::Shredded { scope: scope.to_owned() });
         }
-        if revealed.values.is_empty() {
-            return Ok(revealed);
+        let mut records = Vec::with_capacity(1 + also.len());
+        if !revealed.values.is_empty() {
+            let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
+                .resource(&scope_ref(scope))
+                .purpose(reason.code());
+            for (c, n) in counts {
+                b = b.category(c, n);
+            }
+            records.push(b.build()?);
         }
-        let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
-            .resource(&scope_ref(scope))
-            .purpose(reason.code());
-        for (c, n) in counts {
-            b = b.category(c, n);
+        records.extend(also);
+        if !records.is_empty() {
+            self.inner.ledger.append_all(&records).await?;
         }
-        self.inner.ledger.append(b.build()?).await?;
         Ok(revealed)
     }
 
@@ -592,6 +726,7 @@ impl Vault {
             .reason("data_key_rotation")
             .build()?;
         self.inner.ledger.append(record).await?;
+        self.forget_scope(scope);
         match self.create_key(scope, next, active.expires_at_ms).await? {
             Some((row, _)) => Ok(scope_key(&row)),
             // Rotated concurrently by someone else: their key is the new active one.
@@ -617,6 +752,9 @@ impl Vault {
         self.inner.ledger.append(b.build()?).await?;
         let new_id = new.id().to_owned();
         write(&self.inner.keyring).activate(new.clone());
+        // Rows read before the rotation name the old KEK: read them again.
+        self.inner.key_rows.clear();
+        self.inner.active.clear();
         let mut rewrapped = 0usize;
         let mut remaining = 0usize;
         for _pass in 0..8 {
@@ -735,8 +873,10 @@ impl Vault {
             .build()?;
         self.inner.ledger.append(record).await?;
         self.cache_evict(&row.key_id);
+        self.inner.active.remove(&row.scope);
         let was_live = self.inner.store.data_key_shred(&row.key_id, now_ms()).await?;
         self.cache_evict(&row.key_id);
+        self.inner.active.remove(&row.scope);
         Ok(was_live)
     }
 

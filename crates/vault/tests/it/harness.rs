@@ -122,6 +122,12 @@ impl Db {
         self.vault_with(self.ledger().await, Keyring::new(kek), VaultConfig::default())
     }
 
+    /// A vault that keeps nothing it read from the store (no row cache, data key state read on
+    /// every use): what another replica sees at once, and how stored rows are checked.
+    pub async fn vault_reading_store(&self, kek: Arc<dyn Kms>) -> Vault {
+        self.vault_with(self.ledger().await, Keyring::new(kek), uncached())
+    }
+
     /// Ledger records of one action, decoded.
     pub async fn records(&self, action: &str) -> Vec<ledger::Record> {
         let q = store::LedgerQuery {
@@ -159,6 +165,14 @@ impl Drop for Db {
             .join();
         }
     }
+}
+
+/// [`VaultConfig::default`] without the row cache and with no trust in remembered key state.
+pub fn uncached() -> VaultConfig {
+    let mut c = VaultConfig::default();
+    c.row_cache = 0;
+    c.key_row_ttl = std::time::Duration::ZERO;
+    c
 }
 
 pub fn kek() -> Arc<dyn Kms> {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use phi::Category;
-use vault::{Actor, Error, Keyring, Kms, LocalKek, RevealReason, VaultConfig};
+use vault::{Actor, Error, Keyring, Kms, LocalKek, RevealReason};
 
 use crate::harness::{kek, Db};
 use crate::on_both;
@@ -177,8 +177,9 @@ async fn data_key_rotation(db: &mut Db) {
     assert_eq!(key_of("[NAME_1]"), Some(before.key_id.clone()));
     assert_eq!(key_of("[NAME_2]"), Some(after.key_id.clone()));
 
-    // Both readable, by a cold vault too.
-    let cold = db.vault_with(db.ledger().await, Keyring::new(k.clone()), VaultConfig::default());
+    // Both readable, by a cold vault too (another replica that reads the store on every use).
+    let cold =
+        db.vault_with(db.ledger().await, Keyring::new(k.clone()), crate::harness::uncached());
     let r = cold
         .reveal(
             "conv-1",
@@ -200,6 +201,12 @@ async fn data_key_rotation(db: &mut Db) {
     let rep =
         v.shred_scope("conv-1", &admin(), vault::ShredReason::ScopeClosed).await.expect("shred");
     assert_eq!(rep.key_ids.len(), 2);
+    // The vault that shredded refuses at once, though it had the rows and keys in memory.
+    let e = v
+        .reveal("conv-1", &["[NAME_1]".into()], &admin(), RevealReason::Treatment)
+        .await
+        .expect_err("gone here");
+    assert!(matches!(e, Error::Shredded { .. }), "{e}");
     let e = cold
         .reveal("conv-1", &["[NAME_1]".into()], &admin(), RevealReason::Treatment)
         .await

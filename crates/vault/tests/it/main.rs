@@ -5,5 +5,6 @@ mod harness;
 
 mod at_rest;
 mod basics;
+mod cache;
 mod keys;
 mod retention;
