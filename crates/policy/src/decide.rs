@@ -122,6 +122,7 @@ pub(crate) struct Inner {
     models: HashMap<String, usize>,
     providers: HashMap<String, usize>,
     pub(crate) oidc: Option<crate::oidc::Verifier>,
+    pub(crate) keys: crate::keys::KeyCache,
 }
 
 impl std::fmt::Debug for Policy {
@@ -149,7 +150,10 @@ impl Policy {
             })?),
             None => None,
         };
-        Ok(Policy { inner: Arc::new(Inner { config, use_cases, models, providers, oidc }) })
+        let keys = crate::keys::KeyCache::new(std::time::Duration::from_secs(
+            config.server.key_cache_secs,
+        ));
+        Ok(Policy { inner: Arc::new(Inner { config, use_cases, models, providers, oidc, keys }) })
     }
 
     /// The configuration.

@@ -178,17 +178,51 @@ pub fn parse_key(text: &str) -> Option<(&str, &str)> {
     (id_ok && secret_ok).then_some((id, secret))
 }
 
-/// Checks an API key against the store at `now`.
+/// Stored key records (hashes, never secrets) read in the last `ttl`, by key id.
+pub(crate) struct KeyCache {
+    rows: quick_cache::sync::Cache<String, (store::ApiKeyRow, std::time::Instant)>,
+    ttl: std::time::Duration,
+}
+
+impl KeyCache {
+    pub(crate) fn new(ttl: std::time::Duration) -> KeyCache {
+        KeyCache { rows: quick_cache::sync::Cache::new(10_000), ttl }
+    }
+
+    /// The stored record of key `id`: from memory while fresh, else from the store. Only
+    /// records that exist are kept (an unknown id always reads the store).
+    async fn get(
+        &self,
+        store: &store::Store,
+        id: &str,
+    ) -> Result<Option<store::ApiKeyRow>, Denial> {
+        if !self.ttl.is_zero() {
+            if let Some((row, at)) = self.rows.get(id) {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(row));
+                }
+            }
+        }
+        let row = store.api_key_get(id).await.map_err(|e| {
+            tracing::warn!(error = %e, "key lookup failed");
+            Denial::StoreUnavailable
+        })?;
+        if let (Some(r), false) = (&row, self.ttl.is_zero()) {
+            self.rows.insert(id.to_owned(), (r.clone(), std::time::Instant::now()));
+        }
+        Ok(row)
+    }
+}
+
+/// Checks an API key against the store (through `cache`) at `now`.
 pub(crate) async fn authenticate_key(
     store: &store::Store,
+    cache: &KeyCache,
     text: &str,
     now: OffsetDateTime,
 ) -> Result<Identity, Denial> {
     let (id, secret) = parse_key(text).ok_or(Denial::InvalidKey)?;
-    let row = store.api_key_get(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "key lookup failed");
-        Denial::StoreUnavailable
-    })?;
+    let row = cache.get(store, id).await?;
     let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let Some(row) = row else {
         // Same work as a found key, so timing does not tell which ids exist.

@@ -68,7 +68,7 @@ pub use load::parse_instant;
 pub use model::{
     AuditConfig, Baa, Config, DeploymentConfig, Handling, Hosting, InjectionMode, Limit, Model,
     NewPhi, OidcConfig, Organization, OutputScope, PhiScope, Provider, ProviderKind, Purpose,
-    RedisConfig, ServerConfig, StoreConfig, StreamScan, UseCase, VaultConfig,
+    RedisConfig, ServerConfig, SqliteSyncMode, StoreConfig, StreamScan, UseCase, VaultConfig,
 };
 pub use oidc::{
     JwksSource, JWKS_FETCH_TIMEOUT, JWKS_REFETCH_MIN, JWKS_RETRY_AFTER_FAILURE, MAX_JWKS_BYTES,
@@ -170,7 +170,7 @@ impl Policy {
             return Err(Denial::MissingKey);
         }
         if bearer.starts_with("pg_") {
-            let mut who = keys::authenticate_key(store, bearer, now).await?;
+            let mut who = keys::authenticate_key(store, &self.inner.keys, bearer, now).await?;
             who.roles.retain(|r| self.config().roles.contains(r));
             return Ok(who);
         }

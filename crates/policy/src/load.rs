@@ -187,6 +187,12 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     if server.max_body_bytes == 0 || server.max_body_bytes > 64 * 1024 * 1024 {
         p.push("server.max_body_bytes", "must be between 1 and 67108864");
     }
+    if server.text_cache > 10_000_000 {
+        p.push("server.text_cache", "must be between 0 and 10000000");
+    }
+    if server.key_cache_secs > 300 {
+        p.push("server.key_cache_secs", "must be between 0 and 300 (a revocation waits this long)");
+    }
     if let Some(u) = &store.url {
         let scheme_ok = u.starts_with("sqlite:")
             || u.starts_with("postgres://")
@@ -237,6 +243,12 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
         resolve(&mut p, "vault.kek", &mut v.kek, Some((32, true)));
         if v.retention_secs < 60 || v.retention_secs > 10 * 366 * 86_400 {
             p.push("vault.retention_secs", "must be between 60 and 316224000 (ten years)");
+        }
+        if v.row_cache > 10_000_000 {
+            p.push("vault.row_cache", "must be between 0 and 10000000");
+        }
+        if v.key_state_ms > 60_000 {
+            p.push("vault.key_state_ms", "must be between 0 and 60000 (a shred waits this long)");
         }
     }
 

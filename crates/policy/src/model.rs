@@ -59,6 +59,18 @@ pub struct ServerConfig {
     /// Data directory (relative to the config file's directory).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// How long a verified API key's stored record is trusted in memory before the store is
+    /// read again (0: read the store on every request). A revocation or expiry made by
+    /// `phigate keys revoke` or another replica takes effect within this time; expiry dates
+    /// are checked on every request.
+    #[serde(default = "default_key_cache_secs")]
+    pub key_cache_secs: u64,
+    /// How many request texts' findings and injection-rule matches are kept in memory, so that
+    /// a conversation's earlier messages and a use case's system prompt are examined once, not
+    /// on every turn (0: examine every text every time). Kept by a keyed digest: no text, no
+    /// value. Read at start-up.
+    #[serde(default = "default_text_cache")]
+    pub text_cache: usize,
 }
 
 fn default_listen() -> String {
@@ -70,6 +82,12 @@ fn default_max_body() -> u64 {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./phigate-data")
 }
+fn default_key_cache_secs() -> u64 {
+    2
+}
+fn default_text_cache() -> usize {
+    20_000
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -77,6 +95,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             data_dir: default_data_dir(),
+            key_cache_secs: default_key_cache_secs(),
+            text_cache: default_text_cache(),
         }
     }
 }
@@ -88,6 +108,35 @@ pub struct StoreConfig {
     /// `sqlite://...`, a file path, or `postgres://...`; default: `phigate.db` in the data dir.
     #[serde(default)]
     pub url: Option<String>,
+    /// SQLite only: when a commit (a ledger record, a vault write) counts as done. `full` (the
+    /// default): flushed to the disk first, so an acknowledged record survives a power cut.
+    /// `normal`: handed to the operating system first and flushed at the next WAL checkpoint
+    /// (about every second), so it survives the process being killed but the last second can
+    /// be lost in a power cut; saves a disk flush per commit. PostgreSQL follows the server's
+    /// `synchronous_commit`.
+    #[serde(default)]
+    pub sqlite_sync: SqliteSyncMode,
+}
+
+/// `store.sqlite_sync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSyncMode {
+    /// Flush every commit to the disk.
+    #[default]
+    Full,
+    /// Flush at WAL checkpoints.
+    Normal,
+}
+
+impl SqliteSyncMode {
+    /// The store's option.
+    pub fn to_store(self) -> store::SqliteSync {
+        match self {
+            SqliteSyncMode::Full => store::SqliteSync::Full,
+            SqliteSyncMode::Normal => store::SqliteSync::Normal,
+        }
+    }
 }
 
 /// `audit:`.
@@ -116,6 +165,23 @@ pub struct VaultConfig {
     /// Default lifetime of a conversation scope's data key.
     #[serde(default = "default_retention")]
     pub retention_secs: u64,
+    /// How many stored vault rows (tokens, keyed fingerprints and ciphertexts; never a value in
+    /// the clear) are kept in memory, so a conversation's known values need no store read
+    /// (0: none).
+    #[serde(default = "default_row_cache")]
+    pub row_cache: usize,
+    /// How long a data key's stored state (live, shredded, rotated) is trusted in memory, in
+    /// milliseconds (0: read on every use). A shred by another replica or by `phigate vault
+    /// shred` takes effect within this time; one by this process at once.
+    #[serde(default = "default_key_state_ms")]
+    pub key_state_ms: u64,
+}
+
+fn default_row_cache() -> usize {
+    50_000
+}
+fn default_key_state_ms() -> u64 {
+    1000
 }
 
 fn default_retention() -> u64 {
@@ -509,6 +575,7 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &self.url.as_deref().map(mask_url_password))
+            .field("sqlite_sync", &self.sqlite_sync)
             .finish()
     }
 }

@@ -59,14 +59,19 @@ macro_rules! both_backends {
     )*};
 }
 
-both_backends!(key_lifecycle, expired_and_tampered_keys);
+both_backends!(key_lifecycle, expired_and_tampered_keys, key_cache_bounds);
 
 fn roles(r: &[&str]) -> Vec<String> {
     r.iter().map(|s| s.to_string()).collect()
 }
 
+/// MINIMAL with the verified-key cache off (every check reads the store) or set.
+fn with_key_cache(secs: u64) -> Policy {
+    policy_from(&format!("server: {{ key_cache_secs: {secs} }}\n{MINIMAL}"))
+}
+
 async fn key_lifecycle(s: Store) {
-    let p: Policy = policy_from(MINIMAL);
+    let p: Policy = with_key_cache(0);
     let (info, text) =
         create_key(&s, "svc:triage-bot", &roles(&["clinician", "ghost"]), Some("notes"), None)
             .await
@@ -114,7 +119,7 @@ async fn key_lifecycle(s: Store) {
 }
 
 async fn expired_and_tampered_keys(s: Store) {
-    let p = policy_from(MINIMAL);
+    let p = with_key_cache(0);
     let now = OffsetDateTime::now_utc();
     let expires = now + time::Duration::days(1);
     let (_, text) =
@@ -151,6 +156,39 @@ async fn expired_and_tampered_keys(s: Store) {
     // A store that cannot answer is a refusal (fail closed), not a pass.
     s.close().await;
     assert_eq!(p.authenticate(&s, &text).await, Err(Denial::StoreUnavailable));
+}
+
+/// With the cache on, a verified key's stored record is trusted for `key_cache_secs`: a
+/// revocation made elsewhere (another replica, `phigate keys revoke`) takes effect once that
+/// has passed; an expiry date is checked on every request; a wrong secret for a cached id is
+/// still refused; and a reload (a new `Policy`) starts with an empty cache.
+async fn key_cache_bounds(s: Store) {
+    let p = with_key_cache(1);
+    let now = OffsetDateTime::now_utc();
+    let expires = now + time::Duration::days(1);
+    let (info, text) =
+        create_key(&s, "user:jdoe", &roles(&["clinician"]), Some("notes"), Some(expires))
+            .await
+            .unwrap();
+    assert!(p.authenticate(&s, &text).await.is_ok());
+    assert!(revoke_key(&s, &info.id).await.unwrap());
+    // Within the second: the cached record still lets the key through...
+    assert!(p.authenticate(&s, &text).await.is_ok());
+    // ...but never past its expiry date, and never with another secret.
+    assert_eq!(p.authenticate_at(&s, &text, expires).await, Err(Denial::InvalidKey));
+    let mut bad = text.clone().into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(p.authenticate(&s, &String::from_utf8(bad).unwrap()).await, Err(Denial::InvalidKey));
+    // A reloaded policy reads the store: revoked.
+    assert_eq!(with_key_cache(1).authenticate(&s, &text).await, Err(Denial::InvalidKey));
+    // Once the second has passed, this one reads it too.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(p.authenticate(&s, &text).await, Err(Denial::InvalidKey));
+    // Unknown ids are never cached: a key made now works at once.
+    let (_, other) =
+        create_key(&s, "user:asmith", &roles(&["clinician"]), None, None).await.unwrap();
+    assert!(p.authenticate(&s, &other).await.is_ok());
 }
 
 #[test]
