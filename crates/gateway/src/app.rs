@@ -264,6 +264,18 @@ impl Audit {
         decision: LDecision,
         reason: &str,
     ) -> Result<(), ApiError> {
+        let r = self.finish(state, decision, reason)?;
+        state.inner.ledger.append(r).await?;
+        Ok(())
+    }
+
+    /// Counts, logs and builds the record of the request (to append, alone or with a reveal's).
+    fn finish(
+        &self,
+        state: &AppState,
+        decision: LDecision,
+        reason: &str,
+    ) -> Result<Record, ApiError> {
         metrics::counter!("phigate_decisions_total", "decision" => decision.as_str(), "reason" => reason.to_string())
             .increment(1);
         for (c, n) in &self.categories {
@@ -279,9 +291,7 @@ impl Audit {
             latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "request"
         );
-        let r = self.record(&state.inner.hmac, decision, reason)?;
-        state.inner.ledger.append(r).await?;
-        Ok(())
+        Ok(self.record(&state.inner.hmac, decision, reason)?)
     }
 
     /// Records a refusal (best effort: the request is refused either way) and returns it.
@@ -358,8 +368,8 @@ fn reveal_reason(purpose: &str) -> vault::RevealReason {
 }
 
 /// Token budget estimate of a request: text bytes / 4 plus the answer budget asked for.
-fn estimate_tokens(texts: &[String], body: &Value) -> u64 {
-    let chars: usize = texts.iter().map(String::len).sum();
+fn estimate_tokens(texts: &[&str], body: &Value) -> u64 {
+    let chars: usize = texts.iter().map(|t| t.len()).sum();
     let answer = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
@@ -440,16 +450,12 @@ async fn prepare(
     audit.policy_version = Some(decision.policy_version.clone());
 
     let texts = phiops::texts(&body, kind)?;
-    state
-        .inner
-        .limiter
-        .admit(&buckets(&pol, &who, &decision.use_case), estimate_tokens(&texts, &body))
-        .await?;
-
+    let estimate = estimate_tokens(&texts, &body);
+    state.inner.limiter.admit(&buckets(&pol, &who, &decision.use_case), estimate).await?;
     let mut injection = Vec::new();
     if decision.prompt_injection != policy::InjectionMode::Off {
         for t in &texts {
-            injection.extend(crate::injection::screen(t));
+            injection.extend(state.inner.texts.injection(t));
         }
         injection.sort_unstable();
         injection.dedup();
@@ -460,6 +466,7 @@ async fn prepare(
             return Err(ApiError::PromptInjection);
         }
     }
+    drop(texts);
     if kind == Kind::Chat
         && body.get("stream").and_then(Value::as_bool) == Some(true)
         && decision.stream_scan == policy::StreamScan::Block
@@ -467,7 +474,8 @@ async fn prepare(
         return Err(ApiError::InvalidRequest("streaming is not allowed for this use case"));
     }
 
-    let scanned = phiops::scan_request(state.inner.detector.as_ref(), &mut body, kind)?;
+    let scanned =
+        phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &body, kind)?;
     audit.categories = scanned.counts.clone();
     let act = |c: Category| act_of(decision.handling[c.index()]);
     let blocked = phiops::blocked(&scanned, &act);
@@ -494,21 +502,27 @@ fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
     }
 }
 
-/// Reveals `tokens` for the caller (recorded by the vault in the ledger).
+/// Reveals `tokens` for the caller: the vault's reveal record and `request` (the request's own
+/// record) are appended in one ledger transaction, and no value comes back unless both are
+/// durable. With no token to reveal, only `request` is appended.
 async fn reveal(
     state: &AppState,
     p: &Prepared,
     tokens: Vec<String>,
+    request: Record,
 ) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
-    let (Some(scope), false) = (&p.scope, tokens.is_empty()) else { return Ok(out) };
+    let Some(scope) = &p.scope else {
+        state.inner.ledger.append(request).await?;
+        return Ok(out);
+    };
     let started = Instant::now();
     let actor = vault::Actor::new(&slug(&p.who.id).unwrap_or_else(|| "unrecorded-identity".into()))
         .map_err(|_| ApiError::VaultUnavailable)?;
     let revealed = state
         .inner
         .vault
-        .reveal(scope, &tokens, &actor, reveal_reason(&p.decision.purpose))
+        .reveal_with(scope, &tokens, &actor, reveal_reason(&p.decision.purpose), vec![request])
         .await?;
     stage("vault", started);
     for (t, v) in revealed.iter() {
@@ -566,15 +580,16 @@ async fn chat_inner(
             metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str())
                 .increment(1);
         }
+        stage("output", out_started);
         if p.decision.reidentify && !p.applied.tokens.is_empty() {
             let text = body.to_string();
             let used = phiops::tokens_in(&text, p.applied.tokens.keys());
-            rules.restore = reveal(state, &p, used).await?;
-            rules.request_values.extend(rules.restore.values().cloned());
+            let record = audit.finish(state, decision, reason)?;
+            rules.restore = reveal(state, &p, used, record).await?;
             restore_values(&mut body, &rules.restore);
+        } else {
+            audit.write(state, decision, reason).await?;
         }
-        stage("output", out_started);
-        audit.write(state, decision, reason).await?;
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
 
@@ -588,10 +603,14 @@ async fn chat_inner(
     if !ct.starts_with("text/event-stream") {
         return Err(ApiError::UpstreamInvalidResponse);
     }
+    // The record (with the reveal's, in one transaction) is durable before the first byte of
+    // the answer goes out.
     let restore = if p.decision.reidentify && !p.applied.tokens.is_empty() {
         let all: Vec<String> = p.applied.tokens.keys().cloned().collect();
-        reveal(state, &p, all).await?
+        let record = audit.finish(state, decision, reason)?;
+        reveal(state, &p, all, record).await?
     } else {
+        audit.write(state, decision, reason).await?;
         HashMap::new()
     };
     let rules = OutputRules {
@@ -600,8 +619,6 @@ async fn chat_inner(
         new_phi,
         restore,
     };
-    // The record is durable before the first byte of the answer goes out.
-    audit.write(state, decision, reason).await?;
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout));

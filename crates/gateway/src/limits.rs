@@ -91,19 +91,56 @@ impl Limiter {
     /// budget is exceeded.
     pub async fn admit(&self, buckets: &[Bucket], tokens: u64) -> Result<(), ApiError> {
         let window = minute();
+        let mut counted: Vec<&str> = Vec::new();
         for b in buckets {
             if b.requests_per_minute.is_none() && b.tokens_per_minute.is_none() {
                 continue;
             }
             let (reqs, toks) = self.count(&b.key, window, tokens).await?;
+            counted.push(&b.key);
             let over_r = b.requests_per_minute.is_some_and(|l| reqs > l);
             let over_t = b.tokens_per_minute.is_some_and(|l| toks > l);
             if over_r || over_t {
                 metrics::counter!("phigate_rate_limited_total").increment(1);
+                // A refused request spends no budget: its tokens go back to every bucket that
+                // counted them (the attempt still counts against request rates).
+                if tokens > 0 {
+                    for key in counted {
+                        self.refund(key, window, tokens).await;
+                    }
+                }
                 return Err(ApiError::RateLimited { retry_after_secs: secs_to_next_minute() });
             }
         }
         Ok(())
+    }
+
+    /// Gives `tokens` back to a bucket (best effort: a refund that cannot reach Redis leaves
+    /// the budget spent, the safe side).
+    async fn refund(&self, key: &str, window: u64, tokens: u64) {
+        if let Some(r) = &self.redis {
+            let mut guard = r.conn.lock().await;
+            if let Ok(conn) = connect(r, &mut guard).await {
+                let tk = format!("phigate:rl:{window}:{key}:t");
+                let mut cmd = redis::cmd("DECRBY");
+                cmd.arg(&tk).arg(tokens);
+                let fut = cmd.query_async::<i64>(conn);
+                if matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(2), fut).await,
+                    Ok(Ok(_))
+                ) {
+                    return;
+                }
+                *guard = None;
+            }
+            if !r.allow_local_fallback {
+                return;
+            }
+        }
+        let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = m.get_mut(&format!("{window}|{key}")) {
+            e.1 = e.1.saturating_sub(tokens);
+        }
     }
 
     async fn count(&self, key: &str, window: u64, tokens: u64) -> Result<(u64, u64), ApiError> {
@@ -127,12 +164,15 @@ impl Limiter {
         if m.len() > 100_000 {
             m.clear();
         }
-        let e = m.entry(format!("{window}|{key}")).or_insert((0, 0));
+        let prefix = format!("{window}|");
+        // Past windows go when a new one starts (not on every call: that would walk the map).
+        if !m.contains_key(&format!("{prefix}{key}")) {
+            m.retain(|k, _| k.starts_with(&prefix));
+        }
+        let e = m.entry(format!("{prefix}{key}")).or_insert((0, 0));
         e.0 += 1;
         e.1 += tokens;
-        let out = *e;
-        m.retain(|k, _| k.starts_with(&format!("{window}|")));
-        Ok(out)
+        Ok(*e)
     }
 }
 
@@ -196,6 +236,9 @@ mod tests {
             [Bucket { key: "t".into(), requests_per_minute: None, tokens_per_minute: Some(100) }];
         assert!(l.admit(&b, 60).await.is_ok());
         assert!(matches!(l.admit(&b, 60).await, Err(ApiError::RateLimited { .. })));
+        // The refused request spent nothing: 40 tokens are still there.
+        assert!(l.admit(&b, 40).await.is_ok());
+        assert!(l.admit(&b, 1).await.is_err());
         let r = [Bucket { key: "r".into(), requests_per_minute: Some(2), tokens_per_minute: None }];
         assert!(l.admit(&r, 0).await.is_ok());
         assert!(l.admit(&r, 0).await.is_ok());

@@ -59,6 +59,19 @@ enum Slot {
     InputItem(usize),
 }
 
+fn slot_ref<'a>(body: &'a Value, slot: &Slot) -> Option<&'a str> {
+    let m = |i: &usize| body.get("messages")?.get(*i);
+    match slot {
+        Slot::Content(i) => m(i)?.get("content"),
+        Slot::Part(i, j) => m(i)?.get("content")?.get(*j)?.get("text"),
+        Slot::ToolArgs(i, j) => m(i)?.get("tool_calls")?.get(*j)?.get("function")?.get("arguments"),
+        Slot::FunctionArgs(i) => m(i)?.get("function_call")?.get("arguments"),
+        Slot::Input => body.get("input"),
+        Slot::InputItem(j) => body.get("input")?.get(*j),
+    }?
+    .as_str()
+}
+
 fn slot_mut<'a>(body: &'a mut Value, slot: &Slot) -> Option<&'a mut Value> {
     match slot {
         Slot::Content(i) => body.get_mut("messages")?.get_mut(*i)?.get_mut("content"),
@@ -167,23 +180,20 @@ impl std::fmt::Debug for Scanned {
     }
 }
 
-/// Every text of the body joined (for injection screening and the first user message).
-pub fn texts(body: &Value, kind: Kind) -> Result<Vec<String>, ApiError> {
-    let mut body = body.clone();
+/// Every text of the body (for injection screening and the token estimate).
+pub fn texts(body: &Value, kind: Kind) -> Result<Vec<&str>, ApiError> {
     let slots = match kind {
-        Kind::Chat => chat_slots(&body)?,
-        Kind::Embeddings => embedding_slots(&body)?,
+        Kind::Chat => chat_slots(body)?,
+        Kind::Embeddings => embedding_slots(body)?,
     };
-    Ok(slots
-        .iter()
-        .filter_map(|s| slot_mut(&mut body, s).and_then(|v| v.as_str().map(str::to_owned)))
-        .collect())
+    Ok(slots.iter().filter_map(|s| slot_ref(body, s)).collect())
 }
 
-/// Scans every text of the request.
+/// Scans every text of the request (through `cache`: a text seen before is not scanned again).
 pub fn scan_request(
     scanner: &dyn Detector,
-    body: &mut Value,
+    cache: &crate::textcache::TextCache,
+    body: &Value,
     kind: Kind,
 ) -> Result<Scanned, ApiError> {
     let slots = match kind {
@@ -193,8 +203,8 @@ pub fn scan_request(
     let mut out = Vec::with_capacity(slots.len());
     let mut counts = BTreeMap::new();
     for s in slots {
-        let Some(Value::String(text)) = slot_mut(body, &s) else { continue };
-        let f = scan(scanner, text)?;
+        let Some(text) = slot_ref(body, &s) else { continue };
+        let f = cache.findings(scanner, text)?;
         for x in &f {
             *counts.entry(x.category).or_insert(0u32) += 1;
         }

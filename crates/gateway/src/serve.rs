@@ -30,7 +30,8 @@ impl std::fmt::Debug for Running {
 /// builds the state. Must run inside a tokio runtime.
 pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     let cfg = policy.config().clone();
-    let store = store::Store::open(&cfg.store_url()).await?;
+    let options = store::Options::default().sqlite_sync(cfg.store.sqlite_sync.to_store());
+    let store = store::Store::open_with(&cfg.store_url(), &options).await?;
     let signer =
         ledger::NoteSigner::from_base64_seed(LEDGER_ORIGIN, cfg.audit.signing_key.expose())?;
     let lcfg = ledger::LedgerConfig::new(LEDGER_ORIGIN)
@@ -40,6 +41,8 @@ pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     let kek = Arc::new(vault::LocalKek::from_base64(cfg.vault.kek.expose())?);
     let mut vcfg = vault::VaultConfig::default();
     vcfg.retention = Some(Duration::from_secs(cfg.vault.retention_secs));
+    vcfg.row_cache = cfg.vault.row_cache;
+    vcfg.key_row_ttl = Duration::from_millis(cfg.vault.key_state_ms);
     let vault = vault::Vault::new(store.clone(), ledger.clone(), vault::Keyring::new(kek), vcfg);
     vault.check_keyring().await?;
     let hmac = base64::engine::general_purpose::STANDARD

@@ -41,6 +41,7 @@ pub(crate) struct Inner {
     pub(crate) upstreams: Upstreams,
     pub(crate) limiter: Limiter,
     pub(crate) metrics: PrometheusHandle,
+    pub(crate) texts: crate::textcache::TextCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -57,7 +58,17 @@ fn recorder() -> Result<PrometheusHandle, Error> {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .set_buckets(&[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "phigate_ledger_batch_records".into(),
+                    ),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
                 .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())
@@ -95,6 +106,7 @@ impl AppState {
             None => Limiter::local(),
         };
         let hmac = ledger::HmacKey::from_bytes(audit_hmac)?;
+        let texts = crate::textcache::TextCache::new(policy.config().server.text_cache);
         let mut scope_key = b"phigate-conversation-scope\0".to_vec();
         scope_key.extend_from_slice(audit_hmac);
         Ok(AppState {
@@ -109,6 +121,7 @@ impl AppState {
                 upstreams: Upstreams::new()?,
                 limiter,
                 metrics: recorder()?,
+                texts,
             }),
         })
     }
