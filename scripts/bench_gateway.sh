@@ -19,8 +19,9 @@
 # Environment: MEASURE_S (seconds per latency/throughput run, default 10), RATE (default 1000),
 # WRK_CONNS (default 64), LITELLM_VENV (a venv with litellm[proxy]; default: the peers' one if
 # present, else /tmp/litellm-venv, installed there if missing unless NO_LITELLM=1),
-# LITELLM_WORKERS (default 1, as the peers' start_proxy.sh runs it), KEEP_WORK=1 (keep the temp dir:
-# configs, logs, rss.txt, JSON results).
+# LITELLM_WORKERS (default 1, as the peers' start_proxy.sh runs it), SQLITE_SYNC (full, the default, or
+# normal: phigate's store.sqlite_sync), KEEP_WORK=1 (keep the temp dir:
+# configs, logs, rss.txt, JSON results), PHIGATE_BIN (measure this phigate binary instead of building one).
 # Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,9 +58,13 @@ wait_http() { # url [seconds]
 }
 
 log "build (release): phigate, loadgen"
-cargo build --release -q -p phigate
+if [ -n "${PHIGATE_BIN:-}" ]; then
+  PHIGATE=$PHIGATE_BIN   # another build to measure (an earlier commit, say)
+else
+  cargo build --release -q -p phigate
+  PHIGATE=$ROOT/target/release/phigate
+fi
 cargo build --release -q --manifest-path scripts/loadgen/Cargo.toml --target-dir target/loadgen
-PHIGATE=$ROOT/target/release/phigate
 LG=$ROOT/target/loadgen/release
 
 # The 2 KB prompt with PHI, as a chat completion body.
@@ -67,8 +72,11 @@ python3 - "$ROOT/scripts/loadgen/data/prompt_2k.txt" "$WORK" <<'EOF'
 import json, sys
 note = open(sys.argv[1]).read()
 clean = open(sys.argv[1].replace("prompt_2k.txt", "prompt_2k_nophi.txt")).read()
+# "unique": wrk puts a request counter where @@N@@ stands, so every request is a new note and a
+# new conversation (nothing cached: a scan, a new vault scope, new values stored).
 for name, model, text in (("phigate", "clinical-chat", note), ("direct", "bench-model", note),
-                          ("litellm", "local-llm", note), ("nophi", "clinical-chat", clean)):
+                          ("litellm", "local-llm", note), ("nophi", "clinical-chat", clean),
+                          ("unique", "clinical-chat", "Visit @@N@@. " + note)):
     body = {"model": model, "messages": [{"role": "system", "content": "You write discharge letters."},
                                          {"role": "user", "content": text}], "max_tokens": 200}
     open(f"{sys.argv[2]}/body_{name}.json", "w").write(json.dumps(body))
@@ -95,6 +103,7 @@ server:
   data_dir: $WORK/gw/data
 store:
   url: sqlite://$WORK/gw/data/phigate.db
+  sqlite_sync: ${SQLITE_SYNC:-full}
 audit:
   hmac_key: file:$WORK/gw/hmac.key
   signing_key: file:$WORK/gw/ledger.key
@@ -171,6 +180,13 @@ if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()
+local n = 0
+if string.find(wrk.body, "@@N@@", 1, true) then
+  request = function()
+    n = n + 1
+    return wrk.format(nil, nil, nil, (string.gsub(wrk.body, "@@N@@", tostring(n))))
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -196,7 +212,7 @@ EOF
 
 echo
 echo "phigate gateway benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "body $(wc -c < "$WORK/body_phigate.json") bytes (2 KB note with names, dates, MRN, phone, email, address)"
+echo "body $(wc -c < "$WORK/body_phigate.json") bytes (2 KB note with names, dates, MRN, phone, email, address); store.sqlite_sync: ${SQLITE_SYNC:-full}"
 echo
 echo "-- latency at $RATE requests/s (open loop, ${MEASURE_S}s after 3s warm-up; service time per request)"
 run_rate direct "$DIRECT_URL" "$WORK/body_direct.json" "" "$WORK/lat_direct.json"
@@ -219,6 +235,8 @@ run_wrk phigate "$GW_URL" "$WORK/body_phigate.json" PHIGATE_KEY
 echo "(target through phigate: >= 10000 req/s)"
 run_wrk phigate_no_phi "$GW_URL" "$WORK/body_nophi.json" PHIGATE_KEY
 echo "(the same through phigate with a 1.9 KB note that holds no PHI: scan only, no vault, no reveal)"
+run_wrk phigate_unique "$GW_URL" "$WORK/body_unique.json" PHIGATE_KEY
+echo "(every request a new note in a new conversation: scanned, a new vault scope and 13 new values stored)"
 
 echo
 echo "-- where phigate's time goes (its /metrics: phigate_stage_seconds, mean per request so far)"
@@ -230,6 +248,9 @@ for line in open(sys.argv[1]):
     m = re.match(r'phigate_(stage|request)_seconds_(sum|count)\{(?:stage|route)="([^"]+)"\} ([0-9.e+-]+)', line)
     if m:
         (sums if m.group(2) == "sum" else counts)[(m.group(1), m.group(3))] = float(m.group(4))
+    m = re.match(r'phigate_ledger_commit_seconds_(sum|count) ([0-9.e+-]+)', line)
+    if m:
+        (sums if m.group(1) == "sum" else counts)[("ledger", "commit (one per batch)")] = float(m.group(2))
 for k in sorted(sums, key=lambda k: -sums[k] / max(counts.get(k, 1), 1)):
     n = counts.get(k, 0)
     if n:
