@@ -72,6 +72,17 @@ fn recorder() -> Result<PrometheusHandle, Error> {
                 .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())
+                .inspect(|h| {
+                    // Histogram samples are kept until drained: without this, they pile up
+                    // between scrapes (and forever when nothing scrapes /metrics).
+                    let h = h.clone();
+                    let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(
+                        move || loop {
+                            std::thread::sleep(std::time::Duration::from_secs(5));
+                            h.run_upkeep();
+                        },
+                    );
+                })
         })
         .clone()
         .map_err(Error::Metrics)

@@ -310,9 +310,9 @@ pub enum SqliteSync {
     #[default]
     Full,
     /// Commits reach the operating system before they are acknowledged, and the disk at each
-    /// WAL checkpoint (about every second): an acknowledged record survives the process being
-    /// killed, but the last second of commits can be lost in a power cut or kernel crash (the
-    /// database stays consistent either way). Saves a disk flush on every commit.
+    /// WAL checkpoint (every 16 MiB of WAL): an acknowledged record survives the process being
+    /// killed, but the commits since the last checkpoint can be lost in a power cut or kernel
+    /// crash (the database stays consistent either way). Saves a disk flush on every commit.
     Normal,
 }
 
