@@ -508,6 +508,25 @@ impl Store {
         dispatch!(self, b => b.vault_get(scope, tokens).await)
     }
 
+    /// [`Store::vault_find`] for several fingerprints at once: one answer per fingerprint, in
+    /// order (the oldest match, or `None`).
+    pub async fn vault_find_many(
+        &self,
+        scope: &str,
+        fingerprints: &[Vec<u8>],
+    ) -> Result<Vec<Option<VaultRow>>, Error> {
+        let mut found: std::collections::HashMap<Vec<u8>, VaultRow> =
+            std::collections::HashMap::new();
+        for chunk in fingerprints.chunks(CHUNK) {
+            // Oldest first (then lowest token): the first row seen for a fingerprint is its match.
+            let rows = dispatch!(self, b => b.vault_find_rows(scope, chunk).await)?;
+            for r in rows {
+                found.entry(r.fingerprint.clone()).or_insert(r);
+            }
+        }
+        Ok(fingerprints.iter().map(|f| found.get(f).cloned()).collect())
+    }
+
     /// Looks a value up by its keyed fingerprint (so the same value gets the same token in a
     /// scope). With several matches, the oldest.
     pub async fn vault_find(

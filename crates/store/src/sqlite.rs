@@ -734,6 +734,26 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Every row of these fingerprints, oldest first (then lowest token).
+    pub(crate) async fn vault_find_rows(
+        &self,
+        scope: &str,
+        fingerprints: &[Vec<u8>],
+    ) -> Result<Vec<VaultRow>, Error> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {VAULT_COLS} FROM vault_entries WHERE scope = "));
+        qb.push_bind(scope).push(" AND fingerprint IN (");
+        let mut sep = qb.separated(", ");
+        for f in fingerprints {
+            sep.push_bind(&f[..]);
+        }
+        qb.push(") ORDER BY created_ms, token");
+        qb.build().fetch_all(&self.pool).await.map_err(map_err)?.iter().map(vault_row).collect()
+    }
+
     pub(crate) async fn vault_find(
         &self,
         scope: &str,

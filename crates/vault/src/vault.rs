@@ -397,11 +397,22 @@ impl Vault {
         retention: Option<Duration>,
         create: bool,
     ) -> Result<(DataKeyRow, Arc<DataKey>)> {
+        self.active_key_made(scope, retention, create).await.map(|(row, key, _)| (row, key))
+    }
+
+    /// [`Vault::active_key`], and whether this call made the scope's first key (then no value
+    /// can be stored under it but by writers racing this one).
+    async fn active_key_made(
+        &self,
+        scope: &str,
+        retention: Option<Duration>,
+        create: bool,
+    ) -> Result<(DataKeyRow, Arc<DataKey>, bool)> {
         for _ in 0..4 {
             let now = now_ms();
             if let Some(row) = self.active_row(scope).await? {
                 let key = self.open_key(&row, now).await?;
-                return Ok((row, key));
+                return Ok((row, key, false));
             }
             match self.scope_existed(scope).await? {
                 // Every key of the scope is shredded: it stays shredded.
@@ -417,8 +428,8 @@ impl Vault {
             }
             let expires = retention
                 .map(|r| now.saturating_add(i64::try_from(r.as_millis()).unwrap_or(i64::MAX)));
-            if let Some(made) = self.create_key(scope, 1, expires).await? {
-                return Ok(made);
+            if let Some((row, key)) = self.create_key(scope, 1, expires).await? {
+                return Ok((row, key, true));
             }
             // Another writer made generation 1 at the same moment: read it on the next turn.
         }
@@ -502,8 +513,12 @@ impl Vault {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let (active, key) = self.active_key(scope, self.inner.config.retention, true).await?;
-        let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = None;
+        let (active, key, made) =
+            self.active_key_made(scope, self.inner.config.retention, true).await?;
+        // A scope whose first key this call just made holds no values yet and has no older
+        // keys: nothing to look up before storing (the look-up after storing still settles
+        // races with other writers).
+        let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = made.then(Vec::new);
 
         let mut out: Vec<Option<Tokenized>> = vec![None; items.len()];
         // fingerprint (under the active key) -> index of the first item with it
@@ -517,7 +532,9 @@ impl Vault {
                 continue;
             }
             first_of.insert(fp.clone(), i);
-            if let Some(row) = self.find_row(scope, &fp).await? {
+            // Straight to storing in a scope made just now (see above).
+            let known = if made { None } else { self.find_row(scope, &fp).await? };
+            if let Some(row) = known {
                 out[i] = Some(Tokenized { token: row.token.clone(), created: false });
                 continue;
             }
@@ -557,8 +574,10 @@ impl Vault {
             // token already standing for another value was not stored (TokenInUse); and when
             // another writer stored the same value at the same moment, the store's first row
             // (oldest, then lowest token) is the one every caller converges on.
-            for (i, fp, row) in fresh {
-                match self.inner.store.vault_find(scope, &fp).await? {
+            let fps: Vec<Vec<u8>> = fresh.iter().map(|(_, fp, _)| fp.clone()).collect();
+            let found = self.inner.store.vault_find_many(scope, &fps).await?;
+            for ((i, _, row), found) in fresh.into_iter().zip(found) {
+                match found {
                     Some(found) if found.token == row.token => {
                         out[i] = Some(Tokenized { token: row.token, created: true });
                         self.remember_row(found);

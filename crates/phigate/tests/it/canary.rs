@@ -182,9 +182,19 @@ fn assert_no_canary(what: &str, haystack: &[u8]) {
 fn no_canary_in_logs_metrics_store_or_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let (server, mut lines) = start(dir.path());
+    const KEY_LINE: &str = "phigate: admin API key (shown once; store it now): ";
+    // The key goes to stdout before the listening line goes to stderr, but the two pipes are
+    // read by two threads: the key line may come in after the listening line.
+    while !lines.iter().any(|l| l.starts_with(KEY_LINE)) {
+        let line = server
+            .out
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no admin key printed: {lines:?}"));
+        lines.push(line);
+    }
     let key = lines
         .iter()
-        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .find_map(|l| l.strip_prefix(KEY_LINE))
         .expect("admin key printed")
         .trim()
         .to_string();

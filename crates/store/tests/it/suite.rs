@@ -308,7 +308,17 @@ async fn vault_put_get_find(s: Store) {
     let other = vrow("s2", "[NAME_1]", "k2", b"fp-a", 13);
     s.vault_put(std::slice::from_ref(&other)).await.unwrap();
     assert_eq!(s.vault_find("s2", b"fp-a").await.unwrap(), Some(other));
-    assert_eq!(s.vault_find("s1", b"fp-a").await.unwrap(), Some(a));
+    assert_eq!(s.vault_find("s1", b"fp-a").await.unwrap(), Some(a.clone()));
+    // Several at once: one answer per fingerprint, in order, the oldest of two rows.
+    let a_later = vrow("s1", "[NAME_7]", "k", b"fp-a", 20);
+    s.vault_put(std::slice::from_ref(&a_later)).await.unwrap();
+    let fps: Vec<Vec<u8>> =
+        [&b"fp-c"[..], b"fp-none", b"fp-a", b"fp-b"].iter().map(|f| f.to_vec()).collect();
+    assert_eq!(
+        s.vault_find_many("s1", &fps).await.unwrap(),
+        vec![Some(c.clone()), None, Some(a.clone()), Some(b.clone())]
+    );
+    assert!(s.vault_find_many("s1", &[]).await.unwrap().is_empty());
 
     // Many rows in one call (more than one multi-row statement).
     let many: Vec<_> = (0..1200)
@@ -317,6 +327,9 @@ async fn vault_put_get_find(s: Store) {
     s.vault_put(&many).await.unwrap();
     let toks: Vec<String> = many.iter().map(|r| r.token.clone()).collect();
     assert_eq!(s.vault_get("bulk", &toks).await.unwrap().len(), 1200);
+    let fps: Vec<Vec<u8>> = many.iter().map(|r| r.fingerprint.clone()).collect();
+    let found = s.vault_find_many("bulk", &fps).await.unwrap();
+    assert_eq!(found, many.iter().cloned().map(Some).collect::<Vec<_>>());
 
     // A row under an unknown data key is refused, and nothing of its call is kept.
     let err = s
