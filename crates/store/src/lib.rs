@@ -458,6 +458,18 @@ impl Store {
         dispatch!(self, b => b.data_key_put(k).await)
     }
 
+    /// Stores new data keys in one transaction: for each, whether it was stored (`false`: its
+    /// key id existed already, or came earlier in `keys`).
+    pub async fn data_keys_put_new(&self, keys: &[DataKeyRow]) -> Result<Vec<bool>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: std::collections::HashSet<String> =
+            dispatch!(self, b => b.data_keys_put_new(keys).await)?.into_iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        Ok(keys.iter().map(|k| stored.contains(&k.key_id) && seen.insert(&k.key_id)).collect())
+    }
+
     /// The newest (by `created_ms`, then `key_id`) unshredded key of a scope, if any.
     pub async fn data_key_active(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
         dispatch!(self, b => b.data_key_active(scope).await)

@@ -486,6 +486,34 @@ impl PgStore {
 
     // ---- vault -----------------------------------------------------------------------------
 
+    /// The key ids stored (those that did not exist).
+    pub(crate) async fn data_keys_put_new(
+        &self,
+        keys: &[DataKeyRow],
+    ) -> Result<Vec<String>, Error> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut stored = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Postgres> =
+                QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
+            qb.push_values(chunk, |mut b, k| {
+                b.push_bind(k.key_id.as_str())
+                    .push_bind(k.scope.as_str())
+                    .push_bind(k.kek_id.as_str())
+                    .push_bind(&k.wrapped[..])
+                    .push_bind(k.created_ms)
+                    .push_bind(k.expires_at_ms)
+                    .push_bind(k.shredded_ms);
+            });
+            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
+            let ids: Vec<String> =
+                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
+            stored.extend(ids);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
     pub(crate) async fn data_key_put(&self, k: &DataKeyRow) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         insert_data_keys(&mut tx, std::slice::from_ref(k)).await?;

@@ -91,6 +91,7 @@ mod kek;
 mod secret;
 mod sweeper;
 mod vault;
+mod writes;
 
 pub use codes::{Actor, RevealReason, ShredReason, MAX_ID_LEN, MAX_VALUE_LEN};
 pub use error::{Error, KmsError, Result};

@@ -132,6 +132,8 @@ struct Inner {
     by_fp: quick_cache::sync::Cache<Vec<u8>, Arc<VaultRow>>,
     /// Stored vault rows by (scope, token) (for reveal).
     by_token: quick_cache::sync::Cache<(String, String), Arc<VaultRow>>,
+    /// New keys and rows, group-committed.
+    writes: crate::writes::Writes,
     config: VaultConfig,
 }
 
@@ -191,6 +193,7 @@ impl Vault {
     pub fn new(store: Store, ledger: Ledger, keyring: Keyring, config: VaultConfig) -> Vault {
         let keys = config.key_cache.max(1);
         let rows = config.row_cache.max(1);
+        let writes = crate::writes::Writes::new(store.clone());
         Vault {
             inner: Arc::new(Inner {
                 store,
@@ -201,6 +204,7 @@ impl Vault {
                 active: quick_cache::sync::Cache::new(keys),
                 by_fp: quick_cache::sync::Cache::new(rows),
                 by_token: quick_cache::sync::Cache::new(rows),
+                writes,
                 config,
             }),
         }
@@ -368,10 +372,8 @@ impl Vault {
             expires_at_ms,
             shredded_ms: None,
         };
-        match self.inner.store.data_key_put(&row).await {
-            Ok(()) => {}
-            Err(store::Error::Conflict(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        if !self.inner.writes.put_key(row.clone()).await? {
+            return Ok(None);
         }
         let key = Arc::new(DataKey::derive(raw.as_ref()).ok_or_else(|| Error::KeyUnwrap {
             key_id: key_id.clone(),
@@ -569,7 +571,7 @@ impl Vault {
 
         if !fresh.is_empty() {
             let rows: Vec<VaultRow> = fresh.iter().map(|(_, _, r)| r.clone()).collect();
-            self.inner.store.vault_put(&rows).await?;
+            self.inner.writes.put_rows(rows).await?;
             // Look each value up again: `vault_put` keeps an existing (scope, token) row, so a
             // token already standing for another value was not stored (TokenInUse); and when
             // another writer stored the same value at the same moment, the store's first row

@@ -255,6 +255,16 @@ async fn data_keys_lifecycle(s: Store) {
     assert!(s.data_key_get("k2").await.unwrap().unwrap().wrapped.is_empty());
     assert!(s.data_key_shred("k1", 9_000).await.unwrap());
     assert_eq!(s.data_key_active("a").await.unwrap(), None);
+
+    // Several at once: existing ids and repeats within the call are not stored (and say so).
+    let many = [key("n1", "c", 300, None), key("k1", "z", 1, None), key("n1", "d", 1, None)];
+    assert_eq!(s.data_keys_put_new(&many).await.unwrap(), [true, false, false]);
+    assert_eq!(s.data_key_get("n1").await.unwrap(), Some(key("n1", "c", 300, None)));
+    assert_eq!(s.data_key_get("k1").await.unwrap().unwrap().scope, "a", "the existing key stays");
+    assert!(s.data_keys_put_new(&[]).await.unwrap().is_empty());
+    let bulk: Vec<_> = (0..700).map(|i| key(&format!("bulk{i}"), "bulk", i, None)).collect();
+    assert!(s.data_keys_put_new(&bulk).await.unwrap().iter().all(|b| *b));
+    assert!(s.data_keys_put_new(&bulk).await.unwrap().iter().all(|b| !*b));
 }
 
 async fn data_key_shred_deletes_rows(s: Store) {

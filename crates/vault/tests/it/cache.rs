@@ -11,7 +11,11 @@ use vault::{Actor, Error, NewValue, RevealReason, ShredReason, VaultConfig};
 use crate::harness::{kek, Db};
 use crate::on_both;
 
-on_both!(known_values_need_no_store_read, another_replica_sees_a_shred_within_the_ttl);
+on_both!(
+    known_values_need_no_store_read,
+    another_replica_sees_a_shred_within_the_ttl,
+    many_first_turns_at_once
+);
 
 fn actor() -> Actor {
     Actor::new("user:dr-house").expect("valid actor")
@@ -86,4 +90,45 @@ async fn another_replica_sees_a_shred_within_the_ttl(db: &mut Db) {
         .await
         .expect_err("no new value in a shredded scope");
     assert!(matches!(e, Error::Shredded { .. }), "{e}");
+}
+
+/// Many conversations start at the same moment (their keys and values are group-committed),
+/// several of them racing on the same scope: every value gets a token that reveals it, each
+/// scope has exactly one data key, and nothing is lost.
+async fn many_first_turns_at_once(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    let mut tasks = Vec::new();
+    for i in 0..48u32 {
+        let v = v.clone();
+        // Scopes 0..40 alone; 40..48 all on one scope.
+        let scope = if i < 40 { format!("conv-{i}") } else { "conv-shared".to_string() };
+        tasks.push(tokio::spawn(async move {
+            let name = format!("Patient Number{i}");
+            let mrn = format!("MRN {i:08}");
+            let items = [
+                NewValue { category: Category::Name, value: &name, token: None },
+                NewValue { category: Category::Mrn, value: &mrn, token: None },
+            ];
+            let t = v.tokenize_many(&scope, &items).await.expect("tokenize");
+            (scope, vec![(t[0].token.clone(), name.clone()), (t[1].token.clone(), mrn.clone())])
+        }));
+    }
+    let mut by_scope: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        std::collections::BTreeMap::new();
+    for t in tasks {
+        let (scope, pairs) = t.await.expect("join");
+        by_scope.entry(scope).or_default().extend(pairs);
+    }
+    let live = db.store.data_keys_live().await.expect("live");
+    for (scope, pairs) in &by_scope {
+        assert_eq!(live.iter().filter(|k| &k.scope == scope).count(), 1, "{scope}");
+        let tokens: Vec<String> = pairs.iter().map(|(t, _)| t.clone()).collect();
+        let r = v.reveal(scope, &tokens, &actor(), RevealReason::Treatment).await.expect("reveal");
+        for (t, value) in pairs {
+            assert_eq!(r.get(t).map(|p| p.expose()), Some(value.as_str()), "{scope} {t}");
+        }
+        let stored = db.store.vault_get(scope, &tokens).await.expect("rows");
+        assert_eq!(stored.len(), pairs.len(), "{scope}: every row is in the store");
+    }
+    assert_eq!(by_scope.len(), 41);
 }
