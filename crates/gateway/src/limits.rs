@@ -30,7 +30,9 @@ pub struct Limiter {
 
 struct RedisCounter {
     client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// One multiplexed connection, cloned by every request (requests pipeline on it; none
+    /// waits for another's answer). `None` until the first use and after a failure.
+    conn: tokio::sync::RwLock<Option<redis::aio::MultiplexedConnection>>,
     allow_local_fallback: bool,
 }
 
@@ -62,7 +64,7 @@ impl Limiter {
             local: Mutex::new(HashMap::new()),
             redis: Some(RedisCounter {
                 client,
-                conn: tokio::sync::Mutex::new(None),
+                conn: tokio::sync::RwLock::new(None),
                 allow_local_fallback,
             }),
             warned: AtomicBool::new(false),
@@ -77,11 +79,10 @@ impl Limiter {
     /// Pings Redis (readiness); `Ok` when none is configured.
     pub async fn ping(&self) -> Result<(), ApiError> {
         let Some(r) = &self.redis else { return Ok(()) };
-        let mut guard = r.conn.lock().await;
-        let conn = connect(r, &mut guard).await?;
-        let pong: Result<String, _> = redis::cmd("PING").query_async(conn).await;
+        let mut conn = connect(r).await?;
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
         if pong.is_err() {
-            *guard = None;
+            reset(r).await;
             return Err(ApiError::RateLimiterUnavailable);
         }
         Ok(())
@@ -119,19 +120,18 @@ impl Limiter {
     /// the budget spent, the safe side).
     async fn refund(&self, key: &str, window: u64, tokens: u64) {
         if let Some(r) = &self.redis {
-            let mut guard = r.conn.lock().await;
-            if let Ok(conn) = connect(r, &mut guard).await {
+            if let Ok(mut conn) = connect(r).await {
                 let tk = format!("phigate:rl:{window}:{key}:t");
                 let mut cmd = redis::cmd("DECRBY");
                 cmd.arg(&tk).arg(tokens);
-                let fut = cmd.query_async::<i64>(conn);
+                let fut = cmd.query_async::<i64>(&mut conn);
                 if matches!(
                     tokio::time::timeout(std::time::Duration::from_secs(2), fut).await,
                     Ok(Ok(_))
                 ) {
                     return;
                 }
-                *guard = None;
+                reset(r).await;
             }
             if !r.allow_local_fallback {
                 return;
@@ -176,18 +176,28 @@ impl Limiter {
     }
 }
 
-async fn connect<'a>(
-    r: &RedisCounter,
-    guard: &'a mut Option<redis::aio::MultiplexedConnection>,
-) -> Result<&'a mut redis::aio::MultiplexedConnection, ApiError> {
-    if guard.is_none() {
-        let fut = r.client.get_multiplexed_async_connection();
-        match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
-            Ok(Ok(c)) => *guard = Some(c),
-            _ => return Err(ApiError::RateLimiterUnavailable),
-        }
+/// The shared connection (a clone: cheap), made on first use with a 2 s limit.
+async fn connect(r: &RedisCounter) -> Result<redis::aio::MultiplexedConnection, ApiError> {
+    if let Some(c) = r.conn.read().await.as_ref() {
+        return Ok(c.clone());
     }
-    guard.as_mut().ok_or(ApiError::RateLimiterUnavailable)
+    let mut slot = r.conn.write().await;
+    if let Some(c) = slot.as_ref() {
+        return Ok(c.clone());
+    }
+    let fut = r.client.get_multiplexed_async_connection();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
+        Ok(Ok(c)) => {
+            *slot = Some(c.clone());
+            Ok(c)
+        }
+        _ => Err(ApiError::RateLimiterUnavailable),
+    }
+}
+
+/// Drops the shared connection after a failure (the next request connects again).
+async fn reset(r: &RedisCounter) {
+    *r.conn.write().await = None;
 }
 
 async fn redis_count(
@@ -196,8 +206,7 @@ async fn redis_count(
     window: u64,
     tokens: u64,
 ) -> Result<(u64, u64), ApiError> {
-    let mut guard = r.conn.lock().await;
-    let conn = connect(r, &mut guard).await?;
+    let mut conn = connect(r).await?;
     let rk = format!("phigate:rl:{window}:{key}:r");
     let tk = format!("phigate:rl:{window}:{key}:t");
     let mut pipe = redis::pipe();
@@ -215,11 +224,11 @@ async fn redis_count(
         .arg(&tk)
         .arg(120)
         .ignore();
-    let fut = pipe.query_async::<(u64, u64)>(conn);
+    let fut = pipe.query_async::<(u64, u64)>(&mut conn);
     match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
         Ok(Ok(v)) => Ok(v),
         _ => {
-            *guard = None;
+            reset(r).await;
             Err(ApiError::RateLimiterUnavailable)
         }
     }
