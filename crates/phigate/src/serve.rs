@@ -176,11 +176,27 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let listen = listen.unwrap_or_else(|| pol.config().server.listen.clone());
     let version = pol.version().to_string();
-    let use_case = pol.config().use_cases.first().map(|u| u.name.clone());
+    // The admin key's default use case: the first one the admin role may use.
+    let use_case = pol
+        .config()
+        .use_cases
+        .iter()
+        .find(|u| u.roles.iter().any(|r| r == "admin"))
+        .map(|u| u.name.clone());
     let running = gateway::open(pol).await.context("cannot open the store, ledger or vault")?;
     let state = running.state.clone();
-    if created {
-        let store = store::Store::open(&state.policy().config().store_url()).await?;
+    let store = store::Store::open(&state.policy().config().store_url()).await?;
+    // An admin key on the first start, and on any start that finds no key at all in the store
+    // (a first start that stopped before making one would otherwise leave nobody a key).
+    let no_key_yet = store.api_keys_list().await?.is_empty();
+    let has_admin = state.policy().config().roles.iter().any(|r| r == "admin");
+    if no_key_yet && !has_admin {
+        eprintln!(
+            "phigate: the store holds no API key yet: make one with `phigate keys create --config {}`",
+            path.display()
+        );
+    }
+    if created || (no_key_yet && has_admin) {
         let (info, key) = policy::create_key(
             &store,
             "user:admin",

@@ -138,6 +138,27 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
     let second = start(dir.path());
     assert!(!second.stdout.contains("pg_"), "a key was printed again");
     assert_eq!(get(&second.addr, "/v1/models", &key).0, 200);
+    drop(second);
+
+    // A start that finds the configuration but no key at all in the store (a first start that
+    // stopped before making one, or a new store) prints a new admin key, once.
+    for f in ["phigate.db", "phigate.db-wal", "phigate.db-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let third = start(dir.path());
+    let again = third
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .unwrap_or_else(|| panic!("no admin key for an empty store: {:?}", third.stdout))
+        .trim()
+        .to_string();
+    assert_ne!(again, key);
+    assert_eq!(get(&third.addr, "/v1/models", &again).0, 200);
+    assert_eq!(get(&third.addr, "/v1/models", &key).0, 401, "the old store's key is gone");
+    drop(third);
+    let fourth = start(dir.path());
+    assert!(!fourth.stdout.contains("pg_"), "a key was printed again");
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> bool {
