@@ -176,20 +176,25 @@ async fn insert_checkpoints(tx: &mut Tx, rows: &[StoredCheckpoint]) -> Result<()
     Ok(())
 }
 
+/// `INSERT INTO data_keys ... VALUES ...` of these rows.
+fn insert_data_keys_query(chunk: &[DataKeyRow]) -> QueryBuilder<'_, Sqlite> {
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
+    qb.push_values(chunk, |mut b, k| {
+        b.push_bind(k.key_id.as_str())
+            .push_bind(k.scope.as_str())
+            .push_bind(k.kek_id.as_str())
+            .push_bind(&k.wrapped[..])
+            .push_bind(k.created_ms)
+            .push_bind(k.expires_at_ms)
+            .push_bind(k.shredded_ms);
+    });
+    qb
+}
+
 async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error> {
     for chunk in rows.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
-        qb.push_values(chunk, |mut b, k| {
-            b.push_bind(k.key_id.as_str())
-                .push_bind(k.scope.as_str())
-                .push_bind(k.kek_id.as_str())
-                .push_bind(&k.wrapped[..])
-                .push_bind(k.created_ms)
-                .push_bind(k.expires_at_ms)
-                .push_bind(k.shredded_ms);
-        });
-        qb.build().execute(&mut **tx).await.map_err(map_err)?;
+        insert_data_keys_query(chunk).build().execute(&mut **tx).await.map_err(map_err)?;
     }
     Ok(())
 }
@@ -514,17 +519,7 @@ impl SqliteStore {
         let (_guard, mut tx) = self.begin_write().await?;
         let mut stored = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
-            qb.push_values(chunk, |mut b, k| {
-                b.push_bind(k.key_id.as_str())
-                    .push_bind(k.scope.as_str())
-                    .push_bind(k.kek_id.as_str())
-                    .push_bind(&k.wrapped[..])
-                    .push_bind(k.created_ms)
-                    .push_bind(k.expires_at_ms)
-                    .push_bind(k.shredded_ms);
-            });
+            let mut qb = insert_data_keys_query(chunk);
             qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
             let ids: Vec<String> =
                 qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
