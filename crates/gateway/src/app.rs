@@ -368,8 +368,8 @@ fn reveal_reason(purpose: &str) -> vault::RevealReason {
 }
 
 /// Token budget estimate of a request: text bytes / 4 plus the answer budget asked for.
-fn estimate_tokens(texts: &[&str], body: &Value) -> u64 {
-    let chars: usize = texts.iter().map(|t| t.len()).sum();
+fn estimate_tokens(texts: &[phiops::Text<'_>], body: &Value) -> u64 {
+    let chars: usize = texts.iter().map(|t| t.text.len()).sum();
     let answer = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
@@ -449,13 +449,13 @@ async fn prepare(
     audit.purpose = Some(decision.purpose.clone());
     audit.policy_version = Some(decision.policy_version.clone());
 
-    let texts = phiops::texts(&body, kind)?;
+    let texts = phiops::texts(&body, kind, &state.inner.texts)?;
     let estimate = estimate_tokens(&texts, &body);
     state.inner.limiter.admit(&buckets(&pol, &who, &decision.use_case), estimate).await?;
     let mut injection = Vec::new();
     if decision.prompt_injection != policy::InjectionMode::Off {
         for t in &texts {
-            injection.extend(state.inner.texts.injection(t));
+            injection.extend(state.inner.texts.injection(t.text, t.digest));
         }
         injection.sort_unstable();
         injection.dedup();
@@ -466,7 +466,6 @@ async fn prepare(
             return Err(ApiError::PromptInjection);
         }
     }
-    drop(texts);
     if kind == Kind::Chat
         && body.get("stream").and_then(Value::as_bool) == Some(true)
         && decision.stream_scan == policy::StreamScan::Block
@@ -474,8 +473,8 @@ async fn prepare(
         return Err(ApiError::InvalidRequest("streaming is not allowed for this use case"));
     }
 
-    let scanned =
-        phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &body, kind)?;
+    let scanned = phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts)?;
+    drop(texts);
     audit.categories = scanned.counts.clone();
     let act = |c: Category| act_of(decision.handling[c.index()]);
     let blocked = phiops::blocked(&scanned, &act);

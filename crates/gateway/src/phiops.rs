@@ -180,31 +180,45 @@ impl std::fmt::Debug for Scanned {
     }
 }
 
-/// Every text of the body (for injection screening and the token estimate).
-pub fn texts(body: &Value, kind: Kind) -> Result<Vec<&str>, ApiError> {
+/// One text of a request body, with where it stands and its key in the text cache.
+pub struct Text<'a> {
+    slot: Slot,
+    /// The text.
+    pub text: &'a str,
+    /// Its key in the text cache (worked out once, for the scan and the injection screen).
+    pub digest: crate::textcache::Digest,
+}
+
+/// Every text of the body (for the token estimate, injection screening and the scan).
+pub fn texts<'a>(
+    body: &'a Value,
+    kind: Kind,
+    cache: &crate::textcache::TextCache,
+) -> Result<Vec<Text<'a>>, ApiError> {
     let slots = match kind {
         Kind::Chat => chat_slots(body)?,
         Kind::Embeddings => embedding_slots(body)?,
     };
-    Ok(slots.iter().filter_map(|s| slot_ref(body, s)).collect())
+    Ok(slots
+        .into_iter()
+        .filter_map(|slot| {
+            let text = slot_ref(body, &slot)?;
+            Some(Text { slot, text, digest: cache.digest(text) })
+        })
+        .collect())
 }
 
 /// Scans every text of the request (through `cache`: a text seen before is not scanned again).
 pub fn scan_request(
     scanner: &dyn Detector,
     cache: &crate::textcache::TextCache,
-    body: &Value,
-    kind: Kind,
+    texts: &[Text<'_>],
 ) -> Result<Scanned, ApiError> {
-    let slots = match kind {
-        Kind::Chat => chat_slots(body)?,
-        Kind::Embeddings => embedding_slots(body)?,
-    };
-    let mut out = Vec::with_capacity(slots.len());
+    let mut out = Vec::with_capacity(texts.len());
     let mut counts = BTreeMap::new();
-    for s in slots {
-        let Some(text) = slot_ref(body, &s) else { continue };
-        let f = cache.findings(scanner, text)?;
+    for t in texts {
+        let s = t.slot.clone();
+        let f = cache.findings(scanner, t.text, t.digest)?;
         for x in &f {
             *counts.entry(x.category).or_insert(0u32) += 1;
         }
