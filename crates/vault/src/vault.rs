@@ -288,13 +288,13 @@ impl Vault {
         Ok(row)
     }
 
-    fn remember_row(&self, row: VaultRow) {
+    /// Keeps a stored row in memory (by fingerprint and by token), when the row cache is on.
+    fn remember(&self, row: &Arc<VaultRow>) {
         if self.inner.config.row_cache == 0 {
             return;
         }
-        let row = Arc::new(row);
         self.inner.by_fp.insert(row.fingerprint.clone(), row.clone());
-        self.inner.by_token.insert((row.scope.clone(), row.token.clone()), row);
+        self.inner.by_token.insert((row.scope.clone(), row.token.clone()), row.clone());
     }
 
     /// The stored row of a fingerprint in `scope`: from memory, else from the store.
@@ -307,10 +307,7 @@ impl Vault {
         match self.inner.store.vault_find(scope, fp).await? {
             Some(row) => {
                 let row = Arc::new(row);
-                if self.inner.config.row_cache > 0 {
-                    self.inner.by_fp.insert(row.fingerprint.clone(), row.clone());
-                    self.inner.by_token.insert((row.scope.clone(), row.token.clone()), row.clone());
-                }
+                self.remember(&row);
                 Ok(Some(row))
             }
             None => Ok(None),
@@ -582,11 +579,11 @@ impl Vault {
                 match found {
                     Some(found) if found.token == row.token => {
                         out[i] = Some(Tokenized { token: row.token, created: true });
-                        self.remember_row(found);
+                        self.remember(&Arc::new(found));
                     }
                     Some(found) => {
                         out[i] = Some(Tokenized { token: found.token.clone(), created: false });
-                        self.remember_row(found);
+                        self.remember(&Arc::new(found));
                     }
                     None => {
                         return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token })
@@ -703,6 +700,7 @@ impl Vault {
             }
             *counts.entry(category).or_insert(0) += 1;
             revealed.values.insert(row.token.clone(), PlainValue::new(cat, value));
+            // By token only: by fingerprint, the store's oldest row for a value is the one kept.
             if self.inner.config.row_cache > 0 {
                 self.inner.by_token.insert((scope.to_owned(), row.token.clone()), row.clone());
             }
