@@ -108,3 +108,29 @@ async fn postgres_append_waits_for_the_ledger_lock() {
     })
     .await;
 }
+
+/// A store that appended before remembers where the ledger ended; another store's append since
+/// then makes its next insert collide, and the append lands after the other's (no gap, no error,
+/// no transaction left open on its writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_append_after_another_stores_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("shared.db");
+    let url = p.to_str().unwrap().to_string();
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    assert_eq!(a.ledger_append(&[tagged(0, 1), tagged(0, 2)]).await.unwrap(), 0);
+    assert_eq!(b.ledger_append(&[tagged(1, 1)]).await.unwrap(), 2);
+    assert_eq!(a.ledger_append(&[tagged(0, 3)]).await.unwrap(), 3, "after b's entry");
+    // a's writer is not left inside the failed transaction.
+    assert_eq!(a.ledger_append(&[tagged(0, 4)]).await.unwrap(), 4);
+    assert_eq!(b.ledger_append(&[tagged(1, 2)]).await.unwrap(), 5);
+    let all = a.ledger_read(0, 6).await.unwrap();
+    let bodies: Vec<String> = all
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.body).split(':').take(2).collect::<Vec<_>>().join(":"))
+        .collect();
+    assert_eq!(bodies, ["0:1", "0:2", "1:1", "0:3", "0:4", "1:2"]);
+    a.close().await;
+    b.close().await;
+}
