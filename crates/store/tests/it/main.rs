@@ -6,3 +6,4 @@ mod common;
 mod failures;
 mod replicas;
 mod suite;
+mod wal;
