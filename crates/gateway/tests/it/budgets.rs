@@ -6,14 +6,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::harness::*;
 
-/// A use case for the service role whose whole budget is 1000 tokens a minute.
-const BUDGETED: &str = "  - name: budgeted\n    purpose: operations\n    roles: [service]\n    models: [clinical-chat]\n    phi:\n      default: redact\n";
-const BUDGETED_LIMIT: &str = "  - { use_case: budgeted, tokens_per_minute: 1000 }\n";
+/// A stack with the use case `budgeted` for the service role, whose whole budget is 1000 tokens
+/// a minute.
+async fn budgeted_stack() -> Stack {
+    let limit = "  - { use_case: budgeted, tokens_per_minute: 1000 }\n";
+    stack_with(None, &service_use_case("budgeted"), limit).await
+}
 
 /// The budgets count in one-minute windows: when the current window has little left, wait for
 /// the next one so that every request of a test falls in the same window.
@@ -43,45 +45,21 @@ fn budget_body(bytes: usize, answer: Option<(&str, u64)>) -> Value {
     b
 }
 
-async fn key(s: &Stack, id: &str, role: &str, uc: &str) -> String {
-    policy::create_key(&s.store, id, &[role.to_string()], Some(uc), None).await.unwrap().1
-}
-
-async fn chat(s: &Stack, key: &str, body: Value) -> Answer {
-    call(&s.state, "POST", "/v1/chat/completions", Some(key), &[], Some(body)).await
-}
-
+#[track_caller]
 fn assert_ok(a: &Answer) {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
 /// 429 `rate_limited` in the OpenAI error shape.
+#[track_caller]
 fn assert_rate_limited(a: &Answer) {
-    assert_eq!(a.status.as_u16(), 429, "{}", a.body);
-    assert_eq!(a.code(), "rate_limited", "{}", a.body);
-    let e = &a.json()["error"];
-    assert!(
-        e["message"].is_string() && e["type"].is_string() && e["param"].is_null(),
-        "{}",
-        a.body
-    );
-}
-
-async fn records(s: &Stack) -> Vec<ledger::Record> {
-    let n = s.store.ledger_len().await.unwrap();
-    s.store
-        .ledger_read(0, n)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| ledger::Record::decode(&e.body).unwrap())
-        .collect()
+    assert_error(a, 429, "rate_limited");
 }
 
 /// The actors of the rate-limit refusals in the ledger, in order; each one is a denial with
 /// the reason `rate_limited`.
 async fn rate_limited_actors(s: &Stack) -> Vec<String> {
-    records(s)
+    s.records()
         .await
         .iter()
         .filter(|r| r.action() == ledger::Action::RateLimited)
@@ -95,63 +73,63 @@ async fn rate_limited_actors(s: &Stack) -> Vec<String> {
 
 #[tokio::test]
 async fn token_budget_of_a_use_case_admits_up_to_the_budget_then_refuses() {
-    let s = stack_with(None, BUDGETED, BUDGETED_LIMIT).await;
-    let a = key(&s, "svc:budget-a", "service", "budgeted").await;
-    let b = key(&s, "svc:budget-b", "service", "budgeted").await;
+    let s = budgeted_stack().await;
+    let a = s.key("svc:budget-a", "service", "budgeted").await;
+    let b = s.key("svc:budget-b", "service", "budgeted").await;
     fresh_window().await;
 
     // 400 bytes = 100 tokens, + 200 asked: 300 (300 spent).
-    assert_ok(&chat(&s, &a, budget_body(400, Some(("max_tokens", 200)))).await);
+    assert_ok(&s.chat(&a, budget_body(400, Some(("max_tokens", 200)))).await);
     // 401 bytes = 101 tokens (rounded up), + 199 asked: 300 (600 spent); another identity of
     // the same use case spends from the same budget.
-    assert_ok(&chat(&s, &b, budget_body(401, Some(("max_completion_tokens", 199)))).await);
+    assert_ok(&s.chat(&b, budget_body(401, Some(("max_completion_tokens", 199)))).await);
     // 1599 bytes = 400 tokens, nothing asked: 400 (1000 spent, exactly the budget).
-    assert_ok(&chat(&s, &a, budget_body(1599, None)).await);
+    assert_ok(&s.chat(&a, budget_body(1599, None)).await);
     assert_eq!(s.upstream.count(), 3);
 
     // One more token is over the budget, for either caller of the use case.
-    assert_rate_limited(&chat(&s, &a, budget_body(1, None)).await);
-    assert_rate_limited(&chat(&s, &b, budget_body(1, None)).await);
+    assert_rate_limited(&s.chat(&a, budget_body(1, None)).await);
+    assert_rate_limited(&s.chat(&b, budget_body(1, None)).await);
     assert_eq!(s.upstream.count(), 3, "a request over the token budget reached the upstream");
 
     // Both refusals are recorded, with the use case they were refused for.
     assert_eq!(rate_limited_actors(&s).await, ["svc:budget-a", "svc:budget-b"]);
-    for r in records(&s).await.iter().filter(|r| r.action() == ledger::Action::RateLimited) {
+    for r in s.records().await.iter().filter(|r| r.action() == ledger::Action::RateLimited) {
         assert_eq!(r.use_case().map(|u| u.as_str()), Some("budgeted"));
     }
     let allowed =
-        records(&s).await.iter().filter(|r| r.action() == ledger::Action::ChatCompletion).count();
+        s.records().await.iter().filter(|r| r.action() == ledger::Action::ChatCompletion).count();
     assert_eq!(allowed, 3);
 }
 
 #[tokio::test]
 async fn a_large_answer_budget_alone_is_refused_as_the_first_request() {
     // One fresh gateway per case, so that each request is the first its budget sees.
-    let over_mt = stack_with(None, BUDGETED, BUDGETED_LIMIT).await;
-    let over_mct = stack_with(None, BUDGETED, BUDGETED_LIMIT).await;
-    let at = stack_with(None, BUDGETED, BUDGETED_LIMIT).await;
-    let k_mt = key(&over_mt, "svc:budget-a", "service", "budgeted").await;
-    let k_mct = key(&over_mct, "svc:budget-a", "service", "budgeted").await;
-    let k_at = key(&at, "svc:budget-a", "service", "budgeted").await;
+    let over_mt = budgeted_stack().await;
+    let over_mct = budgeted_stack().await;
+    let at = budgeted_stack().await;
+    let k_mt = over_mt.key("svc:budget-a", "service", "budgeted").await;
+    let k_mct = over_mct.key("svc:budget-a", "service", "budgeted").await;
+    let k_at = at.key("svc:budget-a", "service", "budgeted").await;
     fresh_window().await;
 
     // "hello"-sized text (5 bytes = 2 tokens) + 999 asked = 1001 > 1000.
     for (s, k, field) in
         [(&over_mt, &k_mt, "max_tokens"), (&over_mct, &k_mct, "max_completion_tokens")]
     {
-        assert_rate_limited(&chat(s, k, budget_body(5, Some((field, 999)))).await);
+        assert_rate_limited(&s.chat(k, budget_body(5, Some((field, 999)))).await);
         assert_eq!(s.upstream.count(), 0, "{field}: the refused request reached the upstream");
         assert_eq!(rate_limited_actors(s).await, ["svc:budget-a"], "{field}");
     }
     // The same text + 998 asked is exactly the budget: admitted.
-    assert_ok(&chat(&at, &k_at, budget_body(5, Some(("max_tokens", 998)))).await);
+    assert_ok(&at.chat(&k_at, budget_body(5, Some(("max_tokens", 998)))).await);
     assert_eq!(at.upstream.count(), 1);
     assert!(rate_limited_actors(&at).await.is_empty());
     // A refused request spends none of the budget: after the refusals above, the whole budget
     // is still there on those gateways.
     for (s, k) in [(&over_mt, &k_mt), (&over_mct, &k_mct)] {
-        assert_ok(&chat(s, k, budget_body(5, Some(("max_tokens", 998)))).await);
-        assert_rate_limited(&chat(s, k, budget_body(1, None)).await);
+        assert_ok(&s.chat(k, budget_body(5, Some(("max_tokens", 998)))).await);
+        assert_rate_limited(&s.chat(k, budget_body(1, None)).await);
         assert_eq!(s.upstream.count(), 1);
     }
 }
@@ -166,58 +144,48 @@ async fn token_budget_of_a_role_is_per_identity() {
     .await;
     // s.researcher is user:res-b (researcher, clinical-notes); the same identity's other keys,
     // one of them for another use case, and another researcher identity.
-    let same_identity = key(&s, "user:res-b", "researcher", "clinical-notes").await;
-    let same_identity_other_uc = key(&s, "user:res-b", "researcher", "research-notes").await;
-    let other = key(&s, "user:res-c", "researcher", "clinical-notes").await;
+    let same_identity = s.key("user:res-b", "researcher", "clinical-notes").await;
+    let same_identity_other_uc = s.key("user:res-b", "researcher", "research-notes").await;
+    let other = s.key("user:res-c", "researcher", "clinical-notes").await;
     fresh_window().await;
 
     // user:res-b spends the whole budget (400 bytes = 100 tokens, + 900 asked).
-    assert_ok(&chat(&s, &s.researcher, budget_body(400, Some(("max_tokens", 900)))).await);
+    assert_ok(&s.chat(&s.researcher, budget_body(400, Some(("max_tokens", 900)))).await);
     // The budget is the identity's, not the key's nor the use case's.
-    assert_rate_limited(&chat(&s, &same_identity, budget_body(1, None)).await);
-    assert_rate_limited(&chat(&s, &same_identity_other_uc, budget_body(1, None)).await);
+    assert_rate_limited(&s.chat(&same_identity, budget_body(1, None)).await);
+    assert_rate_limited(&s.chat(&same_identity_other_uc, budget_body(1, None)).await);
     assert_eq!(s.upstream.count(), 1);
 
     // Another identity with the same role has a budget of its own.
-    assert_ok(&chat(&s, &other, budget_body(400, Some(("max_tokens", 900)))).await);
-    assert_rate_limited(&chat(&s, &other, budget_body(1, None)).await);
+    assert_ok(&s.chat(&other, budget_body(400, Some(("max_tokens", 900)))).await);
+    assert_rate_limited(&s.chat(&other, budget_body(1, None)).await);
     assert_eq!(s.upstream.count(), 2);
 
     // A role without a budget is not limited by the researchers' one.
-    assert_ok(&chat(&s, &s.clinician, budget_body(400, Some(("max_tokens", 5000)))).await);
+    assert_ok(&s.chat(&s.clinician, budget_body(400, Some(("max_tokens", 5000)))).await);
     assert_eq!(s.upstream.count(), 3);
 
     assert_eq!(rate_limited_actors(&s).await, ["user:res-b", "user:res-b", "user:res-c"]);
 }
 
-/// A use case name no other run shares (the Redis counters are keyed by it): lower-case
-/// letters only.
-fn unique_use_case() -> String {
-    let mut r = rand::thread_rng();
-    let tail: String = (0..16).map(|_| char::from(b'a' + r.gen_range(0..26u8))).collect();
-    format!("tb-{tail}")
-}
-
 #[tokio::test]
 async fn replicas_share_one_token_budget_through_redis() {
-    let uc = unique_use_case();
-    let u = format!(
-        "  - name: {uc}\n    purpose: operations\n    roles: [service]\n    models: [clinical-chat]\n    phi:\n      default: redact\nredis:\n  url: redis://127.0.0.1:6379\n  allow_local_fallback: false\n"
-    );
+    let uc = unique_use_case("tb");
+    let u = service_use_case(&uc) + &redis_section("redis://127.0.0.1:6379", false);
     let l = format!("  - {{ use_case: {uc}, tokens_per_minute: 1000 }}\n");
     let a = stack_with(None, &u, &l).await;
     let b = stack_with(None, &u, &l).await;
-    let ka = key(&a, "svc:replica-a", "service", &uc).await;
-    let kb = key(&b, "svc:replica-b", "service", &uc).await;
+    let ka = a.key("svc:replica-a", "service", &uc).await;
+    let kb = b.key("svc:replica-b", "service", &uc).await;
     fresh_window().await;
 
     // 600 tokens on A, 300 on B: 900 of 1000 spent across both.
-    assert_ok(&chat(&a, &ka, budget_body(400, Some(("max_tokens", 500)))).await);
-    assert_ok(&chat(&b, &kb, budget_body(400, Some(("max_tokens", 200)))).await);
+    assert_ok(&a.chat(&ka, budget_body(400, Some(("max_tokens", 500)))).await);
+    assert_ok(&b.chat(&kb, budget_body(400, Some(("max_tokens", 200)))).await);
     // 200 more on A: A alone has spent 600 (800 with this one), so only B's 300 can put it over.
-    assert_rate_limited(&chat(&a, &ka, budget_body(400, Some(("max_tokens", 100)))).await);
+    assert_rate_limited(&a.chat(&ka, budget_body(400, Some(("max_tokens", 100)))).await);
     // 200 more on B: B alone has spent 300 (500 with this one), so only A's count can.
-    assert_rate_limited(&chat(&b, &kb, budget_body(400, Some(("max_tokens", 100)))).await);
+    assert_rate_limited(&b.chat(&kb, budget_body(400, Some(("max_tokens", 100)))).await);
     assert_eq!(a.upstream.count(), 1, "a request over the shared budget reached the upstream");
     assert_eq!(b.upstream.count(), 1, "a request over the shared budget reached the upstream");
     assert_eq!(rate_limited_actors(&a).await, ["svc:replica-a"]);

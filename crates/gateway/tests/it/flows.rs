@@ -28,15 +28,7 @@ async fn the_scanner_finds_every_canary() {
 #[tokio::test]
 async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
     let s = stack().await;
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.clinician),
-        &[],
-        Some(chat_body("clinical-chat", NOTE)),
-    )
-    .await;
+    let a = s.ask(&s.clinician, "clinical-chat", NOTE).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let v = a.json();
     let text = v["choices"][0]["message"]["content"].as_str().unwrap();
@@ -47,15 +39,7 @@ async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
     assert!(sent.contains("[NAME_1]"), "tokens were not sent: {sent}");
     assert!(sent.contains("upstream-llama"));
 
-    let b = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.researcher),
-        &[],
-        Some(chat_body("clinical-chat", NOTE)),
-    )
-    .await;
+    let b = s.ask(&s.researcher, "clinical-chat", NOTE).await;
     assert_eq!(b.status, 200, "{}", b.body);
     let text = b.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     for c in CANARIES {
@@ -70,15 +54,7 @@ async fn tokens_are_consistent_across_a_conversation() {
     let s = stack().await;
     let h = [("x-phigate-conversation", "conv-1")];
     for _ in 0..2 {
-        let a = call(
-            &s.state,
-            "POST",
-            "/v1/chat/completions",
-            Some(&s.researcher),
-            &h,
-            Some(chat_body("clinical-chat", NOTE)),
-        )
-        .await;
+        let a = s.chat_with(Some(&s.researcher), &h, chat_body("clinical-chat", NOTE)).await;
         assert_eq!(a.status, 200, "{}", a.body);
     }
     let bodies = s.upstream.bodies.lock().unwrap().clone();
@@ -104,8 +80,7 @@ async fn every_message_role_and_tool_arguments_are_scanned() {
         {"role": "tool", "tool_call_id": "c1", "content": NOTE},
         {"role": "user", "content": "Summarize."}
     ], "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]});
-    let a =
-        call(&s.state, "POST", "/v1/chat/completions", Some(&s.clinician), &[], Some(body)).await;
+    let a = s.chat(&s.clinician, body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_no_canary(&s.upstream);
     assert!(s.upstream.all_bodies().contains("\"tools\""), "tools were not passed through");
@@ -115,15 +90,7 @@ async fn every_message_role_and_tool_arguments_are_scanned() {
 async fn new_phi_in_the_answer_is_redacted() {
     let s = stack().await;
     s.upstream.set_extra(" Call her at (617) 555-0199 or jane.roe@example.org.");
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.clinician),
-        &[],
-        Some(chat_body("clinical-chat", "Any plan?")),
-    )
-    .await;
+    let a = s.ask(&s.clinician, "clinical-chat", "Any plan?").await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(!a.body.contains("555-0199"), "{}", a.body);
     assert!(!a.body.contains("jane.roe@example.org"), "{}", a.body);
@@ -131,12 +98,11 @@ async fn new_phi_in_the_answer_is_redacted() {
 }
 
 async fn stream_text(s: &Stack, key: &str, extra: serde_json::Value) -> String {
-    let mut body = chat_body("clinical-chat", NOTE);
-    body["stream"] = json!(true);
+    let mut body = stream_body("clinical-chat", NOTE);
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    let a = call(&s.state, "POST", "/v1/chat/completions", Some(key), &[], Some(body)).await;
+    let a = s.chat(key, body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     sse_text(&a.body)
 }
@@ -180,11 +146,9 @@ async fn streaming_gives_placeholders_only_to_other_roles() {
 async fn streaming_redacts_new_phi_split_across_chunks() {
     let s = stack().await;
     s.upstream.set_extra(" Her SSN is 219-09-9999 and phone (617) 555-0199.");
-    let mut body = chat_body("clinical-chat", "Plan?");
-    body["stream"] = json!(true);
+    let mut body = stream_body("clinical-chat", "Plan?");
     body["x_chunk"] = json!(2);
-    let a =
-        call(&s.state, "POST", "/v1/chat/completions", Some(&s.clinician), &[], Some(body)).await;
+    let a = s.chat(&s.clinician, body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let text = sse_text(&a.body);
     assert!(!text.contains("555-0199") && !text.contains("219-09-9999"), "{text}");
@@ -193,19 +157,17 @@ async fn streaming_redacts_new_phi_split_across_chunks() {
 #[tokio::test]
 async fn embeddings_are_tokenized_and_models_are_scoped() {
     let s = stack().await;
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/embeddings",
-        Some(&s.clinician),
-        &[],
-        Some(json!({"model": "clinical-chat", "input": [NOTE, "plain"]})),
-    )
-    .await;
+    let a = s
+        .post(
+            "/v1/embeddings",
+            &s.clinician,
+            json!({"model": "clinical-chat", "input": [NOTE, "plain"]}),
+        )
+        .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_no_canary(&s.upstream);
 
-    let m = call(&s.state, "GET", "/v1/models", Some(&s.blocker), &[], None).await;
+    let m = s.get("/v1/models", Some(&s.blocker)).await;
     assert_eq!(m.status, 200);
     let ids: Vec<String> = m.json()["data"]
         .as_array()
@@ -219,45 +181,21 @@ async fn embeddings_are_tokenized_and_models_are_scoped() {
 #[tokio::test]
 async fn deidentify_metrics_health_and_ledger() {
     let s = stack().await;
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/deidentify",
-        Some(&s.researcher),
-        &[],
-        Some(json!({"text": NOTE, "mode": "redact"})),
-    )
-    .await;
+    let a = s.post("/v1/deidentify", &s.researcher, json!({"text": NOTE, "mode": "redact"})).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let t = a.json()["text"].as_str().unwrap().to_string();
     assert!(t.contains("[NAME]") && !t.contains(CANARY_NAME), "{t}");
-    let f = call(
-        &s.state,
-        "POST",
-        "/v1/deidentify",
-        Some(&s.researcher),
-        &[],
-        Some(json!({"text": NOTE, "mode": "scan"})),
-    )
-    .await;
+    let f = s.post("/v1/deidentify", &s.researcher, json!({"text": NOTE, "mode": "scan"})).await;
     assert_eq!(f.status, 200);
     assert!(!f.body.contains(CANARY_NAME));
     assert_eq!(f.json()["findings"].as_array().unwrap().len(), 3);
 
-    let c = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.clinician),
-        &[],
-        Some(chat_body("clinical-chat", NOTE)),
-    )
-    .await;
+    let c = s.ask(&s.clinician, "clinical-chat", NOTE).await;
     assert_eq!(c.status, 200);
-    assert_eq!(call(&s.state, "GET", "/healthz", None, &[], None).await.status, 200);
-    let r = call(&s.state, "GET", "/readyz", None, &[], None).await;
+    assert_eq!(s.get("/healthz", None).await.status, 200);
+    let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let m = call(&s.state, "GET", "/metrics", None, &[], None).await;
+    let m = s.get("/metrics", None).await;
     assert!(m.body.contains("phigate_requests_total"), "{}", m.body);
     assert!(m.body.contains("phigate_phi_findings_total"), "{}", m.body);
     for c in CANARIES {
@@ -287,15 +225,7 @@ async fn deidentify_metrics_health_and_ledger() {
 #[tokio::test]
 async fn fallback_skips_a_dead_deployment() {
     let s = stack().await;
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.clinician),
-        &[],
-        Some(chat_body("fallback-chat", "hello")),
-    )
-    .await;
+    let a = s.ask(&s.clinician, "fallback-chat", "hello").await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(s.upstream.count(), 1);
 }
@@ -303,15 +233,7 @@ async fn fallback_skips_a_dead_deployment() {
 #[tokio::test]
 async fn azure_deployment_url_api_version_and_api_key() {
     let s = stack().await;
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&s.clinician),
-        &[],
-        Some(chat_body("azure-chat", NOTE)),
-    )
-    .await;
+    let a = s.ask(&s.clinician, "azure-chat", NOTE).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let seen = s.upstream.azure.lock().unwrap().clone();
     assert_eq!(seen, ["gpt4o-deployment|api-version=2024-10-21|azure-test-key|bearer=false"]);
@@ -328,49 +250,16 @@ async fn private_only_goes_to_private_deployments_only() {
         "",
     )
     .await;
-    let key = policy::create_key(
-        &s.store,
-        "user:res-p",
-        &["researcher".to_string()],
-        Some("private-names"),
-        None,
-    )
-    .await
-    .unwrap()
-    .1;
+    let key = s.key("user:res-p", "researcher", "private-names").await;
     // A name, under private_only: the private deployment gets it as it is...
-    let a = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&key),
-        &[],
-        Some(chat_body("clinical-chat", "Seen by Dr. Alan Smith today.")),
-    )
-    .await;
+    let a = s.ask(&key, "clinical-chat", "Seen by Dr. Alan Smith today.").await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(s.upstream.all_bodies().contains(CANARY_NAME));
     // ...and the cloud deployment (even with a BAA) gets nothing.
-    let b = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&key),
-        &[],
-        Some(chat_body("azure-chat", "Seen by Dr. Alan Smith today.")),
-    )
-    .await;
+    let b = s.ask(&key, "azure-chat", "Seen by Dr. Alan Smith today.").await;
     assert_eq!(b.code(), "no_eligible_provider", "{}", b.body);
     // Without a name (an MRN, tokenized), the BAA-covered cloud deployment is eligible.
-    let c = call(
-        &s.state,
-        "POST",
-        "/v1/chat/completions",
-        Some(&key),
-        &[],
-        Some(chat_body("azure-chat", "MRN: 4471902, stable.")),
-    )
-    .await;
+    let c = s.ask(&key, "azure-chat", "MRN: 4471902, stable.").await;
     assert_eq!(c.status, 200, "{}", c.body);
     assert!(!s.upstream.all_bodies().contains(CANARY_MRN));
 }

@@ -338,22 +338,91 @@ pub async fn stack_with(
         None => gateway::AppState::new(pol, store.clone(), ledger, vault, &hmac),
     }
     .unwrap();
-    let key = |id: &'static str, role: &'static str, uc: &'static str| {
-        let store = store.clone();
-        async move {
-            policy::create_key(&store, id, &[role.to_string()], Some(uc), None).await.unwrap().1
-        }
-    };
     Stack {
-        clinician: key("user:dr-a", "clinician", "clinical-notes").await,
-        researcher: key("user:res-b", "researcher", "clinical-notes").await,
-        blocker: key("svc:strict-bot", "service", "strict").await,
-        limited: key("svc:limited-bot", "service", "limited").await,
-        cloud: key("user:dr-c", "clinician", "clinical-notes").await,
+        clinician: new_key(&store, "user:dr-a", "clinician", "clinical-notes").await,
+        researcher: new_key(&store, "user:res-b", "researcher", "clinical-notes").await,
+        blocker: new_key(&store, "svc:strict-bot", "service", "strict").await,
+        limited: new_key(&store, "svc:limited-bot", "service", "limited").await,
+        cloud: new_key(&store, "user:dr-c", "clinician", "clinical-notes").await,
         dir,
         state,
         store,
         upstream: up,
+    }
+}
+
+/// A new API key for identity `id` holding `role`, bound to use case `uc`.
+pub async fn new_key(store: &store::Store, id: &str, role: &str, uc: &str) -> String {
+    policy::create_key(store, id, &[role.to_string()], Some(uc), None).await.unwrap().1
+}
+
+/// A use case for the service role on `clinical-chat` that redacts PHI (YAML list item).
+pub fn service_use_case(name: &str) -> String {
+    format!(
+        "  - name: {name}\n    purpose: operations\n    roles: [service]\n    models: [clinical-chat]\n    phi:\n      default: redact\n"
+    )
+}
+
+/// The `redis:` section, to follow the extra use cases.
+pub fn redis_section(url: &str, allow_local_fallback: bool) -> String {
+    format!("redis:\n  url: {url}\n  allow_local_fallback: {allow_local_fallback}\n")
+}
+
+/// A use case name no other run shares (the Redis counters are keyed by it): `prefix`, a dash
+/// and 16 lower-case letters.
+pub fn unique_use_case(prefix: &str) -> String {
+    use rand::Rng;
+    let mut r = rand::thread_rng();
+    let tail: String = (0..16).map(|_| char::from(b'a' + r.gen_range(0..26u8))).collect();
+    format!("{prefix}-{tail}")
+}
+
+impl Stack {
+    /// A new API key on this stack's store (see [`new_key`]).
+    pub async fn key(&self, id: &str, role: &str, uc: &str) -> String {
+        new_key(&self.store, id, role, uc).await
+    }
+
+    /// `POST /v1/chat/completions` with `key` and no extra header.
+    pub async fn chat(&self, key: &str, body: Value) -> Answer {
+        self.chat_with(Some(key), &[], body).await
+    }
+
+    /// `POST /v1/chat/completions` with an optional key and extra headers.
+    pub async fn chat_with(
+        &self,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Answer {
+        call(&self.state, "POST", "/v1/chat/completions", key, headers, Some(body)).await
+    }
+
+    /// `POST path` of a JSON body with `key`.
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        call(&self.state, "POST", path, Some(key), &[], Some(body)).await
+    }
+
+    /// One chat request of a system message and the user message `text` to `model`.
+    pub async fn ask(&self, key: &str, model: &str, text: &str) -> Answer {
+        self.chat(key, chat_body(model, text)).await
+    }
+
+    /// `GET path`, with a key if given.
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Answer {
+        call(&self.state, "GET", path, key, &[], None).await
+    }
+
+    /// Every ledger record, decoded, in order.
+    pub async fn records(&self) -> Vec<ledger::Record> {
+        let n = self.store.ledger_len().await.unwrap();
+        self.store
+            .ledger_read(0, n)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| ledger::Record::decode(&e.body).unwrap())
+            .collect()
     }
 }
 
@@ -403,6 +472,27 @@ pub fn chat_body(model: &str, user: &str) -> Value {
         {"role": "system", "content": "You are a clinical assistant."},
         {"role": "user", "content": user}
     ]})
+}
+
+/// [`chat_body`] with `"stream": true`.
+pub fn stream_body(model: &str, user: &str) -> Value {
+    let mut b = chat_body(model, user);
+    b["stream"] = json!(true);
+    b
+}
+
+/// Asserts `status` and the stable `code` in OpenAI's error shape
+/// (`{"error":{"message","type","code","param":null}}`).
+#[track_caller]
+pub fn assert_error(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status.as_u16(), status, "{}", a.body);
+    assert_eq!(a.code(), code, "{}", a.body);
+    let e = &a.json()["error"];
+    assert!(
+        e["message"].is_string() && e["type"].is_string() && e["param"].is_null(),
+        "{}",
+        a.body
+    );
 }
 
 /// The text of an SSE answer: every `delta.content` joined; panics unless it ends with [DONE].
