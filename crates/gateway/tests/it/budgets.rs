@@ -2,7 +2,8 @@
 //! bytes / 4 rounded up plus the answer budget it asks for (`max_completion_tokens`, else
 //! `max_tokens`); a use case's budget is one count for every caller of it, a role's budget is a
 //! count per identity holding the role; the request that would pass the budget is refused with
-//! 429 `rate_limited`, never forwarded, and recorded; with Redis, replicas share one count.
+//! 429 `rate_limited` with a `Retry-After` (seconds to the window's end), never forwarded, and
+//! recorded; with Redis, replicas share one count.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,10 +51,13 @@ fn assert_ok(a: &Answer) {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
-/// 429 `rate_limited` in the OpenAI error shape.
+/// 429 `rate_limited` in the OpenAI error shape, with a `Retry-After` of at most the rest of
+/// the one-minute window.
 #[track_caller]
 fn assert_rate_limited(a: &Answer) {
     assert_error(a, 429, "rate_limited");
+    assert_eq!(a.json()["error"]["type"], "rate_limit_error", "{}", a.body);
+    assert_retry_after(a, 60);
 }
 
 /// The actors of the rate-limit refusals in the ledger, in order; each one is a denial with

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -428,6 +428,7 @@ impl Stack {
 
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub body: String,
 }
 
@@ -437,6 +438,10 @@ impl Answer {
     }
     pub fn code(&self) -> String {
         self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+    /// A response header as text, if present (and visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
@@ -463,8 +468,9 @@ pub async fn call(
     };
     let resp = gateway::app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
+    let headers = resp.headers().clone();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    Answer { status, body: String::from_utf8(bytes.to_vec()).unwrap() }
+    Answer { status, headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
 }
 
 pub fn chat_body(model: &str, user: &str) -> Value {
@@ -493,6 +499,17 @@ pub fn assert_error(a: &Answer, status: u16, code: &str) {
         "{}",
         a.body
     );
+}
+
+/// Asserts a `Retry-After` header of a whole number of seconds in `1..=max_secs` (a refusal
+/// of a per-minute limit: at most until the window's end).
+#[track_caller]
+pub fn assert_retry_after(a: &Answer, max_secs: u64) {
+    let Some(v) = a.header("retry-after") else {
+        panic!("a {} without Retry-After: {:?}", a.status, a.headers)
+    };
+    let Ok(secs) = v.parse::<u64>() else { panic!("Retry-After is not whole seconds: {v:?}") };
+    assert!((1..=max_secs).contains(&secs), "Retry-After {secs} not in 1..={max_secs}");
 }
 
 /// The text of an SSE answer: every `delta.content` joined; panics unless it ends with [DONE].

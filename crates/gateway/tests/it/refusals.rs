@@ -98,6 +98,7 @@ async fn over_the_rate_limit() {
     }
     let a = s.ask(&s.limited, "clinical-chat", "hello").await;
     assert_refused(&a, 429, "rate_limited");
+    assert_retry_after(&a, 60);
     assert_eq!(s.upstream.count(), 3);
 }
 
