@@ -92,61 +92,69 @@ impl Limiter {
     /// budget is exceeded.
     pub async fn admit(&self, buckets: &[Bucket], tokens: u64) -> Result<(), ApiError> {
         let window = minute();
-        let mut counted: Vec<&str> = Vec::new();
+        let mut counted: Vec<(&str, Counted)> = Vec::new();
         for b in buckets {
             if b.requests_per_minute.is_none() && b.tokens_per_minute.is_none() {
                 continue;
             }
-            let (reqs, toks) = self.count(&b.key, window, tokens).await?;
-            counted.push(&b.key);
+            let (reqs, toks, place) = match self.count(&b.key, window, tokens).await {
+                Ok(v) => v,
+                Err(e) => {
+                    self.refund_all(&counted, window, tokens).await;
+                    return Err(e);
+                }
+            };
+            counted.push((&b.key, place));
             let over_r = b.requests_per_minute.is_some_and(|l| reqs > l);
             let over_t = b.tokens_per_minute.is_some_and(|l| toks > l);
             if over_r || over_t {
                 metrics::counter!("phigate_rate_limited_total").increment(1);
-                // A refused request spends no budget: its tokens go back to every bucket that
-                // counted them (the attempt still counts against request rates).
-                if tokens > 0 {
-                    for key in counted {
-                        self.refund(key, window, tokens).await;
-                    }
-                }
+                // A refused request costs nothing: its request and its tokens go back to every
+                // bucket that counted them, this one and the ones before it.
+                self.refund_all(&counted, window, tokens).await;
                 return Err(ApiError::RateLimited { retry_after_secs: secs_to_next_minute() });
             }
         }
         Ok(())
     }
 
-    /// Gives `tokens` back to a bucket (best effort: a refund that cannot reach Redis leaves
-    /// the budget spent, the safe side).
-    async fn refund(&self, key: &str, window: u64, tokens: u64) {
-        if let Some(r) = &self.redis {
-            if let Ok(mut conn) = connect(r).await {
-                let tk = format!("phigate:rl:{window}:{key}:t");
-                let mut cmd = redis::cmd("DECRBY");
-                cmd.arg(&tk).arg(tokens);
-                let fut = cmd.query_async::<i64>(&mut conn);
-                if matches!(
-                    tokio::time::timeout(std::time::Duration::from_secs(2), fut).await,
-                    Ok(Ok(_))
-                ) {
-                    return;
-                }
-                reset(r).await;
-            }
-            if !r.allow_local_fallback {
-                return;
-            }
-        }
-        let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = m.get_mut(&format!("{window}|{key}")) {
-            e.1 = e.1.saturating_sub(tokens);
+    async fn refund_all(&self, counted: &[(&str, Counted)], window: u64, tokens: u64) {
+        for (key, place) in counted {
+            self.refund(key, window, tokens, *place).await;
         }
     }
 
-    async fn count(&self, key: &str, window: u64, tokens: u64) -> Result<(u64, u64), ApiError> {
+    /// Gives one request and `tokens` back to a bucket, where they were counted (best effort: a
+    /// refund that cannot reach Redis leaves them spent, the safe side).
+    async fn refund(&self, key: &str, window: u64, tokens: u64, place: Counted) {
+        match (place, &self.redis) {
+            (Counted::Redis, Some(r)) => {
+                if let Err(e) = redis_refund(r, key, window, tokens).await {
+                    tracing::warn!(code = e.code(), "a refused request's count stays in Redis");
+                }
+            }
+            (Counted::Redis, None) => {}
+            (Counted::Local, _) => {
+                let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = m.get_mut(&format!("{window}|{key}")) {
+                    e.0 = e.0.saturating_sub(1);
+                    e.1 = e.1.saturating_sub(tokens);
+                }
+            }
+        }
+    }
+
+    /// Counts one request and `tokens` in `key`'s bucket of `window`: the bucket's requests and
+    /// tokens so far, and where they were counted.
+    async fn count(
+        &self,
+        key: &str,
+        window: u64,
+        tokens: u64,
+    ) -> Result<(u64, u64, Counted), ApiError> {
         if let Some(r) = &self.redis {
             match redis_count(r, key, window, tokens).await {
-                Ok(v) => return Ok(v),
+                Ok((reqs, toks)) => return Ok((reqs, toks, Counted::Redis)),
                 Err(e) => {
                     if !r.allow_local_fallback {
                         return Err(e);
@@ -172,8 +180,15 @@ impl Limiter {
         let e = m.entry(format!("{prefix}{key}")).or_insert((0, 0));
         e.0 += 1;
         e.1 += tokens;
-        Ok(*e)
+        Ok((e.0, e.1, Counted::Local))
     }
+}
+
+/// Where a request was counted (so that a refund goes to the same counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    Redis,
+    Local,
 }
 
 /// The shared connection (a clone: cheap), made on first use with a 2 s limit.
@@ -234,6 +249,44 @@ async fn redis_count(
     }
 }
 
+/// Takes one request and `tokens` back out of a Redis bucket (the keys keep an expiry even if
+/// they had gone in between).
+async fn redis_refund(
+    r: &RedisCounter,
+    key: &str,
+    window: u64,
+    tokens: u64,
+) -> Result<(), ApiError> {
+    let mut conn = connect(r).await?;
+    let rk = format!("phigate:rl:{window}:{key}:r");
+    let tk = format!("phigate:rl:{window}:{key}:t");
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("DECR")
+        .arg(&rk)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&rk)
+        .arg(120)
+        .ignore()
+        .cmd("DECRBY")
+        .arg(&tk)
+        .arg(tokens)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&tk)
+        .arg(120)
+        .ignore();
+    let fut = pipe.query_async::<()>(&mut conn);
+    match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
+        Ok(Ok(())) => Ok(()),
+        _ => {
+            reset(r).await;
+            Err(ApiError::RateLimiterUnavailable)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +310,70 @@ mod tests {
         for _ in 0..10 {
             assert!(l.admit(&u, 1_000_000).await.is_ok());
         }
+    }
+
+    /// Waits for the next one-minute window when this one has little left, so that every
+    /// request of a test is counted in the same window.
+    async fn fresh_window() {
+        let s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 60.0;
+        if s > 55.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(60.0 - s + 0.2)).await;
+        }
+    }
+
+    fn bucket(key: String, requests: Option<u64>, tokens: Option<u64>) -> Bucket {
+        Bucket { key, requests_per_minute: requests, tokens_per_minute: tokens }
+    }
+
+    fn refused(r: Result<(), ApiError>) -> bool {
+        matches!(r, Err(ApiError::RateLimited { .. }))
+    }
+
+    /// A request refused by a later bucket (on its token budget, then on its request rate)
+    /// leaves nothing counted in the buckets before it, nor in the one that refused it.
+    async fn refused_request_costs_nothing(l: &Limiter, prefix: &str) {
+        fresh_window().await;
+        // Refused on tokens by the second bucket, five times over.
+        let first = bucket(format!("{prefix}:first-a"), Some(3), Some(100));
+        let tokens = bucket(format!("{prefix}:tokens"), None, Some(10));
+        for _ in 0..5 {
+            assert!(refused(l.admit(&[first.clone(), tokens.clone()], 20).await));
+        }
+        // The first bucket still admits its full count and budget, then refuses.
+        for _ in 0..3 {
+            assert!(l.admit(std::slice::from_ref(&first), 30).await.is_ok());
+        }
+        assert!(refused(l.admit(std::slice::from_ref(&first), 0).await));
+        // The refusing bucket still has its whole budget.
+        assert!(l.admit(std::slice::from_ref(&tokens), 10).await.is_ok());
+        assert!(refused(l.admit(std::slice::from_ref(&tokens), 1).await));
+
+        // Refused on requests by the second bucket (1 a minute) after one admitted request.
+        let first = bucket(format!("{prefix}:first-b"), Some(3), None);
+        let requests = bucket(format!("{prefix}:requests"), Some(1), None);
+        assert!(l.admit(&[first.clone(), requests.clone()], 0).await.is_ok());
+        for _ in 0..5 {
+            assert!(refused(l.admit(&[first.clone(), requests.clone()], 0).await));
+        }
+        // The first bucket has counted the admitted request only: two more, then a refusal.
+        for _ in 0..2 {
+            assert!(l.admit(std::slice::from_ref(&first), 0).await.is_ok());
+        }
+        assert!(refused(l.admit(std::slice::from_ref(&first), 0).await));
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_costs_nothing_in_any_bucket() {
+        refused_request_costs_nothing(&Limiter::local(), "local").await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_costs_nothing_in_any_bucket_in_redis() {
+        // Uses the local Redis (127.0.0.1:6379); fresh bucket names, so no other run's count.
+        let l = Limiter::redis("redis://127.0.0.1:6379", false).unwrap();
+        let run = format!("unit-{:016x}", rand::random::<u64>());
+        refused_request_costs_nothing(&l, &run).await;
+        // Counted in Redis, not locally.
+        assert!(l.local.lock().unwrap().is_empty());
     }
 }

@@ -195,3 +195,25 @@ async fn replicas_share_one_token_budget_through_redis() {
     assert_eq!(rate_limited_actors(&a).await, ["svc:replica-a"]);
     assert_eq!(rate_limited_actors(&b).await, ["svc:replica-b"]);
 }
+
+#[tokio::test]
+async fn a_request_refused_by_a_later_bucket_costs_nothing_in_the_earlier_ones() {
+    // The limits in order: the use case `limited` (3 requests a minute, in the harness), then
+    // 100 tokens a minute for each identity of the service role.
+    let s = stack_with(None, "", "  - { role: service, tokens_per_minute: 100 }\n").await;
+    fresh_window().await;
+
+    // 400 bytes = 100 tokens, + 200 asked: the use case counts the request, then the role's
+    // budget refuses it, three times (as many as the use case allows in a minute).
+    for _ in 0..3 {
+        assert_rate_limited(&s.chat(&s.limited, budget_body(400, Some(("max_tokens", 200)))).await);
+    }
+    assert_eq!(s.upstream.count(), 0);
+    // The use case still admits its 3 requests (40 bytes = 10 tokens each), then refuses.
+    for _ in 0..3 {
+        assert_ok(&s.chat(&s.limited, budget_body(40, None)).await);
+    }
+    assert_rate_limited(&s.chat(&s.limited, budget_body(40, None)).await);
+    assert_eq!(s.upstream.count(), 3);
+    assert_eq!(rate_limited_actors(&s).await, ["svc:limited-bot"; 4]);
+}
