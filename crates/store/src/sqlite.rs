@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::Mutex;
 
 use crate::backup::{self, Record};
@@ -344,6 +344,9 @@ impl SqliteStore {
             }
         }
         let opts = SqliteConnectOptions::new()
+            // Each statement at trace, not debug: the background checkpointer runs one every
+            // 50 ms, which would otherwise fill a debug log (slow statements still warn).
+            .log_statements(log::LevelFilter::Trace)
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

@@ -80,9 +80,15 @@ fn start(dir: &std::path::Path) -> (Server, Vec<String>) {
     (Server { child, addr: addr.unwrap(), out: rx }, seen)
 }
 
+/// Collects lines until none came for `wait`, or for 10 s at most (a process that logs all the
+/// time must not hold the test up).
 fn drain(rx: &mpsc::Receiver<String>, into: &mut Vec<String>, wait: Duration) {
-    while let Ok(l) = rx.recv_timeout(wait) {
-        into.push(l);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        match rx.recv_timeout(wait) {
+            Ok(l) => into.push(l),
+            Err(_) => break,
+        }
     }
 }
 
