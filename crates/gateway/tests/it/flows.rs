@@ -52,21 +52,47 @@ async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
 #[tokio::test]
 async fn tokens_are_consistent_across_a_conversation() {
     let s = stack().await;
-    let h = [("x-phigate-conversation", "conv-1")];
-    for _ in 0..2 {
-        let a = s.chat_with(Some(&s.researcher), &h, chat_body("clinical-chat", NOTE)).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-    }
-    let bodies = s.upstream.bodies.lock().unwrap().clone();
-    assert_eq!(bodies.len(), 2);
+    let conv = |c: &'static str| [("x-phigate-conversation", c)];
     let user = |b: &str| {
         serde_json::from_str::<serde_json::Value>(b).unwrap()["messages"][1]["content"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    assert_eq!(user(&bodies[0]), user(&bodies[1]));
-    assert!(user(&bodies[0]).contains("[NAME_1]"));
+    // Turn 1 names Smith first: he is NAME_1 in this conversation.
+    for _ in 0..2 {
+        let a = s
+            .chat_with(Some(&s.researcher), &conv("conv-1"), chat_body("clinical-chat", NOTE))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    // Turn 2 opens with another text (so only the header ties it to turn 1) and names Lopez
+    // before Smith: Smith keeps NAME_1, Lopez gets the next number.
+    let later = format!("Dr. Maria Lopez wants a second opinion. {NOTE}");
+    let a =
+        s.chat_with(Some(&s.researcher), &conv("conv-1"), chat_body("clinical-chat", &later)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The same text in another conversation starts its own numbering: Lopez first.
+    let a =
+        s.chat_with(Some(&s.researcher), &conv("conv-2"), chat_body("clinical-chat", &later)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let bodies = s.upstream.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 4);
+    let turns: Vec<String> = bodies.iter().map(|b| user(b)).collect();
+    assert_eq!(turns[0], turns[1]);
+    assert!(turns[0].contains("[NAME_1]"), "{}", turns[0]);
+    // The token in front of " wants" (Lopez) and after "Seen by " (Smith).
+    let lopez = |t: &str| t.split(" wants").next().unwrap().to_string();
+    let smith =
+        |t: &str| t.split("Seen by ").nth(1).unwrap().split(" on ").next().unwrap().to_string();
+    assert_eq!(smith(&turns[0]), "[NAME_1]", "{}", turns[0]);
+    assert_eq!(smith(&turns[2]), "[NAME_1]", "same conversation, Smith kept: {}", turns[2]);
+    assert!(lopez(&turns[2]).starts_with("[NAME_"), "{}", turns[2]);
+    assert_ne!(lopez(&turns[2]), "[NAME_1]", "{}", turns[2]);
+    // Another conversation numbers from scratch: the first name it sees is NAME_1.
+    assert_eq!(lopez(&turns[3]), "[NAME_1]", "other conversation: {}", turns[3]);
+    assert_ne!(smith(&turns[3]), "[NAME_1]", "other conversation: {}", turns[3]);
 }
 
 #[tokio::test]
