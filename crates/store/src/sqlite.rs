@@ -221,6 +221,29 @@ fn category_pairs<'a>(start: i64, categories: &[Vec<&'a str>]) -> Vec<(i64, &'a 
         .collect()
 }
 
+/// `INSERT INTO ledger_entries ... VALUES ...` for `chunk`, indexes from `base`.
+fn push_ledger_rows<'a>(qb: &mut QueryBuilder<'a, Sqlite>, base: i64, chunk: &'a [NewLedgerEntry]) {
+    qb.push(LEDGER_INSERT);
+    qb.push_values(chunk.iter().enumerate(), |mut b, (i, e)| {
+        b.push_bind(base + i as i64)
+            .push_bind(&e.leaf_hash[..])
+            .push_bind(&e.body[..])
+            .push_bind(e.ts_ms)
+            .push_bind(e.actor.as_str())
+            .push_bind(e.action.as_str())
+            .push_bind(e.use_case.as_str())
+            .push_bind(e.decision.as_str());
+    });
+}
+
+/// `INSERT INTO ledger_categories ... VALUES ...` for `chunk` of `(index, category)`.
+fn push_category_rows<'a>(qb: &mut QueryBuilder<'a, Sqlite>, chunk: &'a [(i64, &'a str)]) {
+    qb.push(CATEGORY_INSERT);
+    qb.push_values(chunk, |mut b, (i, c)| {
+        b.push_bind(*c).push_bind(*i);
+    });
+}
+
 async fn insert_ledger(
     tx: &mut Tx,
     start: i64,
@@ -229,25 +252,14 @@ async fn insert_ledger(
 ) -> Result<(), Error> {
     for (c, chunk) in entries.chunks(CHUNK).enumerate() {
         let base = start + (c * CHUNK) as i64;
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(LEDGER_INSERT);
-        qb.push_values(chunk.iter().enumerate(), |mut b, (i, e)| {
-            b.push_bind(base + i as i64)
-                .push_bind(&e.leaf_hash[..])
-                .push_bind(&e.body[..])
-                .push_bind(e.ts_ms)
-                .push_bind(e.actor.as_str())
-                .push_bind(e.action.as_str())
-                .push_bind(e.use_case.as_str())
-                .push_bind(e.decision.as_str());
-        });
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        push_ledger_rows(&mut qb, base, chunk);
         qb.build().execute(&mut **tx).await.map_err(map_err)?;
     }
     let pairs = category_pairs(start, categories);
     for chunk in pairs.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(CATEGORY_INSERT);
-        qb.push_values(chunk, |mut b, (i, c)| {
-            b.push_bind(*c).push_bind(*i);
-        });
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        push_category_rows(&mut qb, chunk);
         qb.build().execute(&mut **tx).await.map_err(map_err)?;
     }
     Ok(())
@@ -498,25 +510,12 @@ impl SqliteStore {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("BEGIN IMMEDIATE; ");
         for (c, chunk) in entries.chunks(CHUNK).enumerate() {
             let base = start + (c * CHUNK) as i64;
-            qb.push(LEDGER_INSERT);
-            qb.push_values(chunk.iter().enumerate(), |mut b, (i, e)| {
-                b.push_bind(base + i as i64)
-                    .push_bind(&e.leaf_hash[..])
-                    .push_bind(&e.body[..])
-                    .push_bind(e.ts_ms)
-                    .push_bind(e.actor.as_str())
-                    .push_bind(e.action.as_str())
-                    .push_bind(e.use_case.as_str())
-                    .push_bind(e.decision.as_str());
-            });
+            push_ledger_rows(&mut qb, base, chunk);
             qb.push("; ");
         }
         let pairs = category_pairs(start, cats);
         for chunk in pairs.chunks(CHUNK) {
-            qb.push(CATEGORY_INSERT);
-            qb.push_values(chunk, |mut b, (i, c)| {
-                b.push_bind(*c).push_bind(*i);
-            });
+            push_category_rows(&mut qb, chunk);
             qb.push("; ");
         }
         qb.push("COMMIT");
