@@ -333,35 +333,20 @@ pub async fn apply(
     Ok(Applied { phi_present, present, tokens, request_values, strictest })
 }
 
-/// Tokens for `(category, value)` pairs: the scope's existing token of a value, or a new
-/// `[CATEGORY_n]`. New numbers start after those this call has seen taken; a number taken by
-/// another value moves the next try further up.
+/// Tokens for `(category, value)` pairs: the scope's existing token of a value, or the next
+/// `[CATEGORY_n]` of the scope (dense: a conversation's second name is `[NAME_2]`, whichever
+/// turn it first appears in). A number taken at the same moment by a concurrent request of the
+/// same conversation makes the vault refuse; the next try reads the numbers anew.
 async fn tokenize(
     vault: &vault::Vault,
     scope: &str,
     items: &[(Category, String)],
 ) -> Result<Vec<String>, ApiError> {
-    let mut offset = 0usize;
+    let items: Vec<(Category, &str)> = items.iter().map(|(c, v)| (*c, v.as_str())).collect();
     for _ in 0..12 {
-        let mut counters: HashMap<Category, usize> = HashMap::new();
-        let candidates: Vec<String> = items
-            .iter()
-            .map(|(c, _)| {
-                let n = counters.entry(*c).or_insert(offset);
-                *n += 1;
-                format!("[{}_{}]", c.as_str(), n)
-            })
-            .collect();
-        let new: Vec<vault::NewValue<'_>> = items
-            .iter()
-            .zip(&candidates)
-            .map(|((c, v), t)| vault::NewValue { category: *c, value: v, token: Some(t) })
-            .collect();
-        match vault.tokenize_many(scope, &new).await {
+        match vault.tokenize_numbered(scope, &items).await {
             Ok(t) => return Ok(t.into_iter().map(|t| t.token).collect()),
-            Err(vault::Error::TokenInUse { .. }) => {
-                offset = (offset + items.len()).max(1) * 2;
-            }
+            Err(vault::Error::TokenInUse { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }

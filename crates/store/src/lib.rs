@@ -520,6 +520,11 @@ impl Store {
         dispatch!(self, b => b.vault_get(scope, tokens).await)
     }
 
+    /// The tokens `scope` holds, in no given order (tokens are placeholders, never values).
+    pub async fn vault_tokens(&self, scope: &str) -> Result<Vec<String>, Error> {
+        dispatch!(self, b => b.vault_tokens(scope).await)
+    }
+
     /// [`Store::vault_find`] for several fingerprints at once: one answer per fingerprint, in
     /// order (the oldest match, or `None`).
     pub async fn vault_find_many(

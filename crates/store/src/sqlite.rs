@@ -891,6 +891,14 @@ impl SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    pub(crate) async fn vault_tokens(&self, scope: &str) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar("SELECT token FROM vault_entries WHERE scope = ?")
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
     pub(crate) async fn vault_get(
         &self,
         scope: &str,

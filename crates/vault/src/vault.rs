@@ -182,6 +182,27 @@ fn unwrap_error(row: &DataKeyRow, e: KmsError) -> Error {
     }
 }
 
+/// The highest n of the `[CATEGORY_n]` tokens among `tokens`, per category. Minted tokens
+/// (`[CATEGORY_hex]`) count only if their hex happens to be all digits, which at worst skips
+/// numbers.
+fn highest_numbers(tokens: &[String]) -> HashMap<Category, u64> {
+    let mut out: HashMap<Category, u64> = HashMap::new();
+    for t in tokens {
+        let Some((cat, n)) =
+            t.strip_prefix('[').and_then(|t| t.strip_suffix(']')).and_then(|t| t.rsplit_once('_'))
+        else {
+            continue;
+        };
+        if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let (Ok(cat), Ok(n)) = (cat.parse::<Category>(), n.parse::<u64>()) else { continue };
+        let e = out.entry(cat).or_insert(0);
+        *e = (*e).max(n);
+    }
+    out
+}
+
 fn mint_token(category: Category) -> String {
     let mut r = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut r);
@@ -502,6 +523,35 @@ impl Vault {
         scope: &str,
         items: &[NewValue<'_>],
     ) -> Result<Vec<Tokenized>> {
+        self.tokenize_inner(scope, items, false).await
+    }
+
+    /// [`Vault::tokenize_many`] with numbered tokens: a value new to the scope gets
+    /// `[CATEGORY_n]`, n the next number after the highest the scope holds for that category
+    /// (1 in a new scope), in the order given. So a conversation's second name is `[NAME_2]`,
+    /// in whichever turn it first appears.
+    ///
+    /// A concurrent call that takes the same number first makes this one fail with
+    /// [`Error::TokenInUse`]: call again. The numbers are read anew, and the values this call
+    /// did store keep their tokens.
+    pub async fn tokenize_numbered(
+        &self,
+        scope: &str,
+        items: &[(Category, &str)],
+    ) -> Result<Vec<Tokenized>> {
+        let items: Vec<NewValue<'_>> = items
+            .iter()
+            .map(|&(category, value)| NewValue { category, value, token: None })
+            .collect();
+        self.tokenize_inner(scope, &items, true).await
+    }
+
+    async fn tokenize_inner(
+        &self,
+        scope: &str,
+        items: &[NewValue<'_>],
+        numbered: bool,
+    ) -> Result<Vec<Tokenized>> {
         validate_scope(scope)?;
         for it in items {
             validate_value(it.value)?;
@@ -519,6 +569,9 @@ impl Vault {
         // races with other writers).
         let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = made.then(Vec::new);
 
+        // Numbered tokens: the highest number per category the scope holds (read once, when
+        // the first new value needs one).
+        let mut numbers: Option<HashMap<Category, u64>> = None;
         let mut out: Vec<Option<Tokenized>> = vec![None; items.len()];
         // fingerprint (under the active key) -> index of the first item with it
         let mut first_of: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -552,7 +605,23 @@ impl Vault {
                 out[i] = Some(Tokenized { token, created: false });
                 continue;
             }
-            let token = it.token.map_or_else(|| mint_token(it.category), str::to_owned);
+            let token = match it.token {
+                Some(t) => t.to_owned(),
+                None if numbered => {
+                    if numbers.is_none() {
+                        numbers = Some(if made {
+                            HashMap::new()
+                        } else {
+                            highest_numbers(&self.inner.store.vault_tokens(scope).await?)
+                        });
+                    }
+                    let n =
+                        numbers.get_or_insert_with(HashMap::new).entry(it.category).or_insert(0);
+                    *n += 1;
+                    format!("[{}_{}]", it.category.as_str(), n)
+                }
+                None => mint_token(it.category),
+            };
             let (nonce, ciphertext) = key.seal(scope, &token, &active.key_id, cat, it.value);
             let row = VaultRow {
                 scope: scope.to_owned(),

@@ -13,7 +13,9 @@ on_both!(
     concurrent_first_use,
     scopes_differ,
     tampered_and_moved_rows_fail,
-    token_in_use
+    token_in_use,
+    numbered_tokens_are_dense_per_scope,
+    numbered_tokens_under_concurrent_writers
 );
 
 fn actor() -> Actor {
@@ -271,4 +273,89 @@ async fn token_in_use(db: &mut Db) {
         .await
         .expect("reveal");
     assert_eq!(r.get("[NAME_1]").map(|p| p.expose()), Some("Jane Roe"), "the first value stays");
+}
+
+async fn numbered_tokens_are_dense_per_scope(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    let tokens = |t: Vec<vault::Tokenized>| t.into_iter().map(|t| t.token).collect::<Vec<_>>();
+    // Turn 1: numbers in order of appearance, per category, from 1.
+    let t1 = v
+        .tokenize_numbered(
+            "conv-n",
+            &[
+                (Category::Name, "Jane Roe"),
+                (Category::Date, "03/14/2021"),
+                (Category::Name, "John Doe"),
+                (Category::Name, "Jane Roe"),
+            ],
+        )
+        .await
+        .expect("turn 1");
+    assert_eq!(tokens(t1), ["[NAME_1]", "[DATE_1]", "[NAME_2]", "[NAME_1]"]);
+    // Turn 2 names a new person first, then a known one: the new one is NAME_3, not a number
+    // counted from this turn's own list.
+    let t2 = v
+        .tokenize_numbered("conv-n", &[(Category::Name, "Ann Lee"), (Category::Name, "John Doe")])
+        .await
+        .expect("turn 2");
+    assert_eq!(tokens(t2), ["[NAME_3]", "[NAME_2]"]);
+    // A higher number stored by another caller, and a minted (random) token: numbering goes on
+    // after the highest number, and the minted token changes nothing.
+    v.tokenize("conv-n", Category::Name, "Max Mustermann", Some("[NAME_7]")).await.expect("7");
+    v.tokenize("conv-n", Category::Name, "Erika Muster", None).await.expect("minted");
+    let t3 = v
+        .tokenize_numbered("conv-n", &[(Category::Name, "Li Wei"), (Category::Date, "04/01/2021")])
+        .await
+        .expect("turn 3");
+    assert_eq!(tokens(t3), ["[NAME_8]", "[DATE_2]"]);
+    // Another scope numbers from 1.
+    let other = v.tokenize_numbered("conv-m", &[(Category::Name, "Li Wei")]).await.expect("other");
+    assert_eq!(tokens(other), ["[NAME_1]"]);
+    // Every token reveals its own value.
+    let r = v
+        .reveal(
+            "conv-n",
+            &["[NAME_3]".into(), "[NAME_8]".into()],
+            &actor(),
+            RevealReason::Treatment,
+        )
+        .await
+        .expect("reveal");
+    assert_eq!(r.get("[NAME_3]").map(|p| p.expose()), Some("Ann Lee"));
+    assert_eq!(r.get("[NAME_8]").map(|p| p.expose()), Some("Li Wei"));
+}
+
+async fn numbered_tokens_under_concurrent_writers(db: &mut Db) {
+    // Eight requests of one conversation each bring a new name at once. Losers of a race for a
+    // number are refused (TokenInUse) and try again, as the gateway does: in the end every
+    // name has its own token, and the numbers are 1..=8 with no gap.
+    let v = db.vault(kek()).await;
+    v.tokenize_numbered("conv-race", &[(Category::Date, "03/14/2021")]).await.expect("scope");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = format!("Person {i}");
+            for _ in 0..50 {
+                match v.tokenize_numbered("conv-race", &[(Category::Name, &value)]).await {
+                    Ok(mut t) => return (value, t.remove(0).token),
+                    Err(vault::Error::TokenInUse { .. }) => continue,
+                    Err(e) => panic!("tokenize: {e}"),
+                }
+            }
+            panic!("no token after 50 tries");
+        }));
+    }
+    let mut pairs = Vec::new();
+    for t in tasks {
+        pairs.push(t.await.expect("join"));
+    }
+    let mut got: Vec<String> = pairs.iter().map(|(_, t)| t.clone()).collect();
+    got.sort_by_key(|t| t.trim_start_matches("[NAME_").trim_end_matches(']').parse::<u32>().ok());
+    let want: Vec<String> = (1..=8).map(|n| format!("[NAME_{n}]")).collect();
+    assert_eq!(got, want);
+    let r = v.reveal("conv-race", &got, &actor(), RevealReason::Treatment).await.expect("reveal");
+    for (value, token) in &pairs {
+        assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
+    }
 }
