@@ -17,11 +17,13 @@ use phi::Category;
 use policy::{Handling, Identity};
 use serde_json::Value;
 use sha2::Sha256;
+use tracing::Instrument as _;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::output::{self, NewPhi, OutputRules, SseParser, StreamRewriter};
 use crate::phiops::{self, Act, Kind};
 use crate::state::AppState;
+use crate::telemetry::stage;
 use crate::upstream::{self, Dialect, Target};
 
 /// The conversation header.
@@ -54,19 +56,28 @@ async fn track(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
-    let resp = next.run(req).await;
+    // The request's trace span (exported only when traces are on): the route, never the path
+    // a client sent, and codes.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %route,
+        otel.kind = "server",
+        http.route = %route,
+        http.request.method = %req.method(),
+        http.response.status_code = tracing::field::Empty,
+        phigate.code = tracing::field::Empty,
+    );
+    crate::telemetry::adopt_parent(&span, req.headers());
+    let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16().to_string();
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0).unwrap_or("ok");
+    span.record("http.response.status_code", resp.status().as_u16());
+    span.record("phigate.code", code);
     metrics::counter!("phigate_requests_total", "route" => route.clone(), "status" => status, "code" => code)
         .increment(1);
     metrics::histogram!("phigate_request_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     resp
-}
-
-fn stage(name: &'static str, started: Instant) {
-    metrics::histogram!("phigate_stage_seconds", "stage" => name)
-        .record(started.elapsed().as_secs_f64());
 }
 
 // ---- shared steps ----------------------------------------------------------------------------

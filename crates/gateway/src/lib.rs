@@ -35,6 +35,7 @@ pub mod output;
 pub mod phiops;
 pub mod serve;
 pub mod state;
+pub mod telemetry;
 pub mod textcache;
 pub mod upstream;
 

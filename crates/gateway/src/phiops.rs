@@ -37,8 +37,7 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
         tracing::error!("the PHI scanner panicked; refusing the request");
         ApiError::ScannerUnavailable
     });
-    metrics::histogram!("phigate_stage_seconds", "stage" => "scan")
-        .record(started.elapsed().as_secs_f64());
+    crate::telemetry::stage("scan", started);
     out
 }
 
@@ -297,8 +296,7 @@ pub async fn apply(
     if !to_tokenize.is_empty() {
         let started = std::time::Instant::now();
         let tokens = tokenize(vault, scope, &to_tokenize).await?;
-        metrics::histogram!("phigate_stage_seconds", "stage" => "vault")
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::stage("vault", started);
         for ((c, v), t) in to_tokenize.into_iter().zip(tokens) {
             token_of.insert((c, v), t);
         }

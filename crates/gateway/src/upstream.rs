@@ -195,8 +195,7 @@ impl Upstreams {
             loop {
                 let started = Instant::now();
                 let outcome = self.attempt(&target, endpoint, bytes.clone()).await;
-                metrics::histogram!("phigate_stage_seconds", "stage" => "upstream")
-                    .record(started.elapsed().as_secs_f64());
+                crate::telemetry::stage("upstream", started);
                 match outcome {
                     Ok(response) => {
                         self.mark_ok(&target);
@@ -237,6 +236,11 @@ impl Upstreams {
             .post(t.url(endpoint))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if crate::telemetry::enabled() {
+            let mut h = reqwest::header::HeaderMap::new();
+            crate::telemetry::inject(&mut h);
+            req = req.headers(h);
+        }
         if let Some(k) = &t.api_key {
             req = match t.dialect {
                 Dialect::OpenAi => req.bearer_auth(k),

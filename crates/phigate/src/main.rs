@@ -213,7 +213,10 @@ Examples:
 Examples:
   phigate serve                                  # first start: default config, keys and an admin key
   phigate serve --config /etc/phigate/phigate.yaml
-  kill -HUP <pid>                                # reload the configuration (an invalid one is refused)")]
+  kill -HUP <pid>                                # reload the configuration (an invalid one is refused)
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 phigate serve   # also send request traces (OTLP/HTTP)
+
+Logs go to stderr (RUST_LOG, default info); they never hold a value, nor do metrics or traces.")]
     Serve(serve::ServeArgs),
 }
 

@@ -140,14 +140,78 @@ fn log_problems(errors: &policy::ConfigErrors, path: &Path) {
 
 /// Runs `phigate serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    use tracing_subscriber::filter::{filter_fn, FilterExt as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
+    // Logs: events only (spans are for traces), filtered by RUST_LOG (default info).
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                .and(filter_fn(|m| !m.is_span())),
+        );
+    // Traces: the gateway's request and stage spans only, when OTEL_* asks for them. Made
+    // here, outside the async runtime: the exporter's blocking HTTP client must not be.
+    let traces = tracer_provider()?;
+    let otel = traces.as_ref().map(|(p, _)| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("phigate"))
+            .with_filter(filter_fn(|m| m.is_span() && m.target().starts_with("gateway")))
+    });
+    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    if let Some((p, endpoint)) = &traces {
+        opentelemetry::global::set_tracer_provider(p.clone());
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        gateway::telemetry::enable();
+        eprintln!("phigate: request traces go to {endpoint} (OTLP/HTTP)");
+    }
+    let result = run_inner(args);
+    // Sends the spans still buffered (outside the runtime, as above).
+    if let Some((p, _)) = traces {
+        if let Err(e) = p.shutdown() {
+            eprintln!("phigate: the last request traces could not be sent: {e}");
+        }
+    }
+    result
+}
+
+/// The OTLP/HTTP trace exporter the standard variables ask for (`OTEL_EXPORTER_OTLP_ENDPOINT`
+/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; none unless one is set, or with
+/// `OTEL_SDK_DISABLED=true`), with the endpoint it sends to. `OTEL_SERVICE_NAME` (default
+/// `phigate`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*` apply.
+fn tracer_provider() -> anyhow::Result<Option<(opentelemetry_sdk::trace::SdkTracerProvider, String)>>
+{
+    let var =
+        |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let endpoint =
+        match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(t), _) => t,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return Ok(None),
+        };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("cannot set up the OTLP trace exporter (check OTEL_EXPORTER_OTLP_*)")?;
+    let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "phigate".into());
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+        .build();
+    Ok(Some((provider, endpoint)))
+}
+
+fn run_inner(args: ServeArgs) -> anyhow::Result<()> {
     let (path, created) = resolve(args.config)?;
     if created {
         eprintln!("phigate: first start: created {} with new keys (0600)", path.display());

@@ -1,8 +1,9 @@
 //! Canary PHI through every path of a real `phigate serve` process (chat, streaming chat,
 //! embeddings, de-identification, a blocked request, a bad key, an upstream that is down), then
 //! a search of everything the process left behind: its logs (stdout and stderr at debug
-//! level), its metrics, every file of its data directory (the SQLite store, its WAL, the key
-//! files, the config) and what the upstream received. No canary may be anywhere.
+//! level), its metrics, its request traces (exported over OTLP to a recording receiver), every
+//! file of its data directory (the SQLite store, its WAL, the key files, the config) and what
+//! the upstream received. No canary may be anywhere.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,12 +42,13 @@ impl Drop for Server {
 
 /// Starts `phigate serve` in `dir` with debug logs; returns it and every line it has printed
 /// so far (stdout and stderr together, in arrival order).
-fn start(dir: &std::path::Path) -> (Server, Vec<String>) {
+fn start(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, Vec<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env_remove("PHIGATE_CONFIG")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -93,11 +95,23 @@ fn drain(rx: &mpsc::Receiver<String>, into: &mut Vec<String>, wait: Duration) {
 }
 
 fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, key, "", body)
+}
+
+/// `extra`: more header lines, each ending in CRLF.
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n{extra}\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -110,7 +124,7 @@ fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, St
 
 /// A one-request-per-connection OpenAI-format upstream that records every body and echoes
 /// the last message back (so placeholders come back in answers), as SSE when asked.
-fn upstream(bodies: Arc<Mutex<Vec<String>>>) -> String {
+fn upstream(bodies: Arc<Mutex<Vec<String>>>, traceparents: Arc<Mutex<Vec<String>>>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -125,6 +139,9 @@ fn upstream(bodies: Arc<Mutex<Vec<String>>>) -> String {
                 }
                 if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("traceparent:") {
+                    traceparents.lock().unwrap().push(v.trim().to_string());
                 }
             }
             let mut body = vec![0u8; len];
@@ -165,6 +182,48 @@ fn upstream(bodies: Arc<Mutex<Vec<String>>>) -> String {
     addr
 }
 
+/// An OTLP/HTTP trace receiver: records every export request's raw (protobuf) body, answers
+/// 200 with an empty (valid) export response.
+fn otlp_receiver(exports: Arc<Mutex<Vec<Vec<u8>>>>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let exports = exports.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                loop {
+                    let mut len = 0usize;
+                    let mut any = false;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" && any {
+                            break;
+                        }
+                        any = true;
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    exports.lock().unwrap().push(body);
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -187,7 +246,16 @@ fn assert_no_canary(what: &str, haystack: &[u8]) {
 #[test]
 fn no_canary_in_logs_metrics_store_or_upstream() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, mut lines) = start(dir.path());
+    // Request traces on, to a recording OTLP receiver, sent every 100 ms.
+    let exports = Arc::new(Mutex::new(Vec::new()));
+    let otlp = otlp_receiver(exports.clone());
+    let (server, mut lines) = start(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("http://{otlp}/v1/traces")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
     const KEY_LINE: &str = "phigate: admin API key (shown once; store it now): ";
     // The key goes to stdout before the listening line goes to stderr, but the two pipes are
     // read by two threads: the key line may come in after the listening line.
@@ -207,7 +275,8 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
 
     // Point the default config at our recording upstream and reload.
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    let up = upstream(bodies.clone());
+    let traceparents = Arc::new(Mutex::new(Vec::new()));
+    let up = upstream(bodies.clone(), traceparents.clone());
     let cfg_path = dir.path().join("phigate-data/phigate.yaml");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
     std::fs::write(&cfg_path, cfg.replace("http://127.0.0.1:8000/v1", &format!("http://{up}/v1")))
@@ -254,6 +323,39 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
     assert!(metrics.contains("phigate_phi_findings_total"), "{metrics}");
     assert_no_canary("/metrics", metrics.as_bytes());
 
+    // A caller's W3C trace context: the request joins that trace, and the upstream is called
+    // within it.
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("traceparent: 00-{TRACE_ID}-00f067aa0ba902b7-01\r\n");
+    let (s, body) = http_with(a, "POST", "/v1/chat/completions", &key, &tp, &chat(false));
+    assert_eq!(s, 200, "{body}");
+    let sent = traceparents.lock().unwrap().clone();
+    assert!(
+        sent.iter()
+            .any(|t| t.starts_with(&format!("00-{TRACE_ID}-")) && !t.contains("00f067aa0ba902b7")),
+        "the upstream got no traceparent of the caller's trace under a span of ours: {sent:?}"
+    );
+    // The spans reach the receiver within seconds: the request's and its stages'.
+    let want: [&[u8]; 5] =
+        [b"/v1/chat/completions", b"scan", b"vault", b"upstream", b"/v1/deidentify"];
+    let trace_id: Vec<u8> =
+        (0..16).map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let t0 = std::time::Instant::now();
+    loop {
+        let all: Vec<u8> = exports.lock().unwrap().concat();
+        let has = |n: &[u8]| all.windows(n.len()).any(|w| w == n);
+        if want.iter().all(|n| has(n)) && has(&trace_id) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "spans missing after 30 s ({} exports, {} bytes)",
+            exports.lock().unwrap().len(),
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Stop the process, collect all it printed, and search everything.
     let mut server = server;
     let _ = server.child.kill();
@@ -261,6 +363,10 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
     drain(&server.out, &mut lines, Duration::from_millis(300));
     assert!(lines.len() > 5, "too few log lines to mean anything: {lines:?}");
     assert_no_canary("the logs", lines.join("\n").as_bytes());
+
+    for (i, e) in exports.lock().unwrap().iter().enumerate() {
+        assert_no_canary(&format!("trace export {i}"), e);
+    }
 
     let recorded = bodies.lock().unwrap().clone();
     assert!(recorded.len() >= 2, "the upstream saw {} requests", recorded.len());

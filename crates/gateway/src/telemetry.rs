@@ -1,0 +1,93 @@
+//! Request traces (OpenTelemetry, optional): a span per HTTP request and a child span per
+//! stage (auth, policy, scan, vault, upstream, output), with the W3C `traceparent` of the
+//! caller taken as parent and passed on to the upstream. Spans carry routes, stage names,
+//! status codes and error codes: never a header value other than `traceparent`, a body, a
+//! value or a token.
+//!
+//! Off unless `phigate serve` installed a tracer provider and called [`enable`]: until then a
+//! stage costs one atomic load more than its histogram.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{Span as _, Tracer as _};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Turns trace spans on. Call once the global tracer provider and text-map propagator are
+/// installed (`phigate serve` does, when an OTLP endpoint is configured).
+pub fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+/// Whether trace spans are on.
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Records a stage that began at `started` and ends now: its `phigate_stage_seconds`
+/// histogram, and, with traces on, a span under the current request's span.
+pub(crate) fn stage(name: &'static str, started: Instant) {
+    let took = started.elapsed();
+    metrics::histogram!("phigate_stage_seconds", "stage" => name).record(took.as_secs_f64());
+    if enabled() {
+        stage_span(name, took);
+    }
+}
+
+fn stage_span(name: &'static str, took: Duration) {
+    let end = SystemTime::now();
+    let start = end.checked_sub(took).unwrap_or(end);
+    let parent = tracing::Span::current().context();
+    let tracer = opentelemetry::global::tracer("phigate");
+    let mut span =
+        tracer.span_builder(name).with_start_time(start).start_with_context(&tracer, &parent);
+    span.end_with_timestamp(end);
+}
+
+/// Makes `span` (a request's) the child of the caller's `traceparent`, if it sent one.
+pub(crate) fn adopt_parent(span: &tracing::Span, headers: &HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    let _ = span.set_parent(cx);
+}
+
+/// Adds the current span's `traceparent` to a request for the upstream.
+pub(crate) fn inject(headers: &mut HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeadersMut(headers))
+    });
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) =
+            (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value))
+        {
+            self.0.insert(k, v);
+        }
+    }
+}
