@@ -612,9 +612,13 @@ impl SqliteStore {
             qb.push(" AND idx > ").push_bind(to_i64(v));
         }
         if let Some(v) = &q.category {
-            qb.push(" AND idx IN (SELECT idx FROM ledger_categories WHERE category = ")
-                .push_bind(v.as_str())
-                .push(")");
+            // By primary key (idx, category), entry by entry in index order.
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM ledger_categories c \
+                 WHERE c.idx = ledger_entries.idx AND c.category = ",
+            )
+            .push_bind(v.as_str())
+            .push(")");
         }
         qb.push(" ORDER BY idx LIMIT ").push_bind(to_i64(q.limit));
         qb.build().fetch_all(&self.pool).await.map_err(map_err)?.iter().map(ledger_entry).collect()

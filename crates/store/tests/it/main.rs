@@ -4,6 +4,7 @@
 mod backup;
 mod common;
 mod failures;
+mod migrate;
 mod replicas;
 mod suite;
 mod wal;
