@@ -13,7 +13,10 @@
 #  5. latency at a constant 1,000 requests/s (open loop): direct to the upstream, then through
 #     phigate; p50/p99 of each, the difference is what phigate adds (target: <= 1 ms at p99);
 #  6. maximum throughput through phigate (wrk, closed loop; target >= 10,000 requests/s on 2
-#     cores with the load generator on the same cores);
+#     cores with the load generator on the same cores), median of WRK_RUNS runs;
+#  6b. the re-identification path: a second upstream echoes the tokenized note back, so every
+#     answer's 13 placeholders are restored (vault reveal, a reveal record in the same commit);
+#     latency at RATE and maximum throughput;
 #  7. RSS of phigate sampled every second during a SOAK_SECONDS run at 1,000 requests/s;
 #  8. the same loads against the LiteLLM proxy (peer), with the ratios.
 #
@@ -78,6 +81,7 @@ clean = open(sys.argv[1].replace("prompt_2k.txt", "prompt_2k_nophi.txt")).read()
 # "unique": wrk puts a request counter where @@N@@ stands, so every request is a new note and a
 # new conversation (nothing cached: a scan, a new vault scope, new values stored).
 for name, model, text in (("phigate", "clinical-chat", note), ("direct", "bench-model", note),
+                          ("reveal", "clinical-echo", note),
                           ("litellm", "local-llm", note), ("nophi", "clinical-chat", clean),
                           ("unique", "clinical-chat", "Visit @@N@@. " + note)):
     body = {"model": model, "messages": [{"role": "system", "content": "You write discharge letters."},
@@ -91,6 +95,12 @@ UP_PORT=$(free_port)
 "$LG/upstream" --mode fixed --threads 1 --listen 127.0.0.1:"$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UP_PORT/healthz"
+# A second upstream that echoes the (tokenized) user message back: its answers are full of
+# placeholders, so phigate re-identifies every one (vault reveal, a reveal record in the ledger).
+ECHO_PORT=$(free_port)
+"$LG/upstream" --mode echo --threads 1 --listen 127.0.0.1:"$ECHO_PORT" > "$WORK/upstream_echo.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$ECHO_PORT/healthz"
 
 log "phigate serve (every check on, ledger on SQLite)"
 GW_PORT=$(free_port)
@@ -124,16 +134,25 @@ providers:
     hosting: private
     timeout_ms: 30000
     retries: 1
+  - name: bench-echo
+    kind: openai
+    base_url: http://127.0.0.1:$ECHO_PORT/v1
+    hosting: private
+    timeout_ms: 30000
+    retries: 1
 models:
   - name: clinical-chat
     deployments:
       - { provider: bench-upstream, model: bench-model, weight: 1 }
+  - name: clinical-echo
+    deployments:
+      - { provider: bench-echo, model: bench-model, weight: 1 }
 roles: [clinician]
 use_cases:
   - name: clinical-notes
     purpose: treatment
     roles: [clinician]
-    models: [clinical-chat]
+    models: [clinical-chat, clinical-echo]
     phi:
       default: tokenize
     output:
@@ -160,6 +179,11 @@ wait_http "http://127.0.0.1:$GW_PORT/healthz"
 code=$(curl -s -o "$WORK/one.json" -w '%{http_code}' "http://127.0.0.1:$GW_PORT/v1/chat/completions" \
   -H "Authorization: Bearer $PHIGATE_KEY" -H 'Content-Type: application/json' --data-binary @"$WORK/body_phigate.json")
 [ "$code" = 200 ] || { echo "phigate answered $code: $(cat "$WORK/one.json")" >&2; exit 1; }
+# Through the echo upstream the answer comes back with every placeholder restored.
+code=$(curl -s -o "$WORK/one_reveal.json" -w '%{http_code}' "http://127.0.0.1:$GW_PORT/v1/chat/completions" \
+  -H "Authorization: Bearer $PHIGATE_KEY" -H 'Content-Type: application/json' --data-binary @"$WORK/body_reveal.json")
+[ "$code" = 200 ] || { echo "phigate answered $code (echo): $(head -c 300 "$WORK/one_reveal.json")" >&2; exit 1; }
+if grep -q '\[NAME_[0-9]' "$WORK/one_reveal.json"; then echo "placeholders were not restored" >&2; exit 1; fi
 
 DIRECT_URL=http://127.0.0.1:$UP_PORT/v1/chat/completions
 GW_URL=http://127.0.0.1:$GW_PORT/v1/chat/completions
@@ -250,6 +274,21 @@ run_wrk phigate_no_phi "$GW_URL" "$WORK/body_nophi.json" PHIGATE_KEY
 echo "(the same through phigate with a 1.9 KB note that holds no PHI: scan only, no vault, no reveal)"
 run_wrk phigate_unique "$GW_URL" "$WORK/body_unique.json" PHIGATE_KEY
 echo "(every request a new note in a new conversation: scanned, a new vault scope and 13 new values stored)"
+
+echo
+echo "-- re-identification: an upstream that echoes the tokenized note back (13 placeholders in every answer)"
+ECHO_URL=http://127.0.0.1:$ECHO_PORT/v1/chat/completions
+run_rate direct_echo "$ECHO_URL" "$WORK/body_direct.json" "" "$WORK/lat_direct_echo.json"
+run_rate phigate_reveal "$GW_URL" "$WORK/body_reveal.json" PHIGATE_KEY "$WORK/lat_reveal.json"
+python3 - "$WORK/lat_direct_echo.json" "$WORK/lat_reveal.json" "$RATE" <<'EOF2'
+import json, sys
+d, g = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"at {sys.argv[3]} req/s: direct to the echo upstream p50 {d['service']['p50_ms']:.3f} / p99 {d['service']['p99_ms']:.3f} ms; "
+      f"through phigate p50 {g['service']['p50_ms']:.3f} / p99 {g['service']['p99_ms']:.3f} ms (ok {g['ok']}, non-2xx {g['non_2xx']}); "
+      f"added p50 {g['service']['p50_ms'] - d['service']['p50_ms']:.3f} / p99 {g['service']['p99_ms'] - d['service']['p99_ms']:.3f} ms")
+EOF2
+run_wrk phigate_reveal "$GW_URL" "$WORK/body_reveal.json" PHIGATE_KEY
+echo "(every answer's 13 placeholders restored: the answer scanned for new PHI, 13 values decrypted, a reveal record and the request's in one commit)"
 
 echo
 echo "-- where phigate's time goes (its /metrics: phigate_stage_seconds, mean per request so far)"
