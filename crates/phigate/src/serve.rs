@@ -170,7 +170,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         gateway::telemetry::enable();
-        eprintln!("phigate: request traces go to {endpoint} (OTLP/HTTP)");
+        eprintln!("phigate: request traces go to {} (OTLP/HTTP)", without_userinfo(endpoint));
     }
     let result = run_inner(args);
     // Sends the spans still buffered (outside the runtime, as above).
@@ -209,6 +209,20 @@ fn tracer_provider() -> anyhow::Result<Option<(opentelemetry_sdk::trace::SdkTrac
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
         .build();
     Ok(Some((provider, endpoint)))
+}
+
+/// `endpoint` without a `user:password@` part, for printing (credentials never go to the log).
+fn without_userinfo(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => endpoint.to_string(),
+            }
+        }
+        None => endpoint.to_string(),
+    }
 }
 
 fn run_inner(args: ServeArgs) -> anyhow::Result<()> {
@@ -327,4 +341,26 @@ async fn serve(
     gateway::serve(state, listener, shutdown).await?;
     drop(running);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn trace_endpoint_is_printed_without_credentials() {
+        assert_eq!(
+            without_userinfo("https://user:s3cret@collector:4318/v1/traces"),
+            "https://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            without_userinfo("http://collector:4318/v1/traces"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            without_userinfo("http://c:4318/v1/traces?a=b@c"),
+            "http://c:4318/v1/traces?a=b@c"
+        );
+        assert_eq!(without_userinfo("collector:4318"), "collector:4318");
+    }
 }
