@@ -28,6 +28,16 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
+/// Counts one export of `spans` request spans to the collector (`phigate_trace_exports_total`
+/// by result) and, when it failed, the spans lost (`phigate_trace_spans_lost_total`).
+pub fn record_export(ok: bool, spans: usize) {
+    metrics::counter!("phigate_trace_exports_total", "result" => if ok { "ok" } else { "failed" })
+        .increment(1);
+    if !ok {
+        metrics::counter!("phigate_trace_spans_lost_total").increment(spans as u64);
+    }
+}
+
 /// Records a stage that began at `started` and ends now: its `phigate_stage_seconds`
 /// histogram, and, with traces on, a span under the current request's span.
 pub(crate) fn stage(name: &'static str, started: Instant) {

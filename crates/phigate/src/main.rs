@@ -12,6 +12,7 @@ mod keys;
 mod run;
 mod scan;
 mod serve;
+mod traces;
 mod vault_cmd;
 
 use std::io::{self, BufWriter, Write};

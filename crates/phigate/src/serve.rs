@@ -145,18 +145,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
 
-    // Logs: events only (spans are for traces), filtered by RUST_LOG (default info).
+    // Logs: events only (spans are for traces), filtered by RUST_LOG (default info). The HTTP
+    // client libraries' debug and trace events are never logged, whatever RUST_LOG says: they
+    // print connection authorities, `user:password@` included, of upstreams and collectors.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-                .and(filter_fn(|m| !m.is_span())),
+                .and(filter_fn(|m| !m.is_span()))
+                .and(filter_fn(|m| {
+                    *m.level() <= tracing::Level::INFO || !is_http_internals(m.target())
+                })),
         );
     // Traces: the gateway's request and stage spans only, when OTEL_* asks for them. Made
     // here, outside the async runtime: the exporter's blocking HTTP client must not be.
-    let traces = tracer_provider()?;
+    let traces = crate::traces::provider()?;
     let otel = traces.as_ref().map(|(p, _)| {
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer()
@@ -170,7 +175,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         gateway::telemetry::enable();
-        eprintln!("phigate: request traces go to {} (OTLP/HTTP)", without_userinfo(endpoint));
+        eprintln!(
+            "phigate: request traces go to {} (OTLP/HTTP)",
+            crate::traces::without_userinfo(endpoint)
+        );
     }
     let result = run_inner(args);
     // Sends the spans still buffered (outside the runtime, as above).
@@ -182,47 +190,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// The OTLP/HTTP trace exporter the standard variables ask for (`OTEL_EXPORTER_OTLP_ENDPOINT`
-/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; none unless one is set, or with
-/// `OTEL_SDK_DISABLED=true`), with the endpoint it sends to. `OTEL_SERVICE_NAME` (default
-/// `phigate`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*` apply.
-fn tracer_provider() -> anyhow::Result<Option<(opentelemetry_sdk::trace::SdkTracerProvider, String)>>
-{
-    let var =
-        |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Ok(None);
-    }
-    let endpoint =
-        match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-            (Some(t), _) => t,
-            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
-            (None, None) => return Ok(None),
-        };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()
-        .context("cannot set up the OTLP trace exporter (check OTEL_EXPORTER_OTLP_*)")?;
-    let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "phigate".into());
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
-        .build();
-    Ok(Some((provider, endpoint)))
-}
-
-/// `endpoint` without a `user:password@` part, for printing (credentials never go to the log).
-fn without_userinfo(endpoint: &str) -> String {
-    match endpoint.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => endpoint.to_string(),
-            }
-        }
-        None => endpoint.to_string(),
-    }
+/// Targets of the HTTP client and server libraries, whose verbose events name connections.
+fn is_http_internals(target: &str) -> bool {
+    ["hyper", "hyper_util", "h2", "reqwest", "rustls", "tower", "opentelemetry"]
+        .iter()
+        .any(|t| target == *t || target.strip_prefix(t).is_some_and(|r| r.starts_with("::")))
 }
 
 fn run_inner(args: ServeArgs) -> anyhow::Result<()> {
@@ -345,22 +317,13 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::without_userinfo;
-
     #[test]
-    fn trace_endpoint_is_printed_without_credentials() {
-        assert_eq!(
-            without_userinfo("https://user:s3cret@collector:4318/v1/traces"),
-            "https://collector:4318/v1/traces"
-        );
-        assert_eq!(
-            without_userinfo("http://collector:4318/v1/traces"),
-            "http://collector:4318/v1/traces"
-        );
-        assert_eq!(
-            without_userinfo("http://c:4318/v1/traces?a=b@c"),
-            "http://c:4318/v1/traces?a=b@c"
-        );
-        assert_eq!(without_userinfo("collector:4318"), "collector:4318");
+    fn http_internals_are_named_by_crate() {
+        for t in ["hyper", "hyper_util::client::legacy::pool", "h2::codec", "reqwest::connect"] {
+            assert!(super::is_http_internals(t), "{t}");
+        }
+        for t in ["hyperscan", "gateway::app", "phigate::traces", "store::sqlite"] {
+            assert!(!super::is_http_internals(t), "{t}");
+        }
     }
 }

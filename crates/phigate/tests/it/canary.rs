@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -183,14 +184,16 @@ fn upstream(bodies: Arc<Mutex<Vec<String>>>, traceparents: Arc<Mutex<Vec<String>
 }
 
 /// An OTLP/HTTP trace receiver: records every export request's raw (protobuf) body, answers
-/// 200 with an empty (valid) export response.
-fn otlp_receiver(exports: Arc<Mutex<Vec<Vec<u8>>>>) -> String {
+/// 200 with an empty (valid) export response, or, while `failing` is set, 503 with a body that
+/// must never reach phigate's log.
+fn otlp_receiver(exports: Arc<Mutex<Vec<Vec<u8>>>>, failing: Arc<AtomicBool>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
             let exports = exports.clone();
+            let failing = failing.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(c.try_clone().unwrap());
                 loop {
@@ -214,9 +217,13 @@ fn otlp_receiver(exports: Arc<Mutex<Vec<Vec<u8>>>>) -> String {
                         return;
                     }
                     exports.lock().unwrap().push(body);
-                    let _ = c.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
-                    );
+                    let answer: &[u8] = if failing.load(Ordering::SeqCst) {
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 22\r\n\r\n\
+                          collector-secret-body!"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+                    };
+                    let _ = c.write_all(answer);
                 }
             });
         }
@@ -248,7 +255,7 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
     let dir = tempfile::tempdir().unwrap();
     // Request traces on, to a recording OTLP receiver, sent every 100 ms.
     let exports = Arc::new(Mutex::new(Vec::new()));
-    let otlp = otlp_receiver(exports.clone());
+    let otlp = otlp_receiver(exports.clone(), Arc::new(AtomicBool::new(false)));
     let (server, mut lines) = start(
         dir.path(),
         &[
@@ -379,5 +386,59 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
     assert!(files.iter().any(|f| f.to_string_lossy().ends_with("phigate.db")));
     for f in files {
         assert_no_canary(&f.display().to_string(), &std::fs::read(&f).unwrap());
+    }
+}
+
+/// A collector that refuses exports: one warning names the HTTP status and how many spans were
+/// lost, never the collector's URL (its credentials) or its answer; `/metrics` counts the
+/// failures; when the collector takes exports again, one line says so.
+#[cfg(unix)]
+#[test]
+fn trace_export_failures_are_logged_without_the_collectors_url_or_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let exports = Arc::new(Mutex::new(Vec::new()));
+    let failing = Arc::new(AtomicBool::new(true));
+    let otlp = otlp_receiver(exports.clone(), failing.clone());
+    let (server, mut lines) = start(
+        dir.path(),
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                format!("http://tracer:pw-s3cr3t@{otlp}/v1/traces"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
+    let a = server.addr.clone();
+    let until = |lines: &mut Vec<String>, what: &str| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (s, _) = http(&a, "GET", "/healthz", "", "");
+            assert_eq!(s, 200);
+            drain(&server.out, lines, Duration::from_millis(200));
+            if let Some(l) = lines.iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "no {what:?} after 30 s: {lines:?}");
+        }
+    };
+    let warned = until(&mut lines, "request traces could not be exported");
+    assert!(warned.contains("WARN"), "{warned}");
+    assert!(warned.contains("the collector answered HTTP 503"), "{warned}");
+    assert!(warned.contains("spans_lost="), "{warned}");
+    assert!(!exports.lock().unwrap().is_empty(), "the collector was asked");
+    let (_, metrics) = http(&a, "GET", "/metrics", "", "");
+    assert!(metrics.contains("phigate_trace_exports_total{result=\"failed\"}"), "{metrics}");
+    assert!(metrics.contains("phigate_trace_spans_lost_total"), "{metrics}");
+
+    failing.store(false, Ordering::SeqCst);
+    until(&mut lines, "request traces reach the collector again");
+
+    let all = lines.join("\n");
+    // Failures go on while the collector refuses: one line, not one per export.
+    let warnings = lines.iter().filter(|l| l.contains("could not be exported")).count();
+    assert_eq!(warnings, 1, "{all}");
+    for secret in ["pw-s3cr3t", "collector-secret-body"] {
+        assert!(!all.contains(secret), "{secret:?} reached the log: {all}");
     }
 }
