@@ -3,6 +3,7 @@
 //! (`BEGIN IMMEDIATE`), so a transaction never has to upgrade from reader to writer.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ pub(crate) struct SqliteStore {
     /// Orders this process's writers fairly (FIFO) in front of the writer connection, and
     /// holds what the writer last learnt of the ledger's end.
     write: Arc<Mutex<Writer>>,
+    /// Two per write transaction of this process, one as it takes the write lock and one as it
+    /// lets go (odd: one is under way). The checkpointer rests while it has not moved since the
+    /// WAL was last found wholly copied.
+    writes: Arc<AtomicU64>,
     /// The background WAL checkpointer (stopped when the store goes).
     checkpointer: tokio::task::AbortHandle,
 }
@@ -66,18 +71,38 @@ const CHECKPOINT_RESTART: i64 = 2000;
 /// writer's next commit starts the WAL over. Without that last step a writer that commits all
 /// the time is never caught up with, and the WAL grows without end. The writer keeps its own
 /// automatic checkpoint as a backstop.
-async fn checkpointer(pool: SqlitePool, writer: SqlitePool, write: Arc<Mutex<Writer>>) {
+///
+/// While this process writes nothing the task only wakes: with the WAL wholly copied and no
+/// write since, there is nothing to do (another process's writes are its own to checkpoint, as
+/// it does when it closes; SQLite's automatic checkpoint remains behind both).
+async fn checkpointer(
+    pool: SqlitePool,
+    writer: SqlitePool,
+    write: Arc<Mutex<Writer>>,
+    writes: Arc<AtomicU64>,
+) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The count of writes when the WAL was last found wholly copied (none yet).
+    let mut copied_at = u64::MAX;
     loop {
         every.tick().await;
         if pool.is_closed() {
             return;
         }
+        let seen = writes.load(Ordering::Acquire);
+        if seen == copied_at {
+            continue;
+        }
+        // With a write under way, its frames may land after a pass: not "wholly copied" then.
+        let idle = seen.is_multiple_of(2);
         let mut last = None;
         for _ in 0..CHECKPOINT_PASSES {
             match wal_checkpoint(&pool).await {
-                Ok(log) => {
+                Ok((log, copied)) => {
+                    if log == copied && idle {
+                        copied_at = seen;
+                    }
                     let small = last.is_some_and(|l| log - l < CHECKPOINT_SMALL) || log == 0;
                     last = Some(log);
                     if small {
@@ -95,7 +120,9 @@ async fn checkpointer(pool: SqlitePool, writer: SqlitePool, write: Arc<Mutex<Wri
             continue;
         }
         let _guard = write.lock().await;
+        let seen = writes.load(Ordering::Acquire);
         match wal_checkpoint(&writer).await {
+            Ok((log, copied)) if log == copied => copied_at = seen,
             Ok(_) => {}
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => tracing::warn!(error = %map_err(e), "WAL checkpoint failed"),
@@ -103,11 +130,37 @@ async fn checkpointer(pool: SqlitePool, writer: SqlitePool, write: Arc<Mutex<Wri
     }
 }
 
-/// One PASSIVE checkpoint; the WAL's size in frames when it started.
-async fn wal_checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
-    let (_busy, log, _copied): (i64, i64, i64) =
+/// One PASSIVE checkpoint: the WAL's size in frames, and how many of them are now copied into
+/// the database file.
+async fn wal_checkpoint(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
+    let (_busy, log, copied): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
-    Ok(log)
+    Ok((log, copied))
+}
+
+/// The write lock, held through a write transaction; letting go counts the write as done.
+struct WriteGuard<'a> {
+    guard: tokio::sync::MutexGuard<'a, Writer>,
+    writes: &'a AtomicU64,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.guard
+    }
 }
 
 /// State kept under the write lock.
@@ -398,9 +451,11 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         let write = Arc::new(Mutex::new(Writer::default()));
+        let writes = Arc::new(AtomicU64::new(0));
         let checkpointer =
-            tokio::spawn(checkpointer(pool.clone(), writer.clone(), write.clone())).abort_handle();
-        let store = SqliteStore { pool, writer, write, checkpointer };
+            tokio::spawn(checkpointer(pool.clone(), writer.clone(), write.clone(), writes.clone()))
+                .abort_handle();
+        let store = SqliteStore { pool, writer, write, writes, checkpointer };
         store.check_schema().await?;
         MIGRATOR.run(&store.writer).await.map_err(|e| from_migrate(e, map_err))?;
         Ok(store)
@@ -460,8 +515,15 @@ impl SqliteStore {
         }
     }
 
-    async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, Writer>, Tx), Error> {
+    /// Takes the write lock, counting the write for the checkpointer.
+    async fn lock_write(&self) -> WriteGuard<'_> {
         let guard = self.write.lock().await;
+        self.writes.fetch_add(1, Ordering::Release);
+        WriteGuard { guard, writes: &self.writes }
+    }
+
+    async fn begin_write(&self) -> Result<(WriteGuard<'_>, Tx), Error> {
+        let guard = self.lock_write().await;
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         Ok((guard, tx))
     }
@@ -474,7 +536,7 @@ impl SqliteStore {
         }
         let cats: Vec<Vec<&str>> =
             entries.iter().map(|e| canonical_categories(&e.categories)).collect();
-        let mut guard = self.write.lock().await;
+        let mut guard = self.lock_write().await;
         let n = entries.len() as i64;
         if let Some(start) = guard.next_idx.take() {
             match self.append_at(start, entries, &cats).await {

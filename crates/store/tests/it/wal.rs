@@ -43,3 +43,33 @@ async fn sqlite_wal_stays_small_under_steady_commits() {
     assert!(largest < 16 << 20, "the WAL reached {largest} bytes over {n} commits");
     store.close().await;
 }
+
+/// The checkpointer rests while the process writes nothing, but only once the WAL is wholly
+/// copied: the last write before a pause reaches the database file within a few passes, even
+/// when it was under way as a pass ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_last_write_before_a_pause_reaches_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pause.db");
+    let store = Store::open(db.to_str().unwrap()).await.unwrap();
+    for round in 0..5u64 {
+        // A burst, then a pause longer than several checkpoint intervals.
+        for i in 0..20 {
+            store.ledger_append(&[entry(round * 1000 + i)]).await.unwrap();
+        }
+        let last = format!("{{\"seq\":{},", round * 1000 + 19).into_bytes();
+        let t0 = std::time::Instant::now();
+        loop {
+            let file = std::fs::read(&db).unwrap();
+            if file.windows(last.len()).any(|w| w == last.as_slice()) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "round {round}: the last entry is still only in the WAL after 5 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    store.close().await;
+}
