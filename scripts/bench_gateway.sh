@@ -12,6 +12,8 @@
 #  4. body: a 2 KB clinical note full of PHI (scripts/loadgen/data/prompt_2k.txt);
 #  5. latency at a constant 1,000 requests/s (open loop): direct to the upstream, then through
 #     phigate; p50/p99 of each, the difference is what phigate adds (target: <= 1 ms at p99);
+#     phigate's /metrics scraped around that run give each stage's mean and p50/p90/p99 there
+#     (the profile by stage: which stage the tail comes from);
 #  6. maximum throughput through phigate (wrk, closed loop; target >= 10,000 requests/s on 2
 #     cores with the load generator on the same cores), median of WRK_RUNS runs;
 #  6b. the re-identification path: a second upstream echoes the tokenized note back, so every
@@ -243,7 +245,9 @@ echo "body $(wc -c < "$WORK/body_phigate.json") bytes (2 KB note with names, dat
 echo
 echo "-- latency at $RATE requests/s (open loop, ${MEASURE_S}s after 3s warm-up; service time per request)"
 run_rate direct "$DIRECT_URL" "$WORK/body_direct.json" "" "$WORK/lat_direct.json"
+curl -s "http://127.0.0.1:$GW_PORT/metrics" > "$WORK/metrics_rate_before.txt"
 run_rate phigate "$GW_URL" "$WORK/body_phigate.json" PHIGATE_KEY "$WORK/lat_phigate.json"
+curl -s "http://127.0.0.1:$GW_PORT/metrics" > "$WORK/metrics_rate_after.txt"
 python3 - "$WORK/lat_direct.json" "$WORK/lat_phigate.json" <<'EOF'
 import json, sys
 d, g = (json.load(open(p)) for p in sys.argv[1:3])
@@ -291,7 +295,45 @@ run_wrk phigate_reveal "$GW_URL" "$WORK/body_reveal.json" PHIGATE_KEY
 echo "(every answer's 13 placeholders restored: the answer scanned for new PHI, 13 values decrypted, a reveal record and the request's in one commit)"
 
 echo
-echo "-- where phigate's time goes (its /metrics: phigate_stage_seconds, mean per request so far)"
+echo "-- where phigate's time goes at $RATE req/s (its /metrics scraped around the latency run above, warm-up included)"
+python3 - "$WORK/metrics_rate_before.txt" "$WORK/metrics_rate_after.txt" <<'EOF'
+import collections, re, sys
+def load(path):
+    buckets, sums, counts = collections.defaultdict(dict), {}, {}
+    for line in open(path):
+        m = re.match(r'(phigate_\w+?)_(bucket|sum|count)(?:\{(.*)\})? (\S+)$', line)
+        if not m:
+            continue
+        name, kind, labels, v = m.group(1), m.group(2), m.group(3) or "", float(m.group(4))
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        le = lab.pop("le", None)
+        key = (name, ",".join(f'{k}="{v}"' for k, v in sorted(lab.items())))
+        if kind == "bucket":
+            buckets[key][le] = v
+        else:
+            (sums if kind == "sum" else counts)[key] = v
+    return buckets, sums, counts
+(b0, s0, c0), (b1, s1, c1) = load(sys.argv[1]), load(sys.argv[2])
+rows = []
+for key, bk in b1.items():
+    n = c1.get(key, 0) - c0.get(key, 0)
+    if n <= 0 or not (key[0].endswith("_seconds") or key[0] == "phigate_ledger_batch_records"):
+        continue
+    les = sorted(bk, key=lambda x: float("inf") if x == "+Inf" else float(x))
+    d = [bk[l] - b0.get(key, {}).get(l, 0) for l in les]
+    q = lambda p: next(l for l, c in zip(les, d) if c >= p * n)
+    rows.append(((s1[key] - s0.get(key, 0)) / n, key, n, q(.5), q(.9), q(.99)))
+print("(mean from the histogram sums; p50 / p90 / p99: the histogram bucket each falls in, an upper bound)")
+for mean, key, n, p50, p90, p99 in sorted(rows, key=lambda r: (not r[1][0].endswith("_seconds"), -r[0])):
+    seconds = key[0].endswith("_seconds")
+    name = key[0].replace("phigate_", "") + (f"{{{key[1]}}}" if key[1] else "")
+    unit = (lambda x: "+Inf" if x == "+Inf" else f"{float(x) * 1000:g} ms") if seconds else str
+    m = f"{mean * 1000:8.3f} ms" if seconds else f"{mean:8.2f}   "
+    print(f"{name:<44} n {int(n):>6}  mean {m}  p50 <= {unit(p50):<9} p90 <= {unit(p90):<9} p99 <= {unit(p99)}")
+EOF
+
+echo
+echo "-- where phigate's time goes over the whole run (stage means so far, saturation runs included)"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" > "$WORK/metrics.txt"
 python3 - "$WORK/metrics.txt" <<'EOF'
 import re, sys

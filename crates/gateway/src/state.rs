@@ -58,9 +58,11 @@ fn recorder() -> Result<PrometheusHandle, Error> {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
+                // Seconds. Fine below 3 ms, where phigate's own stages live (its added latency
+                // is a fraction of a millisecond), coarse above, where upstreams live.
                 .set_buckets(&[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003,
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ])
                 .map_err(|e| e.to_string())?
                 .set_buckets_for_metric(
