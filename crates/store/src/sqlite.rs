@@ -121,14 +121,37 @@ async fn checkpointer(
         }
         let _guard = write.lock().await;
         let seen = writes.load(Ordering::Acquire);
-        match wal_checkpoint(&writer).await {
-            Ok((log, copied)) if log == copied => copied_at = seen,
-            Ok(_) => {}
+        let started = std::time::Instant::now();
+        let result = wal_checkpoint(&writer).await;
+        let held = started.elapsed();
+        match result {
+            Ok((log, copied)) => {
+                if log == copied {
+                    copied_at = seen;
+                }
+                // Writers wait this long: it is mostly the disk's flush of the database file.
+                if held >= SLOW_FINAL_PASS {
+                    tracing::warn!(
+                        held_ms = held.as_millis() as u64,
+                        wal_frames = log,
+                        "the WAL checkpoint's last pass held up writes (the disk was slow to flush)"
+                    );
+                } else {
+                    tracing::debug!(
+                        held_us = held.as_micros() as u64,
+                        wal_frames = log,
+                        "WAL restarted"
+                    );
+                }
+            }
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => tracing::warn!(error = %map_err(e), "WAL checkpoint failed"),
         }
     }
 }
+
+/// A last checkpoint pass (under the write lock) slower than this is logged as a warning.
+const SLOW_FINAL_PASS: Duration = Duration::from_millis(50);
 
 /// One PASSIVE checkpoint: the WAL's size in frames, and how many of them are now copied into
 /// the database file.
