@@ -147,7 +147,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Logs: events only (spans are for traces), filtered by RUST_LOG (default info). The HTTP
     // client libraries' debug and trace events are never logged, whatever RUST_LOG says: they
-    // print connection authorities, `user:password@` included, of upstreams and collectors.
+    // print connection authorities, `user:password@` included (an OTLP collector's URL may
+    // carry one; a provider's base_url cannot, config check refuses it).
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

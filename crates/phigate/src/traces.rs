@@ -74,7 +74,10 @@ fn reason(e: &OTelSdkError) -> String {
                 None if msg.contains("imed out") || msg.contains("TimedOut") => {
                     "no answer from the collector in time".into()
                 }
-                None => "the collector could not be reached".into(),
+                // Mostly a connection refused or reset; also a request that could not be made.
+                None => {
+                    "the collector could not be reached, or the export could not be sent".into()
+                }
             }
         }
     }
@@ -215,7 +218,10 @@ mod tests {
              source: ConnectError(\"tcp connect error\", Os { code: 111 }) }"
                 .into(),
         );
-        assert_eq!(reason(&down), "the collector could not be reached");
+        assert_eq!(
+            reason(&down),
+            "the collector could not be reached, or the export could not be sent"
+        );
         assert_eq!(
             reason(&OTelSdkError::Timeout(Duration::from_secs(10))),
             "no answer within 10000 ms"

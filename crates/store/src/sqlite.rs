@@ -140,7 +140,7 @@ async fn checkpointer(
                     tracing::debug!(
                         held_us = held.as_micros() as u64,
                         wal_frames = log,
-                        "WAL restarted"
+                        "WAL wholly copied under the write lock (the next write starts it over)"
                     );
                 }
             }
