@@ -427,8 +427,25 @@ fn trace_export_failures_are_logged_without_the_collectors_url_or_answer() {
     assert!(warned.contains("the collector answered HTTP 503"), "{warned}");
     assert!(warned.contains("spans_lost="), "{warned}");
     assert!(!exports.lock().unwrap().is_empty(), "the collector was asked");
-    let (_, metrics) = http(&a, "GET", "/metrics", "", "");
-    assert!(metrics.contains("phigate_trace_exports_total{result=\"failed\"}"), "{metrics}");
+    // More exports fail while requests go on (batches every 100 ms): counted in /metrics,
+    // not logged one by one.
+    let failed = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("phigate_trace_exports_total{result=\"failed\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let t0 = std::time::Instant::now();
+    let metrics = loop {
+        let (s, _) = http(&a, "GET", "/healthz", "", "");
+        assert_eq!(s, 200);
+        let (_, m) = http(&a, "GET", "/metrics", "", "");
+        if failed(&m) >= 3 {
+            break m;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "fewer than 3 failed exports: {m}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(metrics.contains("phigate_trace_spans_lost_total"), "{metrics}");
 
     failing.store(false, Ordering::SeqCst);
