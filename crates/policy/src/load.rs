@@ -303,9 +303,10 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
                     );
                 }
             }
-            _ => {
-                p.push(format!("{at}.base_url"), format!("{:?} is not an http(s) URL", pr.base_url))
-            }
+            _ => p.push(
+                format!("{at}.base_url"),
+                format!("is not an http(s) URL ({})", url_problem(&pr.base_url)),
+            ),
         }
         if let Some(k) = pr.api_key.as_mut() {
             resolve(&mut p, &format!("{at}.api_key"), k, None);
@@ -581,6 +582,18 @@ pub(crate) fn valid_name(s: &str) -> bool {
     matches!(c.next(), Some(f) if f.is_ascii_alphanumeric())
         && s.len() <= 64
         && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '_' | '-' | '.'))
+}
+
+/// Why `s` is not a usable http(s) URL, without echoing it: a URL that does not parse may still
+/// hold credentials (`https://user:pa ss@host`), and the message goes to a terminal and to logs.
+pub(crate) fn url_problem(s: &str) -> String {
+    match url::Url::parse(s.trim()) {
+        Err(e) => format!("it does not parse: {e}"),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            format!("its scheme is {:?}", u.scheme())
+        }
+        Ok(_) => "it has no host".into(),
+    }
 }
 
 pub(crate) fn is_loopback(u: &url::Url) -> bool {

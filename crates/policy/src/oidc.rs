@@ -38,12 +38,17 @@ impl JwksSource {
             }
             return Ok(JwksSource::File(crate::secret::join_clean(base_dir, p)));
         }
-        let u = url::Url::parse(s).map_err(|_| format!("{s:?} is neither file:PATH nor a URL"))?;
+        let u = url::Url::parse(s).map_err(|_| {
+            format!("is neither file:PATH nor a URL ({})", crate::load::url_problem(s))
+        })?;
         match u.scheme() {
             "https" if u.host().is_some() => Ok(JwksSource::Url(u)),
             "http" if crate::load::is_loopback(&u) => Ok(JwksSource::Url(u)),
             "http" => Err("a JWKS URL must be https (http only to localhost)".into()),
-            _ => Err(format!("{s:?} is neither file:PATH nor an https URL")),
+            _ => Err(format!(
+                "is neither file:PATH nor an https URL ({})",
+                crate::load::url_problem(s)
+            )),
         }
     }
 }
@@ -277,6 +282,11 @@ mod tests {
         assert!(JwksSource::parse("http://login.example.org/jwks", b).is_err());
         assert!(JwksSource::parse("ftp://x/y", b).is_err());
         assert!(JwksSource::parse("jwks.json", b).is_err());
+        // A refused URL is described, never echoed: it may hold a password.
+        for bad in ["https://u:hunter2@lo gin.example.org/jwks", "ldap://u:hunter2@x/y"] {
+            let e = JwksSource::parse(bad, b).unwrap_err();
+            assert!(!e.contains("hunter2") && e.contains('('), "{e}");
+        }
     }
 
     #[test]

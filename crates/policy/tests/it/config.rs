@@ -164,6 +164,27 @@ fn secrets_are_checked_and_never_printed() {
 }
 
 #[test]
+fn urls_that_do_not_parse_are_not_echoed() {
+    // Each URL holds a password and fails to parse (a space in the host, a port out of range,
+    // an unknown scheme), so only the reason may be printed.
+    let mut seen = Vec::new();
+    for bad in [
+        "https://svc:hunter2-pw@models .example.org/v1",
+        "https://svc:hunter2-pw@models.example.org:99999/v1",
+        "gopher://svc:hunter2-pw@models.example.org/v1",
+    ] {
+        let e = errors(&MINIMAL.replace("http://127.0.0.1:8000/v1", bad));
+        let text = e.to_string();
+        assert!(e.has_path("providers[0].base_url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        seen.push(text);
+    }
+    assert!(seen[0].contains("invalid") || seen[0].contains("does not parse"), "{}", seen[0]);
+    assert!(seen[1].contains("invalid port"), "{}", seen[1]);
+    assert!(seen[2].contains("\"gopher\""), "{}", seen[2]);
+}
+
+#[test]
 fn the_organization_cannot_turn_off_baa() {
     let e = errors(&MINIMAL.replace(
         "{ blocked_categories: [SSN] }",
