@@ -275,18 +275,13 @@ impl Audit {
         decision: LDecision,
         reason: &str,
     ) -> Result<(), ApiError> {
-        let r = self.finish(state, decision, reason)?;
+        let r = self.record(&state.inner.hmac, decision, reason)?;
         state.inner.ledger.append(r).await?;
         Ok(())
     }
 
-    /// Counts, logs and builds the record of the request (to append, alone or with a reveal's).
-    fn finish(
-        &self,
-        state: &AppState,
-        decision: LDecision,
-        reason: &str,
-    ) -> Result<Record, ApiError> {
+    /// Counts the request's outcome in the metrics and logs its one line (once per request).
+    fn account(&self, decision: LDecision, reason: &str) {
         metrics::counter!("phigate_decisions_total", "decision" => decision.as_str(), "reason" => reason.to_string())
             .increment(1);
         for (c, n) in &self.categories {
@@ -302,10 +297,11 @@ impl Audit {
             latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "request"
         );
-        Ok(self.record(&state.inner.hmac, decision, reason)?)
     }
 
-    /// Records a refusal (best effort: the request is refused either way) and returns it.
+    /// Records a refusal (best effort: the request is refused either way) and returns it. A
+    /// refusal after a disclosure (the upstream failed, or its answer was refused) is a second
+    /// record beside the disclosure's.
     async fn refuse(&self, state: &AppState, e: ApiError) -> ApiError {
         let decision = match e.status().as_u16() {
             500..=599 => LDecision::Error,
@@ -320,6 +316,7 @@ impl Audit {
         };
         let mut rec = self.clone();
         rec.action = action;
+        rec.account(decision, e.code());
         if let Err(le) = rec.write(state, decision, e.code()).await {
             tracing::error!(code = le.code(), "could not record a refusal in the ledger");
         }
@@ -329,6 +326,25 @@ impl Audit {
             "request refused"
         );
         e
+    }
+}
+
+/// Records each disclosure before it is made: the request's record names the deployment and is
+/// appended, durable, before anything is sent to it, so no disclosure is ever made that the
+/// ledger does not hold, even if the process dies while the upstream answers, and nothing
+/// leaves when the ledger cannot write. Each deployment tried gets its own record.
+struct Disclosure<'a> {
+    audit: &'a mut Audit,
+    state: &'a AppState,
+    decision: LDecision,
+    reason: &'static str,
+}
+
+impl upstream::BeforeSend for Disclosure<'_> {
+    async fn before_send(&mut self, to: &Target) -> Result<(), ApiError> {
+        self.audit.provider = Some(to.provider.clone());
+        self.audit.upstream_model = Some(to.model.clone());
+        self.audit.write(self.state, self.decision, self.reason).await
     }
 }
 
@@ -512,18 +528,15 @@ fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
     }
 }
 
-/// Reveals `tokens` for the caller: the vault's reveal record and `request` (the request's own
-/// record) are appended in one ledger transaction, and no value comes back unless both are
-/// durable. With no token to reveal, only `request` is appended.
+/// Reveals `tokens` for the caller: no value comes back unless the vault's reveal record is
+/// durable. With no conversation scope, nothing is revealed.
 async fn reveal(
     state: &AppState,
     p: &Prepared,
     tokens: Vec<String>,
-    request: Record,
 ) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     let Some(scope) = &p.scope else {
-        state.inner.ledger.append(request).await?;
         return Ok(out);
     };
     let started = Instant::now();
@@ -532,7 +545,7 @@ async fn reveal(
     let revealed = state
         .inner
         .vault
-        .reveal_with(scope, &tokens, &actor, reveal_reason(&p.decision.purpose), vec![request])
+        .reveal(scope, &tokens, &actor, reveal_reason(&p.decision.purpose))
         .await?;
     stage("vault", started);
     for (t, v) in revealed.iter() {
@@ -561,14 +574,20 @@ async fn chat_inner(
     audit.raw = Some(raw.clone());
     let p = prepare(state, &headers, &raw, Kind::Chat, audit).await?;
     let stream = p.body.get("stream").and_then(Value::as_bool) == Some(true);
-    let answered =
-        state.inner.upstreams.post(p.targets.clone(), "chat/completions", &p.body).await?;
-    audit.provider = Some(answered.target.provider.clone());
-    audit.upstream_model = Some(answered.target.model.clone());
     let (decision, mut reason) = ledger_decision(&p.applied);
     if !p.injection.is_empty() {
         reason = "prompt_injection_flagged";
     }
+    let answered = state
+        .inner
+        .upstreams
+        .post(
+            p.targets.clone(),
+            "chat/completions",
+            &p.body,
+            &mut Disclosure { audit, state, decision, reason },
+        )
+        .await?;
     let new_phi = match p.decision.new_phi {
         policy::NewPhi::Block => NewPhi::Block,
         #[allow(unreachable_patterns)]
@@ -594,12 +613,12 @@ async fn chat_inner(
         if p.decision.reidentify && !p.applied.tokens.is_empty() {
             let text = body.to_string();
             let used = phiops::tokens_in(&text, p.applied.tokens.keys());
-            let record = audit.finish(state, decision, reason)?;
-            rules.restore = reveal(state, &p, used, record).await?;
-            restore_values(&mut body, &rules.restore);
-        } else {
-            audit.write(state, decision, reason).await?;
+            if !used.is_empty() {
+                rules.restore = reveal(state, &p, used).await?;
+                restore_values(&mut body, &rules.restore);
+            }
         }
+        audit.account(decision, reason);
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
 
@@ -613,16 +632,14 @@ async fn chat_inner(
     if !ct.starts_with("text/event-stream") {
         return Err(ApiError::UpstreamInvalidResponse);
     }
-    // The record (with the reveal's, in one transaction) is durable before the first byte of
-    // the answer goes out.
+    // The reveal's record is durable before the first byte of the answer goes out.
     let restore = if p.decision.reidentify && !p.applied.tokens.is_empty() {
         let all: Vec<String> = p.applied.tokens.keys().cloned().collect();
-        let record = audit.finish(state, decision, reason)?;
-        reveal(state, &p, all, record).await?
+        reveal(state, &p, all).await?
     } else {
-        audit.write(state, decision, reason).await?;
         HashMap::new()
     };
+    audit.account(decision, reason);
     let rules = OutputRules {
         scanner: state.inner.detector.clone(),
         request_values: p.applied.request_values.clone(),
@@ -631,7 +648,8 @@ async fn chat_inner(
     };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout));
+    let ended = (state.clone(), audit.clone());
+    tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout, ended));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
@@ -684,6 +702,7 @@ async fn pump(
     mut rw: StreamRewriter,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     idle: std::time::Duration,
+    (state, audit): (AppState, Audit),
 ) {
     let mut parser = SseParser::default();
     let result: Result<(), ApiError> = async {
@@ -731,6 +750,16 @@ async fn pump(
             tracing::warn!(code = e.code(), "stream ended with an error");
             metrics::counter!("phigate_stream_errors_total", "code" => e.code()).increment(1);
             let _ = tx.send(Ok(sse(&e.body()))).await;
+            // The answer was cut off: recorded beside the send's record (best effort, the
+            // answer has ended either way).
+            let decision =
+                if e.status().is_server_error() { LDecision::Error } else { LDecision::Deny };
+            if let Err(le) = audit.write(&state, decision, e.code()).await {
+                tracing::error!(
+                    code = le.code(),
+                    "could not record a cut-off stream in the ledger"
+                );
+            }
         }
     }
 }
@@ -742,9 +771,17 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
         let (headers, raw) = read_body(&state, req).await?;
         audit.raw = Some(raw.clone());
         let p = prepare(&state, &headers, &raw, Kind::Embeddings, &mut audit).await?;
-        let answered = state.inner.upstreams.post(p.targets.clone(), "embeddings", &p.body).await?;
-        audit.provider = Some(answered.target.provider.clone());
-        audit.upstream_model = Some(answered.target.model.clone());
+        let (d, reason) = ledger_decision(&p.applied);
+        let answered = state
+            .inner
+            .upstreams
+            .post(
+                p.targets.clone(),
+                "embeddings",
+                &p.body,
+                &mut Disclosure { audit: &mut audit, state: &state, decision: d, reason },
+            )
+            .await?;
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
         if !body.get("data").is_some_and(Value::is_array) {
             return Err(ApiError::UpstreamInvalidResponse);
@@ -752,8 +789,7 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
         if let Some(m) = body.get_mut("model") {
             *m = Value::String(p.decision.model.clone());
         }
-        let (d, reason) = ledger_decision(&p.applied);
-        audit.write(&state, d, reason).await?;
+        audit.account(d, reason);
         Ok::<_, ApiError>((StatusCode::OK, Json(body)).into_response())
     }
     .await;
@@ -833,6 +869,7 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
         };
         let decision = if findings.is_empty() { LDecision::Allow } else { LDecision::Redact };
         audit.write(&state, decision, "deidentify").await?;
+        audit.account(decision, "deidentify");
         Ok::<_, ApiError>(Json(out).into_response())
     }
     .await;

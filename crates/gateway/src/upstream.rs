@@ -111,6 +111,15 @@ enum Failure {
     Stop(ApiError),
 }
 
+/// What runs before a request body goes to a deployment (see [`Upstreams::post`]).
+pub trait BeforeSend {
+    /// Called once per deployment, before anything is sent to it; an error stops the request.
+    fn before_send(
+        &mut self,
+        to: &Target,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+}
+
 impl Upstreams {
     /// A client with rustls, connection pooling and a connect timeout.
     pub fn new() -> Result<Upstreams, crate::Error> {
@@ -164,11 +173,16 @@ impl Upstreams {
     /// Posts `body` (its `model` replaced by each deployment's) to `endpoint` of the first
     /// deployment that answers 2xx. The response body is left unread (streaming callers read
     /// it chunk by chunk). With a stream, the timeout covers the time to the response head.
+    ///
+    /// `before_send` runs once for each deployment, before anything is sent to it: the caller
+    /// records the disclosure there, and an error from it ends the request with nothing sent
+    /// (to that deployment or any later one).
     pub async fn post(
         &self,
         targets: Vec<Target>,
         endpoint: &str,
         body: &serde_json::Value,
+        before_send: &mut impl BeforeSend,
     ) -> Result<Answered, ApiError> {
         let ordered = self.order(targets);
         if ordered.is_empty() {
@@ -191,6 +205,7 @@ impl Upstreams {
                 Ok(b) => b,
                 Err(_) => return Err(ApiError::InvalidRequest("body could not be encoded")),
             };
+            before_send.before_send(&target).await?;
             let mut attempt = 0u32;
             loop {
                 let started = Instant::now();

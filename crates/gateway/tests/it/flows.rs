@@ -256,9 +256,38 @@ async fn deidentify_metrics_health_and_ledger() {
 #[tokio::test]
 async fn fallback_skips_a_dead_deployment() {
     let s = stack().await;
-    let a = s.ask(&s.clinician, "fallback-chat", "hello").await;
+    let a = s.ask(&s.clinician, "fallback-chat", NOTE).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(s.upstream.count(), 1);
+    // Each deployment the request was sent to has its own record, written before the send:
+    // the dead one may have received the body before it failed.
+    let recs = s.records().await;
+    let sent: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|r| r.action() == ledger::Action::ChatCompletion)
+        .map(|r| {
+            assert_eq!(r.decision(), ledger::Decision::Tokenize);
+            assert_eq!(r.categories().get(&phi::Category::Name), Some(&1));
+            (
+                r.provider().map_or("-", |p| p.as_str()),
+                r.model_version().map_or("-", |m| m.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(sent, [("dead", "nothing"), ("local", "upstream-llama")]);
+    assert_eq!(recs[0].request_hmac(), recs[1].request_hmac(), "one request, two recipients");
+}
+
+#[tokio::test]
+async fn nothing_leaves_when_the_ledger_cannot_record_it() {
+    let s = stack().await;
+    // A request with no PHI needs no vault; only the ledger could stop it.
+    assert_eq!(s.ask(&s.clinician, "clinical-chat", "hello").await.status, 200);
+    assert_eq!(s.upstream.count(), 1);
+    s.store.close().await;
+    let a = s.ask(&s.clinician, "clinical-chat", "hello again").await;
+    assert!(a.status.is_server_error(), "{} {}", a.status, a.body);
+    assert_eq!(s.upstream.count(), 1, "a request the ledger could not record was sent");
 }
 
 #[tokio::test]

@@ -181,6 +181,25 @@ async fn stream_errors_after_the_head_end_with_an_error_event() {
     let b = s.chat(&key, body).await;
     assert_refused(&b, 400, "phi_blocked");
     assert!(!b.body.contains("555-0199"));
+    // The ledger holds both: the request went to the model (recorded before it was sent),
+    // then its answer was refused.
+    let recs: Vec<(ledger::Decision, String)> = s
+        .records()
+        .await
+        .iter()
+        .filter(|r| r.action() == ledger::Action::ChatCompletion)
+        .map(|r| (r.decision(), r.reason().map_or("-", |r| r.as_str()).to_string()))
+        .collect();
+    assert_eq!(
+        recs,
+        [
+            (ledger::Decision::Allow, "no_phi".to_string()),
+            (ledger::Decision::Deny, "phi_blocked".to_string()),
+            (ledger::Decision::Allow, "no_phi".to_string()),
+            (ledger::Decision::Deny, "phi_blocked".to_string()),
+        ],
+        "each answer refused (the stream cut off mid-way) is recorded after the request's send"
+    );
 }
 
 #[tokio::test]
