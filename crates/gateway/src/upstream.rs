@@ -111,6 +111,30 @@ enum Failure {
     Stop(ApiError),
 }
 
+/// A request body as sent to one deployment: the client's object with `model` set to the
+/// deployment's (OpenAI dialect) or left out (Azure names the deployment in the URL), written
+/// without copying the object.
+struct WithModel<'a> {
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    model: Option<&'a str>,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.obj {
+            if k != "model" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(model) = self.model {
+            m.serialize_entry("model", model)?;
+        }
+        m.end()
+    }
+}
+
 /// What runs before a request body goes to a deployment (see [`Upstreams::post`]).
 pub trait BeforeSend {
     /// Called once per deployment, before anything is sent to it; an error stops the request.
@@ -190,21 +214,19 @@ impl Upstreams {
         }
         let mut last = ApiError::UpstreamUnavailable;
         for target in ordered {
-            let mut body = body.clone();
-            if let Some(obj) = body.as_object_mut() {
-                match target.dialect {
-                    Dialect::OpenAi => {
-                        obj.insert("model".into(), serde_json::Value::String(target.model.clone()));
-                    }
-                    Dialect::Azure => {
-                        obj.remove("model");
-                    }
-                }
-            }
-            let bytes = match serde_json::to_vec(&body) {
-                Ok(b) => b,
-                Err(_) => return Err(ApiError::InvalidRequest("body could not be encoded")),
+            let model = match target.dialect {
+                Dialect::OpenAi => Some(target.model.as_str()),
+                Dialect::Azure => None,
             };
+            let mut out = Vec::with_capacity(4096);
+            let written = match body.as_object() {
+                Some(obj) => serde_json::to_writer(&mut out, &WithModel { obj, model }),
+                None => serde_json::to_writer(&mut out, body),
+            };
+            if written.is_err() {
+                return Err(ApiError::InvalidRequest("body could not be encoded"));
+            }
+            let bytes = bytes::Bytes::from(out);
             before_send.before_send(&target).await?;
             let mut attempt = 0u32;
             loop {
@@ -244,7 +266,7 @@ impl Upstreams {
         &self,
         t: &Target,
         endpoint: &str,
-        body: Vec<u8>,
+        body: bytes::Bytes,
     ) -> Result<reqwest::Response, Failure> {
         let mut req = self
             .client
