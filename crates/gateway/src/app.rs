@@ -333,18 +333,48 @@ impl Audit {
 /// appended, durable, before anything is sent to it, so no disclosure is ever made that the
 /// ledger does not hold, even if the process dies while the upstream answers, and nothing
 /// leaves when the ledger cannot write. Each deployment tried gets its own record.
+///
+/// When the caller may see values (`reveal`), the request's tokens are revealed with the first
+/// record, in the same commit (the vault's reveal record and the request's): one commit before
+/// the send instead of a second one after the answer, and a reveal that fails (a shredded
+/// scope, the vault down) stops the request before anything leaves.
 struct Disclosure<'a> {
     audit: &'a mut Audit,
     state: &'a AppState,
     decision: LDecision,
     reason: &'static str,
+    reveal: Option<&'a Prepared>,
+    restore: HashMap<String, String>,
+}
+
+impl<'a> Disclosure<'a> {
+    fn new(
+        audit: &'a mut Audit,
+        state: &'a AppState,
+        (decision, reason): (LDecision, &'static str),
+        p: &'a Prepared,
+    ) -> Disclosure<'a> {
+        let reveal = (p.decision.reidentify && !p.applied.tokens.is_empty()).then_some(p);
+        Disclosure { audit, state, decision, reason, reveal, restore: HashMap::new() }
+    }
 }
 
 impl upstream::BeforeSend for Disclosure<'_> {
     async fn before_send(&mut self, to: &Target) -> Result<(), ApiError> {
         self.audit.provider = Some(to.provider.clone());
         self.audit.upstream_model = Some(to.model.clone());
-        self.audit.write(self.state, self.decision, self.reason).await
+        let started = Instant::now();
+        let r = match self.reveal.take() {
+            Some(p) => {
+                let record =
+                    self.audit.record(&self.state.inner.hmac, self.decision, self.reason)?;
+                let tokens: Vec<String> = p.applied.tokens.keys().cloned().collect();
+                reveal(self.state, p, tokens, record).await.map(|m| self.restore = m)
+            }
+            None => self.audit.write(self.state, self.decision, self.reason).await,
+        };
+        stage("ledger", started);
+        r
     }
 }
 
@@ -528,26 +558,27 @@ fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
     }
 }
 
-/// Reveals `tokens` for the caller: no value comes back unless the vault's reveal record is
-/// durable. With no conversation scope, nothing is revealed.
+/// Reveals `tokens` for the caller: the vault's reveal record and `request` (the request's own
+/// record) are appended in one ledger transaction, and no value comes back unless both are
+/// durable. With no conversation scope, only `request` is appended.
 async fn reveal(
     state: &AppState,
     p: &Prepared,
     tokens: Vec<String>,
+    request: Record,
 ) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     let Some(scope) = &p.scope else {
+        state.inner.ledger.append(request).await?;
         return Ok(out);
     };
-    let started = Instant::now();
     let actor = vault::Actor::new(&slug(&p.who.id).unwrap_or_else(|| "unrecorded-identity".into()))
         .map_err(|_| ApiError::VaultUnavailable)?;
     let revealed = state
         .inner
         .vault
-        .reveal(scope, &tokens, &actor, reveal_reason(&p.decision.purpose))
+        .reveal_with(scope, &tokens, &actor, reveal_reason(&p.decision.purpose), vec![request])
         .await?;
-    stage("vault", started);
     for (t, v) in revealed.iter() {
         out.insert(t.to_string(), v.expose().to_string());
     }
@@ -578,16 +609,13 @@ async fn chat_inner(
     if !p.injection.is_empty() {
         reason = "prompt_injection_flagged";
     }
+    let mut disclosure = Disclosure::new(audit, state, (decision, reason), &p);
     let answered = state
         .inner
         .upstreams
-        .post(
-            p.targets.clone(),
-            "chat/completions",
-            &p.body,
-            &mut Disclosure { audit, state, decision, reason },
-        )
+        .post(p.targets.clone(), "chat/completions", &p.body, &mut disclosure)
         .await?;
+    let restore = disclosure.restore;
     let new_phi = match p.decision.new_phi {
         policy::NewPhi::Block => NewPhi::Block,
         #[allow(unreachable_patterns)]
@@ -597,7 +625,7 @@ async fn chat_inner(
     if !stream {
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
         let out_started = Instant::now();
-        let mut rules = OutputRules {
+        let rules = OutputRules {
             scanner: state.inner.detector.clone(),
             request_values: p.applied.request_values.clone(),
             new_phi,
@@ -609,15 +637,8 @@ async fn chat_inner(
             metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str())
                 .increment(1);
         }
+        restore_values(&mut body, &restore);
         stage("output", out_started);
-        if p.decision.reidentify && !p.applied.tokens.is_empty() {
-            let text = body.to_string();
-            let used = phiops::tokens_in(&text, p.applied.tokens.keys());
-            if !used.is_empty() {
-                rules.restore = reveal(state, &p, used).await?;
-                restore_values(&mut body, &rules.restore);
-            }
-        }
         audit.account(decision, reason);
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
@@ -632,13 +653,6 @@ async fn chat_inner(
     if !ct.starts_with("text/event-stream") {
         return Err(ApiError::UpstreamInvalidResponse);
     }
-    // The reveal's record is durable before the first byte of the answer goes out.
-    let restore = if p.decision.reidentify && !p.applied.tokens.is_empty() {
-        let all: Vec<String> = p.applied.tokens.keys().cloned().collect();
-        reveal(state, &p, all).await?
-    } else {
-        HashMap::new()
-    };
     audit.account(decision, reason);
     let rules = OutputRules {
         scanner: state.inner.detector.clone(),
@@ -779,7 +793,14 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
                 p.targets.clone(),
                 "embeddings",
                 &p.body,
-                &mut Disclosure { audit: &mut audit, state: &state, decision: d, reason },
+                &mut Disclosure {
+                    audit: &mut audit,
+                    state: &state,
+                    decision: d,
+                    reason,
+                    reveal: None,
+                    restore: HashMap::new(),
+                },
             )
             .await?;
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
