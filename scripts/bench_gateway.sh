@@ -17,7 +17,7 @@
 #  6. maximum throughput through phigate (wrk, closed loop; target >= 10,000 requests/s on 2
 #     cores with the load generator on the same cores), median of WRK_RUNS runs;
 #  6b. the re-identification path: a second upstream echoes the tokenized note back, so every
-#     answer's 13 placeholders are restored (vault reveal, its record in the request's commit);
+#     answer's 13 placeholders are restored (vault reveal, its record in a second commit);
 #     latency at RATE and maximum throughput;
 #  7. RSS of phigate sampled every second during a SOAK_SECONDS run at 1,000 requests/s;
 #  8. the same loads against the LiteLLM proxy (peer), with the ratios.
@@ -292,7 +292,7 @@ print(f"at {sys.argv[3]} req/s: direct to the echo upstream p50 {d['service']['p
       f"added p50 {g['service']['p50_ms'] - d['service']['p50_ms']:.3f} / p99 {g['service']['p99_ms'] - d['service']['p99_ms']:.3f} ms")
 EOF2
 run_wrk phigate_reveal "$GW_URL" "$WORK/body_reveal.json" PHIGATE_KEY
-echo "(every answer's 13 placeholders restored: the answer scanned for new PHI, 13 values decrypted, a reveal record and the request's in one commit, before the send)"
+echo "(every answer's 13 placeholders restored: the answer scanned for new PHI, 13 values decrypted, the request's record committed before the send, the reveal's after the answer)"
 
 echo
 echo "-- where phigate's time goes at $RATE req/s (its /metrics scraped around the latency run above, warm-up included)"

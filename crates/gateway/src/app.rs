@@ -334,10 +334,12 @@ impl Audit {
 /// ledger does not hold, even if the process dies while the upstream answers, and nothing
 /// leaves when the ledger cannot write. Each deployment tried gets its own record.
 ///
-/// When the caller may see values (`reveal`), the request's tokens are revealed with the first
-/// record, in the same commit (the vault's reveal record and the request's): one commit before
-/// the send instead of a second one after the answer, and a reveal that fails (a shredded
-/// scope, the vault down) stops the request before anything leaves.
+/// A stream whose caller may see values (`reveal`) has every token of the request revealed with
+/// the first record, in the same commit (the vault's reveal record and the request's): a
+/// stream's answer cannot be checked for which tokens it uses before it is relayed, so all of
+/// them are revealed, and one commit before the send saves a second one after the answer's
+/// head. A reveal that fails (a shredded scope, the vault down) stops the request before
+/// anything leaves. A whole answer reveals only the tokens it holds, after it came.
 struct Disclosure<'a> {
     audit: &'a mut Audit,
     state: &'a AppState,
@@ -353,8 +355,9 @@ impl<'a> Disclosure<'a> {
         state: &'a AppState,
         (decision, reason): (LDecision, &'static str),
         p: &'a Prepared,
+        stream: bool,
     ) -> Disclosure<'a> {
-        let reveal = (p.decision.reidentify && !p.applied.tokens.is_empty()).then_some(p);
+        let reveal = (stream && p.decision.reidentify && !p.applied.tokens.is_empty()).then_some(p);
         Disclosure { audit, state, decision, reason, reveal, restore: HashMap::new() }
     }
 }
@@ -369,7 +372,7 @@ impl upstream::BeforeSend for Disclosure<'_> {
                 let record =
                     self.audit.record(&self.state.inner.hmac, self.decision, self.reason)?;
                 let tokens: Vec<String> = p.applied.tokens.keys().cloned().collect();
-                reveal(self.state, p, tokens, record).await.map(|m| self.restore = m)
+                reveal(self.state, p, tokens, vec![record]).await.map(|m| self.restore = m)
             }
             None => self.audit.write(self.state, self.decision, self.reason).await,
         };
@@ -558,18 +561,21 @@ fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
     }
 }
 
-/// Reveals `tokens` for the caller: the vault's reveal record and `request` (the request's own
-/// record) are appended in one ledger transaction, and no value comes back unless both are
-/// durable. With no conversation scope, only `request` is appended.
+/// Reveals `tokens` for the caller: the vault's reveal record and `also` (the request's own
+/// record, when it is still to be written) are appended in one ledger transaction, and no
+/// value comes back unless all are durable. With no conversation scope, only `also` is
+/// appended.
 async fn reveal(
     state: &AppState,
     p: &Prepared,
     tokens: Vec<String>,
-    request: Record,
+    also: Vec<Record>,
 ) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     let Some(scope) = &p.scope else {
-        state.inner.ledger.append(request).await?;
+        if !also.is_empty() {
+            state.inner.ledger.append_all(&also).await?;
+        }
         return Ok(out);
     };
     let actor = vault::Actor::new(&slug(&p.who.id).unwrap_or_else(|| "unrecorded-identity".into()))
@@ -577,7 +583,7 @@ async fn reveal(
     let revealed = state
         .inner
         .vault
-        .reveal_with(scope, &tokens, &actor, reveal_reason(&p.decision.purpose), vec![request])
+        .reveal_with(scope, &tokens, &actor, reveal_reason(&p.decision.purpose), also)
         .await?;
     for (t, v) in revealed.iter() {
         out.insert(t.to_string(), v.expose().to_string());
@@ -609,7 +615,7 @@ async fn chat_inner(
     if !p.injection.is_empty() {
         reason = "prompt_injection_flagged";
     }
-    let mut disclosure = Disclosure::new(audit, state, (decision, reason), &p);
+    let mut disclosure = Disclosure::new(audit, state, (decision, reason), &p, stream);
     let answered = state
         .inner
         .upstreams
@@ -637,8 +643,16 @@ async fn chat_inner(
             metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str())
                 .increment(1);
         }
-        restore_values(&mut body, &restore);
         stage("output", out_started);
+        if p.decision.reidentify && !p.applied.tokens.is_empty() {
+            let used = phiops::tokens_in(&body.to_string(), p.applied.tokens.keys());
+            if !used.is_empty() {
+                let started = Instant::now();
+                let restore = reveal(state, &p, used, Vec::new()).await?;
+                stage("vault", started);
+                restore_values(&mut body, &restore);
+            }
+        }
         audit.account(decision, reason);
         return Ok((StatusCode::OK, Json(body)).into_response());
     }

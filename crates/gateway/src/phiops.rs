@@ -385,3 +385,8 @@ pub fn redact(text: &str, findings: &[Finding]) -> String {
     out.push_str(&text[last..]);
     out
 }
+
+/// The tokens of `tokens` that occur in `text`.
+pub fn tokens_in<'a>(text: &str, tokens: impl Iterator<Item = &'a String>) -> Vec<String> {
+    tokens.filter(|t| text.contains(t.as_str())).cloned().collect()
+}

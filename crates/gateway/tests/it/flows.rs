@@ -277,7 +277,7 @@ async fn fallback_skips_a_dead_deployment() {
         .collect();
     assert_eq!(sent, [("dead", "nothing"), ("local", "upstream-llama")]);
     assert_eq!(recs[0].request_hmac(), recs[1].request_hmac(), "one request, two recipients");
-    // The clinician may see values: the reveal is recorded once, in the first send's commit.
+    // The clinician may see values: the answer's tokens are revealed (and recorded) once.
     let reveals: Vec<_> =
         all.iter().filter(|r| r.action() == ledger::Action::VaultReidentify).collect();
     assert_eq!(reveals.len(), 1);
