@@ -37,7 +37,7 @@ pub(crate) struct SqliteStore {
     /// Two per write transaction of this process, one as it takes the write lock and one as it
     /// lets go (odd: one is under way). The checkpointer rests while it has not moved since the
     /// WAL was last found wholly copied.
-    writes: Arc<AtomicU64>,
+    writes: Arc<Writes>,
     /// The background WAL checkpointer (stopped when the store goes).
     checkpointer: tokio::task::AbortHandle,
 }
@@ -46,6 +46,14 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.checkpointer.abort();
     }
+}
+
+/// This process's write transactions, counted for the checkpointer (see `SqliteStore::writes`).
+#[derive(Default)]
+struct Writes {
+    count: AtomicU64,
+    /// Signalled as each write lets go: wakes a checkpointer that rests.
+    done: tokio::sync::Notify,
 }
 
 /// How often the background task copies the WAL's new pages into the database file.
@@ -72,14 +80,15 @@ const CHECKPOINT_RESTART: i64 = 2000;
 /// the time is never caught up with, and the WAL grows without end. The writer keeps its own
 /// automatic checkpoint as a backstop.
 ///
-/// While this process writes nothing the task only wakes: with the WAL wholly copied and no
-/// write since, there is nothing to do (another process's writes are its own to checkpoint, as
-/// it does when it closes; SQLite's automatic checkpoint remains behind both).
+/// While this process writes nothing the task sleeps until its next write ends: with the WAL
+/// wholly copied and no write since, there is nothing to do (another process's writes are its
+/// own to checkpoint, as it does when it closes; SQLite's automatic checkpoint remains behind
+/// both).
 async fn checkpointer(
     pool: SqlitePool,
     writer: SqlitePool,
     write: Arc<Mutex<Writer>>,
-    writes: Arc<AtomicU64>,
+    writes: Arc<Writes>,
 ) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,8 +99,10 @@ async fn checkpointer(
         if pool.is_closed() {
             return;
         }
-        let seen = writes.load(Ordering::Acquire);
+        let seen = writes.count.load(Ordering::Acquire);
         if seen == copied_at {
+            // Rest until a write ends (a write that ended since the load left a permit).
+            writes.done.notified().await;
             continue;
         }
         // With a write under way, its frames may land after a pass: not "wholly copied" then.
@@ -120,7 +131,7 @@ async fn checkpointer(
             continue;
         }
         let _guard = write.lock().await;
-        let seen = writes.load(Ordering::Acquire);
+        let seen = writes.count.load(Ordering::Acquire);
         let started = std::time::Instant::now();
         let result = wal_checkpoint(&writer).await;
         let held = started.elapsed();
@@ -164,12 +175,13 @@ async fn wal_checkpoint(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
 /// The write lock, held through a write transaction; letting go counts the write as done.
 struct WriteGuard<'a> {
     guard: tokio::sync::MutexGuard<'a, Writer>,
-    writes: &'a AtomicU64,
+    writes: &'a Writes,
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.writes.fetch_add(1, Ordering::Release);
+        self.writes.count.fetch_add(1, Ordering::Release);
+        self.writes.done.notify_one();
     }
 }
 
@@ -474,7 +486,7 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         let write = Arc::new(Mutex::new(Writer::default()));
-        let writes = Arc::new(AtomicU64::new(0));
+        let writes = Arc::new(Writes::default());
         let checkpointer =
             tokio::spawn(checkpointer(pool.clone(), writer.clone(), write.clone(), writes.clone()))
                 .abort_handle();
@@ -518,6 +530,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn close(&self) {
+        self.checkpointer.abort();
         // Fold the WAL into the main file so the file stands alone; best effort.
         self.pool.close().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
@@ -541,7 +554,7 @@ impl SqliteStore {
     /// Takes the write lock, counting the write for the checkpointer.
     async fn lock_write(&self) -> WriteGuard<'_> {
         let guard = self.write.lock().await;
-        self.writes.fetch_add(1, Ordering::Release);
+        self.writes.count.fetch_add(1, Ordering::Release);
         WriteGuard { guard, writes: &self.writes }
     }
 
