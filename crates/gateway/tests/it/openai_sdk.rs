@@ -730,7 +730,15 @@ async fn openai_sdk_chat_stream_embeddings_models_and_errors() {
     }
     assert_eq!(up.count(), before, "a refused request reached the upstream");
 
-    // Rate limit: the use case allows 3 requests a minute; the 4th is a RateLimitError.
+    // Rate limit: the use case allows 3 requests a minute; the 4th is a RateLimitError. The
+    // windows are fixed minutes: the requests start early in one, so that they all fall in it
+    // (across a boundary a 4th would be admitted, by design).
+    let into_minute =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+            % 60.0;
+    if into_minute > 40.0 {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(60.2 - into_minute)).await;
+    }
     let cases = json!([{"name": "limited", "op": "chat", "key_env": KEY_LIMITED, "model": "clinical-chat",
                         "messages": [{"role": "user", "content": "Summarize: stable, no complaints."}],
                         "repeat": 10, "stop_on_error": true}]);
