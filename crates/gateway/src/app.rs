@@ -350,6 +350,7 @@ struct Disclosure<'a> {
 }
 
 impl<'a> Disclosure<'a> {
+    /// Records before each send; a `stream` whose caller may see values also reveals them then.
     fn new(
         audit: &'a mut Audit,
         state: &'a AppState,
@@ -800,22 +801,11 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
         audit.raw = Some(raw.clone());
         let p = prepare(&state, &headers, &raw, Kind::Embeddings, &mut audit).await?;
         let (d, reason) = ledger_decision(&p.applied);
+        let mut disclosure = Disclosure::new(&mut audit, &state, (d, reason), &p, false);
         let answered = state
             .inner
             .upstreams
-            .post(
-                p.targets.clone(),
-                "embeddings",
-                &p.body,
-                &mut Disclosure {
-                    audit: &mut audit,
-                    state: &state,
-                    decision: d,
-                    reason,
-                    reveal: None,
-                    restore: HashMap::new(),
-                },
-            )
+            .post(p.targets.clone(), "embeddings", &p.body, &mut disclosure)
             .await?;
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
         if !body.get("data").is_some_and(Value::is_array) {
