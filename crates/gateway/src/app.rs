@@ -276,7 +276,7 @@ impl Audit {
         reason: &str,
     ) -> Result<(), ApiError> {
         let r = self.record(&state.inner.hmac, decision, reason)?;
-        state.inner.ledger.append(r).await?;
+        state.inner.ledger.record(r).await?;
         Ok(())
     }
 
@@ -575,7 +575,7 @@ async fn reveal(
     let mut out = HashMap::new();
     let Some(scope) = &p.scope else {
         if !also.is_empty() {
-            state.inner.ledger.append_all(&also).await?;
+            state.inner.ledger.record_all(&also).await?;
         }
         return Ok(out);
     };

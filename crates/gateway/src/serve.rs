@@ -19,6 +19,19 @@ pub struct Running {
     pub sweeper: vault::Sweeper,
 }
 
+impl Running {
+    /// Stops cleanly: waits until the store holds every ledger record (the SQLite ledger's
+    /// journal copies them into it behind the requests), then closes the store. Whatever is
+    /// left in the journal is put in the store at the next start.
+    pub async fn close(self) {
+        let inner = &self.state.inner;
+        if let Err(e) = inner.ledger.flush().await {
+            tracing::error!(error = %e, "the ledger's journal could not be emptied into the store; the next start will");
+        }
+        inner.store.close().await;
+    }
+}
+
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running").field("state", &self.state).finish_non_exhaustive()
@@ -37,6 +50,13 @@ pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     let lcfg = ledger::LedgerConfig::new(LEDGER_ORIGIN)
         .signer(signer)
         .checkpoint_every(Duration::from_secs(cfg.audit.checkpoint_interval_secs.max(1)));
+    // On SQLite a record is made durable in a journal beside the database (one small flush)
+    // and copied into the database behind the request; on PostgreSQL, where several replicas
+    // share one ledger, each commit goes to the server.
+    let lcfg = match ledger::journal_path(&store) {
+        Some(path) => lcfg.journal(path),
+        None => lcfg,
+    };
     let ledger = ledger::Ledger::open(store.clone(), lcfg).await?;
     let kek = Arc::new(vault::LocalKek::from_base64(cfg.vault.kek.expose())?);
     let mut vcfg = vault::VaultConfig::default();

@@ -6,20 +6,31 @@
 //! with its index only once that transaction is durable. Callers never wait on each other's
 //! fsyncs: while one batch commits, the next one fills.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 use crate::export::{ExportSummary, ExportWriter};
+use crate::journal::{self, Journal};
 use crate::merkle::{self, leaf_hash, Frontier, Hash, ProofError};
 use crate::record::{now_ms, Action, Decision, Record};
 use crate::Error;
 
 /// How many leaf hashes or records are read from the store at a time.
 const READ_CHUNK: u64 = 65_536;
+
+/// The most journaled records copied into the store in one transaction.
+const FILL_BATCH: usize = 4096;
+
+/// How long the filler gathers journaled records before it copies them into the store, unless
+/// a reader waits for them: one SQLite commit (and its flush) for all of them, instead of one
+/// per journal write competing with the journal's flushes for the disk.
+const FILL_WINDOW: Duration = Duration::from_millis(20);
 
 /// How a [`Ledger`] runs.
 #[derive(Clone, Debug)]
@@ -34,6 +45,9 @@ pub struct LedgerConfig {
     pub max_batch: usize,
     /// How many appends may wait for the committer before `append` waits for room.
     pub queue: usize,
+    /// A write-ahead journal file (see [`LedgerConfig::journal`]); None: appends commit to the
+    /// store directly.
+    pub journal: Option<PathBuf>,
 }
 
 impl LedgerConfig {
@@ -45,7 +59,18 @@ impl LedgerConfig {
             checkpoint_every: None,
             max_batch: 512,
             queue: 8192,
+            journal: None,
         }
+    }
+
+    /// Makes records durable in a write-ahead journal at `path` (one write and one `fdatasync`)
+    /// and copies them into the store in batches behind it; reads wait until the store has
+    /// caught up. For a SQLite store, whose commit costs more than a small flush, with one
+    /// process appending through a journal per database (the file is locked). Other processes
+    /// may still append to the store directly. Opening replays what the store lacks.
+    pub fn journal(mut self, path: impl Into<PathBuf>) -> Self {
+        self.journal = Some(path.into());
+        self
     }
 
     /// Sets the signing key.
@@ -64,12 +89,76 @@ impl LedgerConfig {
 /// One or more records that commit together, in one transaction, at consecutive indexes.
 struct Pending {
     entries: Vec<store::NewLedgerEntry>,
-    ack: oneshot::Sender<Result<u64, Error>>,
+    ack: Ack,
+}
+
+/// What the caller waits for.
+enum Ack {
+    /// The index of the first record, once the store has it.
+    Index(oneshot::Sender<Result<u64, Error>>),
+    /// Durability only (in the journal, when there is one).
+    Durable(oneshot::Sender<Result<(), Error>>),
+}
+
+impl Ack {
+    fn is_closed(&self) -> bool {
+        match self {
+            Ack::Index(s) => s.is_closed(),
+            Ack::Durable(s) => s.is_closed(),
+        }
+    }
+
+    fn fail(self, e: Error) {
+        match self {
+            Ack::Index(s) => {
+                let _ = s.send(Err(e));
+            }
+            Ack::Durable(s) => {
+                let _ = s.send(Err(e));
+            }
+        }
+    }
+}
+
+/// How far the journal's frames have reached the store.
+struct Progress {
+    /// Frames written (and flushed) to the journal: the next `seq`.
+    written: AtomicU64,
+    /// Frames the store holds: the next `seq` to fill.
+    filled: watch::Sender<u64>,
+    /// Why the last attempt to fill the store failed, while it keeps failing; appends are
+    /// refused meanwhile.
+    failing: std::sync::Mutex<Option<String>>,
+    /// Someone waits for the store to catch up: fill now rather than at the end of the window.
+    hurry: tokio::sync::Notify,
+}
+
+impl Progress {
+    fn failing(&self) -> Option<String> {
+        self.failing.lock().map_or_else(|_| Some("poisoned".into()), |f| f.clone())
+    }
+
+    fn set_failing(&self, why: Option<String>) {
+        if let Ok(mut f) = self.failing.lock() {
+            *f = why;
+        }
+        // Wake readers waiting for the store, so they see the failure.
+        self.filled.send_modify(|_| {});
+    }
+}
+
+/// Journal frames on their way to the store, with the callers waiting for their indexes.
+struct Fill {
+    entries: Vec<store::NewLedgerEntry>,
+    acks: Vec<(u64, oneshot::Sender<Result<u64, Error>>)>,
+    /// The `seq` after the last frame.
+    end: u64,
 }
 
 struct Inner {
     store: store::Store,
     tx: mpsc::Sender<Pending>,
+    journal: Option<Arc<Progress>>,
     max_batch: usize,
     origin: String,
     signer: Option<NoteSigner>,
@@ -199,45 +288,63 @@ fn entry_of(r: &Record) -> store::NewLedgerEntry {
     }
 }
 
+/// Takes what waits in the queue into `batch` (at most `max_batch` records; one message that
+/// does not fit is kept in `carried` for the next batch), dropping callers that gave up.
+/// False when the queue is closed and empty.
+async fn gather(
+    rx: &mut mpsc::Receiver<Pending>,
+    carried: &mut Option<Pending>,
+    batch: &mut Vec<Pending>,
+    max_batch: usize,
+) -> bool {
+    let first = match carried.take() {
+        Some(p) => p,
+        None => match rx.recv().await {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    let mut size = first.entries.len();
+    batch.push(first);
+    while size < max_batch {
+        match rx.try_recv() {
+            Ok(p) if size + p.entries.len() > max_batch => {
+                *carried = Some(p);
+                break;
+            }
+            Ok(p) => {
+                size += p.entries.len();
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    // Callers that gave up (dropped their future) are not written.
+    batch.retain(|p| !p.ack.is_closed());
+    true
+}
+
+/// Moves the batch's entries into `entries` and returns each caller's offset in them.
+fn flatten(batch: &mut [Pending], entries: &mut Vec<store::NewLedgerEntry>) -> Vec<u64> {
+    entries.clear();
+    let mut starts = Vec::with_capacity(batch.len());
+    for p in batch.iter_mut() {
+        starts.push(entries.len() as u64);
+        entries.append(&mut p.entries);
+    }
+    starts
+}
+
+/// Commits each batch to the store and acknowledges its callers.
 async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     let mut entries: Vec<store::NewLedgerEntry> = Vec::with_capacity(max_batch);
-    // A message taken from the queue that did not fit the batch before it.
     let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let mut size = first.entries.len();
-        batch.push(first);
-        while size < max_batch {
-            match rx.try_recv() {
-                Ok(p) if size + p.entries.len() > max_batch => {
-                    carried = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    size += p.entries.len();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        // Callers that gave up (dropped their future) are not written.
-        batch.retain(|p| !p.ack.is_closed());
+    while gather(&mut rx, &mut carried, &mut batch, max_batch).await {
         if batch.is_empty() {
             continue;
         }
-        entries.clear();
-        let mut starts = Vec::with_capacity(batch.len());
-        for p in batch.iter_mut() {
-            starts.push(entries.len() as u64);
-            entries.append(&mut p.entries);
-        }
+        let starts = flatten(&mut batch, &mut entries);
         let started = std::time::Instant::now();
         let result = store.ledger_append(&entries).await;
         metrics::histogram!("phigate_ledger_commit_seconds")
@@ -246,18 +353,299 @@ async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_bat
         match result {
             Ok(start) => {
                 for (p, offset) in batch.drain(..).zip(starts) {
-                    let _ = p.ack.send(Ok(start + offset));
+                    match p.ack {
+                        Ack::Index(s) => {
+                            let _ = s.send(Ok(start + offset));
+                        }
+                        Ack::Durable(s) => {
+                            let _ = s.send(Ok(()));
+                        }
+                    }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, records = entries.len(), "ledger append failed");
                 let msg = e.to_string();
                 for p in batch.drain(..) {
-                    let _ = p.ack.send(Err(Error::Store(msg.clone())));
+                    p.ack.fail(Error::Store(msg.clone()));
                 }
             }
         }
     }
+}
+
+/// Flushes each batch to the journal, acknowledges the callers that wait for durability only,
+/// and hands the entries (and the callers that wait for an index) to the filler.
+async fn journal_committer(
+    mut journal: Journal,
+    progress: Arc<Progress>,
+    fills: mpsc::Sender<Fill>,
+    mut rx: mpsc::Receiver<Pending>,
+    max_batch: usize,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    let mut carried: Option<Pending> = None;
+    // Set after a failed write: the journal is not written again (fail closed until restart).
+    let mut broken: Option<String> = None;
+    while gather(&mut rx, &mut carried, &mut batch, max_batch).await {
+        if batch.is_empty() {
+            continue;
+        }
+        let refuse = broken.clone().or_else(|| progress.failing());
+        if let Some(why) = refuse {
+            for p in batch.drain(..) {
+                p.ack.fail(Error::Store(why.clone()));
+            }
+            continue;
+        }
+        if journal.wants_wrap() {
+            // Start again at offset 0 once the store holds every frame written so far.
+            let target = journal.next_seq();
+            progress.hurry.notify_one();
+            let mut filled = progress.filled.subscribe();
+            let caught_up = filled.wait_for(|f| *f >= target || progress.failing().is_some()).await;
+            if caught_up.is_ok() && progress.failing().is_none() {
+                journal.wrap();
+            }
+        }
+        let mut entries = Vec::new();
+        let starts = flatten(&mut batch, &mut entries);
+        let started = std::time::Instant::now();
+        let (j, entries, result) = match tokio::task::spawn_blocking(move || {
+            let r = journal.write(entries.iter().map(|e| (&e.leaf_hash, e.body.as_slice())));
+            (journal, entries, r)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => {
+                // The write panicked: the journal went with it. Refuse everything from here on.
+                tracing::error!("the ledger journal's writer stopped");
+                for p in batch.drain(..) {
+                    p.ack.fail(Error::Store("the ledger journal's writer stopped".into()));
+                }
+                rx.close();
+                while let Some(p) = rx.recv().await {
+                    p.ack.fail(Error::Store("the ledger journal's writer stopped".into()));
+                }
+                return;
+            }
+        };
+        journal = j;
+        metrics::histogram!("phigate_ledger_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("phigate_ledger_batch_records").record(entries.len() as f64);
+        if let Err(e) = result {
+            tracing::error!(error = %e, records = entries.len(), "ledger journal write failed");
+            let msg = format!("the ledger journal cannot be written: {}", e.kind());
+            for p in batch.drain(..) {
+                p.ack.fail(Error::Store(msg.clone()));
+            }
+            broken = Some(msg);
+            continue;
+        }
+        let end = journal.next_seq();
+        let mut acks = Vec::new();
+        let mut durable = Vec::new();
+        for (p, offset) in batch.drain(..).zip(starts) {
+            match p.ack {
+                Ack::Durable(s) => durable.push(s),
+                Ack::Index(s) => acks.push((offset, s)),
+            }
+        }
+        // The filler has the frames before `written` counts them, and `written` counts them
+        // before their callers hear back: a caller's `flush` then waits for its own records.
+        if fills.send(Fill { entries, acks, end }).await.is_err() {
+            return;
+        }
+        progress.written.store(end, Ordering::Release);
+        for s in durable {
+            let _ = s.send(Ok(()));
+        }
+    }
+}
+
+/// Copies journal frames into the store in batches (of up to [`FILL_BATCH`] records), in
+/// order. A failure is retried until it succeeds; meanwhile appends are refused.
+async fn filler(store: store::Store, progress: Arc<Progress>, mut rx: mpsc::Receiver<Fill>) {
+    let mut fills: Vec<Fill> = Vec::new();
+    let mut entries: Vec<store::NewLedgerEntry> = Vec::with_capacity(FILL_BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut size = first.entries.len();
+        fills.push(first);
+        let deadline = tokio::time::Instant::now() + FILL_WINDOW;
+        let mut hurry = false;
+        while size < FILL_BATCH {
+            if hurry {
+                match rx.try_recv() {
+                    Ok(f) => {
+                        size += f.entries.len();
+                        fills.push(f);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            tokio::select! {
+                biased;
+                () = progress.hurry.notified() => hurry = true,
+                f = rx.recv() => match f {
+                    Some(f) => {
+                        size += f.entries.len();
+                        fills.push(f);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        entries.clear();
+        let mut bases = Vec::with_capacity(fills.len());
+        for f in fills.iter_mut() {
+            bases.push(entries.len() as u64);
+            entries.append(&mut f.entries);
+        }
+        let mut pause = Duration::from_millis(50);
+        let start = loop {
+            let started = std::time::Instant::now();
+            match store.ledger_append(&entries).await {
+                Ok(start) => {
+                    metrics::histogram!("phigate_ledger_fill_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if progress.failing().is_some() {
+                        tracing::info!(
+                            records = entries.len(),
+                            "the ledger's store is written again"
+                        );
+                        progress.set_failing(None);
+                    }
+                    break start;
+                }
+                Err(e) => {
+                    if progress.failing().is_none() {
+                        tracing::error!(
+                            error = %e,
+                            records = entries.len(),
+                            "copying journaled ledger records into the store failed; they are \
+                             safe in the journal; appends are refused until it succeeds"
+                        );
+                    }
+                    progress
+                        .set_failing(Some(format!("the ledger's store cannot be written: {e}")));
+                    if rx.is_closed() && store.ping().await.is_err() {
+                        // Shutting down with the store gone: the journal keeps the records and
+                        // the next open replays them.
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        let mut end = 0;
+        for (f, base) in fills.drain(..).zip(bases) {
+            for (offset, ack) in f.acks {
+                let _ = ack.send(Ok(start + base + offset));
+            }
+            end = f.end;
+        }
+        progress.filled.send_replace(end);
+    }
+}
+
+/// Opens the journal; while another process holds it, tries again for up to 10 s (a CLI
+/// command that replays it after a crash holds it for moments; a second server, for good).
+async fn open_journal(
+    path: PathBuf,
+    database: u32,
+) -> Result<(Journal, Vec<journal::Frame>, Option<PathBuf>), Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = path.clone();
+        let opened = tokio::task::spawn_blocking(move || Journal::open(&p, database))
+            .await
+            .map_err(|_| Error::Store("opening the ledger journal panicked".into()))?;
+        match opened {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Where the ledger journal of a SQLite store lives: beside the database file, named after it
+/// with `-ledger-journal` added. None on PostgreSQL.
+pub fn journal_path(store: &store::Store) -> Option<PathBuf> {
+    let db = store.sqlite_path()?;
+    let mut name = db.as_os_str().to_os_string();
+    name.push("-ledger-journal");
+    Some(PathBuf::from(name))
+}
+
+/// For a command that opens a SQLite store while no server runs on it (after a crash): puts
+/// the records only its ledger journal holds into the store, so that what the command reads is
+/// complete. Does nothing when there is no journal, or a running server holds it (that server
+/// copies them itself). Returns how many records were put in.
+pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
+    let (Some(path), Some(database)) = (journal_path(store), store.sqlite_id()) else {
+        return Ok(0);
+    };
+    if !path.exists() {
+        return Ok(0);
+    }
+    let p = path.clone();
+    let opened = tokio::task::spawn_blocking(move || Journal::open(&p, database))
+        .await
+        .map_err(|_| Error::Store("opening the ledger journal panicked".into()))?;
+    let (journal, frames, _) = match opened {
+        Ok(j) => j,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let n = replay(store, frames).await?;
+    // Unlocked only once the store has them.
+    drop(journal);
+    Ok(n)
+}
+
+/// Puts the journal's frames that the store lacks into it (see [`crate::journal`]).
+async fn replay(store: &store::Store, frames: Vec<journal::Frame>) -> Result<u64, Error> {
+    if frames.is_empty() {
+        return Ok(0);
+    }
+    let mut records = Vec::with_capacity(frames.len());
+    for f in &frames {
+        records.push(Record::decode(&f.body).map_err(|e| {
+            Error::Store(format!("a record in the ledger journal does not decode: {e}"))
+        })?);
+    }
+    let from_ms = records.iter().map(Record::ts_ms).min().unwrap_or(0);
+    let mut stored = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .ledger_search(&store::LedgerQuery {
+                from_ms: Some(from_ms),
+                after_index: after,
+                limit: READ_CHUNK,
+                ..Default::default()
+            })
+            .await
+            .map_err(from_store)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.index);
+        stored.extend(page.iter().map(|e| e.leaf_hash));
+    }
+    let entries: Vec<store::NewLedgerEntry> =
+        journal::missing(&frames, &stored).into_iter().map(|i| entry_of(&records[i])).collect();
+    for chunk in entries.chunks(FILL_BATCH) {
+        store.ledger_append(chunk).await.map_err(from_store)?;
+    }
+    Ok(entries.len() as u64)
 }
 
 async fn ticker(weak: Weak<Inner>, every: Duration) {
@@ -287,11 +675,57 @@ impl Ledger {
             return Err(Error::Checkpoint("the origin must be one non-empty line".into()));
         }
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-        tokio::spawn(committer(store.clone(), rx, cfg.max_batch.max(1)));
+        let max_batch = cfg.max_batch.max(1);
+        let journal = match &cfg.journal {
+            None => {
+                tokio::spawn(committer(store.clone(), rx, max_batch));
+                None
+            }
+            Some(path) => {
+                let Some(database) = store.sqlite_id() else {
+                    return Err(Error::Store(
+                        "a ledger journal is for a SQLite store (PostgreSQL commits are shared \
+                         by replicas)"
+                            .into(),
+                    ));
+                };
+                let (journal, frames, aside) = open_journal(path.clone(), database).await?;
+                if let Some(aside) = aside {
+                    tracing::warn!(
+                        journal = %journal.path().display(),
+                        moved_to = %aside.display(),
+                        "the ledger journal belonged to another database (this one was made \
+                         anew); it was set aside, not replayed"
+                    );
+                }
+                let run = frames.len();
+                let replayed = replay(&store, frames).await?;
+                if replayed > 0 {
+                    tracing::warn!(
+                        replayed,
+                        journaled = run,
+                        journal = %journal.path().display(),
+                        "ledger records found only in the journal (the last run stopped before \
+                         copying them) were put in the store"
+                    );
+                }
+                let progress = Arc::new(Progress {
+                    written: AtomicU64::new(0),
+                    filled: watch::Sender::new(0),
+                    failing: std::sync::Mutex::new(None),
+                    hurry: tokio::sync::Notify::new(),
+                });
+                let (fill_tx, fill_rx) = mpsc::channel(1024);
+                tokio::spawn(filler(store.clone(), progress.clone(), fill_rx));
+                tokio::spawn(journal_committer(journal, progress.clone(), fill_tx, rx, max_batch));
+                Some(progress)
+            }
+        };
         let inner = Arc::new(Inner {
             store,
             tx,
-            max_batch: cfg.max_batch.max(1),
+            journal,
+            max_batch,
             origin: cfg.origin,
             signer: cfg.signer,
             frontier: Mutex::new(Frontier::new()),
@@ -326,27 +760,75 @@ impl Ledger {
         self.submit(vec![entry_of(&record)]).await
     }
 
-    /// Appends several records in one transaction, at consecutive indexes in the given order,
-    /// and returns the first index once all of them are durable: either every record is in the
-    /// log or none is. At most [`LedgerConfig::max_batch`] records (more are refused).
-    pub async fn append_all(&self, records: &[Record]) -> Result<u64, Error> {
-        if records.is_empty() || records.len() > self.inner.max_batch {
+    /// Appends one record and returns once it is durable: in the journal when the ledger has
+    /// one (the store gets it moments later), else in the store. Cheaper than
+    /// [`Ledger::append`] when no index is needed.
+    pub async fn record(&self, record: Record) -> Result<(), Error> {
+        self.submit_durable(vec![entry_of(&record)]).await
+    }
+
+    /// [`Ledger::record`] for several records, all or none, in the given order. At most
+    /// [`LedgerConfig::max_batch`] records.
+    pub async fn record_all(&self, records: &[Record]) -> Result<(), Error> {
+        self.check_count(records.len())?;
+        self.submit_durable(records.iter().map(entry_of).collect()).await
+    }
+
+    fn check_count(&self, n: usize) -> Result<(), Error> {
+        if n == 0 || n > self.inner.max_batch {
             return Err(Error::InvalidField {
                 field: "records",
                 problem: "one append takes 1 to max_batch records",
             });
         }
+        Ok(())
+    }
+
+    async fn submit_durable(&self, entries: Vec<store::NewLedgerEntry>) -> Result<(), Error> {
+        let (ack, rx) = oneshot::channel();
+        let p = Pending { entries, ack: Ack::Durable(ack) };
+        self.inner.tx.send(p).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Waits until the store holds every record acknowledged so far (at once without a
+    /// journal). Reads do this themselves; call it before closing the store at shutdown.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let Some(p) = &self.inner.journal else { return Ok(()) };
+        let target = p.written.load(Ordering::Acquire);
+        let mut filled = p.filled.subscribe();
+        if *filled.borrow() < target {
+            p.hurry.notify_one();
+        }
+        loop {
+            if *filled.borrow_and_update() >= target {
+                return Ok(());
+            }
+            if let Some(why) = p.failing() {
+                return Err(Error::Store(why));
+            }
+            filled.changed().await.map_err(|_| Error::Closed)?;
+        }
+    }
+
+    /// Appends several records in one transaction, at consecutive indexes in the given order,
+    /// and returns the first index once all of them are durable: either every record is in the
+    /// log or none is. At most [`LedgerConfig::max_batch`] records (more are refused).
+    pub async fn append_all(&self, records: &[Record]) -> Result<u64, Error> {
+        self.check_count(records.len())?;
         self.submit(records.iter().map(entry_of).collect()).await
     }
 
     async fn submit(&self, entries: Vec<store::NewLedgerEntry>) -> Result<u64, Error> {
         let (ack, rx) = oneshot::channel();
-        self.inner.tx.send(Pending { entries, ack }).await.map_err(|_| Error::Closed)?;
+        let p = Pending { entries, ack: Ack::Index(ack) };
+        self.inner.tx.send(p).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// The number of records.
     pub async fn len(&self) -> Result<u64, Error> {
+        self.flush().await?;
         self.inner.store.ledger_len().await.map_err(from_store)
     }
 
@@ -426,12 +908,14 @@ impl Ledger {
 
     /// Reads records `start..end` (decoded and checked against their leaf hashes).
     pub async fn read(&self, start: u64, end: u64) -> Result<Vec<(u64, Record)>, Error> {
+        self.flush().await?;
         let rows = self.inner.store.ledger_read(start, end).await.map_err(from_store)?;
         rows.into_iter().map(decode_entry).collect()
     }
 
     /// Records matching every filter of `q`, in index order.
     pub async fn search(&self, q: &Query) -> Result<Vec<(u64, Record)>, Error> {
+        self.flush().await?;
         let sq = store::LedgerQuery {
             from_ms: q.from_ms,
             to_ms: q.to_ms,

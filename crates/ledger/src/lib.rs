@@ -50,6 +50,7 @@
 
 pub mod checkpoint;
 pub mod export;
+mod journal;
 mod ledger;
 pub mod merkle;
 pub mod record;
@@ -58,7 +59,8 @@ pub mod tree;
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 pub use export::{verify_export, verify_export_with, ExportSummary, ExportWriter};
 pub use ledger::{
-    ConsistencyProof, InclusionProof, Ledger, LedgerConfig, Query, SignedCheckpoint, StoreReport,
+    journal_path, replay_journal, ConsistencyProof, InclusionProof, Ledger, LedgerConfig, Query,
+    SignedCheckpoint, StoreReport,
 };
 pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{Action, Decision, Hmac256, HmacKey, Record, RecordBuilder, Slug};

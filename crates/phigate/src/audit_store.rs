@@ -53,11 +53,23 @@ impl StoreArgs {
         redact_url(&self.url())
     }
 
-    /// Opens the store (creating a SQLite file and its directory when missing).
+    /// Opens the store (creating a SQLite file and its directory when missing). On SQLite, when
+    /// no server runs on it, first puts in the ledger records that only the server's journal
+    /// holds (a server that stopped without copying them), so that the command sees them.
     pub async fn open(&self) -> anyhow::Result<store::Store> {
-        store::Store::open(&self.url())
+        let store = store::Store::open(&self.url())
             .await
-            .with_context(|| format!("cannot open the store {}", self.display_url()))
+            .with_context(|| format!("cannot open the store {}", self.display_url()))?;
+        let n = ledger::replay_journal(&store).await.with_context(|| {
+            format!("cannot put the ledger journal's records in the store {}", self.display_url())
+        })?;
+        if n > 0 {
+            eprintln!(
+                "phigate: {n} ledger records found only in the ledger journal (the server stopped \
+                 before copying them) were put in the store"
+            );
+        }
+        Ok(store)
     }
 }
 

@@ -312,7 +312,7 @@ async fn serve(
         tracing::info!("shutting down");
     };
     gateway::serve(state, listener, shutdown).await?;
-    drop(running);
+    running.close().await;
     Ok(())
 }
 

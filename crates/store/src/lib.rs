@@ -387,6 +387,23 @@ impl Store {
         }
     }
 
+    /// A SQLite database's identity (a random number drawn when it was made, kept in the file:
+    /// a copy has the same, a new database another); None on PostgreSQL.
+    pub fn sqlite_id(&self) -> Option<u32> {
+        match &*self.inner {
+            Inner::Sqlite(s) => Some(s.id()),
+            Inner::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite database file, as opened; None on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &*self.inner {
+            Inner::Sqlite(s) => Some(s.path()),
+            Inner::Postgres(_) => None,
+        }
+    }
+
     /// Readiness: one round trip to the database.
     pub async fn ping(&self) -> Result<(), Error> {
         dispatch!(self, b => b.ping().await)

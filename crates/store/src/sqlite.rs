@@ -38,6 +38,10 @@ pub(crate) struct SqliteStore {
     /// lets go (odd: one is under way). The checkpointer rests while it has not moved since the
     /// WAL was last found wholly copied.
     writes: Arc<Writes>,
+    /// See [`SqliteStore::identify`].
+    id: u32,
+    /// The database file.
+    path: std::path::PathBuf,
     /// The background WAL checkpointer (stopped when the store goes).
     checkpointer: tokio::task::AbortHandle,
 }
@@ -490,10 +494,49 @@ impl SqliteStore {
         let checkpointer =
             tokio::spawn(checkpointer(pool.clone(), writer.clone(), write.clone(), writes.clone()))
                 .abort_handle();
-        let store = SqliteStore { pool, writer, write, writes, checkpointer };
+        let mut store = SqliteStore {
+            pool,
+            writer,
+            write,
+            writes,
+            checkpointer,
+            id: 0,
+            path: path.to_path_buf(),
+        };
         store.check_schema().await?;
         MIGRATOR.run(&store.writer).await.map_err(|e| from_migrate(e, map_err))?;
+        store.id = store.identify().await?;
         Ok(store)
+    }
+
+    /// The database's identity: a random non-zero number kept in SQLite's `user_version`
+    /// header field, drawn by the first open. A copy of the file keeps it; a new database (a
+    /// restore through `phigate backup`, a file deleted and made again) gets another.
+    async fn identify(&self) -> Result<u32, Error> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let found: i64 =
+            sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(map_err)?;
+        let id = if found == 0 {
+            let id = (rand::random::<u32>() & 0x7fff_ffff).max(1);
+            // PRAGMA takes no bound parameter; the value is a number this code made.
+            sqlx::query(&format!("PRAGMA user_version = {id}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            id
+        } else {
+            found as u32
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(id)
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Refuses somebody else's database and a schema newer than this build.

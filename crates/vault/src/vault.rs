@@ -794,7 +794,7 @@ impl Vault {
         }
         records.extend(also);
         if !records.is_empty() {
-            self.inner.ledger.append_all(&records).await?;
+            self.inner.ledger.record_all(&records).await?;
         }
         Ok(revealed)
     }
@@ -813,7 +813,7 @@ impl Vault {
             .resource(&new_id)
             .reason("data_key_rotation")
             .build()?;
-        self.inner.ledger.append(record).await?;
+        self.inner.ledger.record(record).await?;
         self.forget_scope(scope);
         match self.create_key(scope, next, active.expires_at_ms).await? {
             Some((row, _)) => Ok(scope_key(&row)),
@@ -837,7 +837,7 @@ impl Vault {
         if ledger::Slug::check(new.id()).is_ok() {
             b = b.resource(new.id());
         }
-        self.inner.ledger.append(b.build()?).await?;
+        self.inner.ledger.record(b.build()?).await?;
         let new_id = new.id().to_owned();
         write(&self.inner.keyring).activate(new.clone());
         // Rows read before the rotation name the old KEK: read them again.
@@ -959,7 +959,7 @@ impl Vault {
             .resource(&row.key_id)
             .reason(reason.code())
             .build()?;
-        self.inner.ledger.append(record).await?;
+        self.inner.ledger.record(record).await?;
         self.cache_evict(&row.key_id);
         self.inner.active.remove(&row.scope);
         let was_live = self.inner.store.data_key_shred(&row.key_id, now_ms()).await?;

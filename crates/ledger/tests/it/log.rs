@@ -7,7 +7,7 @@ use ledger::{merkle, Checkpoint, Ledger, LedgerConfig, Query};
 
 use crate::common::{self, record, signer, ORIGIN};
 
-async fn exercise(l: &Ledger) {
+pub async fn exercise(l: &Ledger) {
     let key = HmacKey::from_bytes(&[1u8; 32]).unwrap();
     // 600 concurrent appends: every index 0..600 handed out exactly once.
     let mut tasks = Vec::new();

@@ -4,5 +4,6 @@
 mod canary;
 mod common;
 mod export;
+mod journal;
 mod log;
 mod props;

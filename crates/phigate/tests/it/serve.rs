@@ -138,6 +138,8 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
     let second = start(dir.path());
     assert!(!second.stdout.contains("pg_"), "a key was printed again");
     assert_eq!(get(&second.addr, "/v1/models", &key).0, 200);
+    let body = r#"{"text": "Seen by Dr. Alan Reyes.", "mode": "scan"}"#;
+    assert_eq!(post(&second.addr, "/v1/deidentify", &key, body).0, 200);
     drop(second);
 
     // A start that finds the configuration but no key at all in the store (a first start that
@@ -146,6 +148,12 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
         let _ = std::fs::remove_file(data.join(f));
     }
     let third = start(dir.path());
+    // The old database's ledger journal is set aside, not replayed into the new one.
+    let aside = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().ends_with(".other-database"));
+    assert!(aside, "the old database's journal was not set aside");
     let again = third
         .stdout
         .lines()
@@ -159,6 +167,72 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
     drop(third);
     let fourth = start(dir.path());
     assert!(!fourth.stdout.contains("pg_"), "a key was printed again");
+}
+
+fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp)
+}
+
+/// Records of `action` in the store of `dir`'s data directory, read by `phigate audit search`.
+fn count_records(dir: &std::path::Path, action: &str) -> usize {
+    let out = Command::new(BIN)
+        .args(["audit", "search", "--action", action, "--limit", "100000", "--format", "jsonl"])
+        .current_dir(dir)
+        .env_remove("PHIGATE_STORE")
+        .env_remove("PHIGATE_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// The SQLite ledger acknowledges a record once it is in the journal beside the database,
+/// before the database has it: a kill -9 right after the answers loses none of them, and the
+/// next start puts them in the database.
+#[test]
+fn records_acknowledged_before_a_kill_are_in_the_ledger_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path());
+    let key = first
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .unwrap_or_else(|| panic!("no admin key printed: {:?}", first.stdout))
+        .trim()
+        .to_string();
+    let body = r#"{"text": "Pt Maria Lopez, MRN 4417823, seen 03/14/2024.", "mode": "redact"}"#;
+    let n = 60;
+    for _ in 0..n {
+        let (status, resp) = post(&first.addr, "/v1/deidentify", &key, body);
+        assert_eq!(status, 200, "{resp}");
+    }
+    assert!(dir.path().join("phigate-data/phigate.db-ledger-journal").exists());
+    drop(first); // SIGKILL, at once after the last answer
+                 // The next start puts in what only the journal held.
+    let second = start(dir.path());
+    assert_eq!(count_records(dir.path(), "deidentify"), n, "records lost or doubled");
+    for _ in 0..n {
+        assert_eq!(post(&second.addr, "/v1/deidentify", &key, body).0, 200);
+    }
+    drop(second); // SIGKILL again
+                  // With no server running, a command that reads the store puts them in first.
+    assert_eq!(count_records(dir.path(), "deidentify"), 2 * n, "records lost or doubled");
+    // Neither a restart nor another command replays anything twice.
+    let third = start(dir.path());
+    assert_eq!(count_records(dir.path(), "deidentify"), 2 * n);
+    drop(third);
+    assert_eq!(count_records(dir.path(), "deidentify"), 2 * n);
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> bool {

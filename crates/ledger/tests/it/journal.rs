@@ -1,0 +1,164 @@
+//! The write-ahead journal of a SQLite ledger: records acknowledged from the journal reach the
+//! store, after a stop too; other appenders share the store; one journal per database.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ledger::record::HmacKey;
+use ledger::{Ledger, LedgerConfig};
+
+use crate::common::{self, record, signer, ORIGIN};
+
+fn key() -> HmacKey {
+    HmacKey::from_bytes(&[7u8; 32]).unwrap()
+}
+
+async fn journaled(store: store::Store, journal: &Path) -> Result<Ledger, ledger::Error> {
+    Ledger::open(store, LedgerConfig::new(ORIGIN).signer(signer()).journal(journal)).await
+}
+
+/// Opens the journaled ledger once the previous holder has let go of the file (its tasks stop
+/// shortly after the last handle is dropped).
+async fn reopen(db: &Path, journal: &Path) -> Ledger {
+    for _ in 0..100 {
+        let s = store::Store::open(db.to_str().unwrap()).await.unwrap();
+        match journaled(s.clone(), journal).await {
+            Ok(l) => return l,
+            Err(e) if e.to_string().contains("locked by another process") => {
+                s.close().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the journal stayed locked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_sqlite_concurrent_appends_checkpoints_and_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = journaled(common::sqlite(&dir).await, &dir.path().join("j")).await.unwrap();
+    crate::log::exercise(&l).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_only_in_the_journal_reach_the_store_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, j) = (dir.path().join("phigate.db"), dir.path().join("j"));
+    let s = common::sqlite(&dir).await;
+    let l = journaled(s.clone(), &j).await.unwrap();
+    l.record_all(&[record(0, &key()), record(1, &key())]).await.unwrap();
+    l.flush().await.unwrap();
+    // The store goes away: what is recorded now is durable in the journal only.
+    s.close().await;
+    let later = [record(2, &key()), record(3, &key()), record(4, &key())];
+    l.record_all(&later).await.unwrap();
+    let e = l.flush().await.unwrap_err();
+    assert!(e.to_string().contains("cannot be written"), "{e}");
+    // While the store cannot be written, appends are refused (fail closed).
+    let mut refused = false;
+    for _ in 0..100 {
+        if l.record(record(99, &key())).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "appends went on while the store could not be written");
+    drop(l);
+
+    let l = reopen(&db, &j).await;
+    let got: Vec<_> = l.read(0, l.len().await.unwrap()).await.unwrap();
+    let want: Vec<_> = (0..5).map(|i| record(i, &key()).canonical_bytes()).collect();
+    let got_records: Vec<_> = got.iter().map(|(_, r)| r.canonical_bytes()).collect();
+    // Records 0 to 4, once each; record 99 may be there too (its frame was flushed when the
+    // filler had not yet reported the store's failure), after them.
+    assert_eq!(&got_records[..5], &want[..]);
+    let r99 = record(99, &key()).canonical_bytes();
+    assert!(got_records[5..].iter().all(|r| *r == r99), "more than records 0-4 and 99");
+    let n = got.len() as u64;
+    l.checkpoint().await.unwrap();
+    assert_eq!(l.verify_store(Some(&signer().verifier())).await.unwrap().records, n);
+    drop(l);
+    // Opening again replays nothing twice.
+    let l = reopen(&db, &j).await;
+    assert_eq!(l.len().await.unwrap(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_appender_on_the_same_database_shares_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, j) = (dir.path().join("phigate.db"), dir.path().join("j"));
+    let journal_side = journaled(common::sqlite(&dir).await, &j).await.unwrap();
+    // Another process (phigate vault shred, audit append) appends to the store directly.
+    let direct = common::ledger(common::sqlite(&dir).await).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let (a, b) = (journal_side.clone(), direct.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                a.record(record(i, &key())).await.unwrap();
+            } else {
+                b.append(record(i, &key())).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    journal_side.flush().await.unwrap();
+    assert_eq!(direct.len().await.unwrap(), 200);
+    let mut seen: Vec<_> = direct.read(0, 200).await.unwrap().into_iter().map(|(_, r)| r).collect();
+    seen.sort_by_key(|r| r.ts_ms());
+    let seen: Vec<_> = seen.iter().map(|r| r.canonical_bytes()).collect();
+    assert_eq!(seen, (0..200).map(|i| record(i, &key()).canonical_bytes()).collect::<Vec<_>>());
+    journal_side.checkpoint().await.unwrap();
+    journal_side.verify_store(Some(&signer().verifier())).await.unwrap();
+    drop(journal_side);
+    let l = reopen(&db, &j).await;
+    assert_eq!(l.len().await.unwrap(), 200, "a reopen copied a record twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_journal_per_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("j");
+    let _first = journaled(common::sqlite(&dir).await, &j).await.unwrap();
+    let e = journaled(common::sqlite(&dir).await, &j).await.unwrap_err();
+    assert!(e.to_string().contains("locked by another process"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_wraps_and_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, j) = (dir.path().join("phigate.db"), dir.path().join("j"));
+    let l = journaled(common::sqlite(&dir).await, &j).await.unwrap();
+    let size = std::fs::metadata(&j).unwrap().len();
+    // 60,000 records, about 18 MB: several times the journal's size.
+    let n = 60_000u64;
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < n {
+                let batch: Vec<_> =
+                    (i..(i + 8 * 50).min(n)).step_by(8).map(|k| record(k, &key())).collect();
+                l.record_all(&batch).await.unwrap();
+                i += 8 * 50;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(l.len().await.unwrap(), n);
+    let written: u64 =
+        l.read(0, n).await.unwrap().iter().map(|(_, r)| r.canonical_bytes().len() as u64).sum();
+    let after = std::fs::metadata(&j).unwrap().len();
+    assert!(written > 3 * size, "the test wrote {written} bytes, the journal is {size}");
+    assert!(after < size + (1 << 20), "the journal grew from {size} to {after} bytes");
+    drop(l);
+    let l = reopen(&db, &j).await;
+    assert_eq!(l.len().await.unwrap(), n, "a reopen after wraps copied records twice");
+}
