@@ -296,6 +296,7 @@ async fn gather(
     carried: &mut Option<Pending>,
     batch: &mut Vec<Pending>,
     max_batch: usize,
+    linger: bool,
 ) -> bool {
     let first = match carried.take() {
         Some(p) => p,
@@ -306,6 +307,10 @@ async fn gather(
     };
     let mut size = first.entries.len();
     batch.push(first);
+    if linger {
+        // Let the tasks that are about to append do so first: a bigger batch, fewer flushes.
+        tokio::task::yield_now().await;
+    }
     while size < max_batch {
         match rx.try_recv() {
             Ok(p) if size + p.entries.len() > max_batch => {
@@ -340,7 +345,7 @@ async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_bat
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     let mut entries: Vec<store::NewLedgerEntry> = Vec::with_capacity(max_batch);
     let mut carried: Option<Pending> = None;
-    while gather(&mut rx, &mut carried, &mut batch, max_batch).await {
+    while gather(&mut rx, &mut carried, &mut batch, max_batch, false).await {
         if batch.is_empty() {
             continue;
         }
@@ -387,7 +392,10 @@ async fn journal_committer(
     let mut carried: Option<Pending> = None;
     // Set after a failed write: the journal is not written again (fail closed until restart).
     let mut broken: Option<String> = None;
-    while gather(&mut rx, &mut carried, &mut batch, max_batch).await {
+    // Whether the last batch held more than one caller's records (appends are concurrent).
+    let mut busy = false;
+    while gather(&mut rx, &mut carried, &mut batch, max_batch, busy).await {
+        busy = batch.len() > 1;
         if batch.is_empty() {
             continue;
         }
