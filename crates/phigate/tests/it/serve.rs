@@ -72,13 +72,45 @@ fn start(dir: &std::path::Path) -> Server {
     Server { child, addr: addr.unwrap(), stdout, stderr: rx }
 }
 
-fn get(addr: &str, path: &str, key: &str) -> (u16, String) {
+/// One request on a new connection; `body` makes it a JSON POST.
+fn request(addr: &str, path: &str, key: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
+    let (method, head) = match body {
+        Some(b) => {
+            ("POST", format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()))
+        }
+        None => ("GET", String::new()),
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n{head}\
+         Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, resp)
+}
+
+fn get(addr: &str, path: &str, key: &str) -> (u16, String) {
+    request(addr, path, key, None)
+}
+
+fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    request(addr, path, key, Some(body))
+}
+
+/// The admin key a start printed.
+fn admin_key(server: &Server) -> String {
+    server
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
+        .unwrap_or_else(|| panic!("no admin key printed: {:?}", server.stdout))
+        .trim()
+        .to_string()
 }
 
 #[cfg(unix)]
@@ -87,13 +119,7 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let first = start(dir.path());
-    let key = first
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
-        .unwrap_or_else(|| panic!("no admin key printed: {:?}", first.stdout))
-        .trim()
-        .to_string();
+    let key = admin_key(&first);
     assert!(key.starts_with("pg_"));
     let data = dir.path().join("phigate-data");
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
@@ -154,34 +180,13 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().ends_with(".other-database"));
     assert!(aside, "the old database's journal was not set aside");
-    let again = third
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
-        .unwrap_or_else(|| panic!("no admin key for an empty store: {:?}", third.stdout))
-        .trim()
-        .to_string();
+    let again = admin_key(&third);
     assert_ne!(again, key);
     assert_eq!(get(&third.addr, "/v1/models", &again).0, 200);
     assert_eq!(get(&third.addr, "/v1/models", &key).0, 401, "the old store's key is gone");
     drop(third);
     let fourth = start(dir.path());
     assert!(!fourth.stdout.contains("pg_"), "a key was printed again");
-}
-
-fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, resp)
 }
 
 /// Records of `action` in the store of `dir`'s data directory, read by `phigate audit search`.
@@ -204,13 +209,7 @@ fn count_records(dir: &std::path::Path, action: &str) -> usize {
 fn records_acknowledged_before_a_kill_are_in_the_ledger_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = start(dir.path());
-    let key = first
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("phigate: admin API key (shown once; store it now): "))
-        .unwrap_or_else(|| panic!("no admin key printed: {:?}", first.stdout))
-        .trim()
-        .to_string();
+    let key = admin_key(&first);
     let body = r#"{"text": "Pt Maria Lopez, MRN 4417823, seen 03/14/2024.", "mode": "redact"}"#;
     let n = 60;
     for _ in 0..n {
