@@ -25,7 +25,7 @@ impl Running {
     /// left in the journal is put in the store at the next start.
     pub async fn close(self) {
         let inner = &self.state.inner;
-        if let Err(e) = inner.ledger.flush().await {
+        if let Err(e) = inner.ledger.close().await {
             tracing::error!(error = %e, "the ledger's journal could not be emptied into the store; the next start will");
         }
         inner.store.close().await;

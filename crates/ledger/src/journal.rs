@@ -166,6 +166,18 @@ impl Journal {
         self.offset = 0;
     }
 
+    /// Empties the journal: zeros over the first frame's header, flushed, and writing starts at
+    /// offset 0 again. Only when the store holds every frame written so far, durably (the next
+    /// open then has nothing to read back).
+    pub(crate) fn clear(&mut self) -> std::io::Result<()> {
+        self.file
+            .write_all_at(&[0u8; HEADER], 0)
+            .map_err(|e| io_context(&self.path, "cannot write", e))?;
+        self.file.sync_data().map_err(|e| io_context(&self.path, "cannot flush", e))?;
+        self.offset = 0;
+        Ok(())
+    }
+
     /// Writes one frame per `(leaf hash, body)` and flushes them (`fdatasync`): durable when this
     /// returns `Ok`. After an error the journal must not be written again (a failed flush may
     /// have dropped pages the kernel then reports clean).

@@ -122,6 +122,8 @@ impl Ack {
 
 /// How far the journal's frames have reached the store.
 struct Progress {
+    /// The journal, written by the committer; emptied by [`Ledger::close`].
+    journal: std::sync::Mutex<Journal>,
     /// Frames written (and flushed) to the journal: the next `seq`.
     written: AtomicU64,
     /// Frames the store holds: the next `seq` to fill.
@@ -133,7 +135,16 @@ struct Progress {
     hurry: tokio::sync::Notify,
 }
 
+/// Why appends are refused after the journal's writer panicked.
+const STOPPED: &str = "the ledger journal's writer stopped";
+
 impl Progress {
+    /// The journal, locked; an error when a panic while it was held left it poisoned (what was
+    /// written then is unknown: nothing is written again).
+    fn journal(&self) -> std::io::Result<std::sync::MutexGuard<'_, Journal>> {
+        self.journal.lock().map_err(|_| std::io::Error::other(STOPPED))
+    }
+
     fn failing(&self) -> Option<String> {
         self.failing.lock().map_or_else(|_| Some("poisoned".into()), |f| f.clone())
     }
@@ -382,7 +393,7 @@ async fn committer(store: store::Store, mut rx: mpsc::Receiver<Pending>, max_bat
 /// Flushes each batch to the journal, acknowledges the callers that wait for durability only,
 /// and hands the entries (and the callers that wait for an index) to the filler.
 async fn journal_committer(
-    mut journal: Journal,
+    store: store::Store,
     progress: Arc<Progress>,
     fills: mpsc::Sender<Fill>,
     mut rx: mpsc::Receiver<Pending>,
@@ -406,53 +417,85 @@ async fn journal_committer(
             }
             continue;
         }
-        if journal.wants_wrap() {
+        let wants_wrap = progress.journal().map(|j| j.wants_wrap().then(|| j.next_seq()));
+        let Ok(wants_wrap) = wants_wrap else {
+            broken = Some(STOPPED.into());
+            for p in batch.drain(..) {
+                p.ack.fail(Error::Store(STOPPED.into()));
+            }
+            continue;
+        };
+        if let Some(target) = wants_wrap {
             // Start again at offset 0 once the store holds every frame written so far.
-            let target = journal.next_seq();
             progress.hurry.notify_one();
             let mut filled = progress.filled.subscribe();
-            let caught_up = filled.wait_for(|f| *f >= target || progress.failing().is_some()).await;
-            if caught_up.is_ok() && progress.failing().is_none() {
-                journal.wrap();
+            let caught_up =
+                filled.wait_for(|f| *f >= target || progress.failing().is_some()).await.is_ok();
+            if caught_up && progress.failing().is_none() {
+                // The filler's commits are not flushed one by one (the journal holds their
+                // records): flush them all before the journal's copy is overwritten.
+                match store.sync().await {
+                    Ok(()) => {
+                        if let Ok(mut j) = progress.journal() {
+                            j.wrap();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "flushing the ledger's store failed");
+                        let msg = format!("the ledger's store cannot be flushed: {e}");
+                        for p in batch.drain(..) {
+                            p.ack.fail(Error::Store(msg.clone()));
+                        }
+                        broken = Some(msg);
+                        continue;
+                    }
+                }
             }
         }
         let mut entries = Vec::new();
         let starts = flatten(&mut batch, &mut entries);
         let started = std::time::Instant::now();
-        let (j, entries, result) = match tokio::task::spawn_blocking(move || {
-            let r = journal.write(entries.iter().map(|e| (&e.leaf_hash, e.body.as_slice())));
-            (journal, entries, r)
+        let shared = progress.clone();
+        let (entries, result) = match tokio::task::spawn_blocking(move || {
+            let r = match shared.journal() {
+                Ok(mut j) => j
+                    .write(entries.iter().map(|e| (&e.leaf_hash, e.body.as_slice())))
+                    .map(|()| j.next_seq()),
+                Err(e) => Err(e),
+            };
+            (entries, r)
         })
         .await
         {
             Ok(done) => done,
             Err(_) => {
                 // The write panicked: the journal went with it. Refuse everything from here on.
-                tracing::error!("the ledger journal's writer stopped");
+                tracing::error!("{STOPPED}");
                 for p in batch.drain(..) {
-                    p.ack.fail(Error::Store("the ledger journal's writer stopped".into()));
+                    p.ack.fail(Error::Store(STOPPED.into()));
                 }
                 rx.close();
                 while let Some(p) = rx.recv().await {
-                    p.ack.fail(Error::Store("the ledger journal's writer stopped".into()));
+                    p.ack.fail(Error::Store(STOPPED.into()));
                 }
                 return;
             }
         };
-        journal = j;
         metrics::histogram!("phigate_ledger_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("phigate_ledger_batch_records").record(entries.len() as f64);
-        if let Err(e) = result {
-            tracing::error!(error = %e, records = entries.len(), "ledger journal write failed");
-            let msg = format!("the ledger journal cannot be written: {}", e.kind());
-            for p in batch.drain(..) {
-                p.ack.fail(Error::Store(msg.clone()));
+        let end = match result {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::error!(error = %e, records = entries.len(), "ledger journal write failed");
+                let msg = format!("the ledger journal cannot be written: {}", e.kind());
+                for p in batch.drain(..) {
+                    p.ack.fail(Error::Store(msg.clone()));
+                }
+                broken = Some(msg);
+                continue;
             }
-            broken = Some(msg);
-            continue;
-        }
-        let end = journal.next_seq();
+        };
         let mut acks = Vec::new();
         let mut durable = Vec::new();
         for (p, offset) in batch.drain(..).zip(starts) {
@@ -516,7 +559,9 @@ async fn filler(store: store::Store, progress: Arc<Progress>, mut rx: mpsc::Rece
         let mut pause = Duration::from_millis(50);
         let start = loop {
             let started = std::time::Instant::now();
-            match store.ledger_append(&entries).await {
+            // Not flushed to the disk here: the journal holds these records until it wraps,
+            // and the wrap flushes the store first.
+            match store.ledger_append_deferred(&entries).await {
                 Ok(start) => {
                     metrics::histogram!("phigate_ledger_fill_seconds")
                         .record(started.elapsed().as_secs_f64());
@@ -615,8 +660,13 @@ pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
         Err(e) => return Err(e.into()),
     };
     let n = replay(store, frames).await?;
-    // Unlocked only once the store has them.
-    drop(journal);
+    // The store has them; flushed, the journal can be emptied (the next command reads nothing
+    // back). Unlocked only then.
+    store.sync().await.map_err(from_store)?;
+    let mut journal = journal;
+    tokio::task::spawn_blocking(move || journal.clear())
+        .await
+        .map_err(|_| Error::Store("emptying the ledger journal panicked".into()))??;
     Ok(n)
 }
 
@@ -718,6 +768,7 @@ impl Ledger {
                     );
                 }
                 let progress = Arc::new(Progress {
+                    journal: std::sync::Mutex::new(journal),
                     written: AtomicU64::new(0),
                     filled: watch::Sender::new(0),
                     failing: std::sync::Mutex::new(None),
@@ -725,7 +776,13 @@ impl Ledger {
                 });
                 let (fill_tx, fill_rx) = mpsc::channel(1024);
                 tokio::spawn(filler(store.clone(), progress.clone(), fill_rx));
-                tokio::spawn(journal_committer(journal, progress.clone(), fill_tx, rx, max_batch));
+                tokio::spawn(journal_committer(
+                    store.clone(),
+                    progress.clone(),
+                    fill_tx,
+                    rx,
+                    max_batch,
+                ));
                 Some(progress)
             }
         };
@@ -817,6 +874,30 @@ impl Ledger {
             }
             filled.changed().await.map_err(|_| Error::Closed)?;
         }
+    }
+
+    /// For a clean stop: copies the journal into the store ([`Ledger::flush`]), flushes the
+    /// store to the disk, and empties the journal, so that the next open has nothing to read
+    /// back. The ledger still works after it. Without a journal, the same as `flush`.
+    pub async fn close(&self) -> Result<(), Error> {
+        let Some(p) = &self.inner.journal else { return Ok(()) };
+        self.flush().await?;
+        let target = *p.filled.borrow();
+        self.inner.store.sync().await.map_err(from_store)?;
+        let progress = p.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut j = progress.journal()?;
+            // A frame written since `target` may not be in the store, or not flushed there:
+            // keep the journal then (the next open reads it back).
+            if j.next_seq() == target {
+                j.clear()
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .map_err(|_| Error::Store("emptying the ledger journal panicked".into()))??;
+        Ok(())
     }
 
     /// Appends several records in one transaction, at consecutive indexes in the given order,

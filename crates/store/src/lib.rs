@@ -432,6 +432,27 @@ impl Store {
         dispatch!(self, b => b.ledger_append(entries).await)
     }
 
+    /// [`Store::ledger_append`] for records that are durable elsewhere already (the ledger's
+    /// journal): on SQLite with `sqlite_sync: full` the commit is not flushed to the disk (it
+    /// survives the process, not yet a crash of the machine) until [`Store::sync`] or a later
+    /// flushed commit. The same as `ledger_append` otherwise.
+    pub async fn ledger_append_deferred(&self, entries: &[NewLedgerEntry]) -> Result<u64, Error> {
+        match &*self.inner {
+            Inner::Sqlite(s) => s.ledger_append_deferred(entries).await,
+            Inner::Postgres(p) => p.ledger_append(entries).await,
+        }
+    }
+
+    /// Makes every write committed so far durable on the disk, deferred ones included. On
+    /// SQLite, flushes the WAL and the database file; on PostgreSQL, nothing to do (its commits
+    /// follow the server's `synchronous_commit`).
+    pub async fn sync(&self) -> Result<(), Error> {
+        match &*self.inner {
+            Inner::Sqlite(s) => s.sync().await,
+            Inner::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Number of entries (the next index).
     pub async fn ledger_len(&self) -> Result<u64, Error> {
         dispatch!(self, b => b.ledger_len().await)

@@ -42,6 +42,10 @@ pub(crate) struct SqliteStore {
     id: u32,
     /// The database file.
     path: std::path::PathBuf,
+    /// The `synchronous` setting every connection runs with: `FULL` unless `sqlite_sync: normal`
+    /// was chosen. A deferred append ([`SqliteStore::ledger_append_deferred`]) steps down to
+    /// `NORMAL` for its one transaction and back.
+    sync_full: bool,
     /// The background WAL checkpointer (stopped when the store goes).
     checkpointer: tokio::task::AbortHandle,
 }
@@ -502,6 +506,7 @@ impl SqliteStore {
             checkpointer,
             id: 0,
             path: path.to_path_buf(),
+            sync_full: !matches!(options.sqlite_sync, crate::SqliteSync::Normal),
         };
         store.check_schema().await?;
         MIGRATOR.run(&store.writer).await.map_err(|e| from_migrate(e, map_err))?;
@@ -610,6 +615,51 @@ impl SqliteStore {
     // ---- ledger ----------------------------------------------------------------------------
 
     pub(crate) async fn ledger_append(&self, entries: &[NewLedgerEntry]) -> Result<u64, Error> {
+        self.append_ledger(entries, false).await
+    }
+
+    /// [`SqliteStore::ledger_append`] whose commit is not flushed to the disk (`synchronous=
+    /// NORMAL` for this transaction: durable against a crash of the process, not yet of the
+    /// machine) until [`SqliteStore::sync`] or any later flushed commit. For records that are
+    /// durable elsewhere already (the ledger's journal).
+    pub(crate) async fn ledger_append_deferred(
+        &self,
+        entries: &[NewLedgerEntry],
+    ) -> Result<u64, Error> {
+        self.append_ledger(entries, self.sync_full).await
+    }
+
+    /// Makes every transaction committed so far durable: flushes the WAL and the database file
+    /// (`fsync`), under the write lock. A deferred commit's frames are in the WAL, or, once a
+    /// checkpoint has copied them, in the database file (a checkpoint flushes the WAL before it
+    /// copies and the database file once it has copied everything, before the WAL starts over).
+    pub(crate) async fn sync(&self) -> Result<(), Error> {
+        let _guard = self.lock_write().await;
+        let db = self.path.clone();
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for p in [&wal, &db] {
+                match std::fs::File::open(p) {
+                    Ok(f) => f.sync_all()?,
+                    // No WAL (nothing written since it was truncated): nothing to flush there.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == &wal => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| Error::Backend("flushing the SQLite files panicked".into()))?
+        .map_err(|e| Error::Backend(format!("cannot flush the SQLite files: {e}")))
+    }
+
+    async fn append_ledger(
+        &self,
+        entries: &[NewLedgerEntry],
+        deferred: bool,
+    ) -> Result<u64, Error> {
         if entries.is_empty() {
             return self.ledger_len().await;
         }
@@ -618,7 +668,7 @@ impl SqliteStore {
         let mut guard = self.lock_write().await;
         let n = entries.len() as i64;
         if let Some(start) = guard.next_idx.take() {
-            match self.append_at(start, entries, &cats).await {
+            match self.append_at(start, entries, &cats, deferred).await {
                 Ok(()) => {
                     guard.next_idx = Some(start + n);
                     return to_u64(start);
@@ -628,6 +678,8 @@ impl SqliteStore {
                 Err(e) => return Err(e),
             }
         }
+        // Here (the first append, or another process appended) the commit is flushed even when
+        // deferred was asked for: stronger, and rare.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let start: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
             .fetch_one(&mut *tx)
@@ -642,13 +694,20 @@ impl SqliteStore {
     /// Appends `entries` at `start` in one statement list (`BEGIN IMMEDIATE`, the inserts,
     /// `COMMIT`) sent to the writer connection at once: one hand-off to its thread instead of one
     /// per statement. A failure rolls back; a connection whose state is then unknown is closed.
+    /// `unsynced`: the commit runs with `synchronous=NORMAL` and the connection goes back to
+    /// `FULL` after it (closed instead, when that cannot be made sure of).
     async fn append_at(
         &self,
         start: i64,
         entries: &[NewLedgerEntry],
         cats: &[Vec<&str>],
+        unsynced: bool,
     ) -> Result<(), Error> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("BEGIN IMMEDIATE; ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(if unsynced {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; "
+        } else {
+            "BEGIN IMMEDIATE; "
+        });
         for (c, chunk) in entries.chunks(CHUNK).enumerate() {
             let base = start + (c * CHUNK) as i64;
             push_ledger_rows(&mut qb, base, chunk);
@@ -659,12 +718,17 @@ impl SqliteStore {
             push_category_rows(&mut qb, chunk);
             qb.push("; ");
         }
-        qb.push("COMMIT");
+        qb.push(if unsynced { "COMMIT; PRAGMA synchronous = FULL" } else { "COMMIT" });
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
         let Err(e) = qb.build().execute(&mut *conn).await else { return Ok(()) };
         if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
             // "no transaction is active" is the expected answer when BEGIN failed; either way
             // this connection is not trusted again.
+            conn.close_on_drop();
+        } else if unsynced
+            && sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await.is_err()
+        {
+            // Every other write on this connection must be flushed: never keep it at NORMAL.
             conn.close_on_drop();
         }
         Err(map_err(e))
@@ -1214,5 +1278,64 @@ impl SqliteStore {
         insert_data_keys(tx, &b.data_keys).await?;
         insert_vault(tx, &b.vault, false).await?;
         insert_api_keys(tx, &b.api_keys).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64) -> NewLedgerEntry {
+        let mut leaf_hash = [0u8; 32];
+        leaf_hash[..8].copy_from_slice(&i.to_be_bytes());
+        NewLedgerEntry {
+            leaf_hash,
+            body: format!("{{\"seq\":{i}}}").into_bytes(),
+            ts_ms: 1_700_000_000_000 + i as i64,
+            actor: "svc:test".into(),
+            action: "chat".into(),
+            use_case: "uc".into(),
+            decision: "allow".into(),
+            categories: vec![],
+        }
+    }
+
+    async fn synchronous(s: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&s.writer).await.unwrap()
+    }
+
+    /// A deferred append runs at `NORMAL` for its own commit only: the writer is back at the
+    /// configured level after it, after one that failed and was retried too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_append_leaves_the_writer_at_the_configured_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let full = crate::Options::default();
+        let s = SqliteStore::open(&path, &full).await.unwrap();
+        assert_eq!(synchronous(&s).await, 2);
+        assert_eq!(s.ledger_append(&[entry(0)]).await.unwrap(), 0);
+        assert_eq!(s.ledger_append_deferred(&[entry(1), entry(2)]).await.unwrap(), 1);
+        assert_eq!(synchronous(&s).await, 2, "FULL again after a deferred commit");
+        // Another process appends: the deferred append's insert at the index it knew fails,
+        // rolls back, and the append goes through the path that reads the end.
+        let other = SqliteStore::open(&path, &full).await.unwrap();
+        assert_eq!(other.ledger_append(&[entry(3)]).await.unwrap(), 3);
+        assert_eq!(s.ledger_append_deferred(&[entry(4)]).await.unwrap(), 4);
+        assert_eq!(synchronous(&s).await, 2, "FULL again after a failed deferred commit");
+        s.sync().await.unwrap();
+        assert_eq!(s.ledger_len().await.unwrap(), 5);
+        other.close().await;
+        s.close().await;
+        // With `sqlite_sync: normal` every commit is NORMAL already.
+        let normal = crate::Options::default().sqlite_sync(crate::SqliteSync::Normal);
+        let s = SqliteStore::open(&path, &normal).await.unwrap();
+        assert_eq!(s.ledger_append_deferred(&[entry(5)]).await.unwrap(), 5);
+        assert_eq!(synchronous(&s).await, 1);
+        s.sync().await.unwrap();
+        s.close().await;
+        // After a close the WAL is gone (truncated, then removed): sync has the database only.
+        let s = SqliteStore::open(&path, &full).await.unwrap();
+        s.sync().await.unwrap();
+        assert_eq!(s.ledger_len().await.unwrap(), 6);
     }
 }

@@ -162,3 +162,63 @@ async fn the_journal_wraps_and_stays_small() {
     let l = reopen(&db, &j).await;
     assert_eq!(l.len().await.unwrap(), n, "a reopen after wraps copied records twice");
 }
+
+/// Whether the journal's run is empty: no frame at offset 0 (its magic number zeroed).
+fn journal_is_empty(j: &Path) -> bool {
+    let bytes = std::fs::read(j).unwrap();
+    bytes[..4] == [0, 0, 0, 0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_empties_the_journal_and_the_ledger_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, j) = (dir.path().join("phigate.db"), dir.path().join("j"));
+    let l = journaled(common::sqlite(&dir).await, &j).await.unwrap();
+    l.record_all(&[record(0, &key()), record(1, &key())]).await.unwrap();
+    assert!(!journal_is_empty(&j));
+    l.close().await.unwrap();
+    assert!(journal_is_empty(&j), "a clean close left frames to read back");
+    assert_eq!(l.len().await.unwrap(), 2);
+    // Written after the close: from offset 0 again, and read back at the next open.
+    l.record(record(2, &key())).await.unwrap();
+    assert!(!journal_is_empty(&j));
+    drop(l);
+    let l = reopen(&db, &j).await;
+    assert_eq!(l.len().await.unwrap(), 3);
+    let got: Vec<_> = l.read(0, 3).await.unwrap().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(got.last().unwrap().canonical_bytes(), record(2, &key()).canonical_bytes());
+    l.close().await.unwrap();
+    drop(l);
+    let l = reopen(&db, &j).await;
+    assert_eq!(l.len().await.unwrap(), 3, "a reopen after a close copied records twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_after_a_crash_replays_the_journal_once_and_empties_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, j) = (dir.path().join("phigate.db"), dir.path().join("phigate.db-ledger-journal"));
+    let s = common::sqlite(&dir).await;
+    assert_eq!(ledger::journal_path(&s).unwrap(), j);
+    let l = journaled(s.clone(), &j).await.unwrap();
+    l.record(record(0, &key())).await.unwrap();
+    l.flush().await.unwrap();
+    // The store goes (as in a crash): records 1 and 2 are in the journal only.
+    s.close().await;
+    l.record_all(&[record(1, &key()), record(2, &key())]).await.unwrap();
+    drop(l);
+    // What a CLI command does at open (nothing while the dropped ledger still holds the file).
+    let s = store::Store::open(db.to_str().unwrap()).await.unwrap();
+    let mut replayed = 0;
+    for _ in 0..100 {
+        replayed = ledger::replay_journal(&s).await.unwrap();
+        if replayed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(replayed, 2);
+    assert_eq!(s.ledger_len().await.unwrap(), 3);
+    assert!(journal_is_empty(&j), "the replayed journal was left to read back again");
+    assert_eq!(ledger::replay_journal(&s).await.unwrap(), 0);
+    assert_eq!(s.ledger_len().await.unwrap(), 3);
+}

@@ -232,6 +232,17 @@ fn records_acknowledged_before_a_kill_are_in_the_ledger_after_the_restart() {
     assert_eq!(count_records(dir.path(), "deidentify"), 2 * n);
     drop(third);
     assert_eq!(count_records(dir.path(), "deidentify"), 2 * n);
+    // A clean stop (SIGTERM) copies everything into the store and empties the journal: the
+    // next start has nothing to read back.
+    let mut fourth = start(dir.path());
+    assert_eq!(post(&fourth.addr, "/v1/deidentify", &key, body).0, 200);
+    let journal = dir.path().join("phigate-data/phigate.db-ledger-journal");
+    assert_ne!(std::fs::read(&journal).unwrap()[..4], [0u8; 4]);
+    let pid = fourth.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(fourth.child.wait().unwrap().success(), "phigate serve failed to stop cleanly");
+    assert_eq!(std::fs::read(&journal).unwrap()[..4], [0u8; 4], "the journal kept a run");
+    assert_eq!(count_records(dir.path(), "deidentify"), 2 * n + 1);
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> bool {
