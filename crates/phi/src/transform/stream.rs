@@ -5,9 +5,8 @@
 //! become a placeholder: at most the longest placeholder's length less one byte. It never shows
 //! a value in `Debug`.
 
+use std::collections::HashMap;
 use std::fmt;
-
-use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::Error;
 
@@ -24,7 +23,8 @@ use crate::Error;
 /// assert_eq!(out, "Ask Ada Byron about it.");
 /// ```
 pub struct StreamRestorer {
-    ac: Option<AhoCorasick>,
+    /// Each placeholder, whole (`[NAME_1]`), to its value's position in `values`.
+    index: HashMap<String, usize>,
     placeholders: Vec<String>,
     values: Vec<String>,
     /// The longest placeholder, in bytes.
@@ -62,18 +62,13 @@ impl StreamRestorer {
             placeholders.push(p.to_string());
             values.push(v.as_ref().to_string());
         }
-        let ac = if placeholders.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&placeholders)
-                    .map_err(|e| Error::Config(format!("placeholder automaton: {e}")))?,
-            )
-        };
+        let mut index = HashMap::with_capacity(placeholders.len());
+        for (i, p) in placeholders.iter().enumerate() {
+            // The first pair wins when a placeholder is given twice.
+            index.entry(p.clone()).or_insert(i);
+        }
         let max_len = placeholders.iter().map(String::len).max().unwrap_or(0);
-        Ok(StreamRestorer { ac, placeholders, values, max_len, pending: String::new() })
+        Ok(StreamRestorer { index, placeholders, values, max_len, pending: String::new() })
     }
 
     /// The most bytes this restorer ever holds back.
@@ -98,7 +93,7 @@ impl StreamRestorer {
     /// How much of `pending` cannot be (or be part of) an unfinished placeholder.
     fn safe_prefix_len(&self) -> usize {
         let b = self.pending.as_bytes();
-        if self.ac.is_none() {
+        if self.index.is_empty() {
             return b.len();
         }
         // Only the last `[` with no `]` after it can open an unfinished placeholder, and only
@@ -123,11 +118,35 @@ impl StreamRestorer {
         }
     }
 
+    /// Replaces every whole placeholder in `text`. A placeholder has no bracket inside, so one
+    /// that starts at a `[` ends at the first `]` after it: scanning from left to right, each
+    /// `[` either opens a known placeholder (replaced, and the scan goes on after it) or is
+    /// plain text. No automaton to build for each answer.
     fn restore(&self, text: &str) -> String {
-        match &self.ac {
-            Some(ac) => ac.replace_all(text, &self.values),
-            None => text.to_string(),
+        if self.index.is_empty() {
+            return text.to_string();
         }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..open]);
+            let from = &rest[open..];
+            let found = from
+                .find(']')
+                .and_then(|close| self.index.get(&from[..=close]).map(|&i| (close, i)));
+            match found {
+                Some((close, i)) => {
+                    out.push_str(&self.values[i]);
+                    rest = &from[close + 1..];
+                }
+                None => {
+                    out.push('[');
+                    rest = &from[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -160,6 +179,43 @@ mod tests {
         let mut r = StreamRestorer::new(pairs).unwrap();
         let singles: Vec<&str> = bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect();
         assert_eq!(run(&mut r, &singles), want);
+    }
+
+    proptest::proptest! {
+        /// The bracket scan restores what a leftmost-longest automaton over the placeholders
+        /// does (the way it was done before), on any mix of placeholders, near-placeholders
+        /// and brackets, in any chunks.
+        #[test]
+        fn restores_as_a_leftmost_longest_automaton_does(
+            parts in proptest::collection::vec(0usize..9, 0..40),
+            cuts in proptest::collection::vec(0usize..200, 0..4),
+        ) {
+            const PARTS: [&str; 9] =
+                ["[NAME_1]", "[NAME_12]", "[DATE_1]", "[", "]", "[NAME_", "x ", "é", "[[NAME_1]]"];
+            let pairs = [("[NAME_1]", "Ada"), ("[NAME_12]", "Zoë [x]"), ("[DATE_1]", "3/14"),
+                         ("[NAME_1]", "not this one")];
+            let text: String = parts.iter().map(|&i| PARTS[i]).collect();
+            let ac = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(pairs.iter().map(|p| p.0))
+                .unwrap();
+            let want = ac.replace_all(&text, &pairs.map(|p| p.1));
+            let mut bounds: Vec<usize> = cuts
+                .iter()
+                .map(|&c| c.min(text.len()))
+                .filter(|&c| text.is_char_boundary(c))
+                .collect();
+            bounds.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for b in bounds {
+                chunks.push(&text[from..b]);
+                from = b;
+            }
+            chunks.push(&text[from..]);
+            let mut r = StreamRestorer::new(pairs).unwrap();
+            proptest::prop_assert_eq!(run(&mut r, &chunks), want);
+        }
     }
 
     #[test]
