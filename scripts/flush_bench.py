@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""How fast this disk makes small writes durable, one writer against several at once.
+
+    python3 scripts/flush_bench.py [DIR]   # DIR: a folder on the disk to test (default: .)
+
+Each writer does what the ledger journal does per batch: a 600-byte `pwrite` into a
+preallocated 4 MiB file and an `fdatasync`, 1,500 times. Printed per run: flushes a second
+(all writers together) and the p50 / p90 / p99 of one write + flush. It answers whether two
+flushes in flight at once would shorten a request's wait (see docs/GATEWAY.md, Load). The file
+is removed afterwards. Nothing here asserts a time.
+"""
+import os
+import sys
+import threading
+import time
+
+SIZE = 4 << 20
+N = 1500
+
+
+def main():
+    folder = sys.argv[1] if len(sys.argv) > 1 else "."
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "flush_bench.tmp")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, b"\0" * SIZE)
+        os.fsync(fd)
+        for threads in (1, 2, 4, 1, 2):
+            run(fd, threads)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def worker(fd, base, out):
+    buf = os.urandom(600)
+    off = base
+    for _ in range(N):
+        t = time.perf_counter()
+        os.pwrite(fd, buf, off)
+        os.fdatasync(fd)
+        out.append(time.perf_counter() - t)
+        off = (off + 8192) % SIZE
+
+
+def run(fd, threads):
+    outs = [[] for _ in range(threads)]
+    ts = [threading.Thread(target=worker, args=(fd, k * 4096, outs[k])) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    lat = sorted(v for o in outs for v in o)
+
+    def q(p):
+        return lat[int(p * len(lat)) - 1] * 1000
+
+    print(f"writers {threads}: {len(lat) / elapsed:7.0f} flushes/s  "
+          f"p50 {q(.5):.3f} ms  p90 {q(.9):.3f} ms  p99 {q(.99):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
