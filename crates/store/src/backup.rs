@@ -314,7 +314,14 @@ impl Writer {
             .to_os_string();
         name.push(format!(".tmp-{}", std::process::id()));
         let tmp = path.with_file_name(name);
-        let file = tokio::fs::File::create(&tmp).await?;
+        // For the owner only: a backup holds the vault's sealed values and wrapped keys.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .await?;
         let mut w = Writer {
             out: BufWriter::with_capacity(1 << 16, file),
             tmp,

@@ -444,6 +444,29 @@ async fn insert_vault(tx: &mut Tx, rows: &[VaultRow], keep_existing: bool) -> Re
     Ok(())
 }
 
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the same mode), before SQLite would create it with the process's umask (often 0644).
+/// An existing file that others can read is left as it is, with a warning.
+fn private_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the SQLite database can be read by other users of this machine (chmod 600 \
+                     it and its -wal and -shm files)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl SqliteStore {
     pub(crate) async fn open(path: &Path, options: &crate::Options) -> Result<SqliteStore, Error> {
         if let Some(dir) = path.parent() {
@@ -451,6 +474,7 @@ impl SqliteStore {
                 tokio::fs::create_dir_all(dir).await?;
             }
         }
+        private_file(path)?;
         let opts = SqliteConnectOptions::new()
             // Each statement at trace, not debug: the background checkpointer runs one every
             // 50 ms, which would otherwise fill a debug log (slow statements still warn).
@@ -1337,5 +1361,25 @@ mod tests {
         let s = SqliteStore::open(&path, &full).await.unwrap();
         s.sync().await.unwrap();
         assert_eq!(s.ledger_len().await.unwrap(), 6);
+    }
+
+    /// A new database, its WAL and its shared-memory file are for the owner only, whatever
+    /// the umask.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/p.db");
+        let s = SqliteStore::open(&path, &crate::Options::default()).await.unwrap();
+        s.ledger_append(&[entry(0)]).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let f = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}: {mode:o}");
+        }
+        s.close().await;
+        // An existing database opens as before.
+        let s = SqliteStore::open(&path, &crate::Options::default()).await.unwrap();
+        assert_eq!(s.ledger_len().await.unwrap(), 1);
     }
 }

@@ -165,6 +165,9 @@ async fn round_trip(from: Store, to: Store) {
         "the shredded key's 20 rows are gone"
     );
     assert_eq!(sum.sha256.len(), 64);
+    // For the owner only, whatever the umask: it holds sealed values and wrapped keys.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o600);
     let restored = to.restore(&a).await.unwrap();
     assert_eq!(restored, sum);
     let want = contents(&from).await;
