@@ -77,7 +77,7 @@ impl Journal {
     /// Opens (creating it, zero-filled to [`WRAP`], when missing) and locks the journal at
     /// `path` for the database `database`, and returns it with the frames of its run, and where
     /// a journal of another database was moved. Writing starts at offset 0 in a new epoch: the
-    /// caller must put the returned frames in the store before it writes.
+    /// caller must put the returned frames in the store, and flush it, before it writes.
     pub(crate) fn open(
         path: &Path,
         database: u32,

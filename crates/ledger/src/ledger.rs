@@ -758,6 +758,12 @@ impl Ledger {
                 }
                 let run = frames.len();
                 let replayed = replay(&store, frames).await?;
+                if run > 0 {
+                    // The run's records that the store had already may sit in unflushed
+                    // commits (the last process's copies, after it was killed): flush them
+                    // before the journal is written over from its start.
+                    store.sync().await.map_err(from_store)?;
+                }
                 if replayed > 0 {
                     tracing::warn!(
                         replayed,
