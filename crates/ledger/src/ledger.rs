@@ -654,7 +654,7 @@ pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
     let opened = tokio::task::spawn_blocking(move || Journal::open(&p, database))
         .await
         .map_err(|_| Error::Store("opening the ledger journal panicked".into()))?;
-    let (journal, frames, _) = match opened {
+    let (mut journal, frames, _) = match opened {
         Ok(j) => j,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
         Err(e) => return Err(e.into()),
@@ -663,7 +663,6 @@ pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
     // The store has them; flushed, the journal can be emptied (the next command reads nothing
     // back). Unlocked only then.
     store.sync().await.map_err(from_store)?;
-    let mut journal = journal;
     tokio::task::spawn_blocking(move || journal.clear())
         .await
         .map_err(|_| Error::Store("emptying the ledger journal panicked".into()))??;

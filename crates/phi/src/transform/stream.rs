@@ -23,10 +23,8 @@ use crate::Error;
 /// assert_eq!(out, "Ask Ada Byron about it.");
 /// ```
 pub struct StreamRestorer {
-    /// Each placeholder, whole (`[NAME_1]`), to its value's position in `values`.
-    index: HashMap<String, usize>,
-    placeholders: Vec<String>,
-    values: Vec<String>,
+    /// Each placeholder, whole (`[NAME_1]`), to its value.
+    values: HashMap<String, String>,
     /// The longest placeholder, in bytes.
     max_len: usize,
     /// Text received but not yet emitted: a possible start of a placeholder.
@@ -36,7 +34,7 @@ pub struct StreamRestorer {
 impl fmt::Debug for StreamRestorer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamRestorer")
-            .field("placeholders", &self.placeholders.len())
+            .field("placeholders", &self.values.len())
             .field("pending_bytes", &self.pending.len())
             .finish_non_exhaustive()
     }
@@ -48,7 +46,8 @@ impl StreamRestorer {
     pub fn new<P: AsRef<str>, V: AsRef<str>>(
         pairs: impl IntoIterator<Item = (P, V)>,
     ) -> Result<StreamRestorer, Error> {
-        let (mut placeholders, mut values) = (Vec::new(), Vec::new());
+        let mut values = HashMap::new();
+        let mut max_len = 0;
         for (p, v) in pairs {
             let p = p.as_ref();
             let inner = p.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
@@ -59,16 +58,11 @@ impl StreamRestorer {
                     p.len()
                 )));
             }
-            placeholders.push(p.to_string());
-            values.push(v.as_ref().to_string());
-        }
-        let mut index = HashMap::with_capacity(placeholders.len());
-        for (i, p) in placeholders.iter().enumerate() {
+            max_len = max_len.max(p.len());
             // The first pair wins when a placeholder is given twice.
-            index.entry(p.clone()).or_insert(i);
+            values.entry(p.to_string()).or_insert_with(|| v.as_ref().to_string());
         }
-        let max_len = placeholders.iter().map(String::len).max().unwrap_or(0);
-        Ok(StreamRestorer { index, placeholders, values, max_len, pending: String::new() })
+        Ok(StreamRestorer { values, max_len, pending: String::new() })
     }
 
     /// The most bytes this restorer ever holds back.
@@ -93,7 +87,7 @@ impl StreamRestorer {
     /// How much of `pending` cannot be (or be part of) an unfinished placeholder.
     fn safe_prefix_len(&self) -> usize {
         let b = self.pending.as_bytes();
-        if self.index.is_empty() {
+        if self.values.is_empty() {
             return b.len();
         }
         // Only the last `[` with no `]` after it can open an unfinished placeholder, and only
@@ -104,10 +98,7 @@ impl StreamRestorer {
                 let p = from + p;
                 let tail = &self.pending[p..];
                 let open = !tail.contains(']')
-                    && self
-                        .placeholders
-                        .iter()
-                        .any(|ph| ph.len() > tail.len() && ph.starts_with(tail));
+                    && self.values.keys().any(|ph| ph.len() > tail.len() && ph.starts_with(tail));
                 if open {
                     p
                 } else {
@@ -123,7 +114,7 @@ impl StreamRestorer {
     /// `[` either opens a known placeholder (replaced, and the scan goes on after it) or is
     /// plain text. No automaton to build for each answer.
     fn restore(&self, text: &str) -> String {
-        if self.index.is_empty() {
+        if self.values.is_empty() {
             return text.to_string();
         }
         let mut out = String::with_capacity(text.len());
@@ -133,10 +124,10 @@ impl StreamRestorer {
             let from = &rest[open..];
             let found = from
                 .find(']')
-                .and_then(|close| self.index.get(&from[..=close]).map(|&i| (close, i)));
+                .and_then(|close| self.values.get(&from[..=close]).map(|v| (close, v)));
             match found {
-                Some((close, i)) => {
-                    out.push_str(&self.values[i]);
+                Some((close, value)) => {
+                    out.push_str(value);
                     rest = &from[close + 1..];
                 }
                 None => {
