@@ -145,7 +145,8 @@ Examples:
   phigate audit export --out audit-2026-11.export
   phigate audit verify audit-2026-11.export --pubkey \"$(cat ledger.pub)\"")]
     Export {
-        /// The file to write.
+        /// The file to write (made readable by its owner only, 0600; an auditor's copy is
+        /// shared on purpose).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Do not issue a checkpoint first.
@@ -382,7 +383,7 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
                 l.checkpoint_if_grown().await?;
             }
             let tmp = tmp_path(out);
-            let f = std::fs::File::create(&tmp)
+            let f = crate::create_private(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             let started = Instant::now();
             let res = l.export(std::io::BufWriter::with_capacity(1 << 20, f)).await;

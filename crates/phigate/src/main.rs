@@ -108,10 +108,11 @@ Examples:
         /// CSV field delimiter.
         #[arg(long, default_value_t = ',')]
         delimiter: char,
-        /// Write here instead of stdout.
+        /// Write here instead of stdout (a file made readable by its owner only, 0600).
         #[arg(short, long, conflicts_with = "output_dir")]
         output: Option<String>,
-        /// With several inputs: one output file per input, same name, in this directory.
+        /// With several inputs: one output file per input, same name, in this directory
+        /// (each 0600).
         #[arg(long)]
         output_dir: Option<String>,
         /// A file holding the secret key for `hash` and `surrogate` (raw bytes or hex). The
@@ -389,7 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             .map_or_else(|| "stdin".into(), |n| n.to_string_lossy().into_owned());
                         let path = std::path::Path::new(dir).join(base);
                         Box::new(BufWriter::new(
-                            std::fs::File::create(&path)
+                            create_private(&path)
                                 .with_context(|| format!("cannot create {}", path.display()))?,
                         ))
                     }
@@ -397,7 +398,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Some(w) => w,
                         None => match &output {
                             Some(p) => Box::new(BufWriter::new(
-                                std::fs::File::create(p)
+                                create_private(std::path::Path::new(p))
                                     .with_context(|| format!("cannot create {p}"))?,
                             )),
                             None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -446,6 +447,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Creates (or truncates) an output file readable and writable by its owner only (0600),
+/// whatever the umask: de-identified text may still hold a value the engine missed, and an
+/// audit export names the actors and use cases of every request. A regular file that exists
+/// with a wider mode is narrowed; anything else (`/dev/null`, a FIFO) keeps its mode.
+pub(crate) fn create_private(path: &std::path::Path) -> io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        let f = o.open(path)?;
+        let meta = f.metadata()?;
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
 }
 
 fn merge(total: &mut run::Stats, s: &run::Stats) {

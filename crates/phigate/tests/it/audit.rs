@@ -172,6 +172,11 @@ fn keygen_append_checkpoint_prove_export_verify_search() {
         None,
         &[("PHIGATE_LEDGER_KEY", std::fs::read_to_string(&key).unwrap().trim())],
     ));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export is made readable by its owner only");
+    }
     let v = ok(&audit(
         &dir,
         &["verify", e, "--pubkey", pubkey, "--known", held.to_str().unwrap()],

@@ -125,6 +125,29 @@ fn deid_jsonl_keeps_other_fields_and_order() {
 }
 
 #[test]
+fn deid_output_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "n.txt", "Seen by Dr. Alan Smith on 03/14/2021.\n");
+    // -o onto a file that exists with a wider mode: written, and narrowed.
+    let out = write(&dir, "out.txt", "old\n");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = phigate(&["deid", &f, "--mode", "redact", "-o", &out], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "Seen by [NAME] on [DATE].\n");
+    assert_eq!(mode(std::path::Path::new(&out)), 0o600);
+    // --output-dir: each new file.
+    let g = write(&dir, "m.txt", "Call 614-555-0142.\n");
+    let outdir = dir.path().join("deid");
+    let o = phigate(&["deid", &f, &g, "--output-dir", outdir.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["n.txt", "m.txt"] {
+        assert_eq!(mode(&outdir.join(name)), 0o600, "{name}");
+    }
+}
+
+#[test]
 fn deid_csv_rewrites_chosen_columns_only() {
     let dir = tempfile::tempdir().unwrap();
     let f =
