@@ -19,7 +19,8 @@
 #  6b. the re-identification path: a second upstream echoes the tokenized note back, so every
 #     answer's 13 placeholders are restored (vault reveal, its record in a second commit);
 #     latency at RATE and maximum throughput;
-#  7. RSS of phigate sampled every second during a SOAK_SECONDS run at 1,000 requests/s;
+#  7. RSS of phigate sampled every second during a SOAK_SECONDS run at 1,000 requests/s, with
+#     its anonymous (heap), file-backed and shared-memory parts;
 #  8. the same loads against the LiteLLM proxy (peer), with the ratios.
 #
 # Environment: MEASURE_S (seconds per latency/throughput run, default 10), RATE (default 1000),
@@ -359,20 +360,27 @@ echo "-- memory: phigate RSS every second during ${SOAK_S}s at $RATE requests/s"
 LOAD_PID=$!
 PIDS+=($LOAD_PID)
 while kill -0 "$LOAD_PID" 2>/dev/null; do
-  awk '/^VmRSS/ {print $2}' "/proc/$GW_PID/status" >> "$WORK/rss.txt" 2>/dev/null || true
+  # VmRSS, then its parts: anonymous (the heap), file-backed, shared memory (SQLite's -shm).
+  awk '/^(VmRSS|RssAnon|RssFile|RssShmem)/ {v[$1]=$2}
+       END {print v["VmRSS:"], v["RssAnon:"], v["RssFile:"], v["RssShmem:"]}' \
+    "/proc/$GW_PID/status" >> "$WORK/rss.txt" 2>/dev/null || true
   sleep 1
 done
 wait "$LOAD_PID" || true
 python3 - "$WORK/rss.txt" "$WORK/soak.json" <<'EOF'
 import json, sys
-rss = [int(x) / 1024 for x in open(sys.argv[1]).read().split()]
+rows = [[int(x) / 1024 for x in line.split()] for line in open(sys.argv[1]) if line.strip()]
 soak = json.load(open(sys.argv[2]))
-n = len(rss)
+n = len(rows)
 q = max(1, n // 4)
-first, last = sum(rss[:q]) / q, sum(rss[-q:]) / q
-print(f"RSS MiB: first {rss[0]:.1f}  max {max(rss):.1f}  last {rss[-1]:.1f}  "
-      f"mean of first quarter {first:.1f}  mean of last quarter {last:.1f}  ({n} samples)")
-print("RSS MiB at each tenth of the run: " + "  ".join(f"{rss[min(n - 1, i * n // 10)]:.1f}" for i in range(11)))
+for col, name in ((0, "RSS"), (1, "anonymous (heap)"), (2, "file-backed"), (3, "shared memory")):
+    rss = [r[col] for r in rows if len(r) > col]
+    if len(rss) != n:
+        continue
+    first, last = sum(rss[:q]) / q, sum(rss[-q:]) / q
+    print(f"{name} MiB: first {rss[0]:.1f}  max {max(rss):.1f}  last {rss[-1]:.1f}  "
+          f"mean of first quarter {first:.1f}  mean of last quarter {last:.1f}  ({n} samples)")
+    print(f"  at each tenth of the run: " + "  ".join(f"{rss[min(n - 1, i * n // 10)]:.1f}" for i in range(11)))
 print(f"soak: {soak['requests']} requests, ok {soak['ok']}, non-2xx {soak['non_2xx']}, io errors {soak['io_errors']}, "
       f"p99 {soak['service']['p99_ms']:.3f} ms")
 EOF
