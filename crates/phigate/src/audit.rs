@@ -265,7 +265,7 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::Keygen { out, force } => {
             let origin = args.keys.origin()?;
             let (signer, seed) = NoteSigner::generate(&origin)?;
-            write_secret(out, &format!("{seed}\n"), *force)?;
+            crate::write_private(out, format!("{seed}\n").as_bytes(), *force)?;
             writeln!(stdout.lock(), "{}", signer.verifier())?;
             eprintln!("wrote the signing key to {}; the verifier key is on stdout", out.display());
             Ok(())
@@ -383,7 +383,7 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
                 l.checkpoint_if_grown().await?;
             }
             let tmp = tmp_path(out);
-            let f = crate::create_private(&tmp)
+            let f = crate::create_private(&tmp, true)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             let started = Instant::now();
             let res = l.export(std::io::BufWriter::with_capacity(1 << 20, f)).await;
@@ -557,27 +557,6 @@ fn tmp_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
     out.with_file_name(name)
-}
-
-pub(crate) fn write_secret(path: &Path, content: &str, force: bool) -> anyhow::Result<()> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true);
-    if force {
-        o.create(true).truncate(true);
-    } else {
-        o.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(path).with_context(|| {
-        format!("cannot create {} (it exists? use --force to overwrite)", path.display())
-    })?;
-    f.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    f.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 fn verifier(pubkey: Option<&str>, keys: &KeyArgs) -> anyhow::Result<NoteVerifier> {

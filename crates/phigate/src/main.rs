@@ -390,7 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             .map_or_else(|| "stdin".into(), |n| n.to_string_lossy().into_owned());
                         let path = std::path::Path::new(dir).join(base);
                         Box::new(BufWriter::new(
-                            create_private(&path)
+                            create_private(&path, true)
                                 .with_context(|| format!("cannot create {}", path.display()))?,
                         ))
                     }
@@ -398,7 +398,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Some(w) => w,
                         None => match &output {
                             Some(p) => Box::new(BufWriter::new(
-                                create_private(std::path::Path::new(p))
+                                create_private(std::path::Path::new(p), true)
                                     .with_context(|| format!("cannot create {p}"))?,
                             )),
                             None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -449,13 +449,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Creates (or truncates) an output file readable and writable by its owner only (0600),
-/// whatever the umask: de-identified text may still hold a value the engine missed, and an
-/// audit export names the actors and use cases of every request. A regular file that exists
-/// with a wider mode is narrowed; anything else (`/dev/null`, a FIFO) keeps its mode.
-pub(crate) fn create_private(path: &std::path::Path) -> io::Result<std::fs::File> {
+/// Creates a file readable and writable by its owner only (0600), whatever the umask: output
+/// that may hold a value the engine missed, an audit export, a secret key. With `replace`, an
+/// existing file is truncated, and a regular one that others can read is narrowed (anything
+/// else, `/dev/null` or a FIFO, keeps its mode); without, an existing file is an error.
+pub(crate) fn create_private(path: &std::path::Path, replace: bool) -> io::Result<std::fs::File> {
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    o.write(true);
+    if replace {
+        o.create(true).truncate(true);
+    } else {
+        o.create_new(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -469,6 +474,26 @@ pub(crate) fn create_private(path: &std::path::Path) -> io::Result<std::fs::File
     }
     #[cfg(not(unix))]
     o.open(path)
+}
+
+/// Writes `bytes` to a new 0600 file at `path` (see [`create_private`]; `replace` overwrites
+/// one that exists) and flushes it to the disk.
+pub(crate) fn write_private(
+    path: &std::path::Path,
+    bytes: &[u8],
+    replace: bool,
+) -> anyhow::Result<()> {
+    let mut f = create_private(path, replace).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AlreadyExists {
+            " (it exists; use --force to overwrite)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("cannot create {}{hint}", path.display()))
+    })?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn merge(total: &mut run::Stats, s: &run::Stats) {

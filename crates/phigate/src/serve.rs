@@ -2,7 +2,7 @@
 //! configuration (creating a working default on a first start), opens the stack, binds, reloads
 //! the configuration on SIGHUP and stops on Ctrl-C / SIGTERM.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -96,20 +96,6 @@ fn resolve(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     Ok((cfg, true))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn random_b64(n: usize) -> anyhow::Result<String> {
     let mut buf = zeroize::Zeroizing::new(vec![0u8; n]);
     getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -125,10 +111,10 @@ fn bootstrap(data: &Path) -> anyhow::Result<()> {
         b.mode(0o700);
     }
     b.recursive(true).create(data).with_context(|| format!("cannot create {}", data.display()))?;
-    write_private(&data.join("audit.hmac"), random_b64(32)?.as_bytes())?;
-    write_private(&data.join("ledger.key"), random_b64(32)?.as_bytes())?;
-    write_private(&data.join("vault.kek"), random_b64(32)?.as_bytes())?;
-    write_private(&data.join("phigate.yaml"), DEFAULT_CONFIG.as_bytes())?;
+    crate::write_private(&data.join("audit.hmac"), random_b64(32)?.as_bytes(), false)?;
+    crate::write_private(&data.join("ledger.key"), random_b64(32)?.as_bytes(), false)?;
+    crate::write_private(&data.join("vault.kek"), random_b64(32)?.as_bytes(), false)?;
+    crate::write_private(&data.join("phigate.yaml"), DEFAULT_CONFIG.as_bytes(), false)?;
     Ok(())
 }
 

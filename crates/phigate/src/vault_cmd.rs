@@ -106,7 +106,7 @@ pub fn run(args: VaultArgs) -> anyhow::Result<()> {
             "{}\n",
             base64::engine::general_purpose::STANDARD.encode(raw.as_ref())
         ));
-        crate::audit::write_secret(out, &text, *force)?;
+        crate::write_private(out, text.as_bytes(), *force)?;
         let id = LocalKek::from_file(out)?.id().to_string();
         println!("{id}");
         eprintln!("wrote a new KEK to {} (mode 0600); its id is on stdout", out.display());

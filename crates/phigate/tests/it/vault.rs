@@ -67,6 +67,17 @@ fn operators_shred_sweep_and_rotate_with_the_ledger_in_step() {
     // Never overwritten by accident.
     assert!(fails(&phigate(&["vault", "keygen", "--out", kek.to_str().unwrap()], &data))
         .contains("--force"));
+    // --force over a key file others can read: replaced, and narrowed to the owner.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let spare = dir.path().join("spare.kek");
+        std::fs::write(&spare, "old\n").unwrap();
+        std::fs::set_permissions(&spare, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ok(&phigate(&["vault", "keygen", "--out", spare.to_str().unwrap(), "--force"], &data));
+        assert_ne!(std::fs::read_to_string(&spare).unwrap(), "old\n");
+        assert_eq!(std::fs::metadata(&spare).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 
     tokenize(
         &data,
