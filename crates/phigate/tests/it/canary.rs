@@ -6,11 +6,13 @@
 //! the upstream received. No canary may be anywhere.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
+
+use crate::http::{get, post, request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_phigate");
 
@@ -93,34 +95,6 @@ fn drain(rx: &mpsc::Receiver<String>, into: &mut Vec<String>, wait: Duration) {
             Err(_) => break,
         }
     }
-}
-
-fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
-    http_with(addr, method, path, key, "", body)
-}
-
-/// `extra`: more header lines, each ending in CRLF.
-fn http_with(
-    addr: &str,
-    method: &str,
-    path: &str,
-    key: &str,
-    extra: &str,
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n{extra}\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, resp)
 }
 
 /// A one-request-per-connection OpenAI-format upstream that records every body and echoes
@@ -303,30 +277,30 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
         .to_string()
     };
     let a = &server.addr;
-    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &chat(false));
+    let (s, body) = post(a, "/v1/chat/completions", &key, &chat(false));
     assert_eq!(s, 200, "{body}");
     // The admin role may see values: the answer is re-identified (so the value is in the HTTP
     // answer, and only there).
     assert!(body.contains("Imogen Hargreaves"), "{body}");
-    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &chat(true));
+    let (s, body) = post(a, "/v1/chat/completions", &key, &chat(true));
     assert_eq!(s, 200, "{body}");
     let emb = serde_json::json!({"model":"local-chat","input":NOTE}).to_string();
-    let (s, body) = http(a, "POST", "/v1/embeddings", &key, &emb);
+    let (s, body) = post(a, "/v1/embeddings", &key, &emb);
     assert!(s == 200 || s == 404 || s == 403, "{s} {body}");
     let deid = serde_json::json!({"text":NOTE,"mode":"placeholder"}).to_string();
-    let (s, body) = http(a, "POST", "/v1/deidentify", &key, &deid);
+    let (s, body) = post(a, "/v1/deidentify", &key, &deid);
     assert_eq!(s, 200, "{body}");
     let blocked = serde_json::json!({"model":"local-chat","messages":[
         {"role":"user","content":"SSN 078-05-1120 for Imogen Hargreaves"}]})
     .to_string();
-    let (s, body) = http(a, "POST", "/v1/chat/completions", &key, &blocked);
+    let (s, body) = post(a, "/v1/chat/completions", &key, &blocked);
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("phi_blocked") && !body.contains("078-05-1120"), "{body}");
-    let (s, body) = http(a, "POST", "/v1/chat/completions", "pg_not_a_key", &chat(false));
+    let (s, body) = post(a, "/v1/chat/completions", "pg_not_a_key", &chat(false));
     assert_eq!(s, 401, "{body}");
     assert_no_canary("a refusal", body.as_bytes());
 
-    let (_, metrics) = http(a, "GET", "/metrics", &key, "");
+    let (_, metrics) = get(a, "/metrics", &key);
     assert!(metrics.contains("phigate_phi_findings_total"), "{metrics}");
     assert_no_canary("/metrics", metrics.as_bytes());
 
@@ -334,7 +308,7 @@ fn no_canary_in_logs_metrics_store_or_upstream() {
     // within it.
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     let tp = format!("traceparent: 00-{TRACE_ID}-00f067aa0ba902b7-01\r\n");
-    let (s, body) = http_with(a, "POST", "/v1/chat/completions", &key, &tp, &chat(false));
+    let (s, body) = request(a, "POST", "/v1/chat/completions", &key, &tp, Some(&chat(false)));
     assert_eq!(s, 200, "{body}");
     let sent = traceparents.lock().unwrap().clone();
     assert!(
@@ -413,7 +387,7 @@ fn trace_export_failures_are_logged_without_the_collectors_url_or_answer() {
     let until = |lines: &mut Vec<String>, what: &str| {
         let t0 = std::time::Instant::now();
         loop {
-            let (s, _) = http(&a, "GET", "/healthz", "", "");
+            let (s, _) = get(&a, "/healthz", "");
             assert_eq!(s, 200);
             drain(&server.out, lines, Duration::from_millis(200));
             if let Some(l) = lines.iter().find(|l| l.contains(what)) {
@@ -437,9 +411,9 @@ fn trace_export_failures_are_logged_without_the_collectors_url_or_answer() {
     };
     let t0 = std::time::Instant::now();
     let metrics = loop {
-        let (s, _) = http(&a, "GET", "/healthz", "", "");
+        let (s, _) = get(&a, "/healthz", "");
         assert_eq!(s, 200);
-        let (_, m) = http(&a, "GET", "/metrics", "", "");
+        let (_, m) = get(&a, "/metrics", "");
         if failed(&m) >= 3 {
             break m;
         }

@@ -4,6 +4,7 @@ mod audit;
 mod backup;
 mod canary;
 mod cli;
+mod http;
 mod policy_cli;
 mod serve;
 mod vault;

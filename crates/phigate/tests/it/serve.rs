@@ -1,11 +1,12 @@
 //! `phigate serve`: a first start with no configuration creates a working default (keys 0600,
 //! an admin key printed once), serves the API, reloads on SIGHUP, and a second start reuses it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use crate::http::{get, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_phigate");
 
@@ -70,36 +71,6 @@ fn start(dir: &std::path::Path) -> Server {
         stdout.push_str(&String::from_utf8_lossy(&b));
     }
     Server { child, addr: addr.unwrap(), stdout, stderr: rx }
-}
-
-/// One request on a new connection; `body` makes it a JSON POST.
-fn request(addr: &str, path: &str, key: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let (method, head) = match body {
-        Some(b) => {
-            ("POST", format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()))
-        }
-        None => ("GET", String::new()),
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n{head}\
-         Connection: close\r\n\r\n{}",
-        body.unwrap_or("")
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, resp)
-}
-
-fn get(addr: &str, path: &str, key: &str) -> (u16, String) {
-    request(addr, path, key, None)
-}
-
-fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
-    request(addr, path, key, Some(body))
 }
 
 /// The admin key a start printed.
