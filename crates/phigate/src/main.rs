@@ -261,7 +261,9 @@ impl From<ModeArg> for Mode {
 }
 
 /// mimalloc: fewer page faults and cheaper small allocations than the system allocator on the
-/// scan path (per record: the text, its findings, the output line).
+/// scan path (per record: the text, its findings, the output line). The `mimalloc` feature, on
+/// by default; without it, the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
