@@ -108,6 +108,16 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("invalid_api_key"), "{body}");
 
+    // The server runs without transparent huge pages (its heap stays where the work put it).
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", first.child.id())).unwrap();
+        let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+        if let Some(line) = thp {
+            assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+        }
+    }
+
     // SIGHUP with a broken file: refused, old policy kept; then a valid change is taken.
     let pid = first.child.id().to_string();
     std::fs::write(
