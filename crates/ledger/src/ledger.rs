@@ -427,6 +427,7 @@ async fn journal_committer(
         };
         if let Some(target) = wants_wrap {
             // Start again at offset 0 once the store holds every frame written so far.
+            let waited = std::time::Instant::now();
             progress.hurry.notify_one();
             let mut filled = progress.filled.subscribe();
             let caught_up =
@@ -439,6 +440,8 @@ async fn journal_committer(
                         if let Ok(mut j) = progress.journal() {
                             j.wrap();
                         }
+                        metrics::histogram!("phigate_ledger_wrap_seconds")
+                            .record(waited.elapsed().as_secs_f64());
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "flushing the ledger's store failed");
