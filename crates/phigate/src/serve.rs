@@ -307,10 +307,10 @@ async fn serve(
 ///
 /// mimalloc asks for huge pages (`madvise(MADV_HUGEPAGE)`) on the regions it takes from the
 /// kernel, and on a kernel whose THP mode is `madvise` or `always` (every major distribution
-/// ships one of the two) `khugepaged` then collapses every 2 MiB region of them that has a page
-/// in use into a whole huge page, filling the rest. It scans 4,096 pages each 10 s, so it reaches a
-/// gateway's heap some ten minutes after the start, and the resident heap then rises in 10 s
-/// steps by 10-26 MiB before it levels off. Without huge pages the heap stays where the work
+/// ships one of the two) `khugepaged` then collapses every 2 MiB region of them that has a
+/// page in use into a whole huge page, filling the rest. It scans 4,096 pages each 10 s, so it
+/// reaches a gateway's heap some ten minutes after the start, and the resident heap then rises
+/// in 10 s steps by 10-26 MiB before it levels off. Without huge pages the heap stays where the work
 /// put it (40 MiB smaller at 10,000 req/s), and throughput was the same within the runs' noise
 /// (docs/GATEWAY.md, seventh session). A failure (a kernel without the prctl) costs nothing but
 /// the memory, so it is logged, not fatal.
