@@ -268,6 +268,8 @@ impl From<ModeArg> for Mode {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // First, before the work fills the heap (see `serve::no_transparent_huge_pages`).
+    serve::no_transparent_huge_pages();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -303,7 +303,9 @@ async fn serve(
     Ok(())
 }
 
-/// Turns transparent huge pages off for this process (Linux; elsewhere nothing to do).
+/// Turns transparent huge pages off for this process (Linux; elsewhere nothing to do). `main`
+/// calls it first thing for every command; `serve` calls it again once logging is up, so that a
+/// failure is reported.
 ///
 /// mimalloc asks for huge pages (`madvise(MADV_HUGEPAGE)`) on the regions it takes from the
 /// kernel, and on a kernel whose THP mode is `madvise` or `always` (every major distribution
@@ -312,9 +314,10 @@ async fn serve(
 /// reaches a gateway's heap some ten minutes after the start, and the resident heap then rises
 /// in 10 s steps by 10-26 MiB before it levels off. Without huge pages the heap stays where the work
 /// put it (40 MiB smaller at 10,000 req/s), and throughput was the same within the runs' noise
-/// (docs/GATEWAY.md, seventh session). A failure (a kernel without the prctl) costs nothing but
-/// the memory, so it is logged, not fatal.
-fn no_transparent_huge_pages() {
+/// (docs/GATEWAY.md, seventh session). A batch run (`deid`, `scan`) peaks at about 40 MiB
+/// instead of 66-70 MiB, in the same time (docs/ENGINE.md). A failure (a kernel without the
+/// prctl) costs nothing but the memory, so it is logged, not fatal.
+pub(crate) fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         tracing::warn!(error = %e, "could not turn transparent huge pages off for this process");

@@ -198,3 +198,42 @@ fn eval_uppercase_scores_the_capitalised_text_with_the_same_offsets() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("entity recall 2/2 = 1.0000"), "{s}");
 }
+
+/// Every command runs without transparent huge pages: a batch run's resident memory stays what
+/// its work needs (docs/ENGINE.md). Read from the running process while it waits for stdin.
+#[cfg(target_os = "linux")]
+#[test]
+fn batch_commands_run_without_transparent_huge_pages() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["deid", "--format", "text", "--mode", "placeholder", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The process sets it first thing in `main`; until then it shows the kernel's default.
+    let seen = loop {
+        let line = std::fs::read_to_string(&status)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .map(str::to_string);
+        match line {
+            None => break None, // a kernel before 5.0 does not report it
+            Some(l) if l.split_whitespace().nth(1) == Some("0") => break Some(l),
+            Some(l) if std::time::Instant::now() > deadline => break Some(l),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let mut si = child.stdin.take().unwrap();
+    si.write_all(b"Seen by Dr. Alan Smith on 03/14/2021.\n").unwrap();
+    drop(si);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[NAME_"), "the run did its work");
+    if let Some(line) = seen {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+}
