@@ -205,7 +205,8 @@ Examples:
     /// API keys for the gateway: create (shown once), list, revoke.
     #[command(after_help = "\
 Examples:
-  phigate keys create --identity svc:triage-bot --roles service --use-case clinical-notes --expires 2027-01-01
+  phigate keys create --identity svc:triage-bot --roles service --use-case clinical-notes \\
+      --expires 2027-01-01
   phigate keys list
   phigate keys revoke 0123456789abcdef")]
     Keys(keys::KeysArgs),
@@ -213,10 +214,10 @@ Examples:
     /// first start with no configuration).
     #[command(after_help = "\
 Examples:
-  phigate serve                                  # first start: default config, keys and an admin key
+  phigate serve                         # first start: default config, keys, an admin key
   phigate serve --config /etc/phigate/phigate.yaml
-  kill -HUP <pid>                                # reload the configuration (an invalid one is refused)
-  OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 phigate serve   # also send request traces (OTLP/HTTP)
+  kill -HUP <pid>                       # reload the configuration (an invalid one is refused)
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 phigate serve  # also send traces (OTLP/HTTP)
 
 Logs go to stderr (RUST_LOG, default info); they never hold a value, nor do metrics or traces.")]
     Serve(serve::ServeArgs),

@@ -237,3 +237,47 @@ fn batch_commands_run_without_transparent_huge_pages() {
         assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
     }
 }
+
+/// The names under a help text's `Commands:` heading (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every command's examples fit a 100-column help (clap wraps wider lines, which breaks a
+/// command a reader copies).
+#[test]
+fn help_examples_fit_without_wrapping() {
+    let help = |args: &[String]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(args)
+            .arg("--help")
+            .env("COLUMNS", "400")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    while let Some(args) = todo.pop() {
+        let text = help(&args);
+        seen += 1;
+        for line in text.lines().skip_while(|l| !l.starts_with("Examples:")) {
+            assert!(line.chars().count() <= 100, "phigate {} --help: {line:?}", args.join(" "));
+        }
+        for sub in subcommands(&text) {
+            let mut next = args.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+    }
+    assert!(seen >= 29, "only {seen} help texts were found");
+}
