@@ -1,10 +1,10 @@
 //! `phigate audit …` end to end: durability under kill -9, the whole command flow, errors.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+use crate::run::{command, ok};
 
 fn audit(
     dir: &tempfile::TempDir,
@@ -12,34 +12,11 @@ fn audit(
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Output {
-    let mut c = Command::new(BIN);
-    c.arg("audit")
-        .args(args)
-        .env_remove("PHIGATE_STORE")
-        .env_remove("PHIGATE_LEDGER_KEY")
-        .env_remove("PHIGATE_LEDGER_HMAC_KEY")
-        .env_remove("PHIGATE_LEDGER_ORIGIN")
-        .env("PHIGATE_DATA_DIR", dir.path().join("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().expect("the binary runs");
-    let mut si = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        if let Err(e) = si.write_all(s.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
-        }
-    }
-    drop(si);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
+    let data = dir.path().join("data");
+    let mut all = vec![("PHIGATE_DATA_DIR", data.to_str().expect("a UTF-8 temp path"))];
+    all.extend_from_slice(env);
+    let args: Vec<&str> = std::iter::once("audit").chain(args.iter().copied()).collect();
+    crate::run::run(&args, &all, stdin)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -52,10 +29,9 @@ fn rt() -> tokio::runtime::Runtime {
 fn acknowledged_appends_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kill.db");
-    let mut child = Command::new(BIN)
+    let mut child = command(&[])
         .args(["audit", "append", "--synthetic", "10000000", "--concurrency", "512", "--store"])
         .arg(&db)
-        .env_remove("PHIGATE_LEDGER_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,28 +1,11 @@
 //! `phigate backup` and `phigate restore` end to end, on real SQLite files.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+use crate::run::{fails, ok};
 
 fn phigate(args: &[&str], data_dir: &std::path::Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("PHIGATE_STORE")
-        .env_remove("PHIGATE_LEDGER_KEY")
-        .env_remove("PHIGATE_LEDGER_ORIGIN")
-        .env("PHIGATE_DATA_DIR", data_dir)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "should fail; stdout: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8(o.stderr.clone()).unwrap()
+    crate::run::at(data_dir, args)
 }
 
 #[test]

@@ -1,25 +1,12 @@
 //! Runs the built binary on temporary files.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+
+use crate::run::command;
 
 fn phigate(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phigate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut si = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        // The binary may refuse its arguments and exit before reading stdin.
-        if let Err(e) = si.write_all(s.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
-        }
-    }
-    drop(si);
-    child.wait_with_output().unwrap()
+    crate::run::run(args, &[], stdin)
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
@@ -204,7 +191,7 @@ fn eval_uppercase_scores_the_capitalised_text_with_the_same_offsets() {
 #[cfg(target_os = "linux")]
 #[test]
 fn batch_commands_run_without_transparent_huge_pages() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phigate"))
+    let mut child = command(&[])
         .args(["deid", "--format", "text", "--mode", "placeholder", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -256,12 +243,7 @@ fn subcommands(help: &str) -> Vec<String> {
 #[test]
 fn help_examples_fit_without_wrapping() {
     let help = |args: &[String]| -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_phigate"))
-            .args(args)
-            .arg("--help")
-            .env("COLUMNS", "400")
-            .output()
-            .unwrap();
+        let out = command(&[]).args(args).arg("--help").env("COLUMNS", "400").output().unwrap();
         assert!(out.status.success(), "{args:?}");
         String::from_utf8(out.stdout).unwrap()
     };

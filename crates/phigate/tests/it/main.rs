@@ -6,5 +6,6 @@ mod canary;
 mod cli;
 mod http;
 mod policy_cli;
+mod run;
 mod serve;
 mod vault;

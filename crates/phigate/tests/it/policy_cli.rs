@@ -1,18 +1,10 @@
 //! `phigate config check` and `phigate keys create|list|revoke`, run as the built binary.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn phigate(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_phigate"));
-    c.args(args)
-        .env_remove("PHIGATE_STORE")
-        .env_remove("PHIGATE_CONFIG")
-        .env_remove("PHIGATE_DATA_DIR");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().expect("the binary runs")
+    crate::run::run(args, envs, None)
 }
 
 fn text(b: &[u8]) -> String {

@@ -1,32 +1,15 @@
 //! `phigate vault …` end to end on a real SQLite store: KEK generation, check, sweep, shred,
 //! rotation, a wrong KEK refused, and every shred in the ledger.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use vault::{Keyring, LocalKek, Vault, VaultConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phigate");
+use crate::run::{fails, ok};
 
 fn phigate(args: &[&str], data_dir: &std::path::Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("PHIGATE_STORE")
-        .env_remove("PHIGATE_VAULT_KEK")
-        .env_remove("PHIGATE_LEDGER_ORIGIN")
-        .env("PHIGATE_DATA_DIR", data_dir)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "should fail; stdout: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8(o.stderr.clone()).unwrap()
+    crate::run::at(data_dir, args)
 }
 
 /// Puts one canary value in each scope through the library, as the gateway would.
