@@ -315,7 +315,7 @@ async fn serve(
 /// in 10 s steps by 10-26 MiB before it levels off. Without huge pages the heap stays where the work
 /// put it (40 MiB smaller at 10,000 req/s), and throughput was the same within the runs' noise
 /// (docs/GATEWAY.md, seventh session). A batch run (`deid`, `scan`) peaks at about 40 MiB
-/// instead of 66-70 MiB, in the same time (docs/ENGINE.md). A failure (a kernel without the
+/// instead of 64-68 MiB, in the same time (docs/ENGINE.md). A failure (a kernel without the
 /// prctl) costs nothing but the memory, so it is logged, not fatal.
 pub(crate) fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
