@@ -18,52 +18,103 @@ import sys
 import threading
 import time
 
-SIZE=4<<20
-folder=sys.argv[2] if len(sys.argv)>2 else '.'
-path=os.path.join(folder,'pipeline_sim.tmp')
-fd=os.open(path,os.O_RDWR|os.O_CREAT,0o600); os.ftruncate(fd,0); os.write(fd,b"\0"*SIZE); os.fsync(fd)
-buf=os.urandom(600)
-def q(lat):
-    lat=sorted(lat); f=lambda p: lat[int(p*len(lat))-1]*1000
-    return f"p50 {f(.5):.3f} p90 {f(.9):.3f} p99 {f(.99):.3f} p99.9 {f(.999):.3f} ms"
-def run(workers, n=6000, rate=1000, poisson=False):
-    qu=queue.Queue(); lock=threading.Lock()
-    state={'off':0,'seq':0}; batches={}  # seq -> (arrivals, end)
-    def worker():
+SIZE = 4 << 20
+FRAME = 600
+N = 6000
+RATE = 1000
+
+
+def quantiles(lat):
+    lat = sorted(lat)
+
+    def q(p):
+        return lat[int(p * len(lat)) - 1] * 1000
+
+    return f"p50 {q(.5):.3f} p90 {q(.9):.3f} p99 {q(.99):.3f} p99.9 {q(.999):.3f} ms"
+
+
+class Journal:
+    """A preallocated file written by `writers` threads: each takes what waits, writes it under
+    the lock (the next offset, the next batch number) and flushes outside it."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.seq = 0
+        self.done = {}  # batch number -> (arrival times, flush end)
+
+    def writer(self, waiting):
+        frame = os.urandom(FRAME)
         while True:
-            first=qu.get()
-            if first is None: qu.put(None); return
-            with lock:
-                items=[first]
+            first = waiting.get()
+            if first is None:
+                waiting.put(None)  # for the other writer
+                return
+            with self.lock:
+                batch = [first]
                 while True:
                     try:
-                        x=qu.get_nowait()
-                        if x is None: qu.put(None); break
-                        items.append(x)
-                    except queue.Empty: break
-                os.pwrite(fd,buf*len(items),state['off']); state['off']=(state['off']+600*len(items))%(SIZE-65536)
-                seq=state['seq']; state['seq']+=1
-            os.fdatasync(fd)
-            batches[seq]=(items,time.perf_counter())
-    ts=[threading.Thread(target=worker) for _ in range(workers)]
-    for t in ts: t.start()
-    due=time.perf_counter()+0.01
-    for i in range(n):
-        while True:
-            d=due-time.perf_counter()
-            if d<=0: break
-            time.sleep(d if d>0.0002 else 0)
-        qu.put(due)  # the scheduled time
-        due+= random.expovariate(rate) if poisson else 1.0/rate
-    qu.put(None)
-    for t in ts: t.join()
-    lat=[]; ack=0
-    for k in sorted(batches):
-        items,end=batches[k]; ack=max(ack,end)
-        lat+= [ack-a for a in items]
-    print(f"workers {workers} {'poisson' if poisson else 'constant'}: {q(lat)}  batches {len(batches)}")
-for r in range(int(sys.argv[1]) if len(sys.argv)>1 else 2):
-    for pois in (False, True):
-        for w in (1,2):
-            run(w, poisson=pois)
-os.close(fd); os.unlink(path)
+                        more = waiting.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        waiting.put(None)
+                        break
+                    batch.append(more)
+                os.pwrite(self.fd, frame * len(batch), self.offset)
+                self.offset = (self.offset + FRAME * len(batch)) % (SIZE - 65536)
+                seq = self.seq
+                self.seq += 1
+            os.fdatasync(self.fd)
+            self.done[seq] = (batch, time.perf_counter())
+
+    def waits(self):
+        """Each append's wait: a batch is acknowledged once it and every earlier one are done."""
+        out, acked = [], 0.0
+        for seq in sorted(self.done):
+            batch, end = self.done[seq]
+            acked = max(acked, end)
+            out += [acked - arrival for arrival in batch]
+        return out
+
+
+def run(fd, writers, poisson):
+    journal = Journal(fd)
+    waiting = queue.Queue()
+    threads = [threading.Thread(target=journal.writer, args=(waiting,)) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    due = time.perf_counter() + 0.01
+    for _ in range(N):
+        while (pause := due - time.perf_counter()) > 0:
+            time.sleep(pause if pause > 0.0002 else 0)
+        waiting.put(due)  # the time it was due: the wait counts from there
+        due += random.expovariate(RATE) if poisson else 1.0 / RATE
+    waiting.put(None)
+    for t in threads:
+        t.join()
+    arrivals = "poisson" if poisson else "constant"
+    print(f"writers {writers} {arrivals}: {quantiles(journal.waits())}  flushes {len(journal.done)}")
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    folder = sys.argv[2] if len(sys.argv) > 2 else "."
+    path = os.path.join(folder, "pipeline_sim.tmp")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, b"\0" * SIZE)
+        os.fsync(fd)
+        for _ in range(rounds):
+            for poisson in (False, True):
+                for writers in (1, 2):
+                    run(fd, writers, poisson)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+if __name__ == "__main__":
+    main()
