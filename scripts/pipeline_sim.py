@@ -18,19 +18,11 @@ import sys
 import threading
 import time
 
-SIZE = 4 << 20
+from flush_bench import SIZE, quantiles  # the same file size and percentiles
+
 FRAME = 600
 N = 6000
 RATE = 1000
-
-
-def quantiles(lat):
-    lat = sorted(lat)
-
-    def q(p):
-        return lat[int(p * len(lat)) - 1] * 1000
-
-    return f"p50 {q(.5):.3f} p90 {q(.9):.3f} p99 {q(.99):.3f} p99.9 {q(.999):.3f} ms"
 
 
 class Journal:

@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use crate::http::{get, post, request};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phigate");
-
 const CANARIES: &[&str] = &[
     "Imogen Hargreaves",
     "Hargreaves",
@@ -46,11 +44,9 @@ impl Drop for Server {
 /// Starts `phigate serve` in `dir` with debug logs; returns it and every line it has printed
 /// so far (stdout and stderr together, in arrival order).
 fn start(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, Vec<String>) {
-    let mut child = Command::new(BIN)
+    let mut child = crate::run::command(&[("RUST_LOG", "debug")])
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
-        .env_remove("PHIGATE_CONFIG")
-        .env("RUST_LOG", "debug")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

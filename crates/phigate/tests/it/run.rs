@@ -57,3 +57,12 @@ pub fn fails(o: &Output) -> String {
     assert!(!o.status.success(), "should fail; stdout: {}", String::from_utf8_lossy(&o.stdout));
     String::from_utf8(o.stderr.clone()).unwrap()
 }
+
+/// Whether transparent huge pages are on for the process `pid` (`THP_enabled:` in its
+/// `/proc/<pid>/status`); `None` on a kernel that does not report it (before Linux 5.0).
+#[cfg(target_os = "linux")]
+pub fn thp_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    Some(line.split_whitespace().nth(1) != Some("0"))
+}

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use crate::http::{get, post};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phigate");
-
 struct Server {
     child: Child,
     addr: String,
@@ -25,11 +23,9 @@ impl Drop for Server {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
+    let mut child = crate::run::command(&[("RUST_LOG", "info")])
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
-        .env_remove("PHIGATE_CONFIG")
-        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,12 +106,8 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
 
     // The server runs without transparent huge pages (its heap stays where the work put it).
     #[cfg(target_os = "linux")]
-    {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", first.child.id())).unwrap();
-        let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
-        if let Some(line) = thp {
-            assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
-        }
+    if let Some(on) = crate::run::thp_enabled(first.child.id()) {
+        assert!(!on, "THP_enabled is 1");
     }
 
     // SIGHUP with a broken file: refused, old policy kept; then a valid change is taken.
@@ -172,11 +164,9 @@ fn first_start_creates_a_working_default_and_reloads_on_sighup() {
 
 /// Records of `action` in the store of `dir`'s data directory, read by `phigate audit search`.
 fn count_records(dir: &std::path::Path, action: &str) -> usize {
-    let out = Command::new(BIN)
+    let out = crate::run::command(&[])
         .args(["audit", "search", "--action", action, "--limit", "100000", "--format", "jsonl"])
         .current_dir(dir)
-        .env_remove("PHIGATE_STORE")
-        .env_remove("PHIGATE_DATA_DIR")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
