@@ -251,9 +251,11 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    eprintln!("phigate: listening on http://{addr}/v1 (policy version {version})");
-    tracing::info!(%addr, policy_version = %version, "serving");
 
+    // The signal handlers go in before the listening line: a SIGHUP (or SIGTERM) sent as soon
+    // as that line shows must reach them, not the default action, which ends the process.
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     #[cfg(unix)]
     {
         let state = state.clone();
@@ -276,10 +278,11 @@ async fn serve(
             }
         });
     }
+    eprintln!("phigate: listening on http://{addr}/v1 (policy version {version})");
+    tracing::info!(%addr, policy_version = %version, "serving");
     let shutdown = async {
         #[cfg(unix)]
         {
-            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
             match term {
                 Ok(mut t) => {
                     tokio::select! {
