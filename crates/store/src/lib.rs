@@ -272,6 +272,15 @@ impl fmt::Debug for VaultRow {
     }
 }
 
+/// A scope made at one stroke: its first data key and the values stored under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewScope {
+    /// The scope's first data key.
+    pub key: DataKeyRow,
+    /// Its values: every row names `key`'s scope and id, and no two share a token.
+    pub rows: Vec<VaultRow>,
+}
+
 /// What a backup or a restore moved, and the SHA-256 of the backup file's content (hex).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupSummary {
@@ -508,9 +517,45 @@ impl Store {
         Ok(keys.iter().map(|k| stored.contains(&k.key_id) && seen.insert(&k.key_id)).collect())
     }
 
+    /// Stores new scopes, each its first data key with its rows, all in one transaction (one
+    /// commit). For each: `true` when its key and every one of its rows were stored; `false`
+    /// when its key id existed already, or came earlier in `scopes` (another writer made that
+    /// scope first): nothing of it is stored then. A row that does not name its scope's key,
+    /// or two rows of a scope with one token, are [`Error::Conflict`], and nothing of the call
+    /// is kept.
+    pub async fn vault_put_new_scopes(&self, scopes: &[NewScope]) -> Result<Vec<bool>, Error> {
+        if scopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for s in scopes {
+            let mut tokens = std::collections::HashSet::new();
+            if s.rows.iter().any(|r| {
+                r.scope != s.key.scope || r.key_id != s.key.key_id || !tokens.insert(&r.token)
+            }) {
+                return Err(Error::Conflict(
+                    "a new scope's rows must name its key and hold each token once".into(),
+                ));
+            }
+        }
+        let stored: std::collections::HashSet<String> =
+            dispatch!(self, b => b.new_scopes_put(scopes).await)?.into_iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        Ok(scopes
+            .iter()
+            .map(|s| stored.contains(&s.key.key_id) && seen.insert(&s.key.key_id))
+            .collect())
+    }
+
     /// The newest (by `created_ms`, then `key_id`) unshredded key of a scope, if any.
     pub async fn data_key_active(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
         dispatch!(self, b => b.data_key_active(scope).await)
+    }
+
+    /// What a scope's keys say in one look: its active key ([`Store::data_key_active`]) if it
+    /// has one; else, if every key it had is shredded, one of them; else (the scope never had a
+    /// key) `None`.
+    pub async fn data_key_latest(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
+        dispatch!(self, b => b.data_key_latest(scope).await)
     }
 
     /// A key by id, shredded or not.
@@ -668,6 +713,17 @@ pub(crate) fn to_u64(v: i64) -> Result<u64, Error> {
 /// A 32-byte hash from a column.
 pub(crate) fn hash32(v: &[u8]) -> Result<[u8; 32], Error> {
     <[u8; 32]>::try_from(v).map_err(|_| Error::Corrupt("stored hash is not 32 bytes".into()))
+}
+
+/// The rows of the scopes whose key ids are in `stored`, each key id's first scope only (a
+/// later scope with the same id lost to it).
+pub(crate) fn rows_of_stored(scopes: &[NewScope], stored: &[String]) -> Vec<VaultRow> {
+    let mut left: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
+    scopes
+        .iter()
+        .filter(|s| left.remove(s.key.key_id.as_str()))
+        .flat_map(|s| s.rows.iter().cloned())
+        .collect()
 }
 
 /// Rows per multi-row statement: well under both backends' bind-parameter limits.

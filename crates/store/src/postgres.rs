@@ -509,6 +509,29 @@ impl PgStore {
         Ok(stored)
     }
 
+    /// The key ids stored, with the rows of each (the first of a key id in `scopes` only).
+    pub(crate) async fn new_scopes_put(
+        &self,
+        scopes: &[crate::NewScope],
+    ) -> Result<Vec<String>, Error> {
+        let keys: Vec<DataKeyRow> = scopes.iter().map(|s| s.key.clone()).collect();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut stored = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let mut qb = insert_data_keys_query(chunk);
+            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
+            let ids: Vec<String> =
+                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
+            stored.extend(ids);
+        }
+        let rows = crate::rows_of_stored(scopes, &stored);
+        // Plain inserts: no row can exist under a key made in this transaction, and a shred
+        // of it waits for the commit (the key's row is locked by the insert).
+        insert_vault(&mut tx, &rows, false).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
     pub(crate) async fn data_key_put(&self, k: &DataKeyRow) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         insert_data_keys(&mut tx, std::slice::from_ref(k)).await?;
@@ -519,6 +542,20 @@ impl PgStore {
         sqlx::query(&format!(
             "SELECT {KEY_COLS} FROM data_keys WHERE scope = $1 AND shredded_ms IS NULL \
              ORDER BY created_ms DESC, key_id DESC LIMIT 1"
+        ))
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(data_key)
+        .transpose()
+    }
+
+    pub(crate) async fn data_key_latest(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM data_keys WHERE scope = $1 \
+             ORDER BY (shredded_ms IS NULL) DESC, created_ms DESC, key_id DESC LIMIT 1"
         ))
         .bind(scope)
         .fetch_optional(&self.pool)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ledger::{Action, Decision, Ledger, Record};
 use phi::Category;
 use rand::RngCore;
-use store::{DataKeyRow, Store, VaultRow};
+use store::{DataKeyRow, NewScope, Store, VaultRow};
 
 use crate::codes::{
     validate_scope, validate_token, validate_value, Actor, RevealReason, ShredReason,
@@ -203,6 +203,11 @@ fn highest_numbers(tokens: &[String]) -> HashMap<Category, u64> {
     out
 }
 
+/// When a scope made at `now` expires under `retention`.
+fn expiry(retention: Option<Duration>, now: i64) -> Option<i64> {
+    retention.map(|r| now.saturating_add(i64::try_from(r.as_millis()).unwrap_or(i64::MAX)))
+}
+
 fn mint_token(category: Category) -> String {
     let mut r = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut r);
@@ -293,20 +298,25 @@ impl Vault {
         Ok(row)
     }
 
-    /// The scope's active data key row: from memory while fresh, else from the store.
-    async fn active_row(&self, scope: &str) -> Result<Option<DataKeyRow>> {
+    /// The scope's active data key row, from memory while fresh, else from the store; `None`
+    /// if the scope never had a key. A scope whose every key is shredded stays shredded
+    /// ([`Error::Shredded`]). One store read at most.
+    async fn latest_row(&self, scope: &str) -> Result<Option<DataKeyRow>> {
         if let Some(key_id) = self.fresh(self.inner.active.get(scope)) {
             if let Some(row) = self.fresh(self.inner.key_rows.get(&key_id)) {
                 return Ok(Some(row));
             }
         }
-        let row = self.inner.store.data_key_active(scope).await?;
-        if let Some(r) = &row {
-            let now = Instant::now();
-            self.inner.key_rows.insert(r.key_id.clone(), (r.clone(), now));
-            self.inner.active.insert(scope.to_owned(), (r.key_id.clone(), now));
+        match self.inner.store.data_key_latest(scope).await? {
+            Some(r) if r.shredded_ms.is_some() => Err(Error::Shredded { scope: scope.to_owned() }),
+            Some(r) => {
+                let now = Instant::now();
+                self.inner.key_rows.insert(r.key_id.clone(), (r.clone(), now));
+                self.inner.active.insert(scope.to_owned(), (r.key_id.clone(), now));
+                Ok(Some(r))
+            }
+            None => Ok(None),
         }
-        Ok(row)
     }
 
     /// Keeps a stored row in memory (by fingerprint and by token), when the row cache is on.
@@ -368,6 +378,42 @@ impl Vault {
         Ok(key)
     }
 
+    /// Makes and wraps data key `generation` of `scope` (not stored yet): its row and the key.
+    async fn make_key(
+        &self,
+        scope: &str,
+        generation: u32,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(DataKeyRow, Arc<DataKey>)> {
+        let raw = crypto::generate_raw_key();
+        let kek = read(&self.inner.keyring).active().clone();
+        let key_id = crypto::key_id(scope, generation);
+        let aad = crypto::wrap_aad(kek.id(), scope, &key_id);
+        let wrapped = kek.wrap(raw.as_ref(), &aad).await?;
+        let key = Arc::new(DataKey::derive(raw.as_ref()).ok_or_else(|| Error::KeyUnwrap {
+            key_id: key_id.clone(),
+            kek_id: kek.id().to_owned(),
+        })?);
+        let row = DataKeyRow {
+            key_id,
+            scope: scope.to_owned(),
+            kek_id: kek.id().to_owned(),
+            wrapped,
+            created_ms: now_ms(),
+            expires_at_ms,
+            shredded_ms: None,
+        };
+        Ok((row, key))
+    }
+
+    /// Keeps a key just stored in memory, as its scope's active key.
+    fn keep_key(&self, row: &DataKeyRow, key: Arc<DataKey>) {
+        self.cache_put(&row.key_id, key);
+        let now = Instant::now();
+        self.inner.key_rows.insert(row.key_id.clone(), (row.clone(), now));
+        self.inner.active.insert(row.scope.clone(), (row.key_id.clone(), now));
+    }
+
     /// Makes, wraps and stores data key `generation` of `scope`. `Ok(None)`: another writer
     /// made that generation first.
     async fn create_key(
@@ -376,31 +422,11 @@ impl Vault {
         generation: u32,
         expires_at_ms: Option<i64>,
     ) -> Result<Option<(DataKeyRow, Arc<DataKey>)>> {
-        let raw = crypto::generate_raw_key();
-        let kek = read(&self.inner.keyring).active().clone();
-        let key_id = crypto::key_id(scope, generation);
-        let aad = crypto::wrap_aad(kek.id(), scope, &key_id);
-        let wrapped = kek.wrap(raw.as_ref(), &aad).await?;
-        let row = DataKeyRow {
-            key_id: key_id.clone(),
-            scope: scope.to_owned(),
-            kek_id: kek.id().to_owned(),
-            wrapped,
-            created_ms: now_ms(),
-            expires_at_ms,
-            shredded_ms: None,
-        };
+        let (row, key) = self.make_key(scope, generation, expires_at_ms).await?;
         if !self.inner.writes.put_key(row.clone()).await? {
             return Ok(None);
         }
-        let key = Arc::new(DataKey::derive(raw.as_ref()).ok_or_else(|| Error::KeyUnwrap {
-            key_id: key_id.clone(),
-            kek_id: row.kek_id.clone(),
-        })?);
-        self.cache_put(&key_id, key.clone());
-        let now = Instant::now();
-        self.inner.key_rows.insert(key_id.clone(), (row.clone(), now));
-        self.inner.active.insert(scope.to_owned(), (key_id, now));
+        self.keep_key(&row, key.clone());
         Ok(Some((row, key)))
     }
 
@@ -417,39 +443,17 @@ impl Vault {
         retention: Option<Duration>,
         create: bool,
     ) -> Result<(DataKeyRow, Arc<DataKey>)> {
-        self.active_key_made(scope, retention, create).await.map(|(row, key, _)| (row, key))
-    }
-
-    /// [`Vault::active_key`], and whether this call made the scope's first key (then no value
-    /// can be stored under it but by writers racing this one).
-    async fn active_key_made(
-        &self,
-        scope: &str,
-        retention: Option<Duration>,
-        create: bool,
-    ) -> Result<(DataKeyRow, Arc<DataKey>, bool)> {
         for _ in 0..4 {
             let now = now_ms();
-            if let Some(row) = self.active_row(scope).await? {
+            if let Some(row) = self.latest_row(scope).await? {
                 let key = self.open_key(&row, now).await?;
-                return Ok((row, key, false));
-            }
-            match self.scope_existed(scope).await? {
-                // Every key of the scope is shredded: it stays shredded.
-                Some(first) if first.shredded_ms.is_some() => {
-                    return Err(Error::Shredded { scope: scope.to_owned() });
-                }
-                // Made by another writer since we looked: read it on the next turn.
-                Some(_) => continue,
-                None => {}
+                return Ok((row, key));
             }
             if !create {
                 return Err(Error::UnknownScope { scope: scope.to_owned() });
             }
-            let expires = retention
-                .map(|r| now.saturating_add(i64::try_from(r.as_millis()).unwrap_or(i64::MAX)));
-            if let Some((row, key)) = self.create_key(scope, 1, expires).await? {
-                return Ok((row, key, true));
+            if let Some(made) = self.create_key(scope, 1, expiry(retention, now)).await? {
+                return Ok(made);
             }
             // Another writer made generation 1 at the same moment: read it on the next turn.
         }
@@ -562,12 +566,20 @@ impl Vault {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let (active, key, made) =
-            self.active_key_made(scope, self.inner.config.retention, true).await?;
-        // A scope whose first key this call just made holds no values yet and has no older
-        // keys: nothing to look up before storing (the look-up after storing still settles
-        // races with other writers).
-        let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = made.then(Vec::new);
+        let (active, key) = match self.latest_row(scope).await? {
+            Some(row) => {
+                let key = self.open_key(&row, now_ms()).await?;
+                (row, key)
+            }
+            None => {
+                if let Some(out) = self.tokenize_new_scope(scope, items, numbered).await? {
+                    return Ok(out);
+                }
+                // Another writer made the scope first: on as into any scope.
+                self.active_key(scope, self.inner.config.retention, true).await?
+            }
+        };
+        let mut older: Option<Vec<(DataKeyRow, Arc<DataKey>)>> = None;
 
         // Numbered tokens: the highest number per category the scope holds (read once, when
         // the first new value needs one).
@@ -584,9 +596,7 @@ impl Vault {
                 continue;
             }
             first_of.insert(fp.clone(), i);
-            // Straight to storing in a scope made just now (see above).
-            let known = if made { None } else { self.find_row(scope, &fp).await? };
-            if let Some(row) = known {
+            if let Some(row) = self.find_row(scope, &fp).await? {
                 out[i] = Some(Tokenized { token: row.token.clone(), created: false });
                 continue;
             }
@@ -609,11 +619,8 @@ impl Vault {
                 Some(t) => t.to_owned(),
                 None if numbered => {
                     if numbers.is_none() {
-                        numbers = Some(if made {
-                            HashMap::new()
-                        } else {
-                            highest_numbers(&self.inner.store.vault_tokens(scope).await?)
-                        });
+                        numbers =
+                            Some(highest_numbers(&self.inner.store.vault_tokens(scope).await?));
                     }
                     let n =
                         numbers.get_or_insert_with(HashMap::new).entry(it.category).or_insert(0);
@@ -679,6 +686,73 @@ impl Vault {
             }
         }
         Ok(result)
+    }
+
+    /// Tokenizes into a scope that has no key yet: makes its first key and stores it with the
+    /// values in one write, with no look-up before or after (no value can be stored under a key
+    /// before the key is, and a writer that sees the key sees these values with it).
+    /// `Ok(None)`: another writer made the scope first; nothing of this call was stored.
+    async fn tokenize_new_scope(
+        &self,
+        scope: &str,
+        items: &[NewValue<'_>],
+        numbered: bool,
+    ) -> Result<Option<Vec<Tokenized>>> {
+        let now = now_ms();
+        let (key_row, key) =
+            self.make_key(scope, 1, expiry(self.inner.config.retention, now)).await?;
+        let mut numbers: HashMap<Category, u64> = HashMap::new();
+        // fingerprint -> index of its row
+        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut tokens: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut rows: Vec<VaultRow> = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let cat = it.category.as_str();
+            let fp = key.fingerprint(scope, cat, it.value);
+            if let Some(&j) = first_of.get(&fp) {
+                // Same value earlier in this batch: its token.
+                out.push(Tokenized { token: rows[j].token.clone(), created: false });
+                continue;
+            }
+            let token = match it.token {
+                Some(t) => t.to_owned(),
+                None if numbered => {
+                    let n = numbers.entry(it.category).or_insert(0);
+                    *n += 1;
+                    format!("[{cat}_{n}]")
+                }
+                None => mint_token(it.category),
+            };
+            if !tokens.insert(token.clone()) {
+                // Two values given one token: the second is refused, as in a scope that holds
+                // the first already (and nothing is stored).
+                return Err(Error::TokenInUse { scope: scope.to_owned(), token });
+            }
+            let (nonce, ciphertext) = key.seal(scope, &token, &key_row.key_id, cat, it.value);
+            first_of.insert(fp.clone(), rows.len());
+            out.push(Tokenized { token: token.clone(), created: true });
+            rows.push(VaultRow {
+                scope: scope.to_owned(),
+                token,
+                key_id: key_row.key_id.clone(),
+                fingerprint: fp,
+                nonce,
+                ciphertext,
+                created_ms: now,
+            });
+        }
+        let new = NewScope { key: key_row, rows };
+        let kept = if self.inner.config.row_cache == 0 { Vec::new() } else { new.rows.clone() };
+        let key_row = new.key.clone();
+        if !self.inner.writes.put_scope(new).await? {
+            return Ok(None);
+        }
+        self.keep_key(&key_row, key);
+        for r in kept {
+            self.remember(&Arc::new(r));
+        }
+        Ok(Some(out))
     }
 
     // ---- reveal ----------------------------------------------------------------------------

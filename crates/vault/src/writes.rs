@@ -1,4 +1,5 @@
-//! Group commit of the vault's writes: new data keys and new value rows from every caller
+//! Group commit of the vault's writes: new data keys, new scopes (a first key with its values)
+//! and new value rows from every caller
 //! waiting at the same moment go to the store in one transaction each, instead of one
 //! transaction (and one disk flush) per caller. Each caller is answered only once its own
 //! writes are durable; a batch that fails is retried caller by caller, so that one caller's
@@ -6,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use store::{DataKeyRow, Store, VaultRow};
+use store::{DataKeyRow, NewScope, Store, VaultRow};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
@@ -17,6 +18,9 @@ const MAX_BATCH: usize = 256;
 enum Job {
     /// A new data key: `Ok(true)` stored, `Ok(false)` its id existed (another writer made it).
     Key(DataKeyRow, oneshot::Sender<Result<bool>>),
+    /// A new scope: `Ok(true)` stored, `Ok(false)` its first key existed (another writer made
+    /// the scope), and nothing of it was stored.
+    Scope(NewScope, oneshot::Sender<Result<bool>>),
     /// New value rows (insert or keep, as [`Store::vault_put`]).
     Rows(Vec<VaultRow>, oneshot::Sender<Result<()>>),
 }
@@ -52,6 +56,12 @@ impl Writes {
         self.submit(Job::Key(key, ack), rx).await
     }
 
+    /// Stores a new scope's first key with its rows: `false` when the key exists already.
+    pub(crate) async fn put_scope(&self, scope: NewScope) -> Result<bool> {
+        let (ack, rx) = oneshot::channel();
+        self.submit(Job::Scope(scope, ack), rx).await
+    }
+
     /// Stores value rows (an existing `(scope, token)` row is kept).
     pub(crate) async fn put_rows(&self, rows: Vec<VaultRow>) -> Result<()> {
         let (ack, rx) = oneshot::channel();
@@ -74,10 +84,12 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut keys = Vec::new();
+        let mut scopes = Vec::new();
         let mut rows = Vec::new();
         for j in jobs.drain(..) {
             match j {
                 Job::Key(k, ack) if !ack.is_closed() => keys.push((k, ack)),
+                Job::Scope(s, ack) if !ack.is_closed() => scopes.push((s, ack)),
                 Job::Rows(r, ack) if !ack.is_closed() => rows.push((r, ack)),
                 // The caller gave up: nothing of it is written.
                 _ => {}
@@ -86,6 +98,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         // Keys first: rows never name a key of the same batch (a caller sends its rows only
         // once its key is stored), but this keeps the store's order the callers' order.
         write_keys(&store, keys).await;
+        write_scopes(&store, scopes).await;
         write_rows(&store, rows).await;
     }
 }
@@ -121,6 +134,23 @@ async fn write_keys(store: &Store, keys: Vec<(DataKeyRow, oneshot::Sender<Result
                 }
             }
         }
+    }
+}
+
+async fn write_scopes(store: &Store, scopes: Vec<(NewScope, oneshot::Sender<Result<bool>>)>) {
+    if scopes.len() > 1 {
+        let all: Vec<NewScope> = scopes.iter().map(|(s, _)| s.clone()).collect();
+        if let Ok(stored) = store.vault_put_new_scopes(&all).await {
+            for ((_, ack), s) in scopes.into_iter().zip(stored) {
+                let _ = ack.send(Ok(s));
+            }
+            return;
+        }
+        // Nothing of the batch was stored (one transaction): each caller on its own.
+    }
+    for (s, ack) in scopes {
+        let r = store.vault_put_new_scopes(std::slice::from_ref(&s)).await;
+        let _ = ack.send(r.map(|v| v.first().copied().unwrap_or(false)).map_err(Error::from));
     }
 }
 

@@ -1,6 +1,6 @@
 //! Every API method, written once, run on both backends.
 
-use store::{Backend, DataKeyRow, Error, LedgerQuery, Store, StoredCheckpoint, VaultRow};
+use store::{Backend, DataKeyRow, Error, LedgerQuery, NewScope, Store, StoredCheckpoint, VaultRow};
 
 use crate::common::{both_backends, entry};
 
@@ -40,6 +40,7 @@ both_backends!(
     data_keys_lifecycle,
     data_key_shred_deletes_rows,
     vault_put_get_find,
+    new_scopes_store_key_and_rows_at_once,
     errors_hold_no_values,
     ledger_append_large_batch,
     shred_racing_vault_puts,
@@ -215,6 +216,7 @@ pub fn vrow(scope: &str, token: &str, key_id: &str, fp: &[u8], created: i64) -> 
 
 async fn data_keys_lifecycle(s: Store) {
     assert_eq!(s.data_key_active("a").await.unwrap(), None);
+    assert_eq!(s.data_key_latest("a").await.unwrap(), None, "never had a key");
     assert_eq!(s.data_key_get("k1").await.unwrap(), None);
     s.data_key_put(&key("k1", "a", 100, Some(1_000))).await.unwrap();
     s.data_key_put(&key("k2", "a", 200, Some(5_000))).await.unwrap();
@@ -225,6 +227,7 @@ async fn data_keys_lifecycle(s: Store) {
     assert_eq!(s.data_key_get("k1").await.unwrap(), Some(key("k1", "a", 100, Some(1_000))));
     assert_eq!(s.data_key_active("a").await.unwrap().unwrap().key_id, "k2", "newest");
     assert_eq!(s.data_key_active("b").await.unwrap().unwrap().key_id, "k0");
+    assert_eq!(s.data_key_latest("a").await.unwrap().unwrap().key_id, "k2", "the active key");
     let live: Vec<_> = s.data_keys_live().await.unwrap().into_iter().map(|k| k.key_id).collect();
     assert_eq!(live, ["k0", "k1", "k2"]);
 
@@ -253,8 +256,11 @@ async fn data_keys_lifecycle(s: Store) {
     assert_eq!(ids(s.data_keys_live().await.unwrap()), ["k0", "k1"]);
     assert!(!s.data_key_rewrap("k2", "kek-1", "kek-2", b"back").await.unwrap(), "shredded");
     assert!(s.data_key_get("k2").await.unwrap().unwrap().wrapped.is_empty());
+    assert_eq!(s.data_key_latest("a").await.unwrap().unwrap().key_id, "k1", "live before shredded");
     assert!(s.data_key_shred("k1", 9_000).await.unwrap());
     assert_eq!(s.data_key_active("a").await.unwrap(), None);
+    let gone = s.data_key_latest("a").await.unwrap().expect("a shredded key");
+    assert!(gone.shredded_ms.is_some(), "every key shredded: one of them, shredded");
 
     // Several at once: existing ids and repeats within the call are not stored (and say so).
     let many = [key("n1", "c", 300, None), key("k1", "z", 1, None), key("n1", "d", 1, None)];
@@ -288,6 +294,45 @@ async fn data_key_shred_deletes_rows(s: Store) {
     // Idempotent: a second shred changes nothing and reports the key was not live.
     assert!(!s.data_key_shred("old", 11).await.unwrap());
     assert_eq!(s.vault_get("conv", &toks(&["[DATE_1]"])).await.unwrap().len(), 1);
+}
+
+async fn new_scopes_store_key_and_rows_at_once(s: Store) {
+    let scope = |id: &str, name: &str, tokens: &[&str]| NewScope {
+        key: key(id, name, 5, None),
+        rows: tokens.iter().map(|t| vrow(name, t, id, t.as_bytes(), 5)).collect(),
+    };
+    assert!(s.vault_put_new_scopes(&[]).await.unwrap().is_empty());
+    s.data_key_put(&key("old-1", "old", 1, None)).await.unwrap();
+    let batch = [
+        scope("c1-1", "c1", &["[NAME_1]", "[DATE_1]"]),
+        // Its key exists: nothing of it is stored.
+        scope("old-1", "old", &["[NAME_1]"]),
+        // A second maker of c1 in the same call loses to the first.
+        scope("c1-1", "c1", &["[NAME_9]"]),
+        scope("c2-1", "c2", &[]),
+    ];
+    assert_eq!(s.vault_put_new_scopes(&batch).await.unwrap(), [true, false, false, true]);
+    assert_eq!(s.data_key_latest("c1").await.unwrap(), Some(key("c1-1", "c1", 5, None)));
+    assert_eq!(s.data_key_active("c2").await.unwrap().unwrap().key_id, "c2-1");
+    let toks = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let got = s.vault_get("c1", &toks(&["[NAME_1]", "[DATE_1]", "[NAME_9]"])).await.unwrap();
+    assert_eq!(got, [batch[0].rows[1].clone(), batch[0].rows[0].clone()]);
+    assert!(s.vault_get("old", &toks(&["[NAME_1]"])).await.unwrap().is_empty());
+
+    // Rows that do not name their scope's key, or repeat a token, are refused: nothing kept.
+    let mut foreign = scope("c3-1", "c3", &["[NAME_1]"]);
+    foreign.rows[0].key_id = "old-1".into();
+    let repeated = scope("c4-1", "c4", &["[NAME_1]", "[NAME_1]"]);
+    for bad in [foreign, repeated] {
+        let e = s.vault_put_new_scopes(&[scope("c5-1", "c5", &["[ID_1]"]), bad]).await;
+        assert!(matches!(e, Err(Error::Conflict(_))), "{e:?}");
+    }
+    assert_eq!(s.data_key_latest("c5").await.unwrap(), None, "nothing of a refused call");
+    // Many scopes, past one statement's rows.
+    let bulk: Vec<NewScope> =
+        (0..600).map(|i| scope(&format!("b{i}-1"), &format!("b{i}"), &["[NAME_1]"])).collect();
+    assert!(s.vault_put_new_scopes(&bulk).await.unwrap().iter().all(|b| *b));
+    assert_eq!(s.vault_get("b599", &toks(&["[NAME_1]"])).await.unwrap().len(), 1);
 }
 
 async fn vault_put_get_find(s: Store) {

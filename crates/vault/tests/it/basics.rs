@@ -11,6 +11,7 @@ on_both!(
     same_value_same_token,
     concurrent_same_value,
     concurrent_first_use,
+    concurrent_first_turns_converge,
     scopes_differ,
     tampered_and_moved_rows_fail,
     token_in_use,
@@ -144,6 +145,56 @@ async fn concurrent_first_use(db: &mut Db) {
     let r = v.reveal("conv-new", &tokens, &actor(), RevealReason::Treatment).await.expect("reveal");
     for (value, token) in &pairs {
         assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
+    }
+}
+
+async fn concurrent_first_turns_converge(db: &mut Db) {
+    // Two replicas, eight first turns of one new conversation at once, each naming the same
+    // patient and a person of its own. One turn makes the scope (its key and its values at one
+    // stroke); the others find it and go on from it. The shared name has one token, every
+    // other name its own, numbered without a gap.
+    let k = kek();
+    let replicas = [db.vault(k.clone()).await, db.vault(k).await];
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = replicas[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let own = format!("Person {i}");
+            for _ in 0..50 {
+                let items = [(Category::Name, "Jane Roe"), (Category::Name, own.as_str())];
+                match v.tokenize_numbered("conv-first", &items).await {
+                    Ok(t) => return (own, t[0].token.clone(), t[1].token.clone()),
+                    Err(vault::Error::TokenInUse { .. }) => continue,
+                    Err(e) => panic!("tokenize: {e}"),
+                }
+            }
+            panic!("no token after 50 tries");
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.expect("join"));
+    }
+    let live = db.store.data_keys_live().await.expect("live");
+    assert_eq!(live.iter().filter(|k| k.scope == "conv-first").count(), 1, "one key");
+    let shared: std::collections::BTreeSet<&str> = got.iter().map(|g| g.1.as_str()).collect();
+    assert_eq!(shared.len(), 1, "one token for the shared name: {shared:?}");
+    let mut numbers: Vec<u32> = got
+        .iter()
+        .flat_map(|g| [&g.1, &g.2])
+        .map(|t| t.trim_start_matches("[NAME_").trim_end_matches(']').parse().expect("numbered"))
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers, (1..=9).collect::<Vec<u32>>());
+    let tokens: Vec<String> = got.iter().flat_map(|g| [g.1.clone(), g.2.clone()]).collect();
+    let r = replicas[1]
+        .reveal("conv-first", &tokens, &actor(), RevealReason::Treatment)
+        .await
+        .expect("reveal");
+    for (own, jane, token) in &got {
+        assert_eq!(r.get(jane).map(|p| p.expose()), Some("Jane Roe"));
+        assert_eq!(r.get(token).map(|p| p.expose()), Some(own.as_str()));
     }
 }
 
