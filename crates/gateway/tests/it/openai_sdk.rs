@@ -59,10 +59,16 @@ and wrote from m.okafor@example.org: cough for 3 days, temp 38.5 °C. Please sum
 fn venv_python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
-        let dir =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("py-venv-openai-{OPENAI_VERSION}"));
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join(format!("py-venv-openai-{OPENAI_VERSION}"));
         let python = dir.join("bin").join("python");
         let ready = dir.join(".openai-installed");
+        // Tests in other processes (nextest runs each in its own) may want the venv at the same
+        // moment: one makes it while the others wait, instead of one removing it under another.
+        std::fs::create_dir_all(tmp).expect("create the target's temp dir");
+        let lock = std::fs::File::create(tmp.join(format!("py-venv-openai-{OPENAI_VERSION}.lock")))
+            .expect("create the venv's lock file");
+        lock.lock().expect("lock the venv");
         if ready.exists() && python.exists() {
             return python;
         }
