@@ -192,7 +192,9 @@ async fn insert_checkpoints(tx: &mut Tx, rows: &[StoredCheckpoint]) -> Result<()
 }
 
 /// `INSERT INTO data_keys ... VALUES ...` of these rows.
-fn insert_data_keys_query(chunk: &[DataKeyRow]) -> QueryBuilder<'_, Postgres> {
+fn insert_data_keys_query<'a>(
+    chunk: impl IntoIterator<Item = &'a DataKeyRow>,
+) -> QueryBuilder<'a, Postgres> {
     let mut qb: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
     qb.push_values(chunk, |mut b, k| {
@@ -212,6 +214,19 @@ async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error>
         insert_data_keys_query(chunk).build().execute(&mut **tx).await.map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Inserts the keys whose ids are not stored yet (nor earlier in `keys`): the ids inserted.
+async fn insert_new_data_keys(tx: &mut Tx, keys: &[&DataKeyRow]) -> Result<Vec<String>, Error> {
+    let mut stored = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let mut qb = insert_data_keys_query(chunk.iter().copied());
+        qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
+        let ids: Vec<String> =
+            qb.build_query_scalar().fetch_all(&mut **tx).await.map_err(map_err)?;
+        stored.extend(ids);
+    }
+    Ok(stored)
 }
 
 async fn insert_api_keys(tx: &mut Tx, rows: &[crate::ApiKeyRow]) -> Result<(), Error> {
@@ -497,14 +512,7 @@ impl PgStore {
         keys: &[DataKeyRow],
     ) -> Result<Vec<String>, Error> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let mut stored = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut qb = insert_data_keys_query(chunk);
-            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
-            let ids: Vec<String> =
-                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
-            stored.extend(ids);
-        }
+        let stored = insert_new_data_keys(&mut tx, &keys.iter().collect::<Vec<_>>()).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(stored)
     }
@@ -514,16 +522,9 @@ impl PgStore {
         &self,
         scopes: &[crate::NewScope],
     ) -> Result<Vec<String>, Error> {
-        let keys: Vec<DataKeyRow> = scopes.iter().map(|s| s.key.clone()).collect();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let mut stored = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut qb = insert_data_keys_query(chunk);
-            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
-            let ids: Vec<String> =
-                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
-            stored.extend(ids);
-        }
+        let keys: Vec<&DataKeyRow> = scopes.iter().map(|s| &s.key).collect();
+        let stored = insert_new_data_keys(&mut tx, &keys).await?;
         let rows = crate::rows_of_stored(scopes, &stored);
         // Plain inserts: no row can exist under a key made in this transaction, and a shred
         // of it waits for the commit (the key's row is locked by the insert).

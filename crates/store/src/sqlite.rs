@@ -377,7 +377,9 @@ async fn insert_checkpoints(tx: &mut Tx, rows: &[StoredCheckpoint]) -> Result<()
 }
 
 /// `INSERT INTO data_keys ... VALUES ...` of these rows.
-fn insert_data_keys_query(chunk: &[DataKeyRow]) -> QueryBuilder<'_, Sqlite> {
+fn insert_data_keys_query<'a>(
+    chunk: impl IntoIterator<Item = &'a DataKeyRow>,
+) -> QueryBuilder<'a, Sqlite> {
     let mut qb: QueryBuilder<Sqlite> =
         QueryBuilder::new(format!("INSERT INTO data_keys ({KEY_COLS}) "));
     qb.push_values(chunk, |mut b, k| {
@@ -397,6 +399,19 @@ async fn insert_data_keys(tx: &mut Tx, rows: &[DataKeyRow]) -> Result<(), Error>
         insert_data_keys_query(chunk).build().execute(&mut **tx).await.map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Inserts the keys whose ids are not stored yet (nor earlier in `keys`): the ids inserted.
+async fn insert_new_data_keys(tx: &mut Tx, keys: &[&DataKeyRow]) -> Result<Vec<String>, Error> {
+    let mut stored = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let mut qb = insert_data_keys_query(chunk.iter().copied());
+        qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
+        let ids: Vec<String> =
+            qb.build_query_scalar().fetch_all(&mut **tx).await.map_err(map_err)?;
+        stored.extend(ids);
+    }
+    Ok(stored)
 }
 
 async fn insert_api_keys(tx: &mut Tx, rows: &[crate::ApiKeyRow]) -> Result<(), Error> {
@@ -904,14 +919,7 @@ impl SqliteStore {
         keys: &[DataKeyRow],
     ) -> Result<Vec<String>, Error> {
         let (_guard, mut tx) = self.begin_write().await?;
-        let mut stored = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut qb = insert_data_keys_query(chunk);
-            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
-            let ids: Vec<String> =
-                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
-            stored.extend(ids);
-        }
+        let stored = insert_new_data_keys(&mut tx, &keys.iter().collect::<Vec<_>>()).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(stored)
     }
@@ -921,16 +929,9 @@ impl SqliteStore {
         &self,
         scopes: &[crate::NewScope],
     ) -> Result<Vec<String>, Error> {
-        let keys: Vec<DataKeyRow> = scopes.iter().map(|s| s.key.clone()).collect();
         let (_guard, mut tx) = self.begin_write().await?;
-        let mut stored = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut qb = insert_data_keys_query(chunk);
-            qb.push(" ON CONFLICT DO NOTHING RETURNING key_id");
-            let ids: Vec<String> =
-                qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(map_err)?;
-            stored.extend(ids);
-        }
+        let keys: Vec<&DataKeyRow> = scopes.iter().map(|s| &s.key).collect();
+        let stored = insert_new_data_keys(&mut tx, &keys).await?;
         let rows = crate::rows_of_stored(scopes, &stored);
         // Plain inserts: no row can exist under a key made in this transaction.
         insert_vault(&mut tx, &rows, false).await?;
