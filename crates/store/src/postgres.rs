@@ -539,32 +539,33 @@ impl PgStore {
         tx.commit().await.map_err(map_err)
     }
 
+    /// The first row of `SELECT <a data key's columns> FROM data_keys WHERE <rest>`, with `arg`
+    /// bound to the one parameter of `rest`.
+    async fn data_key_where(&self, rest: &str, arg: &str) -> Result<Option<DataKeyRow>, Error> {
+        sqlx::query(&format!("SELECT {KEY_COLS} FROM data_keys WHERE {rest}"))
+            .bind(arg)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(data_key)
+            .transpose()
+    }
+
     pub(crate) async fn data_key_active(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
-        sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM data_keys WHERE scope = $1 AND shredded_ms IS NULL \
-             ORDER BY created_ms DESC, key_id DESC LIMIT 1"
-        ))
-        .bind(scope)
-        .fetch_optional(&self.pool)
+        self.data_key_where(
+            "scope = $1 AND shredded_ms IS NULL ORDER BY created_ms DESC, key_id DESC LIMIT 1",
+            scope,
+        )
         .await
-        .map_err(map_err)?
-        .as_ref()
-        .map(data_key)
-        .transpose()
     }
 
     pub(crate) async fn data_key_latest(&self, scope: &str) -> Result<Option<DataKeyRow>, Error> {
-        sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM data_keys WHERE scope = $1 \
-             ORDER BY (shredded_ms IS NULL) DESC, created_ms DESC, key_id DESC LIMIT 1"
-        ))
-        .bind(scope)
-        .fetch_optional(&self.pool)
+        self.data_key_where(
+            "scope = $1 ORDER BY (shredded_ms IS NULL) DESC, created_ms DESC, key_id DESC LIMIT 1",
+            scope,
+        )
         .await
-        .map_err(map_err)?
-        .as_ref()
-        .map(data_key)
-        .transpose()
     }
 
     pub(crate) async fn api_key_put(&self, k: &crate::ApiKeyRow) -> Result<(), Error> {
@@ -620,14 +621,7 @@ impl PgStore {
     }
 
     pub(crate) async fn data_key_get(&self, key_id: &str) -> Result<Option<DataKeyRow>, Error> {
-        sqlx::query(&format!("SELECT {KEY_COLS} FROM data_keys WHERE key_id = $1"))
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(data_key)
-            .transpose()
+        self.data_key_where("key_id = $1", key_id).await
     }
 
     pub(crate) async fn data_keys_live(&self) -> Result<Vec<DataKeyRow>, Error> {
