@@ -22,24 +22,29 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path) -> Server {
+/// `phigate serve` on a free port in `dir`, its stderr's lines coming in on the receiver.
+fn spawn_serve(dir: &std::path::Path, stdout: Stdio) -> (Child, mpsc::Receiver<String>) {
     let mut child = crate::run::command(&[("RUST_LOG", "info")])
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (tx, rx) = mpsc::channel();
     let err = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
+    (child, rx)
+}
+
+fn start(dir: &std::path::Path) -> Server {
+    let (mut child, rx) = spawn_serve(dir, Stdio::piped());
     let mut addr = None;
     let mut seen = Vec::new();
     while addr.is_none() {
@@ -233,29 +238,14 @@ fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> bool {
 fn a_sighup_right_after_the_listening_line_reloads() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    for attempt in 0..8 {
-        let mut child = crate::run::command(&[("RUST_LOG", "info")])
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    for attempt in 0..32 {
+        let (mut child, rx) = spawn_serve(dir.path(), Stdio::null());
         // A shell already waiting to send the signal: it goes within microseconds of the line.
         let mut hup = Command::new("sh")
             .args(["-c", "read _ && kill -HUP \"$0\"", &child.id().to_string()])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         assert!(wait_for(&rx, "phigate: listening on"), "no start (attempt {attempt})");
         writeln!(hup.stdin.take().unwrap()).unwrap();
         assert!(hup.wait().unwrap().success());
