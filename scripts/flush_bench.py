@@ -15,6 +15,7 @@ flushes the machine is idle: on a virtual machine a flush then often completes t
 vCPU, and its tail is the wake-up's, not the disk's. The closed-loop runs above keep the vCPU
 busy and show the disk's own speed; the paced run shows what a request at 1,000 req/s waits.
 """
+import contextlib
 import os
 import sys
 import threading
@@ -24,22 +25,29 @@ SIZE = 4 << 20
 N = 1500
 
 
-def main():
-    folder = sys.argv[1] if len(sys.argv) > 1 else "."
+@contextlib.contextmanager
+def scratch(folder, name):
+    """A preallocated SIZE-byte file in `folder`, flushed once, open for writing; removed after."""
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "flush_bench.tmp")
+    path = os.path.join(folder, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, b"\0" * SIZE)
         os.fsync(fd)
+        yield fd
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def main():
+    folder = sys.argv[1] if len(sys.argv) > 1 else "."
+    with scratch(folder, "flush_bench.tmp") as fd:
         for threads in (1, 2, 4, 1, 2):
             run(fd, threads)
         for _ in range(2):
             paced(fd, 1000)
-    finally:
-        os.close(fd)
-        os.unlink(path)
 
 
 def worker(fd, base, out):

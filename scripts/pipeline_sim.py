@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from flush_bench import SIZE, quantiles  # the same file size and percentiles
+from flush_bench import SIZE, quantiles, scratch  # the same file, size and percentiles
 
 FRAME = 600
 N = 6000
@@ -93,19 +93,11 @@ def run(fd, writers, poisson):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     folder = sys.argv[2] if len(sys.argv) > 2 else "."
-    path = os.path.join(folder, "pipeline_sim.tmp")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, b"\0" * SIZE)
-        os.fsync(fd)
+    with scratch(folder, "pipeline_sim.tmp") as fd:
         for _ in range(rounds):
             for poisson in (False, True):
                 for writers in (1, 2):
                     run(fd, writers, poisson)
-    finally:
-        os.close(fd)
-        os.unlink(path)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,23 @@ fn actor() -> Actor {
     Actor::new("user:dr-house").expect("valid actor")
 }
 
+/// `tokenize_numbered`, tried again while another writer takes the number first (TokenInUse),
+/// as the gateway does.
+async fn numbered_retrying(
+    v: &vault::Vault,
+    scope: &str,
+    items: &[(Category, &str)],
+) -> Vec<vault::Tokenized> {
+    for _ in 0..50 {
+        match v.tokenize_numbered(scope, items).await {
+            Ok(t) => return t,
+            Err(Error::TokenInUse { .. }) => continue,
+            Err(e) => panic!("tokenize: {e}"),
+        }
+    }
+    panic!("no token after 50 tries");
+}
+
 async fn round_trip(db: &mut Db) {
     let v = db.vault(kek()).await;
     let items = [
@@ -160,15 +177,9 @@ async fn concurrent_first_turns_converge(db: &mut Db) {
         let v = replicas[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             let own = format!("Person {i}");
-            for _ in 0..50 {
-                let items = [(Category::Name, "Jane Roe"), (Category::Name, own.as_str())];
-                match v.tokenize_numbered("conv-first", &items).await {
-                    Ok(t) => return (own, t[0].token.clone(), t[1].token.clone()),
-                    Err(vault::Error::TokenInUse { .. }) => continue,
-                    Err(e) => panic!("tokenize: {e}"),
-                }
-            }
-            panic!("no token after 50 tries");
+            let items = [(Category::Name, "Jane Roe"), (Category::Name, own.as_str())];
+            let t = numbered_retrying(&v, "conv-first", &items).await;
+            (own, t[0].token.clone(), t[1].token.clone())
         }));
     }
     let mut got = Vec::new();
@@ -387,14 +398,8 @@ async fn numbered_tokens_under_concurrent_writers(db: &mut Db) {
         let v = v.clone();
         tasks.push(tokio::spawn(async move {
             let value = format!("Person {i}");
-            for _ in 0..50 {
-                match v.tokenize_numbered("conv-race", &[(Category::Name, &value)]).await {
-                    Ok(mut t) => return (value, t.remove(0).token),
-                    Err(vault::Error::TokenInUse { .. }) => continue,
-                    Err(e) => panic!("tokenize: {e}"),
-                }
-            }
-            panic!("no token after 50 tries");
+            let mut t = numbered_retrying(&v, "conv-race", &[(Category::Name, &value)]).await;
+            (value, t.remove(0).token)
         }));
     }
     let mut pairs = Vec::new();
