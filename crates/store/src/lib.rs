@@ -23,7 +23,11 @@
 //! # Shredding, and where bytes may linger
 //! [`Store::data_key_shred`] clears the wrapped key and deletes the vault rows under it in one
 //! transaction. On SQLite, `secure_delete` zeroes the freed space and the WAL is checkpointed and
-//! truncated right after, so the bytes leave the files (a test searches the files for them). On
+//! truncated right after, so the bytes leave the files (tests search the files for them, also
+//! with writes and background checkpoints running beside the shred). That checkpoint takes its
+//! turn with this process's background ones (SQLite fails a second concurrent checkpoint at once)
+//! and retries for up to 10 s while another process's checkpoint or an old read holds it up;
+//! past that it warns and the background checkpointer retries until it finishes. On
 //! PostgreSQL the old row versions stay in dead tuples until `VACUUM` (autovacuum) reclaims them,
 //! and in WAL segments and base backups until those age out: the wrapped key is still useless
 //! without the key-encryption key, but operators who need prompt physical erasure should run

@@ -62,6 +62,13 @@ struct Writes {
     count: AtomicU64,
     /// Signalled as each write lets go: wakes a checkpointer that rests.
     done: tokio::sync::Notify,
+    /// SQLite runs one checkpoint at a time and fails a second at once, without waiting (its
+    /// busy handler is not called for the checkpoint lock). This process's checkpoints take
+    /// turns here, so a shred's purge never loses to a background pass.
+    checkpoint: Mutex<()>,
+    /// Set when a shred's purge of the WAL could not finish (another process's checkpoint or
+    /// a reader held it up past [`PURGE_WITHIN`]): the checkpointer retries until it does.
+    purge: std::sync::atomic::AtomicBool,
 }
 
 /// How often the background task copies the WAL's new pages into the database file.
@@ -107,6 +114,18 @@ async fn checkpointer(
         if pool.is_closed() {
             return;
         }
+        if writes.purge.load(Ordering::Acquire) {
+            match purge_wal(&writer, &writes).await {
+                Ok(true) => {
+                    writes.purge.store(false, Ordering::Release);
+                    tracing::info!("a shredded key's old pages have now left the WAL");
+                }
+                Ok(false) => {}
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => tracing::warn!(error = %map_err(e), "purging the WAL failed"),
+            }
+            continue;
+        }
         let seen = writes.count.load(Ordering::Acquire);
         if seen == copied_at {
             // Rest until a write ends (a write that ended since the load left a permit).
@@ -117,7 +136,11 @@ async fn checkpointer(
         let idle = seen.is_multiple_of(2);
         let mut last = None;
         for _ in 0..CHECKPOINT_PASSES {
-            match wal_checkpoint(&pool).await {
+            let pass = {
+                let _turn = writes.checkpoint.lock().await;
+                wal_checkpoint(&pool).await
+            };
+            match pass {
                 Ok((log, copied)) => {
                     if log == copied && idle {
                         copied_at = seen;
@@ -139,6 +162,7 @@ async fn checkpointer(
             continue;
         }
         let _guard = write.lock().await;
+        let _turn = writes.checkpoint.lock().await;
         let seen = writes.count.load(Ordering::Acquire);
         let started = std::time::Instant::now();
         let result = wal_checkpoint(&writer).await;
@@ -178,6 +202,30 @@ async fn wal_checkpoint(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
     let (_busy, log, copied): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
     Ok((log, copied))
+}
+
+/// How long a shred's purge of the WAL keeps trying before the checkpointer takes it over.
+const PURGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Copies the whole WAL into the database file and truncates the WAL to nothing, so no old page
+/// image (a shredded key's, with `secure_delete` zeroing the current one) stays in either file.
+/// Retries, in this process's checkpoint turn, while another process's checkpoint holds SQLite's
+/// checkpoint lock or a reader an older snapshot, up to [`PURGE_WITHIN`]. Whether it finished.
+async fn purge_wal(writer: &SqlitePool, writes: &Writes) -> Result<bool, sqlx::Error> {
+    let _turn = writes.checkpoint.lock().await;
+    let started = std::time::Instant::now();
+    loop {
+        // TRUNCATE waits (busy timeout) for writers and readers, not for another checkpoint.
+        let (busy, _log, _copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(writer).await?;
+        if busy == 0 {
+            return Ok(true);
+        }
+        if started.elapsed() >= PURGE_WITHIN {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The write lock, held through a write transaction; letting go counts the write as done.
@@ -620,8 +668,10 @@ impl SqliteStore {
         self.checkpointer.abort();
         // Fold the WAL into the main file so the file stands alone; best effort.
         self.pool.close().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
-            tracing::warn!(error = %map_err(e), "WAL checkpoint on close failed");
+        match purge_wal(&self.writer, &self.writes).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the WAL was not wholly copied on close (busy)"),
+            Err(e) => tracing::warn!(error = %map_err(e), "WAL checkpoint on close failed"),
         }
         self.writer.close().await;
     }
@@ -1118,9 +1168,23 @@ impl SqliteStore {
             shredded.is_none()
         };
         // Copy the WAL into the main file and truncate it, so the old page images holding the
-        // wrapped key leave the WAL too. Best effort: a busy reader only delays it.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
-            tracing::warn!(error = %map_err(e), "WAL checkpoint after shredding failed");
+        // wrapped key leave the WAL too. The key is shredded either way (committed above); if
+        // the purge cannot finish now, the checkpointer keeps at it.
+        match purge_wal(&self.writer, &self.writes).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "a shredded key's old pages are still in the WAL (another process's \
+                     checkpoint or a long read held it up); the checkpointer keeps trying"
+                );
+                self.writes.purge.store(true, Ordering::Release);
+                self.writes.done.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(error = %map_err(e), "WAL checkpoint after shredding failed");
+                self.writes.purge.store(true, Ordering::Release);
+                self.writes.done.notify_one();
+            }
         }
         Ok(was_live)
     }

@@ -200,3 +200,77 @@ async fn sqlite_url_forms_and_directory_creation() {
     s.close().await;
     assert!(matches!(Store::open("sqlite::memory:").await, Err(Error::Backend(_))));
 }
+
+/// Shredding while other writes keep the background checkpointer busy: its passes hold SQLite's
+/// checkpoint lock, which the shred's own checkpoint does not wait for by itself. Every shred
+/// must still leave no wrapped key bytes in the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shred_beside_steady_writes_leaves_no_key_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    let s = Store::open(&url(&p)).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.ledger_append(&[entry(i)]).await.unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    for round in 0..40 {
+        let id = format!("k-{round}");
+        let mut k = key(&id, &format!("conv-{round}"), 1, None);
+        k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+        s.data_key_put(&k).await.unwrap();
+        // Let the checkpointer run a pass or two over the new frames.
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 60)).await;
+        assert!(s.data_key_shred(&id, 2).await.unwrap());
+        let after = file_bytes(&p);
+        assert!(
+            !contains(&after, &k.wrapped),
+            "round {round}: wrapped key bytes still in the files"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = writer.await.unwrap();
+    assert!(appended > 100, "only {appended} appends beside the shreds");
+    s.close().await;
+}
+
+/// A read in another connection that began before the shred holds the old pages in place (the
+/// purge cannot finish while it lasts); once it ends, the background checkpointer finishes the
+/// purge without another shred or write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shred_held_up_by_a_long_read_is_purged_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("store.db");
+    let s = Store::open(&url(&p)).await.unwrap();
+    let mut k = key("k-held", "conv", 1, None);
+    k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+    s.data_key_put(&k).await.unwrap();
+
+    let mut reader = sqlx::SqliteConnection::connect(&url(&p)).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM data_keys").fetch_one(&mut reader).await.unwrap();
+    assert_eq!(n, 1);
+    // The shred commits, then tries to purge for its whole allowance and hands over.
+    assert!(s.data_key_shred("k-held", 2).await.unwrap());
+    assert!(
+        contains(&file_bytes(&p), &k.wrapped),
+        "the open read should have kept the old page (else this test shows nothing)"
+    );
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while contains(&file_bytes(&p), &k.wrapped) {
+        assert!(std::time::Instant::now() < deadline, "the wrapped key stayed in the files");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.close().await;
+}
