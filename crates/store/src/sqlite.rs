@@ -206,18 +206,35 @@ async fn wal_checkpoint(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
 
 /// How long a shred's purge of the WAL keeps trying before the checkpointer takes it over.
 const PURGE_WITHIN: Duration = Duration::from_secs(10);
+/// The writer connection's busy timeout (see `SqliteStore::open`), put back after a purge try.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Copies the whole WAL into the database file and truncates the WAL to nothing, so no old page
 /// image (a shredded key's, with `secure_delete` zeroing the current one) stays in either file.
-/// Retries, in this process's checkpoint turn, while another process's checkpoint holds SQLite's
-/// checkpoint lock or a reader an older snapshot, up to [`PURGE_WITHIN`]. Whether it finished.
+/// Whether it finished.
+///
+/// Each try runs in this process's checkpoint turn (so never against a background pass) and
+/// without a busy timeout: a TRUNCATE checkpoint holds SQLite's write lock while it waits for
+/// readers, so waiting in SQLite would stall every writer behind a long read in another
+/// process. Instead a try that finds a reader on the WAL, another process's checkpoint or
+/// another process's write ends at once, and the next comes 5 ms later, up to
+/// [`PURGE_WITHIN`].
 async fn purge_wal(writer: &SqlitePool, writes: &Writes) -> Result<bool, sqlx::Error> {
     let _turn = writes.checkpoint.lock().await;
     let started = std::time::Instant::now();
     loop {
-        // TRUNCATE waits (busy timeout) for writers and readers, not for another checkpoint.
-        let (busy, _log, _copied): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(writer).await?;
+        let busy = {
+            let mut conn = writer.acquire().await?;
+            sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *conn).await?;
+            let tried: Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await;
+            let restore = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+            if sqlx::query(&restore).execute(&mut *conn).await.is_err() {
+                // Never hand a writer a connection that gives up at once: a new one replaces it.
+                conn.close_on_drop();
+            }
+            tried?.0
+        };
         if busy == 0 {
             return Ok(true);
         }
@@ -550,7 +567,7 @@ impl SqliteStore {
                 _ => SqliteSynchronous::Full,
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             .pragma("secure_delete", "ON")
             // Statement journals of multi-row inserts in memory, not in temporary files.
             .pragma("temp_store", "MEMORY")

@@ -258,8 +258,21 @@ async fn sqlite_shred_held_up_by_a_long_read_is_purged_after_it() {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM data_keys").fetch_one(&mut reader).await.unwrap();
     assert_eq!(n, 1);
-    // The shred commits, then tries to purge for its whole allowance and hands over.
-    assert!(s.data_key_shred("k-held", 2).await.unwrap());
+    // The shred commits, then tries to purge for its whole allowance and hands over. Writes go
+    // on meanwhile: a purge try never waits in SQLite (holding its write lock) for the reader.
+    let shred = {
+        let s = s.clone();
+        tokio::spawn(async move { s.data_key_shred("k-held", 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        s.ledger_append(&[entry(i)]).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(2_500), "a write waited {took:?} behind the purge");
+    }
+    assert!(!shred.is_finished(), "the purge should still be trying (else this shows nothing)");
+    assert!(shred.await.unwrap().unwrap());
     assert!(
         contains(&file_bytes(&p), &k.wrapped),
         "the open read should have kept the old page (else this test shows nothing)"
