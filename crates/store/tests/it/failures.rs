@@ -206,9 +206,22 @@ async fn sqlite_url_forms_and_directory_creation() {
 /// must still leave no wrapped key bytes in the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_shred_beside_steady_writes_leaves_no_key_bytes() {
+    shred_beside_steady_writes(false).await;
+}
+
+/// The same with the shreds made through a second store on the file (as `phigate vault shred`
+/// does beside a running server): the busy checkpointer is another store's, whose turns the
+/// shredder cannot take, so its purge retries until it finds a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shred_from_a_second_store_beside_a_busy_one_leaves_no_key_bytes() {
+    shred_beside_steady_writes(true).await;
+}
+
+async fn shred_beside_steady_writes(second_store: bool) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("store.db");
     let s = Store::open(&url(&p)).await.unwrap();
+    let shredder = if second_store { Store::open(&url(&p)).await.unwrap() } else { s.clone() };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (s, stop) = (s.clone(), stop.clone());
@@ -225,10 +238,10 @@ async fn sqlite_shred_beside_steady_writes_leaves_no_key_bytes() {
         let id = format!("k-{round}");
         let mut k = key(&id, &format!("conv-{round}"), 1, None);
         k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
-        s.data_key_put(&k).await.unwrap();
+        shredder.data_key_put(&k).await.unwrap();
         // Let the checkpointer run a pass or two over the new frames.
         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 60)).await;
-        assert!(s.data_key_shred(&id, 2).await.unwrap());
+        assert!(shredder.data_key_shred(&id, 2).await.unwrap());
         let after = file_bytes(&p);
         assert!(
             !contains(&after, &k.wrapped),
@@ -238,6 +251,7 @@ async fn sqlite_shred_beside_steady_writes_leaves_no_key_bytes() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let appended = writer.await.unwrap();
     assert!(appended > 100, "only {appended} appends beside the shreds");
+    shredder.close().await;
     s.close().await;
 }
 
