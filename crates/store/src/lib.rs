@@ -26,8 +26,9 @@
 //! truncated right after, so the bytes leave the files (tests search the files for them, also
 //! with writes and background checkpoints running beside the shred). That checkpoint takes its
 //! turn with this process's background ones (SQLite fails a second concurrent checkpoint at once)
-//! and retries for up to 10 s while another process's checkpoint or an old read holds it up;
-//! past that it warns and the background checkpointer retries until it finishes. On
+//! and retries for up to 10 s while another process's checkpoint or an old read holds it up
+//! (each try gives up at once rather than wait inside SQLite, where it would hold up every
+//! writer); past that it warns and the background checkpointer retries until it finishes. On
 //! PostgreSQL the old row versions stay in dead tuples until `VACUUM` (autovacuum) reclaims them,
 //! and in WAL segments and base backups until those age out: the wrapped key is still useless
 //! without the key-encryption key, but operators who need prompt physical erasure should run
