@@ -71,6 +71,14 @@ struct Writes {
     purge: std::sync::atomic::AtomicBool,
 }
 
+impl Writes {
+    /// Leaves an unfinished purge of the WAL to the checkpointer, waking it if it rests.
+    fn hand_over_purge(&self) {
+        self.purge.store(true, Ordering::Release);
+        self.done.notify_one();
+    }
+}
+
 /// How often the background task copies the WAL's new pages into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// Passes beside the writer before the last one: each copies what came in during the one before.
@@ -1194,13 +1202,11 @@ impl SqliteStore {
                     "a shredded key's old pages are still in the WAL (another process's \
                      checkpoint or a long read held it up); the checkpointer keeps trying"
                 );
-                self.writes.purge.store(true, Ordering::Release);
-                self.writes.done.notify_one();
+                self.writes.hand_over_purge();
             }
             Err(e) => {
                 tracing::warn!(error = %map_err(e), "WAL checkpoint after shredding failed");
-                self.writes.purge.store(true, Ordering::Release);
-                self.writes.done.notify_one();
+                self.writes.hand_over_purge();
             }
         }
         Ok(was_live)
