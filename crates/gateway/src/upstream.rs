@@ -4,7 +4,8 @@
 //! the healthy ones (a deployment that just failed sits out a short cool-down, behind the
 //! others), each with its own timeout and a few retries with backoff on connect errors and 5xx
 //! (never on 4xx). An upstream's body is never relayed to the client on an error, and never
-//! logged.
+//! logged. Redirects are never followed: the body goes only to the address the configuration
+//! names.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -150,6 +151,9 @@ impl Upstreams {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
+            // Never follow a redirect: a 307 or 308 would send the body again to an address the
+            // configuration does not name (no BAA or hosting checked, no ledger record of it).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::Error::Client(e.to_string()))?;
         Ok(Upstreams { client, failed: Mutex::new(HashMap::new()) })
@@ -299,6 +303,9 @@ impl Upstreams {
                     // on our side, never the caller's key. Try another deployment.
                     tracing::error!(provider = %t.provider, status = s.as_u16(), "the upstream refused the gateway's credentials");
                     Err(Failure::Next(ApiError::UpstreamUnavailable))
+                } else if s.is_redirection() {
+                    tracing::error!(provider = %t.provider, status = s.as_u16(), "the upstream answered with a redirect, which phigate does not follow; fix the provider's base_url");
+                    Err(Failure::Next(ApiError::UpstreamInvalidResponse))
                 } else if s.as_u16() == 429 {
                     Err(Failure::Next(ApiError::UpstreamUnavailable))
                 } else if s.is_client_error() {

@@ -27,6 +27,9 @@ pub enum Mode {
     Slow,
     /// Answers `200` with a body that is not JSON.
     Garbage,
+    /// Answers `307 Temporary Redirect` to the same path on this port of 127.0.0.1 (a 307
+    /// asks the client to send the same body again there).
+    Redirect(u16),
 }
 
 #[derive(Clone)]
@@ -96,6 +99,13 @@ async fn chat(State(u): State<Upstream>, body: String) -> Response {
         }
         Mode::Slow => tokio::time::sleep(Duration::from_secs(3)).await,
         Mode::Garbage => return (StatusCode::OK, "<html>definitely not json").into_response(),
+        Mode::Redirect(port) => {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                .body(Body::empty())
+                .unwrap()
+        }
         Mode::Normal => {}
     }
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);

@@ -147,6 +147,21 @@ async fn upstream_down_slow_and_garbage() {
 }
 
 #[tokio::test]
+async fn an_upstream_redirect_is_not_followed() {
+    // A 307 asks for the same body at another address: one the configuration does not name,
+    // whose BAA and hosting nobody checked, and that no ledger record names. Never followed.
+    let s = stack().await;
+    let elsewhere = upstream().await;
+    s.upstream.set_mode(Mode::Redirect(elsewhere.addr.port()));
+    let a = s.ask(&s.clinician, "clinical-chat", NOTE).await;
+    assert_refused(&a, 502, "upstream_invalid_response");
+    assert_eq!(s.upstream.count(), 1, "tried once, not retried");
+    let a = s.chat(&s.clinician, stream_body("clinical-chat", NOTE)).await;
+    assert_refused(&a, 502, "upstream_invalid_response");
+    assert_eq!(elsewhere.count(), 0, "the redirect was followed: {}", elsewhere.all_bodies());
+}
+
+#[tokio::test]
 async fn upstream_4xx_is_not_retried_nor_relayed() {
     let s = stack().await;
     // The fake upstream answers 404 to a route it does not have: embeddings of a model whose
