@@ -50,26 +50,22 @@ pub fn app(state: AppState) -> Router {
 
 /// Counts requests by route and code, and their latency.
 async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = route_label(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     let started = Instant::now();
     // The request's trace span (exported only when traces are on): the route, never the path
     // a client sent, and codes.
     let span = tracing::info_span!(
         "request",
-        otel.name = %route,
+        otel.name = %&*route,
         otel.kind = "server",
-        http.route = %route,
+        http.route = %&*route,
         http.request.method = %req.method(),
         http.response.status_code = tracing::field::Empty,
         phigate.code = tracing::field::Empty,
     );
     crate::telemetry::adopt_parent(&span, req.headers());
     let resp = next.run(req).instrument(span.clone()).await;
-    let status = resp.status().as_u16().to_string();
+    let status = status_label(resp.status());
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0).unwrap_or("ok");
     span.record("http.response.status_code", resp.status().as_u16());
     span.record("phigate.code", code);
@@ -78,6 +74,53 @@ async fn track(req: Request, next: Next) -> Response {
     metrics::histogram!("phigate_request_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The routes, as metric labels (no allocation per request).
+const ROUTES: [&str; 7] = [
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/deidentify",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// A request's route label: its route (allocated only for one missing from [`ROUTES`]), or
+/// `unmatched`.
+fn route_label(matched: Option<&str>) -> metrics::SharedString {
+    match matched {
+        None => metrics::SharedString::const_str("unmatched"),
+        Some(m) => match ROUTES.iter().find(|r| **r == m) {
+            Some(r) => metrics::SharedString::const_str(r),
+            None => metrics::SharedString::from(m.to_string()),
+        },
+    }
+}
+
+/// A status code as a metric label, without an allocation for the codes phigate answers with.
+fn status_label(s: StatusCode) -> metrics::SharedString {
+    const KNOWN: [(u16, &str); 14] = [
+        (200, "200"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (413, "413"),
+        (422, "422"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+        (415, "415"),
+    ];
+    match KNOWN.iter().find(|(c, _)| *c == s.as_u16()) {
+        Some((_, l)) => metrics::SharedString::const_str(l),
+        None => metrics::SharedString::from(s.as_u16().to_string()),
+    }
 }
 
 // ---- shared steps ----------------------------------------------------------------------------
@@ -281,12 +324,11 @@ impl Audit {
     }
 
     /// Counts the request's outcome in the metrics and logs its one line (once per request).
-    fn account(&self, decision: LDecision, reason: &str) {
-        metrics::counter!("phigate_decisions_total", "decision" => decision.as_str(), "reason" => reason.to_string())
+    fn account(&self, decision: LDecision, reason: &'static str) {
+        metrics::counter!("phigate_decisions_total", "decision" => decision.as_str(), "reason" => reason)
             .increment(1);
         for (c, n) in &self.categories {
-            metrics::counter!("phigate_phi_findings_total", "category" => c.as_str())
-                .increment(u64::from(*n));
+            crate::telemetry::findings(*c, u64::from(*n));
         }
         tracing::info!(
             action = self.action.as_str(),
@@ -404,18 +446,22 @@ fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &
     format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }
 
-fn first_user_text(body: &Value) -> String {
-    let Some(msgs) = body.get("messages").and_then(Value::as_array) else { return String::new() };
+/// The first user message's text (its JSON for content parts), borrowed when it is a string.
+fn first_user_text(body: &Value) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some(msgs) = body.get("messages").and_then(Value::as_array) else {
+        return Cow::Borrowed("");
+    };
     for m in msgs {
         if m.get("role").and_then(Value::as_str) == Some("user") {
             return match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => String::new(),
+                Some(Value::String(s)) => Cow::Borrowed(s),
+                Some(v) => Cow::Owned(v.to_string()),
+                None => Cow::Borrowed(""),
             };
         }
     }
-    String::new()
+    Cow::Borrowed("")
 }
 
 fn reveal_reason(purpose: &str) -> vault::RevealReason {
@@ -542,8 +588,7 @@ async fn prepare(
     if !blocked.is_empty() {
         return Err(ApiError::PhiBlocked { categories: blocked, in_answer: false });
     }
-    let first_user = first_user_text(&body);
-    let scope = scope_of(state, &who, headers, &first_user);
+    let scope = scope_of(state, &who, headers, &first_user_text(&body));
     let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, &scope).await?;
     let scope = Some(scope);
     let deps = pol.eligible_for(&decision, &applied.present, time::OffsetDateTime::now_utc());

@@ -264,24 +264,30 @@ pub async fn apply(
     scope: &str,
 ) -> Result<Applied, ApiError> {
     let mut request_values = HashSet::new();
+    // The distinct (category, value) pairs to tokenize, and for each finding to tokenize (in
+    // order) the index of its pair: the rewrite below takes tokens by index, not by value.
     let mut to_tokenize: Vec<(Category, String)> = Vec::new();
-    let mut seen: HashSet<(Category, String)> = HashSet::new();
+    let mut pair_of: HashMap<(Category, &str), usize> = HashMap::new();
+    let mut pair_at: Vec<usize> = Vec::new();
     let mut strictest = None;
     let mut phi_present = false;
     let mut present: Vec<Category> = Vec::new();
     for (slot, findings) in &scanned.slots {
-        let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
+        let Some(text) = slot_ref(body, slot) else { continue };
         for f in findings {
-            let v = text[f.start..f.end].to_string();
+            let v = &text[f.start..f.end];
             let a = act(f.category);
             strictest = strictest.max(Some(a));
             match a {
                 Act::Tokenize => {
                     phi_present = true;
                     present.push(f.category);
-                    if seen.insert((f.category, v.clone())) {
-                        to_tokenize.push((f.category, v.clone()));
+                    let next = to_tokenize.len();
+                    let i = *pair_of.entry((f.category, v)).or_insert(next);
+                    if i == next {
+                        to_tokenize.push((f.category, v.to_string()));
                     }
+                    pair_at.push(i);
                 }
                 Act::PrivateOnly => {
                     phi_present = true;
@@ -289,18 +295,22 @@ pub async fn apply(
                 }
                 Act::Redact | Act::Block => {}
             }
-            request_values.insert(v);
+            if !request_values.contains(v) {
+                request_values.insert(v.to_string());
+            }
         }
     }
-    let mut token_of: HashMap<(Category, String), String> = HashMap::new();
+    drop(pair_of);
+    let mut tokens: Vec<String> = Vec::new();
     if !to_tokenize.is_empty() {
         let started = std::time::Instant::now();
-        let tokens = tokenize(vault, scope, &to_tokenize).await?;
+        tokens = tokenize(vault, scope, &to_tokenize).await?;
         crate::telemetry::stage("vault", started);
-        for ((c, v), t) in to_tokenize.into_iter().zip(tokens) {
-            token_of.insert((c, v), t);
+        if tokens.len() != to_tokenize.len() {
+            return Err(ApiError::VaultUnavailable);
         }
     }
+    let mut next_pair = pair_at.iter();
     for (slot, findings) in &scanned.slots {
         let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
         let mut out = String::with_capacity(text.len());
@@ -315,7 +325,7 @@ pub async fn apply(
                     out.push_str(f.category.as_str());
                     out.push(']');
                 }
-                Act::Tokenize => match token_of.get(&(f.category, v.to_string())) {
+                Act::Tokenize => match next_pair.next().and_then(|i| tokens.get(*i)) {
                     Some(t) => out.push_str(t),
                     None => return Err(ApiError::VaultUnavailable),
                 },
@@ -325,7 +335,7 @@ pub async fn apply(
         out.push_str(&text[last..]);
         *text = out;
     }
-    let tokens = token_of.into_iter().map(|((_, v), t)| (t, v)).collect();
+    let tokens = tokens.into_iter().zip(to_tokenize).map(|(t, (_, v))| (t, v)).collect();
     present.sort();
     present.dedup();
     Ok(Applied { phi_present, present, tokens, request_values, strictest })

@@ -75,6 +75,7 @@ fn recorder() -> Result<PrometheusHandle, Error> {
                 .install_recorder()
                 .map_err(|e| e.to_string())
                 .inspect(|h| {
+                    crate::telemetry::take_handles();
                     // Histogram samples are kept until drained: without this, they pile up
                     // between scrapes (and forever when nothing scrapes /metrics).
                     let h = h.clone();

@@ -8,6 +8,7 @@
 //! stage costs one atomic load more than its histogram.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -38,13 +39,58 @@ pub fn record_export(ok: bool, spans: usize) {
     }
 }
 
+/// The stages of a request, in the order of their histograms in [`Handles`].
+const STAGES: [&str; 7] = ["auth", "policy", "scan", "vault", "ledger", "upstream", "output"];
+
+/// Metric handles that every request records into, looked up once rather than in the
+/// recorder's registry on every use (a key hashed and compared each time, labels allocated).
+pub(crate) struct Handles {
+    stages: Vec<metrics::Histogram>,
+    findings: Vec<metrics::Counter>,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+/// Looks the handles up. Call once the process's recorder is installed: a handle taken before
+/// would record nowhere. Until then (and in a process that never installs one) every use
+/// looks its metric up as it goes.
+pub(crate) fn take_handles() {
+    HANDLES.get_or_init(|| Handles {
+        stages: STAGES
+            .iter()
+            .map(|s| metrics::histogram!("phigate_stage_seconds", "stage" => *s))
+            .collect(),
+        findings: phi::Category::ALL
+            .iter()
+            .map(|c| metrics::counter!("phigate_phi_findings_total", "category" => c.as_str()))
+            .collect(),
+    });
+}
+
 /// Records a stage that began at `started` and ends now: its `phigate_stage_seconds`
 /// histogram, and, with traces on, a span under the current request's span.
 pub(crate) fn stage(name: &'static str, started: Instant) {
     let took = started.elapsed();
-    metrics::histogram!("phigate_stage_seconds", "stage" => name).record(took.as_secs_f64());
+    let cached =
+        HANDLES.get().and_then(|h| STAGES.iter().position(|s| *s == name).map(|i| &h.stages[i]));
+    match cached {
+        Some(h) => h.record(took.as_secs_f64()),
+        None => {
+            metrics::histogram!("phigate_stage_seconds", "stage" => name).record(took.as_secs_f64())
+        }
+    }
     if enabled() {
         stage_span(name, took);
+    }
+}
+
+/// Counts `n` findings of category `c` (`phigate_phi_findings_total`).
+pub(crate) fn findings(c: phi::Category, n: u64) {
+    match HANDLES.get().and_then(|h| h.findings.get(c.index())) {
+        Some(h) => h.increment(n),
+        None => {
+            metrics::counter!("phigate_phi_findings_total", "category" => c.as_str()).increment(n)
+        }
     }
 }
 

@@ -226,9 +226,23 @@ async fn deidentify_metrics_health_and_ledger() {
     assert_eq!(s.get("/healthz", None).await.status, 200);
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.get("/v1/nowhere", None).await.status, 404);
     let m = s.get("/metrics", None).await;
-    assert!(m.body.contains("phigate_requests_total"), "{}", m.body);
-    assert!(m.body.contains("phigate_phi_findings_total"), "{}", m.body);
+    // The series each request counts into (handles looked up once, labels without copies).
+    for series in [
+        r#"phigate_requests_total{route="/v1/chat/completions",status="200",code="ok"}"#,
+        r#"phigate_requests_total{route="/v1/deidentify",status="200",code="ok"}"#,
+        r#"phigate_requests_total{route="unmatched",status="404",code="not_found"}"#,
+        r#"phigate_request_seconds_count{route="/healthz"}"#,
+        r#"phigate_phi_findings_total{category="NAME"}"#,
+        r#"phigate_decisions_total{decision="tokenize",reason="phi_tokenized"}"#,
+        r#"phigate_stage_seconds_count{stage="scan"}"#,
+        r#"phigate_stage_seconds_count{stage="vault"}"#,
+        r#"phigate_stage_seconds_count{stage="ledger"}"#,
+        r#"phigate_stage_seconds_count{stage="upstream"}"#,
+    ] {
+        assert!(m.body.contains(series), "no {series} in:\n{}", m.body);
+    }
     for c in CANARIES {
         assert!(!m.body.contains(c));
     }
