@@ -9,6 +9,7 @@ mod deid;
 mod eval;
 mod input;
 mod keys;
+mod logbuf;
 mod run;
 mod scan;
 mod serve;

@@ -136,7 +136,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // print connection authorities, `user:password@` included (an OTLP collector's URL may
     // carry one; a provider's base_url cannot, config check refuses it).
     let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logbuf::Batched::new())
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -169,6 +169,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let result = run_inner(args);
+    crate::logbuf::flush();
     // Sends the spans still buffered (outside the runtime, as above).
     if let Some((p, _)) = traces {
         if let Err(e) = p.shutdown() {
@@ -196,6 +197,7 @@ fn run_inner(args: ServeArgs) -> anyhow::Result<()> {
         Err(errors) => {
             print!("{}", errors.render(&shown));
             eprintln!("phigate: {shown}: {} problem(s); nothing was started", errors.0.len());
+            crate::logbuf::flush();
             std::process::exit(EXIT_CONFIG);
         }
     };
