@@ -29,7 +29,9 @@
 # /tmp/litellm-venv, installed there if missing unless NO_LITELLM=1), LITELLM_WORKERS (default 1,
 # as the peers' start_proxy.sh runs it), SQLITE_SYNC (full, the default, or normal: phigate's
 # store.sqlite_sync), KEEP_WORK=1 (keep the temp dir: configs, logs, rss.txt, JSON results),
-# PHIGATE_BIN (measure this phigate binary instead of building one).
+# PHIGATE_BIN (measure this phigate binary instead of building one), COMPARE_BIN (another build:
+# only alternated throughput runs of both, COMPARE_PAIRS pairs (default 4), body COMPARE_BODY:
+# phigate, nophi, unique or reveal).
 # Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -239,6 +241,63 @@ print(f"{label:<28} {rps:>9.0f} req/s   p50 {j['p50_ms']:.3f} ms  p99 {j['p99_ms
 EOF
   python3 -c 'import json,sys;j=json.loads(sys.argv[1]);print(j["requests"]/(j["duration_us"]/1e6))' "$j" > "$WORK/rps_$1"
 }
+
+# COMPARE_BIN: a second build beside the first, the same config on its own port and data
+# directory; only the saturated throughput, alternated A B B A ... over COMPARE_PAIRS pairs
+# (this VM's run-to-run spread is +-10-15%: one run of each says nothing), then exit.
+# Run it twice, the second time with the two builds swapped: the same build measured against
+# itself (11th session) came out 17.6% and 0.2% faster as B, 1.4% slower once as B; a
+# difference that does not hold in both orders is not one.
+if [ -n "${COMPARE_BIN:-}" ]; then
+  B_PORT=$(free_port)
+  mkdir -p "$WORK/gw_b/data"
+  sed -e "s#127.0.0.1:$GW_PORT#127.0.0.1:$B_PORT#" -e "s#$WORK/gw/data#$WORK/gw_b/data#g" \
+    "$WORK/gw/phigate.yaml" > "$WORK/gw_b/phigate.yaml"
+  B_KEY=$("$COMPARE_BIN" keys create --config "$WORK/gw_b/phigate.yaml" --identity svc:bench \
+    --roles clinician --use-case clinical-notes | grep -o 'pg_[A-Za-z0-9_-]*' | head -n1)
+  export B_KEY
+  "$COMPARE_BIN" serve --config "$WORK/gw_b/phigate.yaml" > "$WORK/phigate_b.log" 2>&1 &
+  B_PID=$!
+  PIDS+=($B_PID)
+  wait_http "http://127.0.0.1:$B_PORT/healthz"
+  B_URL=http://127.0.0.1:$B_PORT/v1/chat/completions
+  BODY=$WORK/body_${COMPARE_BODY:-phigate}.json
+  echo "A: $PHIGATE"
+  echo "B: $COMPARE_BIN"
+  echo "body: $(basename "$BODY"), wrk -t1 -c$WRK_CONNS, ${MEASURE_S}s a run"
+  run_wrk warm_a "$GW_URL" "$BODY" PHIGATE_KEY >/dev/null
+  run_wrk warm_b "$B_URL" "$BODY" B_KEY >/dev/null
+  # CPU time of the server (user + system, from /proc) per request answered: steadier than
+  # the throughput, which also moves with the load generator's and the upstream's share.
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  for i in $(seq 1 "${COMPARE_PAIRS:-4}"); do
+    if [ $((i % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+    for x in $order; do
+      if [ "$x" = a ]; then pid=$GW_PID; else pid=$B_PID; fi
+      t0=$(cpu_ticks "$pid")
+      if [ "$x" = a ]; then run_wrk "a_$i" "$GW_URL" "$BODY" PHIGATE_KEY
+      else run_wrk "b_$i" "$B_URL" "$BODY" B_KEY; fi
+      t1=$(cpu_ticks "$pid")
+      python3 -c 'import sys;t,r,s,hz=map(float,sys.argv[1:]);print(f"  server CPU {1e6*t/hz/(r*s):.1f} us a request")' \
+        "$((t1 - t0))" "$(cat "$WORK/rps_${x}_$i")" "$MEASURE_S" "$(getconf CLK_TCK)" | tee "$WORK/cpu_${x}_$i"
+    done
+  done
+  python3 - "$WORK" "${COMPARE_PAIRS:-4}" <<'EOF2'
+import statistics, sys
+w, n = sys.argv[1], int(sys.argv[2])
+a = [float(open(f"{w}/rps_a_{i}").read()) for i in range(1, n + 1)]
+b = [float(open(f"{w}/rps_b_{i}").read()) for i in range(1, n + 1)]
+print(f"A median {statistics.median(a):.0f} req/s ({', '.join(f'{x:.0f}' for x in a)})")
+print(f"B median {statistics.median(b):.0f} req/s ({', '.join(f'{x:.0f}' for x in b)})")
+print(f"B/A {statistics.median(b) / statistics.median(a):.3f}; pairs where B beat A: "
+      f"{sum(1 for x, y in zip(a, b) if y > x)} of {n}")
+cpu = lambda x: [float(open(f"{w}/cpu_{x}_{i}").read().split()[2]) for i in range(1, n + 1)]
+ca, cb = cpu("a"), cpu("b")
+print(f"server CPU a request: A median {statistics.median(ca):.1f} us ({', '.join(f'{x:.1f}' for x in ca)}), "
+      f"B median {statistics.median(cb):.1f} us ({', '.join(f'{x:.1f}' for x in cb)}); B/A {statistics.median(cb) / statistics.median(ca):.3f}")
+EOF2
+  exit 0
+fi
 
 echo
 echo "phigate gateway benchmark — $(date -u +%FT%TZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
