@@ -246,7 +246,7 @@ EOF
 # directory; only the saturated throughput, alternated A B B A ... over COMPARE_PAIRS pairs
 # (this VM's run-to-run spread is +-10-15%: one run of each says nothing), then exit.
 # Run it twice, the second time with the two builds swapped: the same build measured against
-# itself (11th session) came out 17.6% and 0.2% faster as B, 1.4% slower once as B; a
+# itself (11th session) came out 17.6% and 0.2% faster as B; a
 # difference that does not hold in both orders is not one.
 if [ -n "${COMPARE_BIN:-}" ]; then
   B_PORT=$(free_port)
