@@ -655,19 +655,19 @@ async fn chat_inner(
 ) -> Result<Response, ApiError> {
     let (headers, raw) = read_body(state, req).await?;
     audit.raw = Some(raw.clone());
-    let p = prepare(state, &headers, &raw, Kind::Chat, audit).await?;
+    let mut p = prepare(state, &headers, &raw, Kind::Chat, audit).await?;
     let stream = p.body.get("stream").and_then(Value::as_bool) == Some(true);
     let (decision, mut reason) = ledger_decision(&p.applied);
     if !p.injection.is_empty() {
         reason = "prompt_injection_flagged";
     }
+    let targets = std::mem::take(&mut p.targets);
     let mut disclosure = Disclosure::new(audit, state, (decision, reason), &p, stream);
-    let answered = state
-        .inner
-        .upstreams
-        .post(p.targets.clone(), "chat/completions", &p.body, &mut disclosure)
-        .await?;
+    let answered =
+        state.inner.upstreams.post(targets, "chat/completions", &p.body, &mut disclosure).await?;
     let restore = disclosure.restore;
+    // The answer's rules own the request's values from here (nothing else reads them).
+    let request_values = std::mem::take(&mut p.applied.request_values);
     let new_phi = match p.decision.new_phi {
         policy::NewPhi::Block => NewPhi::Block,
         #[allow(unreachable_patterns)]
@@ -679,7 +679,7 @@ async fn chat_inner(
         let out_started = Instant::now();
         let rules = OutputRules {
             scanner: state.inner.detector.clone(),
-            request_values: p.applied.request_values.clone(),
+            request_values,
             new_phi,
             restore: HashMap::new(),
         };
@@ -714,12 +714,8 @@ async fn chat_inner(
         return Err(ApiError::UpstreamInvalidResponse);
     }
     audit.account(decision, reason);
-    let rules = OutputRules {
-        scanner: state.inner.detector.clone(),
-        request_values: p.applied.request_values.clone(),
-        new_phi,
-        restore,
-    };
+    let rules =
+        OutputRules { scanner: state.inner.detector.clone(), request_values, new_phi, restore };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     let ended = (state.clone(), audit.clone());

@@ -263,12 +263,14 @@ pub async fn apply(
     vault: &vault::Vault,
     scope: &str,
 ) -> Result<Applied, ApiError> {
-    let mut request_values = HashSet::new();
+    // Sized up front: grown from empty, each set rehashes its values several times.
+    let found: usize = scanned.slots.iter().map(|(_, f)| f.len()).sum();
+    let mut request_values = HashSet::with_capacity(found);
     // The distinct (category, value) pairs to tokenize, and for each finding to tokenize (in
     // order) the index of its pair: the rewrite below takes tokens by index, not by value.
     let mut to_tokenize: Vec<(Category, String)> = Vec::new();
-    let mut pair_of: HashMap<(Category, &str), usize> = HashMap::new();
-    let mut pair_at: Vec<usize> = Vec::new();
+    let mut pair_of: HashMap<(Category, &str), usize> = HashMap::with_capacity(found);
+    let mut pair_at: Vec<usize> = Vec::with_capacity(found);
     let mut strictest = None;
     let mut phi_present = false;
     let mut present: Vec<Category> = Vec::new();

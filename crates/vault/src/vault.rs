@@ -586,7 +586,7 @@ impl Vault {
         let mut numbers: Option<HashMap<Category, u64>> = None;
         let mut out: Vec<Option<Tokenized>> = vec![None; items.len()];
         // fingerprint (under the active key) -> index of the first item with it
-        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::with_capacity(items.len());
         let mut fresh: Vec<(usize, Vec<u8>, VaultRow)> = Vec::new();
         for (i, it) in items.iter().enumerate() {
             let cat = it.category.as_str();
@@ -703,7 +703,7 @@ impl Vault {
             self.make_key(scope, 1, expiry(self.inner.config.retention, now)).await?;
         let mut numbers: HashMap<Category, u64> = HashMap::new();
         // fingerprint -> index of its row
-        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut first_of: HashMap<Vec<u8>, usize> = HashMap::with_capacity(items.len());
         let mut tokens: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut rows: Vec<VaultRow> = Vec::new();
         let mut out = Vec::with_capacity(items.len());
