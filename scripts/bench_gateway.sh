@@ -31,7 +31,8 @@
 # store.sqlite_sync), KEEP_WORK=1 (keep the temp dir: configs, logs, rss.txt, JSON results),
 # PHIGATE_BIN (measure this phigate binary instead of building one), COMPARE_BIN (another build:
 # only alternated throughput runs of both, COMPARE_PAIRS pairs (default 4), body COMPARE_BODY:
-# phigate, nophi, unique or reveal).
+# phigate, nophi, unique or reveal), INSTRUCTIONS=1 (instructions a request costs, counted by
+# callgrind, for PHIGATE_BIN and COMPARE_BIN; N1, N2: the two request counts).
 # Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -174,6 +175,45 @@ PHIGATE_KEY=$("$PHIGATE" keys create --config "$WORK/gw/phigate.yaml" --identity
   --roles clinician --use-case clinical-notes | grep -o 'pg_[A-Za-z0-9_-]*' | head -n1)
 [ -n "$PHIGATE_KEY" ] || { echo "could not create an API key" >&2; exit 1; }
 export PHIGATE_KEY
+# INSTRUCTIONS=1: instructions a request costs (user space, counted by valgrind's callgrind),
+# for each of PHIGATE_BIN and COMPARE_BIN if set, then exit. Unlike a time, the count barely
+# moves from run to run, so a change of a few percent shows. The server runs under callgrind
+# twice, answering N1 then N2 requests (one keep-alive connection, one at a time) between its
+# start and a clean stop; (count2 - count1) / (N2 - N1) is the figure. Caveat: under valgrind
+# SHA-256 runs in software (no SHA-NI), about half the count; on the CPU it is a few percent.
+if [ -n "${INSTRUCTIONS:-}" ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
+  N1=${N1:-300}; N2=${N2:-1300}
+  count() { # binary n
+    local d="$WORK/ir_$2" out
+    rm -rf "$d"; mkdir -p "$d/data"
+    sed -e "s#$WORK/gw/data#$d/data#g" "$WORK/gw/phigate.yaml" > "$d/phigate.yaml"
+    local key; key=$("$1" keys create --config "$d/phigate.yaml" --identity svc:bench \
+      --roles clinician --use-case clinical-notes | grep -o 'pg_[A-Za-z0-9_-]*' | head -n1)
+    valgrind --tool=callgrind --cache-sim=no --callgrind-out-file="$d/callgrind.out" \
+      "$1" serve --config "$d/phigate.yaml" > "$d/serve.log" 2>&1 &
+    local vp=$!
+    wait_http "http://127.0.0.1:$GW_PORT/healthz" 120
+    python3 - "$GW_PORT" "$key" "$WORK/body_phigate.json" "$2" <<'EOF2'
+import http.client, sys
+port, key, body, n = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read(), int(sys.argv[4])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+for _ in range(n):
+    c.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    if r.status != 200:
+        sys.exit(f"phigate answered {r.status}")
+EOF2
+    kill -TERM "$vp"; wait "$vp" || true
+    sed -n 's/^summary: //p' "$d/callgrind.out"
+  }
+  for b in "$PHIGATE" ${COMPARE_BIN:-}; do
+    c1=$(count "$b" "$N1"); c2=$(count "$b" "$N2")
+    echo "$b: $(( (c2 - c1) / (N2 - N1) )) instructions a request (callgrind; $N1 requests: $c1, $N2: $c2)"
+  done
+  exit 0
+fi
+
 "$PHIGATE" serve --config "$WORK/gw/phigate.yaml" > "$WORK/phigate.log" 2>&1 &
 GW_PID=$!
 PIDS+=($GW_PID)
