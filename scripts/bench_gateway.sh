@@ -31,7 +31,7 @@
 # store.sqlite_sync), KEEP_WORK=1 (keep the temp dir: configs, logs, rss.txt, JSON results),
 # PHIGATE_BIN (measure this phigate binary instead of building one), COMPARE_BIN (another build:
 # only alternated throughput runs of both, COMPARE_PAIRS pairs (default 4), body COMPARE_BODY:
-# phigate, nophi, unique or reveal), INSTRUCTIONS=1 (instructions a request costs, counted by
+# phigate, nophi, unique or reveal; COMPARE_LATENCY=1: latency at RATE instead), INSTRUCTIONS=1 (instructions a request costs, counted by
 # callgrind, for PHIGATE_BIN and COMPARE_BIN; N1, N2: the two request counts).
 # Needs: cargo, python3, curl, wrk (apt-get install -y wrk).
 set -euo pipefail
@@ -307,6 +307,30 @@ if [ -n "${COMPARE_BIN:-}" ]; then
   echo "body: $(basename "$BODY"), wrk -t1 -c$WRK_CONNS, ${MEASURE_S}s a run"
   run_wrk warm_a "$GW_URL" "$BODY" PHIGATE_KEY >/dev/null
   run_wrk warm_b "$B_URL" "$BODY" B_KEY >/dev/null
+  # COMPARE_LATENCY=1: the latency at RATE instead (loadgen, open loop), alternated likewise.
+  if [ -n "${COMPARE_LATENCY:-}" ]; then
+    echo "latency at $RATE req/s (loadgen, ${MEASURE_S}s after 3s warm-up), service time"
+    for i in $(seq 1 "${COMPARE_PAIRS:-4}"); do
+      if [ $((i % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+      for x in $order; do
+        if [ "$x" = a ]; then run_rate "a_$i" "$GW_URL" "$BODY" PHIGATE_KEY "$WORK/lat_a_$i.json"
+        else run_rate "b_$i" "$B_URL" "$BODY" B_KEY "$WORK/lat_b_$i.json"; fi
+      done
+    done
+    python3 - "$WORK" "${COMPARE_PAIRS:-4}" <<'EOF2'
+import json, statistics, sys
+w, n = sys.argv[1], int(sys.argv[2])
+for x in "ab":
+    r = [json.load(open(f"{w}/lat_{x}_{i}.json"))["service"] for i in range(1, n + 1)]
+    p50, p99 = [q["p50_ms"] for q in r], [q["p99_ms"] for q in r]
+    print(f"{x.upper()} p50 median {statistics.median(p50):.3f} ms, p99 median {statistics.median(p99):.3f} ms "
+          f"(p99s: {', '.join(f'{v:.3f}' for v in p99)})")
+a = [json.load(open(f"{w}/lat_a_{i}.json"))["service"]["p99_ms"] for i in range(1, n + 1)]
+b = [json.load(open(f"{w}/lat_b_{i}.json"))["service"]["p99_ms"] for i in range(1, n + 1)]
+print(f"pairs where B's p99 was lower: {sum(1 for x, y in zip(a, b) if y < x)} of {n}")
+EOF2
+    exit 0
+  fi
   # CPU time of the server (user + system, from /proc) per request answered: steadier than
   # the throughput, which also moves with the load generator's and the upstream's share.
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
