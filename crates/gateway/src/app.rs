@@ -109,13 +109,13 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
         (404, "404"),
         (405, "405"),
         (413, "413"),
+        (415, "415"),
         (422, "422"),
         (429, "429"),
         (500, "500"),
         (502, "502"),
         (503, "503"),
         (504, "504"),
-        (415, "415"),
     ];
     match KNOWN.iter().find(|(c, _)| *c == s.as_u16()) {
         Some((_, l)) => metrics::SharedString::const_str(l),
