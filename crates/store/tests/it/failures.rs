@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::Connection;
-use store::{Error, Store};
+use store::{DataKeyRow, Error, Store};
 
 use crate::common::{entry, PgDb};
 use crate::suite::{key, vrow};
@@ -159,13 +159,19 @@ fn file_bytes(p: &Path) -> Vec<u8> {
     all
 }
 
+/// A data key row whose wrapped bytes are random: found in the files only if they are its own.
+fn random_key(id: &str, scope: &str) -> DataKeyRow {
+    let mut k = key(id, scope, 1, None);
+    k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+    k
+}
+
 #[tokio::test]
 async fn sqlite_shred_leaves_no_key_bytes_in_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("store.db");
     let s = Store::open(&url(&p)).await.unwrap();
-    let mut k = key("k-shred", "conv", 1, None);
-    k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+    let k = random_key("k-shred", "conv");
     s.data_key_put(&k).await.unwrap();
     let mut row = vrow("conv", "[NAME_1]", "k-shred", b"fingerprint", 1);
     row.ciphertext = (0..64).map(|_| rand::random::<u8>()).collect();
@@ -236,8 +242,7 @@ async fn shred_beside_steady_writes(second_store: bool) {
     };
     for round in 0..40 {
         let id = format!("k-{round}");
-        let mut k = key(&id, &format!("conv-{round}"), 1, None);
-        k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+        let k = random_key(&id, &format!("conv-{round}"));
         shredder.data_key_put(&k).await.unwrap();
         // Let the checkpointer run a pass or two over the new frames.
         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 60)).await;
@@ -263,8 +268,7 @@ async fn sqlite_shred_held_up_by_a_long_read_is_purged_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("store.db");
     let s = Store::open(&url(&p)).await.unwrap();
-    let mut k = key("k-held", "conv", 1, None);
-    k.wrapped = (0..48).map(|_| rand::random::<u8>()).collect();
+    let k = random_key("k-held", "conv");
     s.data_key_put(&k).await.unwrap();
 
     let mut reader = sqlx::SqliteConnection::connect(&url(&p)).await.unwrap();
