@@ -25,6 +25,16 @@
 //! and the journal never claims an index.
 //!
 //! The file is locked (an exclusive advisory lock) while it is open: one process per database.
+//!
+//! Each write covers whole pages of [`PAGE`] bytes: it starts at the page that holds the end of
+//! the last frame (its bytes before that end, kept in memory, written again unchanged) and is
+//! padded with zeros to the end of its last page. A write into part of a page that is not in the
+//! page cache makes the kernel read that page from the disk first, inside the `pwrite`. At a low
+//! request rate the journal's pages go cold long before the writer comes round to them again,
+//! and a host that reclaims cold page cache (memory pressure, or a reclaim daemon such as
+//! DAMON's, which this project's test VMs run) drops them: one request in every few would wait
+//! for a disk read before its flush. The zeros end the run where they start, as zeros did
+//! before; the next write puts its frames over them. The disk writes whole pages either way.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -40,6 +50,9 @@ const HEADER: usize = 4 + 4 + 4 + 8 + 8 + 32;
 const MAX_BODY: usize = 1 << 20;
 /// Write from offset 0 again once this much is written and the store has all of it.
 pub(crate) const WRAP: u64 = 4 << 20;
+/// The page size writes are aligned to (the common page size; on a system with larger pages a
+/// write still covers whole 4 KiB blocks of the file system).
+pub(crate) const PAGE: u64 = 4096;
 
 /// A frame read back from the file.
 #[derive(Debug)]
@@ -56,6 +69,8 @@ pub(crate) struct Journal {
     epoch: u64,
     next_seq: u64,
     offset: u64,
+    /// The bytes from the start of `offset`'s page to `offset`, as written.
+    tail: Vec<u8>,
     buf: Vec<u8>,
 }
 
@@ -140,6 +155,7 @@ impl Journal {
             epoch: rand::random(),
             next_seq: 0,
             offset: 0,
+            tail: Vec::with_capacity(PAGE as usize),
             buf: Vec::with_capacity(64 * 1024),
         };
         Ok((journal, frames, None))
@@ -164,6 +180,7 @@ impl Journal {
     /// Starts writing at offset 0 again. Only when every frame written so far is in the store.
     pub(crate) fn wrap(&mut self) {
         self.offset = 0;
+        self.tail.clear();
     }
 
     /// Empties the journal: zeros over the first frame's header, flushed, and writing starts at
@@ -175,6 +192,7 @@ impl Journal {
             .map_err(|e| io_context(&self.path, "cannot write", e))?;
         self.file.sync_data().map_err(|e| io_context(&self.path, "cannot flush", e))?;
         self.offset = 0;
+        self.tail.clear();
         Ok(())
     }
 
@@ -185,7 +203,10 @@ impl Journal {
         &mut self,
         records: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
     ) -> std::io::Result<()> {
+        // From the start of the page (see the module's documentation).
+        let start = self.offset - self.tail.len() as u64;
         self.buf.clear();
+        self.buf.extend_from_slice(&self.tail);
         let mut seq = self.next_seq;
         for (hash, body) in records {
             if body.len() > MAX_BODY {
@@ -203,11 +224,17 @@ impl Journal {
             self.buf.extend_from_slice(body);
             seq += 1;
         }
+        let end = start + self.buf.len() as u64;
+        let kept = (end % PAGE) as usize;
+        self.buf.resize(end.next_multiple_of(PAGE).saturating_sub(start) as usize, 0);
         self.file
-            .write_all_at(&self.buf, self.offset)
+            .write_all_at(&self.buf, start)
             .map_err(|e| io_context(&self.path, "cannot write", e))?;
         self.file.sync_data().map_err(|e| io_context(&self.path, "cannot flush", e))?;
-        self.offset += self.buf.len() as u64;
+        self.offset = end;
+        self.tail.clear();
+        let used = (end - start) as usize;
+        self.tail.extend_from_slice(&self.buf[used - kept..used]);
         self.next_seq = seq;
         Ok(())
     }
@@ -358,6 +385,42 @@ mod tests {
         assert!(aside.to_string_lossy().ends_with("j.00000007.other-database"), "{aside:?}");
         let (owner, kept) = parse_run(&std::fs::read(&aside).unwrap());
         assert_eq!((owner, bodies(&kept)), (7, (0..3).map(body).collect::<Vec<_>>()));
+    }
+
+    /// Bytes this thread has had read from the disk.
+    fn read_bytes() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        let line = io.lines().find(|l| l.starts_with("read_bytes:")).unwrap();
+        line["read_bytes:".len()..].trim().parse().unwrap()
+    }
+
+    /// On a tmpfs nothing is ever read back and this passes either way; the temp dir of this
+    /// project's machines is on the disk.
+    #[test]
+    fn writes_cover_whole_pages_so_cold_pages_are_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut j, _, _) = Journal::open(&path, 7).unwrap();
+        let mut n = 0;
+        let mut written = Vec::new();
+        // Frames of about 60 bytes: every few writes the end crosses into a new page.
+        for round in 0..40 {
+            write(&mut j, n..n + 3);
+            written.extend((n..n + 3).map(body));
+            n += 3;
+            // The journal's pages leave the page cache, as on a host that reclaims cold pages
+            // (they are clean after the flush).
+            let file = File::open(&path).unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            let before = read_bytes();
+            write(&mut j, n..n + 1);
+            written.push(body(n));
+            n += 1;
+            assert_eq!(read_bytes(), before, "round {round}: a write read a page back first");
+        }
+        drop(j);
+        let (_j, frames, _) = Journal::open(&path, 7).unwrap();
+        assert_eq!(bodies(&frames), written);
     }
 
     #[test]
