@@ -9,24 +9,16 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::record;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ledger::record::{Action, Decision, Hmac256, HmacKey, Record};
+use ledger::record::HmacKey;
 use ledger::{Ledger, LedgerConfig};
 
 const BURST: u64 = 2000;
-
-fn record(i: u64, key: &HmacKey) -> Record {
-    Record::builder("svc-bench", Action::ChatCompletion, Decision::Redact)
-        .use_case("triage")
-        .model("gpt-4o")
-        .provider("private-vllm")
-        .category(phi::Category::Name, 1 + (i % 3) as u32)
-        .request_hmac(Hmac256::compute(key, &i.to_le_bytes()))
-        .build()
-        .expect("valid")
-}
 
 fn run(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, l: &Ledger) {
     let key = HmacKey::generate();

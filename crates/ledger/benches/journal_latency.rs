@@ -16,26 +16,17 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger::record::{Action, Decision, Hmac256, HmacKey, Record};
+use common::record;
+use ledger::record::HmacKey;
 use ledger::{Ledger, LedgerConfig};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn record(i: u64, key: &HmacKey) -> Record {
-    Record::builder("svc-bench", Action::ChatCompletion, Decision::Redact)
-        .use_case("clinical-notes")
-        .model("gpt-4o")
-        .provider("private-vllm")
-        .category(phi::Category::Name, 1 + (i % 3) as u32)
-        .category(phi::Category::Date, 2)
-        .request_hmac(Hmac256::compute(key, &i.to_le_bytes()))
-        .build()
-        .expect("valid")
 }
 
 /// Milliseconds at quantile `q` of sorted `lat`.
