@@ -73,7 +73,8 @@ async fn round(base: &std::path::Path, rate: u64, seconds: u64) -> Vec<Duration>
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness has no options of its own.
-    let (rate, seconds, rounds) = (env("RATE", 1000), env("SECONDS", 10), env("ROUNDS", 3));
+    let rate = env("RATE", 1000).clamp(1, 1_000_000);
+    let (seconds, rounds) = (env("SECONDS", 10).max(1), env("ROUNDS", 3).max(1));
     let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

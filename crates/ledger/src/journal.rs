@@ -226,7 +226,7 @@ impl Journal {
         }
         let end = start + self.buf.len() as u64;
         let kept = (end % PAGE) as usize;
-        self.buf.resize(end.next_multiple_of(PAGE).saturating_sub(start) as usize, 0);
+        self.buf.resize((end.next_multiple_of(PAGE) - start) as usize, 0);
         self.file
             .write_all_at(&self.buf, start)
             .map_err(|e| io_context(&self.path, "cannot write", e))?;

@@ -246,7 +246,12 @@ async fn every_record_acknowledged_from_concurrent_appends_survives_the_store_go
             }
         }));
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 800 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "800 records were not acknowledged in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     s.close().await;
