@@ -916,7 +916,10 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
                 .map(|f| {
                     serde_json::json!({
                         "start": idx.char_offset(f.start), "end": idx.char_offset(f.end),
-                        "category": f.category.as_str(), "subtype": f.subtype, "score": f.score,
+                        "category": f.category.as_str(), "subtype": f.subtype,
+                        // Two decimals, as `phigate scan` prints them: 0.85, not the f32's
+                        // 0.8500000238418579 widened to f64.
+                        "score": (f64::from(f.score) * 100.0).round() / 100.0,
                     })
                 })
                 .collect();

@@ -220,6 +220,11 @@ async fn deidentify_metrics_health_and_ledger() {
     assert_eq!(f.status, 200);
     assert!(!f.body.contains(CANARY_NAME));
     assert_eq!(f.json()["findings"].as_array().unwrap().len(), 3);
+    // Scores have two decimals, as `phigate scan` prints them (not an f32 widened to f64).
+    for s in f.json()["findings"].as_array().unwrap() {
+        let text = s["score"].to_string();
+        assert!(text.len() <= 4 && s["score"].as_f64().is_some(), "score {text}");
+    }
 
     let c = s.ask(&s.clinician, "clinical-chat", NOTE).await;
     assert_eq!(c.status, 200);
