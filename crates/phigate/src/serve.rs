@@ -120,7 +120,7 @@ fn bootstrap(data: &Path) -> anyhow::Result<()> {
 
 fn log_problems(errors: &policy::ConfigErrors, path: &Path) {
     for p in &errors.0 {
-        tracing::error!(file = %path.display(), line = ?p.line, path = %p.path, problem = %p.message, "configuration problem");
+        tracing::error!(file = %path.display(), line = p.line, path = %p.path, problem = %p.message, "configuration problem");
     }
 }
 
