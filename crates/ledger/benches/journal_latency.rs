@@ -11,8 +11,9 @@
 //! cargo bench -p ledger --bench journal_latency
 //!
 //! Environment: `RATE`, `SECONDS` (measured per round, default 10, after 1 s of warm-up),
-//! `ROUNDS` (default 3), `BENCH_DIR` (where the databases go; default the temp dir, which must be
-//! on the disk being measured, not a tmpfs).
+//! `ROUNDS` (default 3), `BENCH_DIR` (where the journals go; default the temp dir, which must be
+//! on the disk being measured, not a tmpfs), `STORE_DIR` (where the SQLite databases go; default
+//! `BENCH_DIR`: a tmpfs here takes the store's own I/O off the disk the journal flushes to).
 
 #![allow(missing_docs)]
 
@@ -37,9 +38,15 @@ fn at(lat: &[Duration], q: f64) -> f64 {
 
 /// One round: a fresh journaled ledger, `rate` records a second; returns the sorted latencies of
 /// the measured part.
-async fn round(base: &std::path::Path, rate: u64, seconds: u64) -> Vec<Duration> {
+async fn round(
+    base: &std::path::Path,
+    store_base: &std::path::Path,
+    rate: u64,
+    seconds: u64,
+) -> Vec<Duration> {
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let db = dir.path().join("bench.db");
+    let store_dir = tempfile::tempdir_in(store_base).expect("tempdir");
+    let db = store_dir.path().join("bench.db");
     let store = store::Store::open(db.to_str().expect("utf-8")).await.expect("sqlite");
     let cfg = LedgerConfig::new("bench").journal(dir.path().join("bench.db-ledger-journal"));
     let l = Ledger::open(store.clone(), cfg).await.expect("ledger");
@@ -76,18 +83,21 @@ fn main() {
     let rate = env("RATE", 1000).clamp(1, 1_000_000);
     let (seconds, rounds) = (env("SECONDS", 10).max(1), env("ROUNDS", 3).max(1));
     let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let store_base = std::env::var_os("STORE_DIR").map_or_else(|| base.clone(), Into::into);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     println!(
-        "journal latency: {rate} records/s, {seconds} s a round, {rounds} rounds, in {}",
-        base.display()
+        "journal latency: {rate} records/s, {seconds} s a round, {rounds} rounds, journal in {}, \
+         store in {}",
+        base.display(),
+        store_base.display()
     );
     let mut p99 = Vec::new();
     for _ in 0..rounds {
-        let lat = rt.block_on(round(&base, rate, seconds));
+        let lat = rt.block_on(round(&base, &store_base, rate, seconds));
         println!(
             "  n {:>6}  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
             lat.len(),
