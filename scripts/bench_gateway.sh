@@ -29,6 +29,8 @@
 # /tmp/litellm-venv, installed there if missing unless NO_LITELLM=1), LITELLM_WORKERS (default 1,
 # as the peers' start_proxy.sh runs it), SQLITE_SYNC (full, the default, or normal: phigate's
 # store.sqlite_sync), KEEP_WORK=1 (keep the temp dir: configs, logs, rss.txt, JSON results),
+# TMPDIR (where that temp dir goes, phigate's database and journal with it; default /tmp: on the
+# disk here; /dev/shm, a tmpfs, measures the gateway without the disk's flushes),
 # PHIGATE_BIN (measure this phigate binary instead of building one), COMPARE_BIN (another build:
 # only alternated throughput runs of both, COMPARE_PAIRS pairs (default 4), body COMPARE_BODY:
 # phigate, nophi, unique or reveal; COMPARE_LATENCY=1: latency at RATE instead), INSTRUCTIONS=1 (instructions a request costs, counted by
@@ -47,7 +49,7 @@ PEERS="$ROOT/../shared/peers"
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/phigate-bench.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/phigate-bench.XXXXXX")
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
