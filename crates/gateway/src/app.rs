@@ -776,7 +776,8 @@ async fn pump(
 ) {
     let mut parser = SseParser::default();
     let result: Result<(), ApiError> = async {
-        loop {
+        let mut done = false;
+        'read: loop {
             let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
                 Err(_) => return Err(ApiError::UpstreamTimeout),
                 Ok(Err(_)) => return Err(ApiError::UpstreamUnavailable),
@@ -785,7 +786,8 @@ async fn pump(
             };
             for data in parser.push(&chunk)? {
                 if data.trim() == "[DONE]" {
-                    return Ok(());
+                    done = true;
+                    break 'read;
                 }
                 let v = rw.event(&data)?;
                 if tx.send(Ok(sse(&v))).await.is_err() {
@@ -793,11 +795,20 @@ async fn pump(
                 }
             }
         }
-        if let Some(data) = parser.finish() {
-            if data.trim() != "[DONE]" {
-                let v = rw.event(&data)?;
-                let _ = tx.send(Ok(sse(&v))).await;
+        if !done {
+            if let Some(data) = parser.finish() {
+                if data.trim() == "[DONE]" {
+                    done = true;
+                } else {
+                    let v = rw.event(&data)?;
+                    let _ = tx.send(Ok(sse(&v))).await;
+                }
             }
+        }
+        // A stream that closed before `[DONE]` and before every choice finished was cut off:
+        // its end is an error, never a truncated answer presented as whole.
+        if !done && !rw.complete() {
+            return Err(ApiError::UpstreamUnavailable);
         }
         Ok(())
     }

@@ -58,6 +58,10 @@ pub enum ApiError {
     /// Malformed request; the message is a fixed description written by the gateway.
     #[error("invalid_request")]
     InvalidRequest(&'static str),
+    /// The request holds or asks for something the scanner cannot read (an image, audio or a
+    /// file part; log-probabilities or audio in the answer): refused rather than passed unseen.
+    #[error("unscannable_content")]
+    Unscannable(&'static str),
     /// The scanner could not run.
     #[error("scanner_unavailable")]
     ScannerUnavailable,
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTooLarge => "request_too_large",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unscannable(_) => "unscannable_content",
             ApiError::ScannerUnavailable => "scanner_unavailable",
             ApiError::VaultUnavailable => "vault_unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -134,6 +139,7 @@ impl ApiError {
             | ApiError::NoEligibleProvider => StatusCode::FORBIDDEN,
             ApiError::PhiBlocked { .. }
             | ApiError::InvalidRequest(_)
+            | ApiError::Unscannable(_)
             | ApiError::PromptInjection => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -188,6 +194,9 @@ impl ApiError {
             }
             ApiError::RequestTooLarge => "The request body is too large.".into(),
             ApiError::InvalidRequest(why) => format!("Invalid request: {why}."),
+            ApiError::Unscannable(what) => {
+                format!("phigate cannot scan {what} for PHI, so it refuses the request.")
+            }
             ApiError::ScannerUnavailable => "The PHI scanner is unavailable.".into(),
             ApiError::VaultUnavailable => "The token vault is unavailable.".into(),
             ApiError::StoreUnavailable => "The store or the audit ledger is unavailable.".into(),

@@ -81,9 +81,58 @@ fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
     }
 }
 
-/// Rewrites a non-streaming chat completion: new-PHI check then restoration of every choice's
-/// `message.content` and tool-call arguments. Fails with `upstream_invalid_response` when the
-/// body is not a chat completion.
+/// Keys of an answer whose string values are protocol words, ids or function names, never
+/// free text: not scanned.
+const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "name", "finish_reason"];
+
+/// Checks and restores every string of `v` (at any depth) but those of
+/// [`ANSWER_STRUCTURAL_KEYS`].
+fn rewrite_strings(
+    rules: &OutputRules,
+    v: &mut Value,
+    report: &mut OutputReport,
+) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) => {
+            let checked = check_text(rules, s, report)?;
+            *s = restore_all(&rules.restore, &checked);
+        }
+        Value::Array(items) => {
+            for it in items {
+                rewrite_strings(rules, it, report)?;
+            }
+        }
+        Value::Object(map) => {
+            for (k, it) in map.iter_mut() {
+                if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
+                    continue;
+                }
+                rewrite_strings(rules, it, report)?;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Drops what an answer may carry that cannot be scanned: log-probabilities (each token a
+/// piece of the text, which the scan cannot rewrite) and audio. The request side refuses to
+/// ask for them; an upstream that sends them anyway has them removed.
+fn drop_unscannable(choice: &mut Value, message_key: &str) {
+    if let Some(o) = choice.as_object_mut() {
+        if o.get("logprobs").is_some_and(|l| !l.is_null()) {
+            o.insert("logprobs".into(), Value::Null);
+        }
+        if let Some(m) = o.get_mut(message_key).and_then(Value::as_object_mut) {
+            m.remove("audio");
+        }
+    }
+}
+
+/// Rewrites a non-streaming chat completion: new-PHI check then restoration of every text of
+/// every choice's `message` (content, refusal, reasoning, tool-call and function-call
+/// arguments, and any other string but ids and names). Fails with `upstream_invalid_response`
+/// when the body is not a chat completion.
 pub fn rewrite_completion(
     rules: &OutputRules,
     body: &mut Value,
@@ -95,30 +144,16 @@ pub fn rewrite_completion(
         .ok_or(ApiError::UpstreamInvalidResponse)?;
     let mut report = OutputReport::default();
     for ch in choices.iter_mut() {
+        drop_unscannable(ch, "message");
         let msg = ch.get_mut("message").ok_or(ApiError::UpstreamInvalidResponse)?;
         if !msg.is_object() {
             return Err(ApiError::UpstreamInvalidResponse);
         }
-        match msg.get_mut("content") {
-            Some(Value::String(s)) => {
-                let checked = check_text(rules, s, &mut report)?;
-                *s = restore_all(&rules.restore, &checked);
-            }
-            None | Some(Value::Null) => {}
+        match msg.get("content") {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
             Some(_) => return Err(ApiError::UpstreamInvalidResponse),
         }
-        if let Some(calls) = msg.get_mut("tool_calls").and_then(Value::as_array_mut) {
-            for c in calls {
-                if let Some(Value::String(a)) = c.pointer_mut("/function/arguments") {
-                    let checked = check_text(rules, a, &mut report)?;
-                    *a = restore_all(&rules.restore, &checked);
-                }
-            }
-        }
-        if let Some(Value::String(a)) = msg.pointer_mut("/function_call/arguments") {
-            let checked = check_text(rules, a, &mut report)?;
-            *a = restore_all(&rules.restore, &checked);
-        }
+        rewrite_strings(rules, msg, &mut report)?;
     }
     if let Some(m) = body.get_mut("model") {
         *m = Value::String(client_model.to_string());
@@ -130,8 +165,64 @@ pub fn rewrite_completion(
 /// longest placeholder).
 pub const HOLDBACK_WINDOW: usize = 64;
 
-/// One choice's state across the stream.
-struct ChoiceState {
+/// One streamed text of a choice, held back and scanned on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Field {
+    /// A string of `delta` itself: `content`, `refusal`, `reasoning_content`, …
+    Text(String),
+    /// `delta.function_call.arguments`.
+    FunctionArgs,
+    /// `delta.tool_calls[index = j].function.arguments`.
+    ToolArgs(u64),
+}
+
+impl Field {
+    /// The delta that carries `text` in this field.
+    fn delta(&self, text: String) -> Value {
+        match self {
+            Field::Text(k) => {
+                let mut d = serde_json::Map::new();
+                d.insert(k.clone(), Value::String(text));
+                Value::Object(d)
+            }
+            Field::FunctionArgs => serde_json::json!({ "function_call": { "arguments": text } }),
+            Field::ToolArgs(j) => {
+                serde_json::json!({ "tool_calls": [{ "index": j, "function": { "arguments": text } }] })
+            }
+        }
+    }
+}
+
+/// Adds `text` of `field` to a delta object that may already hold other fields.
+fn merge_into_delta(delta: &mut serde_json::Map<String, Value>, field: &Field, text: String) {
+    match field {
+        Field::Text(k) => {
+            delta.insert(k.clone(), Value::String(text));
+        }
+        Field::FunctionArgs => {
+            match delta.get_mut("function_call").and_then(Value::as_object_mut) {
+                Some(f) => {
+                    f.insert("arguments".into(), Value::String(text));
+                }
+                None => {
+                    delta.insert("function_call".into(), serde_json::json!({ "arguments": text }));
+                }
+            }
+        }
+        Field::ToolArgs(j) => {
+            let entry = serde_json::json!({"index": j, "function": {"arguments": text}});
+            match delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                Some(a) => a.push(entry),
+                None => {
+                    delta.insert("tool_calls".into(), Value::Array(vec![entry]));
+                }
+            }
+        }
+    }
+}
+
+/// One text's state across the stream.
+struct TextState {
     /// Text received, not yet scanned and emitted.
     pending: String,
     /// The last emitted bytes (before restoration), kept as left context for the scan.
@@ -143,7 +234,9 @@ struct ChoiceState {
 pub struct StreamRewriter {
     rules: OutputRules,
     window: usize,
-    choices: HashMap<u64, ChoiceState>,
+    texts: HashMap<(u64, Field), TextState>,
+    /// Choices seen, and whether each has finished (a non-empty `finish_reason`).
+    finished: HashMap<u64, bool>,
     client_model: String,
     /// New PHI seen so far.
     pub report: OutputReport,
@@ -153,9 +246,7 @@ pub struct StreamRewriter {
 
 impl std::fmt::Debug for StreamRewriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamRewriter")
-            .field("choices", &self.choices.len())
-            .finish_non_exhaustive()
+        f.debug_struct("StreamRewriter").field("texts", &self.texts.len()).finish_non_exhaustive()
     }
 }
 
@@ -166,16 +257,23 @@ impl StreamRewriter {
         StreamRewriter {
             window: HOLDBACK_WINDOW.max(longest),
             rules,
-            choices: HashMap::new(),
+            texts: HashMap::new(),
+            finished: HashMap::new(),
             client_model: client_model.to_string(),
             report: OutputReport::default(),
             template: None,
         }
     }
 
-    fn state(&mut self, i: u64) -> &mut ChoiceState {
+    /// Whether every choice seen has finished (an upstream that closes the stream without
+    /// `[DONE]` is complete only then).
+    pub fn complete(&self) -> bool {
+        !self.finished.is_empty() && self.finished.values().all(|f| *f)
+    }
+
+    fn push(&mut self, key: (u64, Field), text: &str) {
         let restore = &self.rules.restore;
-        self.choices.entry(i).or_insert_with(|| ChoiceState {
+        let st = self.texts.entry(key).or_insert_with(|| TextState {
             pending: String::new(),
             context: String::new(),
             restorer: if restore.is_empty() {
@@ -183,15 +281,16 @@ impl StreamRewriter {
             } else {
                 StreamRestorer::new(restore.iter()).ok()
             },
-        })
+        });
+        st.pending.push_str(text);
     }
 
     /// Scans and emits what is safe of one text's pending part (everything when `last`).
-    fn drain(&mut self, key: u64, last: bool) -> Result<String, ApiError> {
+    fn drain(&mut self, key: &(u64, Field), last: bool) -> Result<String, ApiError> {
         let window = self.window;
         let scanner = self.rules.scanner.clone();
         let new_phi = self.rules.new_phi;
-        let Some(st) = self.choices.get_mut(&key) else { return Ok(String::new()) };
+        let Some(st) = self.texts.get_mut(key) else { return Ok(String::new()) };
         let mut out = String::new();
         if !st.pending.is_empty() {
             // The scanned text: left context + pending.
@@ -200,7 +299,8 @@ impl StreamRewriter {
             joined.push_str(&st.context);
             joined.push_str(&st.pending);
             let found = phiops::new_phi(scanner.as_ref(), &joined, &self.rules.request_values)?;
-            // Where to cut: keep `window` bytes back, at a whitespace, never inside a finding.
+            // Where to cut: keep `window` bytes back, just after a whitespace, never inside a
+            // finding.
             let cut = if last {
                 joined.len()
             } else {
@@ -209,7 +309,10 @@ impl StreamRewriter {
                     c -= 1;
                 }
                 if let Some(ws) = joined[ctx_len..c].rfind(char::is_whitespace) {
-                    c = ctx_len + ws;
+                    // After the whitespace: a cut before it would emit nothing when the held
+                    // text starts with one, and the text would be held to the end.
+                    let w = joined[ctx_len + ws..].chars().next().map_or(1, char::len_utf8);
+                    c = ctx_len + ws + w;
                 } else if st.pending.len() < 8 * window {
                     c = ctx_len;
                 }
@@ -222,10 +325,17 @@ impl StreamRewriter {
             };
             if cut > ctx_len {
                 let raw = &joined[ctx_len..cut];
+                // A finding that began in text already emitted still has its rest redacted
+                // (or the answer blocked): only what was sent before the finding was whole
+                // could not be taken back.
                 let shifted: Vec<phi::Finding> = found
                     .iter()
-                    .filter(|f| f.start >= ctx_len && f.end <= cut)
-                    .map(|f| phi::Finding { start: f.start - ctx_len, end: f.end - ctx_len, ..*f })
+                    .filter(|f| f.end > ctx_len && f.end <= cut)
+                    .map(|f| phi::Finding {
+                        start: f.start.saturating_sub(ctx_len),
+                        end: f.end - ctx_len,
+                        ..*f
+                    })
                     .collect();
                 let checked = if shifted.is_empty() {
                     raw.to_string()
@@ -290,113 +400,142 @@ impl StreamRewriter {
         Ok(v)
     }
 
-    /// Rewrites one choice of a chunk: its `delta.content` and each
-    /// `delta.tool_calls[].function.arguments`, each text held back and scanned on its own.
+    /// Rewrites one choice of a chunk: every text of its `delta` (content, refusal, reasoning,
+    /// tool-call and function-call arguments) is held back and scanned on its own; any other
+    /// string but ids and names is checked and restored at once.
     fn rewrite_choice(&mut self, pos: usize, ch: &mut Value) -> Result<(), ApiError> {
+        if !ch.is_object() {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
         let i = ch.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-        let base = i.checked_mul(TEXTS_PER_CHOICE).ok_or(ApiError::UpstreamInvalidResponse)?;
-        let finished = ch.get("finish_reason").is_some_and(|f| !f.is_null());
-        let content = match ch.pointer("/delta/content") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+        // Some servers send `"finish_reason": ""` on every chunk: that is not an end.
+        let finished = match ch.get("finish_reason") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
         };
-        let had_content = content.is_some();
-        if let Some(c) = content {
-            self.state(base).pending.push_str(&c);
-        }
-        // Tool-call argument pieces in this chunk: (position in the array, key).
-        let mut tools: Vec<(usize, u64)> = Vec::new();
-        if let Some(calls) = ch.pointer("/delta/tool_calls") {
-            let calls = calls.as_array().ok_or(ApiError::UpstreamInvalidResponse)?;
-            for (p, call) in calls.iter().enumerate() {
-                let j = call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
-                if j + 1 >= TEXTS_PER_CHOICE {
-                    return Err(ApiError::UpstreamInvalidResponse);
-                }
-                match call.pointer("/function/arguments") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::String(a)) => {
-                        let key = base + 1 + j;
-                        self.state(key).pending.push_str(a);
-                        tools.push((p, key));
-                    }
-                    Some(_) => return Err(ApiError::UpstreamInvalidResponse),
-                }
-            }
-        }
-        let text = self.drain(base, finished)?;
-        if had_content || !text.is_empty() {
-            match ch.get_mut("delta").and_then(Value::as_object_mut) {
-                Some(d) => {
-                    d.insert("content".into(), Value::String(text));
-                }
-                None => {
-                    if let Some(o) = ch.as_object_mut() {
-                        o.insert("delta".into(), serde_json::json!({ "content": text }));
-                    }
-                }
-            }
-        }
-        for (p, key) in &tools {
-            let t = self.drain(*key, finished)?;
-            if let Some(a) = ch.pointer_mut(&format!("/delta/tool_calls/{p}/function/arguments")) {
-                *a = Value::String(t);
-            }
-        }
-        if finished {
-            // Arguments of this choice's other tool calls still held back.
-            let mut rest: Vec<u64> = self
-                .choices
-                .keys()
-                .copied()
-                .filter(|k| *k > base && *k < base + TEXTS_PER_CHOICE)
-                .filter(|k| !tools.iter().any(|(_, t)| t == k))
-                .collect();
-            rest.sort_unstable();
-            for key in rest {
-                let t = self.drain(key, true)?;
-                if t.is_empty() {
-                    continue;
-                }
-                let entry =
-                    serde_json::json!({"index": key - base - 1, "function": {"arguments": t}});
-                if let Some(d) = ch.get_mut("delta").and_then(Value::as_object_mut) {
-                    match d.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                        Some(a) => a.push(entry),
-                        None => {
-                            d.insert("tool_calls".into(), Value::Array(vec![entry]));
+        let seen = self.finished.entry(i).or_insert(false);
+        *seen |= finished;
+        drop_unscannable(ch, "delta");
+        // The held texts touched by this chunk, and where each sits in it.
+        let mut touched: Vec<((u64, Field), Option<usize>)> = Vec::new();
+        match ch.get_mut("delta") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(delta)) => {
+                for (k, val) in delta.iter_mut() {
+                    match (k.as_str(), &mut *val) {
+                        (_, Value::Null | Value::Bool(_) | Value::Number(_)) => {}
+                        (k, Value::String(_)) if ANSWER_STRUCTURAL_KEYS.contains(&k) => {}
+                        (k, Value::String(s)) => {
+                            let key = (i, Field::Text(k.to_string()));
+                            self.push(key.clone(), s);
+                            touched.push((key, None));
+                        }
+                        ("content", _) => return Err(ApiError::UpstreamInvalidResponse),
+                        ("tool_calls", Value::Array(calls)) => {
+                            for (p, call) in calls.iter().enumerate() {
+                                let j =
+                                    call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
+                                match call.pointer("/function/arguments") {
+                                    None | Some(Value::Null) => {}
+                                    Some(Value::String(a)) => {
+                                        let key = (i, Field::ToolArgs(j));
+                                        self.push(key.clone(), a);
+                                        touched.push((key, Some(p)));
+                                    }
+                                    Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+                                }
+                            }
+                        }
+                        ("tool_calls", _) => return Err(ApiError::UpstreamInvalidResponse),
+                        ("function_call", f) => match f.get("arguments") {
+                            None | Some(Value::Null) => {}
+                            Some(Value::String(a)) => {
+                                let key = (i, Field::FunctionArgs);
+                                self.push(key.clone(), a);
+                                touched.push((key, None));
+                            }
+                            Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+                        },
+                        (_, other) => {
+                            // Nested texts of fields no stream holds back (annotations, …):
+                            // checked and restored whole, in this chunk.
+                            rewrite_strings(&self.rules, other, &mut self.report)?;
                         }
                     }
                 }
             }
+            Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+        }
+        let mut drained = Vec::with_capacity(touched.len());
+        for (key, _) in &touched {
+            drained.push(self.drain(key, finished)?);
+        }
+        // Texts of this choice not in this chunk but still held back, flushed at its end.
+        let mut rest: Vec<((u64, Field), String)> = Vec::new();
+        if finished {
+            let mut keys: Vec<(u64, Field)> = self
+                .texts
+                .keys()
+                .filter(|k| k.0 == i && !touched.iter().any(|(t, _)| t == *k))
+                .cloned()
+                .collect();
+            keys.sort_unstable();
+            for key in keys {
+                let t = self.drain(&key, true)?;
+                if !t.is_empty() {
+                    rest.push((key, t));
+                }
+            }
+        }
+        if touched.is_empty() && rest.is_empty() {
+            return Ok(());
+        }
+        let o = ch.as_object_mut().ok_or(ApiError::UpstreamInvalidResponse)?;
+        if !o.get("delta").is_some_and(Value::is_object) {
+            o.insert("delta".into(), Value::Object(serde_json::Map::new()));
+        }
+        let Some(Value::Object(delta)) = o.get_mut("delta") else {
+            return Err(ApiError::UpstreamInvalidResponse);
+        };
+        for (((_, field), p), text) in touched.iter().zip(drained) {
+            match (field, p) {
+                (Field::ToolArgs(_), Some(p)) => {
+                    let a = delta
+                        .get_mut("tool_calls")
+                        .and_then(|c| c.get_mut(*p))
+                        .and_then(|c| c.pointer_mut("/function/arguments"));
+                    if let Some(a) = a {
+                        *a = Value::String(text);
+                    }
+                }
+                (field, _) => merge_into_delta(delta, field, text),
+            }
+        }
+        for ((_, field), text) in rest {
+            merge_into_delta(delta, &field, text);
         }
         Ok(())
     }
 
     /// Ends the stream: the text still held back, as chunks to send before `[DONE]`.
     pub fn finish(&mut self) -> Result<Vec<Value>, ApiError> {
-        let mut keys: Vec<u64> = self.choices.keys().copied().collect();
+        let mut keys: Vec<(u64, Field)> = self.texts.keys().cloned().collect();
         keys.sort_unstable();
         let mut out = Vec::new();
         for key in keys {
-            let text = self.drain(key, true)?;
+            let text = self.drain(&key, true)?;
             if text.is_empty() {
                 continue;
             }
-            let (i, slot) = (key / TEXTS_PER_CHOICE, key % TEXTS_PER_CHOICE);
-            let delta = if slot == 0 {
-                serde_json::json!({ "content": text })
-            } else {
-                serde_json::json!({ "tool_calls": [{ "index": slot - 1, "function": { "arguments": text } }] })
-            };
+            let (i, field) = key;
             let mut chunk = self.template.clone().unwrap_or_else(|| {
                 serde_json::json!({"id": "chatcmpl-phigate", "object": "chat.completion.chunk", "created": 0, "model": self.client_model})
             });
             if let Some(o) = chunk.as_object_mut() {
                 o.insert(
                     "choices".into(),
-                    serde_json::json!([{ "index": i, "delta": delta, "finish_reason": null }]),
+                    serde_json::json!([{ "index": i, "delta": field.delta(text), "finish_reason": null }]),
                 );
             }
             out.push(chunk);
@@ -405,14 +544,20 @@ impl StreamRewriter {
     }
 }
 
-/// Texts tracked per choice: its content and up to 1023 tool calls' arguments.
-const TEXTS_PER_CHOICE: u64 = 1024;
-
 /// Splits an SSE byte stream into `data:` payloads.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SseParser {
     buf: Vec<u8>,
     data: Vec<String>,
+    /// Whether the stream's start was looked at for a byte-order mark.
+    started: bool,
+}
+
+impl std::fmt::Debug for SseParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The buffer holds answer text not yet scanned: its size only.
+        f.debug_struct("SseParser").field("buffered", &self.buf.len()).finish_non_exhaustive()
+    }
 }
 
 /// Largest SSE line or event accepted from an upstream.
@@ -422,6 +567,13 @@ impl SseParser {
     /// Feeds bytes; returns the complete events' data (lines joined by `\n`).
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, ApiError> {
         self.buf.extend_from_slice(bytes);
+        if !self.started && self.buf.len() >= 3 {
+            // A UTF-8 byte-order mark before the first field is not part of it.
+            if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.buf.drain(..3);
+            }
+            self.started = true;
+        }
         let mut events = Vec::new();
         let mut start = 0;
         while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
@@ -547,6 +699,169 @@ mod tests {
             assert!(got.contains("Alan Smith"), "split at {at}: {got}");
             assert!(!got.contains("555-0199"), "split at {at}: {got}");
         }
+    }
+
+    fn ev(choice: Value) -> String {
+        serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
+            "model": "up", "choices": [choice]})
+        .to_string()
+    }
+
+    /// The texts a client joins from these events: field name -> text.
+    fn joined(events: &[Value]) -> HashMap<String, String> {
+        let mut out: HashMap<String, String> = HashMap::new();
+        for e in events {
+            for ch in e["choices"].as_array().unwrap() {
+                let Some(d) = ch["delta"].as_object() else { continue };
+                for (k, v) in d {
+                    if let Some(s) = v.as_str() {
+                        out.entry(k.clone()).or_default().push_str(s);
+                    }
+                }
+                for c in d.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let s = c["function"]["arguments"].as_str().unwrap_or("");
+                    out.entry(format!("tool{}", c["index"])).or_default().push_str(s);
+                }
+                if let Some(s) = d.get("function_call").and_then(|f| f["arguments"].as_str()) {
+                    out.entry("function_call".into()).or_default().push_str(s);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_empty_finish_reason_is_not_an_end() {
+        // SGLang and Ollama send `"finish_reason": ""` on every chunk: the hold-back must stay.
+        let text = "Spoke with [NAME_1]; call back on (617) 555-0199 tomorrow.";
+        for at in 1..text.len() {
+            let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+            let mut events = Vec::new();
+            for piece in [&text[..at], &text[at..]] {
+                let c = ev(
+                    serde_json::json!({"index": 0, "delta": {"content": piece}, "finish_reason": ""}),
+                );
+                events.push(rw.event(&c).unwrap());
+            }
+            assert!(!rw.complete());
+            let end = ev(serde_json::json!({"index": 0, "delta": {}, "finish_reason": "stop"}));
+            events.push(rw.event(&end).unwrap());
+            assert!(rw.complete());
+            events.extend(rw.finish().unwrap());
+            let got = joined(&events).remove("content").unwrap();
+            assert!(got.contains("Alan Smith"), "split at {at}: {got}");
+            assert!(!got.contains("555-0199"), "split at {at}: {got}");
+        }
+    }
+
+    #[test]
+    fn reasoning_refusal_and_function_call_are_held_scanned_and_restored() {
+        let text =
+            "Think about [NAME_1], reachable at (617) 555-0199, before answering the question.";
+        for field in ["reasoning_content", "reasoning", "refusal", "function_call"] {
+            for at in (0..=text.len()).step_by(7) {
+                let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+                let mut events = Vec::new();
+                for piece in [&text[..at], &text[at..]] {
+                    let delta = if field == "function_call" {
+                        serde_json::json!({"function_call": {"arguments": piece}})
+                    } else {
+                        serde_json::json!({ field: piece })
+                    };
+                    let c =
+                        ev(serde_json::json!({"index": 0, "delta": delta, "finish_reason": null}));
+                    events.push(rw.event(&c).unwrap());
+                }
+                // The end comes in a chunk with no delta at all.
+                events.push(
+                    rw.event(&ev(serde_json::json!({"index": 0, "finish_reason": "stop"})))
+                        .unwrap(),
+                );
+                events.extend(rw.finish().unwrap());
+                let got = joined(&events).remove(field).unwrap_or_default();
+                assert!(got.contains("Alan Smith"), "{field} split at {at}: {got}");
+                assert!(!got.contains("555-0199"), "{field} split at {at}: {got}");
+                assert!(got.ends_with("the question."), "{field} split at {at}: {got}");
+            }
+        }
+    }
+
+    #[test]
+    fn tool_arguments_held_at_the_end_survive_a_chunk_without_delta() {
+        let args = r#"{"patient": "[NAME_1]", "reason": "follow-up"}"#;
+        let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+        let mut events = Vec::new();
+        let c = ev(
+            serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1",
+            "type": "function", "function": {"name": "lookup", "arguments": args}}]}, "finish_reason": null}),
+        );
+        events.push(rw.event(&c).unwrap());
+        let end = ev(serde_json::json!({"index": 0, "delta": null, "finish_reason": "tool_calls"}));
+        events.push(rw.event(&end).unwrap());
+        events.extend(rw.finish().unwrap());
+        assert_eq!(joined(&events)["tool0"], args.replace("[NAME_1]", "Alan Smith"));
+        assert_eq!(events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "lookup");
+    }
+
+    #[test]
+    fn log_probabilities_and_audio_never_pass() {
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let c = ev(
+            serde_json::json!({"index": 0, "delta": {"content": "Call (617) 555-0199 today please.",
+            "audio": {"transcript": "Call (617) 555-0199"}},
+            "logprobs": {"content": [{"token": "555", "logprob": -0.1}]}, "finish_reason": "stop"}),
+        );
+        let v = rw.event(&c).unwrap();
+        let s = v.to_string();
+        assert!(!s.contains("555"), "{s}");
+        let mut body = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "Call (617) 555-0199.", "refusal": "Not for (617) 555-0199.",
+            "reasoning_content": "[NAME_1] has phone (617) 555-0199.",
+            "audio": {"transcript": "(617) 555-0199"}},
+            "logprobs": {"content": [{"token": "0199"}]}, "finish_reason": "stop"}]});
+        rewrite_completion(&rules(&[("[NAME_1]", "Alan Smith")]), &mut body, "client").unwrap();
+        let s = body.to_string();
+        assert!(!s.contains("555") && !s.contains("0199"), "{s}");
+        assert!(s.contains("Alan Smith has phone [PHONE]"), "{s}");
+    }
+
+    #[test]
+    fn text_after_a_whitespace_is_not_held_to_the_end() {
+        // "key: " then a long run without spaces, four bytes a chunk: what is emitted before
+        // the end must keep up (held back: a bounded amount, not everything after the space).
+        let run = "QUJD".repeat(500);
+        let text = format!("Here is the key: {run}");
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let mut events = Vec::new();
+        for piece in text.as_bytes().chunks(4) {
+            let p = std::str::from_utf8(piece).unwrap();
+            events.push(
+                rw.event(&ev(
+                    serde_json::json!({"index": 0, "delta": {"content": p}, "finish_reason": null}),
+                ))
+                .unwrap(),
+            );
+        }
+        let before_end = joined(&events).remove("content").unwrap_or_default().len();
+        assert!(
+            before_end + 9 * HOLDBACK_WINDOW >= text.len(),
+            "held {} bytes",
+            text.len() - before_end
+        );
+        events.push(
+            rw.event(&ev(serde_json::json!({"index": 0, "delta": {}, "finish_reason": "stop"})))
+                .unwrap(),
+        );
+        events.extend(rw.finish().unwrap());
+        assert_eq!(joined(&events)["content"], text);
+    }
+
+    #[test]
+    fn sse_parser_drops_a_byte_order_mark() {
+        let mut p = SseParser::default();
+        let mut got = p.push(b"\xEF\xBB").unwrap();
+        got.extend(p.push(b"\xBFdata: {\"a\":1}\n\n").unwrap());
+        assert_eq!(got, ["{\"a\":1}"]);
     }
 
     #[test]

@@ -41,79 +41,127 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
     out
 }
 
-/// A pointer to a text inside a request body.
-#[derive(Clone, Debug)]
-enum Slot {
-    /// `messages[i].content` (string).
-    Content(usize),
-    /// `messages[i].content[j].text`.
-    Part(usize, usize),
-    /// `messages[i].tool_calls[j].function.arguments`.
-    ToolArgs(usize, usize),
-    /// `messages[i].function_call.arguments`.
-    FunctionArgs(usize),
-    /// `input` (string) of an embeddings request.
-    Input,
-    /// `input[j]` of an embeddings request.
-    InputItem(usize),
+/// One step of a path into a request body.
+#[derive(Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
 }
 
+/// A pointer to a text (a string value) inside a request body.
+#[derive(Clone)]
+struct Slot(Vec<Seg>);
+
 fn slot_ref<'a>(body: &'a Value, slot: &Slot) -> Option<&'a str> {
-    let m = |i: &usize| body.get("messages")?.get(*i);
-    match slot {
-        Slot::Content(i) => m(i)?.get("content"),
-        Slot::Part(i, j) => m(i)?.get("content")?.get(*j)?.get("text"),
-        Slot::ToolArgs(i, j) => m(i)?.get("tool_calls")?.get(*j)?.get("function")?.get("arguments"),
-        Slot::FunctionArgs(i) => m(i)?.get("function_call")?.get("arguments"),
-        Slot::Input => body.get("input"),
-        Slot::InputItem(j) => body.get("input")?.get(*j),
-    }?
-    .as_str()
+    let mut v = body;
+    for seg in &slot.0 {
+        v = match seg {
+            Seg::Key(k) => v.get(k.as_str())?,
+            Seg::Index(i) => v.get(*i)?,
+        };
+    }
+    v.as_str()
 }
 
 fn slot_mut<'a>(body: &'a mut Value, slot: &Slot) -> Option<&'a mut Value> {
-    match slot {
-        Slot::Content(i) => body.get_mut("messages")?.get_mut(*i)?.get_mut("content"),
-        Slot::Part(i, j) => {
-            body.get_mut("messages")?.get_mut(*i)?.get_mut("content")?.get_mut(*j)?.get_mut("text")
+    let mut v = body;
+    for seg in &slot.0 {
+        v = match seg {
+            Seg::Key(k) => v.get_mut(k.as_str())?,
+            Seg::Index(i) => v.get_mut(*i)?,
+        };
+    }
+    Some(v)
+}
+
+/// Keys whose string values are protocol words or ids made by a model server, never free text:
+/// not scanned (a false finding there would break the request, not protect anything).
+const STRUCTURAL_KEYS: &[&str] = &[
+    "model",
+    "role",
+    "type",
+    "id",
+    "tool_call_id",
+    "tool_choice",
+    "encoding_format",
+    "service_tier",
+    "reasoning_effort",
+    "verbosity",
+    "detail",
+];
+
+/// Every string value of `v` (at any depth), except those of [`STRUCTURAL_KEYS`]: system,
+/// user, assistant and tool messages, content parts (objects or bare strings), participant
+/// `name`s, tool-call arguments, tool descriptions and schemas, `user`, `metadata`,
+/// `prediction`, and whatever field a client or a newer API adds. Object keys are not texts.
+fn string_slots(v: &Value, path: &mut Vec<Seg>, out: &mut Vec<Slot>) {
+    match v {
+        Value::String(_) => out.push(Slot(path.clone())),
+        Value::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                string_slots(it, path, out);
+                path.pop();
+            }
         }
-        Slot::ToolArgs(i, j) => body
-            .get_mut("messages")?
-            .get_mut(*i)?
-            .get_mut("tool_calls")?
-            .get_mut(*j)?
-            .get_mut("function")?
-            .get_mut("arguments"),
-        Slot::FunctionArgs(i) => {
-            body.get_mut("messages")?.get_mut(*i)?.get_mut("function_call")?.get_mut("arguments")
+        Value::Object(map) => {
+            for (k, it) in map {
+                if it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str()) {
+                    continue;
+                }
+                path.push(Seg::Key(k.clone()));
+                string_slots(it, path, out);
+                path.pop();
+            }
         }
-        Slot::Input => body.get_mut("input"),
-        Slot::InputItem(j) => body.get_mut("input")?.get_mut(*j),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
-/// Every text of a chat request: system, user, assistant history, tool results, string content
-/// parts, tool-call and function-call arguments.
-fn chat_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+/// Content part types that hold text; any other (`image_url`, `input_audio`, `file`, …)
+/// cannot be scanned.
+const TEXT_PART_TYPES: &[&str] = &["text", "refusal"];
+
+/// Checks the shape of a chat request and refuses what cannot be scanned: image, audio and
+/// file parts, and answers with log-probabilities (each token a piece of the answer that the
+/// answer's scan cannot rewrite) or audio.
+fn check_chat(body: &Value) -> Result<(), ApiError> {
     let msgs = body
         .get("messages")
         .and_then(Value::as_array)
         .ok_or(ApiError::InvalidRequest("messages must be an array"))?;
-    let mut out = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
+    for m in msgs {
         if !m.is_object() {
             return Err(ApiError::InvalidRequest("each message must be an object"));
         }
         match m.get("content") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(_)) => out.push(Slot::Content(i)),
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
             Some(Value::Array(parts)) => {
-                for (j, p) in parts.iter().enumerate() {
-                    match p.get("text") {
-                        Some(Value::String(_)) => out.push(Slot::Part(i, j)),
-                        None => {}
-                        Some(_) => {
-                            return Err(ApiError::InvalidRequest("a text part must be a string"))
+                for p in parts {
+                    match p {
+                        Value::String(_) => {}
+                        Value::Object(o) => {
+                            let typed = o.get("type").and_then(Value::as_str);
+                            let media = ["image_url", "input_audio", "file", "image"]
+                                .iter()
+                                .any(|k| o.contains_key(*k));
+                            if media || typed.is_some_and(|t| !TEXT_PART_TYPES.contains(&t)) {
+                                return Err(ApiError::Unscannable(
+                                    "image, audio or file content parts",
+                                ));
+                            }
+                            if let Some(t) = o.get("text") {
+                                if !t.is_string() {
+                                    return Err(ApiError::InvalidRequest(
+                                        "a text part must be a string",
+                                    ));
+                                }
+                            }
+                        }
+                        _ => {
+                            return Err(ApiError::InvalidRequest(
+                                "a content part must be an object",
+                            ))
                         }
                     }
                 }
@@ -122,39 +170,41 @@ fn chat_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
                 return Err(ApiError::InvalidRequest("content must be a string or an array"))
             }
         }
-        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-            for (j, c) in calls.iter().enumerate() {
-                if c.pointer("/function/arguments").is_some_and(Value::is_string) {
-                    out.push(Slot::ToolArgs(i, j));
-                }
-            }
-        }
-        if m.pointer("/function_call/arguments").is_some_and(Value::is_string) {
-            out.push(Slot::FunctionArgs(i));
-        }
     }
+    if body.get("logprobs").is_some_and(|v| v.as_bool() == Some(true))
+        || body.get("top_logprobs").is_some_and(|v| v.as_u64().is_some_and(|n| n > 0))
+    {
+        return Err(ApiError::Unscannable("log-probabilities of the answer"));
+    }
+    let audio_out = body.get("audio").is_some_and(|v| !v.is_null())
+        || body
+            .get("modalities")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|x| x.as_str() == Some("audio")));
+    if audio_out {
+        return Err(ApiError::Unscannable("an audio answer"));
+    }
+    Ok(())
+}
+
+/// Every text of a chat request (see [`string_slots`]).
+fn chat_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+    check_chat(body)?;
+    let mut out = Vec::new();
+    string_slots(body, &mut Vec::new(), &mut out);
     Ok(out)
 }
 
 fn embedding_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
     match body.get("input") {
-        Some(Value::String(_)) => Ok(vec![Slot::Input]),
-        Some(Value::Array(items)) => {
-            let mut out = Vec::new();
-            for (j, it) in items.iter().enumerate() {
-                if it.is_string() {
-                    out.push(Slot::InputItem(j));
-                } else {
-                    // Token-id arrays cannot be scanned: refuse rather than pass them unseen.
-                    return Err(ApiError::InvalidRequest(
-                        "input must be a string or an array of strings",
-                    ));
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(ApiError::InvalidRequest("input must be a string or an array of strings")),
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
+        // Token-id arrays cannot be scanned: refuse rather than pass them unseen.
+        _ => return Err(ApiError::InvalidRequest("input must be a string or an array of strings")),
     }
+    let mut out = Vec::new();
+    string_slots(body, &mut Vec::new(), &mut out);
+    Ok(out)
 }
 
 /// Which request body is being prepared.

@@ -118,6 +118,56 @@ async fn every_message_role_and_tool_arguments_are_scanned() {
 }
 
 #[tokio::test]
+async fn every_text_field_of_a_request_is_scanned() {
+    // Not only message content: a participant name, bare-string content parts, the end-user
+    // id, metadata, a predicted output, a tool's description and schema, and a field no
+    // version of the API has yet.
+    let s = stack().await;
+    let body = json!({"model": "clinical-chat", "messages": [
+        {"role": "system", "content": "You help clinicians.", "name": CANARY_NAME},
+        {"role": "user", "content": [NOTE, {"type": "text", "text": "Summarize."}]}
+    ],
+    "user": NOTE,
+    "metadata": {"note": NOTE},
+    "prediction": {"type": "content", "content": NOTE},
+    "tools": [{"type": "function", "function": {"name": "lookup", "description": NOTE,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": NOTE}}}}}],
+    "x_vendor_field": {"deep": [NOTE]}});
+    let a = s.chat(&s.clinician, body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_no_canary(&s.upstream);
+    let sent: serde_json::Value =
+        serde_json::from_str(s.upstream.bodies.lock().unwrap().last().unwrap()).unwrap();
+    assert_eq!(sent["messages"][0]["role"], "system", "a protocol word was rewritten");
+    assert_eq!(sent["tools"][0]["function"]["parameters"]["type"], "object");
+}
+
+#[tokio::test]
+async fn what_cannot_be_scanned_is_refused_before_it_leaves() {
+    let s = stack().await;
+    let image = json!({"model": "clinical-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What does this scan show?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let audio = json!({"model": "clinical-chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
+    let mut logprobs = chat_body("clinical-chat", "Plan?");
+    logprobs["logprobs"] = json!(true);
+    let mut top = chat_body("clinical-chat", "Plan?");
+    top["top_logprobs"] = json!(3);
+    let mut spoken = chat_body("clinical-chat", "Plan?");
+    spoken["modalities"] = json!(["text", "audio"]);
+    for body in [image, audio, logprobs, top, spoken] {
+        let a = s.chat(&s.clinician, body).await;
+        assert_error(&a, 400, "unscannable_content");
+    }
+    assert_eq!(s.upstream.count(), 0, "a request that could not be scanned reached the upstream");
+    // Asking for no log-probabilities is fine.
+    let mut off = chat_body("clinical-chat", "Plan?");
+    off["logprobs"] = json!(false);
+    assert_eq!(s.chat(&s.clinician, off).await.status, 200);
+}
+
+#[tokio::test]
 async fn new_phi_in_the_answer_is_redacted() {
     let s = stack().await;
     s.upstream.set_extra(" Call her at (617) 555-0199 or jane.roe@example.org.");
