@@ -534,7 +534,11 @@ async fn prepare(
         .and_then(Value::as_str)
         .ok_or(ApiError::InvalidRequest("model is required"))?
         .to_string();
-    audit.model = Some(model.clone());
+    // The ledger names a model only when the configuration does: the field is the client's
+    // free text, and a refused request's could hold anything (a patient's name among it).
+    if state.policy().config().models.iter().any(|m| m.name == model) {
+        audit.model = Some(model.clone());
+    }
     let tighten = match header_str(headers, TIGHTEN_HEADER) {
         Some(h) => Some(
             h.parse::<Handling>()

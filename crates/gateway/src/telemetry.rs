@@ -126,13 +126,20 @@ pub(crate) fn inject(headers: &mut HeaderMap) {
 
 struct Headers<'a>(&'a HeaderMap);
 
+/// `tracestate` is free text from the client: never taken in, so never passed to an upstream
+/// or a collector unscanned. Only `traceparent` (hex ids and flags) is.
+const IGNORED: &str = "tracestate";
+
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
+        if key.eq_ignore_ascii_case(IGNORED) {
+            return None;
+        }
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
+        self.0.keys().map(HeaderName::as_str).filter(|k| *k != IGNORED).collect()
     }
 }
 

@@ -10,6 +10,7 @@ mod eval;
 mod input;
 mod keys;
 mod logbuf;
+mod panics;
 mod run;
 mod scan;
 mod serve;
@@ -270,6 +271,7 @@ impl From<ModeArg> for Mode {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    panics::install();
     // First, before the work fills the heap (see `serve::no_transparent_huge_pages`).
     serve::no_transparent_huge_pages();
     let cli = Cli::parse();

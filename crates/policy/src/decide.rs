@@ -39,8 +39,8 @@ pub enum AuthKind {
     Jwt,
 }
 
-/// What the request asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the request asks for. Not `Debug`: `model` is the client's unchecked text.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RequestMeta {
     /// The `model` field.
     pub model: String,

@@ -66,7 +66,8 @@ impl Secret {
                 || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || var.starts_with(|c: char| c.is_ascii_digit())
             {
-                return Err(format!("invalid environment variable name in {r:?}"));
+                // The reference is not repeated: a secret pasted in by mistake would reach the log.
+                return Err("invalid environment variable name in a ${...} reference (letters, digits and _, not starting with a digit)".into());
             }
             self.source = SecretSource::Env(var.to_string());
             match std::env::var(var) {

@@ -34,6 +34,21 @@ async fn authentication_and_scope() {
         "role_not_allowed",
     );
     assert_eq!(s.upstream.count(), 0, "a refused request reached the upstream");
+    // A model name outside the configuration is the client's free text: the ledger's record of
+    // the refusal does not keep it.
+    assert_refused(
+        &s.ask(&s.clinician, "Alan Smith 4471902", "hi").await,
+        403,
+        "model_not_allowed",
+    );
+    let records = s.records().await;
+    let last = records.last().unwrap();
+    assert_eq!(last.decision(), ledger::Decision::Deny);
+    assert!(last.model().is_none(), "the unchecked model name was recorded");
+    assert!(
+        records.iter().any(|r| r.model().map(|m| m.as_str()) == Some("clinical-chat")),
+        "configured names are kept"
+    );
 }
 
 #[tokio::test]
