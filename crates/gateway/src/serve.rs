@@ -8,9 +8,6 @@ use base64::Engine as _;
 
 use crate::{app, AppState, Error};
 
-/// The ledger's origin line when none is configured elsewhere.
-pub const LEDGER_ORIGIN: &str = "phigate";
-
 /// What [`open`] started besides the state (keep it alive while serving).
 pub struct Running {
     /// The application state.
@@ -45,9 +42,9 @@ pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     let cfg = policy.config().clone();
     let options = store::Options::default().sqlite_sync(cfg.store.sqlite_sync.to_store());
     let store = store::Store::open_with(&cfg.store_url(), &options).await?;
-    let signer =
-        ledger::NoteSigner::from_base64_seed(LEDGER_ORIGIN, cfg.audit.signing_key.expose())?;
-    let lcfg = ledger::LedgerConfig::new(LEDGER_ORIGIN)
+    let origin = cfg.audit.origin.as_str();
+    let signer = ledger::NoteSigner::from_base64_seed(origin, cfg.audit.signing_key.expose())?;
+    let lcfg = ledger::LedgerConfig::new(origin)
         .signer(signer)
         .checkpoint_every(Duration::from_secs(cfg.audit.checkpoint_interval_secs.max(1)));
     // On SQLite a record is made durable in a journal beside the database (one small flush)

@@ -17,7 +17,7 @@ use crate::audit_store::StoreArgs;
 use crate::input::DataError;
 
 /// The default log name (origin line of checkpoints, and key name).
-pub const DEFAULT_ORIGIN: &str = "phigate.local/ledger";
+pub const DEFAULT_ORIGIN: &str = policy::DEFAULT_LEDGER_ORIGIN;
 
 /// `phigate audit`.
 #[derive(Args)]

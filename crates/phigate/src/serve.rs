@@ -36,6 +36,7 @@ audit:
   hmac_key: file:audit.hmac        # generated, 0600
   signing_key: file:ledger.key     # generated, 0600 (Ed25519 seed that signs ledger checkpoints)
   checkpoint_interval_secs: 300
+  origin: phigate.local/ledger     # the log's name in its checkpoints; phigate audit's default
 vault:
   kek: file:vault.kek              # generated, 0600 (wraps the vault's data keys)
   retention_secs: 2592000

@@ -69,6 +69,7 @@ pub use model::{
     AuditConfig, Baa, Config, DeploymentConfig, Handling, Hosting, InjectionMode, Limit, Model,
     NewPhi, OidcConfig, Organization, OutputScope, PhiScope, Provider, ProviderKind, Purpose,
     RedisConfig, ServerConfig, SqliteSyncMode, StoreConfig, StreamScan, UseCase, VaultConfig,
+    DEFAULT_LEDGER_ORIGIN,
 };
 pub use oidc::{
     JwksSource, JWKS_FETCH_TIMEOUT, JWKS_REFETCH_MIN, JWKS_RETRY_AFTER_FAILURE, MAX_JWKS_BYTES,

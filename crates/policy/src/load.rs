@@ -238,6 +238,10 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
         if a.checkpoint_interval_secs == 0 || a.checkpoint_interval_secs > 86_400 {
             p.push("audit.checkpoint_interval_secs", "must be between 1 and 86400");
         }
+        let o = &a.origin;
+        if o.is_empty() || o.len() > 128 || o.contains(|c: char| c.is_whitespace() || c == '+') {
+            p.push("audit.origin", "must be 1 to 128 bytes, without spaces or '+'");
+        }
     }
     if let Some(v) = vault.as_mut() {
         resolve(&mut p, "vault.kek", &mut v.kek, Some((32, true)));

@@ -150,10 +150,21 @@ pub struct AuditConfig {
     /// Seconds between signed checkpoints.
     #[serde(default = "default_checkpoint")]
     pub checkpoint_interval_secs: u64,
+    /// The log's name: the first line of every checkpoint, and the name of the key that signs
+    /// them. `phigate audit` (`--origin`, `PHIGATE_LEDGER_ORIGIN`) must use the same to verify.
+    #[serde(default = "default_origin")]
+    pub origin: String,
 }
+
+/// The ledger's name when the configuration gives none; also `phigate audit`'s default.
+pub const DEFAULT_LEDGER_ORIGIN: &str = "phigate.local/ledger";
 
 fn default_checkpoint() -> u64 {
     300
+}
+
+fn default_origin() -> String {
+    DEFAULT_LEDGER_ORIGIN.to_string()
 }
 
 /// `vault:`.

@@ -256,3 +256,44 @@ fn a_sighup_right_after_the_listening_line_reloads() {
         assert!(reloaded && status.is_none(), "attempt {attempt}: no reload, exit {status:?}");
     }
 }
+
+/// The server signs checkpoints under the name `phigate audit` expects by default, so an
+/// auditor's `verify` and `export` work on its ledger with the generated key and no options.
+#[test]
+fn the_servers_checkpoints_verify_with_the_audit_commands_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path());
+    let key = admin_key(&first);
+    drop(first);
+    let yaml = dir.path().join("phigate-data/phigate.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    assert!(text.contains("checkpoint_interval_secs: 300"), "{text}");
+    std::fs::write(
+        &yaml,
+        text.replace("checkpoint_interval_secs: 300", "checkpoint_interval_secs: 1"),
+    )
+    .unwrap();
+    let second = start(dir.path());
+    let body = r#"{"text": "Pt Maria Lopez, MRN 4417823, seen 03/14/2024.", "mode": "redact"}"#;
+    for _ in 0..3 {
+        assert_eq!(post(&second.addr, "/v1/deidentify", &key, body).0, 200);
+    }
+    // At least one checkpoint signed by the server over those records.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(second);
+    let audit = |args: &[&str]| {
+        let out = crate::run::command(&[])
+            .arg("audit")
+            .args(args)
+            .args(["--key-file", "phigate-data/ledger.key"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "phigate audit {args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    audit(&["verify"]);
+    audit(&["export", "--out", "audit.export"]);
+    audit(&["verify", "audit.export"]);
+}

@@ -112,9 +112,14 @@ fn values_are_checked() {
         .replace("https://api.example.com/v1", "http://api.example.com/v1")
         .replace("blocked_categories: [SSN]", "blocked_categories: [SSN, FINGERPRINTZ]")
         .replace("    api_version: \"2024-06-01\"\n", "")
-        .replace("purpose: treatment", "purpose: fun");
+        .replace("purpose: treatment", "purpose: fun")
+        .replace(
+            "signing_key: \"file:sign\" }",
+            "signing_key: \"file:sign\", origin: \"our log\" }",
+        );
     let e = errors(&bad);
     for path in [
+        "audit.origin",
         "providers[0].base_url",
         "providers[2].base_url",
         "organization.blocked_categories[1]",
