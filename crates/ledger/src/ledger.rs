@@ -734,6 +734,22 @@ impl Ledger {
         if cfg.origin.is_empty() || cfg.origin.contains(['\n', '\r']) {
             return Err(Error::Checkpoint("the origin must be one non-empty line".into()));
         }
+        // A log has one name: checkpoints signed under two could not be verified under either.
+        // (Only a ledger that signs adds checkpoints; reading needs no name.)
+        let latest = match cfg.signer {
+            Some(_) => store.checkpoint_latest().await.map_err(from_store)?,
+            None => None,
+        };
+        if let Some(c) = latest {
+            let theirs = signed_of(c)?.checkpoint.origin;
+            if theirs != cfg.origin {
+                return Err(Error::Checkpoint(format!(
+                    "this log's checkpoints name it {theirs:?}, not {:?}: open it under its own \
+                     name (the gateway's audit.origin, phigate audit's --origin)",
+                    cfg.origin
+                )));
+            }
+        }
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let max_batch = cfg.max_batch.max(1);
         let journal = match &cfg.journal {

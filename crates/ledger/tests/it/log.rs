@@ -262,3 +262,24 @@ async fn append_all_keeps_each_group_together() {
     assert_eq!(l.len().await.unwrap(), total);
     l.verify_store(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_signing_ledger_refuses_a_log_checkpointed_under_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = HmacKey::generate();
+    let l = common::ledger(common::sqlite(&dir).await).await;
+    l.append(record(0, &key)).await.unwrap();
+    l.checkpoint().await.unwrap();
+    l.close().await.unwrap();
+    let store = common::sqlite(&dir).await;
+    let other = ledger::NoteSigner::from_seed("another.name/ledger", &[42u8; 32]).unwrap();
+    let e = Ledger::open(store.clone(), LedgerConfig::new("another.name/ledger").signer(other))
+        .await
+        .expect_err("a second name for one log was accepted");
+    assert!(e.to_string().contains(ORIGIN), "{e}");
+    // Reading needs no name; the log's own name still signs.
+    Ledger::open(store.clone(), LedgerConfig::new("another.name/ledger")).await.unwrap();
+    let l = Ledger::open(store, LedgerConfig::new(ORIGIN).signer(signer())).await.unwrap();
+    l.append(record(1, &key)).await.unwrap();
+    l.checkpoint().await.unwrap();
+}
