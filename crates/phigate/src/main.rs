@@ -90,7 +90,7 @@ Modes:
 
 Examples:
   phigate deid notes.jsonl --mode placeholder > out.jsonl
-  phigate deid notes.jsonl --field text --field summary --mode redact -o out.jsonl
+  phigate deid notes.jsonl --field text --also-field summary --mode redact -o out.jsonl
   phigate deid visits.csv --columns note --mode surrogate --key-file key.bin -o out.csv
   phigate deid a.txt b.txt --output-dir deid/")]
     Deid {

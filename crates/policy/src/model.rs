@@ -110,10 +110,10 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// SQLite only: when a commit (a ledger record, a vault write) counts as done. `full` (the
     /// default): flushed to the disk first, so an acknowledged record survives a power cut.
-    /// `normal`: handed to the operating system first and flushed at the next WAL checkpoint
-    /// (every 16 MiB of WAL), so it survives the process being killed but the commits since
-    /// the last checkpoint can be lost in a power cut; saves a disk flush per commit. PostgreSQL follows the server's
-    /// `synchronous_commit`.
+    /// `normal`: handed to the operating system first and flushed by the next background WAL
+    /// checkpoint (within about 50-200 ms), so it survives the process being killed but the
+    /// commits since the last checkpoint can be lost in a power cut; saves a disk flush per
+    /// commit. PostgreSQL follows the server's `synchronous_commit`.
     #[serde(default)]
     pub sqlite_sync: SqliteSyncMode,
 }
