@@ -22,16 +22,31 @@ pub struct ConfigArgs {
 enum ConfigCommand {
     /// Validate the configuration: every problem at once, with its line and path.
     Check {
-        /// The configuration file [env: PHIGATE_CONFIG; default: phigate.yaml].
+        /// The configuration file [env: PHIGATE_CONFIG; default: ./phigate.yaml, else
+        /// ./phigate-data/phigate.yaml].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
 }
 
-/// The configuration path: the flag, else `PHIGATE_CONFIG`, else `phigate.yaml`.
+/// The configuration every command uses, found as `phigate serve` finds it: the flag, else
+/// `PHIGATE_CONFIG`, else `./phigate.yaml`, else `./phigate-data/phigate.yaml` (the one a first
+/// start made); `None` when there is none.
+pub fn find_config(flag: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = flag
+        .or_else(|| std::env::var_os("PHIGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+    {
+        return Some(p);
+    }
+    [PathBuf::from(DEFAULT_CONFIG), PathBuf::from(crate::serve::DATA_DIR).join(DEFAULT_CONFIG)]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+/// The configuration path for `config check`: [`find_config`], else `phigate.yaml` (reported
+/// as missing).
 pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("PHIGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    find_config(flag).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
 /// Runs `phigate config ...`; exits 64 itself on a bad configuration.

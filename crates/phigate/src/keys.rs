@@ -20,7 +20,8 @@ pub struct KeysArgs {
     #[command(subcommand)]
     command: KeysCommand,
     /// The configuration to check roles and use cases against (and whose store to use when
-    /// --store is not given) [env: PHIGATE_CONFIG].
+    /// --store is not given) [env: PHIGATE_CONFIG; default: ./phigate.yaml, else
+    /// ./phigate-data/phigate.yaml, if there is one].
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -59,9 +60,7 @@ fn fmt_time(t: OffsetDateTime) -> String {
 
 /// Runs `phigate keys ...`.
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let config_path = args.config.clone().or_else(|| {
-        std::env::var_os("PHIGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from)
-    });
+    let config_path = crate::config_cmd::find_config(args.config.clone());
     let policy = match &config_path {
         Some(p) => Some(
             policy::Config::load(p)

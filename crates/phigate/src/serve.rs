@@ -87,7 +87,8 @@ fn resolve(flag: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     if cfg.exists() {
         return Ok((cfg, false));
     }
-    if data.exists() {
+    let keys_made = ["audit.hmac", "ledger.key", "vault.kek"].iter().any(|f| data.join(f).exists());
+    if data.exists() && keys_made {
         anyhow::bail!(
             "{} exists but holds no phigate.yaml: give --config FILE (or move the directory away to start afresh)",
             data.display()
@@ -112,6 +113,14 @@ fn bootstrap(data: &Path) -> anyhow::Result<()> {
         b.mode(0o700);
     }
     b.recursive(true).create(data).with_context(|| format!("cannot create {}", data.display()))?;
+    // The directory may be there already, holding only a store that a command (`keys list`,
+    // `audit search`, ...) made before the first start: it becomes the server's, private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", data.display()))?;
+    }
     crate::write_private(&data.join("audit.hmac"), random_b64(32)?.as_bytes(), false)?;
     crate::write_private(&data.join("ledger.key"), random_b64(32)?.as_bytes(), false)?;
     crate::write_private(&data.join("vault.kek"), random_b64(32)?.as_bytes(), false)?;

@@ -297,3 +297,43 @@ fn the_servers_checkpoints_verify_with_the_audit_commands_defaults() {
     audit(&["export", "--out", "audit.export"]);
     audit(&["verify", "audit.export"]);
 }
+
+/// A command run before the first start makes `./phigate-data/phigate.db`; the first start
+/// still makes its keys and configuration there and prints an admin key.
+#[cfg(unix)]
+#[test]
+fn a_first_start_after_a_store_command_still_sets_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::run::command(&[])
+        .args(["audit", "search", "--limit", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("phigate-data/phigate.db").exists());
+    let server = start(dir.path());
+    let key = admin_key(&server);
+    assert_eq!(get(&server.addr, "/v1/models", &key).0, 200);
+    let mode = std::fs::metadata(dir.path().join("phigate-data")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // Other commands find the configuration the first start made, as serve does.
+    let run = |args: &[&str]| {
+        crate::run::command(&[]).args(args).current_dir(dir.path()).output().unwrap()
+    };
+    let check = run(&["config", "check"]);
+    let said = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success() && said.starts_with("phigate-data/phigate.yaml: ok"), "{said}");
+    let typo = run(&[
+        "keys",
+        "create",
+        "--identity",
+        "user:jdoe",
+        "--roles",
+        "nurse",
+        "--use-case",
+        "general",
+    ]);
+    assert!(!typo.status.success(), "a key with a role the configuration lacks was made");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("unknown role \"nurse\""));
+}
