@@ -49,6 +49,28 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
     find_config(flag).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
+/// What a valid configuration does that its author may not mean: cloud providers that get no
+/// PHI because their BAA is unsigned, expired or expires within 30 days.
+pub fn warnings(cfg: &policy::Config, now: time::OffsetDateTime) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in cfg.providers.iter().filter(|p| p.hosting == policy::Hosting::Cloud) {
+        let name = &p.name;
+        if !p.baa.signed {
+            out.push(format!("provider {name}: cloud, no signed BAA: it receives no PHI"));
+        } else if let Some(e) = p.baa.expires_at {
+            let date = e.date();
+            if e <= now {
+                out.push(format!("provider {name}: its BAA expired on {date}: it receives no PHI"));
+            } else if e - now < time::Duration::days(30) {
+                out.push(format!(
+                    "provider {name}: its BAA expires on {date}; after that it receives no PHI"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Runs `phigate config ...`; exits 64 itself on a bad configuration.
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     match args.command {
@@ -63,6 +85,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
                         p.config().summary(),
                         p.version()
                     );
+                    for w in warnings(p.config(), time::OffsetDateTime::now_utc()) {
+                        println!("{shown}: warning: {w}");
+                    }
                     Ok(())
                 }
                 Err(errors) => {

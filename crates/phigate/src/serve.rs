@@ -21,8 +21,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on this address instead of `server.listen` (`127.0.0.1:0` picks a free port).
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Option<String>,
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 /// The example configuration of a first start (paths relative to its own directory).
@@ -128,6 +128,12 @@ fn bootstrap(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn log_warnings(cfg: &policy::Config) {
+    for w in crate::config_cmd::warnings(cfg, time::OffsetDateTime::now_utc()) {
+        tracing::warn!(problem = %w, "configuration");
+    }
+}
+
 fn log_problems(errors: &policy::ConfigErrors, path: &Path) {
     for p in &errors.0 {
         tracing::error!(file = %path.display(), line = p.line, path = %p.path, problem = %p.message, "configuration problem");
@@ -215,6 +221,7 @@ fn run_inner(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    log_warnings(pol.config());
     rt.block_on(serve(pol, path, created, args.listen))
 }
 
@@ -222,9 +229,9 @@ async fn serve(
     pol: policy::Policy,
     path: PathBuf,
     created: bool,
-    listen: Option<String>,
+    listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
-    let listen = listen.unwrap_or_else(|| pol.config().server.listen.clone());
+    let listen = listen.map_or_else(|| pol.config().server.listen.clone(), |a| a.to_string());
     let version = pol.version().to_string();
     // The admin key's default use case: the first one the admin role may use.
     let use_case = pol
@@ -233,6 +240,10 @@ async fn serve(
         .iter()
         .find(|u| u.roles.iter().any(|r| r == "admin"))
         .map(|u| u.name.clone());
+    // The port first: a start that cannot listen makes no admin key and touches no store.
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let running = gateway::open(pol).await.context("cannot open the store, ledger or vault")?;
     let state = running.state.clone();
     let store = store::Store::open(&state.policy().config().store_url()).await?;
@@ -242,7 +253,7 @@ async fn serve(
     let has_admin = state.policy().config().roles.iter().any(|r| r == "admin");
     if no_key_yet && !has_admin {
         eprintln!(
-            "phigate: the store holds no API key yet: make one with `phigate keys create --config {}`",
+            "phigate: the store holds no API key yet: make one with `phigate keys create --config {} --identity user:NAME --roles ROLE --use-case USE_CASE`",
             path.display()
         );
     }
@@ -259,9 +270,6 @@ async fn serve(
         println!("phigate: admin API key (shown once; store it now): {key}");
         eprintln!("phigate: key id {} for identity user:admin, role admin", info.id);
     }
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
 
     // The signal handlers go in before the listening line: a SIGHUP (or SIGTERM) sent as soon
@@ -277,7 +285,8 @@ async fn serve(
             while hup.recv().await.is_some() {
                 match gateway::reload(&state, &path) {
                     Ok(v) => {
-                        tracing::info!(policy_version = %v, "configuration reloaded (store, audit, vault, redis and listen take effect on restart)")
+                        tracing::info!(policy_version = %v, "configuration reloaded (store, audit, vault, redis and listen take effect on restart)");
+                        log_warnings(state.policy().config());
                     }
                     Err(e) => {
                         log_problems(&e, &path);

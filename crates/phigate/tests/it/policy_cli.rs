@@ -45,6 +45,36 @@ fn config_check_accepts_the_example() {
 }
 
 #[test]
+fn config_check_warns_of_cloud_providers_that_get_no_phi() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example(dir.path());
+    let text_of = std::fs::read_to_string(&cfg).unwrap();
+    let cloud = |name: &str, baa: &str| {
+        format!(
+            "  - name: {name}\n    kind: openai\n    base_url: https://{name}.example.com/v1\n    \
+             hosting: cloud\n    baa: {baa}\n"
+        )
+    };
+    let extra = format!(
+        "{}{}{}",
+        cloud("unsigned", "{ signed: false }"),
+        cloud("lapsed", "{ signed: true, expires: 2020-01-31 }"),
+        cloud("current", "{ signed: true, expires: 2999-01-01 }"),
+    );
+    std::fs::write(&cfg, text_of.replacen("providers:\n", &format!("providers:\n{extra}"), 1))
+        .unwrap();
+    let out = phigate(&["config", "check", "--config", &cfg], &[("PHIGATE_AUDIT_HMAC_KEY", HMAC)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{stdout}");
+    assert!(warnings[0].ends_with("provider unsigned: cloud, no signed BAA: it receives no PHI"));
+    assert!(
+        warnings[1].ends_with("provider lapsed: its BAA expired on 2020-01-31: it receives no PHI")
+    );
+}
+
+#[test]
 fn config_check_prints_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = example(dir.path());
