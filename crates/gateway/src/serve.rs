@@ -60,7 +60,11 @@ pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     vcfg.retention = Some(Duration::from_secs(cfg.vault.retention_secs));
     vcfg.row_cache = cfg.vault.row_cache;
     vcfg.key_row_ttl = Duration::from_millis(cfg.vault.key_state_ms);
-    let vault = vault::Vault::new(store.clone(), ledger.clone(), vault::Keyring::new(kek), vcfg);
+    let mut keyring = vault::Keyring::new(kek);
+    for old in &cfg.vault.previous_keks {
+        keyring = keyring.with_previous(Arc::new(vault::LocalKek::from_base64(old.expose())?));
+    }
+    let vault = vault::Vault::new(store.clone(), ledger.clone(), keyring, vcfg);
     vault.check_keyring().await?;
     let hmac = base64::engine::general_purpose::STANDARD
         .decode(cfg.audit.hmac_key.expose().trim())

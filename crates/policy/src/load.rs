@@ -245,6 +245,9 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     }
     if let Some(v) = vault.as_mut() {
         resolve(&mut p, "vault.kek", &mut v.kek, Some((32, true)));
+        for (i, k) in v.previous_keks.iter_mut().enumerate() {
+            resolve(&mut p, &format!("vault.previous_keks[{i}]"), k, Some((32, true)));
+        }
         if v.retention_secs < 60 || v.retention_secs > 10 * 366 * 86_400 {
             p.push("vault.retention_secs", "must be between 60 and 316224000 (ten years)");
         }

@@ -171,8 +171,12 @@ fn default_origin() -> String {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultConfig {
-    /// Base64 of the 32-byte key-encryption key.
+    /// Base64 of the 32-byte key-encryption key: it wraps every new data key.
     pub kek: Secret,
+    /// Older KEKs, during a rotation: they only unwrap the data keys they wrapped, until
+    /// `phigate vault rotate-kek` has re-wrapped those under `kek`.
+    #[serde(default)]
+    pub previous_keks: Vec<Secret>,
     /// Default lifetime of a conversation scope's data key.
     #[serde(default = "default_retention")]
     pub retention_secs: u64,

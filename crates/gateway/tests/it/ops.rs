@@ -85,3 +85,44 @@ async fn reload_swaps_a_valid_file_and_keeps_the_old_policy_on_an_invalid_one() 
     let r = s.ask(&s.clinician, "clinical-chat", "hello").await;
     assert_eq!(r.code(), "model_not_allowed", "{}", r.body);
 }
+
+/// KEK rotation on a running deployment: a gateway started with a new `vault.kek` and the old
+/// one in `vault.previous_keks` opens the data keys the old one wrapped (the conversation's
+/// values come back); without it, it refuses to start.
+#[tokio::test]
+async fn a_new_kek_with_the_old_one_as_previous_keeps_conversations() {
+    use base64::Engine as _;
+    let s = stack().await;
+    let first = s.ask(&s.clinician, "clinical-chat", NOTE).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let dir = s.dir.path();
+    let new_kek = base64::engine::general_purpose::STANDARD.encode([10u8; 32]);
+    std::fs::write(dir.join("new.kek"), new_kek).unwrap();
+    // The same store as the stack's (phigate.db beside the configuration).
+    let base = std::fs::read_to_string(dir.join("phigate.yaml"))
+        .unwrap()
+        .replace("  max_body_bytes: 65536", "  max_body_bytes: 65536\n  data_dir: .");
+    let open = |yaml: String| async move {
+        let cfg = policy::Config::from_yaml(&yaml, dir).unwrap_or_else(|e| panic!("{e}"));
+        gateway::open(policy::Policy::new(cfg).unwrap()).await
+    };
+    let alone = base.replace("  kek: file:vault.kek", "  kek: file:new.kek");
+    assert!(open(alone).await.is_err(), "started without the KEK of live data keys");
+    let rotating = base
+        .replace("  kek: file:vault.kek", "  kek: file:new.kek\n  previous_keks: [file:vault.kek]");
+    let running = open(rotating).await.unwrap_or_else(|e| panic!("{e}"));
+    let again = call(
+        &running.state,
+        "POST",
+        "/v1/chat/completions",
+        Some(&s.clinician),
+        &[],
+        Some(chat_body("clinical-chat", NOTE)),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.body.contains(CANARY_NAME), "not restored: {}", again.body);
+    let sent = s.upstream.bodies.lock().unwrap().clone();
+    let (a, b) = (&sent[sent.len() - 2], &sent[sent.len() - 1]);
+    assert!(a.contains("[NAME_1]") && a == b, "the conversation's tokens changed");
+}
