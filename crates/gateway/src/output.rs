@@ -67,6 +67,26 @@ pub fn check_text(
     }
 }
 
+/// `restore` with each value escaped for the inside of a JSON string, for function-call
+/// arguments (a JSON text whose placeholders sit inside its strings), or `None` when no value
+/// needs it (a quote, a backslash or a control character: a line break of an address).
+fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+    let needs = |v: &String| v.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+    if !restore.values().any(needs) {
+        return None;
+    }
+    Some(
+        restore
+            .iter()
+            .map(|(t, v)| {
+                let quoted = serde_json::to_string(v).unwrap_or_default();
+                let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or("");
+                (t.clone(), inner.to_string())
+            })
+            .collect(),
+    )
+}
+
 fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
     if restore.is_empty() {
         return text.to_string();
@@ -86,20 +106,30 @@ fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
 const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "name", "finish_reason"];
 
 /// Checks and restores every string of `v` (at any depth) but those of
-/// [`ANSWER_STRUCTURAL_KEYS`].
+/// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings get JSON-escaped values.
 fn rewrite_strings(
     rules: &OutputRules,
     v: &mut Value,
     report: &mut OutputReport,
 ) -> Result<(), ApiError> {
+    rewrite_strings_in(rules, v, report, false)
+}
+
+fn rewrite_strings_in(
+    rules: &OutputRules,
+    v: &mut Value,
+    report: &mut OutputReport,
+    arguments: bool,
+) -> Result<(), ApiError> {
     match v {
         Value::String(s) => {
             let checked = check_text(rules, s, report)?;
-            *s = restore_all(&rules.restore, &checked);
+            let escaped = if arguments { json_escaped(&rules.restore) } else { None };
+            *s = restore_all(escaped.as_ref().unwrap_or(&rules.restore), &checked);
         }
         Value::Array(items) => {
             for it in items {
-                rewrite_strings(rules, it, report)?;
+                rewrite_strings_in(rules, it, report, false)?;
             }
         }
         Value::Object(map) => {
@@ -107,7 +137,7 @@ fn rewrite_strings(
                 if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
                     continue;
                 }
-                rewrite_strings(rules, it, report)?;
+                rewrite_strings_in(rules, it, report, k == "arguments")?;
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -234,6 +264,8 @@ struct TextState {
 pub struct StreamRewriter {
     rules: OutputRules,
     window: usize,
+    /// The restore map for function-call arguments, when it differs (see [`json_escaped`]).
+    args_restore: Option<HashMap<String, String>>,
     texts: HashMap<(u64, Field), TextState>,
     /// Choices seen, and whether each has finished (a non-empty `finish_reason`).
     finished: HashMap<u64, bool>,
@@ -256,6 +288,7 @@ impl StreamRewriter {
         let longest = rules.restore.keys().map(String::len).max().unwrap_or(0);
         StreamRewriter {
             window: HOLDBACK_WINDOW.max(longest),
+            args_restore: json_escaped(&rules.restore),
             rules,
             texts: HashMap::new(),
             finished: HashMap::new(),
@@ -272,7 +305,10 @@ impl StreamRewriter {
     }
 
     fn push(&mut self, key: (u64, Field), text: &str) {
-        let restore = &self.rules.restore;
+        let restore = match (&key.1, &self.args_restore) {
+            (Field::ToolArgs(_) | Field::FunctionArgs, Some(escaped)) => escaped,
+            _ => &self.rules.restore,
+        };
         let st = self.texts.entry(key).or_insert_with(|| TextState {
             pending: String::new(),
             context: String::new(),
@@ -854,6 +890,25 @@ mod tests {
         );
         events.extend(rw.finish().unwrap());
         assert_eq!(joined(&events)["content"], text);
+    }
+
+    #[test]
+    fn values_restored_into_arguments_keep_them_json() {
+        let value = "12 Elm St\nApt \"B\"";
+        let args = r#"{"address": "[LOCATION_1]"}"#;
+        let mut rw = StreamRewriter::new(rules(&[("[LOCATION_1]", value)]), "client");
+        let (content, got) = run(&mut rw, &[&args[..20], &args[20..]], true);
+        assert!(content.is_empty());
+        let parsed: Value = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}: {got}"));
+        assert_eq!(parsed["address"], value);
+        let mut body = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "See [LOCATION_1].", "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "f", "arguments": args}}]}}]});
+        rewrite_completion(&rules(&[("[LOCATION_1]", value)]), &mut body, "client").unwrap();
+        let a = body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str();
+        let parsed: Value = serde_json::from_str(a.unwrap()).unwrap();
+        assert_eq!(parsed["address"], value);
+        assert_eq!(body["choices"][0]["message"]["content"], format!("See {value}."));
     }
 
     #[test]
