@@ -38,7 +38,28 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
         ApiError::ScannerUnavailable
     });
     crate::telemetry::stage("scan", started);
-    out
+    let found = out?;
+    // The rewrite slices the text at these offsets: a detector (a plug-in) whose findings are
+    // out of order, overlap or cut a character would make it panic, the text in the message.
+    if !well_formed(text, &found) {
+        tracing::error!("the PHI scanner returned findings that do not fit the text; refusing");
+        return Err(ApiError::ScannerUnavailable);
+    }
+    Ok(found)
+}
+
+/// Findings sorted by start, not overlapping, non-empty, on character boundaries of `text`.
+fn well_formed(text: &str, found: &[Finding]) -> bool {
+    let mut last = 0;
+    found.iter().all(|f| {
+        let ok = f.start >= last
+            && f.start < f.end
+            && f.end <= text.len()
+            && text.is_char_boundary(f.start)
+            && text.is_char_boundary(f.end);
+        last = f.end;
+        ok
+    })
 }
 
 /// One step of a path into a request body.

@@ -140,6 +140,25 @@ async fn scanner_failure_is_a_refusal() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+/// A detector whose finding cuts a character and runs past the text.
+struct Misplaced;
+impl gateway::Detector for Misplaced {
+    fn detect(&self, text: &str) -> Vec<phi::Finding> {
+        let mut f = phi::Scanner::new().unwrap().scan("Alan Smith")[0];
+        f.start = 1;
+        f.end = text.len() + 5;
+        vec![f]
+    }
+}
+
+#[tokio::test]
+async fn findings_that_do_not_fit_the_text_are_a_refusal() {
+    let s = stack_with(Some(Arc::new(Misplaced)), "", "").await;
+    let a = s.ask(&s.clinician, "clinical-chat", "Dr. Émile Alan Smith").await;
+    assert_refused(&a, 503, "scanner_unavailable");
+    assert_eq!(s.upstream.count(), 0);
+}
+
 #[tokio::test]
 async fn upstream_down_slow_and_garbage() {
     let s = stack().await;
