@@ -31,12 +31,16 @@ use input::{DataError, Format};
 /// Exit code for bad input data (sysexits EX_DATAERR).
 const EXIT_DATA: u8 = 65;
 
-/// phigate finds Protected Health Information (the HIPAA Safe Harbor identifiers) in clinical
-/// text and de-identifies it, keeping the clinical meaning: ages up to 89, years, drugs, doses
-/// and lab values stay.
+/// phigate is the gate where PHI meets AI: an OpenAI-compatible gateway (`serve`) that lets no
+/// Protected Health Information out that policy does not allow, and the engine behind it, which
+/// finds the HIPAA Safe Harbor identifiers in clinical text and de-identifies it, keeping the
+/// clinical meaning (ages up to 89, years, drugs, doses and lab values stay).
 #[derive(Parser)]
 #[command(name = "phigate", version, about, long_about = None, after_help = "\
 Examples:
+  phigate serve                       # first start: ./phigate-data/, an admin key, port 8080
+  phigate config check                # every problem of the configuration, with its line
+  phigate keys create --identity svc:intake --roles service --use-case general
   phigate scan notes.jsonl > findings.jsonl
   phigate deid notes.jsonl --mode placeholder > notes.deid.jsonl
   phigate deid visits.csv --columns note,comment --mode redact -o visits.deid.csv
