@@ -716,6 +716,9 @@ async fn openai_sdk_chat_stream_embeddings_models_and_errors() {
         {"name": "phi_blocked_stream", "op": "chat", "key_env": KEY_REID, "model": "clinical-chat", "stream": true,
          "messages": [{"role": "user", "content": "Patient SSN 512-44-7812, please file the claim."}]},
         {"name": "models_no_key", "op": "models", "key_env": null},
+        {"name": "image_part", "op": "chat", "key_env": KEY_REID, "model": "clinical-chat",
+         "messages": [{"role": "user", "content": [{"type": "text", "text": "What does it show?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]},
     ]);
     let e = sdk_batch(&gw.base_url, &keys, cases).await;
     let expect = [
@@ -725,6 +728,7 @@ async fn openai_sdk_chat_stream_embeddings_models_and_errors() {
         ("phi_blocked", "BadRequestError", 400, "phi_blocked"),
         ("phi_blocked_stream", "BadRequestError", 400, "phi_blocked"),
         ("models_no_key", "AuthenticationError", 401, "missing_api_key"),
+        ("image_part", "BadRequestError", 400, "unscannable_content"),
     ];
     for (name, class, status, code) in expect {
         let x = &e[name];
