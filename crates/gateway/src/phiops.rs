@@ -62,38 +62,13 @@ fn well_formed(text: &str, found: &[Finding]) -> bool {
     })
 }
 
-/// One step of a path into a request body.
-#[derive(Clone)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
+/// A text of a request body: its place in the order [`each_text`] visits them (the rewrite
+/// walks the body again in the same order; no path is copied per text).
+type Slot = usize;
 
-/// A pointer to a text (a string value) inside a request body.
-#[derive(Clone)]
-struct Slot(Vec<Seg>);
-
-fn slot_ref<'a>(body: &'a Value, slot: &Slot) -> Option<&'a str> {
-    let mut v = body;
-    for seg in &slot.0 {
-        v = match seg {
-            Seg::Key(k) => v.get(k.as_str())?,
-            Seg::Index(i) => v.get(*i)?,
-        };
-    }
-    v.as_str()
-}
-
-fn slot_mut<'a>(body: &'a mut Value, slot: &Slot) -> Option<&'a mut Value> {
-    let mut v = body;
-    for seg in &slot.0 {
-        v = match seg {
-            Seg::Key(k) => v.get_mut(k.as_str())?,
-            Seg::Index(i) => v.get_mut(*i)?,
-        };
-    }
-    Some(v)
-}
+/// Most texts one request may hold (a body of a million one-letter strings would otherwise
+/// cost a scan each).
+pub const MAX_TEXTS: usize = 20_000;
 
 /// Keys whose string values are protocol words or ids made by a model server, never free text:
 /// not scanned (a false finding there would break the request, not protect anything).
@@ -111,32 +86,54 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "detail",
 ];
 
-/// Every string value of `v` (at any depth), except those of [`STRUCTURAL_KEYS`]: system,
-/// user, assistant and tool messages, content parts (objects or bare strings), participant
-/// `name`s, tool-call arguments, tool descriptions and schemas, `user`, `metadata`,
-/// `prediction`, and whatever field a client or a newer API adds. Object keys are not texts.
-fn string_slots(v: &Value, path: &mut Vec<Seg>, out: &mut Vec<Slot>) {
+/// Visits every non-empty string value of `v` (at any depth), except those of
+/// [`STRUCTURAL_KEYS`], in a fixed order: system, user, assistant and tool messages, content
+/// parts (objects or bare strings), participant `name`s, tool-call arguments, tool descriptions
+/// and schemas, `user`, `metadata`, `prediction`, and whatever field a client or a newer API
+/// adds. Object keys are not texts.
+fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
     match v {
-        Value::String(_) => out.push(Slot(path.clone())),
-        Value::Array(items) => {
-            for (i, it) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
-                string_slots(it, path, out);
-                path.pop();
-            }
-        }
+        Value::String(s) if !s.is_empty() => f(s),
+        Value::Array(items) => items.iter().for_each(|it| each_text(it, f)),
         Value::Object(map) => {
             for (k, it) in map {
-                if it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str()) {
-                    continue;
+                if !(it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str())) {
+                    each_text(it, f);
                 }
-                path.push(Seg::Key(k.clone()));
-                string_slots(it, path, out);
-                path.pop();
             }
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        _ => {}
     }
+}
+
+/// [`each_text`], mutably, in the same order.
+fn each_text_mut(
+    v: &mut Value,
+    f: &mut dyn FnMut(&mut String) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) if !s.is_empty() => f(s),
+        Value::Array(items) => items.iter_mut().try_for_each(|it| each_text_mut(it, f)),
+        Value::Object(map) => {
+            for (k, it) in map.iter_mut() {
+                if !(it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str())) {
+                    each_text_mut(it, f)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every text of `body`, in [`each_text`]'s order; refused past [`MAX_TEXTS`].
+fn all_texts(body: &Value) -> Result<Vec<&str>, ApiError> {
+    let mut out = Vec::new();
+    each_text(body, &mut |t| out.push(t));
+    if out.len() > MAX_TEXTS {
+        return Err(ApiError::RequestTooLarge);
+    }
+    Ok(out)
 }
 
 /// Content part types that hold text; any other (`image_url`, `input_audio`, `file`, …)
@@ -208,24 +205,20 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Every text of a chat request (see [`string_slots`]).
-fn chat_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+/// Every text of a chat request (see [`each_text`]).
+fn chat_texts(body: &Value) -> Result<Vec<&str>, ApiError> {
     check_chat(body)?;
-    let mut out = Vec::new();
-    string_slots(body, &mut Vec::new(), &mut out);
-    Ok(out)
+    all_texts(body)
 }
 
-fn embedding_slots(body: &Value) -> Result<Vec<Slot>, ApiError> {
+fn embedding_texts(body: &Value) -> Result<Vec<&str>, ApiError> {
     match body.get("input") {
         Some(Value::String(_)) => {}
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
         // Token-id arrays cannot be scanned: refuse rather than pass them unseen.
         _ => return Err(ApiError::InvalidRequest("input must be a string or an array of strings")),
     }
-    let mut out = Vec::new();
-    string_slots(body, &mut Vec::new(), &mut out);
-    Ok(out)
+    all_texts(body)
 }
 
 /// Which request body is being prepared.
@@ -265,16 +258,14 @@ pub fn texts<'a>(
     kind: Kind,
     cache: &crate::textcache::TextCache,
 ) -> Result<Vec<Text<'a>>, ApiError> {
-    let slots = match kind {
-        Kind::Chat => chat_slots(body)?,
-        Kind::Embeddings => embedding_slots(body)?,
+    let texts = match kind {
+        Kind::Chat => chat_texts(body)?,
+        Kind::Embeddings => embedding_texts(body)?,
     };
-    Ok(slots
+    Ok(texts
         .into_iter()
-        .filter_map(|slot| {
-            let text = slot_ref(body, &slot)?;
-            Some(Text { slot, text, digest: cache.digest(text) })
-        })
+        .enumerate()
+        .map(|(slot, text)| Text { slot, text, digest: cache.digest(text) })
         .collect())
 }
 
@@ -287,7 +278,7 @@ pub fn scan_request(
     let mut out = Vec::with_capacity(texts.len());
     let mut counts = BTreeMap::new();
     for t in texts {
-        let s = t.slot.clone();
+        let s = t.slot;
         let f = cache.findings(scanner, t.text, t.digest)?;
         for x in &f {
             *counts.entry(x.category).or_insert(0u32) += 1;
@@ -345,8 +336,14 @@ pub async fn apply(
     let mut strictest = None;
     let mut phi_present = false;
     let mut present: Vec<Category> = Vec::new();
+    let texts = all_texts(body)?;
     for (slot, findings) in &scanned.slots {
-        let Some(text) = slot_ref(body, slot) else { continue };
+        // The findings were made on this walk's texts: a body changed in between would not
+        // fit them, and is refused rather than sliced wrong.
+        let text = texts.get(*slot).copied().unwrap_or("");
+        if !well_formed(text, findings) {
+            return Err(ApiError::ScannerUnavailable);
+        }
         for f in findings {
             let v = &text[f.start..f.end];
             let a = act(f.category);
@@ -374,6 +371,7 @@ pub async fn apply(
         }
     }
     drop(pair_of);
+    drop(texts);
     let mut tokens: Vec<String> = Vec::new();
     if !to_tokenize.is_empty() {
         let started = std::time::Instant::now();
@@ -384,8 +382,15 @@ pub async fn apply(
         }
     }
     let mut next_pair = pair_at.iter();
-    for (slot, findings) in &scanned.slots {
-        let Some(Value::String(text)) = slot_mut(body, slot) else { continue };
+    let mut slots = scanned.slots.iter().peekable();
+    let mut at: Slot = 0;
+    each_text_mut(body, &mut |text| {
+        let here = at;
+        at += 1;
+        let Some((_, findings)) = slots.next_if(|(s, _)| *s == here) else { return Ok(()) };
+        if findings.is_empty() {
+            return Ok(());
+        }
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         for f in findings {
@@ -407,7 +412,8 @@ pub async fn apply(
         }
         out.push_str(&text[last..]);
         *text = out;
-    }
+        Ok(())
+    })?;
     let tokens = tokens.into_iter().zip(to_tokenize).map(|(t, (_, v))| (t, v)).collect();
     present.sort();
     present.dedup();
@@ -472,4 +478,46 @@ pub fn redact(text: &str, findings: &[Finding]) -> String {
 /// The tokens of `tokens` that occur in `text`.
 pub fn tokens_in<'a>(text: &str, tokens: impl Iterator<Item = &'a String>) -> Vec<String> {
     tokens.filter(|t| text.contains(t.as_str())).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_counted_not_copied_and_capped() {
+        // A long key over many strings costs no copy of the key per string (a path per text
+        // once did: 400 KB x 200,000); empty strings are not texts; past MAX_TEXTS, refused.
+        let key = "k".repeat(400_000);
+        let mut many = serde_json::Map::new();
+        many.insert(key, Value::Array(vec![Value::String(String::new()); 200_000]));
+        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "x": many});
+        assert_eq!(chat_texts(&body).unwrap(), ["hi"]);
+        let over = serde_json::json!({"model": "m", "messages": [],
+            "x": vec!["a"; MAX_TEXTS + 1]});
+        assert!(matches!(chat_texts(&over), Err(ApiError::RequestTooLarge)));
+        let at = serde_json::json!({"model": "m", "messages": [], "x": vec!["a"; MAX_TEXTS]});
+        assert_eq!(chat_texts(&at).unwrap().len(), MAX_TEXTS);
+    }
+
+    #[test]
+    fn the_mutable_walk_visits_the_same_texts_in_the_same_order() {
+        let mut body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "a", "name": "b"},
+            {"role": "user", "content": ["c", {"type": "text", "text": "d"}, ""]}],
+            "user": "e", "metadata": {"k": "f", "id": "g"}, "tools": [{"type": "function",
+            "function": {"name": "h", "description": "i"}}]});
+        let seen: Vec<String> = all_texts(&body).unwrap().iter().map(|s| s.to_string()).collect();
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a", "b", "c", "d", "e", "f", "h", "i"], "{seen:?}");
+        let mut again = Vec::new();
+        each_text_mut(&mut body, &mut |s| {
+            again.push(s.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, seen);
+    }
 }
