@@ -474,15 +474,34 @@ fn reveal_reason(purpose: &str) -> vault::RevealReason {
     }
 }
 
-/// Token budget estimate of a request: text bytes / 4 plus the answer budget asked for.
-fn estimate_tokens(texts: &[phiops::Text<'_>], body: &Value) -> u64 {
+/// Largest answer budget (`max_completion_tokens`, `max_tokens`) a request may ask for.
+const MAX_ANSWER_TOKENS: u64 = 10_000_000;
+/// Most answers (`n`) one request may ask for.
+const MAX_CHOICES: u64 = 128;
+
+/// A whole number field of the body in `0..=max` (`null` is absent), or the refusal.
+fn whole(body: &Value, field: &str, max: u64, why: &'static str) -> Result<Option<u64>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= max => Ok(Some(n)),
+            _ => Err(ApiError::InvalidRequest(why)),
+        },
+    }
+}
+
+/// Token budget estimate of a request: text bytes / 4, plus the answer budget asked for times
+/// the answers asked for. The fields the budget reads are checked: a float, a negative or a
+/// huge value would otherwise be charged as nothing (or wrap a counter).
+fn estimate_tokens(texts: &[phiops::Text<'_>], body: &Value) -> Result<u64, ApiError> {
     let chars: usize = texts.iter().map(|t| t.text.len()).sum();
-    let answer = body
-        .get("max_completion_tokens")
-        .or_else(|| body.get("max_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    (chars as u64).div_ceil(4) + answer
+    const WHY: &str = "max_tokens and max_completion_tokens must be whole numbers up to 10000000";
+    let answer = match whole(body, "max_completion_tokens", MAX_ANSWER_TOKENS, WHY)? {
+        Some(n) => n,
+        None => whole(body, "max_tokens", MAX_ANSWER_TOKENS, WHY)?.unwrap_or(0),
+    };
+    let n = whole(body, "n", MAX_CHOICES, "n must be a whole number up to 128")?.unwrap_or(1);
+    Ok((chars as u64).div_ceil(4).saturating_add(answer.saturating_mul(n.max(1))))
 }
 
 fn buckets(p: &policy::Policy, who: &Identity, use_case: &str) -> Vec<crate::limits::Bucket> {
@@ -561,7 +580,7 @@ async fn prepare(
     audit.policy_version = Some(decision.policy_version.clone());
 
     let texts = phiops::texts(&body, kind, &state.inner.texts)?;
-    let estimate = estimate_tokens(&texts, &body);
+    let estimate = estimate_tokens(&texts, &body)?;
     state.inner.limiter.admit(&buckets(&pol, &who, &decision.use_case), estimate).await?;
     let mut injection = Vec::new();
     if decision.prompt_injection != policy::InjectionMode::Off {

@@ -178,8 +178,8 @@ impl Limiter {
             m.retain(|k, _| k.starts_with(&prefix));
         }
         let e = m.entry(format!("{prefix}{key}")).or_insert((0, 0));
-        e.0 += 1;
-        e.1 += tokens;
+        e.0 = e.0.saturating_add(1);
+        e.1 = e.1.saturating_add(tokens);
         Ok((e.0, e.1, Counted::Local))
     }
 }

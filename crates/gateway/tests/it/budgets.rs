@@ -139,6 +139,34 @@ async fn a_large_answer_budget_alone_is_refused_as_the_first_request() {
 }
 
 #[tokio::test]
+async fn answer_budgets_are_read_as_the_upstream_reads_them() {
+    // A null max_completion_tokens leaves max_tokens in force (as vLLM reads it), n answers
+    // cost n budgets, and a value the budget cannot count (a float, a negative, a huge
+    // number) is refused rather than charged as nothing.
+    let s = budgeted_stack().await;
+    let k = s.key("svc:budget-n", "service", "budgeted").await;
+    fresh_window().await;
+    let mut null_mct = budget_body(5, Some(("max_tokens", 999)));
+    null_mct["max_completion_tokens"] = Value::Null;
+    assert_rate_limited(&s.chat(&k, null_mct).await);
+    let mut two = budget_body(5, Some(("max_tokens", 500)));
+    two["n"] = json!(2);
+    assert_rate_limited(&s.chat(&k, two).await);
+    for (field, v) in [
+        ("max_tokens", json!(4000.0)),
+        ("max_tokens", json!(-1)),
+        ("max_completion_tokens", json!(u64::MAX)),
+        ("n", json!(1000)),
+    ] {
+        let mut b = budget_body(5, None);
+        b[field] = v;
+        assert_error(&s.chat(&k, b).await, 400, "invalid_request");
+    }
+    assert_eq!(s.upstream.count(), 0);
+    assert_ok(&s.chat(&k, budget_body(5, Some(("max_tokens", 998)))).await);
+}
+
+#[tokio::test]
 async fn token_budget_of_a_role_is_per_identity() {
     let s = stack_with(
         None,
