@@ -932,6 +932,18 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
         audit.raw = Some(raw.clone());
         let who = authenticate(&state, &headers).await?;
         audit.actor = who.id.clone();
+        // A caller none of whose roles the configuration gives a use case uses nothing.
+        let pol = state.policy();
+        let use_cases = pol.use_cases_for(&who);
+        if use_cases.is_empty() {
+            return Err(ApiError::RoleNotAllowed);
+        }
+        // The keyed modes answer with the gateway's one deidentify key: whoever may query them
+        // can test guesses (a name's hash, a known date's shift), which is re-identification.
+        // Only roles that may re-identify in one of their use cases get them.
+        let may_reidentify = use_cases
+            .iter()
+            .any(|u| u.output.reidentify_roles.iter().any(|r| who.roles.contains(r)));
         let body: Value = serde_json::from_slice(&raw)
             .map_err(|_| ApiError::InvalidRequest("the body is not JSON"))?;
         let text = body
@@ -961,6 +973,10 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
         } else {
             let m: phi::transform::Mode =
                 mode.parse().map_err(|_| ApiError::InvalidRequest("unknown mode"))?;
+            let keyed = matches!(m, phi::transform::Mode::Hash | phi::transform::Mode::Surrogate);
+            if keyed && !may_reidentify {
+                return Err(ApiError::RoleNotAllowed);
+            }
             let mut key = state.inner.scope_key.clone();
             key.extend_from_slice(b"\0deidentify");
             let t = phi::transform::Transformer::new(m).with_key(&key);

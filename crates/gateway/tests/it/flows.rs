@@ -275,6 +275,19 @@ async fn deidentify_metrics_health_and_ledger() {
         let text = s["score"].to_string();
         assert!(text.len() <= 4 && s["score"].as_f64().is_some(), "score {text}");
     }
+    // The keyed modes answer with one gateway-wide key (an oracle for guesses): only roles that
+    // may re-identify get them; the unkeyed ones are for every caller with a use case.
+    for mode in ["hash", "surrogate"] {
+        let body = json!({"text": NOTE, "mode": mode});
+        assert_error(
+            &s.post("/v1/deidentify", &s.researcher, body.clone()).await,
+            403,
+            "role_not_allowed",
+        );
+        let ok = s.post("/v1/deidentify", &s.clinician, body).await;
+        assert_eq!(ok.status, 200, "{mode}: {}", ok.body);
+        assert!(!ok.body.contains(CANARY_NAME), "{mode}: {}", ok.body);
+    }
 
     let c = s.ask(&s.clinician, "clinical-chat", NOTE).await;
     assert_eq!(c.status, 200);
