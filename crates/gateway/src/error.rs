@@ -62,6 +62,10 @@ pub enum ApiError {
     /// file part; log-probabilities or audio in the answer): refused rather than passed unseen.
     #[error("unscannable_content")]
     Unscannable(&'static str),
+    /// The conversation's vault scope is past its retention (expired or shredded): its values
+    /// are gone, and a new conversation must be started.
+    #[error("conversation_expired")]
+    ConversationExpired,
     /// The scanner could not run.
     #[error("scanner_unavailable")]
     ScannerUnavailable,
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::RequestTooLarge => "request_too_large",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Unscannable(_) => "unscannable_content",
+            ApiError::ConversationExpired => "conversation_expired",
             ApiError::ScannerUnavailable => "scanner_unavailable",
             ApiError::VaultUnavailable => "vault_unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -156,6 +161,7 @@ impl ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ConversationExpired => StatusCode::GONE,
         }
     }
 
@@ -166,7 +172,7 @@ impl ApiError {
             403 => "permission_error",
             404 => "not_found_error",
             429 => "rate_limit_error",
-            400 | 413 => "invalid_request_error",
+            400 | 410 | 413 => "invalid_request_error",
             _ => "api_error",
         }
     }
@@ -194,6 +200,9 @@ impl ApiError {
             }
             ApiError::RequestTooLarge => "The request body is too large.".into(),
             ApiError::InvalidRequest(why) => format!("Invalid request: {why}."),
+            ApiError::ConversationExpired => "This conversation's retention has ended and its \
+                values were shredded: start a new conversation (a new X-Phigate-Conversation)."
+                .into(),
             ApiError::Unscannable(what) => {
                 format!("phigate cannot scan {what} for PHI, so it refuses the request.")
             }
@@ -262,8 +271,18 @@ impl From<ledger::Error> for ApiError {
 
 impl From<vault::Error> for ApiError {
     fn from(e: vault::Error) -> Self {
-        tracing::error!(error = %e, "vault error");
-        ApiError::VaultUnavailable
+        match e {
+            // Not a failure: the scope's retention ended. Retrying cannot help; a new
+            // conversation does.
+            vault::Error::Expired { .. } | vault::Error::Shredded { .. } => {
+                tracing::info!("a request of a conversation past its retention was refused");
+                ApiError::ConversationExpired
+            }
+            e => {
+                tracing::error!(error = %e, "vault error");
+                ApiError::VaultUnavailable
+            }
+        }
     }
 }
 
