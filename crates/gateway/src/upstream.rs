@@ -159,31 +159,35 @@ impl Upstreams {
         Ok(Upstreams { client, failed: Mutex::new(HashMap::new()) })
     }
 
-    /// Orders the deployments: healthy ones by weighted random draw, then those cooling down.
+    /// Orders the deployments: healthy weighted ones by weighted random draw, then healthy
+    /// standbys (`weight: 0`, in configuration order), then those cooling down.
     pub fn order(&self, targets: Vec<Target>) -> Vec<Target> {
         let now = Instant::now();
-        let (mut healthy, cooling): (Vec<Target>, Vec<Target>) = {
+        let (healthy, cooling): (Vec<Target>, Vec<Target>) = {
             let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
             targets.into_iter().partition(|t| {
                 failed.get(&t.key()).is_none_or(|at| now.duration_since(*at) >= COOL_DOWN)
             })
         };
-        let mut out = Vec::with_capacity(healthy.len() + cooling.len());
+        let (mut weighted, standby): (Vec<Target>, Vec<Target>) =
+            healthy.into_iter().partition(|t| t.weight > 0);
+        let mut out = Vec::with_capacity(weighted.len() + standby.len() + cooling.len());
         let mut rng = rand::thread_rng();
-        while !healthy.is_empty() {
-            let total: u64 = healthy.iter().map(|t| u64::from(t.weight.max(1))).sum();
+        while !weighted.is_empty() {
+            let total: u64 = weighted.iter().map(|t| u64::from(t.weight)).sum();
             let mut pick = rng.gen_range(0..total);
             let mut idx = 0;
-            for (i, t) in healthy.iter().enumerate() {
-                let w = u64::from(t.weight.max(1));
+            for (i, t) in weighted.iter().enumerate() {
+                let w = u64::from(t.weight);
                 if pick < w {
                     idx = i;
                     break;
                 }
                 pick -= w;
             }
-            out.push(healthy.remove(idx));
+            out.push(weighted.remove(idx));
         }
+        out.extend(standby);
         out.extend(cooling);
         out
     }
@@ -398,6 +402,19 @@ mod tests {
             .count();
         // Expected 1500; the bounds are > 10 standard deviations wide.
         assert!((1300..=1700).contains(&firsts), "{firsts}");
+    }
+
+    #[test]
+    fn a_standby_takes_traffic_only_when_no_weighted_deployment_is_healthy() {
+        let u = Upstreams::new().unwrap();
+        for _ in 0..200 {
+            let order = u.order(vec![target("standby", 0), target("a", 1), target("b", 1)]);
+            assert_eq!(order[2].provider, "standby");
+        }
+        u.mark_failed(&target("a", 1));
+        u.mark_failed(&target("b", 1));
+        let order = u.order(vec![target("standby", 0), target("a", 1), target("b", 1)]);
+        assert_eq!(order[0].provider, "standby");
     }
 
     #[test]
