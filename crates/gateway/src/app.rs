@@ -125,6 +125,9 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
 
 // ---- shared steps ----------------------------------------------------------------------------
 
+/// How long a client has to send its whole request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads the body under the policy's size limit.
 async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
     let limit =
@@ -142,7 +145,12 @@ async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes),
     }
     // The only error of a limited read that a client can cause is the limit itself; a client
     // that hangs up never sees the answer anyway.
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::RequestTooLarge)?;
+    // A client that trickles its body holds a connection and up to the limit in memory: it has
+    // BODY_READ_TIMEOUT to send it all.
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::InvalidRequest("the body did not arrive within 30 seconds"))?
+        .map_err(|_| ApiError::RequestTooLarge)?;
     Ok((parts.headers, bytes))
 }
 
@@ -180,6 +188,18 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity,
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Refuses a phigate header given more than once: which one counts would otherwise depend on
+/// order (a proxy that appends `X-Phigate-Phi-Handling: block` after the client's own value
+/// would be overridden by it).
+fn single_phigate_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    for h in [USE_CASE_HEADER, TIGHTEN_HEADER, CONVERSATION_HEADER] {
+        if headers.get_all(h).iter().nth(1).is_some() {
+            return Err(ApiError::InvalidRequest("an X-Phigate-* header was given more than once"));
+        }
+    }
+    Ok(())
 }
 
 fn act_of(h: Handling) -> Act {
@@ -554,6 +574,7 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     let who = authenticate(state, headers).await?;
     audit.actor = who.id.clone();
+    single_phigate_headers(headers)?;
     let mut body: Value = serde_json::from_slice(raw)
         .map_err(|_| ApiError::InvalidRequest("the body is not JSON"))?;
     if !body.is_object() {
@@ -798,6 +819,16 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// Sends one SSE frame to the client; false when it is gone or has not taken a frame for
+/// `idle` (a client that stops reading must not hold the upstream's generation for ever).
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    frame: Bytes,
+    idle: std::time::Duration,
+) -> bool {
+    matches!(tokio::time::timeout(idle, tx.send(Ok(frame))).await, Ok(Ok(())))
+}
+
 /// Reads the upstream stream, rewrites each event, sends SSE frames; ends with `[DONE]` or
 /// with an error event (OpenAI's SDK raises it) when the upstream fails or the answer must be
 /// refused mid-way.
@@ -824,7 +855,7 @@ async fn pump(
                     break 'read;
                 }
                 let v = rw.event(&data)?;
-                if tx.send(Ok(sse(&v))).await.is_err() {
+                if !send(&tx, sse(&v), idle).await {
                     return Ok(());
                 }
             }
@@ -835,7 +866,7 @@ async fn pump(
                     done = true;
                 } else {
                     let v = rw.event(&data)?;
-                    let _ = tx.send(Ok(sse(&v))).await;
+                    send(&tx, sse(&v), idle).await;
                 }
             }
         }
@@ -857,14 +888,14 @@ async fn pump(
     match result {
         Ok(tail) => {
             for v in tail {
-                let _ = tx.send(Ok(sse(&v))).await;
+                send(&tx, sse(&v), idle).await;
             }
-            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+            send(&tx, Bytes::from_static(b"data: [DONE]\n\n"), idle).await;
         }
         Err(e) => {
             tracing::warn!(code = e.code(), "stream ended with an error");
             metrics::counter!("phigate_stream_errors_total", "code" => e.code()).increment(1);
-            let _ = tx.send(Ok(sse(&e.body()))).await;
+            send(&tx, sse(&e.body()), idle).await;
             // The answer was cut off: recorded beside the send's record (best effort, the
             // answer has ended either way).
             let decision =

@@ -140,6 +140,17 @@ async fn scanner_failure_is_a_refusal() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+#[tokio::test]
+async fn a_phigate_header_given_twice_is_refused() {
+    // Which value counts would depend on order: a proxy appending "block" after the client's
+    // own "tokenize" would lose.
+    let s = stack().await;
+    let twice = [("x-phigate-phi-handling", "tokenize"), ("x-phigate-phi-handling", "block")];
+    let a = s.chat_with(Some(&s.clinician), &twice, chat_body("clinical-chat", NOTE)).await;
+    assert_refused(&a, 400, "invalid_request");
+    assert_eq!(s.upstream.count(), 0);
+}
+
 /// A detector whose finding cuts a character and runs past the text.
 struct Misplaced;
 impl gateway::Detector for Misplaced {
