@@ -72,9 +72,19 @@ pub(crate) fn read_jwks_file(path: &Path) -> Result<JwkSet, String> {
     parse_jwks(&bytes)
 }
 
-/// The algorithm a key is used with: RS256 for RSA keys, ES256 for P-256 keys, none else.
+/// The algorithm a key is used with: RS256 for RSA keys, ES256 for P-256 keys, none else; and
+/// none for a key its issuer marked for another use than verifying signatures (`use` other
+/// than `sig`, or `key_ops` without `verify`).
 fn alg_of(k: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
-    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm};
+    use jsonwebtoken::jwk::{
+        AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    };
+    if k.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    if k.common.key_operations.as_ref().is_some_and(|ops| !ops.contains(&KeyOperations::Verify)) {
+        return None;
+    }
     let by_type = match &k.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,

@@ -134,6 +134,29 @@ async fn rs256_from_a_jwks_file() {
     assert!(!Denial::InvalidToken.to_string().contains('.'));
 }
 
+#[tokio::test]
+async fn a_key_its_issuer_marked_for_encryption_verifies_nothing() {
+    use jsonwebtoken::jwk::{KeyOperations, PublicKeyUse};
+    let key = rsa_key("rsa_test_key.pem");
+    let (_d, s) = store().await;
+    let token = sign(&key, Algorithm::RS256, Some("r1"), &claims("jdoe", now() + 600));
+    // Each set also holds a signing key under another kid (a set without one is a
+    // configuration error).
+    let other = jwk(&rsa_key("rsa_other_test_key.pem"), Algorithm::RS256, "r2");
+    let mut enc = jwk(&key, Algorithm::RS256, "r1");
+    enc.common.public_key_use = Some(PublicKeyUse::Encryption);
+    let p = policy_with_file(&JwkSet { keys: vec![enc, other.clone()] });
+    assert_eq!(p.authenticate(&s, &token).await, Err(Denial::InvalidToken));
+    let mut ops = jwk(&key, Algorithm::RS256, "r1");
+    ops.common.key_operations = Some(vec![KeyOperations::Encrypt]);
+    let p = policy_with_file(&JwkSet { keys: vec![ops, other] });
+    assert_eq!(p.authenticate(&s, &token).await, Err(Denial::InvalidToken));
+    let mut sig = jwk(&key, Algorithm::RS256, "r1");
+    sig.common.public_key_use = Some(PublicKeyUse::Signature);
+    let p = policy_with_file(&JwkSet { keys: vec![sig] });
+    assert_eq!(p.authenticate(&s, &token).await.unwrap().id, "user:jdoe");
+}
+
 /// Serves `set` at /jwks.json on 127.0.0.1, counting the requests.
 async fn serve_jwks(set: JwkSet) -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
