@@ -295,7 +295,7 @@ impl Audit {
         decision: LDecision,
         reason: &str,
     ) -> Result<Record, ledger::Error> {
-        let actor = slug(&self.actor).unwrap_or_else(|| "unrecorded-identity".into());
+        let actor = ledger::actor_name(key, &self.actor);
         let mut b = Record::builder(&actor, self.action, decision).reason(reason);
         for (field, v) in [
             ("use_case", &self.use_case),
@@ -679,7 +679,7 @@ async fn reveal(
         }
         return Ok(out);
     };
-    let actor = vault::Actor::new(&slug(&p.who.id).unwrap_or_else(|| "unrecorded-identity".into()))
+    let actor = vault::Actor::new(&ledger::actor_name(&state.inner.hmac, &p.who.id))
         .map_err(|_| ApiError::VaultUnavailable)?;
     let revealed = state
         .inner

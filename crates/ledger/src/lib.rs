@@ -63,7 +63,7 @@ pub use ledger::{
     SignedCheckpoint, StoreReport,
 };
 pub use merkle::{Frontier, Hash, ProofError};
-pub use record::{Action, Decision, Hmac256, HmacKey, Record, RecordBuilder, Slug};
+pub use record::{actor_name, Action, Decision, Hmac256, HmacKey, Record, RecordBuilder, Slug};
 
 /// Everything that can go wrong in the ledger. No variant holds a record value.
 #[derive(Debug, thiserror::Error)]

@@ -294,6 +294,28 @@ impl fmt::Debug for HmacKey {
 #[derive(PartialEq, Eq)]
 pub struct Hmac256([u8; 32]);
 
+/// The ledger's name for an organization identity (`user:…`, `svc:…`): the identity itself
+/// when it is a slug already, else its kind and a keyed hash, `user:h.` and 26 letters (of
+/// HMAC-SHA256 under the ledger's key), so that an identity the slug rules refuse (a numeric
+/// staff id, a UUID with a run of digits, an e-mail address) is still told apart from every
+/// other, never merged with one nor recorded as nobody. `phigate audit actor IDENTITY` prints
+/// it for a search.
+pub fn actor_name(key: &HmacKey, identity: &str) -> String {
+    if Slug::check(identity).is_ok() {
+        return identity.to_string();
+    }
+    let kind = match identity.split_once(':') {
+        Some((k, _)) if Slug::check(k).is_ok() && k.len() <= 16 => k,
+        _ => "id",
+    };
+    let mut data = b"phigate-actor\0".to_vec();
+    data.extend_from_slice(identity.as_bytes());
+    let mac = Hmac256::compute(key, &data);
+    let letters: String =
+        mac.0[..13].iter().flat_map(|b| [b >> 4, b & 0x0f]).map(|n| char::from(b'a' + n)).collect();
+    format!("{kind}:h.{letters}")
+}
+
 impl Hmac256 {
     /// HMAC-SHA256 of `data` under `key`.
     pub fn compute(key: &HmacKey, data: &[u8]) -> Hmac256 {
@@ -766,6 +788,35 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_identity_gets_its_own_ledger_name() {
+        let k = HmacKey::from_bytes(&[5u8; 32]).unwrap();
+        assert_eq!(actor_name(&k, "user:jdoe"), "user:jdoe");
+        let names: Vec<String> = [
+            "user:1234567",
+            "user:1234568",
+            "user:a@b.org",
+            "user:a-b.org",
+            "user:JDoe",
+            "svc:3f2a9c1e-0000-4000-8000-123456789012",
+            "",
+        ]
+        .iter()
+        .map(|id| actor_name(&k, id))
+        .collect();
+        for n in &names {
+            assert!(Slug::check(n).is_ok(), "{n}");
+            assert!(!n.contains("1234567") && !n.contains('@'), "{n}");
+        }
+        assert!(names[0].starts_with("user:h.") && names[5].starts_with("svc:h."), "{names:?}");
+        assert!(names[6].starts_with("id:h."), "{names:?}");
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        assert_eq!(actor_name(&k, "user:1234567"), names[0], "not stable");
+        let other = HmacKey::from_bytes(&[6u8; 32]).unwrap();
+        assert_ne!(actor_name(&other, "user:1234567"), names[0], "not keyed");
+    }
 
     #[test]
     fn slug_rules() {

@@ -81,6 +81,24 @@ Examples:
         #[arg(long, value_name = "FILE")]
         hmac_key_file: Option<PathBuf>,
     },
+    /// Print the name under which the ledger records an identity, for `search --actor`.
+    ///
+    /// An identity that is a slug already (lowercase letters, digits, '.', '_', ':', '-', no
+    /// run of 7 digits) is its own name; any other (a numeric staff id, an e-mail address, a
+    /// UUID) is recorded as its kind and a keyed hash, e.g. user:h.kdjfhgkeldkfjghtyrbnmalqpz,
+    /// which needs the gateway's audit HMAC key (audit.hmac_key) to work out.
+    #[command(after_help = "\
+Examples:
+  phigate audit actor user:1234567 --hmac-key-file phigate-data/audit.hmac
+  phigate audit search --actor \"$(phigate audit actor user:1234567 --hmac-key-file phigate-data/audit.hmac)\"")]
+    Actor {
+        /// The organization identity, e.g. user:1234567 or svc:intake.
+        identity: String,
+        /// A file holding the base64 audit HMAC key (the gateway's audit.hmac_key)
+        /// [env: PHIGATE_LEDGER_HMAC_KEY].
+        #[arg(long, value_name = "FILE")]
+        hmac_key_file: Option<PathBuf>,
+    },
     /// Issue a signed checkpoint of the whole log now and print it.
     #[command(after_help = "\
 Examples:
@@ -268,6 +286,15 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
             crate::write_private(out, format!("{seed}\n").as_bytes(), *force)?;
             writeln!(stdout.lock(), "{}", signer.verifier())?;
             eprintln!("wrote the signing key to {}; the verifier key is on stdout", out.display());
+            Ok(())
+        }
+        AuditCommand::Actor { identity, hmac_key_file } => {
+            let Some(key) = hmac_key(hmac_key_file.as_deref())? else {
+                bail!(
+                    "the audit HMAC key is needed: --hmac-key-file FILE or PHIGATE_LEDGER_HMAC_KEY"
+                );
+            };
+            writeln!(stdout.lock(), "{}", ledger::actor_name(&key, identity))?;
             Ok(())
         }
         AuditCommand::Pubkey => {

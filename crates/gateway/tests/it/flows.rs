@@ -411,3 +411,21 @@ async fn private_only_goes_to_private_deployments_only() {
     assert_eq!(c.status, 200, "{}", c.body);
     assert!(!s.upstream.all_bodies().contains(CANARY_MRN));
 }
+
+#[tokio::test]
+async fn identities_the_slug_rules_refuse_are_recorded_apart_not_as_nobody() {
+    // A numeric staff id (a run of 7 digits is refused in the ledger, as an MRN would be) and
+    // an identity the old slugging merged with another ('@' became '-').
+    let s = stack().await;
+    let key = ledger::HmacKey::from_bytes(&[7u8; 32]).unwrap();
+    for id in ["user:1234567", "user:a@b.org", "user:a-b.org"] {
+        let k = s.key(id, "clinician", "clinical-notes").await;
+        assert_eq!(s.ask(&k, "clinical-chat", "Plan?").await.status, 200);
+        let last = s.records().await.pop().unwrap();
+        assert_eq!(last.actor().as_str(), ledger::actor_name(&key, id), "{id}");
+    }
+    let actors: std::collections::HashSet<String> =
+        s.records().await.iter().map(|r| r.actor().as_str().to_string()).collect();
+    assert!(!actors.contains("unrecorded-identity"), "{actors:?}");
+    assert!(actors.contains("user:a-b.org") && actors.len() >= 3, "{actors:?}");
+}

@@ -294,6 +294,7 @@ fn every_audit_command_has_examples_in_its_help() {
         "export",
         "verify",
         "search",
+        "actor",
     ] {
         let out = ok(&audit(&dir, &[cmd, "--help"], None, &[]));
         assert!(
@@ -303,4 +304,20 @@ fn every_audit_command_has_examples_in_its_help() {
     }
     let out = ok(&audit(&dir, &["--help"], None, &[]));
     assert!(out.contains("Examples:"));
+}
+
+#[test]
+fn actor_prints_the_name_the_ledger_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    let key = ledger::HmacKey::from_base64(b64).unwrap();
+    let file = dir.path().join("audit.hmac");
+    std::fs::write(&file, b64).unwrap();
+    let f = file.to_str().unwrap();
+    for id in ["user:1234567", "user:jdoe", "svc:intake@example.org"] {
+        let out = ok(&audit(&dir, &["actor", id, "--hmac-key-file", f], None, &[]));
+        assert_eq!(out.trim(), ledger::actor_name(&key, id), "{id}");
+    }
+    let missing = audit(&dir, &["actor", "user:1234567"], None, &[]);
+    assert!(!missing.status.success());
 }
