@@ -444,6 +444,19 @@ impl upstream::BeforeSend for Disclosure<'_> {
     }
 }
 
+/// The vault scope of the conversation `conversation` (an `X-Phigate-Conversation` value) of
+/// `identity`, under the gateway's audit HMAC key: what `phigate vault scope` prints so that an
+/// operator can shred one conversation (a patient's request).
+pub fn conversation_scope(audit_hmac: &[u8], identity: &str, conversation: &str) -> String {
+    let mut key = b"phigate-conversation-scope\0".to_vec();
+    key.extend_from_slice(audit_hmac);
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else { return "c-invalid".into() };
+    mac.update(identity.as_bytes());
+    mac.update(b"\0conversation\0");
+    mac.update(conversation.as_bytes());
+    format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+}
+
 fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &str) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) {
         Ok(m) => m,

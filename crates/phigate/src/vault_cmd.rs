@@ -53,13 +53,35 @@ enum VaultCommand {
     Sweep,
     /// Crypto-shred one scope: its data keys are destroyed, its values can never be read again.
     Shred {
-        /// The scope (a conversation id).
+        /// The scope: a gateway conversation's, as `phigate vault scope` prints it.
         #[arg(long)]
         scope: String,
         /// Why, as a code: retention_expired, scope_closed, patient_request,
         /// administrator_request, key_compromise, incident_response.
         #[arg(long)]
         reason: String,
+    },
+    /// Print the vault scope of one conversation of one identity (to shred it).
+    ///
+    /// The gateway keeps a conversation's values under a scope named by a keyed hash of the
+    /// caller's identity and its X-Phigate-Conversation header; this works it out with the
+    /// gateway's audit HMAC key. (A conversation sent without that header is scoped by the
+    /// API key and its first message instead, which this cannot rebuild.)
+    #[command(after_help = "\
+Examples:
+  phigate vault scope --identity user:jdoe --conversation visit-42 --hmac-key-file phigate-data/audit.hmac
+  phigate vault shred --reason patient_request --scope \"$(phigate vault scope --identity user:jdoe \\
+      --conversation visit-42 --hmac-key-file phigate-data/audit.hmac)\"")]
+    Scope {
+        /// The caller's organization identity (user:… or svc:…).
+        #[arg(long)]
+        identity: String,
+        /// The conversation id the caller sent as X-Phigate-Conversation.
+        #[arg(long)]
+        conversation: String,
+        /// A file holding the base64 audit HMAC key (the gateway's audit.hmac_key).
+        #[arg(long, value_name = "FILE")]
+        hmac_key_file: PathBuf,
     },
     /// Re-wrap every live data key under a new KEK, while the vault keeps serving.
     RotateKek {
@@ -112,6 +134,19 @@ pub fn run(args: VaultArgs) -> anyhow::Result<()> {
         eprintln!("wrote a new KEK to {} (mode 0600); its id is on stdout", out.display());
         return Ok(());
     }
+    if let VaultCommand::Scope { identity, conversation, hmac_key_file } = &args.command {
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(hmac_key_file).with_context(|| {
+                format!("cannot read the HMAC key file {}", hmac_key_file.display())
+            })?);
+        let key = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .with_context(|| format!("{}: not base64", hmac_key_file.display()))?,
+        );
+        println!("{}", gateway::app::conversation_scope(&key, identity, conversation));
+        return Ok(());
+    }
     let actor = Actor::new(&args.actor).context("--actor")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,7 +155,9 @@ pub fn run(args: VaultArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let v = open_vault(&args).await?;
         match &args.command {
-            VaultCommand::Keygen { .. } => unreachable!("handled above"),
+            VaultCommand::Keygen { .. } | VaultCommand::Scope { .. } => {
+                unreachable!("handled above")
+            }
             VaultCommand::Check => {
                 let per_kek = v.check_keyring().await.context("the vault does not open")?;
                 let total: usize = per_kek.values().sum();

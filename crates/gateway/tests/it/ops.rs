@@ -139,6 +139,11 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
     assert_eq!(s.chat_with(Some(&s.clinician), &conv, body()).await.status, 200);
     let live = s.store.data_keys_live().await.unwrap();
     assert_eq!(live.len(), 1, "one conversation, one data key");
+    // What `phigate vault scope` prints names it (the harness's audit key is [7; 32]).
+    assert_eq!(
+        live[0].scope,
+        gateway::app::conversation_scope(&[7u8; 32], "user:dr-a", "visit-42")
+    );
     // Shred it as `phigate vault shred` would: another vault over the same store.
     let ledger =
         ledger::Ledger::open(s.store.clone(), ledger::LedgerConfig::new("test.example/phigate"))

@@ -99,3 +99,26 @@ fn operators_shred_sweep_and_rotate_with_the_ledger_in_step() {
     let e = fails(&phigate(&["vault", "check", "--kek", wrong], &data));
     assert!(e.contains("does not open"), "{e}");
 }
+
+#[test]
+fn scope_names_a_gateway_conversation_for_a_shred() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.hmac");
+    std::fs::write(&file, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n").unwrap();
+    let out = ok(&phigate(
+        &[
+            "vault",
+            "scope",
+            "--identity",
+            "user:dr-a",
+            "--conversation",
+            "visit-42",
+            "--hmac-key-file",
+            file.to_str().unwrap(),
+        ],
+        dir.path(),
+    ));
+    assert_eq!(out.trim(), gateway::app::conversation_scope(&[7u8; 32], "user:dr-a", "visit-42"));
+    let help = ok(&phigate(&["vault", "scope", "--help"], dir.path()));
+    assert!(help.contains("phigate vault shred --reason patient_request"), "{help}");
+}
