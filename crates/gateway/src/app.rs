@@ -450,7 +450,12 @@ impl upstream::BeforeSend for Disclosure<'_> {
 pub fn conversation_scope(audit_hmac: &[u8], identity: &str, conversation: &str) -> String {
     let mut key = b"phigate-conversation-scope\0".to_vec();
     key.extend_from_slice(audit_hmac);
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else { return "c-invalid".into() };
+    scope_under(&key, identity, conversation)
+}
+
+/// [`conversation_scope`] under the state's scope key (the same derivation).
+fn scope_under(scope_key: &[u8], identity: &str, conversation: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(scope_key) else { return "c-invalid".into() };
     mac.update(identity.as_bytes());
     mac.update(b"\0conversation\0");
     mac.update(conversation.as_bytes());
@@ -458,34 +463,28 @@ pub fn conversation_scope(audit_hmac: &[u8], identity: &str, conversation: &str)
 }
 
 fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &str) -> String {
+    if let Some(conv) = header_str(headers, CONVERSATION_HEADER) {
+        return scope_under(&state.inner.scope_key, &who.id, conv);
+    }
     let mut mac = match Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) {
         Ok(m) => m,
         Err(_) => return "c-invalid".into(),
     };
     mac.update(who.id.as_bytes());
+    mac.update(b"\0first-user\0");
+    mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
     mac.update(b"\0");
-    match header_str(headers, CONVERSATION_HEADER) {
-        Some(conv) => {
-            mac.update(b"conversation\0");
-            mac.update(conv.as_bytes());
-        }
-        None => {
-            mac.update(b"first-user\0");
-            mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
-            mac.update(b"\0");
-            mac.update(first_user.as_bytes());
-            if first_user.is_empty() {
-                // No conversation to name (embeddings, or no user message): one scope per
-                // retention period, so that the key's shared scope is replaced before it
-                // expires instead of refusing every request after it.
-                let retention = state.policy().config().vault.retention_secs.max(1);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                mac.update(b"\0period\0");
-                mac.update(&(now / retention).to_be_bytes());
-            }
-        }
+    mac.update(first_user.as_bytes());
+    if first_user.is_empty() {
+        // No conversation to name (embeddings, or no user message): one scope per retention
+        // period, so that the key's shared scope is replaced before it expires instead of
+        // refusing every request after it.
+        let retention = state.policy().config().vault.retention_secs.max(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        mac.update(b"\0period\0");
+        mac.update(&(now / retention).to_be_bytes());
     }
     format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }
