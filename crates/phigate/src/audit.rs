@@ -90,7 +90,8 @@ Examples:
     #[command(after_help = "\
 Examples:
   phigate audit actor user:1234567 --hmac-key-file phigate-data/audit.hmac
-  phigate audit search --actor \"$(phigate audit actor user:1234567 --hmac-key-file phigate-data/audit.hmac)\"")]
+  phigate audit search --actor \"$(phigate audit actor user:1234567 \\
+      --hmac-key-file phigate-data/audit.hmac)\"")]
     Actor {
         /// The organization identity, e.g. user:1234567 or svc:intake.
         identity: String,

@@ -69,9 +69,10 @@ enum VaultCommand {
     /// API key and its first message instead, which this cannot rebuild.)
     #[command(after_help = "\
 Examples:
-  phigate vault scope --identity user:jdoe --conversation visit-42 --hmac-key-file phigate-data/audit.hmac
-  phigate vault shred --reason patient_request --scope \"$(phigate vault scope --identity user:jdoe \\
-      --conversation visit-42 --hmac-key-file phigate-data/audit.hmac)\"")]
+  phigate vault scope --identity user:jdoe --conversation visit-42 \\
+      --hmac-key-file phigate-data/audit.hmac
+  phigate vault shred --reason patient_request --scope \"$(phigate vault scope \\
+      --identity user:jdoe --conversation visit-42 --hmac-key-file phigate-data/audit.hmac)\"")]
     Scope {
         /// The caller's organization identity (user:… or svc:…).
         #[arg(long)]
