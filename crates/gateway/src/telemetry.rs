@@ -154,3 +154,23 @@ impl Injector for HeadersMut<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_tracestate_is_never_taken_in() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap(),
+        );
+        h.insert("tracestate", "vendor=Alan Smith 4471902".parse().unwrap());
+        let x = Headers(&h);
+        assert!(x.get("traceparent").is_some());
+        assert_eq!(x.get("tracestate"), None);
+        assert_eq!(x.get("TraceState"), None);
+        assert!(!x.keys().contains(&"tracestate"), "{:?}", x.keys());
+    }
+}

@@ -166,6 +166,11 @@ fn secrets_are_checked_and_never_printed() {
     );
     let text = e.to_string();
     assert!(!text.contains("sk-inline-value") && !text.contains("c2hvcnQ"), "{text}");
+    // A secret pasted where a variable's name goes is not repeated either.
+    let pasted = MINIMAL.replace("kek: \"file:kek\"", "kek: \"${sk-live-a1b2c3d4}\"");
+    let e = Config::from_yaml(&pasted, dir.path()).unwrap_err();
+    assert!(e.has_path("vault.kek"), "{e}");
+    assert!(!e.to_string().contains("a1b2c3d4"), "{e}");
 }
 
 #[test]
