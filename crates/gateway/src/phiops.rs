@@ -70,14 +70,11 @@ type Slot = usize;
 /// cost a scan each).
 pub const MAX_TEXTS: usize = 20_000;
 
-/// Keys whose string values are protocol words or ids made by a model server, never free text:
-/// not scanned (a false finding there would break the request, not protect anything).
+/// Keys whose values are protocol words (`"role": "user"`, `"type": "function"`): such a value
+/// is not scanned (a false finding there would break the request, not protect anything).
 const STRUCTURAL_KEYS: &[&str] = &[
-    "model",
     "role",
     "type",
-    "id",
-    "tool_call_id",
     "tool_choice",
     "encoding_format",
     "service_tier",
@@ -86,8 +83,20 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "detail",
 ];
 
-/// Visits every non-empty string value of `v` (at any depth), except those of
-/// [`STRUCTURAL_KEYS`], in a fixed order: system, user, assistant and tool messages, content
+/// Whether `(k, v)` is protocol, not text: `model` (decided against the configuration before
+/// any scan), or a [`STRUCTURAL_KEYS`] key whose value is a lowercase word. The same keys
+/// elsewhere (`metadata.type`) with any other value are scanned; ids (`id`, `tool_call_id`)
+/// always are, consistently tokenized so that a call and its result still match.
+fn is_protocol(k: &str, v: &Value) -> bool {
+    let Some(s) = v.as_str() else { return false };
+    k == "model"
+        || (STRUCTURAL_KEYS.contains(&k)
+            && s.len() <= 32
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'))
+}
+
+/// Visits every non-empty string value of `v` (at any depth), except protocol words (see
+/// [`is_protocol`]), in a fixed order: system, user, assistant and tool messages, content
 /// parts (objects or bare strings), participant `name`s, tool-call arguments, tool descriptions
 /// and schemas, `user`, `metadata`, `prediction`, and whatever field a client or a newer API
 /// adds. Object keys are not texts.
@@ -97,7 +106,7 @@ fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
         Value::Array(items) => items.iter().for_each(|it| each_text(it, f)),
         Value::Object(map) => {
             for (k, it) in map {
-                if !(it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str())) {
+                if !is_protocol(k, it) {
                     each_text(it, f);
                 }
             }
@@ -116,7 +125,7 @@ fn each_text_mut(
         Value::Array(items) => items.iter_mut().try_for_each(|it| each_text_mut(it, f)),
         Value::Object(map) => {
             for (k, it) in map.iter_mut() {
-                if !(it.is_string() && STRUCTURAL_KEYS.contains(&k.as_str())) {
+                if !is_protocol(k, it) {
                     each_text_mut(it, f)?;
                 }
             }
@@ -506,12 +515,14 @@ mod tests {
         let mut body = serde_json::json!({"model": "m", "messages": [
             {"role": "system", "content": "a", "name": "b"},
             {"role": "user", "content": ["c", {"type": "text", "text": "d"}, ""]}],
-            "user": "e", "metadata": {"k": "f", "id": "g"}, "tools": [{"type": "function",
-            "function": {"name": "h", "description": "i"}}]});
+            "user": "e", "metadata": {"k": "f", "id": "g", "type": "Alan Smith"},
+            "tools": [{"type": "function", "function": {"name": "h", "description": "i"}}]});
         let seen: Vec<String> = all_texts(&body).unwrap().iter().map(|s| s.to_string()).collect();
         let mut sorted = seen.clone();
         sorted.sort();
-        assert_eq!(sorted, ["a", "b", "c", "d", "e", "f", "h", "i"], "{seen:?}");
+        // Protocol words (role, type "function" and "text") are skipped; metadata's id and a
+        // "type" holding a name are not.
+        assert_eq!(sorted, ["Alan Smith", "a", "b", "c", "d", "e", "f", "g", "h", "i"], "{seen:?}");
         let mut again = Vec::new();
         each_text_mut(&mut body, &mut |s| {
             again.push(s.clone());
