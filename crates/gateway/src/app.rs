@@ -125,13 +125,12 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
 
 // ---- shared steps ----------------------------------------------------------------------------
 
-/// How long a client has to send its whole request body.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Reads the body under the policy's size limit.
 async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
-    let limit =
-        usize::try_from(state.policy().config().server.max_body_bytes).unwrap_or(usize::MAX);
+    let policy = state.policy();
+    let server = &policy.config().server;
+    let limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
+    let deadline = std::time::Duration::from_secs(server.read_timeout_secs.max(1));
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
@@ -146,10 +145,12 @@ async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes),
     // The only error of a limited read that a client can cause is the limit itself; a client
     // that hangs up never sees the answer anyway.
     // A client that trickles its body holds a connection and up to the limit in memory: it has
-    // BODY_READ_TIMEOUT to send it all.
-    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+    // `server.read_timeout_secs` to send it all.
+    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|_| ApiError::InvalidRequest("the body did not arrive within 30 seconds"))?
+        .map_err(|_| {
+            ApiError::InvalidRequest("the body did not arrive within server.read_timeout_secs")
+        })?
         .map_err(|_| ApiError::RequestTooLarge)?;
     Ok((parts.headers, bytes))
 }
@@ -379,8 +380,19 @@ impl Audit {
         let mut rec = self.clone();
         rec.action = action;
         rec.account(decision, e.code());
-        if let Err(le) = rec.write(state, decision, e.code()).await {
-            tracing::error!(code = le.code(), "could not record a refusal in the ledger");
+        // Failed authentications are recorded up to a budget (anyone can send them).
+        let reason = match action {
+            Action::AuthFailure => match state.inner.failures.decide(Instant::now()) {
+                crate::limits::FailureRecord::Write => Some(e.code()),
+                crate::limits::FailureRecord::Mark => Some("auth_failures_throttled"),
+                crate::limits::FailureRecord::Skip => None,
+            },
+            _ => Some(e.code()),
+        };
+        if let Some(reason) = reason {
+            if let Err(le) = rec.write(state, decision, reason).await {
+                tracing::error!(code = le.code(), "could not record a refusal in the ledger");
+            }
         }
         tracing::info!(
             code = e.code(),

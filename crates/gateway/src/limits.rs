@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::ApiError;
 
@@ -23,9 +23,43 @@ pub struct Bucket {
 
 /// The counter behind the limits.
 pub struct Limiter {
-    local: Mutex<HashMap<String, (u64, u64)>>,
+    local: Mutex<LocalCounts>,
     redis: Option<RedisCounter>,
     warned: AtomicBool,
+}
+
+/// The in-process counts: this minute's buckets and the last minute's (a request that read the
+/// clock just before the minute turned is still counted, and refunded, in its own window).
+/// Older windows are dropped whole when a new one starts, so the map holds the buckets of two
+/// minutes at most and nothing else ever walks it.
+#[derive(Default)]
+struct LocalCounts {
+    window: u64,
+    now: HashMap<String, (u64, u64)>,
+    prev: HashMap<String, (u64, u64)>,
+}
+
+impl LocalCounts {
+    /// The counts of `window`, after moving on to it if it is new; `None` for a window older
+    /// than the last one (not kept).
+    fn of(&mut self, window: u64) -> Option<&mut HashMap<String, (u64, u64)>> {
+        if window > self.window {
+            self.prev = if window == self.window + 1 {
+                std::mem::take(&mut self.now)
+            } else {
+                HashMap::new()
+            };
+            self.now = HashMap::new();
+            self.window = window;
+        }
+        if window == self.window {
+            Some(&mut self.now)
+        } else if window + 1 == self.window {
+            Some(&mut self.prev)
+        } else {
+            None
+        }
+    }
 }
 
 struct RedisCounter {
@@ -33,8 +67,17 @@ struct RedisCounter {
     /// One multiplexed connection, cloned by every request (requests pipeline on it; none
     /// waits for another's answer). `None` until the first use and after a failure.
     conn: tokio::sync::RwLock<Option<redis::aio::MultiplexedConnection>>,
+    /// When the last attempt to connect failed. For [`CONNECT_BACKOFF`] after it requests are
+    /// refused (or counted locally) at once: otherwise each would wait its turn for the
+    /// connection lock and then its own connect timeout, a queue that grows by 2 s a request.
+    failed_at: Mutex<Option<Instant>>,
     allow_local_fallback: bool,
 }
+
+/// How long the counter waits for Redis to connect, or to answer.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a failed connect no new one is tried.
+const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,17 +97,22 @@ fn secs_to_next_minute() -> u64 {
 impl Limiter {
     /// Counts in this process only.
     pub fn local() -> Limiter {
-        Limiter { local: Mutex::new(HashMap::new()), redis: None, warned: AtomicBool::new(false) }
+        Limiter {
+            local: Mutex::new(LocalCounts::default()),
+            redis: None,
+            warned: AtomicBool::new(false),
+        }
     }
 
     /// Counts in Redis at `url` (the connection is made on first use and re-made after errors).
     pub fn redis(url: &str, allow_local_fallback: bool) -> Result<Limiter, crate::Error> {
         let client = redis::Client::open(url).map_err(|e| crate::Error::Redis(e.to_string()))?;
         Ok(Limiter {
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(LocalCounts::default()),
             redis: Some(RedisCounter {
                 client,
                 conn: tokio::sync::RwLock::new(None),
+                failed_at: Mutex::new(None),
                 allow_local_fallback,
             }),
             warned: AtomicBool::new(false),
@@ -136,7 +184,7 @@ impl Limiter {
             (Counted::Redis, None) => {}
             (Counted::Local, _) => {
                 let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(e) = m.get_mut(&format!("{window}|{key}")) {
+                if let Some(e) = m.of(window).and_then(|m| m.get_mut(key)) {
                     e.0 = e.0.saturating_sub(1);
                     e.1 = e.1.saturating_sub(tokens);
                 }
@@ -169,18 +217,93 @@ impl Limiter {
             }
         }
         let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 100_000 {
-            m.clear();
+        let window = window.max(m.window.saturating_sub(1));
+        let counts = m.of(window).expect("a window no older than the last one is kept");
+        if !counts.contains_key(key) {
+            counts.insert(key.to_string(), (0, 0));
         }
-        let prefix = format!("{window}|");
-        // Past windows go when a new one starts (not on every call: that would walk the map).
-        if !m.contains_key(&format!("{prefix}{key}")) {
-            m.retain(|k, _| k.starts_with(&prefix));
-        }
-        let e = m.entry(format!("{prefix}{key}")).or_insert((0, 0));
+        let e = counts.get_mut(key).expect("inserted above");
         e.0 = e.0.saturating_add(1);
         e.1 = e.1.saturating_add(tokens);
         Ok((e.0, e.1, Counted::Local))
+    }
+}
+
+/// How many refusals for a missing or wrong credential are written to the ledger: up to
+/// [`FAILURE_BURST`] at once and [`FAILURE_RATE`] a second after that, per replica. Each is a
+/// durable append, and anyone who can reach the port can send them: unthrottled, a flood
+/// would grow the ledger without bound and take its flushes from the requests that count.
+/// Past the budget one record a second marks the flood (reason `auth_failures_throttled`);
+/// the refusals it stands for are counted in `phigate_auth_failures_unrecorded_total` and in a
+/// log line every 10 s. Every such request is refused all the same.
+pub struct FailureRecords {
+    state: Mutex<FailureState>,
+}
+
+struct FailureState {
+    tokens: f64,
+    last: Instant,
+    marked_at: Option<Instant>,
+    unrecorded: u64,
+    logged_at: Option<Instant>,
+}
+
+/// Refusals a replica records at once, before the rate applies.
+pub const FAILURE_BURST: f64 = 100.0;
+/// Refusals a replica records each second past the burst.
+pub const FAILURE_RATE: f64 = 20.0;
+
+/// What to do with one refusal's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureRecord {
+    /// Write it.
+    Write,
+    /// Write a record that marks a throttled flood in its place.
+    Mark,
+    /// Write nothing (counted in the metrics).
+    Skip,
+}
+
+impl Default for FailureRecords {
+    fn default() -> Self {
+        FailureRecords {
+            state: Mutex::new(FailureState {
+                tokens: FAILURE_BURST,
+                last: Instant::now(),
+                marked_at: None,
+                unrecorded: 0,
+                logged_at: None,
+            }),
+        }
+    }
+}
+
+impl FailureRecords {
+    /// Decides for one refusal, at `now`.
+    pub fn decide(&self, now: Instant) -> FailureRecord {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = now.saturating_duration_since(s.last).as_secs_f64() * FAILURE_RATE;
+        s.tokens = (s.tokens + refill).min(FAILURE_BURST);
+        s.last = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            return FailureRecord::Write;
+        }
+        if s.marked_at.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            s.marked_at = Some(now);
+            return FailureRecord::Mark;
+        }
+        s.unrecorded += 1;
+        metrics::counter!("phigate_auth_failures_unrecorded_total").increment(1);
+        if s.logged_at.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10)) {
+            tracing::warn!(
+                unrecorded = s.unrecorded,
+                "failed authentications over the ledger's budget: counted, not each recorded"
+            );
+            s.unrecorded = 0;
+            s.logged_at = Some(now);
+        }
+        FailureRecord::Skip
     }
 }
 
@@ -191,22 +314,37 @@ enum Counted {
     Local,
 }
 
-/// The shared connection (a clone: cheap), made on first use with a 2 s limit.
+/// The shared connection (a clone: cheap), made on first use with a 2 s limit; refused at once
+/// within [`CONNECT_BACKOFF`] of a failed attempt.
 async fn connect(r: &RedisCounter) -> Result<redis::aio::MultiplexedConnection, ApiError> {
     if let Some(c) = r.conn.read().await.as_ref() {
         return Ok(c.clone());
+    }
+    let backing_off = || {
+        let at = r.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|t| t.elapsed() < CONNECT_BACKOFF)
+    };
+    if backing_off() {
+        return Err(ApiError::RateLimiterUnavailable);
     }
     let mut slot = r.conn.write().await;
     if let Some(c) = slot.as_ref() {
         return Ok(c.clone());
     }
+    // Another request's attempt may have failed while this one waited for the lock.
+    if backing_off() {
+        return Err(ApiError::RateLimiterUnavailable);
+    }
     let fut = r.client.get_multiplexed_async_connection();
-    match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
+    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(c)) => {
             *slot = Some(c.clone());
             Ok(c)
         }
-        _ => Err(ApiError::RateLimiterUnavailable),
+        _ => {
+            *r.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            Err(ApiError::RateLimiterUnavailable)
+        }
     }
 }
 
@@ -240,7 +378,7 @@ async fn redis_count(
         .arg(120)
         .ignore();
     let fut = pipe.query_async::<(u64, u64)>(&mut conn);
-    match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
+    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         _ => {
             reset(r).await;
@@ -278,7 +416,7 @@ async fn redis_refund(
         .arg(120)
         .ignore();
     let fut = pipe.query_async::<()>(&mut conn);
-    match tokio::time::timeout(std::time::Duration::from_secs(2), fut).await {
+    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(())) => Ok(()),
         _ => {
             reset(r).await;
@@ -362,6 +500,94 @@ mod tests {
         assert!(refused(l.admit(std::slice::from_ref(&first), 0).await));
     }
 
+    #[test]
+    fn failed_logins_are_recorded_up_to_a_budget_then_marked_once_a_second() {
+        let f = FailureRecords::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut seen = HashMap::new();
+        // 1,000 refusals in the same instant: the burst, one mark, the rest skipped.
+        for _ in 0..1000 {
+            *seen.entry(f.decide(at(0))).or_insert(0) += 1;
+        }
+        assert_eq!(seen[&FailureRecord::Write], 100);
+        assert_eq!(seen[&FailureRecord::Mark], 1);
+        assert_eq!(seen[&FailureRecord::Skip], 899);
+        // Half a second later, ten more may be written (20 a second), and no second mark yet.
+        let later: Vec<_> = (0..20).map(|_| f.decide(at(500))).collect();
+        assert_eq!(later.iter().filter(|r| **r == FailureRecord::Write).count(), 10);
+        assert!(!later.contains(&FailureRecord::Mark));
+        // A second after the mark, the next one over the budget is a mark again.
+        assert_eq!(f.decide(at(1000)), FailureRecord::Write);
+        let more: Vec<_> = (0..20).map(|_| f.decide(at(1000))).collect();
+        assert_eq!(more.iter().filter(|r| **r == FailureRecord::Mark).count(), 1);
+        // After a quiet spell the whole burst is back.
+        let quiet: Vec<_> = (0..100).map(|_| f.decide(at(60_000))).collect();
+        assert!(quiet.iter().all(|r| *r == FailureRecord::Write));
+    }
+
+    #[test]
+    fn local_counts_keep_two_windows_and_drop_older_ones_whole() {
+        let mut c = LocalCounts::default();
+        c.of(100).unwrap().insert("a".into(), (1, 0));
+        c.of(101).unwrap().insert("b".into(), (2, 0));
+        // The last window is still there (a late refund finds its count)...
+        assert_eq!(c.of(100).unwrap().get("a"), Some(&(1, 0)));
+        assert_eq!(c.of(101).unwrap().get("b"), Some(&(2, 0)));
+        // ...an older one is not.
+        assert!(c.of(99).is_none());
+        // A skipped minute drops both.
+        assert!(c.of(103).unwrap().is_empty());
+        assert!(c.of(102).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn many_buckets_do_not_reset_each_other() {
+        // The old map was cleared whole past 100,000 keys: a burst of new identities gave every
+        // other bucket its whole budget back.
+        fresh_window().await;
+        let l = Limiter::local();
+        let watched = [bucket("watched".into(), Some(1), None)];
+        assert!(l.admit(&watched, 0).await.is_ok());
+        for i in 0..100_100 {
+            assert!(l.admit(&[bucket(format!("id-{i}"), Some(5), None)], 0).await.is_ok());
+        }
+        assert!(refused(l.admit(&watched, 0).await));
+    }
+
+    /// A Redis that accepts connections and never answers: every request must not wait behind
+    /// the ones before it (each for the connect timeout), but fail (or fall back) at once while
+    /// the last failure is recent.
+    #[tokio::test]
+    async fn a_silent_redis_does_not_queue_requests_behind_each_other() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                open.push(c);
+            }
+        });
+        let l = std::sync::Arc::new(Limiter::redis(&format!("redis://{addr}"), false).unwrap());
+        let b = [bucket("convoy".into(), Some(100), None)];
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (l, b) = (l.clone(), b.clone());
+            tasks.push(tokio::spawn(async move { l.admit(&b, 0).await }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(ApiError::RateLimiterUnavailable)));
+        }
+        // One connect timeout (2 s), not twenty of them in turn (40 s).
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        // Within the back-off a request fails without trying.
+        let started = Instant::now();
+        assert!(l.admit(&b, 0).await.is_err());
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
     #[tokio::test]
     async fn a_refused_request_costs_nothing_in_any_bucket() {
         refused_request_costs_nothing(&Limiter::local(), "local").await;
@@ -374,6 +600,6 @@ mod tests {
         let run = format!("unit-{:016x}", rand::random::<u64>());
         refused_request_costs_nothing(&l, &run).await;
         // Counted in Redis, not locally.
-        assert!(l.local.lock().unwrap().is_empty());
+        assert!(l.local.lock().unwrap().now.is_empty());
     }
 }

@@ -74,14 +74,106 @@ pub async fn open(policy: policy::Policy) -> Result<Running, Error> {
     Ok(Running { state, sweeper })
 }
 
-/// Serves the app on `listener` until `shutdown` completes (requests in flight finish).
+/// Serves the app on `listener` until `shutdown` completes, under the configuration's
+/// `server` limits: `read_timeout_secs` for each request's headers (and for a kept-alive
+/// connection's next request), at most `max_connections` at once, and at most
+/// `shutdown_grace_secs` for the requests in flight to finish once `shutdown` has completed;
+/// connections still open then are closed.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    let policy = state.policy();
+    let server = &policy.config().server;
+    let read_timeout = Duration::from_secs(server.read_timeout_secs.max(1));
+    let max_connections = server.max_connections.max(1);
+    let grace = Duration::from_secs(server.shutdown_grace_secs);
+    let service = hyper_util::service::TowerToHyperService::new(app(state));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Set once the grace period is over: every connection still open drops what it serves.
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut warned_full = false;
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        if slots.available_permits() == 0 && !warned_full {
+            warned_full = true;
+            tracing::warn!(
+                max_connections,
+                "server.max_connections reached: new connections wait until one closes"
+            );
+        }
+        let (tcp, _) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // A connection that failed between the kernel and us costs nothing; anything
+                    // else (no file descriptors left) is waited out rather than spun on.
+                    if !is_connection_error(&e) {
+                        tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        if slots.available_permits() > 0 {
+            warned_full = false;
+        }
+        // Answers are written whole; there is nothing to gain by holding small writes back.
+        let _ = tcp.set_nodelay(true);
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone());
+        let conn = graceful.watch(conn);
+        let mut cut = cut_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = cut.wait_for(|c| *c) => {}
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let open = max_connections - slots.available_permits();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            grace_secs = grace.as_secs(),
+            "waiting for requests in flight"
+        );
+    }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let open = max_connections - slots.available_permits();
+        tracing::warn!(
+            connections = open,
+            "server.shutdown_grace_secs passed: closing the connections still open"
+        );
+        let _ = cut_tx.send(true);
+        // Each task drops its connection at once; wait for them, briefly.
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
+    }
     Ok(())
+}
+
+/// Errors of one incoming connection, not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
 /// Loads and validates `path` and swaps it in atomically; an invalid file is refused (its

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) scope_key: Vec<u8>,
     pub(crate) upstreams: Upstreams,
     pub(crate) limiter: Limiter,
+    pub(crate) failures: crate::limits::FailureRecords,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) texts: crate::textcache::TextCache,
 }
@@ -134,6 +135,7 @@ impl AppState {
                 scope_key,
                 upstreams: Upstreams::new()?,
                 limiter,
+                failures: crate::limits::FailureRecords::default(),
                 metrics: recorder()?,
                 texts,
             }),

@@ -50,7 +50,8 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
 }
 
 /// What a valid configuration does that its author may not mean: cloud providers that get no
-/// PHI because their BAA is unsigned, expired or expires within 30 days.
+/// PHI because their BAA is unsigned, expired or expires within 30 days, and an OIDC identity
+/// taken from a claim that some identity providers let its holder edit.
 pub fn warnings(cfg: &policy::Config, now: time::OffsetDateTime) -> Vec<String> {
     let mut out = Vec::new();
     for p in cfg.providers.iter().filter(|p| p.hosting == policy::Hosting::Cloud) {
@@ -66,6 +67,17 @@ pub fn warnings(cfg: &policy::Config, now: time::OffsetDateTime) -> Vec<String> 
                     "provider {name}: its BAA expires on {date}; after that it receives no PHI"
                 ));
             }
+        }
+    }
+    if let Some(o) = &cfg.oidc {
+        let claim = o.identity_claim.as_str();
+        if ["preferred_username", "email", "name", "nickname", "upn", "unique_name"]
+            .contains(&claim)
+        {
+            out.push(format!(
+                "oidc.identity_claim: {claim} can be edited by its holder at some identity \
+                 providers (a person could then act as another); sub cannot"
+            ));
         }
     }
     out

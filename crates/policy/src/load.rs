@@ -190,6 +190,15 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     if server.text_cache > 10_000_000 {
         p.push("server.text_cache", "must be between 0 and 10000000");
     }
+    if server.read_timeout_secs == 0 || server.read_timeout_secs > 3600 {
+        p.push("server.read_timeout_secs", "must be between 1 and 3600");
+    }
+    if server.max_connections == 0 || server.max_connections > 1_000_000 {
+        p.push("server.max_connections", "must be between 1 and 1000000");
+    }
+    if server.shutdown_grace_secs > 3600 {
+        p.push("server.shutdown_grace_secs", "must be between 0 and 3600");
+    }
     if server.key_cache_secs > 300 {
         p.push("server.key_cache_secs", "must be between 0 and 300 (a revocation waits this long)");
     }

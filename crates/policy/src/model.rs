@@ -71,6 +71,18 @@ pub struct ServerConfig {
     /// value. Read at start-up.
     #[serde(default = "default_text_cache")]
     pub text_cache: usize,
+    /// Seconds a client has to send a request's headers, and then its body. The header
+    /// deadline also closes a kept-alive connection that sends no next request in this time.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+    /// Client connections served at once. At the limit the gateway accepts no more until one
+    /// closes: new ones wait in the kernel's listen queue. Read at start-up.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight, streams included,
+    /// before it closes their connections. Read at start-up.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -88,6 +100,15 @@ fn default_key_cache_secs() -> u64 {
 fn default_text_cache() -> usize {
     20_000
 }
+fn default_read_timeout_secs() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -97,6 +118,9 @@ impl Default for ServerConfig {
             data_dir: default_data_dir(),
             key_cache_secs: default_key_cache_secs(),
             text_cache: default_text_cache(),
+            read_timeout_secs: default_read_timeout_secs(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
         }
     }
 }
@@ -544,9 +568,14 @@ pub struct OidcConfig {
     /// `file:PATH` (relative to the config) or an `https://` URL (`http://` only to loopback).
     pub jwks: String,
     /// The claim that names the identity (`sub` by default); `user:` is put before a value
-    /// without a `user:`/`svc:` prefix.
+    /// without a `user:`/`svc:` prefix. It must be one the token's holder cannot edit.
     #[serde(default = "default_identity_claim")]
     pub identity_claim: String,
+    /// Whether a token may name a service (`svc:...`) identity. Off by default: a token that
+    /// claims one is refused, so that a person cannot pass as a service whose API key exists
+    /// (its ledger actor, its limits, its conversations' vault scopes).
+    #[serde(default)]
+    pub service_identities: bool,
     /// The claim with the roles (an array of strings or a space-separated string).
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,

@@ -246,6 +246,12 @@ impl Verifier {
             .get(&self.cfg.identity_claim)
             .and_then(|v| v.as_str())
             .ok_or(Denial::InvalidToken)?;
+        if raw_id.starts_with("svc:") && !self.cfg.service_identities {
+            tracing::warn!(
+                "a valid token claims a service identity and oidc.service_identities is off: refused"
+            );
+            return Err(Denial::InvalidToken);
+        }
         let id = if raw_id.starts_with("user:") || raw_id.starts_with("svc:") {
             raw_id.to_string()
         } else {

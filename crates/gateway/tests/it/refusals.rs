@@ -277,3 +277,30 @@ async fn refusals_are_recorded_with_their_action_and_reason() {
     assert_eq!(recs[1].categories().get(&phi::Category::Ssn), Some(&1));
     assert!(recs[1].request_hmac().is_some());
 }
+
+/// A flood of wrong keys costs the ledger a bounded number of records: the first hundred, then
+/// one a second marking the flood; every request is refused, and the next authenticated one is
+/// recorded as usual.
+#[tokio::test]
+async fn a_flood_of_failed_logins_is_recorded_up_to_a_budget() {
+    let s = stack().await;
+    let started = std::time::Instant::now();
+    for _ in 0..400 {
+        let r = s.chat_with(Some("pg_wrong.key"), &[], chat_body("clinical-chat", "hello")).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let ok = s.ask(&s.clinician, "clinical-chat", "hello").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let recs = s.records().await;
+    let failures: Vec<_> =
+        recs.iter().filter(|r| r.action() == ledger::Action::AuthFailure).collect();
+    // 100 at once, then 20 and a mark a second for as long as the loop took.
+    let most = 100.0 + 21.0 * (secs + 1.0);
+    assert!(most < 400.0, "the loop took {secs} s: too slow to show the budget");
+    assert!(failures.len() > 100 && (failures.len() as f64) <= most, "{}", failures.len());
+    assert!(failures
+        .iter()
+        .any(|r| r.reason().map(|r| r.as_str()) == Some("auth_failures_throttled")));
+    assert_eq!(recs.last().unwrap().action(), ledger::Action::ChatCompletion);
+}

@@ -58,12 +58,28 @@ fn oidc_yaml(jwks: &str) -> String {
 }
 
 fn policy_with_file(set: &JwkSet) -> Policy {
+    policy_with_file_and(set, "")
+}
+
+fn policy_with_file_and(set: &JwkSet, extra: &str) -> Policy {
     let dir = tempfile::tempdir().unwrap();
     secrets(dir.path());
     std::fs::write(dir.path().join("jwks.json"), serde_json::to_vec(set).unwrap()).unwrap();
-    let c = Config::from_yaml(&oidc_yaml("file:jwks.json"), dir.path())
+    let c = Config::from_yaml(&format!("{}{extra}", oidc_yaml("file:jwks.json")), dir.path())
         .unwrap_or_else(|e| panic!("{e}"));
     Policy::new(c).unwrap()
+}
+
+#[tokio::test]
+async fn a_token_names_a_service_only_when_the_configuration_allows_it() {
+    let key = rsa_key("rsa_test_key.pem");
+    let set = JwkSet { keys: vec![jwk(&key, Algorithm::RS256, "r1")] };
+    let (_d, s) = store().await;
+    let svc = sign(&key, Algorithm::RS256, Some("r1"), &claims("svc:triage-bot", now() + 600));
+    let p = policy_with_file_and(&set, "  service_identities: true\n");
+    assert_eq!(p.authenticate(&s, &svc).await.unwrap().id, "svc:triage-bot");
+    let p = policy_with_file_and(&set, "  service_identities: false\n");
+    assert_eq!(p.authenticate(&s, &svc).await, Err(Denial::InvalidToken));
 }
 
 async fn store() -> (tempfile::TempDir, store::Store) {
@@ -84,9 +100,12 @@ async fn rs256_from_a_jwks_file() {
     assert_eq!(who.default_use_case.as_deref(), Some("notes"));
     assert_eq!(who.via, AuthKind::Jwt);
     assert_eq!(who.key_id, None);
-    // A service identity keeps its prefix.
+    // A token may not name a service unless the configuration says tokens may: a person whose
+    // claim reads `svc:triage-bot` would otherwise act as that service.
     let svc = sign(&key, Algorithm::RS256, Some("r1"), &claims("svc:triage-bot", now() + 600));
-    assert_eq!(p.authenticate(&s, &svc).await.unwrap().id, "svc:triage-bot");
+    assert_eq!(p.authenticate(&s, &svc).await, Err(Denial::InvalidToken));
+    let explicit = sign(&key, Algorithm::RS256, Some("r1"), &claims("user:jdoe", now() + 600));
+    assert_eq!(p.authenticate(&s, &explicit).await.unwrap().id, "user:jdoe");
 
     let expired = sign(&key, Algorithm::RS256, Some("r1"), &claims("jdoe", now() - 3600));
     assert_eq!(p.authenticate(&s, &expired).await, Err(Denial::TokenExpired));
