@@ -61,13 +61,16 @@ fn config_check_warns_of_cloud_providers_that_get_no_phi() {
         cloud("lapsed", "{ signed: true, expires: 2020-01-31 }"),
         cloud("current", "{ signed: true, expires: 2999-01-01 }"),
     );
-    std::fs::write(&cfg, text_of.replacen("providers:\n", &format!("providers:\n{extra}"), 1))
-        .unwrap();
+    let oidc = "oidc:\n  issuer: https://login.example.org/\n  audience: phigate\n  \
+                jwks: https://login.example.org/jwks\n  identity_claim: email\n";
+    let with = text_of.replacen("providers:\n", &format!("providers:\n{extra}"), 1);
+    std::fs::write(&cfg, format!("{with}\n{oidc}")).unwrap();
     let out = phigate(&["config", "check", "--config", &cfg], &[("PHIGATE_AUDIT_HMAC_KEY", HMAC)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let warnings: Vec<&str> = stdout.lines().filter(|l| l.contains(": warning: ")).collect();
-    assert_eq!(warnings.len(), 2, "{stdout}");
+    assert_eq!(warnings.len(), 3, "{stdout}");
+    assert!(warnings[2].contains("oidc.identity_claim: email can be edited"), "{stdout}");
     assert!(warnings[0].ends_with("provider unsigned: cloud, no signed BAA: it receives no PHI"));
     assert!(
         warnings[1].ends_with("provider lapsed: its BAA expired on 2020-01-31: it receives no PHI")
