@@ -3,11 +3,11 @@
 //! roles come from configurable claims. Errors never contain the token.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use tokio::sync::Mutex;
 
 use crate::model::OidcConfig;
 use crate::{AuthKind, Denial, Identity};
@@ -108,11 +108,17 @@ struct Cached {
 pub const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 /// Checks tokens for one `oidc:` section.
+///
+/// The fetched set is read without waiting for anything: only a request that needs a fetch
+/// (the set is past `jwks_cache_secs`, or a `kid` it does not hold) takes the fetch lock, one
+/// fetch at a time. While one runs, a request whose key is in the set in hand uses it, though
+/// the set may be past its time by up to one fetch's timeout; nobody else waits on the fetch.
 pub(crate) struct Verifier {
     cfg: OidcConfig,
     source: JwksSource,
     file_set: Option<JwkSet>,
-    cache: Mutex<Option<Cached>>,
+    cache: RwLock<Option<Arc<Cached>>>,
+    fetching: tokio::sync::Mutex<()>,
     failed: Mutex<Option<Instant>>,
     client: reqwest::Client,
 }
@@ -134,7 +140,8 @@ impl Verifier {
             cfg: cfg.clone(),
             source,
             file_set,
-            cache: Mutex::new(None),
+            cache: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
             failed: Mutex::new(None),
             client,
         })
@@ -185,33 +192,61 @@ impl Verifier {
             JwksSource::Url(u) => u,
         };
         let ttl = Duration::from_secs(self.cfg.jwks_cache_secs);
-        let mut cache = self.cache.lock().await;
-        let fresh = cache.as_ref().is_some_and(|c| c.fetched.elapsed() < ttl);
-        if fresh {
-            if let Some(k) = cache.as_ref().and_then(|c| pick(&c.set)) {
+        let cached = self.cached();
+        if let Some(c) = cached.as_ref().filter(|c| c.fetched.elapsed() < ttl) {
+            if let Some(k) = pick(&c.set) {
                 return Ok(k);
             }
             // Unknown kid: the issuer may have rotated; refetch, but not too often.
-            if cache.as_ref().is_some_and(|c| c.fetched.elapsed() < JWKS_REFETCH_MIN) {
+            if c.fetched.elapsed() < JWKS_REFETCH_MIN {
                 return Err(Denial::InvalidToken);
             }
         }
-        let mut failed = self.failed.lock().await;
-        if failed.is_some_and(|t| t.elapsed() < JWKS_RETRY_AFTER_FAILURE) {
+        let _fetch = match self.fetching.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                // Another request is fetching: the set in hand serves its keys meanwhile.
+                let usable =
+                    cached.as_ref().filter(|c| c.fetched.elapsed() < ttl + JWKS_FETCH_TIMEOUT);
+                if let Some(k) = usable.and_then(|c| pick(&c.set)) {
+                    return Ok(k);
+                }
+                let g = self.fetching.lock().await;
+                // That fetch may have brought what this request needs.
+                if let Some(c) = self.cached().filter(|c| c.fetched.elapsed() < ttl) {
+                    let newer = cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, &c));
+                    if newer {
+                        return pick(&c.set).ok_or(Denial::InvalidToken);
+                    }
+                }
+                g
+            }
+        };
+        let recently_failed = |f: &Mutex<Option<Instant>>| {
+            f.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < JWKS_RETRY_AFTER_FAILURE)
+        };
+        if recently_failed(&self.failed) {
             return Err(Denial::AuthUnavailable);
         }
         match self.fetch(url).await {
             Err(e) => {
-                *failed = Some(Instant::now());
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 Err(e)
             }
             Ok(set) => {
-                *failed = None;
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 let k = pick(&set);
-                *cache = Some(Cached { set, fetched: Instant::now() });
+                *self.cache.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::new(Cached { set, fetched: Instant::now() }));
                 k.ok_or(Denial::InvalidToken)
             }
         }
+    }
+
+    fn cached(&self) -> Option<Arc<Cached>> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) async fn verify(

@@ -245,3 +245,55 @@ fn jwks_problems_are_config_problems() {
     let e = Config::from_yaml(&oidc_yaml("file:empty.json"), dir.path()).unwrap_err();
     assert!(e.has_path("oidc.jwks"), "{e}");
 }
+
+/// While one request refetches a slow JWKS (its cache has run out, and the token names a kid
+/// the set does not hold), a token whose key is in the set in hand is checked at once: nothing
+/// waits on another request's fetch.
+#[tokio::test]
+async fn a_slow_refetch_does_not_hold_up_tokens_the_cached_set_can_check() {
+    let key = ec_key();
+    let set = JwkSet { keys: vec![jwk(&key, Algorithm::ES256, "e1")] };
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let body = serde_json::to_string(&set).unwrap();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let n = h.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move {
+                // The first fetch is quick; the next takes 3 s.
+                if n > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                ([("content-type", "application/json")], body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path());
+    let yaml = format!("{}  jwks_cache_secs: 1\n", oidc_yaml(&url));
+    let p = Arc::new(Policy::new(Config::from_yaml(&yaml, dir.path()).unwrap()).unwrap());
+    let (_d, s) = store().await;
+    let s = Arc::new(s);
+    let ok = sign(&key, Algorithm::ES256, Some("e1"), &claims("jdoe", now() + 600));
+    assert_eq!(p.authenticate(&s, &ok).await.unwrap().id, "user:jdoe");
+
+    // The cache runs out; a token with an unknown kid starts the slow refetch.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let unknown = sign(&key, Algorithm::ES256, Some("e9"), &claims("jdoe", now() + 600));
+    let slow = {
+        let (p, s) = (p.clone(), s.clone());
+        tokio::spawn(async move { p.authenticate(&s, &unknown).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(p.authenticate(&s, &ok).await.unwrap().id, "user:jdoe");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "waited {took:?} on another's fetch");
+    assert_eq!(slow.await.unwrap(), Err(Denial::InvalidToken));
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one refetch");
+}
