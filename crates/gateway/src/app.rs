@@ -545,6 +545,11 @@ fn whole(body: &Value, field: &str, max: u64, why: &'static str) -> Result<Optio
     }
 }
 
+/// The request's texts' share of the estimate: bytes / 4.
+fn prompt_estimate(texts: &[phiops::Text<'_>]) -> u64 {
+    (texts.iter().map(|t| t.text.len() as u64).sum::<u64>()).div_ceil(4)
+}
+
 /// Token budget estimate of a request: text bytes / 4, plus the answer budget asked for times
 /// the answers asked for. The fields the budget reads are checked: a float, a negative or a
 /// huge value would otherwise be charged as nothing (or wrap a counter).
@@ -587,6 +592,64 @@ struct Prepared {
     scope: Option<String>,
     targets: Vec<Target>,
     injection: Vec<&'static str>,
+    budget: Budget,
+}
+
+/// A request's token budgets, to settle once its answer's size is known: the estimate charged
+/// before the send covers the answer only up to `max_tokens`, and a request that set none was
+/// charged for its prompt alone.
+#[derive(Clone)]
+struct Budget {
+    /// The buckets with a token budget (none: nothing to settle).
+    buckets: Vec<crate::limits::Bucket>,
+    /// What was charged before the send.
+    charged: u64,
+    /// The request's own texts, estimated (bytes / 4).
+    prompt: u64,
+}
+
+impl Budget {
+    fn new(mut buckets: Vec<crate::limits::Bucket>, charged: u64, prompt: u64) -> Budget {
+        buckets.retain(|b| b.tokens_per_minute.is_some());
+        Budget { buckets, charged, prompt }
+    }
+
+    /// Charges what the answer used beyond what was charged before: the upstream's
+    /// `usage.total_tokens` when it reported one, else the prompt's estimate plus the answer's
+    /// text bytes / 4. Nothing is given back when it used less.
+    async fn settle(&self, state: &AppState, usage: Option<u64>, answer_bytes: u64) {
+        if self.buckets.is_empty() {
+            return;
+        }
+        let used = usage.unwrap_or_else(|| self.prompt.saturating_add(answer_bytes.div_ceil(4)));
+        let extra = used.saturating_sub(self.charged);
+        if extra > 0 {
+            state.inner.limiter.charge(&self.buckets, extra).await;
+        }
+    }
+}
+
+/// An answer's `usage.total_tokens` (or its prompt and completion tokens added).
+fn usage_of(body: &Value) -> Option<u64> {
+    let u = body.get("usage")?;
+    u.get("total_tokens").and_then(Value::as_u64).or_else(|| {
+        let p = u.get("prompt_tokens").and_then(Value::as_u64)?;
+        Some(p.saturating_add(u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0)))
+    })
+}
+
+/// Bytes of an answer's message texts (what the answer's tokens are estimated from when the
+/// upstream reports no usage).
+fn answer_bytes(body: &Value) -> u64 {
+    let mut n = 0u64;
+    if let Some(choices) = body.get("choices").and_then(Value::as_array) {
+        for ch in choices {
+            if let Some(m) = ch.get("message") {
+                phiops::each_text(m, &mut |s| n = n.saturating_add(s.len() as u64));
+            }
+        }
+    }
+    n
 }
 
 async fn prepare(
@@ -637,7 +700,9 @@ async fn prepare(
 
     let texts = phiops::texts(&body, kind, &state.inner.texts)?;
     let estimate = estimate_tokens(&texts, &body)?;
-    state.inner.limiter.admit(&buckets(&pol, &who, &decision.use_case), estimate).await?;
+    let limits = buckets(&pol, &who, &decision.use_case);
+    state.inner.limiter.admit(&limits, estimate).await?;
+    let budget = Budget::new(limits, estimate, prompt_estimate(&texts));
     let mut injection = Vec::new();
     if decision.prompt_injection != policy::InjectionMode::Off {
         for t in &texts {
@@ -674,7 +739,7 @@ async fn prepare(
     if deps.is_empty() {
         return Err(ApiError::NoEligibleProvider);
     }
-    Ok(Prepared { who, decision, body, applied, scope, targets: targets(deps), injection })
+    Ok(Prepared { who, decision, body, applied, scope, targets: targets(deps), injection, budget })
 }
 
 fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
@@ -755,6 +820,7 @@ async fn chat_inner(
     let client_model = p.decision.model.clone();
     if !stream {
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
+        p.budget.settle(state, usage_of(&body), answer_bytes(&body)).await;
         let out_started = Instant::now();
         let rules = OutputRules {
             scanner: state.inner.detector.clone(),
@@ -797,7 +863,7 @@ async fn chat_inner(
         OutputRules { scanner: state.inner.detector.clone(), request_values, new_phi, restore };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    let ended = (state.clone(), audit.clone());
+    let ended = (state.clone(), audit.clone(), p.budget.clone());
     tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout, ended));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -861,7 +927,7 @@ async fn pump(
     mut rw: StreamRewriter,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     idle: std::time::Duration,
-    (state, audit): (AppState, Audit),
+    (state, audit, budget): (AppState, Audit, Budget),
 ) {
     let mut parser = SseParser::default();
     let result: Result<(), ApiError> = async {
@@ -906,6 +972,8 @@ async fn pump(
         Ok(()) => rw.finish(),
         Err(e) => Err(e),
     };
+    // Whatever was generated counts, whether or not it all reached the client.
+    budget.settle(&state, rw.usage, rw.text_bytes).await;
     for c in &rw.report.new_phi {
         metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str()).increment(1);
     }
@@ -949,6 +1017,7 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
             .post(p.targets.clone(), "embeddings", &p.body, &mut disclosure)
             .await?;
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
+        p.budget.settle(&state, usage_of(&body), 0).await;
         if !body.get("data").is_some_and(Value::is_array) {
             return Err(ApiError::UpstreamInvalidResponse);
         }

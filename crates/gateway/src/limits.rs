@@ -166,6 +166,34 @@ impl Limiter {
         Ok(())
     }
 
+    /// Charges `tokens` more to every bucket with a token budget (an answer larger than its
+    /// estimate), without counting a request. Best effort: a charge that cannot reach Redis
+    /// is logged and lost.
+    pub async fn charge(&self, buckets: &[Bucket], tokens: u64) {
+        let window = minute();
+        for b in buckets.iter().filter(|b| b.tokens_per_minute.is_some()) {
+            if let Some(r) = &self.redis {
+                match redis_add_tokens(r, &b.key, window, tokens).await {
+                    Ok(()) => continue,
+                    Err(e) if !r.allow_local_fallback => {
+                        tracing::warn!(code = e.code(), "an answer's tokens were not charged");
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+            }
+            let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(counts) = m.of(window) {
+                if !counts.contains_key(&b.key) {
+                    counts.insert(b.key.clone(), (0, 0));
+                }
+                if let Some(e) = counts.get_mut(&b.key) {
+                    e.1 = e.1.saturating_add(tokens);
+                }
+            }
+        }
+    }
+
     async fn refund_all(&self, counted: &[(&str, Counted)], window: u64, tokens: u64) {
         for (key, place) in counted {
             self.refund(key, window, tokens, *place).await;
@@ -380,6 +408,35 @@ async fn redis_count(
     let fut = pipe.query_async::<(u64, u64)>(&mut conn);
     match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
+        _ => {
+            reset(r).await;
+            Err(ApiError::RateLimiterUnavailable)
+        }
+    }
+}
+
+/// Adds `tokens` to a Redis bucket's token count.
+async fn redis_add_tokens(
+    r: &RedisCounter,
+    key: &str,
+    window: u64,
+    tokens: u64,
+) -> Result<(), ApiError> {
+    let mut conn = connect(r).await?;
+    let tk = format!("phigate:rl:{window}:{key}:t");
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("INCRBY")
+        .arg(&tk)
+        .arg(tokens)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&tk)
+        .arg(120)
+        .ignore();
+    let fut = pipe.query_async::<()>(&mut conn);
+    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
+        Ok(Ok(())) => Ok(()),
         _ => {
             reset(r).await;
             Err(ApiError::RateLimiterUnavailable)

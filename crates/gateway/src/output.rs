@@ -274,6 +274,11 @@ pub struct StreamRewriter {
     pub report: OutputReport,
     /// Id/created of the last chunk, to emit trailing text.
     template: Option<Value>,
+    /// The upstream's `usage.total_tokens`, when a chunk carried it
+    /// (`stream_options.include_usage`).
+    pub usage: Option<u64>,
+    /// Bytes of answer text received (the answer's size when no usage comes).
+    pub text_bytes: u64,
 }
 
 impl std::fmt::Debug for StreamRewriter {
@@ -295,6 +300,8 @@ impl StreamRewriter {
             client_model: client_model.to_string(),
             report: OutputReport::default(),
             template: None,
+            usage: None,
+            text_bytes: 0,
         }
     }
 
@@ -319,6 +326,7 @@ impl StreamRewriter {
             },
         });
         st.pending.push_str(text);
+        self.text_bytes = self.text_bytes.saturating_add(text.len() as u64);
     }
 
     /// Scans and emits what is safe of one text's pending part (everything when `last`).
@@ -419,6 +427,9 @@ impl StreamRewriter {
         }
         if let Some(m) = v.get_mut("model") {
             *m = Value::String(self.client_model.clone());
+        }
+        if let Some(n) = v.pointer("/usage/total_tokens").and_then(Value::as_u64) {
+            self.usage = Some(n);
         }
         let Some(choices) = v.get_mut("choices") else {
             return Ok(v);

@@ -100,7 +100,7 @@ fn is_protocol(k: &str, v: &Value) -> bool {
 /// parts (objects or bare strings), participant `name`s, tool-call arguments, tool descriptions
 /// and schemas, `user`, `metadata`, `prediction`, and whatever field a client or a newer API
 /// adds. Object keys are not texts.
-fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
+pub(crate) fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
     match v {
         Value::String(s) if !s.is_empty() => f(s),
         Value::Array(items) => items.iter().for_each(|it| each_text(it, f)),

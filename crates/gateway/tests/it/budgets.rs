@@ -1,6 +1,6 @@
 //! Token budgets (`tokens_per_minute`) through the real gateway: a request's estimate is its text
 //! bytes / 4 rounded up plus the answer budget it asks for (`max_completion_tokens`, else
-//! `max_tokens`); a use case's budget is one count for every caller of it, a role's budget is a
+//! `max_tokens`), and an answer larger than that is charged the rest after it; a use case's budget is one count for every caller of it, a role's budget is a
 //! count per identity holding the role; the request that would pass the budget is refused with
 //! 429 `rate_limited` with a `Retry-After` (seconds to the window's end), never forwarded, and
 //! recorded; with Redis, replicas share one count.
@@ -244,4 +244,38 @@ async fn a_request_refused_by_a_later_bucket_costs_nothing_in_the_earlier_ones()
     assert_rate_limited(&s.chat(&s.limited, budget_body(40, None)).await);
     assert_eq!(s.upstream.count(), 3);
     assert_eq!(rate_limited_actors(&s).await, ["svc:limited-bot"; 4]);
+}
+
+/// The estimate charged before the send covers the answer only up to the `max_tokens` asked
+/// for. An answer larger than that is charged after it, from the upstream's `usage` when it
+/// reports one, else from the answer's text bytes / 4 (a stream); the next request then finds
+/// the budget spent.
+#[tokio::test]
+async fn an_answer_larger_than_its_estimate_is_charged_after_it() {
+    // Reported usage: 40 bytes (10 tokens) charged before, 900 reported, 890 charged after.
+    let s = budgeted_stack().await;
+    let a = s.key("svc:budget-a", "service", "budgeted").await;
+    fresh_window().await;
+    let mut body = budget_body(40, None);
+    body["x_usage"] = json!(900);
+    assert_ok(&s.chat(&a, body).await);
+    // 101 tokens more would make 1001.
+    assert_rate_limited(&s.chat(&a, budget_body(404, None)).await);
+    assert_ok(&s.chat(&a, budget_body(400, None)).await);
+    assert_eq!(s.upstream.count(), 2);
+
+    // A stream with no usage: its text (3,600 bytes and more) is charged as 900 tokens and more.
+    let s = budgeted_stack().await;
+    let a = s.key("svc:budget-a", "service", "budgeted").await;
+    fresh_window().await;
+    s.upstream.set_extra(&text_of(3600));
+    let mut body = budget_body(40, None);
+    body["stream"] = json!(true);
+    body["x_chunk"] = json!(500);
+    let r = s.chat(&a, body).await;
+    assert_ok(&r);
+    assert!(r.body.contains("[DONE]"), "{}", r.body);
+    s.upstream.set_extra("");
+    assert_rate_limited(&s.chat(&a, budget_body(400, None)).await);
+    assert_eq!(s.upstream.count(), 1);
 }

@@ -151,7 +151,9 @@ async fn chat(State(u): State<Upstream>, body: String) -> Response {
     Json(json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        // `x_usage` in the request: the total the answer reports (else 2).
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                  "total_tokens": v["x_usage"].as_u64().unwrap_or(2)}
     }))
     .into_response()
 }
