@@ -432,17 +432,24 @@ pub async fn apply(
 /// Tokens for `(category, value)` pairs: the scope's existing token of a value, or the next
 /// `[CATEGORY_n]` of the scope (dense: a conversation's second name is `[NAME_2]`, whichever
 /// turn it first appears in). A number taken at the same moment by a concurrent request of the
-/// same conversation makes the vault refuse; the next try reads the numbers anew.
+/// same conversation makes the vault refuse; the next try, after a short random wait, reads
+/// the numbers anew.
 async fn tokenize(
     vault: &vault::Vault,
     scope: &str,
     items: &[(Category, String)],
 ) -> Result<Vec<String>, ApiError> {
     let items: Vec<(Category, &str)> = items.iter().map(|(c, v)| (*c, v.as_str())).collect();
-    for _ in 0..12 {
+    for attempt in 0..12u32 {
         match vault.tokenize_numbered(scope, &items).await {
             Ok(t) => return Ok(t.into_iter().map(|t| t.token).collect()),
-            Err(vault::Error::TokenInUse { .. }) => {}
+            Err(vault::Error::TokenInUse { .. }) => {
+                // Requests of one conversation that collide again at once would collide
+                // again: each waits a random while, longer after each try (at most 64 ms).
+                let most = 1u64 << attempt.min(6);
+                let wait = rand::random::<u64>() % (most + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -84,6 +84,31 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The gateway's numbered tokens ([NAME_n]) in a scope that already holds 10,000 values
+    // (a key's scope without a conversation gathers a retention period's values): the numbers
+    // are kept in memory, not read from the scope's every token for each new value.
+    f.rt.block_on(async {
+        let values: Vec<String> = (0..10_000).map(|i| format!("Held Person {i}")).collect();
+        for chunk in values.chunks(1000) {
+            let items: Vec<(Category, &str)> =
+                chunk.iter().map(|s| (Category::Name, s.as_str())).collect();
+            v.tokenize_numbered("conv-bench-large", &items).await.expect("seed large");
+        }
+    });
+    g.bench_function("new_numbered_value_in_a_scope_of_10000", |b| {
+        let v = v.clone();
+        let n = counter.clone();
+        b.to_async(&f.rt).iter(|| {
+            let v = v.clone();
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let value = format!("Numbered Person {i}");
+                v.tokenize_numbered("conv-bench-large", &[(Category::Name, value.as_str())])
+                    .await
+                    .expect("numbered")
+            }
+        })
+    });
     for batch in [4usize, 32] {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("new_values_batch", batch), &batch, |b, &batch| {

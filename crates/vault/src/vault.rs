@@ -132,6 +132,11 @@ struct Inner {
     by_fp: quick_cache::sync::Cache<Vec<u8>, Arc<VaultRow>>,
     /// Stored vault rows by (scope, token) (for reveal).
     by_token: quick_cache::sync::Cache<(String, String), Arc<VaultRow>>,
+    /// The highest `[CATEGORY_n]` number per category of a scope, as this process last stored
+    /// or read them: a scope that gathers values for weeks is not read whole for each new
+    /// one. Another writer's number is found when the store refuses this one's
+    /// ([`Error::TokenInUse`]), which drops the entry.
+    numbers: quick_cache::sync::Cache<String, HashMap<Category, u64>>,
     /// New keys and rows, group-committed.
     writes: crate::writes::Writes,
     config: VaultConfig,
@@ -230,6 +235,7 @@ impl Vault {
                 active: quick_cache::sync::Cache::new(keys),
                 by_fp: quick_cache::sync::Cache::new(rows),
                 by_token: quick_cache::sync::Cache::new(rows),
+                numbers: quick_cache::sync::Cache::new(keys),
                 writes,
                 config,
             }),
@@ -276,6 +282,7 @@ impl Vault {
     /// Forgets what is cached of `scope`'s keys (its rows become unusable: every use of a
     /// cached vault row goes through its data key's row).
     fn forget_scope(&self, scope: &str) {
+        self.inner.numbers.remove(scope);
         if let Some((_, (key_id, _))) = self.inner.active.remove(scope) {
             self.cache_evict(&key_id);
         }
@@ -619,8 +626,10 @@ impl Vault {
                 Some(t) => t.to_owned(),
                 None if numbered => {
                     if numbers.is_none() {
-                        numbers =
-                            Some(highest_numbers(&self.inner.store.vault_tokens(scope).await?));
+                        numbers = Some(match self.inner.numbers.get(scope) {
+                            Some(n) => n,
+                            None => highest_numbers(&self.inner.store.vault_tokens(scope).await?),
+                        });
                     }
                     let n =
                         numbers.get_or_insert_with(HashMap::new).entry(it.category).or_insert(0);
@@ -650,21 +659,49 @@ impl Vault {
             // another writer stored the same value at the same moment, the store's first row
             // (oldest, then lowest token) is the one every caller converges on.
             let fps: Vec<Vec<u8>> = fresh.iter().map(|(_, fp, _)| fp.clone()).collect();
-            let found = self.inner.store.vault_find_many(scope, &fps).await?;
+            let found = self.inner.store.vault_find_many(scope, &fps).await;
+            let found = found.inspect_err(|_| {
+                self.inner.numbers.remove(scope);
+            })?;
+            let mut all_ours = true;
+            let mut stored = Vec::new();
             for ((i, _, row), found) in fresh.into_iter().zip(found) {
                 match found {
                     Some(found) if found.token == row.token => {
+                        stored.push(row.token.clone());
                         out[i] = Some(Tokenized { token: row.token, created: true });
                         self.remember(&Arc::new(found));
                     }
                     Some(found) => {
+                        all_ours = false;
                         out[i] = Some(Tokenized { token: found.token.clone(), created: false });
                         self.remember(&Arc::new(found));
                     }
                     None => {
-                        return Err(Error::TokenInUse { scope: scope.to_owned(), token: row.token })
+                        // Another writer holds this number: the next call reads them anew.
+                        self.inner.numbers.remove(scope);
+                        return Err(Error::TokenInUse {
+                            scope: scope.to_owned(),
+                            token: row.token,
+                        });
                     }
                 }
+            }
+            // Every number this call took is stored as its own: with the tokens it stored
+            // (a given `[NAME_7]` counts too), they are the scope's highest.
+            let known = numbers.or_else(|| self.inner.numbers.get(scope));
+            match known {
+                Some(mut n) if all_ours => {
+                    for (c, m) in highest_numbers(&stored) {
+                        let e = n.entry(c).or_insert(0);
+                        *e = (*e).max(m);
+                    }
+                    self.inner.numbers.insert(scope.to_owned(), n);
+                }
+                Some(_) => {
+                    self.inner.numbers.remove(scope);
+                }
+                None => {}
             }
         }
 
@@ -752,6 +789,8 @@ impl Vault {
         for r in kept {
             self.remember(&Arc::new(r));
         }
+        let stored: Vec<String> = out.iter().map(|t| t.token.clone()).collect();
+        self.inner.numbers.insert(scope.to_owned(), highest_numbers(&stored));
         Ok(Some(out))
     }
 

@@ -16,7 +16,8 @@ on_both!(
     tampered_and_moved_rows_fail,
     token_in_use,
     numbered_tokens_are_dense_per_scope,
-    numbered_tokens_under_concurrent_writers
+    numbered_tokens_under_concurrent_writers,
+    numbered_tokens_from_two_replicas_stay_distinct
 );
 
 fn actor() -> Actor {
@@ -411,6 +412,37 @@ async fn numbered_tokens_under_concurrent_writers(db: &mut Db) {
     let want: Vec<String> = (1..=8).map(|n| format!("[NAME_{n}]")).collect();
     assert_eq!(got, want);
     let r = v.reveal("conv-race", &got, &actor(), RevealReason::Treatment).await.expect("reveal");
+    for (value, token) in &pairs {
+        assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
+    }
+}
+
+async fn numbered_tokens_from_two_replicas_stay_distinct(db: &mut Db) {
+    // Two replicas (two vaults over one store) add names to one conversation in turn. Each
+    // keeps the scope's highest numbers in memory, so each is behind after the other's turn:
+    // the store refuses a number already taken (TokenInUse), and the next try reads them anew.
+    let k = kek();
+    let a = db.vault(k.clone()).await;
+    let b = db.vault(k).await;
+    let mut pairs = Vec::new();
+    for i in 0..10 {
+        let v = if i % 2 == 0 { &a } else { &b };
+        let value = format!("Person {i}");
+        let t = numbered_retrying(v, "conv-two", &[(Category::Name, &value)]).await;
+        pairs.push((value, t[0].token.clone()));
+        // A value already stored is found by either replica, under its token.
+        let again = numbered_retrying(
+            if i % 2 == 0 { &b } else { &a },
+            "conv-two",
+            &[(Category::Name, &pairs[i].0)],
+        )
+        .await;
+        assert_eq!(again[0].token, pairs[i].1);
+    }
+    let tokens: Vec<String> = pairs.iter().map(|(_, t)| t.clone()).collect();
+    let want: Vec<String> = (1..=10).map(|n| format!("[NAME_{n}]")).collect();
+    assert_eq!(tokens, want);
+    let r = a.reveal("conv-two", &tokens, &actor(), RevealReason::Treatment).await.expect("reveal");
     for (value, token) in &pairs {
         assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
     }
