@@ -421,17 +421,31 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     }
 
     // ---- limits ----------------------------------------------------------------------------
+    // Two entries for one role or use case would count each request twice in one bucket.
+    let mut limit_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (i, l) in &limits {
         let at = format!("limits[{i}]");
         match (&l.role, &l.use_case) {
             (Some(r), None) => {
                 if !role_set.contains(r) {
                     p.push(format!("{at}.role"), format!("unknown role {r:?}"));
+                } else if let Some(j) = limit_of.insert(("role", r.as_str()), *i) {
+                    p.push(
+                        format!("{at}.role"),
+                        format!(
+                            "role {r:?} already has a limit (limits[{j}]): put both in one entry"
+                        ),
+                    );
                 }
             }
             (None, Some(u)) => {
                 if !uc_names.contains(u) {
                     p.push(format!("{at}.use_case"), format!("unknown use case {u:?}"));
+                } else if let Some(j) = limit_of.insert(("use_case", u.as_str()), *i) {
+                    p.push(
+                        format!("{at}.use_case"),
+                        format!("use case {u:?} already has a limit (limits[{j}]): put both in one entry"),
+                    );
                 }
             }
             _ => p.push(at.clone(), "give exactly one of role or use_case"),

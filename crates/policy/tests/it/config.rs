@@ -151,6 +151,17 @@ fn references_of_limits_and_output_roles() {
 }
 
 #[test]
+fn a_role_or_use_case_has_one_limit_entry() {
+    // Two entries for one bucket would count every request twice in it.
+    let extra = "limits:\n  - { role: clinician, requests_per_minute: 5 }\n  - { use_case: notes, tokens_per_minute: 5 }\n  - { role: clinician, tokens_per_minute: 100 }\n  - { use_case: notes, requests_per_minute: 9 }\n  - { role: researcher, requests_per_minute: 9 }\n";
+    let e = errors(&format!("{MINIMAL}{extra}"));
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(e.has_path("limits[2].role"), "{e}");
+    assert!(e.has_path("limits[3].use_case"), "{e}");
+    assert!(e.to_string().contains("already has a limit (limits[0])"), "{e}");
+}
+
+#[test]
 fn secrets_are_checked_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     secrets(dir.path());
