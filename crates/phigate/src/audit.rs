@@ -33,11 +33,13 @@ pub struct AuditArgs {
 #[derive(Args)]
 struct KeyArgs {
     /// A file holding the base64 of the 32-byte Ed25519 seed that signs checkpoints
-    /// [env: PHIGATE_LEDGER_KEY holds the same base64].
+    /// [env: PHIGATE_LEDGER_KEY holds the same base64; default: the configuration's
+    /// audit.signing_key file when its store is used].
     #[arg(long, value_name = "FILE", global = true)]
     key_file: Option<PathBuf>,
     /// The log's name: the first line of every checkpoint and the signing key's name
-    /// [env: PHIGATE_LEDGER_ORIGIN; default: phigate.local/ledger].
+    /// [env: PHIGATE_LEDGER_ORIGIN; default: the configuration's audit.origin when its store is
+    /// used, else phigate.local/ledger].
     #[arg(long, value_name = "NAME", global = true)]
     origin: Option<String>,
 }
@@ -261,7 +263,22 @@ impl KeyArgs {
 }
 
 /// Runs `phigate audit …` on its own tokio runtime.
-pub fn run(args: AuditArgs) -> anyhow::Result<()> {
+pub fn run(mut args: AuditArgs) -> anyhow::Result<()> {
+    args.store = args.store.with_config()?;
+    // The gateway's ledger name and signing key file, when its store is the one used.
+    if let Some(peek) = args.store.peeked() {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|v| !v.is_empty());
+        if args.keys.origin.is_none() && !set("PHIGATE_LEDGER_ORIGIN") {
+            args.keys.origin.clone_from(&peek.origin);
+        }
+        if args.keys.key_file.is_none() && !set("PHIGATE_LEDGER_KEY") {
+            args.keys.key_file = peek
+                .signing_key
+                .as_deref()
+                .and_then(|k| k.strip_prefix("file:"))
+                .map(PathBuf::from);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -47,7 +47,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Writes a backup of the whole store.
-pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+pub fn backup(mut args: BackupArgs) -> anyhow::Result<()> {
+    args.store = args.store.with_config()?;
     if args.out.exists() && !args.force {
         bail!("{} exists; give --force to replace it", args.out.display());
     }
@@ -74,7 +75,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 /// Restores a backup into an empty store and verifies the restored ledger.
-pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+pub fn restore(mut args: RestoreArgs) -> anyhow::Result<()> {
+    args.store = args.store.with_config()?;
     let verifier = match &args.pubkey {
         Some(k) => Some(ledger::NoteVerifier::parse(&read_key(k)?).context("--pubkey")?),
         None => None,

@@ -21,11 +21,13 @@ use crate::audit_store::StoreArgs;
 pub struct VaultArgs {
     #[command(subcommand)]
     command: VaultCommand,
-    /// The key-encryption key: file:/path, env:VAR or base64:… [env: PHIGATE_VAULT_KEK;
-    /// default: file:vault.kek in the data directory].
+    /// The key-encryption key: file:/path, env:VAR (or ${VAR}) or base64:…
+    /// [env: PHIGATE_VAULT_KEK; default: the configuration's vault.kek when its store is used,
+    /// else file:vault.kek in the data directory].
     #[arg(long, value_name = "SPEC", global = true)]
     kek: Option<String>,
-    /// Older KEKs still wrapping some data keys (during a rotation); repeat as needed.
+    /// Older KEKs still wrapping some data keys (during a rotation); repeat as needed
+    /// [default: the configuration's vault.previous_keks when its store is used].
     #[arg(long, value_name = "SPEC", global = true)]
     previous_kek: Vec<String>,
     /// Who acts, for the ledger: an organization identity slug.
@@ -99,7 +101,18 @@ fn kek_spec(args: &VaultArgs) -> String {
     if std::env::var(vault::KEK_ENV).is_ok_and(|v| !v.is_empty()) {
         return format!("env:{}", vault::KEK_ENV);
     }
+    if let Some(k) = args.store.peeked().and_then(|p| p.kek.clone()) {
+        return k;
+    }
     format!("file:{}", args.store.data_dir().join("vault.kek").display())
+}
+
+/// `--previous-kek`, else the configuration's `vault.previous_keks` when its store is used.
+fn previous_specs(args: &VaultArgs) -> Vec<String> {
+    if !args.previous_kek.is_empty() {
+        return args.previous_kek.clone();
+    }
+    args.store.peeked().map(|p| p.previous_keks.clone()).unwrap_or_default()
 }
 
 fn load_kek(spec: &str, what: &str) -> anyhow::Result<Arc<dyn Kms>> {
@@ -108,13 +121,14 @@ fn load_kek(spec: &str, what: &str) -> anyhow::Result<Arc<dyn Kms>> {
 
 async fn open_vault(args: &VaultArgs) -> anyhow::Result<Vault> {
     let mut keyring = Keyring::new(load_kek(&kek_spec(args), "--kek")?);
-    for p in &args.previous_kek {
+    for p in &previous_specs(args) {
         keyring = keyring.with_previous(load_kek(p, "--previous-kek")?);
     }
     let store = args.store.open().await?;
     let origin = std::env::var("PHIGATE_LEDGER_ORIGIN")
         .ok()
         .filter(|o| !o.is_empty())
+        .or_else(|| args.store.peeked().and_then(|p| p.origin.clone()))
         .unwrap_or_else(|| DEFAULT_ORIGIN.to_string());
     let ledger = ledger::Ledger::open(store.clone(), ledger::LedgerConfig::new(&origin)).await?;
     Ok(Vault::new(store, ledger, keyring, VaultConfig::default()))
@@ -149,6 +163,8 @@ pub fn run(args: VaultArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let actor = Actor::new(&args.actor).context("--actor")?;
+    let mut args = args;
+    args.store = args.store.with_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

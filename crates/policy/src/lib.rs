@@ -52,6 +52,7 @@ mod keys;
 mod load;
 mod model;
 mod oidc;
+mod peek;
 mod problems;
 mod secret;
 
@@ -74,6 +75,7 @@ pub use model::{
 pub use oidc::{
     JwksSource, JWKS_FETCH_TIMEOUT, JWKS_REFETCH_MIN, JWKS_RETRY_AFTER_FAILURE, MAX_JWKS_BYTES,
 };
+pub use peek::{peek, Peek};
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use secret::{Secret, SecretSource};
 

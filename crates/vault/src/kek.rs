@@ -134,16 +134,19 @@ impl LocalKek {
         Self::from_base64(text).map_err(|e| Error::KekSource(format!("{shown}: {e}")))
     }
 
-    /// A KEK from a configuration reference: `env:VAR`, `file:/path`, or `base64:...`.
+    /// A KEK from a reference: `env:VAR` (or `${VAR}`), `file:/path`, or `base64:...`.
     pub fn from_spec(spec: &str) -> Result<LocalKek, Error> {
-        if let Some(var) = spec.strip_prefix("env:") {
+        // `${VAR}`, as the configuration writes it, is `env:VAR`.
+        if let Some(var) = spec.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            Self::from_env(var)
+        } else if let Some(var) = spec.strip_prefix("env:") {
             Self::from_env(var)
         } else if let Some(path) = spec.strip_prefix("file:") {
             Self::from_file(Path::new(path))
         } else if let Some(b64) = spec.strip_prefix("base64:") {
             Self::from_base64(b64)
         } else {
-            Err(Error::KekSource("expected env:VAR, file:/path or base64:...".into()))
+            Err(Error::KekSource("expected env:VAR (or ${VAR}), file:/path or base64:...".into()))
         }
     }
 }
@@ -283,6 +286,11 @@ mod tests {
         assert!(LocalKek::from_spec("vault:xyz").is_err());
         let e = LocalKek::from_env("PHIGATE_TEST_SURELY_UNSET_VAR").expect_err("unset");
         assert!(e.to_string().contains("PHIGATE_TEST_SURELY_UNSET_VAR"));
+        // The configuration's form reads the same variable.
+        let e = LocalKek::from_spec("${PHIGATE_TEST_SURELY_UNSET_VAR}").expect_err("unset");
+        assert!(e.to_string().contains("PHIGATE_TEST_SURELY_UNSET_VAR"), "{e}");
+        let e = LocalKek::from_spec("env:PHIGATE_TEST_SURELY_UNSET_VAR").expect_err("unset");
+        assert!(e.to_string().contains("PHIGATE_TEST_SURELY_UNSET_VAR"), "{e}");
     }
 
     #[test]

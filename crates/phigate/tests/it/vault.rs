@@ -122,3 +122,75 @@ fn scope_names_a_gateway_conversation_for_a_shred() {
     let help = ok(&phigate(&["vault", "scope", "--help"], dir.path()));
     assert!(help.contains("phigate vault shred --reason patient_request"), "{help}");
 }
+
+/// Run beside a gateway's configuration with no store named, the operator commands act on the
+/// gateway's store (its `store.url`), with its KEK, ledger name and signing key; they do not
+/// make and act on an empty `./phigate-data/phigate.db` of their own (a shred there would
+/// report success and destroy nothing).
+#[test]
+fn operator_commands_use_the_store_and_keys_of_the_configuration_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // In `d`, with no store or data directory in the environment.
+    let phigate = |args: &[&str], d: &std::path::Path| {
+        crate::run::command(&[]).args(args).current_dir(d).output().unwrap()
+    };
+    std::fs::create_dir_all(d.join("secrets")).unwrap();
+    ok(&phigate(&["vault", "keygen", "--out", "secrets/vault.kek"], d));
+    ok(&phigate(
+        &["audit", "keygen", "--out", "secrets/ledger.key", "--origin", "hospital.example/gw"],
+        d,
+    ));
+    std::fs::write(
+        d.join("phigate.yaml"),
+        "store:\n  url: sqlite://./elsewhere/gateway.db\naudit:\n  hmac_key: ${NOT_NEEDED_HERE}\n  \
+         signing_key: file:./secrets/ledger.key\n  origin: hospital.example/gw\nvault:\n  \
+         kek: file:./secrets/vault.kek\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+    // The gateway's vault has a conversation.
+    let gw_db = d.join("elsewhere/gateway.db");
+    tokenize_into(&gw_db, &d.join("secrets/vault.kek"), "conv-cfg");
+
+    ok(&phigate(&["vault", "check"], d));
+    let shred =
+        phigate(&["vault", "shred", "--scope", "conv-cfg", "--reason", "patient_request"], d);
+    ok(&shred);
+    assert!(!d.join("phigate-data/phigate.db").exists(), "a store of its own was made");
+    // The shred reached the gateway's store: the scope's key is gone there.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let live = rt.block_on(async {
+        let store = store::Store::open(gw_db.to_str().unwrap()).await.unwrap();
+        let key = store.data_key_latest("conv-cfg").await.unwrap().expect("the scope's key");
+        store.close().await;
+        key.shredded_ms
+    });
+    assert!(live.is_some(), "the shred did not reach the configured store");
+
+    // The ledger there is signed under the configuration's name and key.
+    let cp = phigate(&["audit", "checkpoint"], d);
+    ok(&cp);
+    assert!(String::from_utf8_lossy(&cp.stdout).starts_with("hospital.example/gw\n"));
+    ok(&phigate(&["audit", "verify"], d));
+    // A store named explicitly still wins.
+    let other = d.join("other.db");
+    ok(&phigate(&["audit", "search", "--limit", "1", "--store", other.to_str().unwrap()], d));
+    assert!(other.exists());
+}
+
+/// One value in `scope` of the store at `db`, under the KEK in `kek`.
+fn tokenize_into(db: &std::path::Path, kek: &std::path::Path, scope: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = store::Store::open(db.to_str().unwrap()).await.unwrap();
+        let ledger =
+            ledger::Ledger::open(store.clone(), ledger::LedgerConfig::new("hospital.example/gw"))
+                .await
+                .unwrap();
+        let keyring = Keyring::new(std::sync::Arc::new(LocalKek::from_file(kek).unwrap()));
+        let v = Vault::new(store.clone(), ledger, keyring, VaultConfig::default());
+        v.tokenize(scope, phi::Category::Name, "Imogen Hargreaves", None).await.unwrap();
+        store.close().await;
+    });
+}
