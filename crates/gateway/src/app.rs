@@ -622,8 +622,17 @@ impl Budget {
             return;
         }
         let used = usage.unwrap_or_else(|| self.prompt.saturating_add(answer_bytes.div_ceil(4)));
-        let extra = used.saturating_sub(self.charged);
-        if extra > 0 {
+        // An upstream's usage is its word: bounded, so that no figure it sends can overflow a
+        // counter (Redis refuses an INCRBY past i64).
+        let extra = used.saturating_sub(self.charged).min(MAX_ANSWER_TOKENS * MAX_CHOICES);
+        if extra == 0 {
+            return;
+        }
+        if state.inner.limiter.uses_redis() {
+            // Off the answer's path: a slow Redis must not hold the answer back.
+            let (state, buckets) = (state.clone(), self.buckets.clone());
+            tokio::spawn(async move { state.inner.limiter.charge(&buckets, extra).await });
+        } else {
             state.inner.limiter.charge(&self.buckets, extra).await;
         }
     }

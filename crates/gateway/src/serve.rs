@@ -1,8 +1,12 @@
 //! Opening the whole stack from a configuration, and serving the app on a socket.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use base64::Engine as _;
 
@@ -97,20 +101,26 @@ pub async fn serve(
     // Set once the grace period is over: every connection still open drops what it serves.
     let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut warned_full = false;
+    let mut warned_at: Option<std::time::Instant> = None;
     loop {
-        let slot = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // At the cap: say so (at most once a minute), and wait for a slot.
+                if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    warned_at = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections,
+                        "server.max_connections reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                }
+            }
         };
-        if slots.available_permits() == 0 && !warned_full {
-            warned_full = true;
-            tracing::warn!(
-                max_connections,
-                "server.max_connections reached: new connections wait until one closes"
-            );
-        }
         let (tcp, _) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -121,18 +131,20 @@ pub async fn serve(
                     // else (no file descriptors left) is waited out rather than spun on.
                     if !is_connection_error(&e) {
                         tracing::error!(error = %e, "accept failed; retrying in 1 s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
                     continue;
                 }
             },
         };
-        if slots.available_permits() > 0 {
-            warned_full = false;
-        }
         // Answers are written whole; there is nothing to gain by holding small writes back.
         let _ = tcp.set_nodelay(true);
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service.clone());
+        let io = hyper_util::rt::TokioIo::new(WriteDeadline::new(tcp, read_timeout));
+        let conn = http.serve_connection(io, service.clone());
         let conn = graceful.watch(conn);
         let mut cut = cut_rx.clone();
         tokio::spawn(async move {
@@ -170,6 +182,91 @@ pub async fn serve(
     Ok(())
 }
 
+/// A client connection whose writes must make progress: a write or flush that stays pending
+/// (the client stopped reading, its window is full) for `limit` fails, and hyper closes the
+/// connection. Without it, a client that sends requests and never reads their answers would
+/// hold its connection slot for ever: the header deadline runs only while a request is awaited.
+/// No timer exists while writes complete, which is nearly always.
+struct WriteDeadline<T> {
+    io: T,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        WriteDeadline { io, limit, timer: None }
+    }
+
+    /// The outcome of a write or flush: a pending one starts the timer (if not running) and
+    /// fails once `limit` has passed; any other stops it.
+    fn check<R>(
+        &mut self,
+        r: Poll<std::io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<R>> {
+        if r.is_ready() {
+            self.timer = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.timer = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took no bytes of the answer within server.read_timeout_secs",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Errors of one incoming connection, not of the listener.
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -178,7 +275,8 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 
 /// Loads and validates `path` and swaps it in atomically; an invalid file is refused (its
 /// problems logged) and the policy in force is kept. Sections read only at start (store,
-/// audit, vault, redis, server.listen) take effect on the next restart.
+/// audit, vault, redis, server.listen, max_connections, shutdown_grace_secs, and
+/// read_timeout_secs except for bodies) take effect on the next restart.
 pub fn reload(state: &AppState, path: &std::path::Path) -> Result<String, policy::ConfigErrors> {
     let p = policy::Config::load(path).and_then(policy::Policy::new)?;
     let version = p.version().to_string();

@@ -42,6 +42,9 @@ struct KeyArgs {
     /// used, else phigate.local/ledger].
     #[arg(long, value_name = "NAME", global = true)]
     origin: Option<String>,
+    /// The variable holding the signing key, when the configuration names it as `${VAR}`.
+    #[arg(skip)]
+    key_env: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,6 +255,16 @@ impl KeyArgs {
 
     /// The signing key, if one is configured.
     fn signer(&self) -> anyhow::Result<Option<NoteSigner>> {
+        if let Some(var) = &self.key_env {
+            let b64 = zeroize::Zeroizing::new(std::env::var(var).unwrap_or_default());
+            if b64.trim().is_empty() {
+                bail!("the configuration's audit.signing_key names ${{{var}}}, which is not set");
+            }
+            return Ok(Some(
+                NoteSigner::from_base64_seed(&self.origin()?, &b64)
+                    .with_context(|| format!("the signing key in ${{{var}}}"))?,
+            ));
+        }
         Ok(NoteSigner::load(&self.origin()?, self.key_file.as_deref())?)
     }
 
@@ -272,11 +285,9 @@ pub fn run(mut args: AuditArgs) -> anyhow::Result<()> {
             args.keys.origin.clone_from(&peek.origin);
         }
         if args.keys.key_file.is_none() && !set("PHIGATE_LEDGER_KEY") {
-            args.keys.key_file = peek
-                .signing_key
-                .as_deref()
-                .and_then(|k| k.strip_prefix("file:"))
-                .map(PathBuf::from);
+            let key = peek.signing_key.as_deref();
+            args.keys.key_file = key.and_then(|k| k.strip_prefix("file:")).map(PathBuf::from);
+            args.keys.key_env = key.and_then(|k| k.strip_prefix("env:")).map(str::to_string);
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

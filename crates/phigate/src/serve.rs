@@ -285,7 +285,7 @@ async fn serve(
             while hup.recv().await.is_some() {
                 match gateway::reload(&state, &path) {
                     Ok(v) => {
-                        tracing::info!(policy_version = %v, "configuration reloaded (store, audit, vault, redis and listen take effect on restart)");
+                        tracing::info!(policy_version = %v, "configuration reloaded (store, audit, vault, redis, listen and the connection limits take effect on restart)");
                         log_warnings(state.policy().config());
                     }
                     Err(e) => {

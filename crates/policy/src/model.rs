@@ -71,8 +71,10 @@ pub struct ServerConfig {
     /// value. Read at start-up.
     #[serde(default = "default_text_cache")]
     pub text_cache: usize,
-    /// Seconds a client has to send a request's headers, and then its body. The header
+    /// Seconds a client has to send a request's headers, and then its body, and the longest
+    /// an answer's write may make no progress (a client that stops reading). The header
     /// deadline also closes a kept-alive connection that sends no next request in this time.
+    /// The body deadline follows a reload; the others are read at start-up.
     #[serde(default = "default_read_timeout_secs")]
     pub read_timeout_secs: u64,
     /// Client connections served at once. At the limit the gateway accepts no more until one

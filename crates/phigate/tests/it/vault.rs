@@ -173,6 +173,22 @@ fn operator_commands_use_the_store_and_keys_of_the_configuration_beside_them() {
     ok(&cp);
     assert!(String::from_utf8_lossy(&cp.stdout).starts_with("hospital.example/gw\n"));
     ok(&phigate(&["audit", "verify"], d));
+    // The signing key as the configuration may also name it: `${VAR}`.
+    let cfg = std::fs::read_to_string(d.join("phigate.yaml")).unwrap();
+    std::fs::write(
+        d.join("phigate.yaml"),
+        cfg.replace("signing_key: file:./secrets/ledger.key", "signing_key: ${GW_LEDGER_KEY}"),
+    )
+    .unwrap();
+    let seed = std::fs::read_to_string(d.join("secrets/ledger.key")).unwrap();
+    let with_env = crate::run::command(&[("GW_LEDGER_KEY", seed.trim())])
+        .args(["audit", "checkpoint"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(ok(&with_env).starts_with("hospital.example/gw\n"));
+    let unset = phigate(&["audit", "checkpoint"], d);
+    assert!(crate::run::fails(&unset).contains("${GW_LEDGER_KEY}, which is not set"));
     // A store named explicitly still wins.
     let other = d.join("other.db");
     ok(&phigate(&["audit", "search", "--limit", "1", "--store", other.to_str().unwrap()], d));
