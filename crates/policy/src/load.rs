@@ -46,10 +46,14 @@ impl<'a> Problems<'a> {
     /// cannot be made whole (a required field missing or unusable).
     fn one<T: DeserializeOwned>(&mut self, path: &str, v: Value) -> Option<T> {
         let mut v = v;
-        let mut patched = false;
+        // Fields taken out after an error (their own "missing field" is not reported again).
+        let mut removed: Vec<String> = Vec::new();
+        // Missing fields given a stand-in, with the index of the one in place.
+        let mut stood_in: Vec<(String, usize)> = Vec::new();
         for _ in 0..64 {
             let err = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
-                Ok(t) => return Some(t),
+                // Whole only if nothing had to stand in for a missing field.
+                Ok(t) => return stood_in.is_empty().then_some(t),
                 Err(e) => e,
             };
             let inner = err.path().to_string();
@@ -67,16 +71,42 @@ impl<'a> Problems<'a> {
                 Some(i) => msg[..i].to_string(),
                 None => msg,
             };
-            if patched && msg.starts_with("missing field") {
-                return None; // caused by our own patching; already reported
+            // An error in a stand-in of ours: the next kind of value there, silently.
+            if let Some(entry) = stood_in.iter_mut().find(|(p, _)| *p == inner) {
+                let next = match first_expected(&msg) {
+                    Some(variant) if msg.contains("unknown variant") => Some(variant),
+                    _ => {
+                        entry.1 += 1;
+                        stand_ins().get(entry.1).cloned()
+                    }
+                };
+                if next.is_some_and(|w| patch(&mut v, &inner, Some(w))) {
+                    continue;
+                }
+                return None;
+            }
+            if let Some(field) = missing_field(&msg) {
+                let at =
+                    if inner.is_empty() { field.to_string() } else { format!("{inner}.{field}") };
+                if !removed.contains(&at) {
+                    self.push(full, msg.clone());
+                }
+                let [first, ..] = stand_ins();
+                if !set_field(&mut v, &at, first) {
+                    return None;
+                }
+                stood_in.push((at, 0));
+                continue;
             }
             let replacement =
                 msg.contains("unknown variant").then(|| first_expected(&msg)).flatten();
             self.push(full, msg);
-            if inner.is_empty() || !patch(&mut v, &inner, replacement) {
+            if inner.is_empty() || !patch(&mut v, &inner, replacement.clone()) {
                 return None;
             }
-            patched = true;
+            if replacement.is_none() {
+                removed.push(inner);
+            }
         }
         None
     }
@@ -529,6 +559,12 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
 }
 
 /// The first variant named after "expected" in a serde message.
+/// The field a "missing field `x`" message names.
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(&rest[..rest.find('`')?])
+}
+
 fn first_expected(msg: &str) -> Option<Value> {
     let rest = &msg[msg.find("expected")?..];
     let start = rest.find('`')? + 1;
@@ -540,12 +576,31 @@ fn first_expected(msg: &str) -> Option<Value> {
 /// path cannot be followed or ends in a list index (removing an element would shift the
 /// indexes of the problems after it).
 fn patch(v: &mut Value, inner: &str, with: Option<Value>) -> bool {
+    let Some((m, key)) = field_of(v, inner) else { return false };
+    match with {
+        Some(w) if m.contains_key(&key) => {
+            m.insert(key, w);
+            true
+        }
+        _ => m.remove(&key).is_some(),
+    }
+}
+
+/// Puts `with` at `path` (a field of a mapping), whether or not it is there.
+fn set_field(v: &mut Value, path: &str, with: Value) -> bool {
+    let Some((m, key)) = field_of(v, path) else { return false };
+    m.insert(key, with);
+    true
+}
+
+/// The mapping that holds the field at `path` (`a.b[2].c`), and the field's key.
+fn field_of<'v>(v: &'v mut Value, path: &str) -> Option<(&'v mut serde_yaml_ng::Mapping, Value)> {
     enum Seg<'a> {
         Key(&'a str),
         Index(usize),
     }
     let mut segs = Vec::new();
-    for part in inner.split('.') {
+    for part in path.split('.') {
         let (key, rest) = match part.find('[') {
             Some(i) => (&part[..i], &part[i..]),
             None => (part, ""),
@@ -554,33 +609,32 @@ fn patch(v: &mut Value, inner: &str, with: Option<Value>) -> bool {
             segs.push(Seg::Key(key));
         }
         for idx in rest.split('[').filter(|s| !s.is_empty()) {
-            match idx.trim_end_matches(']').parse() {
-                Ok(i) => segs.push(Seg::Index(i)),
-                Err(_) => return false,
-            }
+            segs.push(Seg::Index(idx.trim_end_matches(']').parse().ok()?));
         }
     }
-    let Some((Seg::Key(last), parents)) = segs.split_last() else { return false };
+    let (Seg::Key(last), parents) = segs.split_last()? else { return None };
     let mut cur = v;
     for p in parents {
-        let next = match p {
-            Seg::Key(k) => cur.get_mut(*k),
-            Seg::Index(i) => cur.get_mut(*i),
+        cur = match p {
+            Seg::Key(k) => cur.get_mut(*k)?,
+            Seg::Index(i) => cur.get_mut(*i)?,
         };
-        match next {
-            Some(n) => cur = n,
-            None => return false,
-        }
     }
-    let Value::Mapping(m) = cur else { return false };
-    let key = Value::String((*last).to_string());
-    match with {
-        Some(w) if m.contains_key(&key) => {
-            m.insert(key, w);
-            true
-        }
-        _ => m.remove(&key).is_some(),
-    }
+    let Value::Mapping(m) = cur else { return None };
+    Some((m, Value::String((*last).to_string())))
+}
+
+/// Values tried in turn in place of a missing field, so that the rest of its value is still
+/// checked: one of them has the field's type (an unknown variant is then replaced by a known
+/// one). The value stays refused.
+fn stand_ins() -> [Value; 5] {
+    [
+        Value::String(String::new()),
+        Value::Number(0.into()),
+        Value::Bool(false),
+        Value::Sequence(Vec::new()),
+        Value::Mapping(serde_yaml_ng::Mapping::new()),
+    ]
 }
 
 fn hex_prefix(d: &[u8]) -> String {

@@ -151,6 +151,32 @@ fn references_of_limits_and_output_roles() {
 }
 
 #[test]
+fn every_problem_of_one_list_element_is_reported_missing_fields_too() {
+    // One provider with a typo'd field, a value of the wrong type, and two required fields
+    // missing (`kind`, `hosting`). The old loader stopped at the first missing field after it
+    // had taken a bad field out, and reported no missing field at all.
+    let bad = MINIMAL.replace(
+        "  - { name: local, kind: openai, base_url: \"http://127.0.0.1:8000/v1\", hosting: private }",
+        "  - { name: local, base_url: \"http://127.0.0.1:8000/v1\", hostng: private, timeout_ms: soon }",
+    );
+    let e = errors(&bad);
+    let text = e.to_string();
+    let at: Vec<&policy::ConfigProblem> =
+        e.0.iter().filter(|p| p.path.starts_with("providers[0]")).collect();
+    for needle in
+        ["unknown field `hostng`", "timeout_ms", "missing field `kind`", "missing field `hosting`"]
+    {
+        assert!(
+            at.iter().any(|p| p.message.contains(needle) || p.path.contains(needle)),
+            "{needle} in {text}"
+        );
+    }
+    // The element stays refused: its deployments' references to it are not reported twice.
+    assert!(!text.contains("unknown provider \"local\""), "{text}");
+    assert_eq!(at.len(), 4, "{text}");
+}
+
+#[test]
 fn a_role_or_use_case_has_one_limit_entry() {
     // Two entries for one bucket would count every request twice in it.
     let extra = "limits:\n  - { role: clinician, requests_per_minute: 5 }\n  - { use_case: notes, tokens_per_minute: 5 }\n  - { role: clinician, tokens_per_minute: 100 }\n  - { use_case: notes, requests_per_minute: 9 }\n  - { role: researcher, requests_per_minute: 9 }\n";
