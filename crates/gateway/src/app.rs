@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
@@ -230,6 +231,7 @@ fn targets(deps: Vec<policy::Deployment>) -> Vec<Target> {
             timeout: d.timeout,
             retries: d.retries,
             weight: d.weight,
+            private: d.private,
         })
         .collect()
 }
@@ -419,6 +421,7 @@ struct Disclosure<'a> {
     state: &'a AppState,
     decision: LDecision,
     reason: &'static str,
+    prepared: &'a Prepared,
     reveal: Option<&'a Prepared>,
     restore: HashMap<String, String>,
 }
@@ -433,11 +436,22 @@ impl<'a> Disclosure<'a> {
         stream: bool,
     ) -> Disclosure<'a> {
         let reveal = (stream && p.decision.reidentify && !p.applied.tokens.is_empty()).then_some(p);
-        Disclosure { audit, state, decision, reason, reveal, restore: HashMap::new() }
+        Disclosure { audit, state, decision, reason, prepared: p, reveal, restore: HashMap::new() }
     }
 }
 
 impl upstream::BeforeSend for Disclosure<'_> {
+    fn may_send(&self, to: &Target) -> bool {
+        let p = self.prepared;
+        self.state.policy().still_eligible(
+            &p.decision,
+            &p.applied.present,
+            &to.provider,
+            &to.model,
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+
     async fn before_send(&mut self, to: &Target) -> Result<(), ApiError> {
         self.audit.provider = Some(to.provider.clone());
         self.audit.upstream_model = Some(to.model.clone());
@@ -850,7 +864,7 @@ async fn chat_inner(
                 let started = Instant::now();
                 let restore = reveal(state, &p, used, Vec::new()).await?;
                 stage("vault", started);
-                restore_values(&mut body, &restore);
+                output::restore_completion(&mut body, &restore);
             }
         }
         audit.account(decision, reason);
@@ -882,36 +896,6 @@ async fn chat_inner(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
-}
-
-fn restore_values(body: &mut Value, restore: &HashMap<String, String>) {
-    if restore.is_empty() {
-        return;
-    }
-    let Ok(mut r) = phi::transform::StreamRestorer::new(restore.iter()) else { return };
-    let mut fix = |s: &mut String| {
-        let mut out = r.push(s);
-        out.push_str(&r.finish());
-        *s = out;
-    };
-    if let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) {
-        for ch in choices {
-            if let Some(Value::String(s)) = ch.pointer_mut("/message/content") {
-                fix(s);
-            }
-            if let Some(calls) = ch.pointer_mut("/message/tool_calls").and_then(Value::as_array_mut)
-            {
-                for c in calls {
-                    if let Some(Value::String(a)) = c.pointer_mut("/function/arguments") {
-                        fix(a);
-                    }
-                }
-            }
-            if let Some(Value::String(a)) = ch.pointer_mut("/message/function_call/arguments") {
-                fix(a);
-            }
-        }
-    }
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -1011,6 +995,47 @@ async fn pump(
     }
 }
 
+/// An embeddings answer rebuilt from what the API defines, and nothing else: vectors of numbers
+/// (or `encoding_format: base64` strings of whole f32s), their indexes, the model the client
+/// named, and numeric usage. An upstream's other fields, and text anywhere, are not relayed:
+/// nothing of this answer is scanned, so nothing in it may be text.
+fn embeddings_answer(body: &Value, model: &str) -> Result<Value, ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::UpstreamInvalidResponse;
+    let items = body.get("data").and_then(Value::as_array).ok_or_else(bad)?;
+    let mut data = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let index = item.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+        let embedding = match item.get("embedding") {
+            Some(Value::Array(v)) if v.iter().all(Value::is_number) => Value::Array(v.clone()),
+            Some(Value::String(b64)) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| bad())?;
+                if raw.len() % 4 != 0 {
+                    return Err(bad());
+                }
+                Value::String(b64.clone())
+            }
+            _ => return Err(bad()),
+        };
+        data.push(
+            serde_json::json!({"object": "embedding", "index": index, "embedding": embedding}),
+        );
+    }
+    let mut out = serde_json::json!({"object": "list", "data": data, "model": model});
+    if let Some(u) = body.get("usage").and_then(Value::as_object) {
+        let mut usage = serde_json::Map::new();
+        for k in ["prompt_tokens", "total_tokens"] {
+            if let Some(n) = u.get(k).and_then(Value::as_u64) {
+                usage.insert(k.into(), n.into());
+            }
+        }
+        out["usage"] = Value::Object(usage);
+    }
+    Ok(out)
+}
+
 async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let mut audit = Audit::new(Action::Embedding, started);
@@ -1025,14 +1050,9 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
             .upstreams
             .post(p.targets.clone(), "embeddings", &p.body, &mut disclosure)
             .await?;
-        let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
+        let body = upstream::read_json(answered.response, answered.target.timeout).await?;
         p.budget.settle(&state, usage_of(&body), 0).await;
-        if !body.get("data").is_some_and(Value::is_array) {
-            return Err(ApiError::UpstreamInvalidResponse);
-        }
-        if let Some(m) = body.get_mut("model") {
-            *m = Value::String(p.decision.model.clone());
-        }
+        let body = embeddings_answer(&body, &p.decision.model)?;
         audit.account(d, reason);
         Ok::<_, ApiError>((StatusCode::OK, Json(body)).into_response())
     }
@@ -1044,6 +1064,7 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let audit = Audit::new(Action::ModelList, Instant::now());
     let r = async {
         let who = authenticate(&state, &headers).await?;
         let pol = state.policy();
@@ -1064,7 +1085,9 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     match r.await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        // A refusal (a missing or wrong key) is recorded like any other: a listing is the
+        // cheapest way to test stolen keys.
+        Err(e) => audit.refuse(&state, e).await.into_response(),
     }
 }
 
@@ -1095,6 +1118,10 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
             .and_then(Value::as_str)
             .ok_or(ApiError::InvalidRequest("text is required"))?;
         let mode = body.get("mode").and_then(Value::as_str).unwrap_or("scan");
+        // The caller's limits apply here too (a role's, and its key's use case's): the keyed
+        // modes answer guesses, and each answer is a scan and a durable record.
+        let limits = buckets(&pol, &who, who.default_use_case.as_deref().unwrap_or(""));
+        state.inner.limiter.admit(&limits, (text.len() as u64).div_ceil(4)).await?;
         let findings = phiops::scan(state.inner.detector.as_ref(), text)?;
         for f in &findings {
             *audit.categories.entry(f.category).or_insert(0) += 1;
@@ -1152,11 +1179,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
     checks.insert("store".into(), Value::Bool(store_ok));
     let vault_ok = state.inner.vault.scope_key("phigate-readyz").await.is_ok();
     checks.insert("vault".into(), Value::Bool(vault_ok));
-    let mut ok = store_ok && vault_ok;
+    // A ledger that refuses appends (its journal's writer stopped after a failed write, or the
+    // store cannot take its records) refuses every request.
+    let ledger_ok = state.inner.ledger.health().is_ok();
+    checks.insert("ledger".into(), Value::Bool(ledger_ok));
+    let mut ok = store_ok && vault_ok && ledger_ok;
     if state.inner.limiter.uses_redis() {
         let r = state.inner.limiter.ping().await.is_ok();
         checks.insert("redis".into(), Value::Bool(r));
-        ok &= r;
+        // With the per-replica fallback opted in, requests are served without Redis.
+        ok &= r || state.inner.limiter.falls_back_locally();
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body =
@@ -1171,4 +1203,33 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embeddings_answer_keeps_vectors_and_numbers_only() {
+        let up = serde_json::json!({"object": "list", "model": "up-model", "note": "Alan Smith",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -2.0],
+                      "text": "Alan Smith"}],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3, "detail": "Alan Smith"}});
+        let out = embeddings_answer(&up, "client-model").unwrap();
+        assert!(!out.to_string().contains("Alan"), "{out}");
+        assert_eq!(out["model"], "client-model");
+        assert_eq!(out["data"][0]["embedding"], serde_json::json!([0.1, -2.0]));
+        assert_eq!(out["usage"]["total_tokens"], 3);
+        // base64 of whole f32s passes; text in a vector, or base64 of other lengths, does not.
+        let b64 = serde_json::json!({"data": [{"index": 0, "embedding": "AACAPwAAAEA="}]});
+        assert!(embeddings_answer(&b64, "m").is_ok());
+        for bad in [
+            serde_json::json!({"data": [{"embedding": [0.1, "Alan Smith"]}]}),
+            serde_json::json!({"data": [{"embedding": "QWxhbiBTbWl0aA=="}]}),
+            serde_json::json!({"data": [{"embedding": "not base64!"}]}),
+            serde_json::json!({"object": "list"}),
+        ] {
+            assert!(embeddings_answer(&bad, "m").is_err(), "{bad}");
+        }
+    }
 }

@@ -96,9 +96,12 @@ pub enum ApiError {
     /// A prompt-injection rule matched under a blocking use case.
     #[error("prompt_injection")]
     PromptInjection,
-    /// No such route or method.
+    /// No such route.
     #[error("not_found")]
     NotFound,
+    /// A route that exists, with another method (`GET /v1/chat/completions`).
+    #[error("method_not_allowed")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -129,6 +132,7 @@ impl ApiError {
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::PromptInjection => "prompt_injection",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -161,6 +165,7 @@ impl ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ConversationExpired => StatusCode::GONE,
         }
     }
@@ -172,7 +177,7 @@ impl ApiError {
             403 => "permission_error",
             404 => "not_found_error",
             429 => "rate_limit_error",
-            400 | 410 | 413 => "invalid_request_error",
+            400 | 405 | 410 | 413 => "invalid_request_error",
             _ => "api_error",
         }
     }
@@ -222,6 +227,7 @@ impl ApiError {
                 "The request was refused by prompt-injection rules.".into()
             }
             ApiError::NotFound => "No such route.".into(),
+            ApiError::MethodNotAllowed => "This route does not take that method.".into(),
         }
     }
 

@@ -124,12 +124,19 @@ impl Limiter {
         self.redis.is_some()
     }
 
-    /// Pings Redis (readiness); `Ok` when none is configured.
+    /// Whether requests are counted in this replica when Redis does not answer
+    /// (`allow_local_fallback`).
+    pub fn falls_back_locally(&self) -> bool {
+        self.redis.as_ref().is_some_and(|r| r.allow_local_fallback)
+    }
+
+    /// Pings Redis (readiness), within [`REDIS_TIMEOUT`]; `Ok` when none is configured.
     pub async fn ping(&self) -> Result<(), ApiError> {
         let Some(r) = &self.redis else { return Ok(()) };
         let mut conn = connect(r).await?;
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-        if pong.is_err() {
+        let ping = redis::cmd("PING");
+        let pong = ping.query_async::<String>(&mut conn);
+        if !matches!(tokio::time::timeout(REDIS_TIMEOUT, pong).await, Ok(Ok(_))) {
             reset(r).await;
             return Err(ApiError::RateLimiterUnavailable);
         }

@@ -175,7 +175,7 @@ pub fn rewrite_completion(
     let mut report = OutputReport::default();
     for ch in choices.iter_mut() {
         drop_unscannable(ch, "message");
-        let msg = ch.get_mut("message").ok_or(ApiError::UpstreamInvalidResponse)?;
+        let msg = ch.get("message").ok_or(ApiError::UpstreamInvalidResponse)?;
         if !msg.is_object() {
             return Err(ApiError::UpstreamInvalidResponse);
         }
@@ -183,12 +183,56 @@ pub fn rewrite_completion(
             None | Some(Value::Null) | Some(Value::String(_)) => {}
             Some(_) => return Err(ApiError::UpstreamInvalidResponse),
         }
-        rewrite_strings(rules, msg, &mut report)?;
+        // The whole choice: its message, and whatever else a server puts beside it (vLLM's
+        // `stop_reason` is the stop string that ended the answer).
+        rewrite_strings(rules, ch, &mut report)?;
     }
     if let Some(m) = body.get_mut("model") {
         *m = Value::String(client_model.to_string());
     }
     Ok(report)
+}
+
+/// Puts values back for their placeholders in every string of each choice of a whole answer
+/// (the strings [`rewrite_completion`] checked), JSON-escaped inside function-call arguments.
+pub fn restore_completion(body: &mut Value, restore: &HashMap<String, String>) {
+    if restore.is_empty() {
+        return;
+    }
+    let escaped = json_escaped(restore);
+    if let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) {
+        for ch in choices {
+            restore_in(ch, restore, escaped.as_ref(), false);
+        }
+    }
+}
+
+fn restore_in(
+    v: &mut Value,
+    restore: &HashMap<String, String>,
+    escaped: Option<&HashMap<String, String>>,
+    arguments: bool,
+) {
+    match v {
+        Value::String(s) => {
+            let map = if arguments { escaped.unwrap_or(restore) } else { restore };
+            *s = restore_all(map, s);
+        }
+        Value::Array(items) => {
+            for it in items {
+                restore_in(it, restore, escaped, false);
+            }
+        }
+        Value::Object(map) => {
+            for (k, it) in map.iter_mut() {
+                if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
+                    continue;
+                }
+                restore_in(it, restore, escaped, k == "arguments");
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// How many bytes the stream holds back for the output scan (at least this, and at least the
@@ -735,6 +779,33 @@ mod tests {
         let singles: Vec<String> = text.chars().map(String::from).collect();
         let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
         assert_eq!(run(&mut rw, &refs, false).0, want);
+    }
+
+    #[test]
+    fn a_whole_answer_is_checked_everywhere_and_restored_everywhere() {
+        // The check (on placeholders) covers every string of each choice, `stop_reason` too;
+        // the restoration covers refusal and reasoning as well as content, and escapes values
+        // inside function-call arguments.
+        let mut body = serde_json::json!({"id": "x", "model": "up", "choices": [{
+            "index": 0, "finish_reason": "stop", "stop_reason": "call (617) 555-0199",
+            "message": {"role": "assistant", "content": "For [NAME_1].",
+                "refusal": "Not about [NAME_1].", "reasoning_content": "[NAME_1] again",
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f",
+                    "arguments": "{\"who\": \"[NAME_1]\"}"}}]}}]});
+        let report = rewrite_completion(&rules(&[]), &mut body, "client").unwrap();
+        assert!(!report.new_phi.is_empty());
+        assert!(!body.to_string().contains("555-0199"), "{body}");
+        let restore: HashMap<String, String> =
+            [("[NAME_1]".to_string(), "Ann \"Nan\" O'Neil".to_string())].into();
+        restore_completion(&mut body, &restore);
+        let m = &body["choices"][0]["message"];
+        for k in ["content", "refusal", "reasoning_content"] {
+            assert!(m[k].as_str().unwrap().contains("Ann \"Nan\" O'Neil"), "{k}: {body}");
+        }
+        let args = m["tool_calls"][0]["function"]["arguments"].as_str().unwrap();
+        let parsed: Value = serde_json::from_str(args).expect("arguments stay JSON");
+        assert_eq!(parsed["who"], "Ann \"Nan\" O'Neil");
+        assert_eq!(body["model"], "client");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 /// What happens to one category's values in a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Act {
-    /// Sent as it is, only to private or BAA-covered deployments.
+    /// Sent as it is, only to private deployments (`hosting: private`).
     PrivateOnly,
     /// Replaced by a vault token (`[NAME_1]`), consistent across the conversation.
     Tokenize,

@@ -48,8 +48,10 @@ pub struct Target {
     pub timeout: Duration,
     /// Retries after the first attempt (connect errors and 5xx only).
     pub retries: u32,
-    /// Load-balancing weight (0 counts as 1).
+    /// Load-balancing weight (0: a standby, tried only after every weighted deployment).
     pub weight: u32,
+    /// `hosting: private`: inside the organization.
+    pub private: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -138,6 +140,10 @@ impl serde::Serialize for WithModel<'_> {
 
 /// What runs before a request body goes to a deployment (see [`Upstreams::post`]).
 pub trait BeforeSend {
+    /// Whether `to` may still receive the request (checked before each attempt: a BAA may
+    /// lapse, or a reload take the provider out, while a request waits on another attempt).
+    fn may_send(&self, to: &Target) -> bool;
+
     /// Called once per deployment, before anything is sent to it; an error stops the request.
     fn before_send(
         &mut self,
@@ -221,7 +227,13 @@ impl Upstreams {
             return Err(ApiError::NoEligibleProvider);
         }
         let mut last = ApiError::UpstreamUnavailable;
+        let mut tried = false;
         for target in ordered {
+            if !before_send.may_send(&target) {
+                tracing::warn!(provider = %target.provider, "deployment no longer eligible for this request (BAA or configuration); skipped");
+                continue;
+            }
+            tried = true;
             let model = match target.dialect {
                 Dialect::OpenAi => Some(target.model.as_str()),
                 Dialect::Azure => None,
@@ -263,11 +275,15 @@ impl Upstreams {
                         attempt += 1;
                         let backoff = Duration::from_millis(50u64 << attempt.min(6));
                         tokio::time::sleep(backoff).await;
+                        if !before_send.may_send(&target) {
+                            tracing::warn!(provider = %target.provider, "deployment no longer eligible for this request (BAA or configuration); not retried");
+                            break;
+                        }
                     }
                 }
             }
         }
-        Err(last)
+        Err(if tried { last } else { ApiError::NoEligibleProvider })
     }
 
     async fn attempt(
@@ -281,7 +297,9 @@ impl Upstreams {
             .post(t.url(endpoint))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if crate::telemetry::enabled() {
+        // The trace context goes to private deployments only: its trace id may be the caller's,
+        // 32 hex digits of their choosing, never scanned.
+        if t.private && crate::telemetry::enabled() {
             let mut h = reqwest::header::HeaderMap::new();
             crate::telemetry::inject(&mut h);
             req = req.headers(h);
@@ -295,7 +313,10 @@ impl Upstreams {
         match tokio::time::timeout(t.timeout, req.send()).await {
             Err(_) => Err(Failure::Next(ApiError::UpstreamTimeout)),
             Ok(Err(e)) if e.is_timeout() => Err(Failure::Next(ApiError::UpstreamTimeout)),
-            Ok(Err(_)) => Err(Failure::Retry(ApiError::UpstreamUnavailable)),
+            // Only a connection that never opened is safe to try again on the same deployment:
+            // after that, the body may have reached the model (it would run twice).
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Retry(ApiError::UpstreamUnavailable)),
+            Ok(Err(_)) => Err(Failure::Next(ApiError::UpstreamUnavailable)),
             Ok(Ok(resp)) => {
                 let s = resp.status();
                 if s.is_success() {
@@ -312,6 +333,11 @@ impl Upstreams {
                     Err(Failure::Next(ApiError::UpstreamInvalidResponse))
                 } else if s.as_u16() == 429 {
                     Err(Failure::Next(ApiError::UpstreamUnavailable))
+                } else if matches!(s.as_u16(), 404 | 405 | 415) {
+                    // No such model, deployment or route there: this deployment's
+                    // configuration, not the request. The next deployment may have it.
+                    tracing::error!(provider = %t.provider, status = s.as_u16(), "the upstream has no such model or route; check the deployment's model and the provider's base_url");
+                    Err(Failure::Next(ApiError::UpstreamRejected { status: s.as_u16() }))
                 } else if s.is_client_error() {
                     Err(Failure::Stop(ApiError::UpstreamRejected { status: s.as_u16() }))
                 } else {
@@ -375,6 +401,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 0,
             weight,
+            private: true,
         }
     }
 

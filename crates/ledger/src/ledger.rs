@@ -133,6 +133,8 @@ struct Progress {
     failing: std::sync::Mutex<Option<String>>,
     /// Someone waits for the store to catch up: fill now rather than at the end of the window.
     hurry: tokio::sync::Notify,
+    /// Why the journal's writer refuses every append until a restart, once it does.
+    broken: std::sync::Mutex<Option<String>>,
 }
 
 /// Why appends are refused after the journal's writer panicked.
@@ -147,6 +149,16 @@ impl Progress {
 
     fn failing(&self) -> Option<String> {
         self.failing.lock().map_or_else(|_| Some("poisoned".into()), |f| f.clone())
+    }
+
+    fn set_broken(&self, why: &str) {
+        if let Ok(mut b) = self.broken.lock() {
+            *b = Some(why.to_string());
+        }
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.lock().map_or_else(|_| Some("poisoned".into()), |b| b.clone())
     }
 
     fn set_failing(&self, why: Option<String>) {
@@ -420,6 +432,7 @@ async fn journal_committer(
         let wants_wrap = progress.journal().map(|j| j.wants_wrap().then(|| j.next_seq()));
         let Ok(wants_wrap) = wants_wrap else {
             broken = Some(STOPPED.into());
+            progress.set_broken(STOPPED);
             for p in batch.drain(..) {
                 p.ack.fail(Error::Store(STOPPED.into()));
             }
@@ -449,6 +462,7 @@ async fn journal_committer(
                         for p in batch.drain(..) {
                             p.ack.fail(Error::Store(msg.clone()));
                         }
+                        progress.set_broken(&msg);
                         broken = Some(msg);
                         continue;
                     }
@@ -495,6 +509,7 @@ async fn journal_committer(
                 for p in batch.drain(..) {
                     p.ack.fail(Error::Store(msg.clone()));
                 }
+                progress.set_broken(&msg);
                 broken = Some(msg);
                 continue;
             }
@@ -797,6 +812,7 @@ impl Ledger {
                     filled: watch::Sender::new(0),
                     failing: std::sync::Mutex::new(None),
                     hurry: tokio::sync::Notify::new(),
+                    broken: std::sync::Mutex::new(None),
                 });
                 let (fill_tx, fill_rx) = mpsc::channel(1024);
                 tokio::spawn(filler(store.clone(), progress.clone(), fill_rx));
@@ -827,6 +843,18 @@ impl Ledger {
             }
         }
         Ok(Ledger { inner })
+    }
+
+    /// Whether appends are being accepted: `Err` (why, no record content) when the journal's
+    /// writer has stopped after a failed write, or copying it into the store keeps failing;
+    /// every append is refused then. Without a journal, `Ok` (the store's own health is the
+    /// ledger's). For readiness probes.
+    pub fn health(&self) -> Result<(), String> {
+        let Some(p) = &self.inner.journal else { return Ok(()) };
+        match p.broken().or_else(|| p.failing()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     /// The store underneath.

@@ -295,6 +295,30 @@ impl Policy {
         self.deployments(d, |p| phi_allowed(p, private_only, now))
     }
 
+    /// Whether the deployment of `d`'s model on `provider` (upstream model `model`) may still
+    /// receive this request at `now`, under this policy: it is still configured, and, with
+    /// PHI `present`, its provider's BAA still covers it (or it is private). Checked again
+    /// before each attempt, so that a BAA that lapses, or a reload that takes a provider out of
+    /// rotation, stops requests already in flight from falling back or retrying onto it.
+    pub fn still_eligible(
+        &self,
+        d: &Decision,
+        present: &[Category],
+        provider: &str,
+        model: &str,
+        now: OffsetDateTime,
+    ) -> bool {
+        let Some(&mi) = self.inner.models.get(&d.model) else { return false };
+        let private_only = present.iter().any(|c| d.handling_of(*c) == Handling::PrivateOnly);
+        self.inner.config.models[mi].deployments.iter().any(|dep| {
+            dep.provider == provider
+                && dep.model == model
+                && self
+                    .provider(&dep.provider)
+                    .is_some_and(|p| present.is_empty() || phi_allowed(p, private_only, now))
+        })
+    }
+
     fn deployments(&self, d: &Decision, keep: impl Fn(&Provider) -> bool) -> Vec<Deployment> {
         let Some(&mi) = self.inner.models.get(&d.model) else { return Vec::new() };
         let model = &self.inner.config.models[mi];

@@ -295,12 +295,16 @@ async fn deidentify_metrics_health_and_ledger() {
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.get("/v1/nowhere", None).await.status, 404);
+    // A known route with another method: 405 in OpenAI's error shape, counted with its code.
+    let wrong = s.get("/v1/chat/completions", Some(&s.clinician)).await;
+    assert_error(&wrong, 405, "method_not_allowed");
     let m = s.get("/metrics", None).await;
     // The series each request counts into (handles looked up once, labels without copies).
     for series in [
         r#"phigate_requests_total{route="/v1/chat/completions",status="200",code="ok"}"#,
         r#"phigate_requests_total{route="/v1/deidentify",status="200",code="ok"}"#,
         r#"phigate_requests_total{route="unmatched",status="404",code="not_found"}"#,
+        r#"phigate_requests_total{route="/v1/chat/completions",status="405",code="method_not_allowed"}"#,
         r#"phigate_request_seconds_count{route="/healthz"}"#,
         r#"phigate_phi_findings_total{category="NAME"}"#,
         r#"phigate_decisions_total{decision="tokenize",reason="phi_tokenized"}"#,

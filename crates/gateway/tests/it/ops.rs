@@ -58,6 +58,11 @@ async fn unreachable_redis_with_the_opt_in_counts_locally() {
     }
     let r = s.ask(&k, "clinical-chat", "hello").await;
     assert_eq!(r.code(), "rate_limited", "{}", r.body);
+    // Requests are served, so the replica is ready; the probe still says Redis is down.
+    let ready = s.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["checks"]["redis"], false, "{}", ready.body);
+    assert_eq!(ready.json()["checks"]["ledger"], true, "{}", ready.body);
 }
 
 #[tokio::test]
@@ -167,4 +172,53 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
     assert_error(&gone, 410, "conversation_expired");
     let fresh = [("x-phigate-conversation", "visit-43")];
     assert_eq!(s.chat_with(Some(&s.clinician), &fresh, body()).await.status, 200);
+}
+
+/// A request waits on a slow private deployment; meanwhile the cloud fallback's BAA is marked
+/// unsigned (a reload; a lapsing expiry date works the same way). When the first deployment
+/// times out, the fallback is not tried: the request's PHI never reaches a provider whose BAA
+/// no longer covers it, though it was eligible when the request was decided.
+#[tokio::test]
+async fn a_fallback_whose_baa_lapsed_during_the_request_receives_nothing() {
+    let s = stack().await;
+    let path = s.dir.path().join("phigate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A model on the slow private deployment, with the BAA-covered Azure one as its standby.
+    let text = text
+        .replace(
+            "  - name: dead-chat\n",
+            "  - name: slow-then-azure\n    deployments:\n      - { provider: local, model: upstream-llama, weight: 1 }\n      - { provider: azure-baa, model: gpt4o-deployment, weight: 0 }\n  - name: dead-chat\n",
+        )
+        .replace("models: [clinical-chat, cloud-chat,", "models: [slow-then-azure, clinical-chat, cloud-chat,");
+    std::fs::write(&path, &text).unwrap();
+    gateway::reload(&s.state, &path).unwrap_or_else(|e| panic!("{e}"));
+
+    s.upstream.set_mode(Mode::Slow);
+    let during = tokio::spawn({
+        let (state, key) = (s.state.clone(), s.clinician.clone());
+        async move {
+            call(
+                &state,
+                "POST",
+                "/v1/chat/completions",
+                Some(&key),
+                &[],
+                Some(chat_body("slow-then-azure", NOTE)),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let unsigned = text
+        .replace("    baa: { signed: true, expires: 2099-01-01 }", "    baa: { signed: false }");
+    assert_ne!(unsigned, text);
+    std::fs::write(&path, &unsigned).unwrap();
+    gateway::reload(&s.state, &path).unwrap_or_else(|e| panic!("{e}"));
+    let r = during.await.unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.code(), "upstream_timeout", "{}", r.body);
+    assert!(
+        s.upstream.azure.lock().unwrap().is_empty(),
+        "PHI went to a provider whose BAA no longer covered it"
+    );
 }

@@ -217,6 +217,28 @@ async fn upstream_4xx_is_not_retried_nor_relayed() {
     assert_eq!(a.status, 404, "{}", a.body);
     assert_eq!(a.code(), "upstream_rejected");
     assert_eq!(s.upstream.azure.lock().unwrap().len(), 0);
+
+    // A 404 is that deployment's configuration (no such model or route there): with another
+    // deployment of the model, that one answers.
+    let path = s.dir.path().join("phigate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace(
+            "  - name: dead-chat\n",
+            "  - name: azure-then-local\n    deployments:\n      - { provider: azure-baa, model: gpt4o-deployment, weight: 1 }\n      - { provider: local, model: upstream-llama, weight: 0 }\n  - name: dead-chat\n",
+        )
+        .replace("models: [clinical-chat, cloud-chat,", "models: [azure-then-local, clinical-chat, cloud-chat,");
+    std::fs::write(&path, &text).unwrap();
+    gateway::reload(&s.state, &path).unwrap_or_else(|e| panic!("{e}"));
+    let a = s
+        .post(
+            "/v1/embeddings",
+            &s.clinician,
+            json!({"model": "azure-then-local", "input": "hello"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["data"].is_array(), "{}", a.body);
 }
 
 #[tokio::test]
@@ -303,4 +325,31 @@ async fn a_flood_of_failed_logins_is_recorded_up_to_a_budget() {
         .iter()
         .any(|r| r.reason().map(|r| r.as_str()) == Some("auth_failures_throttled")));
     assert_eq!(recs.last().unwrap().action(), ledger::Action::ChatCompletion);
+}
+
+/// `/v1/deidentify` counts against the caller's limits like any other request (its keyed
+/// modes answer guesses), and a refused `/v1/models` call (a wrong key) is recorded.
+#[tokio::test]
+async fn deidentify_is_rate_limited_and_a_refused_model_listing_is_recorded() {
+    let s = stack().await;
+    // The `limited` use case allows 3 requests a minute: of 7, even across a minute's turn,
+    // at least one is refused.
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        answers.push(
+            s.post("/v1/deidentify", &s.limited, json!({"text": "hello", "mode": "scan"})).await,
+        );
+    }
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(!refused.is_empty(), "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+    for a in refused {
+        assert_error(a, 429, "rate_limited");
+    }
+
+    let before = s.records().await.len();
+    let r = s.get("/v1/models", Some("pg_nope_wrong")).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let recs = s.records().await;
+    assert_eq!(recs.len(), before + 1, "the refused listing left no record");
+    assert_eq!(recs.last().unwrap().action(), ledger::Action::AuthFailure);
 }

@@ -49,6 +49,7 @@ async fn records_only_in_the_journal_reach_the_store_at_the_next_open() {
     let l = journaled(s.clone(), &j).await.unwrap();
     l.record_all(&[record(0, &key()), record(1, &key())]).await.unwrap();
     l.flush().await.unwrap();
+    assert!(l.health().is_ok());
     // The store goes away: what is recorded now is durable in the journal only.
     s.close().await;
     let later = [record(2, &key()), record(3, &key()), record(4, &key())];
@@ -65,6 +66,9 @@ async fn records_only_in_the_journal_reach_the_store_at_the_next_open() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused, "appends went on while the store could not be written");
+    // A readiness probe sees it.
+    let why = l.health().expect_err("healthy while every append is refused");
+    assert!(why.contains("cannot be written"), "{why}");
     drop(l);
 
     let l = reopen(&db, &j).await;
