@@ -422,25 +422,24 @@ async fn redis_count(
     }
 }
 
-/// Adds `tokens` to a Redis bucket's token count.
-async fn redis_add_tokens(
+/// Adds `requests` and `tokens` (negative: gives them back) to a Redis bucket's counts; each
+/// key touched keeps its expiry even if it had gone in between.
+async fn redis_add(
     r: &RedisCounter,
     key: &str,
     window: u64,
-    tokens: u64,
+    requests: i64,
+    tokens: i64,
 ) -> Result<(), ApiError> {
     let mut conn = connect(r).await?;
-    let tk = format!("phigate:rl:{window}:{key}:t");
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("INCRBY")
-        .arg(&tk)
-        .arg(tokens)
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(&tk)
-        .arg(120)
-        .ignore();
+    pipe.atomic();
+    for (suffix, n) in [("r", requests), ("t", tokens)] {
+        if n != 0 {
+            let k = format!("phigate:rl:{window}:{key}:{suffix}");
+            pipe.cmd("INCRBY").arg(&k).arg(n).ignore().cmd("EXPIRE").arg(&k).arg(120).ignore();
+        }
+    }
     let fut = pipe.query_async::<()>(&mut conn);
     match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(())) => Ok(()),
@@ -451,42 +450,24 @@ async fn redis_add_tokens(
     }
 }
 
-/// Takes one request and `tokens` back out of a Redis bucket (the keys keep an expiry even if
-/// they had gone in between).
+/// Adds `tokens` to a Redis bucket's token count.
+async fn redis_add_tokens(
+    r: &RedisCounter,
+    key: &str,
+    window: u64,
+    tokens: u64,
+) -> Result<(), ApiError> {
+    redis_add(r, key, window, 0, i64::try_from(tokens).unwrap_or(i64::MAX)).await
+}
+
+/// Takes one request and `tokens` back out of a Redis bucket.
 async fn redis_refund(
     r: &RedisCounter,
     key: &str,
     window: u64,
     tokens: u64,
 ) -> Result<(), ApiError> {
-    let mut conn = connect(r).await?;
-    let rk = format!("phigate:rl:{window}:{key}:r");
-    let tk = format!("phigate:rl:{window}:{key}:t");
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("DECR")
-        .arg(&rk)
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(&rk)
-        .arg(120)
-        .ignore()
-        .cmd("DECRBY")
-        .arg(&tk)
-        .arg(tokens)
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(&tk)
-        .arg(120)
-        .ignore();
-    let fut = pipe.query_async::<()>(&mut conn);
-    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
-        Ok(Ok(())) => Ok(()),
-        _ => {
-            reset(r).await;
-            Err(ApiError::RateLimiterUnavailable)
-        }
-    }
+    redis_add(r, key, window, -1, -i64::try_from(tokens).unwrap_or(i64::MAX)).await
 }
 
 #[cfg(test)]
@@ -650,6 +631,25 @@ mod tests {
         let started = Instant::now();
         assert!(l.admit(&b, 0).await.is_err());
         assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    /// An answer's charge lands where the requests are counted, Redis or this process.
+    async fn a_charge_counts_against_the_budget(l: &Limiter, key: String) {
+        fresh_window().await;
+        let b = [bucket(key, Some(100), Some(100))];
+        assert!(l.admit(&b, 10).await.is_ok());
+        l.charge(&b, 85).await;
+        assert!(l.admit(&b, 5).await.is_ok());
+        assert!(refused(l.admit(&b, 1).await));
+    }
+
+    #[tokio::test]
+    async fn a_charge_counts_locally_and_in_redis() {
+        a_charge_counts_against_the_budget(&Limiter::local(), "charge".into()).await;
+        let l = Limiter::redis("redis://127.0.0.1:6379", false).unwrap();
+        let key = format!("unit-charge-{:016x}", rand::random::<u64>());
+        a_charge_counts_against_the_budget(&l, key).await;
+        assert!(l.local.lock().unwrap().now.is_empty(), "counted locally, not in Redis");
     }
 
     #[tokio::test]
