@@ -448,6 +448,7 @@ impl upstream::BeforeSend for Disclosure<'_> {
             &p.applied.present,
             &to.provider,
             &to.model,
+            &to.base_url,
             time::OffsetDateTime::now_utc(),
         )
     }
@@ -841,6 +842,11 @@ async fn chat_inner(
         _ => NewPhi::Redact,
     };
     let client_model = p.decision.model.clone();
+    // A JSON-mode answer's content is a JSON document: values go back into it escaped.
+    let json_content = matches!(
+        p.body.pointer("/response_format/type").and_then(Value::as_str),
+        Some("json_object" | "json_schema")
+    );
     if !stream {
         let mut body = upstream::read_json(answered.response, answered.target.timeout).await?;
         p.budget.settle(state, usage_of(&body), answer_bytes(&body)).await;
@@ -850,6 +856,7 @@ async fn chat_inner(
             request_values,
             new_phi,
             restore: HashMap::new(),
+            json_content,
         };
         // Check first (on placeholders), then restore for allowed roles.
         let no_restore = output::rewrite_completion(&rules, &mut body, &client_model)?;
@@ -864,7 +871,7 @@ async fn chat_inner(
                 let started = Instant::now();
                 let restore = reveal(state, &p, used, Vec::new()).await?;
                 stage("vault", started);
-                output::restore_completion(&mut body, &restore);
+                output::restore_completion(&mut body, &restore, json_content);
             }
         }
         audit.account(decision, reason);
@@ -882,8 +889,13 @@ async fn chat_inner(
         return Err(ApiError::UpstreamInvalidResponse);
     }
     audit.account(decision, reason);
-    let rules =
-        OutputRules { scanner: state.inner.detector.clone(), request_values, new_phi, restore };
+    let rules = OutputRules {
+        scanner: state.inner.detector.clone(),
+        request_values,
+        new_phi,
+        restore,
+        json_content,
+    };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     let ended = (state.clone(), audit.clone(), p.budget.clone());
@@ -1118,44 +1130,55 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
             .and_then(Value::as_str)
             .ok_or(ApiError::InvalidRequest("text is required"))?;
         let mode = body.get("mode").and_then(Value::as_str).unwrap_or("scan");
+        let transform = match mode {
+            "scan" => None,
+            other => {
+                let m: phi::transform::Mode =
+                    other.parse().map_err(|_| ApiError::InvalidRequest("unknown mode"))?;
+                let keyed =
+                    matches!(m, phi::transform::Mode::Hash | phi::transform::Mode::Surrogate);
+                if keyed && !may_reidentify {
+                    return Err(ApiError::RoleNotAllowed);
+                }
+                Some(m)
+            }
+        };
         // The caller's limits apply here too (a role's, and its key's use case's): the keyed
-        // modes answer guesses, and each answer is a scan and a durable record.
+        // modes answer guesses, and each answer is a scan and a durable record. Counted once
+        // the request is known to be one that is answered.
         let limits = buckets(&pol, &who, who.default_use_case.as_deref().unwrap_or(""));
         state.inner.limiter.admit(&limits, (text.len() as u64).div_ceil(4)).await?;
         let findings = phiops::scan(state.inner.detector.as_ref(), text)?;
         for f in &findings {
             *audit.categories.entry(f.category).or_insert(0) += 1;
         }
-        let out = if mode == "scan" {
-            let idx = phi::text::CharIndex::new(text);
-            let list: Vec<Value> = findings
-                .iter()
-                .map(|f| {
-                    serde_json::json!({
-                        "start": idx.char_offset(f.start), "end": idx.char_offset(f.end),
-                        "category": f.category.as_str(), "subtype": f.subtype,
-                        // Two decimals, as `phigate scan` prints them: 0.85, not the f32's
-                        // 0.8500000238418579 widened to f64.
-                        "score": (f64::from(f.score) * 100.0).round() / 100.0,
+        let out = match transform {
+            None => {
+                let idx = phi::text::CharIndex::new(text);
+                let list: Vec<Value> = findings
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "start": idx.char_offset(f.start), "end": idx.char_offset(f.end),
+                            "category": f.category.as_str(), "subtype": f.subtype,
+                            // Two decimals, as `phigate scan` prints them: 0.85, not the f32's
+                            // 0.8500000238418579 widened to f64.
+                            "score": (f64::from(f.score) * 100.0).round() / 100.0,
+                        })
                     })
-                })
-                .collect();
-            serde_json::json!({ "findings": list })
-        } else {
-            let m: phi::transform::Mode =
-                mode.parse().map_err(|_| ApiError::InvalidRequest("unknown mode"))?;
-            let keyed = matches!(m, phi::transform::Mode::Hash | phi::transform::Mode::Surrogate);
-            if keyed && !may_reidentify {
-                return Err(ApiError::RoleNotAllowed);
+                    .collect();
+                serde_json::json!({ "findings": list })
             }
-            let mut key = state.inner.scope_key.clone();
-            key.extend_from_slice(b"\0deidentify");
-            let t = phi::transform::Transformer::new(m).with_key(&key);
-            let mut ctx = phi::transform::Context::new();
-            let text =
-                t.apply(text, &findings, &mut ctx).map_err(|_| ApiError::ScannerUnavailable)?;
-            let cats: Vec<&str> = findings.iter().map(|f| f.category.as_str()).collect();
-            serde_json::json!({ "text": text, "mode": m.as_str(), "categories": cats })
+            Some(m) => {
+                let mut key = state.inner.scope_key.clone();
+                key.extend_from_slice(b"\0deidentify");
+                let t = phi::transform::Transformer::new(m).with_key(&key);
+                let mut ctx = phi::transform::Context::new();
+                let text =
+                    t.apply(text, &findings, &mut ctx).map_err(|_| ApiError::ScannerUnavailable)?;
+                let cats: Vec<&str> = findings.iter().map(|f| f.category.as_str()).collect();
+                serde_json::json!({ "text": text, "mode": m.as_str(), "categories": cats })
+            }
         };
         let decision = if findings.is_empty() { LDecision::Allow } else { LDecision::Redact };
         audit.write(&state, decision, "deidentify").await?;

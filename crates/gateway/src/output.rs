@@ -30,6 +30,9 @@ pub struct OutputRules {
     pub new_phi: NewPhi,
     /// `token -> value` to restore (empty when the role may not re-identify).
     pub restore: HashMap<String, String>,
+    /// The answer's `content` is a JSON document (`response_format` `json_object` or
+    /// `json_schema`): values restored into it are JSON-escaped, as in arguments.
+    pub json_content: bool,
 }
 
 impl std::fmt::Debug for OutputRules {
@@ -194,15 +197,16 @@ pub fn rewrite_completion(
 }
 
 /// Puts values back for their placeholders in every string of each choice of a whole answer
-/// (the strings [`rewrite_completion`] checked), JSON-escaped inside function-call arguments.
-pub fn restore_completion(body: &mut Value, restore: &HashMap<String, String>) {
+/// (the strings [`rewrite_completion`] checked), JSON-escaped inside function-call arguments
+/// and, with `json_content`, inside `content` (a JSON document then).
+pub fn restore_completion(body: &mut Value, restore: &HashMap<String, String>, json_content: bool) {
     if restore.is_empty() {
         return;
     }
     let escaped = json_escaped(restore);
     if let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) {
         for ch in choices {
-            restore_in(ch, restore, escaped.as_ref(), false);
+            restore_in(ch, restore, escaped.as_ref(), false, json_content);
         }
     }
 }
@@ -211,16 +215,17 @@ fn restore_in(
     v: &mut Value,
     restore: &HashMap<String, String>,
     escaped: Option<&HashMap<String, String>>,
-    arguments: bool,
+    as_json: bool,
+    json_content: bool,
 ) {
     match v {
         Value::String(s) => {
-            let map = if arguments { escaped.unwrap_or(restore) } else { restore };
+            let map = if as_json { escaped.unwrap_or(restore) } else { restore };
             *s = restore_all(map, s);
         }
         Value::Array(items) => {
             for it in items {
-                restore_in(it, restore, escaped, false);
+                restore_in(it, restore, escaped, false, json_content);
             }
         }
         Value::Object(map) => {
@@ -228,7 +233,8 @@ fn restore_in(
                 if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
                     continue;
                 }
-                restore_in(it, restore, escaped, k == "arguments");
+                let as_json = k == "arguments" || (json_content && k == "content");
+                restore_in(it, restore, escaped, as_json, json_content);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -356,8 +362,10 @@ impl StreamRewriter {
     }
 
     fn push(&mut self, key: (u64, Field), text: &str) {
+        let json_content = self.rules.json_content;
         let restore = match (&key.1, &self.args_restore) {
             (Field::ToolArgs(_) | Field::FunctionArgs, Some(escaped)) => escaped,
+            (Field::Text(k), Some(escaped)) if json_content && k == "content" => escaped,
             _ => &self.rules.restore,
         };
         let st = self.texts.entry(key).or_insert_with(|| TextState {
@@ -725,6 +733,7 @@ mod tests {
             request_values: HashSet::new(),
             new_phi: NewPhi::Redact,
             restore: restore.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            json_content: false,
         }
     }
 
@@ -797,7 +806,7 @@ mod tests {
         assert!(!body.to_string().contains("555-0199"), "{body}");
         let restore: HashMap<String, String> =
             [("[NAME_1]".to_string(), "Ann \"Nan\" O'Neil".to_string())].into();
-        restore_completion(&mut body, &restore);
+        restore_completion(&mut body, &restore, false);
         let m = &body["choices"][0]["message"];
         for k in ["content", "refusal", "reasoning_content"] {
             assert!(m[k].as_str().unwrap().contains("Ann \"Nan\" O'Neil"), "{k}: {body}");
@@ -806,6 +815,32 @@ mod tests {
         let parsed: Value = serde_json::from_str(args).expect("arguments stay JSON");
         assert_eq!(parsed["who"], "Ann \"Nan\" O'Neil");
         assert_eq!(body["model"], "client");
+    }
+
+    #[test]
+    fn a_json_mode_answer_stays_json_when_values_come_back() {
+        // response_format json_object: the content is a document, and a value with a quote, a
+        // backslash or a line break must not break it, whole or streamed.
+        let value = "Ann \"Nan\" O'Neil\n12 Elm St\\B";
+        let doc = r#"{"patient": "[NAME_1]", "note": "seen"}"#;
+        let restore: HashMap<String, String> = [("[NAME_1]".to_string(), value.to_string())].into();
+        let mut body = serde_json::json!({"model": "up", "choices": [{"index": 0,
+            "finish_reason": "stop", "message": {"role": "assistant", "content": doc}}]});
+        restore_completion(&mut body, &restore, true);
+        let got: Value =
+            serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap())
+                .expect("whole: still JSON");
+        assert_eq!(got["patient"], value);
+
+        for at in (0..=doc.len()).step_by(5) {
+            let mut r = rules(&[("[NAME_1]", value)]);
+            r.json_content = true;
+            let mut rw = StreamRewriter::new(r, "client");
+            let (content, _) = run(&mut rw, &[&doc[..at], &doc[at..]], false);
+            let got: Value = serde_json::from_str(&content)
+                .unwrap_or_else(|e| panic!("split at {at}: {e}: {content}"));
+            assert_eq!(got["patient"], value, "split at {at}");
+        }
     }
 
     #[test]

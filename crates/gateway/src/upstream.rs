@@ -108,7 +108,8 @@ impl std::fmt::Debug for Upstreams {
 enum Failure {
     /// Worth retrying (connect error, 5xx).
     Retry(ApiError),
-    /// Move to the next deployment at once (timeout).
+    /// Move to the next deployment at once (a timeout, a transport error after the request may
+    /// have been sent, 401/403/404/405/415/429, a redirect).
     Next(ApiError),
     /// Stop: the request itself was refused (4xx).
     Stop(ApiError),
@@ -156,7 +157,9 @@ impl Upstreams {
     pub fn new() -> Result<Upstreams, crate::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the keep-alive of common model servers (uvicorn, vLLM's: 5 s), so that a
+            // pooled connection is not reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(4))
             // Never follow a redirect: a 307 or 308 would send the body again to an address the
             // configuration does not name (no BAA or hosting checked, no ledger record of it).
             .redirect(reqwest::redirect::Policy::none())

@@ -488,6 +488,7 @@ async fn journal_committer(
             Err(_) => {
                 // The write panicked: the journal went with it. Refuse everything from here on.
                 tracing::error!("{STOPPED}");
+                progress.set_broken(STOPPED);
                 for p in batch.drain(..) {
                     p.ack.fail(Error::Store(STOPPED.into()));
                 }
@@ -850,6 +851,9 @@ impl Ledger {
     /// every append is refused then. Without a journal, `Ok` (the store's own health is the
     /// ledger's). For readiness probes.
     pub fn health(&self) -> Result<(), String> {
+        if self.inner.tx.is_closed() {
+            return Err("the ledger's writer has stopped".into());
+        }
         let Some(p) = &self.inner.journal else { return Ok(()) };
         match p.broken().or_else(|| p.failing()) {
             Some(why) => Err(why),

@@ -295,8 +295,9 @@ impl Policy {
         self.deployments(d, |p| phi_allowed(p, private_only, now))
     }
 
-    /// Whether the deployment of `d`'s model on `provider` (upstream model `model`) may still
-    /// receive this request at `now`, under this policy: it is still configured, and, with
+    /// Whether the deployment of `d`'s model on `provider` (upstream model `model`, at
+    /// `base_url`) may still receive this request at `now`, under this policy: it is still
+    /// configured, at the same address, and, with
     /// PHI `present`, its provider's BAA still covers it (or it is private). Checked again
     /// before each attempt, so that a BAA that lapses, or a reload that takes a provider out of
     /// rotation, stops requests already in flight from falling back or retrying onto it.
@@ -306,6 +307,7 @@ impl Policy {
         present: &[Category],
         provider: &str,
         model: &str,
+        base_url: &str,
         now: OffsetDateTime,
     ) -> bool {
         let Some(&mi) = self.inner.models.get(&d.model) else { return false };
@@ -313,9 +315,10 @@ impl Policy {
         self.inner.config.models[mi].deployments.iter().any(|dep| {
             dep.provider == provider
                 && dep.model == model
-                && self
-                    .provider(&dep.provider)
-                    .is_some_and(|p| present.is_empty() || phi_allowed(p, private_only, now))
+                && self.provider(&dep.provider).is_some_and(|p| {
+                    p.base_url == base_url
+                        && (present.is_empty() || phi_allowed(p, private_only, now))
+                })
         })
     }
 

@@ -558,13 +558,13 @@ pub(crate) fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErr
     })
 }
 
-/// The first variant named after "expected" in a serde message.
 /// The field a "missing field `x`" message names.
 fn missing_field(msg: &str) -> Option<&str> {
     let rest = msg.strip_prefix("missing field `")?;
     Some(&rest[..rest.find('`')?])
 }
 
+/// The first variant named after "expected" in a serde message.
 fn first_expected(msg: &str) -> Option<Value> {
     let rest = &msg[msg.find("expected")?..];
     let start = rest.find('`')? + 1;
