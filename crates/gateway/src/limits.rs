@@ -40,6 +40,20 @@ struct LocalCounts {
 }
 
 impl LocalCounts {
+    /// Adds `requests` and `tokens` to `key`'s bucket of `window` (a window older than the last
+    /// one counts in the last one) and returns the bucket's counts.
+    fn add(&mut self, window: u64, key: &str, requests: u64, tokens: u64) -> (u64, u64) {
+        let window = window.max(self.window.saturating_sub(1));
+        let Some(counts) = self.of(window) else { return (0, 0) };
+        let e = match counts.get_mut(key) {
+            Some(e) => e,
+            None => counts.entry(key.to_string()).or_insert((0, 0)),
+        };
+        e.0 = e.0.saturating_add(requests);
+        e.1 = e.1.saturating_add(tokens);
+        *e
+    }
+
     /// The counts of `window`, after moving on to it if it is new; `None` for a window older
     /// than the last one (not kept).
     fn of(&mut self, window: u64) -> Option<&mut HashMap<String, (u64, u64)>> {
@@ -190,14 +204,7 @@ impl Limiter {
                 }
             }
             let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(counts) = m.of(window) {
-                if !counts.contains_key(&b.key) {
-                    counts.insert(b.key.clone(), (0, 0));
-                }
-                if let Some(e) = counts.get_mut(&b.key) {
-                    e.1 = e.1.saturating_add(tokens);
-                }
-            }
+            m.add(window, &b.key, 0, tokens);
         }
     }
 
@@ -252,15 +259,8 @@ impl Limiter {
             }
         }
         let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        let window = window.max(m.window.saturating_sub(1));
-        let counts = m.of(window).expect("a window no older than the last one is kept");
-        if !counts.contains_key(key) {
-            counts.insert(key.to_string(), (0, 0));
-        }
-        let e = counts.get_mut(key).expect("inserted above");
-        e.0 = e.0.saturating_add(1);
-        e.1 = e.1.saturating_add(tokens);
-        Ok((e.0, e.1, Counted::Local))
+        let (reqs, toks) = m.add(window, key, 1, tokens);
+        Ok((reqs, toks, Counted::Local))
     }
 }
 

@@ -82,6 +82,38 @@ pub use secret::{Secret, SecretSource};
 /// Largest configuration file read.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A configuration file's text (at most [`MAX_CONFIG_BYTES`]) and its directory, made
+/// absolute: relative paths in it are taken from there. `Err` names the file, never its text.
+pub(crate) fn read_config(path: &Path) -> Result<(String, std::path::PathBuf), String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let base = std::path::absolute(&base).unwrap_or(base);
+    Ok((text, base))
+}
+
+/// The store URL of a configuration: `store.url` (`url`; a relative SQLite path taken from
+/// `base_dir`), else `phigate.db` in `data_dir`.
+pub(crate) fn store_url_in(url: Option<&str>, base_dir: &Path, data_dir: &Path) -> String {
+    match url {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u.to_string(),
+        Some(u) => {
+            let path =
+                u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u);
+            base_dir.join(path).display().to_string()
+        }
+        None => data_dir.join("phigate.db").display().to_string(),
+    }
+}
+
 impl Config {
     /// Reads, parses, resolves secrets and validates; every problem at once. Relative paths
     /// (`file:` secrets, the JWKS file, the data dir) are taken from the file's directory.
@@ -89,18 +121,7 @@ impl Config {
         let fail = |m: String| {
             ConfigErrors(vec![ConfigProblem { path: String::new(), line: None, message: m }])
         };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| fail(format!("cannot read {}: {}", path.display(), e.kind())))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(format!("cannot read {}: {}", path.display(), e.kind())))?;
-        let base = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let base = std::path::absolute(&base).unwrap_or(base);
+        let (text, base) = read_config(path).map_err(fail)?;
         Config::from_yaml(&text, &base)
     }
 
@@ -118,15 +139,7 @@ impl Config {
     /// The store URL: `store.url` (a relative SQLite path taken from the config's directory),
     /// else `phigate.db` in the data directory.
     pub fn store_url(&self) -> String {
-        match &self.store.url {
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u.clone(),
-            Some(u) => {
-                let path =
-                    u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u);
-                self.base_dir.join(path).display().to_string()
-            }
-            None => self.data_dir().join("phigate.db").display().to_string(),
-        }
+        store_url_in(self.store.url.as_deref(), &self.base_dir, &self.data_dir())
     }
 
     /// A one-line summary (counts), for `phigate config check`.

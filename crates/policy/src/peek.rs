@@ -3,9 +3,11 @@
 //! nothing else is checked, so a command run where the gateway's secrets are not at hand still
 //! finds the gateway's store, and does not act on another one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_yaml_ng::Value;
+
+use crate::SecretSource;
 
 /// What [`peek`] read. Secret references come back in the command-line form: `file:` with an
 /// absolute path, `env:VAR` for `${VAR}`.
@@ -26,13 +28,7 @@ pub struct Peek {
 /// Reads [`Peek`] from the configuration at `path`. An error names the file and what was
 /// wrong, never a value.
 pub fn peek(path: &Path) -> Result<Peek, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = std::path::absolute(&base).unwrap_or(base);
+    let (text, base) = crate::read_config(path)?;
     let root: Value = serde_yaml_ng::from_str(&text).map_err(|_| {
         format!("{}: not valid YAML (phigate config check says where)", path.display())
     })?;
@@ -40,41 +36,31 @@ pub fn peek(path: &Path) -> Result<Peek, String> {
         root.get(section)?.get(key)?.as_str().map(str::to_string)
     };
     let data_dir = base.join(get("server", "data_dir").unwrap_or_else(|| "./phigate-data".into()));
-    let store_url = match get("store", "url") {
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
-        Some(u) => {
-            let p = u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(&u);
-            base.join(p).display().to_string()
-        }
-        None => data_dir.join("phigate.db").display().to_string(),
-    };
-    let spec = |s: String| cli_spec(&s, &base);
+    let store_url = crate::store_url_in(get("store", "url").as_deref(), &base, &data_dir);
     let previous_keks = root
         .get("vault")
         .and_then(|v| v.get("previous_keks"))
         .and_then(Value::as_sequence)
-        .map(|s| s.iter().filter_map(Value::as_str).map(|s| cli_spec(s, &base)).collect())
+        .map(|s| s.iter().filter_map(Value::as_str).filter_map(|s| cli_spec(s, &base)).collect())
         .unwrap_or_default();
     Ok(Peek {
         store_url,
         origin: get("audit", "origin"),
-        signing_key: get("audit", "signing_key").map(spec),
-        kek: get("vault", "kek").map(|s| cli_spec(&s, &base)),
+        signing_key: get("audit", "signing_key").and_then(|s| cli_spec(&s, &base)),
+        kek: get("vault", "kek").and_then(|s| cli_spec(&s, &base)),
         previous_keks,
     })
 }
 
-/// A secret reference of the configuration in the command-line form: `${VAR}` is `env:VAR`,
-/// a relative `file:` path is made absolute against the configuration's directory.
-fn cli_spec(s: &str, base: &Path) -> String {
-    let s = s.trim();
-    if let Some(var) = s.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-        return format!("env:{var}");
+/// A secret reference of the configuration in the command-line form, resolved as the gateway
+/// resolves it ([`SecretSource::parse`]): `${VAR}` is `env:VAR`, a `file:` path is absolute.
+/// `None` for a reference the gateway would refuse.
+fn cli_spec(s: &str, base: &Path) -> Option<String> {
+    match SecretSource::parse(s, base).ok()? {
+        SecretSource::Env(var) => Some(format!("env:{var}")),
+        SecretSource::File(p) => Some(format!("file:{}", p.display())),
+        SecretSource::Inline => None,
     }
-    if let Some(p) = s.strip_prefix("file:") {
-        return format!("file:{}", base.join(p).display());
-    }
-    s.to_string()
 }
 
 #[cfg(test)]
@@ -96,10 +82,7 @@ mod tests {
         assert_eq!(p.origin.as_deref(), Some("hospital.example/phigate"));
         assert_eq!(p.kek.as_deref(), Some("env:KEK_VAR"));
         assert_eq!(p.previous_keks, [format!("file:{}", base.join("old.kek").display())]);
-        assert_eq!(
-            p.signing_key,
-            Some(format!("file:{}", base.join("./data/ledger.key").display()))
-        );
+        assert_eq!(p.signing_key, Some(format!("file:{}", base.join("data/ledger.key").display())));
 
         std::fs::write(&path, "store: { url: postgres://u@db/phigate }\n").unwrap();
         let p = peek(&path).unwrap();

@@ -60,17 +60,9 @@ impl Secret {
     /// Parses the reference written in the YAML and reads the value. `Err` is a message that
     /// names the variable or the file, never a value.
     pub(crate) fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
-        let r = self.raw_ref.trim().to_string();
-        if let Some(var) = r.strip_prefix("${").and_then(|s| s.strip_suffix('}')) {
-            if var.is_empty()
-                || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                || var.starts_with(|c: char| c.is_ascii_digit())
-            {
-                // The reference is not repeated: a secret pasted in by mistake would reach the log.
-                return Err("invalid environment variable name in a ${...} reference (letters, digits and _, not starting with a digit)".into());
-            }
-            self.source = SecretSource::Env(var.to_string());
-            match std::env::var(var) {
+        self.source = SecretSource::parse(&self.raw_ref, base_dir)?;
+        match &self.source {
+            SecretSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => {
                     self.value = v.trim().to_string();
                     Ok(())
@@ -82,23 +74,46 @@ impl Secret {
                 Err(std::env::VarError::NotUnicode(_)) => {
                     Err(format!("environment variable {var} is not valid UTF-8"))
                 }
+            },
+            SecretSource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    format!("cannot read secret file {}: {}", path.display(), e.kind())
+                })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("secret file {} is not text", path.display()))?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(format!("secret file {} is empty", path.display()));
+                }
+                self.value = text.to_string();
+                Ok(())
             }
+            SecretSource::Inline => {
+                Err("a secret must be written as ${ENV_VAR} or file:PATH, never inline".into())
+            }
+        }
+    }
+}
+
+impl SecretSource {
+    /// Where a reference written in the YAML (`${VAR}` or `file:PATH`, a relative path taken
+    /// from `base_dir`) points, without reading it. `Err` never repeats the reference: a secret
+    /// pasted in by mistake would reach the log.
+    pub fn parse(raw: &str, base_dir: &Path) -> Result<SecretSource, String> {
+        let r = raw.trim();
+        if let Some(var) = r.strip_prefix("${").and_then(|s| s.strip_suffix('}')) {
+            if var.is_empty()
+                || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || var.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err("invalid environment variable name in a ${...} reference (letters, digits and _, not starting with a digit)".into());
+            }
+            Ok(SecretSource::Env(var.to_string()))
         } else if let Some(p) = r.strip_prefix("file:") {
             if p.is_empty() {
                 return Err("empty path after file:".into());
             }
-            let path = join_clean(base_dir, p);
-            self.source = SecretSource::File(path.clone());
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("cannot read secret file {}: {}", path.display(), e.kind()))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| format!("secret file {} is not text", path.display()))?;
-            let text = text.trim();
-            if text.is_empty() {
-                return Err(format!("secret file {} is empty", path.display()));
-            }
-            self.value = text.to_string();
-            Ok(())
+            Ok(SecretSource::File(join_clean(base_dir, p)))
         } else {
             Err("a secret must be written as ${ENV_VAR} or file:PATH, never inline".into())
         }
