@@ -46,7 +46,10 @@ pub struct RequestMeta {
     pub model: String,
     /// `X-Phigate-Use-Case`, if given (else the identity's default).
     pub use_case: Option<String>,
-    /// `X-Phigate-Phi-Handling`: may only make every category's handling stricter.
+    /// `X-Phigate-Phi-Handling`: may only make every category's handling stricter. A request's
+    /// `private_only` keeps a tokenized category tokenized and sends the request's PHI to
+    /// private deployments only ([`Decision::private_routing`]): raw values never leave where
+    /// the policy would have tokenized them.
     pub tighten: Option<Handling>,
 }
 
@@ -61,6 +64,9 @@ pub struct Decision {
     pub model: String,
     /// Handling per category (index: `Category::index()`), after precedence.
     pub handling: [Handling; CATEGORIES],
+    /// The request asked (`X-Phigate-Phi-Handling: private_only`) that its PHI, tokenized
+    /// included, go to private deployments only.
+    pub private_routing: bool,
     /// Whether this caller may see tokens restored to their values.
     pub reidentify: bool,
     /// PHI in the answer that was not in the request.
@@ -82,6 +88,14 @@ impl Decision {
     /// Categories that are blocked.
     pub fn blocked(&self) -> Vec<Category> {
         Category::ALL.into_iter().filter(|c| self.handling_of(*c) == Handling::Block).collect()
+    }
+
+    /// Whether a request in which `present` categories remain (after handling) may go to
+    /// private deployments only: one of them is `private_only`, or the request asked for it.
+    pub fn private_only_for(&self, present: &[Category]) -> bool {
+        !present.is_empty()
+            && (self.private_routing
+                || present.iter().any(|c| self.handling_of(*c) == Handling::PrivateOnly))
     }
 }
 
@@ -215,7 +229,9 @@ impl Policy {
     /// Order of checks: use case (from the request, else the identity's default) must exist,
     /// one of the identity's roles must be in its roles, the model must be in its models.
     /// Handling per category = the strictest of the organization's floor, the use case's
-    /// handling and the request's `tighten`.
+    /// handling and the request's `tighten`, except that a request's `private_only` leaves a
+    /// tokenized category tokenized and sets [`Decision::private_routing`] instead (`private_only`
+    /// sends values as they are, which tokenize does not: from a request, that would loosen).
     pub fn decide(
         &self,
         who: &Identity,
@@ -235,11 +251,14 @@ impl Policy {
             return Err(Denial::ModelNotAllowed);
         }
         let mut handling = [Handling::Block; CATEGORIES];
+        let private_routing = req.tighten == Some(Handling::PrivateOnly);
         for c in Category::ALL {
             let from_uc = uc.phi.categories.get(&c).copied().unwrap_or(uc.phi.default);
             let mut h = from_uc.max(self.organization_floor(c));
-            if let Some(t) = req.tighten {
-                h = h.max(t);
+            match req.tighten {
+                Some(Handling::PrivateOnly) if h == Handling::Tokenize => {}
+                Some(t) => h = h.max(t),
+                None => {}
             }
             handling[c.index()] = h;
         }
@@ -253,6 +272,7 @@ impl Policy {
             purpose: uc.purpose.as_str().to_string(),
             model: req.model.clone(),
             handling,
+            private_routing,
             reidentify,
             new_phi: uc.output.new_phi,
             stream_scan: uc.output.stream_scan,
@@ -275,12 +295,13 @@ impl Policy {
         if !phi_present {
             return self.deployments(d, |_| true);
         }
-        let private_only = d.handling.contains(&Handling::PrivateOnly);
+        let private_only = d.private_routing || d.handling.contains(&Handling::PrivateOnly);
         self.deployments(d, |p| phi_allowed(p, private_only, now))
     }
 
     /// Like [`Policy::eligible`], given the categories actually present in the request after
-    /// handling: only private providers if one of them is `private_only`; private or BAA-covered
+    /// handling: only private providers if one of them is `private_only` (or the request asked
+    /// for it, [`Decision::private_routing`]); private or BAA-covered
     /// providers if any is present; every deployment if none is.
     pub fn eligible_for(
         &self,
@@ -291,7 +312,7 @@ impl Policy {
         if present.is_empty() {
             return self.deployments(d, |_| true);
         }
-        let private_only = present.iter().any(|c| d.handling_of(*c) == Handling::PrivateOnly);
+        let private_only = d.private_only_for(present);
         self.deployments(d, |p| phi_allowed(p, private_only, now))
     }
 
@@ -311,7 +332,7 @@ impl Policy {
         now: OffsetDateTime,
     ) -> bool {
         let Some(&mi) = self.inner.models.get(&d.model) else { return false };
-        let private_only = present.iter().any(|c| d.handling_of(*c) == Handling::PrivateOnly);
+        let private_only = d.private_only_for(present);
         self.inner.config.models[mi].deployments.iter().any(|dep| {
             dep.provider == provider
                 && dep.model == model

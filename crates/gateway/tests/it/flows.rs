@@ -417,6 +417,34 @@ async fn private_only_goes_to_private_deployments_only() {
 }
 
 #[tokio::test]
+async fn a_private_only_header_keeps_tokens_and_keeps_phi_private() {
+    let s = stack().await;
+    let header = [("x-phigate-phi-handling", "private_only")];
+    // The use case tokenizes. Asking for private_only must not send the name as it is to the
+    // private deployment (that would loosen the policy): it stays tokenized...
+    let a = s
+        .chat_with(
+            Some(&s.clinician),
+            &header,
+            chat_body("clinical-chat", "Seen by Dr. Alan Smith."),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_no_canary(&s.upstream);
+    assert!(s.upstream.all_bodies().contains("[NAME_1]"), "{}", s.upstream.all_bodies());
+    // ...and the request's PHI goes to private deployments only: not to the BAA-covered cloud
+    // deployment it could reach without the header.
+    let b = s.chat_with(Some(&s.clinician), &header, chat_body("azure-chat", NOTE)).await;
+    assert_eq!(b.code(), "no_eligible_provider", "{}", b.body);
+    assert_eq!(s.upstream.count(), 1);
+    // Without PHI the header does not restrict routing.
+    let c = s
+        .chat_with(Some(&s.clinician), &header, chat_body("azure-chat", "Normal potassium?"))
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+}
+
+#[tokio::test]
 async fn identities_the_slug_rules_refuse_are_recorded_apart_not_as_nobody() {
     // A numeric staff id (a run of 7 digits is refused in the ledger, as an MRN would be) and
     // an identity the old slugging merged with another ('@' became '-').

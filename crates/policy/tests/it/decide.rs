@@ -78,6 +78,40 @@ fn a_request_only_tightens() {
     assert_eq!(d.handling_of(Category::Ssn), Handling::Block);
 }
 
+const CLOUD_URL: &str = "https://example.openai.azure.com/openai";
+
+#[test]
+fn a_request_for_private_only_keeps_tokens_and_routes_privately() {
+    let p = policy_from(MINIMAL);
+    let c = who(&["clinician"], Some("notes"));
+    let d = p.decide(&c, &req("chat", None, None), NOW).unwrap();
+    assert!(!d.private_routing);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Name], NOW)), ["cloud", "local"]);
+    assert!(p.still_eligible(&d, &[Category::Name], "cloud", "gpt-4o", CLOUD_URL, NOW));
+    // `private_only` from a request sends raw values where the use case tokenizes them: that
+    // would loosen. A tokenized category stays tokenized, and the PHI goes to private
+    // deployments only.
+    let d = p.decide(&c, &req("chat", None, Some(Handling::PrivateOnly)), NOW).unwrap();
+    assert!(d.private_routing);
+    assert_eq!(d.handling_of(Category::Name), Handling::Tokenize);
+    assert_eq!(d.handling_of(Category::Date), Handling::Redact);
+    assert_eq!(d.handling_of(Category::Ssn), Handling::Block);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Name], NOW)), ["local"]);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Date], NOW)), ["local"]);
+    assert_eq!(names(&p.eligible(&d, true, NOW)), ["local"]);
+    assert!(p.still_eligible(
+        &d,
+        &[Category::Name],
+        "local",
+        "llama",
+        "http://127.0.0.1:8000/v1",
+        NOW
+    ));
+    assert!(!p.still_eligible(&d, &[Category::Name], "cloud", "gpt-4o", CLOUD_URL, NOW));
+    // Without PHI left in the request, it may go anywhere.
+    assert_eq!(names(&p.eligible_for(&d, &[], NOW)), ["cloud", "nobaa", "local"]);
+}
+
 fn names(v: &[policy::Deployment]) -> Vec<&str> {
     v.iter().map(|d| d.provider.as_str()).collect()
 }
@@ -160,7 +194,14 @@ proptest! {
             let uc = uc_cats.get(&c).copied().unwrap_or(uc_default);
             prop_assert!(h >= org, "{c}: {h:?} < organization {org:?}");
             prop_assert!(h >= uc, "{c}: {h:?} < use case {uc:?}");
-            prop_assert_eq!(h, org.max(uc).max(tighten.unwrap_or(Handling::Tokenize)));
+            let floor = org.max(uc);
+            let want = match tighten {
+                // A request's private_only never turns tokenize into raw values.
+                Some(Handling::PrivateOnly) if floor == Handling::Tokenize => Handling::Tokenize,
+                t => floor.max(t.unwrap_or(Handling::Tokenize)),
+            };
+            prop_assert_eq!(h, want);
+            prop_assert_eq!(d.private_routing, tighten == Some(Handling::PrivateOnly));
             prop_assert_eq!(p.organization_floor(c), org);
         }
     }
