@@ -924,6 +924,12 @@ async fn send(
     matches!(tokio::time::timeout(idle, tx.send(Ok(frame))).await, Ok(Ok(())))
 }
 
+/// Whether a rewritten event has anything for the client: choices or usage (an event of
+/// another shape rewrites to an empty envelope, not worth a frame).
+fn relayed(v: &Value) -> bool {
+    v.get("choices").is_some() || v.get("usage").is_some()
+}
+
 /// Reads the upstream stream, rewrites each event, sends SSE frames; ends with `[DONE]` or
 /// with an error event (OpenAI's SDK raises it) when the upstream fails or the answer must be
 /// refused mid-way.
@@ -935,7 +941,9 @@ async fn pump(
     (state, audit, budget): (AppState, Audit, Budget),
 ) {
     let mut parser = SseParser::default();
-    let result: Result<(), ApiError> = async {
+    // Ok(false): the client went away or stopped reading; nothing more is sent, `[DONE]`
+    // least of all (what it missed would look like a whole answer).
+    let result: Result<bool, ApiError> = async {
         let mut done = false;
         'read: loop {
             let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
@@ -950,8 +958,8 @@ async fn pump(
                     break 'read;
                 }
                 let v = rw.event(&data)?;
-                if !send(&tx, sse(&v), idle).await {
-                    return Ok(());
+                if relayed(&v) && !send(&tx, sse(&v), idle).await {
+                    return Ok(false);
                 }
             }
         }
@@ -961,7 +969,9 @@ async fn pump(
                     done = true;
                 } else {
                     let v = rw.event(&data)?;
-                    send(&tx, sse(&v), idle).await;
+                    if relayed(&v) && !send(&tx, sse(&v), idle).await {
+                        return Ok(false);
+                    }
                 }
             }
         }
@@ -970,11 +980,12 @@ async fn pump(
         if !done && !rw.complete() {
             return Err(ApiError::UpstreamUnavailable);
         }
-        Ok(())
+        Ok(true)
     }
     .await;
     let result = match result {
-        Ok(()) => rw.finish(),
+        Ok(true) => rw.finish().map(Some),
+        Ok(false) => Ok(None),
         Err(e) => Err(e),
     };
     // Whatever was generated counts, whether or not it all reached the client.
@@ -983,11 +994,17 @@ async fn pump(
         metrics::counter!("phigate_output_new_phi_total", "category" => c.as_str()).increment(1);
     }
     match result {
-        Ok(tail) => {
+        Ok(Some(tail)) => {
             for v in tail {
-                send(&tx, sse(&v), idle).await;
+                if !send(&tx, sse(&v), idle).await {
+                    return;
+                }
             }
             send(&tx, Bytes::from_static(b"data: [DONE]\n\n"), idle).await;
+        }
+        Ok(None) => {
+            tracing::info!("stream ended: the client went away or stopped reading");
+            metrics::counter!("phigate_stream_errors_total", "code" => "client_gone").increment(1);
         }
         Err(e) => {
             tracing::warn!(code = e.code(), "stream ended with an error");

@@ -104,9 +104,72 @@ fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
     }
 }
 
-/// Keys of an answer whose string values are protocol words, ids or function names, never
-/// free text: not scanned.
+/// Keys of an answer whose string values are protocol words, ids or function names: not
+/// scanned nor restored when they look like one ([`protocol_token`]); any other value there is
+/// checked like free text (a model writes a function's name).
 const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "name", "finish_reason"];
+
+/// A protocol word, id or name (`assistant`, `chatcmpl-9x..`, `call_1`, `get_chart`, `stop`):
+/// at most 128 ASCII letters, digits and `-_.:`. Relayed without a scan.
+fn protocol_token(s: &str) -> bool {
+    s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// Whether `v` under key `k` is a structural value passed as it is.
+fn structural(k: &str, v: &Value) -> bool {
+    ANSWER_STRUCTURAL_KEYS.contains(&k) && v.as_str().is_some_and(protocol_token)
+}
+
+/// Most texts one stream may hold back at once (choices times their fields and tool calls).
+pub const MAX_STREAM_TEXTS: usize = 1024;
+
+/// Most bytes one streamed text may hold back: a finding that keeps growing (a URL or a run
+/// of digits without end) holds its text back until it ends, and each chunk scans it again.
+pub const MAX_HELD_BYTES: usize = 16 * 1024;
+
+/// Keeps of `v` numbers, and objects of numbers under protocol-word keys (an answer's `usage`
+/// with its `*_details`); anything else is dropped. `None` when nothing is left.
+fn numbers_only(v: &Value) -> Option<Value> {
+    match v {
+        Value::Number(_) => Some(v.clone()),
+        Value::Object(m) => Some(Value::Object(
+            m.iter()
+                .filter(|(k, _)| protocol_token(k))
+                .filter_map(|(k, x)| numbers_only(x).map(|x| (k.clone(), x)))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+/// The envelope of a chat answer or chunk, rebuilt from what the API defines: `id`, `object`,
+/// `system_fingerprint` and `service_tier` when they are protocol words, a numeric `created`,
+/// the model the client named, numeric `usage`, and `choices` (rewritten on their own). Any
+/// other field an upstream adds is not relayed, since none of it is scanned.
+fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let Value::Object(m) = v else { return Err(ApiError::UpstreamInvalidResponse) };
+    let mut out = serde_json::Map::new();
+    for (k, x) in m {
+        let x = match k.as_str() {
+            "id" | "object" | "system_fingerprint" | "service_tier"
+                if x.is_null() || x.as_str().is_some_and(protocol_token) =>
+            {
+                x
+            }
+            "created" if x.is_number() => x,
+            "choices" => x,
+            "model" => Value::String(client_model.to_string()),
+            "usage" if x.is_null() => x,
+            "usage" => match numbers_only(&x).filter(Value::is_object) {
+                Some(u) => u,
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.insert(k, x);
+    }
+    Ok(out)
+}
 
 /// Checks and restores every string of `v` (at any depth) but those of
 /// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings get JSON-escaped values.
@@ -137,7 +200,7 @@ fn rewrite_strings_in(
         }
         Value::Object(map) => {
             for (k, it) in map.iter_mut() {
-                if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
+                if structural(k, it) {
                     continue;
                 }
                 rewrite_strings_in(rules, it, report, k == "arguments")?;
@@ -164,13 +227,15 @@ fn drop_unscannable(choice: &mut Value, message_key: &str) {
 
 /// Rewrites a non-streaming chat completion: new-PHI check then restoration of every text of
 /// every choice's `message` (content, refusal, reasoning, tool-call and function-call
-/// arguments, and any other string but ids and names). Fails with `upstream_invalid_response`
-/// when the body is not a chat completion.
+/// arguments, and any other string but ids and names). Outside `choices` only the
+/// [`envelope`] is relayed. Fails with `upstream_invalid_response` when the body is not a chat
+/// completion.
 pub fn rewrite_completion(
     rules: &OutputRules,
     body: &mut Value,
     client_model: &str,
 ) -> Result<OutputReport, ApiError> {
+    *body = Value::Object(envelope(std::mem::take(body), client_model)?);
     let choices = body
         .get_mut("choices")
         .and_then(Value::as_array_mut)
@@ -189,9 +254,6 @@ pub fn rewrite_completion(
         // The whole choice: its message, and whatever else a server puts beside it (vLLM's
         // `stop_reason` is the stop string that ended the answer).
         rewrite_strings(rules, ch, &mut report)?;
-    }
-    if let Some(m) = body.get_mut("model") {
-        *m = Value::String(client_model.to_string());
     }
     Ok(report)
 }
@@ -230,7 +292,7 @@ fn restore_in(
         }
         Value::Object(map) => {
             for (k, it) in map.iter_mut() {
-                if it.is_string() && ANSWER_STRUCTURAL_KEYS.contains(&k.as_str()) {
+                if structural(k, it) {
                     continue;
                 }
                 let as_json = k == "arguments" || (json_content && k == "content");
@@ -361,7 +423,10 @@ impl StreamRewriter {
         !self.finished.is_empty() && self.finished.values().all(|f| *f)
     }
 
-    fn push(&mut self, key: (u64, Field), text: &str) {
+    fn push(&mut self, key: (u64, Field), text: &str) -> Result<(), ApiError> {
+        if self.texts.len() >= MAX_STREAM_TEXTS && !self.texts.contains_key(&key) {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
         let json_content = self.rules.json_content;
         let restore = match (&key.1, &self.args_restore) {
             (Field::ToolArgs(_) | Field::FunctionArgs, Some(escaped)) => escaped,
@@ -379,6 +444,7 @@ impl StreamRewriter {
         });
         st.pending.push_str(text);
         self.text_bytes = self.text_bytes.saturating_add(text.len() as u64);
+        Ok(())
     }
 
     /// Scans and emits what is safe of one text's pending part (everything when `last`).
@@ -457,6 +523,11 @@ impl StreamRewriter {
                     None => checked,
                 };
             }
+            if st.pending.len() > MAX_HELD_BYTES {
+                // A finding without end (a URL or a run of digits that keeps growing) is held
+                // back whole, and scanned again with each chunk: the stream ends instead.
+                return Err(ApiError::UpstreamInvalidResponse);
+            }
         }
         if last {
             if let Some(r) = &mut st.restorer {
@@ -466,10 +537,10 @@ impl StreamRewriter {
         Ok(out)
     }
 
-    /// Rewrites one upstream `data:` payload (not `[DONE]`) into the payload to send.
+    /// Rewrites one upstream `data:` payload (not `[DONE]`) into the payload to send: its
+    /// [`envelope`] and its choices, each rebuilt by [`StreamRewriter::rewrite_choice`].
     pub fn event(&mut self, data: &str) -> Result<Value, ApiError> {
-        let mut v: Value =
-            serde_json::from_str(data).map_err(|_| ApiError::UpstreamInvalidResponse)?;
+        let v: Value = serde_json::from_str(data).map_err(|_| ApiError::UpstreamInvalidResponse)?;
         if !v.is_object() {
             return Err(ApiError::UpstreamInvalidResponse);
         }
@@ -477,42 +548,109 @@ impl StreamRewriter {
             // Never relay an upstream's error body.
             return Err(ApiError::UpstreamUnavailable);
         }
-        if let Some(m) = v.get_mut("model") {
-            *m = Value::String(self.client_model.clone());
-        }
         if let Some(n) = v.pointer("/usage/total_tokens").and_then(Value::as_u64) {
             self.usage = Some(n);
         }
+        let mut v = envelope(v, &self.client_model)?;
         let Some(choices) = v.get_mut("choices") else {
-            return Ok(v);
+            return Ok(Value::Object(v));
         };
         let choices = choices.as_array_mut().ok_or(ApiError::UpstreamInvalidResponse)?;
         for (pos, ch) in choices.iter_mut().enumerate() {
             self.rewrite_choice(pos, ch)?;
         }
         let mut t = v.clone();
-        if let Some(o) = t.as_object_mut() {
-            o.remove("choices");
-            o.remove("usage");
-        }
-        self.template = Some(t);
-        Ok(v)
+        t.remove("choices");
+        t.remove("usage");
+        self.template = Some(Value::Object(t));
+        Ok(Value::Object(v))
     }
 
-    /// Rewrites one choice of a chunk: every text of its `delta` (content, refusal, reasoning,
-    /// tool-call and function-call arguments) is held back and scanned on its own; any other
-    /// string but ids and names is checked and restored at once.
+    /// Checks a string of a chunk that is not streamed text (an id, a name, `stop_reason`):
+    /// a protocol word as it is, anything else scanned whole, in this chunk.
+    fn check_whole(&mut self, v: &mut Value) -> Result<(), ApiError> {
+        if let Value::String(s) = v {
+            if !protocol_token(s) {
+                *s = check_text(&self.rules, s, &mut self.report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a tool call (or `function_call`) entry of a delta from what the API defines:
+    /// `index`, `id`, `type`, and `function` with `name` and `arguments`. Returns the arguments
+    /// to hold back. Anything else an upstream adds is not relayed.
+    fn tool_call(&mut self, call: &mut Value, nested: bool) -> Result<Option<String>, ApiError> {
+        let Value::Object(m) = std::mem::take(call) else {
+            return Err(ApiError::UpstreamInvalidResponse);
+        };
+        let mut out = serde_json::Map::new();
+        let mut args = None;
+        for (k, mut x) in m {
+            match (k.as_str(), nested) {
+                (_, _) if x.is_null() => {}
+                ("index", true) if x.is_number() => {}
+                ("id" | "type", true) | ("name", false) => {
+                    if !x.is_string() {
+                        return Err(ApiError::UpstreamInvalidResponse);
+                    }
+                    self.check_whole(&mut x)?;
+                }
+                ("function", true) => {
+                    args = self.tool_call(&mut x, false)?;
+                }
+                // Put back once drained (held back, it may be empty in this chunk).
+                ("arguments", false) => match std::mem::take(&mut x) {
+                    Value::String(a) => {
+                        args = Some(a);
+                        x = Value::String(String::new());
+                    }
+                    _ => return Err(ApiError::UpstreamInvalidResponse),
+                },
+                _ => continue,
+            }
+            out.insert(k, x);
+        }
+        *call = Value::Object(out);
+        Ok(args)
+    }
+
+    /// Rewrites one choice of a chunk, rebuilt from what the API defines (`index`, `delta`,
+    /// `finish_reason`, and `stop_reason` / `matched_stop` checked whole): every string of its
+    /// `delta` (content, refusal, reasoning, and any other) and the tool-call and
+    /// function-call arguments are held back and scanned on their own; ids, types and names
+    /// are checked whole; a delta's other structured fields (annotations, reasoning details)
+    /// are not relayed, since they cannot be held back.
     fn rewrite_choice(&mut self, pos: usize, ch: &mut Value) -> Result<(), ApiError> {
-        if !ch.is_object() {
+        let Value::Object(m) = std::mem::take(ch) else {
+            return Err(ApiError::UpstreamInvalidResponse);
+        };
+        let mut o = serde_json::Map::new();
+        for (k, mut x) in m {
+            match k.as_str() {
+                "index" if x.is_u64() => {}
+                "delta" => {}
+                // Some servers send `"finish_reason": ""` on every chunk: that is not an end.
+                "finish_reason" => match &x {
+                    Value::Null => {}
+                    Value::String(r) if protocol_token(r) => {}
+                    _ => return Err(ApiError::UpstreamInvalidResponse),
+                },
+                "logprobs" => x = Value::Null,
+                "stop_reason" | "matched_stop" => {
+                    rewrite_strings(&self.rules, &mut x, &mut self.report)?;
+                }
+                _ => continue,
+            }
+            o.insert(k, x);
+        }
+        *ch = Value::Object(o);
+        let i = ch.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+        let finished =
+            ch.get("finish_reason").and_then(Value::as_str).is_some_and(|r| !r.is_empty());
+        if !self.finished.contains_key(&i) && self.finished.len() >= MAX_STREAM_TEXTS {
             return Err(ApiError::UpstreamInvalidResponse);
         }
-        let i = ch.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-        // Some servers send `"finish_reason": ""` on every chunk: that is not an end.
-        let finished = match ch.get("finish_reason") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(_) => true,
-        };
         let seen = self.finished.entry(i).or_insert(false);
         *seen |= finished;
         drop_unscannable(ch, "delta");
@@ -521,47 +659,43 @@ impl StreamRewriter {
         match ch.get_mut("delta") {
             None | Some(Value::Null) => {}
             Some(Value::Object(delta)) => {
+                let mut unheld: Vec<String> = Vec::new();
                 for (k, val) in delta.iter_mut() {
+                    if structural(k, val) {
+                        continue;
+                    }
                     match (k.as_str(), &mut *val) {
                         (_, Value::Null | Value::Bool(_) | Value::Number(_)) => {}
-                        (k, Value::String(_)) if ANSWER_STRUCTURAL_KEYS.contains(&k) => {}
                         (k, Value::String(s)) => {
                             let key = (i, Field::Text(k.to_string()));
-                            self.push(key.clone(), s);
+                            self.push(key.clone(), s)?;
                             touched.push((key, None));
                         }
                         ("content", _) => return Err(ApiError::UpstreamInvalidResponse),
                         ("tool_calls", Value::Array(calls)) => {
-                            for (p, call) in calls.iter().enumerate() {
+                            for (p, call) in calls.iter_mut().enumerate() {
                                 let j =
                                     call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
-                                match call.pointer("/function/arguments") {
-                                    None | Some(Value::Null) => {}
-                                    Some(Value::String(a)) => {
-                                        let key = (i, Field::ToolArgs(j));
-                                        self.push(key.clone(), a);
-                                        touched.push((key, Some(p)));
-                                    }
-                                    Some(_) => return Err(ApiError::UpstreamInvalidResponse),
+                                if let Some(a) = self.tool_call(call, true)? {
+                                    let key = (i, Field::ToolArgs(j));
+                                    self.push(key.clone(), &a)?;
+                                    touched.push((key, Some(p)));
                                 }
                             }
                         }
                         ("tool_calls", _) => return Err(ApiError::UpstreamInvalidResponse),
-                        ("function_call", f) => match f.get("arguments") {
-                            None | Some(Value::Null) => {}
-                            Some(Value::String(a)) => {
+                        ("function_call", f) => {
+                            if let Some(a) = self.tool_call(f, false)? {
                                 let key = (i, Field::FunctionArgs);
-                                self.push(key.clone(), a);
+                                self.push(key.clone(), &a)?;
                                 touched.push((key, None));
                             }
-                            Some(_) => return Err(ApiError::UpstreamInvalidResponse),
-                        },
-                        (_, other) => {
-                            // Nested texts of fields no stream holds back (annotations, …):
-                            // checked and restored whole, in this chunk.
-                            rewrite_strings(&self.rules, other, &mut self.report)?;
                         }
+                        (k, _) => unheld.push(k.to_string()),
                     }
+                }
+                for k in unheld {
+                    delta.remove(&k);
                 }
             }
             Some(_) => return Err(ApiError::UpstreamInvalidResponse),
@@ -954,6 +1088,96 @@ mod tests {
         events.extend(rw.finish().unwrap());
         assert_eq!(joined(&events)["tool0"], args.replace("[NAME_1]", "Alan Smith"));
         assert_eq!(events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "lookup");
+    }
+
+    #[test]
+    fn a_chunk_relays_only_what_the_api_defines_and_scans_names() {
+        let phone = "555-0199";
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        // Text outside `delta` (a completion's `text`, a top-level field, an event of another
+        // shape), a nested delta field (scanned one chunk at a time, it could not be held
+        // back) and a tool call's fields other than the function's name and arguments.
+        let c = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
+            "model": "up", "note": format!("call (617) {phone}"), "system_fingerprint": "fp 1 (617) 555-0199",
+            "usage": {"total_tokens": 9, "label": "(617) 555-0199", "details": {"cached": 1}},
+            "choices": [{"index": 0, "text": format!("Pt at (617) {phone}"), "finish_reason": null,
+                "stop_reason": format!("(617) {phone}"),
+                "delta": {"role": "assistant", "reasoning_details": [{"type": "reasoning.text",
+                    "text": format!("(617) {phone}")}],
+                    "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                        "custom": {"input": format!("(617) {phone}")},
+                        "function": {"name": format!("John Smith (617) {phone}"), "extra": phone,
+                            "arguments": "{}"}}]}}]})
+        .to_string();
+        let e = rw.event(&c).unwrap();
+        let other = rw
+            .event(&format!(
+                "{{\"type\": \"content_block_delta\", \"delta\": {{\"text\": \"(617) {phone}\"}}}}"
+            ))
+            .unwrap();
+        assert!(!e.to_string().contains(phone), "{e}");
+        assert!(!other.to_string().contains(phone), "{other}");
+        assert_eq!(other, serde_json::json!({}));
+        assert_eq!(e["model"], "client");
+        assert_eq!(e["usage"], serde_json::json!({"total_tokens": 9, "details": {"cached": 1}}));
+        let ch = &e["choices"][0];
+        assert_eq!(ch["delta"]["role"], "assistant");
+        assert!(ch["delta"].get("reasoning_details").is_none());
+        let call = &ch["delta"]["tool_calls"][0];
+        assert_eq!(call["id"], "call_1");
+        assert!(call.get("custom").is_none());
+        assert!(call["function"]["name"].as_str().unwrap().contains("[PHONE]"), "{call}");
+        // A `function` or `function_call` that is not an object is refused, not relayed.
+        for delta in [
+            serde_json::json!({"tool_calls": [{"index": 0, "function": format!("(617) {phone}")}]}),
+            serde_json::json!({"function_call": [format!("(617) {phone}")]}),
+            serde_json::json!({"tool_calls": [format!("(617) {phone}")]}),
+        ] {
+            let mut rw = StreamRewriter::new(rules(&[]), "client");
+            let c = ev(serde_json::json!({"index": 0, "delta": delta, "finish_reason": null}));
+            assert!(rw.event(&c).is_err(), "{delta}");
+        }
+        // The whole answer: only the envelope outside `choices`.
+        let mut body = serde_json::json!({"id": "x", "object": "chat.completion", "model": "up",
+            "prompt_filter_results": [{"text": format!("(617) {phone}")}], "note": phone,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                "content": "ok", "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": format!("Smith (617) {phone}"), "arguments": "{}"}}]}}]});
+        rewrite_completion(&rules(&[]), &mut body, "client").unwrap();
+        assert!(!body.to_string().contains(phone), "{body}");
+        assert_eq!(body["object"], "chat.completion");
+        assert!(body.get("prompt_filter_results").is_none());
+    }
+
+    #[test]
+    fn held_back_text_and_texts_are_bounded() {
+        // A URL that never ends is held back whole: past the bound the stream ends.
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let mut ended = false;
+        let first = ev(serde_json::json!({"index": 0, "delta": {"content": "See https://ex.com/"},
+            "finish_reason": null}));
+        rw.event(&first).unwrap();
+        for _ in 0..(MAX_HELD_BYTES / 100 + 2) {
+            let c = ev(serde_json::json!({"index": 0, "delta": {"content": "a".repeat(100)},
+                "finish_reason": null}));
+            if rw.event(&c).is_err() {
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended, "held back without bound");
+        // One text per tool index: past the bound the stream ends.
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let mut ended = false;
+        for j in 0..=MAX_STREAM_TEXTS {
+            let c = ev(serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": j,
+                "function": {"arguments": "x".repeat(300)}}]}, "finish_reason": null}));
+            if rw.event(&c).is_err() {
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended, "texts without bound");
     }
 
     #[test]
