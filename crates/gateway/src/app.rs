@@ -126,13 +126,32 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
 
 // ---- shared steps ----------------------------------------------------------------------------
 
+/// Authenticates the caller from the headers, then reads the body under the policy's size
+/// limit: nobody who has not authenticated gets a body read (held in memory) or a refusal
+/// recorded outside the failed-authentication budget.
+async fn authenticated_body(
+    state: &AppState,
+    req: Request,
+    audit: &mut Audit,
+) -> Result<(Identity, HeaderMap, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let who = authenticate(state, &parts.headers).await?;
+    audit.actor = who.id.clone();
+    let raw = read_body(state, &parts, body).await?;
+    audit.raw = Some(raw.clone());
+    Ok((who, parts.headers, raw))
+}
+
 /// Reads the body under the policy's size limit.
-async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+async fn read_body(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let policy = state.policy();
     let server = &policy.config().server;
     let limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
     let deadline = std::time::Duration::from_secs(server.read_timeout_secs.max(1));
-    let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -153,7 +172,7 @@ async fn read_body(state: &AppState, req: Request) -> Result<(HeaderMap, Bytes),
             ApiError::InvalidRequest("the body did not arrive within server.read_timeout_secs")
         })?
         .map_err(|_| ApiError::RequestTooLarge)?;
-    Ok((parts.headers, bytes))
+    Ok(bytes)
 }
 
 fn denial(d: policy::Denial) -> ApiError {
@@ -259,6 +278,9 @@ fn slug(s: &str) -> Option<String> {
 }
 
 /// What the ledger record of one request gets.
+/// The ledger's actor for a request whose caller is not (yet) authenticated.
+const ANONYMOUS: &str = "anonymous";
+
 #[derive(Clone)]
 struct Audit {
     action: Action,
@@ -279,7 +301,7 @@ impl Audit {
     fn new(action: Action, started: Instant) -> Audit {
         Audit {
             action,
-            actor: "anonymous".into(),
+            actor: ANONYMOUS.into(),
             use_case: None,
             purpose: None,
             model: None,
@@ -382,14 +404,18 @@ impl Audit {
         let mut rec = self.clone();
         rec.action = action;
         rec.account(decision, e.code());
-        // Failed authentications are recorded up to a budget (anyone can send them).
-        let reason = match action {
-            Action::AuthFailure => match state.inner.failures.decide(Instant::now()) {
+        // Failed authentications, and any refusal of a caller not yet authenticated (the
+        // issuer's keys or the store unavailable, a wrong method), are recorded up to a budget:
+        // anyone can send them.
+        let budgeted = action == Action::AuthFailure || self.actor == ANONYMOUS;
+        let reason = if budgeted {
+            match state.inner.failures.decide(Instant::now()) {
                 crate::limits::FailureRecord::Write => Some(e.code()),
                 crate::limits::FailureRecord::Mark => Some("auth_failures_throttled"),
                 crate::limits::FailureRecord::Skip => None,
-            },
-            _ => Some(e.code()),
+            }
+        } else {
+            Some(e.code())
         };
         if let Some(reason) = reason {
             if let Err(le) = rec.write(state, decision, reason).await {
@@ -678,13 +704,10 @@ fn answer_bytes(body: &Value) -> u64 {
 
 async fn prepare(
     state: &AppState,
-    headers: &HeaderMap,
-    raw: &Bytes,
+    (who, headers, raw): (Identity, &HeaderMap, &Bytes),
     kind: Kind,
     audit: &mut Audit,
 ) -> Result<Prepared, ApiError> {
-    let who = authenticate(state, headers).await?;
-    audit.actor = who.id.clone();
     single_phigate_headers(headers)?;
     let mut body: Value = serde_json::from_slice(raw)
         .map_err(|_| ApiError::InvalidRequest("the body is not JSON"))?;
@@ -821,9 +844,8 @@ async fn chat_inner(
     req: Request,
     audit: &mut Audit,
 ) -> Result<Response, ApiError> {
-    let (headers, raw) = read_body(state, req).await?;
-    audit.raw = Some(raw.clone());
-    let mut p = prepare(state, &headers, &raw, Kind::Chat, audit).await?;
+    let (who, headers, raw) = authenticated_body(state, req, audit).await?;
+    let mut p = prepare(state, (who, &headers, &raw), Kind::Chat, audit).await?;
     let stream = p.body.get("stream").and_then(Value::as_bool) == Some(true);
     let (decision, mut reason) = ledger_decision(&p.applied);
     if !p.injection.is_empty() {
@@ -1069,9 +1091,8 @@ async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let mut audit = Audit::new(Action::Embedding, started);
     let r = async {
-        let (headers, raw) = read_body(&state, req).await?;
-        audit.raw = Some(raw.clone());
-        let p = prepare(&state, &headers, &raw, Kind::Embeddings, &mut audit).await?;
+        let (who, headers, raw) = authenticated_body(&state, req, &mut audit).await?;
+        let p = prepare(&state, (who, &headers, &raw), Kind::Embeddings, &mut audit).await?;
         let (d, reason) = ledger_decision(&p.applied);
         let mut disclosure = Disclosure::new(&mut audit, &state, (d, reason), &p, false);
         let answered = state
@@ -1124,10 +1145,7 @@ async fn deidentify(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let mut audit = Audit::new(Action::Deidentify, started);
     let r = async {
-        let (headers, raw) = read_body(&state, req).await?;
-        audit.raw = Some(raw.clone());
-        let who = authenticate(&state, &headers).await?;
-        audit.actor = who.id.clone();
+        let (who, _, raw) = authenticated_body(&state, req, &mut audit).await?;
         // A caller none of whose roles the configuration gives a use case uses nothing.
         let pol = state.policy();
         let use_cases = pol.use_cases_for(&who);

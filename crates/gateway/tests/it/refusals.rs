@@ -123,6 +123,14 @@ async fn request_too_large() {
     let big = "a".repeat(70_000);
     let a = s.ask(&s.clinician, "clinical-chat", &big).await;
     assert_refused(&a, 413, "request_too_large");
+    // Nobody gets a body read, or a refusal recorded outside the failed-login budget, before
+    // authenticating: without a key the same body is refused for the key.
+    let b = s.chat_with(None, &[], chat_body("clinical-chat", &big)).await;
+    assert_refused(&b, 401, "missing_api_key");
+    let recs = s.records().await;
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].action(), ledger::Action::AuthFailure);
+    assert_eq!(recs[1].reason().map(|r| r.as_str()), Some("missing_api_key"));
 }
 
 struct Exploding;
