@@ -528,17 +528,17 @@ fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &
     mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
     mac.update(b"\0");
     mac.update(first_user.as_bytes());
-    if first_user.is_empty() {
-        // No conversation to name (embeddings, or no user message): one scope per retention
-        // period, so that the key's shared scope is replaced before it expires instead of
-        // refusing every request after it.
-        let retention = state.policy().config().vault.retention_secs.max(1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        mac.update(b"\0period\0");
-        mac.update(&(now / retention).to_be_bytes());
-    }
+    // Without a conversation id, one scope per retention period: many conversations may open
+    // with the same message (a template, a greeting, no user message at all for embeddings),
+    // and a scope they share that had expired would refuse every one of them for good. The
+    // scope is replaced before it can expire (a conversation that crosses the period's end
+    // numbers its values anew from then on).
+    let retention = state.policy().config().vault.retention_secs.max(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    mac.update(b"\0period\0");
+    mac.update(&(now / retention).to_be_bytes());
     format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }
 

@@ -72,10 +72,11 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_body_that_trickles_is_refused_at_the_read_deadline() {
-    let (_s, addr, _tx, _task) = serving("  read_timeout_secs: 1\n").await;
+    let (s, addr, _tx, _task) = serving("  read_timeout_secs: 1\n").await;
     let mut c = TcpStream::connect(addr).await.unwrap();
+    // An authenticated caller: the body is read only after the headers authenticate.
     c.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":", s.clinician).as_bytes(),
     )
     .await
     .unwrap();
@@ -117,8 +118,7 @@ async fn connections_over_the_cap_wait_for_one_to_close() {
 
 #[tokio::test]
 async fn shutdown_waits_for_requests_in_flight_only_for_the_grace_period() {
-    let (_s, addr, tx, task) =
-        serving("  shutdown_grace_secs: 1\n  read_timeout_secs: 120\n").await;
+    let (s, addr, tx, task) = serving("  shutdown_grace_secs: 1\n  read_timeout_secs: 120\n").await;
     // An idle kept-alive connection, and a request whose body has not all arrived.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(HEALTH).await.unwrap();
@@ -126,7 +126,7 @@ async fn shutdown_waits_for_requests_in_flight_only_for_the_grace_period() {
     let _ = idle.read(&mut buf).await.unwrap();
     let mut busy = TcpStream::connect(addr).await.unwrap();
     busy.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nContent-Length: 100\r\n\r\n{",
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{", s.clinician).as_bytes(),
     )
     .await
     .unwrap();
