@@ -211,13 +211,18 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Refuses a phigate header given more than once: which one counts would otherwise depend on
-/// order (a proxy that appends `X-Phigate-Phi-Handling: block` after the client's own value
-/// would be overridden by it).
+/// Refuses a phigate header given more than once (which one counts would otherwise depend on
+/// order: a proxy that appends `X-Phigate-Phi-Handling: block` after the client's own value
+/// would be overridden by it), or not in visible ASCII.
 fn single_phigate_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     for h in [USE_CASE_HEADER, TIGHTEN_HEADER, CONVERSATION_HEADER] {
         if headers.get_all(h).iter().nth(1).is_some() {
             return Err(ApiError::InvalidRequest("an X-Phigate-* header was given more than once"));
+        }
+        // One that is not visible ASCII would read as absent: a tightening dropped, or the
+        // key's default use case instead of the one named.
+        if headers.get(h).is_some_and(|v| v.to_str().is_err()) {
+            return Err(ApiError::InvalidRequest("an X-Phigate-* header is not visible ASCII"));
         }
     }
     Ok(())
@@ -611,7 +616,10 @@ fn buckets(p: &policy::Policy, who: &Identity, use_case: &str) -> Vec<crate::lim
         .iter()
         .filter_map(|l| {
             let key = match (&l.role, &l.use_case) {
-                (Some(r), _) if who.roles.contains(r) => format!("identity:{}|role:{r}", who.id),
+                // The identity's length first: an identity may hold `|` (`auth0|..`).
+                (Some(r), _) if who.roles.contains(r) => {
+                    format!("identity:{}:{}|role:{r}", who.id.len(), who.id)
+                }
                 (None, Some(u)) if u == use_case => format!("use_case:{u}"),
                 _ => return None,
             };
@@ -1266,6 +1274,22 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phigate_header_that_does_not_decode_is_refused_not_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert(TIGHTEN_HEADER, HeaderValue::from_static("block"));
+        assert!(single_phigate_headers(&h).is_ok());
+        for name in [USE_CASE_HEADER, TIGHTEN_HEADER, CONVERSATION_HEADER] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_bytes(b"bl\xf6ck").unwrap());
+            assert!(header_str(&h, name).is_none());
+            assert!(
+                matches!(single_phigate_headers(&h), Err(ApiError::InvalidRequest(_))),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn an_embeddings_answer_keeps_vectors_and_numbers_only() {

@@ -301,7 +301,9 @@ pub struct Hmac256([u8; 32]);
 /// other, never merged with one nor recorded as nobody. `phigate audit actor IDENTITY` prints
 /// it for a search.
 pub fn actor_name(key: &HmacKey, identity: &str) -> String {
-    if Slug::check(identity).is_ok() {
+    // An identity that is itself of the hashed form is hashed too: it could otherwise be
+    // another identity's name.
+    if Slug::check(identity).is_ok() && !hashed_form(identity) {
         return identity.to_string();
     }
     let kind = match identity.split_once(':') {
@@ -314,6 +316,13 @@ pub fn actor_name(key: &HmacKey, identity: &str) -> String {
     let letters: String =
         mac.0[..13].iter().flat_map(|b| [b >> 4, b & 0x0f]).map(|n| char::from(b'a' + n)).collect();
     format!("{kind}:h.{letters}")
+}
+
+/// Whether `name` has the form [`actor_name`] gives a hashed identity: a kind, `:h.` and 26
+/// letters `a` to `p`.
+fn hashed_form(name: &str) -> bool {
+    name.split_once(":h.")
+        .is_some_and(|(_, l)| l.len() == 26 && l.bytes().all(|b| (b'a'..=b'p').contains(&b)))
 }
 
 impl Hmac256 {
@@ -816,6 +825,9 @@ mod tests {
         assert_eq!(actor_name(&k, "user:1234567"), names[0], "not stable");
         let other = HmacKey::from_bytes(&[6u8; 32]).unwrap();
         assert_ne!(actor_name(&other, "user:1234567"), names[0], "not keyed");
+        // An identity spelled as another's hashed name does not become that name.
+        assert_ne!(actor_name(&k, &names[0]), names[0]);
+        assert!(actor_name(&k, &names[0]).starts_with("user:h."));
     }
 
     #[test]

@@ -142,9 +142,10 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             }
             KeysCommand::Revoke { id } => {
                 // A whole key given by mistake: use its id, never echo the secret.
+                // Ids are kept in lowercase: `0123ABCD..` is the same id.
                 let id = match policy::parse_key(&id) {
                     Some((i, _)) => i.to_string(),
-                    None => id,
+                    None => id.to_ascii_lowercase(),
                 };
                 if id.len() != policy::KEY_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                     bail!("not a key id (16 hex digits, as `phigate keys list` shows)");

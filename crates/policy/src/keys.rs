@@ -52,22 +52,24 @@ impl ExpiryExt for Option<OffsetDateTime> {
     }
 }
 
-/// Checks an organization identity: `user:` or `svc:` then 1 to 128 of `A-Z a-z 0-9 . _ @ -`,
-/// starting with a letter or digit.
+/// Checks an organization identity: `user:` or `svc:` then 1 to 128 of
+/// `A-Z a-z 0-9 . _ @ - | + = ~`: what identity providers' subjects hold (`auth0|5f1c..`, a
+/// base64url subject that starts with `-` or `_`, `j.doe+ai@hospital.org`).
 pub fn validate_identity(id: &str) -> Result<(), Error> {
     let rest = id.strip_prefix("user:").or_else(|| id.strip_prefix("svc:")).ok_or_else(|| {
         Error::Invalid { field: "identity", reason: "must start with user: or svc:".into() }
     })?;
     let ok = !rest.is_empty()
         && rest.len() <= 128
-        && rest.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
+        && rest.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-' | '|' | '+' | '=' | '~')
+        });
     if ok {
         Ok(())
     } else {
         Err(Error::Invalid {
             field: "identity",
-            reason: "after the prefix: 1 to 128 of letters, digits, . _ @ - (starting with a letter or digit)".into(),
+            reason: "after the prefix: 1 to 128 of letters, digits, . _ @ - | + = ~".into(),
         })
     }
 }
@@ -225,7 +227,9 @@ pub(crate) async fn authenticate_key(
     let row = cache.get(store, id).await?;
     let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let Some(row) = row else {
-        // Same work as a found key, so timing does not tell which ids exist.
+        // Key ids are not secret, and timing may tell which exist (a known id is answered
+        // from the cache, an unknown one asks the store): what must not leak is how much of a
+        // secret matched, and that is compared in constant time below.
         let _ = presented.ct_eq(&[0u8; 32]);
         return Err(Denial::InvalidKey);
     };
@@ -251,7 +255,12 @@ mod tests {
         assert!(validate_identity("user:jdoe").is_ok());
         assert!(validate_identity("svc:triage-bot").is_ok());
         assert!(validate_identity("user:j.doe@hospital.org").is_ok());
-        for bad in ["jdoe", "user:", "admin:x", "user:-x", "user:a b", "svc:x/y"] {
+        // Identity providers' subjects.
+        for ok in ["user:auth0|5f1c0a", "user:-Kx_9zQ", "user:j.doe+ai@hospital.org", "user:a=b~c"]
+        {
+            assert!(validate_identity(ok).is_ok(), "{ok}");
+        }
+        for bad in ["jdoe", "user:", "admin:x", "user:a b", "svc:x/y", "user:a\0b", "user:é"] {
             assert!(validate_identity(bad).is_err(), "{bad}");
         }
     }

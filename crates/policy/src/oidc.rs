@@ -277,10 +277,21 @@ impl Verifier {
                 }
             })?;
         let claims = data.claims;
-        let raw_id = claims
-            .get(&self.cfg.identity_claim)
-            .and_then(|v| v.as_str())
-            .ok_or(Denial::InvalidToken)?;
+        // A numeric claim (some issuers' staff numbers) is its decimal digits.
+        let number;
+        let raw_id = match claims.get(&self.cfg.identity_claim) {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(serde_json::Value::Number(n)) if n.is_u64() => {
+                number = n.to_string();
+                number.as_str()
+            }
+            _ => {
+                tracing::warn!(
+                    "a valid token has no string oidc.identity_claim: refused (check the claim's name)"
+                );
+                return Err(Denial::InvalidToken);
+            }
+        };
         if raw_id.starts_with("svc:") && !self.cfg.service_identities {
             tracing::warn!(
                 "a valid token claims a service identity and oidc.service_identities is off: refused"
@@ -292,7 +303,13 @@ impl Verifier {
         } else {
             format!("user:{raw_id}")
         };
-        crate::keys::validate_identity(&id).map_err(|_| Denial::InvalidToken)?;
+        if crate::keys::validate_identity(&id).is_err() {
+            // The rule, never the value (an identity may be an e-mail address).
+            tracing::warn!(
+                "a valid token's identity claim breaks the identity rules (1 to 128 of letters, digits, . _ @ - | + = ~): refused"
+            );
+            return Err(Denial::InvalidToken);
+        }
         let roles: Vec<String> = match claims.get(&self.cfg.roles_claim) {
             Some(serde_json::Value::Array(a)) => {
                 a.iter().filter_map(|v| v.as_str()).map(str::to_string).collect()

@@ -165,6 +165,16 @@ fn keys_create_list_revoke() {
     assert!(!out.status.success());
     let out = phigate(&["keys", "list", "--store", store], &[]);
     assert!(text(&out.stdout).lines().any(|l| l.starts_with(id) && l.ends_with("revoked")));
+    // An id typed in capitals is the same id.
+    let create = ["keys", "create", "--identity", "svc:other", "--roles", "service"];
+    let out =
+        phigate(&[&create[..], &["--use-case", "clinical-notes", "--store", store]].concat(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let other = text(&out.stdout).trim().to_string();
+    let (other_id, _) = policy::parse_key(&other).unwrap();
+    let out = phigate(&["keys", "revoke", &other_id.to_uppercase(), "--store", store], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("revoked {other_id}"));
 
     // Bad identities and dates are refused; nothing new is stored.
     for args in [
@@ -197,7 +207,7 @@ fn keys_create_list_revoke() {
         assert!(out.stdout.is_empty());
     }
     let out = phigate(&["keys", "list", "--store", store], &[]);
-    assert_eq!(text(&out.stdout).lines().count(), 2);
+    assert_eq!(text(&out.stdout).lines().count(), 3);
 }
 
 #[test]

@@ -82,6 +82,29 @@ async fn a_token_names_a_service_only_when_the_configuration_allows_it() {
     assert_eq!(p.authenticate(&s, &svc).await, Err(Denial::InvalidToken));
 }
 
+/// Identity providers' subjects: Auth0's `provider|id`, a base64url subject that starts with
+/// `-`, an address with `+`, a staff number sent as a JSON number.
+#[tokio::test]
+async fn common_subject_forms_are_identities() {
+    let key = rsa_key("rsa_test_key.pem");
+    let set = JwkSet { keys: vec![jwk(&key, Algorithm::RS256, "r1")] };
+    let p = policy_with_file(&set);
+    let (_d, s) = store().await;
+    for sub in ["auth0|5f1c0a9e", "-Kx_9zQ4", "j.doe+ai@hospital.org"] {
+        let t = sign(&key, Algorithm::RS256, Some("r1"), &claims(sub, now() + 600));
+        assert_eq!(p.authenticate(&s, &t).await.unwrap().id, format!("user:{sub}"));
+    }
+    let mut c = claims("x", now() + 600);
+    c["sub"] = json!(4_471_902);
+    let t = sign(&key, Algorithm::RS256, Some("r1"), &c);
+    assert_eq!(p.authenticate(&s, &t).await.unwrap().id, "user:4471902");
+    for bad in [json!("a b"), json!(["x"]), json!(1.5)] {
+        c["sub"] = bad.clone();
+        let t = sign(&key, Algorithm::RS256, Some("r1"), &c);
+        assert_eq!(p.authenticate(&s, &t).await, Err(Denial::InvalidToken), "{bad}");
+    }
+}
+
 async fn store() -> (tempfile::TempDir, store::Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = store::Store::open(dir.path().join("s.db").to_str().unwrap()).await.unwrap();
