@@ -8,6 +8,9 @@ use tokio::task::JoinHandle;
 
 use crate::vault::Vault;
 
+/// An unwrapped data key not used for this long leaves memory at the sweeper's next pass.
+pub const KEY_IDLE: Duration = Duration::from_secs(300);
+
 /// What the sweeper has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepStatus {
@@ -42,6 +45,7 @@ impl Sweeper {
                     biased;
                     _ = stop_rx.changed() => break,
                     _ = tick.tick() => {
+                        vault.drop_idle_keys(KEY_IDLE);
                         let result = vault.sweep_expired().await;
                         status_tx.send_modify(|s| {
                             s.passes += 1;

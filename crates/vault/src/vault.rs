@@ -123,7 +123,8 @@ struct Inner {
     store: Store,
     ledger: Ledger,
     keyring: RwLock<Keyring>,
-    cache: Mutex<HashMap<String, Arc<DataKey>>>,
+    /// Unwrapped data keys, with when each was last used.
+    cache: Mutex<HashMap<String, (Arc<DataKey>, Instant)>>,
     /// Data key rows by key id, with when they were read (trusted for `key_row_ttl`).
     key_rows: quick_cache::sync::Cache<String, (DataKeyRow, Instant)>,
     /// The active key id of a scope, with when it was read (trusted for `key_row_ttl`).
@@ -257,8 +258,22 @@ impl Vault {
     // ---- keys ------------------------------------------------------------------------------
 
     fn cache_get(&self, key_id: &str) -> Option<Arc<DataKey>> {
-        let cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(key_id).cloned()
+        let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get_mut(key_id).map(|(k, used)| {
+            *used = Instant::now();
+            k.clone()
+        })
+    }
+
+    /// Drops the unwrapped data keys not used for `idle`: a key shredded elsewhere (by
+    /// `phigate vault shred`, or another replica's sweeper) that this process does not use
+    /// again would otherwise stay in its memory. The sweeper calls it on each pass. Returns
+    /// how many were dropped.
+    pub fn drop_idle_keys(&self, idle: std::time::Duration) -> usize {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = cache.len();
+        cache.retain(|_, (_, used)| used.elapsed() < idle);
+        before - cache.len()
     }
 
     fn cache_put(&self, key_id: &str, key: Arc<DataKey>) {
@@ -269,7 +284,7 @@ impl Vault {
         if cache.len() >= self.inner.config.key_cache {
             cache.clear();
         }
-        cache.insert(key_id.to_owned(), key);
+        cache.insert(key_id.to_owned(), (key, Instant::now()));
     }
 
     fn cache_evict(&self, key_id: &str) {
@@ -315,7 +330,11 @@ impl Vault {
             }
         }
         match self.inner.store.data_key_latest(scope).await? {
-            Some(r) if r.shredded_ms.is_some() => Err(Error::Shredded { scope: scope.to_owned() }),
+            Some(r) if r.shredded_ms.is_some() => {
+                self.forget_scope(scope);
+                self.cache_evict(&r.key_id);
+                Err(Error::Shredded { scope: scope.to_owned() })
+            }
             Some(r) => {
                 let now = Instant::now();
                 self.inner.key_rows.insert(r.key_id.clone(), (r.clone(), now));
@@ -354,10 +373,14 @@ impl Vault {
 
     /// Unwraps a live, unexpired data key row (through the cache).
     async fn open_key(&self, row: &DataKeyRow, now: i64) -> Result<Arc<DataKey>> {
+        // A key shredded (by another process) or expired leaves this one's memory as soon as
+        // its row says so.
         if row.shredded_ms.is_some() || row.wrapped.is_empty() {
+            self.cache_evict(&row.key_id);
             return Err(Error::Shredded { scope: row.scope.clone() });
         }
         if is_expired(row, now) {
+            self.cache_evict(&row.key_id);
             return Err(Error::Expired { scope: row.scope.clone() });
         }
         // Key ids are derived from their scope: a row whose scope or id was edited is refused

@@ -67,6 +67,8 @@ async fn another_replica_sees_a_shred_within_the_ttl(db: &mut Db) {
         .await
         .expect("reveal on the replica");
     assert_eq!(r.get("[NAME_1]").map(|p| p.expose()), Some("Jane Roe"));
+    // Keys in use are not idle: nothing to drop.
+    assert_eq!(replica.drop_idle_keys(Duration::from_secs(60)), 0);
 
     here.shred_scope("conv-1", &actor(), ShredReason::ScopeClosed).await.expect("shred");
     // The vault that shredded refuses at once; so does one that trusts nothing it remembers.
@@ -90,6 +92,14 @@ async fn another_replica_sees_a_shred_within_the_ttl(db: &mut Db) {
         .await
         .expect_err("no new value in a shredded scope");
     assert!(matches!(e, Error::Shredded { .. }), "{e}");
+    // And the unwrapped key has left the replica's memory: nothing is left to drop.
+    assert_eq!(replica.drop_idle_keys(Duration::ZERO), 0, "a shredded key stayed in memory");
+
+    // A key shredded elsewhere that this vault does not use again leaves its memory once idle.
+    replica.tokenize_many("conv-2", &items()).await.expect("tokenize");
+    here.shred_scope("conv-2", &actor(), ShredReason::ScopeClosed).await.expect("shred");
+    assert_eq!(replica.drop_idle_keys(Duration::from_secs(60)), 0);
+    assert_eq!(replica.drop_idle_keys(Duration::ZERO), 1);
 }
 
 /// Many conversations start at the same moment (their keys and values are group-committed),
