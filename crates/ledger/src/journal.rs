@@ -126,9 +126,16 @@ impl Journal {
         file.read_to_end(&mut bytes).map_err(|e| io_context(path, "cannot read", e))?;
         let (owner, frames) = parse_run(&bytes);
         if !frames.is_empty() && owner != database {
-            let mut aside = path.as_os_str().to_os_string();
-            aside.push(format!(".{owner:08x}.other-database"));
-            let aside = PathBuf::from(aside);
+            // Never over an earlier one set aside for the same database.
+            let name = |n: u32| {
+                let mut aside = path.as_os_str().to_os_string();
+                aside.push(format!(".{owner:08x}.other-database"));
+                if n > 0 {
+                    aside.push(format!(".{n}"));
+                }
+                PathBuf::from(aside)
+            };
+            let aside = (0..u32::MAX).map(name).find(|p| !p.exists()).unwrap_or_else(|| name(0));
             std::fs::rename(path, &aside).map_err(|e| io_context(path, "cannot set aside", e))?;
             drop(file);
             let (j, frames, _) = Journal::open(path, database)?;
@@ -385,6 +392,21 @@ mod tests {
         assert!(aside.to_string_lossy().ends_with("j.00000007.other-database"), "{aside:?}");
         let (owner, kept) = parse_run(&std::fs::read(&aside).unwrap());
         assert_eq!((owner, bodies(&kept)), (7, (0..3).map(body).collect::<Vec<_>>()));
+        // Database 7's journal again (its database made anew twice): the first one set aside
+        // is kept, the second goes beside it.
+        drop(_j);
+        std::fs::remove_file(&path).unwrap();
+        let (mut j, _, _) = Journal::open(&path, 7).unwrap();
+        write(&mut j, 10..12);
+        drop(j);
+        let (_j, _, second) = Journal::open(&path, 9).unwrap();
+        let second = second.expect("set aside");
+        assert!(second.to_string_lossy().ends_with("j.00000007.other-database.1"), "{second:?}");
+        assert_eq!(bodies(&parse_run(&std::fs::read(&aside).unwrap()).1).len(), 3);
+        assert_eq!(
+            bodies(&parse_run(&std::fs::read(&second).unwrap()).1),
+            vec![body(10), body(11)]
+        );
     }
 
     /// Bytes this thread has had read from the disk.

@@ -661,21 +661,22 @@ pub fn journal_path(store: &store::Store) -> Option<PathBuf> {
 /// For a command that opens a SQLite store while no server runs on it (after a crash): puts
 /// the records only its ledger journal holds into the store, so that what the command reads is
 /// complete. Does nothing when there is no journal, or a running server holds it (that server
-/// copies them itself). Returns how many records were put in.
-pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
+/// copies them itself). Returns how many records were put in, and where a journal of another
+/// database (one deleted and made anew beside it) was set aside, not replayed.
+pub async fn replay_journal(store: &store::Store) -> Result<(u64, Option<PathBuf>), Error> {
     let (Some(path), Some(database)) = (journal_path(store), store.sqlite_id()) else {
-        return Ok(0);
+        return Ok((0, None));
     };
     if !path.exists() {
-        return Ok(0);
+        return Ok((0, None));
     }
     let p = path.clone();
     let opened = tokio::task::spawn_blocking(move || Journal::open(&p, database))
         .await
         .map_err(|_| Error::Store("opening the ledger journal panicked".into()))?;
-    let (mut journal, frames, _) = match opened {
+    let (mut journal, frames, aside) = match opened {
         Ok(j) => j,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((0, None)),
         Err(e) => return Err(e.into()),
     };
     let n = replay(store, frames).await?;
@@ -685,7 +686,7 @@ pub async fn replay_journal(store: &store::Store) -> Result<u64, Error> {
     tokio::task::spawn_blocking(move || journal.clear())
         .await
         .map_err(|_| Error::Store("emptying the ledger journal panicked".into()))??;
-    Ok(n)
+    Ok((n, aside))
 }
 
 /// Puts the journal's frames that the store lacks into it (see [`crate::journal`]).

@@ -93,9 +93,17 @@ impl StoreArgs {
         let store = store::Store::open(&self.url())
             .await
             .with_context(|| format!("cannot open the store {}", self.display_url()))?;
-        let n = ledger::replay_journal(&store).await.with_context(|| {
+        let (n, aside) = ledger::replay_journal(&store).await.with_context(|| {
             format!("cannot put the ledger journal's records in the store {}", self.display_url())
         })?;
+        if let Some(aside) = aside {
+            eprintln!(
+                "phigate: warning: the ledger journal belongs to another database (this one was \
+                 made anew beside it); it was set aside as {}, not replayed: it may hold records \
+                 of the old database",
+                aside.display()
+            );
+        }
         if n > 0 {
             eprintln!(
                 "phigate: {n} ledger records found only in the ledger journal (the server stopped \

@@ -214,7 +214,7 @@ async fn a_command_after_a_crash_replays_the_journal_once_and_empties_it() {
     let s = store::Store::open(db.to_str().unwrap()).await.unwrap();
     let mut replayed = 0;
     for _ in 0..100 {
-        replayed = ledger::replay_journal(&s).await.unwrap();
+        replayed = ledger::replay_journal(&s).await.unwrap().0;
         if replayed > 0 {
             break;
         }
@@ -223,7 +223,7 @@ async fn a_command_after_a_crash_replays_the_journal_once_and_empties_it() {
     assert_eq!(replayed, 2);
     assert_eq!(s.ledger_len().await.unwrap(), 3);
     assert!(journal_is_empty(&j), "the replayed journal was left to read back again");
-    assert_eq!(ledger::replay_journal(&s).await.unwrap(), 0);
+    assert_eq!(ledger::replay_journal(&s).await.unwrap(), (0, None));
     assert_eq!(s.ledger_len().await.unwrap(), 3);
 }
 
