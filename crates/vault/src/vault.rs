@@ -1118,7 +1118,15 @@ impl Vault {
         let Some(active) = self.inner.store.data_key_active(scope).await? else {
             return Ok(report);
         };
-        let top = crypto::key_generation(&active.key_id).unwrap_or(1);
+        // The active key is the newest by creation time; a generation made later under a
+        // clock that had stepped back would sort below it. Every generation above it that
+        // exists is shredded too.
+        let mut top = crypto::key_generation(&active.key_id).unwrap_or(1);
+        while top < u32::MAX
+            && self.inner.store.data_key_get(&crypto::key_id(scope, top + 1)).await?.is_some()
+        {
+            top += 1;
+        }
         for generation in (1..=top).rev() {
             let Some(row) =
                 self.inner.store.data_key_get(&crypto::key_id(scope, generation)).await?

@@ -9,7 +9,12 @@ use vault::{Actor, Error, Keyring, Kms, LocalKek, RevealReason};
 use crate::harness::{kek, Db};
 use crate::on_both;
 
-on_both!(wrong_kek_refuses, kek_rotation_under_load, data_key_rotation);
+on_both!(
+    wrong_kek_refuses,
+    kek_rotation_under_load,
+    data_key_rotation,
+    a_scope_shred_reaches_a_generation_made_under_a_clock_stepped_back
+);
 
 fn admin() -> Actor {
     Actor::new("admin:key-officer").expect("valid")
@@ -212,4 +217,24 @@ async fn data_key_rotation(db: &mut Db) {
         .await
         .expect_err("gone");
     assert!(matches!(e, Error::Shredded { .. }), "{e}");
+}
+
+/// A newer generation of a scope's key whose creation time is earlier than the active one's
+/// (a clock stepped back, or skew between replicas) is shredded with the scope all the same.
+async fn a_scope_shred_reaches_a_generation_made_under_a_clock_stepped_back(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    v.tokenize("conv-1", Category::Name, "Jane Roe", None).await.expect("tokenize");
+    let first = db.store.data_key_active("conv-1").await.unwrap().expect("a key");
+    let (stem, generation) = first.key_id.rsplit_once(".k").expect("a generation");
+    assert_eq!(generation, "000001");
+    let mut second = first.clone();
+    second.key_id = format!("{stem}.k000002");
+    second.created_ms = first.created_ms - 60_000;
+    db.store.data_key_put(&second).await.unwrap();
+    assert_eq!(db.store.data_key_active("conv-1").await.unwrap().unwrap().key_id, first.key_id);
+    v.shred_scope("conv-1", &admin(), vault::ShredReason::PatientRequest).await.expect("shred");
+    for id in [&first.key_id, &second.key_id] {
+        let row = db.store.data_key_get(id).await.unwrap().expect("row");
+        assert!(row.shredded_ms.is_some() && row.wrapped.is_empty(), "{id} left live");
+    }
 }
