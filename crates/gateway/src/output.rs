@@ -90,6 +90,82 @@ fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, Str
     )
 }
 
+/// Writes the `\uXXXX` escapes of a JSON text (tool-call arguments, a JSON-mode answer) as the
+/// characters they stand for, so that the scan reads what the client will decode: a model may
+/// write `617\u002d555\u002d0199` or `Jos\u00e9` (Python's `json.dumps` escapes every
+/// non-ASCII character). A quote, a backslash or a control character stays escaped, so the JSON
+/// stays valid and means the same. `carry` holds an escape cut off at the end of `text` (in a
+/// stream) and is read first; with `last`, nothing is carried.
+fn unescape_unicode(carry: &mut String, text: &str, last: bool) -> String {
+    let joined;
+    let input = if carry.is_empty() {
+        text
+    } else {
+        joined = format!("{carry}{text}");
+        carry.clear();
+        &joined
+    };
+    if !input.contains('\\') {
+        return input.to_string();
+    }
+    let b = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut i = 0;
+    let unit = |at: usize| -> Option<u32> {
+        let h = input.get(at + 2..at + 6)?;
+        (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(h, 16).ok())
+            .flatten()
+    };
+    while i < b.len() {
+        let Some(off) = input[i..].find('\\') else {
+            out.push_str(&input[i..]);
+            break;
+        };
+        out.push_str(&input[i..i + off]);
+        i += off;
+        // An escape cut off at the end: carried to the next piece of the stream.
+        let rest = b.len() - i;
+        let cut = rest < 2 || (b[i + 1] == b'u' && rest < 6);
+        if cut && !last {
+            carry.push_str(&input[i..]);
+            break;
+        }
+        let Some(u) = (!cut).then(|| unit(i)).flatten() else {
+            // `\"`, `\\`, `\n`, ... (or something that is not JSON): the pair as it is.
+            let n = if rest >= 2 {
+                1 + input[i + 1..].chars().next().map_or(0, char::len_utf8)
+            } else {
+                rest
+            };
+            out.push_str(&input[i..i + n]);
+            i += n;
+            continue;
+        };
+        let (c, n) = if (0xD800..0xDC00).contains(&u) {
+            // A high surrogate and its low one.
+            if rest < 12 && !last {
+                carry.push_str(&input[i..]);
+                break;
+            }
+            match (b.get(i + 6), unit(i + 6)) {
+                (Some(b'\\'), Some(lo)) if (0xDC00..0xE000).contains(&lo) => {
+                    (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
+                }
+                _ => (None, 6),
+            }
+        } else {
+            (char::from_u32(u), 6)
+        };
+        match c {
+            Some(c) if !(c == '"' || c == '\\' || c.is_control()) => out.push(c),
+            _ => out.push_str(&input[i..i + n]),
+        }
+        i += n;
+    }
+    out
+}
+
 fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
     if restore.is_empty() {
         return text.to_string();
@@ -172,7 +248,8 @@ fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Valu
 }
 
 /// Checks and restores every string of `v` (at any depth) but those of
-/// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings get JSON-escaped values.
+/// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings (and `content` in JSON mode) are JSON texts:
+/// scanned as the client will decode them ([`unescape_unicode`]), values go back escaped.
 fn rewrite_strings(
     rules: &OutputRules,
     v: &mut Value,
@@ -185,12 +262,13 @@ fn rewrite_strings_in(
     rules: &OutputRules,
     v: &mut Value,
     report: &mut OutputReport,
-    arguments: bool,
+    json: bool,
 ) -> Result<(), ApiError> {
     match v {
         Value::String(s) => {
-            let checked = check_text(rules, s, report)?;
-            let escaped = if arguments { json_escaped(&rules.restore) } else { None };
+            let text = if json { unescape_unicode(&mut String::new(), s, true) } else { s.clone() };
+            let checked = check_text(rules, &text, report)?;
+            let escaped = if json { json_escaped(&rules.restore) } else { None };
             *s = restore_all(escaped.as_ref().unwrap_or(&rules.restore), &checked);
         }
         Value::Array(items) => {
@@ -203,7 +281,8 @@ fn rewrite_strings_in(
                 if structural(k, it) {
                     continue;
                 }
-                rewrite_strings_in(rules, it, report, k == "arguments")?;
+                let json = k == "arguments" || (rules.json_content && k == "content");
+                rewrite_strings_in(rules, it, report, json)?;
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -367,6 +446,11 @@ fn merge_into_delta(delta: &mut serde_json::Map<String, Value>, field: &Field, t
 struct TextState {
     /// Text received, not yet scanned and emitted.
     pending: String,
+    /// A JSON text (arguments, JSON-mode content): its `\uXXXX` escapes are written out
+    /// before the scan ([`unescape_unicode`]).
+    json: bool,
+    /// An escape cut off at the end of the last piece.
+    carry: String,
     /// The last emitted bytes (before restoration), kept as left context for the scan.
     context: String,
     restorer: Option<StreamRestorer>,
@@ -433,8 +517,12 @@ impl StreamRewriter {
             (Field::Text(k), Some(escaped)) if json_content && k == "content" => escaped,
             _ => &self.rules.restore,
         };
+        let json = matches!(&key.1, Field::ToolArgs(_) | Field::FunctionArgs)
+            || (json_content && matches!(&key.1, Field::Text(k) if k == "content"));
         let st = self.texts.entry(key).or_insert_with(|| TextState {
             pending: String::new(),
+            json,
+            carry: String::new(),
             context: String::new(),
             restorer: if restore.is_empty() {
                 None
@@ -442,7 +530,12 @@ impl StreamRewriter {
                 StreamRestorer::new(restore.iter()).ok()
             },
         });
-        st.pending.push_str(text);
+        if st.json {
+            let t = unescape_unicode(&mut st.carry, text, false);
+            st.pending.push_str(&t);
+        } else {
+            st.pending.push_str(text);
+        }
         self.text_bytes = self.text_bytes.saturating_add(text.len() as u64);
         Ok(())
     }
@@ -453,6 +546,10 @@ impl StreamRewriter {
         let scanner = self.rules.scanner.clone();
         let new_phi = self.rules.new_phi;
         let Some(st) = self.texts.get_mut(key) else { return Ok(String::new()) };
+        if last && !st.carry.is_empty() {
+            let rest = unescape_unicode(&mut st.carry, "", true);
+            st.pending.push_str(&rest);
+        }
         let mut out = String::new();
         if !st.pending.is_empty() {
             // The scanned text: left context + pending.
@@ -1147,6 +1244,48 @@ mod tests {
         assert!(!body.to_string().contains(phone), "{body}");
         assert_eq!(body["object"], "chat.completion");
         assert!(body.get("prompt_filter_results").is_none());
+    }
+
+    #[test]
+    fn json_unicode_escapes_are_read_as_the_client_decodes_them() {
+        let cases = [
+            (r"617\u002d555\u002d0199", "617-555-0199"),
+            (r"Jos\u00e9 Garc\u00EDa", "José García"),
+            (r"smile \ud83d\ude00!", "smile 😀!"),
+            // A quote, a backslash, a control character: still escaped, so the JSON holds.
+            (r#"a\u0022b\u005cc\u000ad"#, r#"a\u0022b\u005cc\u000ad"#),
+            // An escaped backslash before `u0041` is not an escape of `A`.
+            (r#"x\\u0041 \" \n \/"#, r#"x\\u0041 \" \n \/"#),
+            // A lone surrogate, or something that is not JSON: as it is.
+            (r"\ud800 \uZZZZ \", r"\ud800 \uZZZZ \"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(unescape_unicode(&mut String::new(), raw, true), want, "{raw}");
+            // Cut anywhere, carried across pieces: the same.
+            for at in (0..=raw.len()).filter(|a| raw.is_char_boundary(*a)) {
+                let mut carry = String::new();
+                let mut got = unescape_unicode(&mut carry, &raw[..at], false);
+                got.push_str(&unescape_unicode(&mut carry, &raw[at..], true));
+                assert_eq!(got, want, "{raw} cut at {at}");
+                assert!(carry.is_empty());
+            }
+        }
+        // A phone number written with escapes is found, in a stream's arguments and in a whole
+        // answer's, and the arguments stay JSON.
+        let args = r#"{"callback": "(617) 555\u002d0199", "drink": "caf\u00e9 au lait"}"#;
+        for at in 0..=args.len() {
+            let mut rw = StreamRewriter::new(rules(&[]), "client");
+            let (_, got) = run(&mut rw, &[&args[..at], &args[at..]], true);
+            assert!(!got.contains("0199"), "split at {at}: {got}");
+            let v: Value =
+                serde_json::from_str(&got).unwrap_or_else(|e| panic!("{at}: {e}: {got}"));
+            assert_eq!(v["drink"], "café au lait");
+        }
+        let mut body = serde_json::json!({"choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "c1",
+                "type": "function", "function": {"name": "f", "arguments": args}}]}}]});
+        rewrite_completion(&rules(&[]), &mut body, "client").unwrap();
+        assert!(!body.to_string().contains("0199"), "{body}");
     }
 
     #[test]
