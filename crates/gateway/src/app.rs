@@ -520,31 +520,46 @@ fn scope_under(scope_key: &[u8], identity: &str, conversation: &str) -> String {
     format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }
 
-fn scope_of(state: &AppState, who: &Identity, headers: &HeaderMap, first_user: &str) -> String {
+/// The request's vault scope, and the scope to fall back on when that one has expired.
+///
+/// With `X-Phigate-Conversation`, the conversation it names, and no fallback: a conversation
+/// past its retention is refused (`conversation_expired`), and the client starts a new one.
+/// Without it, a hash of the key and the first user message (empty for embeddings: then one
+/// scope per retention period, replaced before it can expire). Many conversations may open
+/// with the same message (a template, a greeting) and so share that scope; once it has
+/// expired (or been shredded), refusing would lock every one of them out for good, so the
+/// request falls back on the same hash with the retention period it falls in, a scope that
+/// cannot expire before the period ends. A live scope is kept across periods, so a
+/// conversation's numbering does not change while it lasts.
+fn scope_of(
+    state: &AppState,
+    who: &Identity,
+    headers: &HeaderMap,
+    first_user: &str,
+) -> (String, Option<String>) {
     if let Some(conv) = header_str(headers, CONVERSATION_HEADER) {
-        return scope_under(&state.inner.scope_key, &who.id, conv);
+        return (scope_under(&state.inner.scope_key, &who.id, conv), None);
     }
-    let mut mac = match Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) {
-        Ok(m) => m,
-        Err(_) => return "c-invalid".into(),
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) else {
+        return ("c-invalid".into(), None);
     };
     mac.update(who.id.as_bytes());
     mac.update(b"\0first-user\0");
     mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
     mac.update(b"\0");
     mac.update(first_user.as_bytes());
-    // Without a conversation id, one scope per retention period: many conversations may open
-    // with the same message (a template, a greeting, no user message at all for embeddings),
-    // and a scope they share that had expired would refuse every one of them for good. The
-    // scope is replaced before it can expire (a conversation that crosses the period's end
-    // numbers its values anew from then on).
     let retention = state.policy().config().vault.retention_secs.max(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    mac.update(b"\0period\0");
-    mac.update(&(now / retention).to_be_bytes());
-    format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+    let mut period = mac.clone();
+    period.update(b"\0period\0");
+    period.update(&(now / retention).to_be_bytes());
+    let period = format!("c-{}", hex::encode(&period.finalize().into_bytes()[..16]));
+    if first_user.is_empty() {
+        return (period, None);
+    }
+    (format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16])), Some(period))
 }
 
 /// The first user message's text (its JSON for content parts), borrowed when it is a string.
@@ -787,9 +802,9 @@ async fn prepare(
     if !blocked.is_empty() {
         return Err(ApiError::PhiBlocked { categories: blocked, in_answer: false });
     }
-    let scope = scope_of(state, &who, headers, &first_user_text(&body));
-    let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, &scope).await?;
-    let scope = Some(scope);
+    let scopes = scope_of(state, &who, headers, &first_user_text(&body));
+    let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
+    let scope = Some(applied.scope.clone());
     let deps = pol.eligible_for(&decision, &applied.present, time::OffsetDateTime::now_utc());
     if deps.is_empty() {
         return Err(ApiError::NoEligibleProvider);

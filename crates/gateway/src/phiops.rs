@@ -309,6 +309,8 @@ pub struct Applied {
     pub request_values: HashSet<String>,
     /// The strictest action taken, for the ledger's decision.
     pub strictest: Option<Act>,
+    /// The vault scope the values went to.
+    pub scope: String,
 }
 
 impl std::fmt::Debug for Applied {
@@ -326,13 +328,14 @@ pub fn blocked(scanned: &Scanned, act: &dyn Fn(Category) -> Act) -> Vec<Category
 }
 
 /// Applies the per-category actions to `body` (no `Block` may be left: check [`blocked`]
-/// first). Tokenized values go to the vault under `scope`.
+/// first). Tokenized values go to the vault under `scopes.0`, or, when that scope has expired
+/// or been shredded, under `scopes.1` if given (see `app::scope_of`).
 pub async fn apply(
     body: &mut Value,
     scanned: Scanned,
     act: &(dyn Fn(Category) -> Act + Sync),
     vault: &vault::Vault,
-    scope: &str,
+    (mut scope, fallback): (String, Option<String>),
 ) -> Result<Applied, ApiError> {
     // Sized up front: grown from empty, each set rehashes its values several times.
     let found: usize = scanned.slots.iter().map(|(_, f)| f.len()).sum();
@@ -384,7 +387,13 @@ pub async fn apply(
     let mut tokens: Vec<String> = Vec::new();
     if !to_tokenize.is_empty() {
         let started = std::time::Instant::now();
-        tokens = tokenize(vault, scope, &to_tokenize).await?;
+        tokens = match (tokenize(vault, &scope, &to_tokenize).await, fallback) {
+            (Err(ApiError::ConversationExpired), Some(f)) => {
+                scope = f;
+                tokenize(vault, &scope, &to_tokenize).await?
+            }
+            (r, _) => r?,
+        };
         crate::telemetry::stage("vault", started);
         if tokens.len() != to_tokenize.len() {
             return Err(ApiError::VaultUnavailable);
@@ -426,7 +435,7 @@ pub async fn apply(
     let tokens = tokens.into_iter().zip(to_tokenize).map(|(t, (_, v))| (t, v)).collect();
     present.sort();
     present.dedup();
-    Ok(Applied { phi_present, present, tokens, request_values, strictest })
+    Ok(Applied { phi_present, present, tokens, request_values, strictest, scope })
 }
 
 /// Tokens for `(category, value)` pairs: the scope's existing token of a value, or the next

@@ -174,6 +174,45 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
     assert_eq!(s.chat_with(Some(&s.clinician), &fresh, body()).await.status, 200);
 }
 
+/// Without `X-Phigate-Conversation`, conversations that open with the same message share a
+/// scope. Once it has expired (here: shredded), they are not locked out for good: the request
+/// goes on in a scope of the current retention period.
+#[tokio::test]
+async fn a_shared_opening_message_is_not_locked_out_once_its_scope_is_gone() {
+    use base64::Engine as _;
+    let s = stack().await;
+    let body = || chat_body("clinical-chat", NOTE);
+    assert_eq!(s.chat_with(Some(&s.clinician), &[], body()).await.status, 200);
+    let live = s.store.data_keys_live().await.unwrap();
+    assert_eq!(live.len(), 1);
+    let ledger =
+        ledger::Ledger::open(s.store.clone(), ledger::LedgerConfig::new("test.example/phigate"))
+            .await
+            .unwrap();
+    let kek = std::sync::Arc::new(
+        vault::LocalKek::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+            .unwrap(),
+    );
+    let v = vault::Vault::new(
+        s.store.clone(),
+        ledger,
+        vault::Keyring::new(kek),
+        vault::VaultConfig::default(),
+    );
+    let actor = vault::Actor::new("admin:cli").unwrap();
+    v.shred_scope(&live[0].scope, &actor, vault::ShredReason::RetentionExpired).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let again = s.chat_with(Some(&s.clinician), &[], body()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let now_live = s.store.data_keys_live().await.unwrap();
+    assert_eq!(now_live.len(), 1);
+    assert_ne!(now_live[0].scope, live[0].scope, "the fallback scope is another one");
+    // And it stays: the next turn uses the same fallback scope.
+    assert_eq!(s.chat_with(Some(&s.clinician), &[], body()).await.status, 200);
+    assert_eq!(s.store.data_keys_live().await.unwrap().len(), 1);
+    assert!(!s.upstream.all_bodies().contains(CANARY_NAME));
+}
+
 /// A request waits on a slow private deployment; meanwhile the cloud fallback's BAA is marked
 /// unsigned (a reload; a lapsing expiry date works the same way). When the first deployment
 /// times out, the fallback is not tried: the request's PHI never reaches a provider whose BAA
