@@ -2,6 +2,8 @@
 //! injection screen → scan → handle PHI → route → rewrite the answer → ledger), metrics.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -943,11 +945,11 @@ async fn chat_inner(
     };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let cut = Arc::new(AtomicBool::new(false));
+    let to = ToClient { tx, cut: cut.clone() };
     let ended = (state.clone(), audit.clone(), p.budget.clone());
-    tokio::spawn(pump(answered.response, rewriter, tx, answered.target.timeout, ended));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    tokio::spawn(pump(answered.response, rewriter, to, answered.target.timeout, ended));
+    let body = client_body(rx, cut);
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -959,14 +961,45 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// The stream's channel to the client's body, and whether a frame could not be sent.
+struct ToClient {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// Set when a frame was not taken: the body then ends in an error, not a clean end.
+    cut: Arc<AtomicBool>,
+}
+
 /// Sends one SSE frame to the client; false when it is gone or has not taken a frame for
 /// `idle` (a client that stops reading must not hold the upstream's generation for ever).
-async fn send(
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    frame: Bytes,
-    idle: std::time::Duration,
-) -> bool {
-    matches!(tokio::time::timeout(idle, tx.send(Ok(frame))).await, Ok(Ok(())))
+/// Then the body is cut: what the client reads of it ends in an error, so an answer it missed
+/// part of never looks whole (a client reads to the end of the body, `[DONE]` or not).
+async fn send(to: &ToClient, frame: Bytes, idle: std::time::Duration) -> bool {
+    let sent = matches!(tokio::time::timeout(idle, to.tx.send(Ok(frame))).await, Ok(Ok(())));
+    if !sent {
+        to.cut.store(true, Ordering::Release);
+    }
+    sent
+}
+
+/// The client's body: the frames, then (when a frame could not be sent) an error that makes
+/// the server abort the response instead of ending it cleanly.
+fn client_body(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    cut: Arc<AtomicBool>,
+) -> Body {
+    Body::from_stream(futures_util::stream::unfold(Some(rx), move |rx| {
+        let cut = cut.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if cut.load(Ordering::Acquire) => Some((
+                    Err(std::io::Error::other("the stream was cut off: a frame was not taken")),
+                    None,
+                )),
+                None => None,
+            }
+        }
+    }))
 }
 
 /// Whether a rewritten event has anything for the client: choices or usage (an event of
@@ -981,7 +1014,7 @@ fn relayed(v: &Value) -> bool {
 async fn pump(
     mut resp: reqwest::Response,
     mut rw: StreamRewriter,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: ToClient,
     idle: std::time::Duration,
     (state, audit, budget): (AppState, Audit, Budget),
 ) {

@@ -174,3 +174,44 @@ async fn a_client_that_stops_reading_answers_loses_its_connection() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     writer.abort();
 }
+
+/// A stream whose client stops reading for longer than the deployment's timeout is cut: what
+/// the client reads when it comes back ends in an aborted body (no `[DONE]`, no last chunk of
+/// the chunked encoding), never a clean end that would make the part it got look whole.
+#[tokio::test]
+async fn a_stream_whose_client_stops_reading_ends_aborted_not_clean() {
+    let (s, addr, _tx, _task) = serving("").await;
+    // 16 MiB of answer in 16 KiB events: far more than the channel and the sockets hold.
+    s.upstream.set_extra(&" plain words".repeat(16 * 1024 * 1024 / 12));
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut c = sock.connect(addr).await.unwrap();
+    let body = serde_json::json!({"model": "clinical-chat", "stream": true, "x_chunk": 16384,
+        "messages": [{"role": "user", "content": "hello"}]})
+    .to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.clinician,
+        body.len()
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The `local` deployment's timeout is 1 s: stop reading for 4.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was neither ended nor cut"),
+        }
+    }
+    let tail = String::from_utf8_lossy(&got[got.len().saturating_sub(64)..]).to_string();
+    assert!(!String::from_utf8_lossy(&got).contains("data: [DONE]"), "ended with [DONE]");
+    assert!(!tail.ends_with("0\r\n\r\n"), "a clean end of the chunked body: {tail:?}");
+}
