@@ -54,7 +54,7 @@ pub fn check_text(
     text: &str,
     report: &mut OutputReport,
 ) -> Result<String, ApiError> {
-    let found = phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values)?;
+    let found = find_new_phi(rules, text)?;
     if found.is_empty() {
         return Ok(text.to_string());
     }
@@ -90,80 +90,79 @@ fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, Str
     )
 }
 
-/// Writes the `\uXXXX` escapes of a JSON text (tool-call arguments, a JSON-mode answer) as the
-/// characters they stand for, so that the scan reads what the client will decode: a model may
-/// write `617\u002d555\u002d0199` or `Jos\u00e9` (Python's `json.dumps` escapes every
-/// non-ASCII character). A quote, a backslash or a control character stays escaped, so the JSON
-/// stays valid and means the same. `carry` holds an escape cut off at the end of `text` (in a
-/// stream) and is read first; with `last`, nothing is carried.
-fn unescape_unicode(carry: &mut String, text: &str, last: bool) -> String {
-    let joined;
-    let input = if carry.is_empty() {
-        text
-    } else {
-        joined = format!("{carry}{text}");
-        carry.clear();
-        &joined
-    };
-    if !input.contains('\\') {
-        return input.to_string();
+/// `text` with its JSON `\uXXXX` escapes written as the characters they stand for, and for
+/// each byte of that (and its end) the offset in `text` it came from; `None` when `text` has
+/// no such escape. A model may write `617\u002d555\u002d0199` or `Jos\u00e9` (Python's
+/// `json.dumps` escapes every accented letter) in tool-call arguments, in a JSON answer, or in
+/// any text a client then decodes: the scan reads this, and what it finds is redacted in
+/// `text` itself. A quote, a backslash, a control character, a lone surrogate, an escaped
+/// backslash (`\\u0041` is not an escape of `A`) and an escape cut off at the end stay as
+/// they are.
+fn decoded(text: &str) -> Option<(String, Vec<usize>)> {
+    if !text.contains("\\u") {
+        return None;
     }
-    let b = input.as_bytes();
-    let mut out = String::with_capacity(input.len());
-    let mut i = 0;
+    let b = text.as_bytes();
     let unit = |at: usize| -> Option<u32> {
-        let h = input.get(at + 2..at + 6)?;
+        let h = text.get(at + 2..at + 6)?;
         (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
             .then(|| u32::from_str_radix(h, 16).ok())
             .flatten()
     };
+    let mut out = String::with_capacity(text.len());
+    let mut map = Vec::with_capacity(text.len() + 1);
+    let mut i = 0;
+    let copy = |out: &mut String, map: &mut Vec<usize>, from: usize, to: usize| {
+        out.push_str(&text[from..to]);
+        map.extend(from..to);
+    };
     while i < b.len() {
-        let Some(off) = input[i..].find('\\') else {
-            out.push_str(&input[i..]);
+        let Some(off) = text[i..].find('\\') else {
+            copy(&mut out, &mut map, i, b.len());
             break;
         };
-        out.push_str(&input[i..i + off]);
+        copy(&mut out, &mut map, i, i + off);
         i += off;
-        // An escape cut off at the end: carried to the next piece of the stream.
-        let rest = b.len() - i;
-        let cut = rest < 2 || (b[i + 1] == b'u' && rest < 6);
-        if cut && !last {
-            carry.push_str(&input[i..]);
-            break;
-        }
-        let Some(u) = (!cut).then(|| unit(i)).flatten() else {
-            // `\"`, `\\`, `\n`, ... (or something that is not JSON): the pair as it is.
-            let n = if rest >= 2 {
-                1 + input[i + 1..].chars().next().map_or(0, char::len_utf8)
-            } else {
-                rest
-            };
-            out.push_str(&input[i..i + n]);
+        let Some(u) = unit(i) else {
+            // `\"`, `\\`, `\n`, ...: the pair as it is (a backslash at the end alone).
+            let n = text[i + 1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
+            copy(&mut out, &mut map, i, i + n);
             i += n;
             continue;
         };
-        let (c, n) = if (0xD800..0xDC00).contains(&u) {
-            // A high surrogate and its low one.
-            if rest < 12 && !last {
-                carry.push_str(&input[i..]);
-                break;
+        let (c, n) = match (u, b.get(i + 6), unit(i + 6)) {
+            (0xD800..=0xDBFF, Some(b'\\'), Some(lo @ 0xDC00..=0xDFFF)) => {
+                (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
             }
-            match (b.get(i + 6), unit(i + 6)) {
-                (Some(b'\\'), Some(lo)) if (0xDC00..0xE000).contains(&lo) => {
-                    (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
-                }
-                _ => (None, 6),
-            }
-        } else {
-            (char::from_u32(u), 6)
+            _ => (char::from_u32(u), 6),
         };
         match c {
-            Some(c) if !(c == '"' || c == '\\' || c.is_control()) => out.push(c),
-            _ => out.push_str(&input[i..i + n]),
+            Some(c) if !(c == '"' || c == '\\' || c.is_control()) => {
+                out.push(c);
+                map.extend(std::iter::repeat_n(i, c.len_utf8()));
+            }
+            _ => copy(&mut out, &mut map, i, i + n),
         }
         i += n;
     }
-    out
+    map.push(b.len());
+    Some((out, map))
+}
+
+/// New PHI in `text` ([`phiops::new_phi`]), read through its `\uXXXX` escapes ([`decoded`]):
+/// the findings' offsets are `text`'s own.
+fn find_new_phi(rules: &OutputRules, text: &str) -> Result<Vec<phi::Finding>, ApiError> {
+    let Some((plain, map)) = decoded(text) else {
+        return phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values);
+    };
+    let found = phiops::new_phi(rules.scanner.as_ref(), &plain, &rules.request_values)?;
+    found
+        .into_iter()
+        .map(|f| match (map.get(f.start), map.get(f.end)) {
+            (Some(&start), Some(&end)) if start < end => Ok(phi::Finding { start, end, ..f }),
+            _ => Err(ApiError::ScannerUnavailable),
+        })
+        .collect()
 }
 
 fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
@@ -249,7 +248,7 @@ fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Valu
 
 /// Checks and restores every string of `v` (at any depth) but those of
 /// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings (and `content` in JSON mode) are JSON texts:
-/// scanned as the client will decode them ([`unescape_unicode`]), values go back escaped.
+/// values go back into them escaped.
 fn rewrite_strings(
     rules: &OutputRules,
     v: &mut Value,
@@ -266,8 +265,7 @@ fn rewrite_strings_in(
 ) -> Result<(), ApiError> {
     match v {
         Value::String(s) => {
-            let text = if json { unescape_unicode(&mut String::new(), s, true) } else { s.clone() };
-            let checked = check_text(rules, &text, report)?;
+            let checked = check_text(rules, s, report)?;
             let escaped = if json { json_escaped(&rules.restore) } else { None };
             *s = restore_all(escaped.as_ref().unwrap_or(&rules.restore), &checked);
         }
@@ -446,11 +444,6 @@ fn merge_into_delta(delta: &mut serde_json::Map<String, Value>, field: &Field, t
 struct TextState {
     /// Text received, not yet scanned and emitted.
     pending: String,
-    /// A JSON text (arguments, JSON-mode content): its `\uXXXX` escapes are written out
-    /// before the scan ([`unescape_unicode`]).
-    json: bool,
-    /// An escape cut off at the end of the last piece.
-    carry: String,
     /// The last emitted bytes (before restoration), kept as left context for the scan.
     context: String,
     restorer: Option<StreamRestorer>,
@@ -517,12 +510,8 @@ impl StreamRewriter {
             (Field::Text(k), Some(escaped)) if json_content && k == "content" => escaped,
             _ => &self.rules.restore,
         };
-        let json = matches!(&key.1, Field::ToolArgs(_) | Field::FunctionArgs)
-            || (json_content && matches!(&key.1, Field::Text(k) if k == "content"));
         let st = self.texts.entry(key).or_insert_with(|| TextState {
             pending: String::new(),
-            json,
-            carry: String::new(),
             context: String::new(),
             restorer: if restore.is_empty() {
                 None
@@ -530,12 +519,7 @@ impl StreamRewriter {
                 StreamRestorer::new(restore.iter()).ok()
             },
         });
-        if st.json {
-            let t = unescape_unicode(&mut st.carry, text, false);
-            st.pending.push_str(&t);
-        } else {
-            st.pending.push_str(text);
-        }
+        st.pending.push_str(text);
         self.text_bytes = self.text_bytes.saturating_add(text.len() as u64);
         Ok(())
     }
@@ -543,13 +527,8 @@ impl StreamRewriter {
     /// Scans and emits what is safe of one text's pending part (everything when `last`).
     fn drain(&mut self, key: &(u64, Field), last: bool) -> Result<String, ApiError> {
         let window = self.window;
-        let scanner = self.rules.scanner.clone();
         let new_phi = self.rules.new_phi;
         let Some(st) = self.texts.get_mut(key) else { return Ok(String::new()) };
-        if last && !st.carry.is_empty() {
-            let rest = unescape_unicode(&mut st.carry, "", true);
-            st.pending.push_str(&rest);
-        }
         let mut out = String::new();
         if !st.pending.is_empty() {
             // The scanned text: left context + pending.
@@ -557,7 +536,7 @@ impl StreamRewriter {
             let mut joined = String::with_capacity(ctx_len + st.pending.len());
             joined.push_str(&st.context);
             joined.push_str(&st.pending);
-            let found = phiops::new_phi(scanner.as_ref(), &joined, &self.rules.request_values)?;
+            let found = find_new_phi(&self.rules, &joined)?;
             // Where to cut: keep `window` bytes back, just after a whitespace, never inside a
             // finding.
             let cut = if last {
@@ -1252,24 +1231,30 @@ mod tests {
             (r"617\u002d555\u002d0199", "617-555-0199"),
             (r"Jos\u00e9 Garc\u00EDa", "José García"),
             (r"smile \ud83d\ude00!", "smile 😀!"),
-            // A quote, a backslash, a control character: still escaped, so the JSON holds.
+            // A quote, a backslash, a control character: as they are.
             (r#"a\u0022b\u005cc\u000ad"#, r#"a\u0022b\u005cc\u000ad"#),
             // An escaped backslash before `u0041` is not an escape of `A`.
-            (r#"x\\u0041 \" \n \/"#, r#"x\\u0041 \" \n \/"#),
-            // A lone surrogate, or something that is not JSON: as it is.
-            (r"\ud800 \uZZZZ \", r"\ud800 \uZZZZ \"),
+            (r#"x\\u0041 \" \n \/ é\é"#, r#"x\\u0041 \" \n \/ é\é"#),
+            // A lone surrogate, something that is not JSON, an escape cut off: as they are.
+            (r"\ud800 \uZZZZ \u00", r"\ud800 \uZZZZ \u00"),
+            (r"end \", r"end \"),
         ];
         for (raw, want) in cases {
-            assert_eq!(unescape_unicode(&mut String::new(), raw, true), want, "{raw}");
-            // Cut anywhere, carried across pieces: the same.
-            for at in (0..=raw.len()).filter(|a| raw.is_char_boundary(*a)) {
-                let mut carry = String::new();
-                let mut got = unescape_unicode(&mut carry, &raw[..at], false);
-                got.push_str(&unescape_unicode(&mut carry, &raw[at..], true));
-                assert_eq!(got, want, "{raw} cut at {at}");
-                assert!(carry.is_empty());
+            let (got, map) = decoded(raw).unwrap_or_else(|| (raw.to_string(), Vec::new()));
+            assert_eq!(got, want, "{raw}");
+            if !map.is_empty() {
+                assert_eq!(map.len(), got.len() + 1);
+                assert_eq!(*map.last().unwrap(), raw.len());
+                assert!(map.windows(2).all(|w| w[0] <= w[1]), "{raw}: {map:?}");
             }
         }
+        assert!(decoded("no escapes here").is_none());
+        // What is found in the decoded text is redacted in the text as written.
+        let r = rules(&[]);
+        let text = r"call (617) 555\u002d0199 today";
+        let found = find_new_phi(&r, text).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(text[found[0].start..found[0].end].ends_with(r"\u002d0199"), "{found:?}");
         // A phone number written with escapes is found, in a stream's arguments and in a whole
         // answer's, and the arguments stay JSON.
         let args = r#"{"callback": "(617) 555\u002d0199", "drink": "caf\u00e9 au lait"}"#;
