@@ -179,10 +179,10 @@ fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
     }
 }
 
-/// Keys of an answer whose string values are protocol words, ids or function names: not
-/// scanned nor restored when they look like one ([`protocol_token`]); any other value there is
-/// checked like free text (a model writes a function's name).
-const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "name", "finish_reason"];
+/// Keys of an answer whose string values are protocol words or ids: not scanned nor restored
+/// when they look like one ([`protocol_token`]); any other value there is checked like free
+/// text. A function's `name` is always checked and restored: a model writes it.
+const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "finish_reason"];
 
 /// A protocol word, id or name (`assistant`, `chatcmpl-9x..`, `call_1`, `get_chart`, `stop`):
 /// at most 128 ASCII letters, digits and `-_.:`. Relayed without a scan.
@@ -393,9 +393,20 @@ enum Field {
     FunctionArgs,
     /// `delta.tool_calls[index = j].function.arguments`.
     ToolArgs(u64),
+    /// `delta.tool_calls[index = j].custom.input` (a custom tool's free-form input).
+    ToolInput(u64),
 }
 
 impl Field {
+    /// Where the text sits in a tool call entry, for a tool call's field.
+    fn in_call(&self) -> Option<&'static str> {
+        match self {
+            Field::ToolArgs(_) => Some("/function/arguments"),
+            Field::ToolInput(_) => Some("/custom/input"),
+            _ => None,
+        }
+    }
+
     /// The delta that carries `text` in this field.
     fn delta(&self, text: String) -> Value {
         match self {
@@ -407,6 +418,9 @@ impl Field {
             Field::FunctionArgs => serde_json::json!({ "function_call": { "arguments": text } }),
             Field::ToolArgs(j) => {
                 serde_json::json!({ "tool_calls": [{ "index": j, "function": { "arguments": text } }] })
+            }
+            Field::ToolInput(j) => {
+                serde_json::json!({ "tool_calls": [{ "index": j, "custom": { "input": text } }] })
             }
         }
     }
@@ -428,8 +442,11 @@ fn merge_into_delta(delta: &mut serde_json::Map<String, Value>, field: &Field, t
                 }
             }
         }
-        Field::ToolArgs(j) => {
-            let entry = serde_json::json!({"index": j, "function": {"arguments": text}});
+        Field::ToolArgs(j) | Field::ToolInput(j) => {
+            let entry = match field {
+                Field::ToolInput(_) => serde_json::json!({"index": j, "custom": {"input": text}}),
+                _ => serde_json::json!({"index": j, "function": {"arguments": text}}),
+            };
             match delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
                 Some(a) => a.push(entry),
                 None => {
@@ -654,31 +671,49 @@ impl StreamRewriter {
     }
 
     /// Rebuilds a tool call (or `function_call`) entry of a delta from what the API defines:
-    /// `index`, `id`, `type`, and `function` with `name` and `arguments`. Returns the arguments
-    /// to hold back. Anything else an upstream adds is not relayed.
-    fn tool_call(&mut self, call: &mut Value, nested: bool) -> Result<Option<String>, ApiError> {
+    /// `index`, `id`, `type`, `function` with `name` and `arguments`, and a custom tool's
+    /// `custom` with `name` and `input`. Returns the text to hold back (arguments or input) and
+    /// whether it is a custom tool's input. Anything else an upstream adds is not relayed.
+    fn tool_call(
+        &mut self,
+        call: &mut Value,
+        nested: bool,
+    ) -> Result<Option<(String, bool)>, ApiError> {
         let Value::Object(m) = std::mem::take(call) else {
             return Err(ApiError::UpstreamInvalidResponse);
         };
         let mut out = serde_json::Map::new();
-        let mut args = None;
+        let mut held = None;
         for (k, mut x) in m {
             match (k.as_str(), nested) {
                 (_, _) if x.is_null() => {}
                 ("index", true) if x.is_number() => {}
-                ("id" | "type", true) | ("name", false) => {
+                ("id" | "type", true) => {
                     if !x.is_string() {
                         return Err(ApiError::UpstreamInvalidResponse);
                     }
                     self.check_whole(&mut x)?;
                 }
-                ("function", true) => {
-                    args = self.tool_call(&mut x, false)?;
+                // A model writes a function's name: checked, and restored, whole.
+                ("name", false) => {
+                    let Value::String(n) = &x else {
+                        return Err(ApiError::UpstreamInvalidResponse);
+                    };
+                    let checked = check_text(&self.rules, n, &mut self.report)?;
+                    x = Value::String(restore_all(&self.rules.restore, &checked));
+                }
+                ("function" | "custom", true) => {
+                    let inner = self.tool_call(&mut x, false)?;
+                    if inner.is_some() && held.is_some() {
+                        // Both a function and a custom tool in one call.
+                        return Err(ApiError::UpstreamInvalidResponse);
+                    }
+                    held = inner.map(|(t, _)| (t, k == "custom")).or(held);
                 }
                 // Put back once drained (held back, it may be empty in this chunk).
-                ("arguments", false) => match std::mem::take(&mut x) {
+                ("arguments" | "input", false) => match std::mem::take(&mut x) {
                     Value::String(a) => {
-                        args = Some(a);
+                        held = Some((a, false));
                         x = Value::String(String::new());
                     }
                     _ => return Err(ApiError::UpstreamInvalidResponse),
@@ -688,7 +723,7 @@ impl StreamRewriter {
             out.insert(k, x);
         }
         *call = Value::Object(out);
-        Ok(args)
+        Ok(held)
     }
 
     /// Rewrites one choice of a chunk, rebuilt from what the API defines (`index`, `delta`,
@@ -752,8 +787,13 @@ impl StreamRewriter {
                             for (p, call) in calls.iter_mut().enumerate() {
                                 let j =
                                     call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
-                                if let Some(a) = self.tool_call(call, true)? {
-                                    let key = (i, Field::ToolArgs(j));
+                                if let Some((a, custom)) = self.tool_call(call, true)? {
+                                    let field = if custom {
+                                        Field::ToolInput(j)
+                                    } else {
+                                        Field::ToolArgs(j)
+                                    };
+                                    let key = (i, field);
                                     self.push(key.clone(), &a)?;
                                     touched.push((key, Some(p)));
                                 }
@@ -761,7 +801,7 @@ impl StreamRewriter {
                         }
                         ("tool_calls", _) => return Err(ApiError::UpstreamInvalidResponse),
                         ("function_call", f) => {
-                            if let Some(a) = self.tool_call(f, false)? {
+                            if let Some((a, _)) = self.tool_call(f, false)? {
                                 let key = (i, Field::FunctionArgs);
                                 self.push(key.clone(), &a)?;
                                 touched.push((key, None));
@@ -808,17 +848,17 @@ impl StreamRewriter {
             return Err(ApiError::UpstreamInvalidResponse);
         };
         for (((_, field), p), text) in touched.iter().zip(drained) {
-            match (field, p) {
-                (Field::ToolArgs(_), Some(p)) => {
+            match (field.in_call(), p) {
+                (Some(at), Some(p)) => {
                     let a = delta
                         .get_mut("tool_calls")
                         .and_then(|c| c.get_mut(*p))
-                        .and_then(|c| c.pointer_mut("/function/arguments"));
+                        .and_then(|c| c.pointer_mut(at));
                     if let Some(a) = a {
                         *a = Value::String(text);
                     }
                 }
-                (field, _) => merge_into_delta(delta, field, text),
+                _ => merge_into_delta(delta, field, text),
             }
         }
         for ((_, field), text) in rest {
@@ -1180,8 +1220,7 @@ mod tests {
                 "stop_reason": format!("(617) {phone}"),
                 "delta": {"role": "assistant", "reasoning_details": [{"type": "reasoning.text",
                     "text": format!("(617) {phone}")}],
-                    "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                        "custom": {"input": format!("(617) {phone}")},
+                    "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "extra": phone,
                         "function": {"name": format!("John Smith (617) {phone}"), "extra": phone,
                             "arguments": "{}"}}]}}]})
         .to_string();
@@ -1201,13 +1240,15 @@ mod tests {
         assert!(ch["delta"].get("reasoning_details").is_none());
         let call = &ch["delta"]["tool_calls"][0];
         assert_eq!(call["id"], "call_1");
-        assert!(call.get("custom").is_none());
+        assert!(call.get("extra").is_none() && call["function"].get("extra").is_none());
         assert!(call["function"]["name"].as_str().unwrap().contains("[PHONE]"), "{call}");
         // A `function` or `function_call` that is not an object is refused, not relayed.
         for delta in [
             serde_json::json!({"tool_calls": [{"index": 0, "function": format!("(617) {phone}")}]}),
             serde_json::json!({"function_call": [format!("(617) {phone}")]}),
             serde_json::json!({"tool_calls": [format!("(617) {phone}")]}),
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"},
+                "custom": {"input": phone}}]}),
         ] {
             let mut rw = StreamRewriter::new(rules(&[]), "client");
             let c = ev(serde_json::json!({"index": 0, "delta": delta, "finish_reason": null}));
@@ -1271,6 +1312,41 @@ mod tests {
                 "type": "function", "function": {"name": "f", "arguments": args}}]}}]});
         rewrite_completion(&rules(&[]), &mut body, "client").unwrap();
         assert!(!body.to_string().contains("0199"), "{body}");
+    }
+
+    #[test]
+    fn a_custom_tools_input_is_held_scanned_and_restored() {
+        let input = "Page [NAME_1] on (617) 555-0199 about the results.";
+        for at in 0..=input.len() {
+            let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+            let mut events = Vec::new();
+            let first = ev(serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": 0,
+                "id": "call_1", "type": "custom", "custom": {"name": "pager", "input": &input[..at]}}]},
+                "finish_reason": null}));
+            events.push(rw.event(&first).unwrap());
+            let second = ev(serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": 0,
+                "custom": {"input": &input[at..]}}]}, "finish_reason": null}));
+            events.push(rw.event(&second).unwrap());
+            let end =
+                ev(serde_json::json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"}));
+            events.push(rw.event(&end).unwrap());
+            events.extend(rw.finish().unwrap());
+            let mut got = String::new();
+            for e in &events {
+                for ch in e["choices"].as_array().unwrap() {
+                    for c in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                        got.push_str(c["custom"]["input"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+            assert!(got.contains("Alan Smith"), "split at {at}: {got}");
+            assert!(!got.contains("555-0199"), "split at {at}: {got}");
+            assert!(got.ends_with("the results."), "split at {at}: {got}");
+            assert_eq!(
+                events[0]["choices"][0]["delta"]["tool_calls"][0]["custom"]["name"],
+                "pager"
+            );
+        }
     }
 
     #[test]
