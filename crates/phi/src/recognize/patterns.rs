@@ -182,7 +182,7 @@ impl Patterns {
             url: re("url", r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'`]+"#)?,
             domain: re(
                 "domain",
-                r"(?i)\b[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.(?:com|org|net|edu|gov|mil|int|io|us|uk|ca|info|biz|health|care|clinic|hospital|md|co|me|app|ai)\b(?:/[^\s<>]*)?",
+                r#"(?i)\b[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.(?:com|org|net|edu|gov|mil|int|io|us|uk|ca|info|biz|health|care|clinic|hospital|md|co|me|app|ai)\b(?:/[^\s<>"'`]*)?"#,
             )?,
             ipv4: re("ipv4", r"\b(?:\d{1,3}\.){3}\d{1,3}\b")?,
             ipv6: re(
@@ -1331,6 +1331,16 @@ fn has_tld(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare domain's path ends at a quote, as a URL's does: in compact JSON the next field
+    /// is not part of it.
+    #[test]
+    fn a_domains_path_stops_at_a_quote() {
+        let p = Patterns::new().unwrap();
+        let text = r#"{"site":"example.com/x","data":"aaaaaaaa"}"#;
+        let m = p.domain.regex().unwrap().find(text).expect("the domain");
+        assert_eq!(&text[m.start()..m.end()], "example.com/x");
+    }
 
     /// Texts with every kind of digit-led and cue-led match, plus the golden cases and a
     /// slice of the synthetic corpus.
