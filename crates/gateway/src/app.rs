@@ -550,7 +550,9 @@ fn scope_of(
     mac.update(who.key_id.as_deref().unwrap_or("").as_bytes());
     mac.update(b"\0");
     mac.update(first_user.as_bytes());
-    let retention = state.policy().config().vault.retention_secs.max(1);
+    // The vault's own retention (read at start, as the vault is), not a reload's: a period
+    // must be as long as the keys made in it live.
+    let retention = state.inner.vault.retention().map_or(u64::MAX, |r| r.as_secs()).max(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -945,11 +947,11 @@ async fn chat_inner(
     };
     let rewriter = StreamRewriter::new(rules, &client_model);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    let cut = Arc::new(AtomicBool::new(false));
-    let to = ToClient { tx, cut: cut.clone() };
+    let last_sent = Arc::new(AtomicBool::new(false));
+    let to = ToClient { tx, ended: last_sent.clone() };
     let ended = (state.clone(), audit.clone(), p.budget.clone());
     tokio::spawn(pump(answered.response, rewriter, to, answered.target.timeout, ended));
-    let body = client_body(rx, cut);
+    let body = client_body(rx, last_sent);
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -961,42 +963,46 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-/// The stream's channel to the client's body, and whether a frame could not be sent.
+/// The stream's channel to the client's body, and whether its last frame went out.
 struct ToClient {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    /// Set when a frame was not taken: the body then ends in an error, not a clean end.
-    cut: Arc<AtomicBool>,
+    /// Set once `[DONE]` or the closing error event was taken. A body that ends without it
+    /// (a frame not taken, the task gone for any reason) ends in an error, not a clean end.
+    ended: Arc<AtomicBool>,
 }
 
 /// Sends one SSE frame to the client; false when it is gone or has not taken a frame for
 /// `idle` (a client that stops reading must not hold the upstream's generation for ever).
-/// Then the body is cut: what the client reads of it ends in an error, so an answer it missed
-/// part of never looks whole (a client reads to the end of the body, `[DONE]` or not).
 async fn send(to: &ToClient, frame: Bytes, idle: std::time::Duration) -> bool {
-    let sent = matches!(tokio::time::timeout(idle, to.tx.send(Ok(frame))).await, Ok(Ok(())));
-    if !sent {
-        to.cut.store(true, Ordering::Release);
-    }
-    sent
+    matches!(tokio::time::timeout(idle, to.tx.send(Ok(frame))).await, Ok(Ok(())))
 }
 
-/// The client's body: the frames, then (when a frame could not be sent) an error that makes
-/// the server abort the response instead of ending it cleanly.
+/// Sends the stream's last frame (`[DONE]` or an error event), and marks the stream ended.
+async fn send_last(to: &ToClient, frame: Bytes, idle: std::time::Duration) {
+    if send(to, frame, idle).await {
+        to.ended.store(true, Ordering::Release);
+    }
+}
+
+/// The client's body: the frames, then, unless the last frame was taken, an error that makes
+/// the server abort the response instead of ending it cleanly: what the client read of an
+/// answer it missed part of never looks whole (a client reads to the end of the body,
+/// `[DONE]` or not).
 fn client_body(
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    cut: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
 ) -> Body {
     Body::from_stream(futures_util::stream::unfold(Some(rx), move |rx| {
-        let cut = cut.clone();
+        let ended = ended.clone();
         async move {
             let mut rx = rx?;
             match rx.recv().await {
                 Some(item) => Some((item, Some(rx))),
-                None if cut.load(Ordering::Acquire) => Some((
-                    Err(std::io::Error::other("the stream was cut off: a frame was not taken")),
+                None if ended.load(Ordering::Acquire) => None,
+                None => Some((
+                    Err(std::io::Error::other("the stream was cut off before its end")),
                     None,
                 )),
-                None => None,
             }
         }
     }))
@@ -1078,7 +1084,7 @@ async fn pump(
                     return;
                 }
             }
-            send(&tx, Bytes::from_static(b"data: [DONE]\n\n"), idle).await;
+            send_last(&tx, Bytes::from_static(b"data: [DONE]\n\n"), idle).await;
         }
         Ok(None) => {
             tracing::info!("stream ended: the client went away or stopped reading");
@@ -1087,7 +1093,7 @@ async fn pump(
         Err(e) => {
             tracing::warn!(code = e.code(), "stream ended with an error");
             metrics::counter!("phigate_stream_errors_total", "code" => e.code()).increment(1);
-            send(&tx, sse(&e.body()), idle).await;
+            send_last(&tx, sse(&e.body()), idle).await;
             // The answer was cut off: recorded beside the send's record (best effort, the
             // answer has ended either way).
             let decision =

@@ -90,77 +90,136 @@ fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, Str
     )
 }
 
-/// `text` with its JSON `\uXXXX` escapes written as the characters they stand for, and for
-/// each byte of that (and its end) the offset in `text` it came from; `None` when `text` has
-/// no such escape. A model may write `617\u002d555\u002d0199` or `Jos\u00e9` (Python's
-/// `json.dumps` escapes every accented letter) in tool-call arguments, in a JSON answer, or in
-/// any text a client then decodes: the scan reads this, and what it finds is redacted in
-/// `text` itself. A quote, a backslash, a control character, a lone surrogate, an escaped
-/// backslash (`\\u0041` is not an escape of `A`) and an escape cut off at the end stay as
-/// they are.
-fn decoded(text: &str) -> Option<(String, Vec<usize>)> {
-    if !text.contains("\\u") {
-        return None;
-    }
-    let b = text.as_bytes();
-    let unit = |at: usize| -> Option<u32> {
-        let h = text.get(at + 2..at + 6)?;
-        (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(h, 16).ok())
-            .flatten()
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut map = Vec::with_capacity(text.len() + 1);
-    let mut i = 0;
-    let copy = |out: &mut String, map: &mut Vec<usize>, from: usize, to: usize| {
-        out.push_str(&text[from..to]);
-        map.extend(from..to);
-    };
-    while i < b.len() {
-        let Some(off) = text[i..].find('\\') else {
-            copy(&mut out, &mut map, i, b.len());
-            break;
-        };
-        copy(&mut out, &mut map, i, i + off);
-        i += off;
-        let Some(u) = unit(i) else {
-            // `\"`, `\\`, `\n`, ...: the pair as it is (a backslash at the end alone).
-            let n = text[i + 1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
-            copy(&mut out, &mut map, i, i + n);
-            i += n;
-            continue;
-        };
-        let (c, n) = match (u, b.get(i + 6), unit(i + 6)) {
-            (0xD800..=0xDBFF, Some(b'\\'), Some(lo @ 0xDC00..=0xDFFF)) => {
-                (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
-            }
-            _ => (char::from_u32(u), 6),
-        };
-        match c {
-            Some(c) if !(c == '"' || c == '\\' || c.is_control()) => {
-                out.push(c);
-                map.extend(std::iter::repeat_n(i, c.len_utf8()));
-            }
-            _ => copy(&mut out, &mut map, i, i + n),
-        }
-        i += n;
-    }
-    map.push(b.len());
-    Some((out, map))
+/// One escape of a text, as [`Decoded`] read it: where it starts in the decoded text and in
+/// the text as written, and its length in each.
+#[derive(Clone, Copy, Debug)]
+struct Esc {
+    plain: usize,
+    raw: usize,
+    plain_len: usize,
+    raw_len: usize,
 }
 
-/// New PHI in `text` ([`phiops::new_phi`]), read through its `\uXXXX` escapes ([`decoded`]):
-/// the findings' offsets are `text`'s own.
+/// A text read as a client that decodes it as a JSON string would read it: its escapes
+/// (`\uXXXX`, surrogate pairs, `\"`, `\\`, `\/`, `\n`, `\t`, ...) written as the characters
+/// they stand for. A model may write `617\u002d555\u002d0199`, `03\/14\/1962`,
+/// `617\t555\t0199` or `Jos\u00e9` (Python's `json.dumps` escapes every accented letter) in
+/// tool-call arguments, in a JSON answer, or in any text its client then decodes. The scan
+/// reads the decoded text, and what it finds is redacted in the text as written, over whole
+/// escapes. A lone surrogate, or a backslash before anything else, is read as it is.
+#[derive(Debug)]
+struct Decoded {
+    plain: String,
+    /// The escapes, in order.
+    escapes: Vec<Esc>,
+}
+
+impl Decoded {
+    /// `None` when `text` has no backslash (it reads as it is).
+    fn of(text: &str) -> Option<Decoded> {
+        if !text.contains('\\') {
+            return None;
+        }
+        let b = text.as_bytes();
+        let unit = |at: usize| -> Option<u32> {
+            let h = text.get(at + 2..at + 6)?;
+            (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(h, 16).ok())
+                .flatten()
+        };
+        let mut plain = String::with_capacity(text.len());
+        let mut escapes = Vec::new();
+        let mut i = 0;
+        while let Some(off) = text[i..].find('\\') {
+            plain.push_str(&text[i..i + off]);
+            i += off;
+            let short = match b.get(i + 1) {
+                Some(b'"') => Some('"'),
+                Some(b'\\') => Some('\\'),
+                Some(b'/') => Some('/'),
+                Some(b'b') => Some('\u{8}'),
+                Some(b'f') => Some('\u{c}'),
+                Some(b'n') => Some('\n'),
+                Some(b'r') => Some('\r'),
+                Some(b't') => Some('\t'),
+                _ => None,
+            };
+            let (c, n) = match (short, unit(i)) {
+                (Some(c), _) => (Some(c), 2),
+                (None, Some(u)) => match (u, b.get(i + 6), unit(i + 6)) {
+                    (0xD800..=0xDBFF, Some(b'\\'), Some(lo @ 0xDC00..=0xDFFF)) => {
+                        (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
+                    }
+                    _ => (char::from_u32(u), 6),
+                },
+                (None, None) => (None, 1),
+            };
+            match c {
+                Some(c) => {
+                    escapes.push(Esc {
+                        plain: plain.len(),
+                        raw: i,
+                        plain_len: c.len_utf8(),
+                        raw_len: n,
+                    });
+                    plain.push(c);
+                }
+                // A lone surrogate or a backslash before anything else: as it is.
+                None => plain.push_str(&text[i..i + n]),
+            }
+            i += n;
+        }
+        plain.push_str(&text[i..]);
+        Some(Decoded { plain, escapes })
+    }
+
+    /// The offset in the text as written of `p`, a character boundary of the decoded text.
+    fn raw_of(&self, p: usize) -> usize {
+        let k = self.escapes.partition_point(|e| e.plain <= p);
+        let Some(e) = k.checked_sub(1).map(|k| self.escapes[k]) else { return p };
+        if p < e.plain + e.plain_len {
+            e.raw
+        } else {
+            e.raw + e.raw_len + (p - e.plain - e.plain_len)
+        }
+    }
+
+    /// `c`, an offset in the text as written, moved back to the start of the escape it falls
+    /// inside, if any: a cut there never splits an escape.
+    fn snap(&self, c: usize) -> usize {
+        let k = self.escapes.partition_point(|e| e.raw <= c);
+        match k.checked_sub(1).map(|k| self.escapes[k]) {
+            Some(e) if c < e.raw + e.raw_len => e.raw,
+            _ => c,
+        }
+    }
+}
+
+/// New PHI in `text` ([`phiops::new_phi`]), read through its escapes ([`Decoded`]): the
+/// findings' offsets are `text`'s own.
 fn find_new_phi(rules: &OutputRules, text: &str) -> Result<Vec<phi::Finding>, ApiError> {
-    let Some((plain, map)) = decoded(text) else {
+    find_in(rules, text, Decoded::of(text).as_ref())
+}
+
+/// [`find_new_phi`] with `text` already decoded.
+fn find_in(
+    rules: &OutputRules,
+    text: &str,
+    dec: Option<&Decoded>,
+) -> Result<Vec<phi::Finding>, ApiError> {
+    let Some(d) = dec else {
         return phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values);
     };
-    let found = phiops::new_phi(rules.scanner.as_ref(), &plain, &rules.request_values)?;
+    let found = phiops::new_phi(rules.scanner.as_ref(), &d.plain, &rules.request_values)?;
     found
         .into_iter()
-        .map(|f| match (map.get(f.start), map.get(f.end)) {
-            (Some(&start), Some(&end)) if start < end => Ok(phi::Finding { start, end, ..f }),
-            _ => Err(ApiError::ScannerUnavailable),
+        .map(|f| {
+            let (start, end) = (d.raw_of(f.start), d.raw_of(f.end));
+            if start < end && text.is_char_boundary(start) && text.is_char_boundary(end) {
+                Ok(phi::Finding { start, end, ..f })
+            } else {
+                Err(ApiError::ScannerUnavailable)
+            }
         })
         .collect()
 }
@@ -553,9 +612,14 @@ impl StreamRewriter {
             let mut joined = String::with_capacity(ctx_len + st.pending.len());
             joined.push_str(&st.context);
             joined.push_str(&st.pending);
-            let found = find_new_phi(&self.rules, &joined)?;
+            let dec = Decoded::of(&joined);
+            let found = find_in(&self.rules, &joined, dec.as_ref())?;
+            // The window counts bytes as written: a text with escapes holds back six times as
+            // many (an escape is at most six bytes a byte it stands for), so that as much of
+            // what the client will decode is held.
+            let window = if dec.is_some() { window * 6 } else { window };
             // Where to cut: keep `window` bytes back, just after a whitespace, never inside a
-            // finding.
+            // finding, never inside an escape.
             let cut = if last {
                 joined.len()
             } else {
@@ -576,7 +640,10 @@ impl StreamRewriter {
                         c = f.start.max(ctx_len);
                     }
                 }
-                c
+                match &dec {
+                    Some(d) => d.snap(c).max(ctx_len),
+                    None => c,
+                }
             };
             if cut > ctx_len {
                 let raw = &joined[ctx_len..cut];
@@ -608,6 +675,9 @@ impl StreamRewriter {
                 let mut ctx_start = cut.saturating_sub(window);
                 while !joined.is_char_boundary(ctx_start) {
                     ctx_start -= 1;
+                }
+                if let Some(d) = &dec {
+                    ctx_start = d.snap(ctx_start);
                 }
                 st.context = joined[ctx_start..cut].to_string();
                 st.pending = joined[cut..].to_string();
@@ -677,7 +747,7 @@ impl StreamRewriter {
     fn tool_call(
         &mut self,
         call: &mut Value,
-        nested: bool,
+        inner: Option<&'static str>,
     ) -> Result<Option<(String, bool)>, ApiError> {
         let Value::Object(m) = std::mem::take(call) else {
             return Err(ApiError::UpstreamInvalidResponse);
@@ -685,33 +755,35 @@ impl StreamRewriter {
         let mut out = serde_json::Map::new();
         let mut held = None;
         for (k, mut x) in m {
-            match (k.as_str(), nested) {
+            match (k.as_str(), inner) {
                 (_, _) if x.is_null() => {}
-                ("index", true) if x.is_number() => {}
-                ("id" | "type", true) => {
+                ("index", None) if x.is_number() => {}
+                ("id" | "type", None) => {
                     if !x.is_string() {
                         return Err(ApiError::UpstreamInvalidResponse);
                     }
                     self.check_whole(&mut x)?;
                 }
                 // A model writes a function's name: checked, and restored, whole.
-                ("name", false) => {
+                ("name", Some(_)) => {
                     let Value::String(n) = &x else {
                         return Err(ApiError::UpstreamInvalidResponse);
                     };
                     let checked = check_text(&self.rules, n, &mut self.report)?;
                     x = Value::String(restore_all(&self.rules.restore, &checked));
                 }
-                ("function" | "custom", true) => {
-                    let inner = self.tool_call(&mut x, false)?;
-                    if inner.is_some() && held.is_some() {
+                ("function" | "custom", None) => {
+                    let custom = k == "custom";
+                    let got =
+                        self.tool_call(&mut x, Some(if custom { "input" } else { "arguments" }))?;
+                    if got.is_some() && held.is_some() {
                         // Both a function and a custom tool in one call.
                         return Err(ApiError::UpstreamInvalidResponse);
                     }
-                    held = inner.map(|(t, _)| (t, k == "custom")).or(held);
+                    held = got.map(|(t, _)| (t, custom)).or(held);
                 }
                 // Put back once drained (held back, it may be empty in this chunk).
-                ("arguments" | "input", false) => match std::mem::take(&mut x) {
+                (key, Some(want)) if key == want => match std::mem::take(&mut x) {
                     Value::String(a) => {
                         held = Some((a, false));
                         x = Value::String(String::new());
@@ -787,7 +859,7 @@ impl StreamRewriter {
                             for (p, call) in calls.iter_mut().enumerate() {
                                 let j =
                                     call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
-                                if let Some((a, custom)) = self.tool_call(call, true)? {
+                                if let Some((a, custom)) = self.tool_call(call, None)? {
                                     let field = if custom {
                                         Field::ToolInput(j)
                                     } else {
@@ -801,7 +873,7 @@ impl StreamRewriter {
                         }
                         ("tool_calls", _) => return Err(ApiError::UpstreamInvalidResponse),
                         ("function_call", f) => {
-                            if let Some((a, _)) = self.tool_call(f, false)? {
+                            if let Some((a, _)) = self.tool_call(f, Some("arguments"))? {
                                 let key = (i, Field::FunctionArgs);
                                 self.push(key.clone(), &a)?;
                                 touched.push((key, None));
@@ -854,8 +926,9 @@ impl StreamRewriter {
                         .get_mut("tool_calls")
                         .and_then(|c| c.get_mut(*p))
                         .and_then(|c| c.pointer_mut(at));
-                    if let Some(a) = a {
-                        *a = Value::String(text);
+                    match a {
+                        Some(a) => *a = Value::String(text),
+                        None => merge_into_delta(delta, field, text),
                     }
                 }
                 _ => merge_into_delta(delta, field, text),
@@ -1272,24 +1345,28 @@ mod tests {
             (r"617\u002d555\u002d0199", "617-555-0199"),
             (r"Jos\u00e9 Garc\u00EDa", "José García"),
             (r"smile \ud83d\ude00!", "smile 😀!"),
-            // A quote, a backslash, a control character: as they are.
-            (r#"a\u0022b\u005cc\u000ad"#, r#"a\u0022b\u005cc\u000ad"#),
+            (r#"a\u0022b\u005cc\u000ad"#, "a\"b\\c\nd"),
+            (r"03\/14\/1962 617\t555\t0199", "03/14/1962 617\t555\t0199"),
             // An escaped backslash before `u0041` is not an escape of `A`.
-            (r#"x\\u0041 \" \n \/ é\é"#, r#"x\\u0041 \" \n \/ é\é"#),
+            (r#"x\\u0041 \" \n \/ é\é"#, "x\\u0041 \" \n / é\\é"),
             // A lone surrogate, something that is not JSON, an escape cut off: as they are.
             (r"\ud800 \uZZZZ \u00", r"\ud800 \uZZZZ \u00"),
             (r"end \", r"end \"),
         ];
         for (raw, want) in cases {
-            let (got, map) = decoded(raw).unwrap_or_else(|| (raw.to_string(), Vec::new()));
-            assert_eq!(got, want, "{raw}");
-            if !map.is_empty() {
-                assert_eq!(map.len(), got.len() + 1);
-                assert_eq!(*map.last().unwrap(), raw.len());
-                assert!(map.windows(2).all(|w| w[0] <= w[1]), "{raw}: {map:?}");
-            }
+            let d = Decoded::of(raw).expect("a backslash");
+            assert_eq!(d.plain, want, "{raw}");
+            assert_eq!(d.raw_of(d.plain.len()), raw.len(), "{raw}");
+            let bounds: Vec<usize> = (0..=d.plain.len())
+                .filter(|p| d.plain.is_char_boundary(*p))
+                .map(|p| d.raw_of(p))
+                .collect();
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{raw}: {bounds:?}");
+            assert!(bounds.iter().all(|b| raw.is_char_boundary(*b)), "{raw}");
         }
-        assert!(decoded("no escapes here").is_none());
+        assert!(Decoded::of("no escapes here").is_none());
+        let d = Decoded::of(r"617\u002d555").unwrap();
+        assert_eq!((d.snap(3), d.snap(5), d.snap(8), d.snap(9), d.snap(10)), (3, 3, 3, 9, 10));
         // What is found in the decoded text is redacted in the text as written.
         let r = rules(&[]);
         let text = r"call (617) 555\u002d0199 today";
@@ -1347,6 +1424,32 @@ mod tests {
                 "pager"
             );
         }
+    }
+
+    #[test]
+    fn a_phone_number_written_in_escapes_is_held_back_whole() {
+        // Compact arguments, no whitespace, a long value first: the hold-back must keep the
+        // escaped number whole (an escape is six bytes a character), and never cut an escape.
+        let phone: String =
+            "(617) 555-0199".chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let args =
+            format!(r#"{{"k":"{}","p":"{phone}","q":"{}"}}"#, "a".repeat(600), "b".repeat(40));
+        let start = args.find("\"p\"").unwrap();
+        for at in (start - 20..args.len()).step_by(3) {
+            let mut rw = StreamRewriter::new(rules(&[]), "client");
+            let (_, got) = run(&mut rw, &[&args[..at], &args[at..]], true);
+            let v: Value =
+                serde_json::from_str(&got).unwrap_or_else(|e| panic!("{at}: {e}: {got}"));
+            let p = v["p"].as_str().unwrap();
+            assert!(!p.contains("0199") && !p.contains("617"), "split at {at}: {p}");
+        }
+        // Piece by piece, a byte at a time.
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let singles: Vec<String> = args.chars().map(String::from).collect();
+        let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
+        let (_, got) = run(&mut rw, &refs, true);
+        let v: Value = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}: {got}"));
+        assert!(!v["p"].as_str().unwrap().contains("0199"), "{v}");
     }
 
     #[test]

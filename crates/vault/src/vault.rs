@@ -243,6 +243,11 @@ impl Vault {
         }
     }
 
+    /// How long a new scope's data key lives (the configuration this vault was made with).
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        self.inner.config.retention
+    }
+
     /// The id of the active KEK.
     pub fn active_kek_id(&self) -> String {
         read(&self.inner.keyring).active_id().to_owned()
