@@ -800,6 +800,7 @@ async fn prepare(
 
     let scanned = phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts)?;
     drop(texts);
+    phiops::check_keys_and_numbers(state.inner.detector.as_ref(), &state.inner.texts, &body)?;
     audit.categories = scanned.counts.clone();
     let act = |c: Category| act_of(decision.handling[c.index()]);
     let blocked = phiops::blocked(&scanned, &act);

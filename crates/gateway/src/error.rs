@@ -208,9 +208,7 @@ impl ApiError {
             ApiError::ConversationExpired => "This conversation's retention has ended and its \
                 values were shredded: start a new conversation (a new X-Phigate-Conversation)."
                 .into(),
-            ApiError::Unscannable(what) => {
-                format!("phigate cannot scan {what} for PHI, so it refuses the request.")
-            }
+            ApiError::Unscannable(what) => format!("{what}; phigate refuses the request."),
             ApiError::ScannerUnavailable => "The PHI scanner is unavailable.".into(),
             ApiError::VaultUnavailable => "The token vault is unavailable.".into(),
             ApiError::StoreUnavailable => "The store or the audit ledger is unavailable.".into(),

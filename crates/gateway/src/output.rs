@@ -90,138 +90,10 @@ fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, Str
     )
 }
 
-/// One escape of a text, as [`Decoded`] read it: where it starts in the decoded text and in
-/// the text as written, and its length in each.
-#[derive(Clone, Copy, Debug)]
-struct Esc {
-    plain: usize,
-    raw: usize,
-    plain_len: usize,
-    raw_len: usize,
-}
-
-/// A text read as a client that decodes it as a JSON string would read it: its escapes
-/// (`\uXXXX`, surrogate pairs, `\"`, `\\`, `\/`, `\n`, `\t`, ...) written as the characters
-/// they stand for. A model may write `617\u002d555\u002d0199`, `03\/14\/1962`,
-/// `617\t555\t0199` or `Jos\u00e9` (Python's `json.dumps` escapes every accented letter) in
-/// tool-call arguments, in a JSON answer, or in any text its client then decodes. The scan
-/// reads the decoded text, and what it finds is redacted in the text as written, over whole
-/// escapes. A lone surrogate, or a backslash before anything else, is read as it is.
-#[derive(Debug)]
-struct Decoded {
-    plain: String,
-    /// The escapes, in order.
-    escapes: Vec<Esc>,
-}
-
-impl Decoded {
-    /// `None` when `text` has no backslash (it reads as it is).
-    fn of(text: &str) -> Option<Decoded> {
-        if !text.contains('\\') {
-            return None;
-        }
-        let b = text.as_bytes();
-        let unit = |at: usize| -> Option<u32> {
-            let h = text.get(at + 2..at + 6)?;
-            (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
-                .then(|| u32::from_str_radix(h, 16).ok())
-                .flatten()
-        };
-        let mut plain = String::with_capacity(text.len());
-        let mut escapes = Vec::new();
-        let mut i = 0;
-        while let Some(off) = text[i..].find('\\') {
-            plain.push_str(&text[i..i + off]);
-            i += off;
-            let short = match b.get(i + 1) {
-                Some(b'"') => Some('"'),
-                Some(b'\\') => Some('\\'),
-                Some(b'/') => Some('/'),
-                Some(b'b') => Some('\u{8}'),
-                Some(b'f') => Some('\u{c}'),
-                Some(b'n') => Some('\n'),
-                Some(b'r') => Some('\r'),
-                Some(b't') => Some('\t'),
-                _ => None,
-            };
-            let (c, n) = match (short, unit(i)) {
-                (Some(c), _) => (Some(c), 2),
-                (None, Some(u)) => match (u, b.get(i + 6), unit(i + 6)) {
-                    (0xD800..=0xDBFF, Some(b'\\'), Some(lo @ 0xDC00..=0xDFFF)) => {
-                        (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
-                    }
-                    _ => (char::from_u32(u), 6),
-                },
-                (None, None) => (None, 1),
-            };
-            match c {
-                Some(c) => {
-                    escapes.push(Esc {
-                        plain: plain.len(),
-                        raw: i,
-                        plain_len: c.len_utf8(),
-                        raw_len: n,
-                    });
-                    plain.push(c);
-                }
-                // A lone surrogate or a backslash before anything else: as it is.
-                None => plain.push_str(&text[i..i + n]),
-            }
-            i += n;
-        }
-        plain.push_str(&text[i..]);
-        Some(Decoded { plain, escapes })
-    }
-
-    /// The offset in the text as written of `p`, a character boundary of the decoded text.
-    fn raw_of(&self, p: usize) -> usize {
-        let k = self.escapes.partition_point(|e| e.plain <= p);
-        let Some(e) = k.checked_sub(1).map(|k| self.escapes[k]) else { return p };
-        if p < e.plain + e.plain_len {
-            e.raw
-        } else {
-            e.raw + e.raw_len + (p - e.plain - e.plain_len)
-        }
-    }
-
-    /// `c`, an offset in the text as written, moved back to the start of the escape it falls
-    /// inside, if any: a cut there never splits an escape.
-    fn snap(&self, c: usize) -> usize {
-        let k = self.escapes.partition_point(|e| e.raw <= c);
-        match k.checked_sub(1).map(|k| self.escapes[k]) {
-            Some(e) if c < e.raw + e.raw_len => e.raw,
-            _ => c,
-        }
-    }
-}
-
-/// New PHI in `text` ([`phiops::new_phi`]), read through its escapes ([`Decoded`]): the
-/// findings' offsets are `text`'s own.
+/// New PHI in `text` ([`phiops::new_phi`], which reads it through its escapes, see
+/// [`phiops::Decoded`]): the findings' offsets are `text`'s own.
 fn find_new_phi(rules: &OutputRules, text: &str) -> Result<Vec<phi::Finding>, ApiError> {
-    find_in(rules, text, Decoded::of(text).as_ref())
-}
-
-/// [`find_new_phi`] with `text` already decoded.
-fn find_in(
-    rules: &OutputRules,
-    text: &str,
-    dec: Option<&Decoded>,
-) -> Result<Vec<phi::Finding>, ApiError> {
-    let Some(d) = dec else {
-        return phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values);
-    };
-    let found = phiops::new_phi(rules.scanner.as_ref(), &d.plain, &rules.request_values)?;
-    found
-        .into_iter()
-        .map(|f| {
-            let (start, end) = (d.raw_of(f.start), d.raw_of(f.end));
-            if start < end && text.is_char_boundary(start) && text.is_char_boundary(end) {
-                Ok(phi::Finding { start, end, ..f })
-            } else {
-                Err(ApiError::ScannerUnavailable)
-            }
-        })
-        .collect()
+    phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values)
 }
 
 fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
@@ -612,8 +484,8 @@ impl StreamRewriter {
             let mut joined = String::with_capacity(ctx_len + st.pending.len());
             joined.push_str(&st.context);
             joined.push_str(&st.pending);
-            let dec = Decoded::of(&joined);
-            let found = find_in(&self.rules, &joined, dec.as_ref())?;
+            let dec = phiops::Decoded::of(&joined);
+            let found = find_new_phi(&self.rules, &joined)?;
             // The window counts bytes as written: a text with escapes holds back six times as
             // many (an escape is at most six bytes a byte it stands for), so that as much of
             // what the client will decode is held.
@@ -1354,7 +1226,7 @@ mod tests {
             (r"end \", r"end \"),
         ];
         for (raw, want) in cases {
-            let d = Decoded::of(raw).expect("a backslash");
+            let d = phiops::Decoded::of(raw).expect("a backslash");
             assert_eq!(d.plain, want, "{raw}");
             assert_eq!(d.raw_of(d.plain.len()), raw.len(), "{raw}");
             let bounds: Vec<usize> = (0..=d.plain.len())
@@ -1364,8 +1236,8 @@ mod tests {
             assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{raw}: {bounds:?}");
             assert!(bounds.iter().all(|b| raw.is_char_boundary(*b)), "{raw}");
         }
-        assert!(Decoded::of("no escapes here").is_none());
-        let d = Decoded::of(r"617\u002d555").unwrap();
+        assert!(phiops::Decoded::of("no escapes here").is_none());
+        let d = phiops::Decoded::of(r"617\u002d555").unwrap();
         assert_eq!((d.snap(3), d.snap(5), d.snap(8), d.snap(9), d.snap(10)), (3, 3, 3, 9, 10));
         // What is found in the decoded text is redacted in the text as written.
         let r = rules(&[]);

@@ -27,25 +27,152 @@ pub enum Act {
     Block,
 }
 
-/// Scans one text; a panic inside the scanner becomes `scanner_unavailable`.
+/// One escape of a text, as [`Decoded`] read it: where it starts in the decoded text and in
+/// the text as written, and its length in each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Esc {
+    plain: usize,
+    raw: usize,
+    plain_len: usize,
+    raw_len: usize,
+}
+
+/// A text read as a client that decodes it as a JSON string would read it: its escapes
+/// (`\uXXXX`, surrogate pairs, `\"`, `\\`, `\/`, `\n`, `\t`, ...) written as the characters
+/// they stand for. A model may write `617\u002d555\u002d0199`, `03\/14\/1962`,
+/// `617\t555\t0199` or `Jos\u00e9` (Python's `json.dumps` escapes every accented letter) in
+/// tool-call arguments, in a JSON answer, or in any text its client then decodes. The scan
+/// reads the decoded text, and what it finds is redacted in the text as written, over whole
+/// escapes. A lone surrogate, or a backslash before anything else, is read as it is.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// The decoded text.
+    pub(crate) plain: String,
+    /// The escapes, in order.
+    escapes: Vec<Esc>,
+}
+
+impl Decoded {
+    /// `None` when `text` has no backslash (it reads as it is).
+    pub(crate) fn of(text: &str) -> Option<Decoded> {
+        if !text.contains('\\') {
+            return None;
+        }
+        let b = text.as_bytes();
+        let unit = |at: usize| -> Option<u32> {
+            let h = text.get(at + 2..at + 6)?;
+            (b.get(at + 1) == Some(&b'u') && h.bytes().all(|c| c.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(h, 16).ok())
+                .flatten()
+        };
+        let mut plain = String::with_capacity(text.len());
+        let mut escapes = Vec::new();
+        let mut i = 0;
+        while let Some(off) = text[i..].find('\\') {
+            plain.push_str(&text[i..i + off]);
+            i += off;
+            let short = match b.get(i + 1) {
+                Some(b'"') => Some('"'),
+                Some(b'\\') => Some('\\'),
+                Some(b'/') => Some('/'),
+                Some(b'b') => Some('\u{8}'),
+                Some(b'f') => Some('\u{c}'),
+                Some(b'n') => Some('\n'),
+                Some(b'r') => Some('\r'),
+                Some(b't') => Some('\t'),
+                _ => None,
+            };
+            let (c, n) = match (short, unit(i)) {
+                (Some(c), _) => (Some(c), 2),
+                (None, Some(u)) => match (u, b.get(i + 6), unit(i + 6)) {
+                    (0xD800..=0xDBFF, Some(b'\\'), Some(lo @ 0xDC00..=0xDFFF)) => {
+                        (char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)), 12)
+                    }
+                    _ => (char::from_u32(u), 6),
+                },
+                (None, None) => (None, 1),
+            };
+            match c {
+                Some(c) => {
+                    escapes.push(Esc {
+                        plain: plain.len(),
+                        raw: i,
+                        plain_len: c.len_utf8(),
+                        raw_len: n,
+                    });
+                    plain.push(c);
+                }
+                // A lone surrogate or a backslash before anything else: as it is.
+                None => plain.push_str(&text[i..i + n]),
+            }
+            i += n;
+        }
+        plain.push_str(&text[i..]);
+        Some(Decoded { plain, escapes })
+    }
+
+    /// The offset in the text as written of `p`, a character boundary of the decoded text.
+    pub(crate) fn raw_of(&self, p: usize) -> usize {
+        let k = self.escapes.partition_point(|e| e.plain <= p);
+        let Some(e) = k.checked_sub(1).map(|k| self.escapes[k]) else { return p };
+        if p < e.plain + e.plain_len {
+            e.raw
+        } else {
+            e.raw + e.raw_len + (p - e.plain - e.plain_len)
+        }
+    }
+
+    /// `c`, an offset in the text as written, moved back to the start of the escape it falls
+    /// inside, if any: a cut there never splits an escape.
+    pub(crate) fn snap(&self, c: usize) -> usize {
+        let k = self.escapes.partition_point(|e| e.raw <= c);
+        match k.checked_sub(1).map(|k| self.escapes[k]) {
+            Some(e) if c < e.raw + e.raw_len => e.raw,
+            _ => c,
+        }
+    }
+}
+
+/// Scans one text, read through its escapes ([`Decoded`]: what a model or a client decoding
+/// JSON reads), with the findings' offsets in `text` as written, over whole escapes; a panic
+/// inside the scanner becomes `scanner_unavailable`.
 pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
+    let dec = Decoded::of(text);
+    let read = dec.as_ref().map_or(text, |d| d.plain.as_str());
     let started = std::time::Instant::now();
-    let out = catch_unwind(AssertUnwindSafe(|| scanner.detect(text))).map_err(|_| {
+    let out = catch_unwind(AssertUnwindSafe(|| scanner.detect(read))).map_err(|_| {
         tracing::error!("the PHI scanner panicked; refusing the request");
         ApiError::ScannerUnavailable
     });
     crate::telemetry::stage("scan", started);
-    let found = out?;
+    let mut found = out?;
     // The rewrite slices the text at these offsets: a detector (a plug-in) whose findings are
     // out of order, overlap or cut a character would make it panic, the text in the message.
-    if !well_formed(text, &found) {
+    if !well_formed(read, &found) {
         tracing::error!("the PHI scanner returned findings that do not fit the text; refusing");
         return Err(ApiError::ScannerUnavailable);
     }
+    if let Some(d) = &dec {
+        for f in &mut found {
+            (f.start, f.end) = (d.raw_of(f.start), d.raw_of(f.end));
+        }
+        if !well_formed(text, &found) {
+            return Err(ApiError::ScannerUnavailable);
+        }
+    }
     Ok(found)
+}
+
+/// A finding's value as it reads (its escapes decoded, see [`Decoded`]): what the vault keeps
+/// and what an answer is compared with.
+pub(crate) fn plain_value(raw: &str) -> std::borrow::Cow<'_, str> {
+    match Decoded::of(raw) {
+        Some(d) => std::borrow::Cow::Owned(d.plain),
+        None => std::borrow::Cow::Borrowed(raw),
+    }
 }
 
 /// Findings sorted by start, not overlapping, non-empty, on character boundaries of `text`.
@@ -83,13 +210,15 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "detail",
 ];
 
-/// Whether `(k, v)` is protocol, not text: `model` (decided against the configuration before
-/// any scan), or a [`STRUCTURAL_KEYS`] key whose value is a lowercase word. The same keys
-/// elsewhere (`metadata.type`) with any other value are scanned; ids (`id`, `tool_call_id`)
-/// always are, consistently tokenized so that a call and its result still match.
-fn is_protocol(k: &str, v: &Value) -> bool {
+/// Whether `(k, v)` is protocol, not text: the top-level `model` (decided against the
+/// configuration before any scan, and replaced by the deployment's), or a [`STRUCTURAL_KEYS`]
+/// key whose value is a lowercase word. A `model` anywhere else (`metadata.model`) is text;
+/// the same keys elsewhere (`metadata.type`) with any other value are scanned; ids (`id`,
+/// `tool_call_id`) always are, consistently tokenized so that a call and its result still
+/// match.
+fn is_protocol(k: &str, v: &Value, root: bool) -> bool {
     let Some(s) = v.as_str() else { return false };
-    k == "model"
+    (root && k == "model")
         || (STRUCTURAL_KEYS.contains(&k)
             && s.len() <= 32
             && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'))
@@ -99,15 +228,19 @@ fn is_protocol(k: &str, v: &Value) -> bool {
 /// [`is_protocol`]), in a fixed order: system, user, assistant and tool messages, content
 /// parts (objects or bare strings), participant `name`s, tool-call arguments, tool descriptions
 /// and schemas, `user`, `metadata`, `prediction`, and whatever field a client or a newer API
-/// adds. Object keys are not texts.
+/// adds. Object keys and numbers are not texts: [`check_keys_and_numbers`] looks at them.
 pub(crate) fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
+    each_text_at(v, f, true);
+}
+
+fn each_text_at<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str), root: bool) {
     match v {
         Value::String(s) if !s.is_empty() => f(s),
-        Value::Array(items) => items.iter().for_each(|it| each_text(it, f)),
+        Value::Array(items) => items.iter().for_each(|it| each_text_at(it, f, false)),
         Value::Object(map) => {
             for (k, it) in map {
-                if !is_protocol(k, it) {
-                    each_text(it, f);
+                if !is_protocol(k, it, root) {
+                    each_text_at(it, f, false);
                 }
             }
         }
@@ -120,19 +253,101 @@ fn each_text_mut(
     v: &mut Value,
     f: &mut dyn FnMut(&mut String) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
+    each_text_mut_at(v, f, true)
+}
+
+fn each_text_mut_at(
+    v: &mut Value,
+    f: &mut dyn FnMut(&mut String) -> Result<(), ApiError>,
+    root: bool,
+) -> Result<(), ApiError> {
     match v {
         Value::String(s) if !s.is_empty() => f(s),
-        Value::Array(items) => items.iter_mut().try_for_each(|it| each_text_mut(it, f)),
+        Value::Array(items) => items.iter_mut().try_for_each(|it| each_text_mut_at(it, f, false)),
         Value::Object(map) => {
             for (k, it) in map.iter_mut() {
-                if !is_protocol(k, it) {
-                    each_text_mut(it, f)?;
+                if !is_protocol(k, it, root) {
+                    each_text_mut_at(it, f, false)?;
                 }
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// JSON Schema keywords whose numbers are bounds, not data.
+const SCHEMA_NUMBER_KEYS: &[&str] = &[
+    "maximum",
+    "minimum",
+    "exclusiveMaximum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "maxItems",
+    "minItems",
+    "maxProperties",
+    "minProperties",
+    "maxContains",
+    "minContains",
+    "multipleOf",
+];
+
+/// Refuses a request whose object keys or numbers hold PHI: neither can take a placeholder.
+/// A schema built from data puts names in `properties` keys, a tool may pin a patient with
+/// `"enum": [4471902]`, and `metadata` takes any key. Scanned: every key but a plain
+/// lowercase word (`messages`, `max_tokens`, `patient_name`: letters, `_` and `-`), and every
+/// number but the top-level parameters (`max_tokens`, `seed`, `temperature`, ...), `logit_bias`
+/// and schema bounds ([`SCHEMA_NUMBER_KEYS`]).
+pub fn check_keys_and_numbers(
+    scanner: &dyn Detector,
+    cache: &crate::textcache::TextCache,
+    body: &Value,
+) -> Result<(), ApiError> {
+    fn plain_word(k: &str) -> bool {
+        k.len() <= 64 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
+    }
+    fn walk(
+        v: &Value,
+        parent: Option<&str>,
+        depth: usize,
+        check: &mut dyn FnMut(&str) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        match v {
+            Value::Number(n) => {
+                let bound = parent.is_some_and(|k| SCHEMA_NUMBER_KEYS.contains(&k));
+                if depth > 1 && !bound {
+                    check(&n.to_string())?;
+                }
+                Ok(())
+            }
+            Value::Array(items) => {
+                items.iter().try_for_each(|it| walk(it, parent, depth + 1, check))
+            }
+            Value::Object(map) => {
+                for (k, it) in map {
+                    if depth == 0 && k == "logit_bias" {
+                        continue;
+                    }
+                    if !plain_word(k) {
+                        check(k)?;
+                    }
+                    walk(it, Some(k), depth + 1, check)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(body, None, 0, &mut |text| {
+        if cache.findings(scanner, text, cache.digest(text))?.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Unscannable(
+                "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
+            ))
+        }
+    })
 }
 
 /// Every text of `body`, in [`each_text`]'s order; refused past [`MAX_TEXTS`].
@@ -174,7 +389,7 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
                                 .any(|k| o.contains_key(*k));
                             if media || typed.is_some_and(|t| !TEXT_PART_TYPES.contains(&t)) {
                                 return Err(ApiError::Unscannable(
-                                    "image, audio or file content parts",
+                                    "image, audio or file content parts cannot be scanned for PHI",
                                 ));
                             }
                             if let Some(t) = o.get("text") {
@@ -201,7 +416,9 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
     if body.get("logprobs").is_some_and(|v| v.as_bool() == Some(true))
         || body.get("top_logprobs").is_some_and(|v| v.as_u64().is_some_and(|n| n > 0))
     {
-        return Err(ApiError::Unscannable("log-probabilities of the answer"));
+        return Err(ApiError::Unscannable(
+            "log-probabilities of the answer cannot be scanned for PHI",
+        ));
     }
     let audio_out = body.get("audio").is_some_and(|v| !v.is_null())
         || body
@@ -209,7 +426,7 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
             .and_then(Value::as_array)
             .is_some_and(|m| m.iter().any(|x| x.as_str() == Some("audio")));
     if audio_out {
-        return Err(ApiError::Unscannable("an audio answer"));
+        return Err(ApiError::Unscannable("an audio answer cannot be scanned for PHI"));
     }
     Ok(())
 }
@@ -343,7 +560,8 @@ pub async fn apply(
     // The distinct (category, value) pairs to tokenize, and for each finding to tokenize (in
     // order) the index of its pair: the rewrite below takes tokens by index, not by value.
     let mut to_tokenize: Vec<(Category, String)> = Vec::new();
-    let mut pair_of: HashMap<(Category, &str), usize> = HashMap::with_capacity(found);
+    let mut pair_of: HashMap<(Category, std::borrow::Cow<'_, str>), usize> =
+        HashMap::with_capacity(found);
     let mut pair_at: Vec<usize> = Vec::with_capacity(found);
     let mut strictest = None;
     let mut phi_present = false;
@@ -357,7 +575,8 @@ pub async fn apply(
             return Err(ApiError::ScannerUnavailable);
         }
         for f in findings {
-            let v = &text[f.start..f.end];
+            // As it reads: `03\/14\/1962` is the date 03/14/1962, one token with it.
+            let v = plain_value(&text[f.start..f.end]);
             let a = act(f.category);
             strictest = strictest.max(Some(a));
             match a {
@@ -365,7 +584,7 @@ pub async fn apply(
                     phi_present = true;
                     present.push(f.category);
                     let next = to_tokenize.len();
-                    let i = *pair_of.entry((f.category, v)).or_insert(next);
+                    let i = *pair_of.entry((f.category, v.clone())).or_insert(next);
                     if i == next {
                         to_tokenize.push((f.category, v.to_string()));
                     }
@@ -377,7 +596,7 @@ pub async fn apply(
                 }
                 Act::Redact | Act::Block => {}
             }
-            if !request_values.contains(v) {
+            if !request_values.contains(v.as_ref()) {
                 request_values.insert(v.to_string());
             }
         }
@@ -477,7 +696,9 @@ pub fn new_phi(
         .filter(|f| {
             let v = &text[f.start..f.end];
             let placeholder = v.starts_with('[') && v.ends_with(']');
-            !(request_values.contains(v) || placeholder)
+            !(request_values.contains(v)
+                || placeholder
+                || (v.contains('\\') && request_values.contains(plain_value(v).as_ref())))
         })
         .collect())
 }

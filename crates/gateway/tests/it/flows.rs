@@ -25,6 +25,54 @@ async fn the_scanner_finds_every_canary() {
     }
 }
 
+/// Texts are read as the model reads them: a tool result serialized with JSON escapes
+/// (PHP's `\/`, Python's `\uXXXX`) hides nothing.
+#[tokio::test]
+async fn escaped_values_in_a_request_are_found() {
+    let s = stack().await;
+    let tool_result =
+        r#"{"seen_by": "Dr. Alan\u0020Smith", "on": "03\/14\/2021", "mrn": "44719\u0030\u0032"}"#;
+    let body = json!({"model": "clinical-chat", "messages": [
+        {"role": "user", "content": "Look up the visit."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "visit", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": tool_result}]});
+    let a = s.chat(&s.clinician, body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let all = s.upstream.all_bodies();
+    for leak in [r"03\\/14\\/2021", r"Alan\\u0020Smith", r"44719\\u0030\\u0032", "Smith"] {
+        assert!(!all.contains(leak), "{leak} reached the upstream: {all}");
+    }
+}
+
+/// PHI in an object key or a JSON number cannot take a placeholder: refused before anything
+/// leaves. Schema bounds and top-level parameters are not data.
+#[tokio::test]
+async fn phi_in_keys_or_numbers_is_refused() {
+    let s = stack().await;
+    let tool = |schema: serde_json::Value| {
+        json!({"model": "clinical-chat", "max_tokens": 4471902, "seed": 4471902,
+            "messages": [{"role": "user", "content": "Summarize."}],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": schema}}]})
+    };
+    for schema in [
+        json!({"type": "object", "properties": {"mrn": {"type": "integer", "enum": [4471902]}}}),
+        json!({"type": "object", "properties": {"Alan Smith": {"type": "number"}}}),
+    ] {
+        let a = s.chat(&s.clinician, tool(schema.clone())).await;
+        assert_eq!(a.code(), "unscannable_content", "{schema}: {}", a.body);
+    }
+    let meta = json!({"model": "clinical-chat", "messages": [{"role": "user", "content": "Hi."}],
+        "metadata": {"Seen by Dr. Alan Smith": "yes"}});
+    assert_eq!(s.chat(&s.clinician, meta).await.code(), "unscannable_content");
+    assert_eq!(s.upstream.count(), 0);
+    // Bounds, parameters and plain keys pass.
+    let ok = tool(json!({"type": "object", "properties": {"mrn": {"type": "integer",
+        "minimum": 1000000, "maximum": 99999999}}, "additionalProperties": false}));
+    let a = s.chat(&s.clinician, ok).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 #[tokio::test]
 async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
     let s = stack().await;
@@ -132,7 +180,7 @@ async fn every_text_field_of_a_request_is_scanned() {
     "prediction": {"type": "content", "content": NOTE},
     "tools": [{"type": "function", "function": {"name": "lookup", "description": NOTE,
         "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": NOTE}}}}}],
-    "x_vendor_field": {"deep": [NOTE]}});
+    "x_vendor_field": {"deep": [NOTE], "model": NOTE}});
     let a = s.chat(&s.clinician, body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_no_canary(&s.upstream);
