@@ -800,16 +800,38 @@ async fn prepare(
 
     let scanned = phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts)?;
     drop(texts);
-    phiops::check_keys_and_numbers(state.inner.detector.as_ref(), &state.inner.texts, &body)?;
     audit.categories = scanned.counts.clone();
     let act = |c: Category| act_of(decision.handling[c.index()]);
-    let blocked = phiops::blocked(&scanned, &act);
+    // Object keys and numbers: found PHI there can only be refused, or sent as it is where its
+    // handling allows (private_only).
+    let in_structure = phiops::phi_in_keys_and_numbers(state.inner.detector.as_ref(), &body)?;
+    for c in &in_structure {
+        *audit.categories.entry(*c).or_insert(0) += 1;
+    }
+    let mut blocked = phiops::blocked(&scanned, &act);
+    blocked.extend(in_structure.iter().copied().filter(|c| act(*c) == Act::Block));
+    blocked.sort();
+    blocked.dedup();
     if !blocked.is_empty() {
         return Err(ApiError::PhiBlocked { categories: blocked, in_answer: false });
+    }
+    if in_structure.iter().any(|c| act(*c) != Act::PrivateOnly) {
+        return Err(ApiError::Unscannable(
+            "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
+        ));
     }
     let scopes = scope_of(state, &who, headers, &first_user_text(&body));
     let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
     let scope = Some(applied.scope.clone());
+    // Sent as they are (private_only): the request goes to private deployments only.
+    let mut applied = applied;
+    if !in_structure.is_empty() {
+        applied.phi_present = true;
+        applied.present.extend(in_structure);
+        applied.present.sort();
+        applied.present.dedup();
+        applied.strictest = applied.strictest.max(Some(Act::PrivateOnly));
+    }
     let deps = pol.eligible_for(&decision, &applied.present, time::OffsetDateTime::now_utc());
     if deps.is_empty() {
         return Err(ApiError::NoEligibleProvider);

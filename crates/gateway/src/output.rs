@@ -486,16 +486,23 @@ impl StreamRewriter {
             joined.push_str(&st.pending);
             let dec = phiops::Decoded::of(&joined);
             let found = find_new_phi(&self.rules, &joined)?;
-            // The window counts bytes as written: a text with escapes holds back six times as
-            // many (an escape is at most six bytes a byte it stands for), so that as much of
-            // what the client will decode is held.
-            let window = if dec.is_some() { window * 6 } else { window };
-            // Where to cut: keep `window` bytes back, just after a whitespace, never inside a
-            // finding, never inside an escape.
+            // Where to cut: keep `window` bytes of what the text reads back (more as written
+            // when it has escapes), just after a whitespace, never inside a finding, never
+            // inside an escape.
+            let back = match &dec {
+                Some(d) => {
+                    let mut p = d.plain.len().saturating_sub(window);
+                    while !d.plain.is_char_boundary(p) {
+                        p -= 1;
+                    }
+                    d.raw_of(p)
+                }
+                None => joined.len().saturating_sub(window),
+            };
             let cut = if last {
                 joined.len()
             } else {
-                let mut c = joined.len().saturating_sub(window).max(ctx_len);
+                let mut c = back.max(ctx_len);
                 while c > ctx_len && !joined.is_char_boundary(c) {
                     c -= 1;
                 }
@@ -544,7 +551,10 @@ impl StreamRewriter {
                     phiops::redact(raw, &shifted)
                 };
                 // New context: the tail of what was scanned up to the cut.
-                let mut ctx_start = cut.saturating_sub(window);
+                // The context: as many bytes as written, six times as many with escapes (an
+                // escape is at most six bytes a byte it stands for).
+                let ctx_window = if dec.is_some() { window * 6 } else { window };
+                let mut ctx_start = cut.saturating_sub(ctx_window);
                 while !joined.is_char_boundary(ctx_start) {
                     ctx_start -= 1;
                 }

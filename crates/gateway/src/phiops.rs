@@ -159,11 +159,36 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
         for f in &mut found {
             (f.start, f.end) = (d.raw_of(f.start), d.raw_of(f.end));
         }
+        // The text as written too (what a reader that does not decode sees), and the union.
+        let raw = catch_unwind(AssertUnwindSafe(|| scanner.detect(text)))
+            .map_err(|_| ApiError::ScannerUnavailable)?;
+        if !well_formed(text, &raw) {
+            return Err(ApiError::ScannerUnavailable);
+        }
+        found = union(found, raw);
         if !well_formed(text, &found) {
             return Err(ApiError::ScannerUnavailable);
         }
     }
     Ok(found)
+}
+
+/// The findings of two scans of one text as one list: sorted, overlapping ones merged into
+/// one over both (with the first's category).
+fn union(mut a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+    if b.is_empty() {
+        return a;
+    }
+    a.extend(b);
+    a.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut out: Vec<Finding> = Vec::with_capacity(a.len());
+    for f in a {
+        match out.last_mut() {
+            Some(last) if f.start < last.end => last.end = last.end.max(f.end),
+            _ => out.push(f),
+        }
+    }
+    out
 }
 
 /// A finding's value as it reads (its escapes decoded, see [`Decoded`]): what the vault keeps
@@ -276,7 +301,7 @@ fn each_text_mut_at(
     }
 }
 
-/// JSON Schema keywords whose numbers are bounds, not data.
+/// JSON Schema keywords whose numbers are bounds, not data (inside a schema only).
 const SCHEMA_NUMBER_KEYS: &[&str] = &[
     "maximum",
     "minimum",
@@ -293,61 +318,124 @@ const SCHEMA_NUMBER_KEYS: &[&str] = &[
     "multipleOf",
 ];
 
-/// Refuses a request whose object keys or numbers hold PHI: neither can take a placeholder.
-/// A schema built from data puts names in `properties` keys, a tool may pin a patient with
-/// `"enum": [4471902]`, and `metadata` takes any key. Scanned: every key but a plain
-/// lowercase word (`messages`, `max_tokens`, `patient_name`: letters, `_` and `-`), and every
-/// number but the top-level parameters (`max_tokens`, `seed`, `temperature`, ...), `logit_bias`
-/// and schema bounds ([`SCHEMA_NUMBER_KEYS`]).
-pub fn check_keys_and_numbers(
-    scanner: &dyn Detector,
-    cache: &crate::textcache::TextCache,
-    body: &Value,
-) -> Result<(), ApiError> {
+/// Keys under which a JSON Schema sits (a tool's `parameters`, `response_format`'s
+/// `json_schema.schema`, and what nests in one).
+const SCHEMA_KEYS: &[&str] = &[
+    "parameters",
+    "schema",
+    "properties",
+    "items",
+    "$defs",
+    "definitions",
+    "additionalProperties",
+];
+
+/// Top-level request parameters whose numbers are settings, not data.
+const NUMERIC_PARAMETERS: &[&str] = &[
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "seed",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "top_logprobs",
+    "dimensions",
+    "best_of",
+    "length_penalty",
+    "min_tokens",
+];
+
+/// The object keys and numbers of a request that could hold PHI, distinct, to be scanned by
+/// [`phi_in_keys_and_numbers`]: every key but a plain lowercase word (letters, `_`, `-`:
+/// `messages`, `patient_name`), and every number of 7 digits or more (a shorter one reads as
+/// no identifier) but the top-level settings ([`NUMERIC_PARAMETERS`]), `logit_bias`'s values
+/// and a schema's bounds ([`SCHEMA_NUMBER_KEYS`] inside a schema). `logit_bias` keys must be
+/// token ids.
+fn keys_and_numbers(body: &Value) -> Result<Vec<String>, ApiError> {
     fn plain_word(k: &str) -> bool {
         k.len() <= 64 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
     }
-    fn walk(
-        v: &Value,
-        parent: Option<&str>,
-        depth: usize,
-        check: &mut dyn FnMut(&str) -> Result<(), ApiError>,
-    ) -> Result<(), ApiError> {
-        match v {
-            Value::Number(n) => {
-                let bound = parent.is_some_and(|k| SCHEMA_NUMBER_KEYS.contains(&k));
-                if depth > 1 && !bound {
-                    check(&n.to_string())?;
-                }
-                Ok(())
+    fn token_id(k: &str) -> bool {
+        !k.is_empty() && k.len() <= 7 && k.bytes().all(|b| b.is_ascii_digit())
+    }
+    struct Walk {
+        out: std::collections::BTreeSet<String>,
+    }
+    impl Walk {
+        fn add(&mut self, s: String) -> Result<(), ApiError> {
+            self.out.insert(s);
+            if self.out.len() > MAX_TEXTS {
+                return Err(ApiError::RequestTooLarge);
             }
-            Value::Array(items) => {
-                items.iter().try_for_each(|it| walk(it, parent, depth + 1, check))
-            }
-            Value::Object(map) => {
-                for (k, it) in map {
-                    if depth == 0 && k == "logit_bias" {
-                        continue;
+            Ok(())
+        }
+        fn walk(
+            &mut self,
+            v: &Value,
+            parent: Option<&str>,
+            root: bool,
+            schema: bool,
+        ) -> Result<(), ApiError> {
+            match v {
+                Value::Number(n) => {
+                    let text = n.to_string();
+                    let bound = schema && parent.is_some_and(|k| SCHEMA_NUMBER_KEYS.contains(&k));
+                    if !bound && text.bytes().filter(u8::is_ascii_digit).count() >= 7 {
+                        self.add(text)?;
                     }
-                    if !plain_word(k) {
-                        check(k)?;
-                    }
-                    walk(it, Some(k), depth + 1, check)?;
+                    Ok(())
                 }
-                Ok(())
+                Value::Array(items) => {
+                    items.iter().try_for_each(|it| self.walk(it, parent, false, schema))
+                }
+                Value::Object(map) => {
+                    for (k, it) in map {
+                        if root && NUMERIC_PARAMETERS.contains(&k.as_str()) && it.is_number() {
+                            continue;
+                        }
+                        if root && k == "logit_bias" {
+                            // Token ids to biases: a key that is not an id is scanned.
+                            for (id, _) in it.as_object().into_iter().flatten() {
+                                if !token_id(id) {
+                                    self.add(id.clone())?;
+                                }
+                            }
+                            continue;
+                        }
+                        if !plain_word(k) {
+                            self.add(k.clone())?;
+                        }
+                        let schema = schema || SCHEMA_KEYS.contains(&k.as_str());
+                        self.walk(it, Some(k), false, schema)?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
             }
-            _ => Ok(()),
         }
     }
-    walk(body, None, 0, &mut |text| {
-        if cache.findings(scanner, text, cache.digest(text))?.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Unscannable(
-                "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
-            ))
-        }
-    })
+    let mut w = Walk { out: std::collections::BTreeSet::new() };
+    w.walk(body, None, true, false)?;
+    Ok(w.out.into_iter().collect())
+}
+
+/// The PHI categories found in a request's object keys and numbers ([`keys_and_numbers`]),
+/// one per finding. Neither can take a placeholder: the caller refuses the request unless
+/// each category's handling sends it as it is (`private_only`, which then routes privately).
+pub fn phi_in_keys_and_numbers(
+    scanner: &dyn Detector,
+    body: &Value,
+) -> Result<Vec<Category>, ApiError> {
+    let mut found = Vec::new();
+    for text in keys_and_numbers(body)? {
+        found.extend(scan(scanner, &text)?.into_iter().map(|f| f.category));
+    }
+    Ok(found)
 }
 
 /// Every text of `body`, in [`each_text`]'s order; refused past [`MAX_TEXTS`].
@@ -729,6 +817,47 @@ pub fn tokens_in<'a>(text: &str, tokens: impl Iterator<Item = &'a String>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_numbers_that_could_hold_phi() {
+        let body = serde_json::json!({"model": "m", "max_tokens": 4471902, "seed": 12345678,
+            "mrn": 4471902, "logit_bias": {"50256": -100, "Alan Smith": 5},
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                "properties": {"id": {"type": "integer", "minimum": 1000000, "maximum": 99999999,
+                    "enum": [5550199, 42]}, "Jane Doe": {"type": "string"}},
+                "additionalProperties": false}}}],
+            "metadata": {"maximum": 7654321, "x": [1, 2.5, 3]}});
+        let got = keys_and_numbers(&body).unwrap();
+        // Top-level mrn, the enum's long value, a bound outside a schema, the bias key that is
+        // not a token id, the capitalised keys; not the settings, the schema's bounds, short
+        // numbers nor plain keys.
+        for want in
+            ["4471902", "5550199", "7654321", "Alan Smith", "Jane Doe", "additionalProperties"]
+        {
+            assert!(got.iter().any(|g| g == want), "{want} not in {got:?}");
+        }
+        for not in ["12345678", "1000000", "99999999", "42", "50256", "messages", "properties"] {
+            assert!(!got.iter().any(|g| g == not), "{not} in {got:?}");
+        }
+        assert_eq!(got.iter().filter(|g| *g == "4471902").count(), 1, "distinct");
+        // Past the cap, refused rather than scanned one by one.
+        let many: Vec<u64> = (0..=MAX_TEXTS as u64).map(|i| 10_000_000 + i).collect();
+        let big = serde_json::json!({"messages": [], "x": many});
+        assert!(matches!(keys_and_numbers(&big), Err(ApiError::RequestTooLarge)));
+    }
+
+    #[test]
+    fn an_escaped_text_is_scanned_as_it_reads_and_as_written() {
+        let scanner = phi::Scanner::new().unwrap();
+        // Decoded: the date behind `\/`. As written: a phone number the decoding would join
+        // to the letter after it.
+        let text = r"seen 03\/14\/2021; call 617-555-0199\u0041 today";
+        let found = scan(&scanner, text).unwrap();
+        let values: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
+        assert!(values.iter().any(|v| v.contains(r"03\/14\/2021")), "{values:?}");
+        assert!(values.iter().any(|v| v.contains("617-555-0199")), "{values:?}");
+    }
 
     #[test]
     fn texts_are_counted_not_copied_and_capped() {

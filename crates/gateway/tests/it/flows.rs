@@ -492,6 +492,32 @@ async fn a_private_only_header_keeps_tokens_and_keeps_phi_private() {
     assert_eq!(c.status, 200, "{}", c.body);
 }
 
+/// A key holding a category whose handling is `private_only` is sent as it is, and only to
+/// private deployments; one whose category is blocked is `phi_blocked`.
+#[tokio::test]
+async fn phi_in_a_key_follows_private_only_and_block() {
+    let s = stack_with(
+        None,
+        "  - name: private-names\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat, azure-chat]\n    phi:\n      default: tokenize\n      categories: { NAME: private_only }\n",
+        "",
+    )
+    .await;
+    let key = s.key("user:res-k", "researcher", "private-names").await;
+    let body = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "Hi."}],
+            "metadata": {"Seen by Dr. Alan Smith": "yes"}})
+    };
+    let a = s.chat(&key, body("clinical-chat")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(s.upstream.all_bodies().contains(CANARY_NAME));
+    let b = s.chat(&key, body("azure-chat")).await;
+    assert_eq!(b.code(), "no_eligible_provider", "{}", b.body);
+    // The organization blocks SSN: in a number it is phi_blocked, not sent.
+    let ssn = json!({"model": "clinical-chat", "messages": [{"role": "user", "content": "Hi."}],
+        "metadata": {"SSN 219-09-9999": "x"}});
+    assert_eq!(s.chat(&key, ssn).await.code(), "phi_blocked");
+}
+
 #[tokio::test]
 async fn identities_the_slug_rules_refuse_are_recorded_apart_not_as_nobody() {
     // A numeric staff id (a run of 7 digits is refused in the ledger, as an MRN would be) and
