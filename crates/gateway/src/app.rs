@@ -805,17 +805,17 @@ async fn prepare(
     // Object keys and numbers: found PHI there can only be refused, or sent as it is where its
     // handling allows (private_only).
     let in_structure = phiops::phi_in_keys_and_numbers(state.inner.detector.as_ref(), &body)?;
-    for c in &in_structure {
+    for (c, _) in &in_structure {
         *audit.categories.entry(*c).or_insert(0) += 1;
     }
     let mut blocked = phiops::blocked(&scanned, &act);
-    blocked.extend(in_structure.iter().copied().filter(|c| act(*c) == Act::Block));
+    blocked.extend(in_structure.iter().map(|(c, _)| *c).filter(|c| act(*c) == Act::Block));
     blocked.sort();
     blocked.dedup();
     if !blocked.is_empty() {
         return Err(ApiError::PhiBlocked { categories: blocked, in_answer: false });
     }
-    if in_structure.iter().any(|c| act(*c) != Act::PrivateOnly) {
+    if in_structure.iter().any(|(c, _)| act(*c) != Act::PrivateOnly) {
         return Err(ApiError::Unscannable(
             "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
         ));
@@ -827,7 +827,10 @@ async fn prepare(
     let mut applied = applied;
     if !in_structure.is_empty() {
         applied.phi_present = true;
-        applied.present.extend(in_structure);
+        for (c, v) in in_structure {
+            applied.present.push(c);
+            applied.request_values.insert(v);
+        }
         applied.present.sort();
         applied.present.dedup();
         applied.strictest = applied.strictest.max(Some(Act::PrivateOnly));

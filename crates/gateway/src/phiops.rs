@@ -122,6 +122,17 @@ impl Decoded {
         }
     }
 
+    /// `text` (the text as written) with each escape's bytes turned into spaces: the same
+    /// offsets, nothing to read across an escape's edge.
+    pub(crate) fn masked(&self, text: &str) -> String {
+        let mut b = text.as_bytes().to_vec();
+        for e in &self.escapes {
+            b[e.raw..e.raw + e.raw_len].fill(b' ');
+        }
+        // Escapes are ASCII: the rest is `text`'s own UTF-8.
+        String::from_utf8(b).unwrap_or_else(|_| " ".repeat(text.len()))
+    }
+
     /// `c`, an offset in the text as written, moved back to the start of the escape it falls
     /// inside, if any: a cut there never splits an escape.
     pub(crate) fn snap(&self, c: usize) -> usize {
@@ -159,8 +170,11 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
         for f in &mut found {
             (f.start, f.end) = (d.raw_of(f.start), d.raw_of(f.end));
         }
-        // The text as written too (what a reader that does not decode sees), and the union.
-        let raw = catch_unwind(AssertUnwindSafe(|| scanner.detect(text)))
+        // The text as written too (what a reader that does not decode sees), its escapes
+        // blanked so that nothing is read into or out of one (`\t536-22-8741` is no `t536..`
+        // identifier), and the union.
+        let masked = d.masked(text);
+        let raw = catch_unwind(AssertUnwindSafe(|| scanner.detect(&masked)))
             .map_err(|_| ApiError::ScannerUnavailable)?;
         if !well_formed(text, &raw) {
             return Err(ApiError::ScannerUnavailable);
@@ -174,21 +188,35 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
 }
 
 /// The findings of two scans of one text as one list: sorted, overlapping ones merged into
-/// one over both (with the first's category).
+/// one over both, with the category of the more confident (on a tie, `a`'s: the decoded
+/// scan's).
 fn union(mut a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
     if b.is_empty() {
         return a;
     }
+    let from_a = a.len();
     a.extend(b);
-    a.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
-    let mut out: Vec<Finding> = Vec::with_capacity(a.len());
-    for f in a {
+    // Stable: on equal spans, `a`'s come first.
+    let mut order: Vec<usize> = (0..a.len()).collect();
+    order.sort_by_key(|&i| (a[i].start, std::cmp::Reverse(a[i].end)));
+    let mut out: Vec<(Finding, bool)> = Vec::with_capacity(a.len());
+    for i in order {
+        let f = a[i];
+        let first = i < from_a;
         match out.last_mut() {
-            Some(last) if f.start < last.end => last.end = last.end.max(f.end),
-            _ => out.push(f),
+            Some((last, last_first)) if f.start < last.end => {
+                let end = last.end.max(f.end);
+                if f.score > last.score || (f.score == last.score && first && !*last_first) {
+                    *last = Finding { start: last.start, end, ..f };
+                    *last_first = first;
+                } else {
+                    last.end = end;
+                }
+            }
+            _ => out.push((f, first)),
         }
     }
-    out
+    out.into_iter().map(|(f, _)| f).collect()
 }
 
 /// A finding's value as it reads (its escapes decoded, see [`Decoded`]): what the vault keeps
@@ -361,7 +389,7 @@ fn keys_and_numbers(body: &Value) -> Result<Vec<String>, ApiError> {
         k.len() <= 64 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
     }
     fn token_id(k: &str) -> bool {
-        !k.is_empty() && k.len() <= 7 && k.bytes().all(|b| b.is_ascii_digit())
+        !k.is_empty() && k.len() <= 6 && k.bytes().all(|b| b.is_ascii_digit())
     }
     struct Walk {
         out: std::collections::BTreeSet<String>,
@@ -383,7 +411,14 @@ fn keys_and_numbers(body: &Value) -> Result<Vec<String>, ApiError> {
         ) -> Result<(), ApiError> {
             match v {
                 Value::Number(n) => {
-                    let text = n.to_string();
+                    // A float with nothing after the point (`4471902.0`, `4.471902e6`) is read
+                    // as the integer it is.
+                    let text = match n.as_f64() {
+                        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e18 => {
+                            format!("{}", f as i64)
+                        }
+                        _ => n.to_string(),
+                    };
                     let bound = schema && parent.is_some_and(|k| SCHEMA_NUMBER_KEYS.contains(&k));
                     if !bound && text.bytes().filter(u8::is_ascii_digit).count() >= 7 {
                         self.add(text)?;
@@ -399,13 +434,19 @@ fn keys_and_numbers(body: &Value) -> Result<Vec<String>, ApiError> {
                             continue;
                         }
                         if root && k == "logit_bias" {
-                            // Token ids to biases: a key that is not an id is scanned.
-                            for (id, _) in it.as_object().into_iter().flatten() {
-                                if !token_id(id) {
-                                    self.add(id.clone())?;
+                            if let Value::Object(biases) = it {
+                                // Token ids to biases in -100..=100: anything else is scanned.
+                                for (id, bias) in biases {
+                                    if !token_id(id) {
+                                        self.add(id.clone())?;
+                                    }
+                                    let small = bias.as_f64().is_some_and(|b| b.abs() <= 100.0);
+                                    if !small {
+                                        self.walk(bias, Some(id), false, false)?;
+                                    }
                                 }
+                                continue;
                             }
-                            continue;
                         }
                         if !plain_word(k) {
                             self.add(k.clone())?;
@@ -424,16 +465,19 @@ fn keys_and_numbers(body: &Value) -> Result<Vec<String>, ApiError> {
     Ok(w.out.into_iter().collect())
 }
 
-/// The PHI categories found in a request's object keys and numbers ([`keys_and_numbers`]),
-/// one per finding. Neither can take a placeholder: the caller refuses the request unless
-/// each category's handling sends it as it is (`private_only`, which then routes privately).
+/// The PHI found in a request's object keys and numbers ([`keys_and_numbers`]): each
+/// finding's category and value. Neither can take a placeholder: the caller refuses the
+/// request unless each category's handling sends it as it is (`private_only`, which then
+/// routes privately, and whose values an answer may then repeat).
 pub fn phi_in_keys_and_numbers(
     scanner: &dyn Detector,
     body: &Value,
-) -> Result<Vec<Category>, ApiError> {
+) -> Result<Vec<(Category, String)>, ApiError> {
     let mut found = Vec::new();
     for text in keys_and_numbers(body)? {
-        found.extend(scan(scanner, &text)?.into_iter().map(|f| f.category));
+        for f in scan(scanner, &text)? {
+            found.push((f.category, plain_value(&text[f.start..f.end]).into_owned()));
+        }
     }
     Ok(found)
 }
@@ -772,7 +816,8 @@ async fn tokenize(
     Err(ApiError::VaultUnavailable)
 }
 
-/// PHI findings of `text` whose value was not in the request (and is not a placeholder).
+/// PHI findings of `text` whose value was not in the request, nor part of a value that was,
+/// and is not a placeholder.
 pub fn new_phi(
     scanner: &dyn Detector,
     text: &str,
@@ -782,11 +827,15 @@ pub fn new_phi(
     Ok(found
         .into_iter()
         .filter(|f| {
-            let v = &text[f.start..f.end];
-            let placeholder = v.starts_with('[') && v.ends_with(']');
-            !(request_values.contains(v)
-                || placeholder
-                || (v.contains('\\') && request_values.contains(plain_value(v).as_ref())))
+            let raw = &text[f.start..f.end];
+            if raw.starts_with('[') && raw.ends_with(']') {
+                return false;
+            }
+            let v = plain_value(raw);
+            // A value of the request, or part of one (`Alan Smith` of `Dr. Alan Smith`): the
+            // answer tells the caller nothing it did not send.
+            !(request_values.contains(v.as_ref())
+                || request_values.iter().any(|r| r.len() > v.len() && r.contains(v.as_ref())))
         })
         .collect())
 }
@@ -857,6 +906,31 @@ mod tests {
         let values: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
         assert!(values.iter().any(|v| v.contains(r"03\/14\/2021")), "{values:?}");
         assert!(values.iter().any(|v| v.contains("617-555-0199")), "{values:?}");
+        // Nothing is read into or out of an escape: an SSN after `\t` stays an SSN (not a
+        // `t536..` identifier), and escaped text is no identifier.
+        let text = r"SSN:\t536-22-8741";
+        let found = scan(&scanner, text).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].category, Category::Ssn);
+        assert_eq!(&text[found[0].start..found[0].end], "536-22-8741");
+        for harmless in [r"a\n12345 b", r"rows\t125000", r"2019\u20132020", r"pages 10\u201312"] {
+            assert!(scan(&scanner, harmless).unwrap().is_empty(), "{harmless}");
+        }
+    }
+
+    #[test]
+    fn keys_and_numbers_in_logit_bias_and_floats() {
+        let body = serde_json::json!({"messages": [],
+            "logit_bias": {"50256": -100, "4471902": 5, "123": 4471902, "7": {"Jane Doe": 1}},
+            "x": [4471902.0, 4.471902e6, 12.5]});
+        let got = keys_and_numbers(&body).unwrap();
+        for want in ["4471902", "Jane Doe"] {
+            assert!(got.iter().any(|g| g == want), "{want} not in {got:?}");
+        }
+        assert!(!got.iter().any(|g| g == "50256" || g == "12.5"), "{got:?}");
+        let odd = serde_json::json!({"messages": [], "logit_bias": [{"Alan Smith": 4471902}]});
+        let got = keys_and_numbers(&odd).unwrap();
+        assert!(got.iter().any(|g| g == "Alan Smith") && got.iter().any(|g| g == "4471902"));
     }
 
     #[test]

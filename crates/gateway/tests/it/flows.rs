@@ -507,9 +507,13 @@ async fn phi_in_a_key_follows_private_only_and_block() {
         json!({"model": model, "messages": [{"role": "user", "content": "Hi."}],
             "metadata": {"Seen by Dr. Alan Smith": "yes"}})
     };
+    // The answer repeats the name: a value of the request, not new PHI.
+    s.upstream.set_extra(" Re: Alan Smith.");
     let a = s.chat(&key, body("clinical-chat")).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(s.upstream.all_bodies().contains(CANARY_NAME));
+    let answer = a.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(answer.contains("Re: Alan Smith."), "{answer}");
     let b = s.chat(&key, body("azure-chat")).await;
     assert_eq!(b.code(), "no_eligible_provider", "{}", b.body);
     // The organization blocks SSN: in a number it is phi_blocked, not sent.
