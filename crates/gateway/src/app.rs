@@ -538,7 +538,7 @@ fn scope_of(
     who: &Identity,
     headers: &HeaderMap,
     first_user: &str,
-) -> (String, Option<String>) {
+) -> (String, Option<phiops::LazyScope>) {
     if let Some(conv) = header_str(headers, CONVERSATION_HEADER) {
         return (scope_under(&state.inner.scope_key, &who.id, conv), None);
     }
@@ -556,14 +556,18 @@ fn scope_of(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut period = mac.clone();
-    period.update(b"\0period\0");
-    period.update(&(now / retention).to_be_bytes());
-    let period = format!("c-{}", hex::encode(&period.finalize().into_bytes()[..16]));
+    let period = move |mut m: Hmac<Sha256>| {
+        m.update(b"\0period\0");
+        m.update(&(now / retention).to_be_bytes());
+        format!("c-{}", hex::encode(&m.finalize().into_bytes()[..16]))
+    };
     if first_user.is_empty() {
-        return (period, None);
+        return (period(mac), None);
     }
-    (format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16])), Some(period))
+    // Named only if it is needed (a hash less on every request).
+    let fallback = mac.clone();
+    let primary = format!("c-{}", hex::encode(&mac.finalize().into_bytes()[..16]));
+    (primary, Some(phiops::LazyScope::new(move || period(fallback))))
 }
 
 /// The first user message's text (its JSON for content parts), borrowed when it is a string.

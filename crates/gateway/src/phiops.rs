@@ -676,6 +676,28 @@ pub fn blocked(scanned: &Scanned, act: &dyn Fn(Category) -> Act) -> Vec<Category
     scanned.counts.keys().copied().filter(|c| act(*c) == Act::Block).collect()
 }
 
+/// A vault scope named on demand (the fallback scope of a request without a conversation id:
+/// needed only once the shared one has expired).
+pub struct LazyScope(Box<dyn FnOnce() -> String + Send>);
+
+impl LazyScope {
+    /// A scope that `name` names when asked.
+    pub fn new(name: impl FnOnce() -> String + Send + 'static) -> LazyScope {
+        LazyScope(Box::new(name))
+    }
+
+    /// The scope's name.
+    pub fn name(self) -> String {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LazyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LazyScope")
+    }
+}
+
 /// Applies the per-category actions to `body` (no `Block` may be left: check [`blocked`]
 /// first). Tokenized values go to the vault under `scopes.0`, or, when that scope has expired
 /// or been shredded, under `scopes.1` if given (see `app::scope_of`).
@@ -684,7 +706,7 @@ pub async fn apply(
     scanned: Scanned,
     act: &(dyn Fn(Category) -> Act + Sync),
     vault: &vault::Vault,
-    (mut scope, fallback): (String, Option<String>),
+    (mut scope, fallback): (String, Option<LazyScope>),
 ) -> Result<Applied, ApiError> {
     // Sized up front: grown from empty, each set rehashes its values several times.
     let found: usize = scanned.slots.iter().map(|(_, f)| f.len()).sum();
@@ -740,7 +762,7 @@ pub async fn apply(
         let started = std::time::Instant::now();
         tokens = match (tokenize(vault, &scope, &to_tokenize).await, fallback) {
             (Err(ApiError::ConversationExpired), Some(f)) => {
-                scope = f;
+                scope = f.name();
                 tokenize(vault, &scope, &to_tokenize).await?
             }
             (r, _) => r?,
