@@ -181,7 +181,8 @@ export PHIGATE_KEY
 # for each of PHIGATE_BIN and COMPARE_BIN if set, then exit. Unlike a time, the count barely
 # moves from run to run, so a change of a few percent shows. The server runs under callgrind
 # twice, answering N1 then N2 requests (one keep-alive connection, one at a time) between its
-# start and a clean stop; (count2 - count1) / (N2 - N1) is the figure. Caveat: under valgrind
+# start and a clean stop; (count2 - count1) / (N2 - N1) is the figure, each count net of the
+# clock calibration's spin at start (see count() below). Caveat: under valgrind
 # SHA-256 runs in software (no SHA-NI), about half the count; on the CPU it is a few percent.
 if [ -n "${INSTRUCTIONS:-}" ]; then
   command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
@@ -207,7 +208,22 @@ for _ in range(n):
         sys.exit(f"phigate answered {r.status}")
 EOF2
     kill -TERM "$vp"; wait "$vp" || true
-    sed -n 's/^summary: //p' "$d/callgrind.out"
+    # The count, less what a clock's start-up calibration spun (`quanta`'s, a OnceCell that
+    # loops for a fixed wall time, and clock_gettime): under valgrind it varies from run to run
+    # by tens of millions of instructions, which would move the figure by percents.
+    callgrind_annotate --auto=no --threshold=100 --inclusive=no "$d/callgrind.out" | python3 -c '
+import re, sys
+total = spin = 0
+for line in sys.stdin:
+    m = re.match(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$", line)
+    if not m or "=>" in line:
+        continue
+    n = int(m.group(1).replace(",", ""))
+    if m.group(2).startswith("PROGRAM TOTALS"):
+        total = n
+    elif "OnceCell<T>::initialize" in m.group(2) or "clock_gettime" in m.group(2):
+        spin += n
+print(total - spin)'
   }
   for b in "$PHIGATE" ${COMPARE_BIN:-}; do
     c1=$(count "$b" "$N1"); c2=$(count "$b" "$N2")
