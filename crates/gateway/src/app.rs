@@ -661,7 +661,6 @@ struct Prepared {
     decision: policy::Decision,
     body: Value,
     applied: phiops::Applied,
-    scope: Option<String>,
     targets: Vec<Target>,
     injection: Vec<&'static str>,
     budget: Budget,
@@ -825,10 +824,8 @@ async fn prepare(
         ));
     }
     let scopes = scope_of(state, &who, headers, &first_user_text(&body));
-    let applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
-    let scope = Some(applied.scope.clone());
+    let mut applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
     // Sent as they are (private_only): the request goes to private deployments only.
-    let mut applied = applied;
     if !in_structure.is_empty() {
         applied.phi_present = true;
         for (c, v) in in_structure {
@@ -843,7 +840,7 @@ async fn prepare(
     if deps.is_empty() {
         return Err(ApiError::NoEligibleProvider);
     }
-    Ok(Prepared { who, decision, body, applied, scope, targets: targets(deps), injection, budget })
+    Ok(Prepared { who, decision, body, applied, targets: targets(deps), injection, budget })
 }
 
 fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
@@ -857,8 +854,8 @@ fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
 
 /// Reveals `tokens` for the caller: the vault's reveal record and `also` (the request's own
 /// record, when it is still to be written) are appended in one ledger transaction, and no
-/// value comes back unless all are durable. With no conversation scope, only `also` is
-/// appended.
+/// value comes back unless all are durable. The tokens are the request's own, in the scope
+/// its values went to.
 async fn reveal(
     state: &AppState,
     p: &Prepared,
@@ -866,12 +863,7 @@ async fn reveal(
     also: Vec<Record>,
 ) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
-    let Some(scope) = &p.scope else {
-        if !also.is_empty() {
-            state.inner.ledger.record_all(&also).await?;
-        }
-        return Ok(out);
-    };
+    let scope = &p.applied.scope;
     let actor = vault::Actor::new(&ledger::actor_name(&state.inner.hmac, &p.who.id))
         .map_err(|_| ApiError::VaultUnavailable)?;
     let revealed = state

@@ -44,12 +44,21 @@ pub(crate) struct Esc {
 /// tool-call arguments, in a JSON answer, or in any text its client then decodes. The scan
 /// reads the decoded text, and what it finds is redacted in the text as written, over whole
 /// escapes. A lone surrogate, or a backslash before anything else, is read as it is.
-#[derive(Debug)]
 pub(crate) struct Decoded {
     /// The decoded text.
     pub(crate) plain: String,
     /// The escapes, in order.
     escapes: Vec<Esc>,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The text may hold PHI: its size and escapes only.
+        f.debug_struct("Decoded")
+            .field("plain_len", &self.plain.len())
+            .field("escapes", &self.escapes.len())
+            .finish()
+    }
 }
 
 impl Decoded {
@@ -151,38 +160,40 @@ pub fn scan(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    let dec = Decoded::of(text);
-    let read = dec.as_ref().map_or(text, |d| d.plain.as_str());
     let started = std::time::Instant::now();
-    let out = catch_unwind(AssertUnwindSafe(|| scanner.detect(read))).map_err(|_| {
+    let found = match Decoded::of(text) {
+        None => detect(scanner, text),
+        Some(d) => detect(scanner, &d.plain).and_then(|mut found| {
+            for f in &mut found {
+                (f.start, f.end) = (d.raw_of(f.start), d.raw_of(f.end));
+            }
+            // The text as written too (what a reader that does not decode sees), its escapes
+            // blanked so that nothing is read into or out of one (`\t536-22-8741` is no
+            // `t536..` identifier), and the union.
+            let merged = union(found, detect(scanner, &d.masked(text))?);
+            if !well_formed(text, &merged) {
+                tracing::error!("PHI findings through escapes do not fit the text; refusing");
+                return Err(ApiError::ScannerUnavailable);
+            }
+            Ok(merged)
+        }),
+    };
+    crate::telemetry::stage("scan", started);
+    found
+}
+
+/// One run of the detector over `text`: a panic becomes `scanner_unavailable`, and so do
+/// findings that do not fit the text (the rewrite slices the text at these offsets: a detector,
+/// a plug-in, whose findings are out of order, overlap or cut a character would make it panic,
+/// the text in the message).
+fn detect(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError> {
+    let found = catch_unwind(AssertUnwindSafe(|| scanner.detect(text))).map_err(|_| {
         tracing::error!("the PHI scanner panicked; refusing the request");
         ApiError::ScannerUnavailable
-    });
-    crate::telemetry::stage("scan", started);
-    let mut found = out?;
-    // The rewrite slices the text at these offsets: a detector (a plug-in) whose findings are
-    // out of order, overlap or cut a character would make it panic, the text in the message.
-    if !well_formed(read, &found) {
+    })?;
+    if !well_formed(text, &found) {
         tracing::error!("the PHI scanner returned findings that do not fit the text; refusing");
         return Err(ApiError::ScannerUnavailable);
-    }
-    if let Some(d) = &dec {
-        for f in &mut found {
-            (f.start, f.end) = (d.raw_of(f.start), d.raw_of(f.end));
-        }
-        // The text as written too (what a reader that does not decode sees), its escapes
-        // blanked so that nothing is read into or out of one (`\t536-22-8741` is no `t536..`
-        // identifier), and the union.
-        let masked = d.masked(text);
-        let raw = catch_unwind(AssertUnwindSafe(|| scanner.detect(&masked)))
-            .map_err(|_| ApiError::ScannerUnavailable)?;
-        if !well_formed(text, &raw) {
-            return Err(ApiError::ScannerUnavailable);
-        }
-        found = union(found, raw);
-        if !well_formed(text, &found) {
-            return Err(ApiError::ScannerUnavailable);
-        }
     }
     Ok(found)
 }
@@ -281,7 +292,7 @@ fn is_protocol(k: &str, v: &Value, root: bool) -> bool {
 /// [`is_protocol`]), in a fixed order: system, user, assistant and tool messages, content
 /// parts (objects or bare strings), participant `name`s, tool-call arguments, tool descriptions
 /// and schemas, `user`, `metadata`, `prediction`, and whatever field a client or a newer API
-/// adds. Object keys and numbers are not texts: [`check_keys_and_numbers`] looks at them.
+/// adds. Object keys and numbers are not texts: [`phi_in_keys_and_numbers`] looks at them.
 pub(crate) fn each_text<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
     each_text_at(v, f, true);
 }

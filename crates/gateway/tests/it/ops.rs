@@ -132,12 +132,34 @@ async fn a_new_kek_with_the_old_one_as_previous_keeps_conversations() {
     assert!(a.contains("[NAME_1]") && a == b, "the conversation's tokens changed");
 }
 
+/// Shreds `scope` as `phigate vault shred` would (another vault over the same store), then
+/// waits out the gateway's trust in the data key's state (`key_state_ms`, 1 s by default).
+async fn shred_elsewhere(s: &Stack, scope: &str, reason: vault::ShredReason) {
+    use base64::Engine as _;
+    let ledger =
+        ledger::Ledger::open(s.store.clone(), ledger::LedgerConfig::new("test.example/phigate"))
+            .await
+            .unwrap();
+    let kek = std::sync::Arc::new(
+        vault::LocalKek::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+            .unwrap(),
+    );
+    let v = vault::Vault::new(
+        s.store.clone(),
+        ledger,
+        vault::Keyring::new(kek),
+        vault::VaultConfig::default(),
+    );
+    let actor = vault::Actor::new("admin:cli").unwrap();
+    v.shred_scope(scope, &actor, reason).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+}
+
 /// A conversation whose scope was shredded (retention, or a patient's request) is refused with
 /// 410 `conversation_expired`, a refusal a client can act on (start a new conversation), not a
 /// 503 it would retry for ever; a new conversation goes through.
 #[tokio::test]
 async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
-    use base64::Engine as _;
     let s = stack().await;
     let conv = [("x-phigate-conversation", "visit-42")];
     let body = || chat_body("clinical-chat", NOTE);
@@ -149,25 +171,7 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
         live[0].scope,
         gateway::app::conversation_scope(&[7u8; 32], "user:dr-a", "visit-42")
     );
-    // Shred it as `phigate vault shred` would: another vault over the same store.
-    let ledger =
-        ledger::Ledger::open(s.store.clone(), ledger::LedgerConfig::new("test.example/phigate"))
-            .await
-            .unwrap();
-    let kek = std::sync::Arc::new(
-        vault::LocalKek::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
-            .unwrap(),
-    );
-    let v = vault::Vault::new(
-        s.store.clone(),
-        ledger,
-        vault::Keyring::new(kek),
-        vault::VaultConfig::default(),
-    );
-    let actor = vault::Actor::new("admin:cli").unwrap();
-    v.shred_scope(&live[0].scope, &actor, vault::ShredReason::PatientRequest).await.unwrap();
-    // The gateway trusts a data key's state for key_state_ms (1 s by default).
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    shred_elsewhere(&s, &live[0].scope, vault::ShredReason::PatientRequest).await;
     let gone = s.chat_with(Some(&s.clinician), &conv, body()).await;
     assert_error(&gone, 410, "conversation_expired");
     let fresh = [("x-phigate-conversation", "visit-43")];
@@ -179,29 +183,12 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
 /// goes on in a scope of the current retention period.
 #[tokio::test]
 async fn a_shared_opening_message_is_not_locked_out_once_its_scope_is_gone() {
-    use base64::Engine as _;
     let s = stack().await;
     let body = || chat_body("clinical-chat", NOTE);
     assert_eq!(s.chat_with(Some(&s.clinician), &[], body()).await.status, 200);
     let live = s.store.data_keys_live().await.unwrap();
     assert_eq!(live.len(), 1);
-    let ledger =
-        ledger::Ledger::open(s.store.clone(), ledger::LedgerConfig::new("test.example/phigate"))
-            .await
-            .unwrap();
-    let kek = std::sync::Arc::new(
-        vault::LocalKek::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
-            .unwrap(),
-    );
-    let v = vault::Vault::new(
-        s.store.clone(),
-        ledger,
-        vault::Keyring::new(kek),
-        vault::VaultConfig::default(),
-    );
-    let actor = vault::Actor::new("admin:cli").unwrap();
-    v.shred_scope(&live[0].scope, &actor, vault::ShredReason::RetentionExpired).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    shred_elsewhere(&s, &live[0].scope, vault::ShredReason::RetentionExpired).await;
     let again = s.chat_with(Some(&s.clinician), &[], body()).await;
     assert_eq!(again.status, 200, "{}", again.body);
     let now_live = s.store.data_keys_live().await.unwrap();
