@@ -619,6 +619,25 @@ pub struct Text<'a> {
     pub text: &'a str,
     /// Its key in the text cache (worked out once, for the scan and the injection screen).
     pub digest: crate::textcache::Digest,
+    /// The message whose content parts it is one of, when that message has several (see
+    /// [`scan_request`]).
+    group: Option<u32>,
+}
+
+/// For each message whose `content` is an array of two texts or more, the texts of that array
+/// (by address: each non-empty string of the body is its own allocation), numbered by message.
+fn part_groups(body: &Value) -> HashMap<*const u8, u32> {
+    let mut groups = HashMap::new();
+    let Some(msgs) = body.get("messages").and_then(Value::as_array) else { return groups };
+    for (n, m) in msgs.iter().enumerate() {
+        let Some(parts @ Value::Array(_)) = m.get("content") else { continue };
+        let mut here = Vec::new();
+        each_text_at(parts, &mut |t| here.push(t.as_ptr()), false);
+        if here.len() >= 2 {
+            groups.extend(here.into_iter().map(|p| (p, n as u32)));
+        }
+    }
+    groups
 }
 
 /// Every text of the body (for the token estimate, injection screening and the scan).
@@ -627,32 +646,79 @@ pub fn texts<'a>(
     kind: Kind,
     cache: &crate::textcache::TextCache,
 ) -> Result<Vec<Text<'a>>, ApiError> {
-    let texts = match kind {
-        Kind::Chat => chat_texts(body)?,
-        Kind::Embeddings => embedding_texts(body)?,
+    let (texts, groups) = match kind {
+        Kind::Chat => (chat_texts(body)?, part_groups(body)),
+        Kind::Embeddings => (embedding_texts(body)?, HashMap::new()),
     };
     Ok(texts
         .into_iter()
         .enumerate()
-        .map(|(slot, text)| Text { slot, text, digest: cache.digest(text) })
+        .map(|(slot, text)| Text {
+            slot,
+            text,
+            digest: cache.digest(text),
+            group: groups.get(&text.as_ptr()).copied(),
+        })
         .collect())
 }
 
+/// The findings of the texts `parts` read as one (`sep` between them), each cut to the part
+/// it falls in (a value split over two parts is found in both).
+fn joined_findings(
+    scanner: &dyn Detector,
+    cache: &crate::textcache::TextCache,
+    parts: &[&str],
+    sep: &str,
+) -> Result<Vec<Vec<Finding>>, ApiError> {
+    let joined = parts.join(sep);
+    let found = cache.findings(scanner, &joined, cache.digest(&joined))?;
+    let mut out = vec![Vec::new(); parts.len()];
+    let mut at = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let end = at + part.len();
+        for f in found.iter().filter(|f| f.start < end && f.end > at) {
+            out[i].push(Finding { start: f.start.max(at) - at, end: f.end.min(end) - at, ..*f });
+        }
+        at = end + sep.len();
+    }
+    Ok(out)
+}
+
 /// Scans every text of the request (through `cache`: a text seen before is not scanned again).
+///
+/// The content parts of one message are also read as one, as the model reads them: joined
+/// as they are (`"219-09-"`, `"9999"` is an SSN split in two) and with a space between
+/// (`"Patient SSN"`, `"219099999"`: the cue of one part names the value of the next). Each
+/// part keeps the union of its own findings and of the joined ones that fall in it, the more
+/// confident category where they overlap.
 pub fn scan_request(
     scanner: &dyn Detector,
     cache: &crate::textcache::TextCache,
     texts: &[Text<'_>],
 ) -> Result<Scanned, ApiError> {
     let mut out = Vec::with_capacity(texts.len());
-    let mut counts = BTreeMap::new();
     for t in texts {
-        let s = t.slot;
-        let f = cache.findings(scanner, t.text, t.digest)?;
-        for x in &f {
-            *counts.entry(x.category).or_insert(0u32) += 1;
+        out.push((t.slot, cache.findings(scanner, t.text, t.digest)?));
+    }
+    let mut i = 0;
+    while i < texts.len() {
+        let Some(g) = texts[i].group else {
+            i += 1;
+            continue;
+        };
+        let n = texts[i..].iter().take_while(|t| t.group == Some(g)).count();
+        let parts: Vec<&str> = texts[i..i + n].iter().map(|t| t.text).collect();
+        for sep in ["", " "] {
+            for (k, more) in joined_findings(scanner, cache, &parts, sep)?.into_iter().enumerate() {
+                let own = std::mem::take(&mut out[i + k].1);
+                out[i + k].1 = union(own, more);
+            }
         }
-        out.push((s, f));
+        i += n;
+    }
+    let mut counts = BTreeMap::new();
+    for x in out.iter().flat_map(|(_, f)| f) {
+        *counts.entry(x.category).or_insert(0u32) += 1;
     }
     Ok(Scanned { slots: out, counts })
 }
@@ -927,6 +993,45 @@ mod tests {
         let many: Vec<u64> = (0..=MAX_TEXTS as u64).map(|i| 10_000_000 + i).collect();
         let big = serde_json::json!({"messages": [], "x": many});
         assert!(matches!(keys_and_numbers(&big), Err(ApiError::RequestTooLarge)));
+    }
+
+    /// The findings of each text of a chat `body`, as [`scan_request`] makes them.
+    fn scanned_texts(body: &Value) -> Vec<(String, Vec<(Category, String)>)> {
+        let scanner = phi::Scanner::new().unwrap();
+        let cache = crate::textcache::TextCache::new(100);
+        let texts = texts(body, Kind::Chat, &cache).unwrap();
+        let scanned = scan_request(&scanner, &cache, &texts).unwrap();
+        texts
+            .iter()
+            .zip(&scanned.slots)
+            .map(|(t, (_, f))| {
+                let found = f.iter().map(|f| (f.category, t.text[f.start..f.end].to_string()));
+                (t.text.to_string(), found.collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_messages_content_parts_are_also_read_as_one() {
+        let ssn = |parts: Value| {
+            let body = serde_json::json!({"model": "m", "messages": [
+                {"role": "user", "content": parts}]});
+            scanned_texts(&body)
+        };
+        // A cue in one part names the value in the next.
+        let got = ssn(serde_json::json!(["Patient SSN", {"type": "text", "text": "219099999"}]));
+        assert_eq!(got[1].1, [(Category::Ssn, "219099999".to_string())], "{got:?}");
+        // A value split over two parts is found in both.
+        let got = ssn(serde_json::json!(["Call him at 617-55", "5-0199 today"]));
+        assert_eq!(got[0].1, [(Category::Phone, "617-55".to_string())], "{got:?}");
+        assert_eq!(got[1].1, [(Category::Phone, "5-0199".to_string())], "{got:?}");
+        // Each part still has its own findings; parts of different messages are not joined.
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": ["Patient SSN"]},
+            {"role": "user", "content": ["219099999", "Jane Doe was seen on 03/14/2021"]}]});
+        let got = scanned_texts(&body);
+        assert!(got[1].1.iter().all(|(c, _)| *c != Category::Ssn), "{got:?}");
+        assert!(got[2].1.contains(&(Category::Date, "03/14/2021".to_string())), "{got:?}");
     }
 
     #[test]

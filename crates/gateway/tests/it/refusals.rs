@@ -69,6 +69,16 @@ async fn phi_under_a_block_policy() {
     let a = s.ask(&s.clinician, "clinical-chat", "SSN 219-09-9999 on file.").await;
     assert_refused(&a, 400, "phi_blocked");
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("SSN"));
+    // Split over content parts, the cue in one and the number in the next, or the number cut
+    // in two: the model reads them as one, and so does the scan.
+    for parts in [
+        serde_json::json!(["Patient SSN", {"type": "text", "text": "219099999"}]),
+        serde_json::json!([{"type": "text", "text": "SSN 219-09-"}, {"type": "text", "text": "9999"}]),
+    ] {
+        let body = serde_json::json!({"model": "clinical-chat",
+            "messages": [{"role": "user", "content": parts}]});
+        assert_refused(&s.chat(&s.clinician, body).await, 400, "phi_blocked");
+    }
     // A use case whose default is block.
     let b = s.ask(&s.blocker, "clinical-chat", NOTE).await;
     assert_refused(&b, 400, "phi_blocked");
