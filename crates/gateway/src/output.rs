@@ -61,13 +61,16 @@ pub fn check_text(
     report.new_phi.extend(found.iter().map(|f| f.category));
     match rules.new_phi {
         NewPhi::Redact => Ok(phiops::redact(text, &found)),
-        NewPhi::Block => {
-            let mut cats: Vec<Category> = found.iter().map(|f| f.category).collect();
-            cats.sort();
-            cats.dedup();
-            Err(ApiError::PhiBlocked { categories: cats, in_answer: true })
-        }
+        NewPhi::Block => Err(blocked(&found)),
     }
+}
+
+/// An answer refused for new PHI of `found`'s categories.
+fn blocked(found: &[phi::Finding]) -> ApiError {
+    let mut cats: Vec<Category> = found.iter().map(|f| f.category).collect();
+    cats.sort();
+    cats.dedup();
+    ApiError::PhiBlocked { categories: cats, in_answer: true }
 }
 
 /// `restore` with each value escaped for the inside of a JSON string, for function-call
@@ -116,7 +119,8 @@ fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
 const ANSWER_STRUCTURAL_KEYS: &[&str] = &["role", "id", "type", "finish_reason"];
 
 /// A protocol word, id or name (`assistant`, `chatcmpl-9x..`, `call_1`, `get_chart`, `stop`):
-/// at most 128 ASCII letters, digits and `-_.:`. Relayed without a scan.
+/// at most 128 ASCII letters, digits and `-_.:`. Relayed as it is, never restored; one that
+/// holds a digit is checked first ([`check_token`]).
 fn protocol_token(s: &str) -> bool {
     s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
@@ -132,6 +136,38 @@ pub const MAX_STREAM_TEXTS: usize = 1024;
 /// Most bytes one streamed text may hold back: a finding that keeps growing (a URL or a run
 /// of digits without end) holds its text back until it ends, and each chunk scans it again.
 pub const MAX_HELD_BYTES: usize = 16 * 1024;
+
+/// Checks a protocol token (an id, a fingerprint, a protocol word) that holds a digit like
+/// text, without restoring it: ids are letters and digits, and an SSN or a phone number
+/// (`"id": "123-45-6789"`) is a protocol token too. `None` when it stays as it is. One without
+/// a digit (`assistant`, `stop`, `tool_calls`) holds no identifier and is not scanned.
+fn check_token(
+    rules: &OutputRules,
+    s: &str,
+    report: &mut OutputReport,
+) -> Result<Option<String>, ApiError> {
+    if !s.bytes().any(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    // Read with its underscores as spaces (same offsets): `call_123-45-6789` holds an SSN,
+    // though `_` and `1` make one word.
+    let spaced = s.replace('_', " ");
+    let mut found = find_new_phi(rules, &spaced)?;
+    // Every id is some identifier (`fp_44709d6fcb` reads as one), and the digits of a hex id
+    // make no age: an identifier of a known kind is looked for, not "an id".
+    found.retain(|f| !matches!(f.category, Category::Id | Category::Age));
+    if found.is_empty() {
+        return Ok(None);
+    }
+    report.new_phi.extend(found.iter().map(|f| f.category));
+    match rules.new_phi {
+        NewPhi::Redact => Ok(Some(phiops::redact(s, &found))),
+        NewPhi::Block => Err(blocked(&found)),
+    }
+}
+
+/// The envelope's fields that are protocol tokens (see [`envelope`]).
+const ENVELOPE_TOKENS: &[&str] = &["id", "object", "system_fingerprint", "service_tier"];
 
 /// Keeps of `v` numbers, and objects of numbers under protocol-word keys (an answer's `usage`
 /// with its `*_details`); anything else is dropped. `None` when nothing is left.
@@ -208,6 +244,11 @@ fn rewrite_strings_in(
         Value::Object(map) => {
             for (k, it) in map.iter_mut() {
                 if structural(k, it) {
+                    if let Value::String(t) = it {
+                        if let Some(c) = check_token(rules, t, report)? {
+                            *t = c;
+                        }
+                    }
                     continue;
                 }
                 let json = k == "arguments" || (rules.json_content && k == "content");
@@ -243,12 +284,20 @@ pub fn rewrite_completion(
     body: &mut Value,
     client_model: &str,
 ) -> Result<OutputReport, ApiError> {
-    *body = Value::Object(envelope(std::mem::take(body), client_model)?);
+    let mut env = envelope(std::mem::take(body), client_model)?;
+    let mut report = OutputReport::default();
+    for k in ENVELOPE_TOKENS {
+        if let Some(Value::String(t)) = env.get_mut(*k) {
+            if let Some(c) = check_token(rules, t, &mut report)? {
+                *t = c;
+            }
+        }
+    }
+    *body = Value::Object(env);
     let choices = body
         .get_mut("choices")
         .and_then(Value::as_array_mut)
         .ok_or(ApiError::UpstreamInvalidResponse)?;
-    let mut report = OutputReport::default();
     for ch in choices.iter_mut() {
         drop_unscannable(ch, "message");
         let msg = ch.get("message").ok_or(ApiError::UpstreamInvalidResponse)?;
@@ -416,6 +465,8 @@ pub struct StreamRewriter {
     pub usage: Option<u64>,
     /// Bytes of answer text received (the answer's size when no usage comes).
     pub text_bytes: u64,
+    /// Protocol tokens checked already, as they went out (every chunk repeats the answer's id).
+    tokens: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for StreamRewriter {
@@ -439,7 +490,23 @@ impl StreamRewriter {
             template: None,
             usage: None,
             text_bytes: 0,
+            tokens: Vec::new(),
         }
+    }
+
+    /// A protocol token as it goes out ([`check_token`]), remembered: a stream's chunks
+    /// repeat their id, `system_fingerprint` and role.
+    fn check_token(&mut self, t: &mut String) -> Result<(), ApiError> {
+        if let Some((_, out)) = self.tokens.iter().find(|(raw, _)| raw == t) {
+            t.clone_from(out);
+            return Ok(());
+        }
+        let out = check_token(&self.rules, t, &mut self.report)?.unwrap_or_else(|| t.clone());
+        if self.tokens.len() >= 16 {
+            self.tokens.remove(0);
+        }
+        self.tokens.push((std::mem::replace(t, out.clone()), out));
+        Ok(())
     }
 
     /// Whether every choice seen has finished (an upstream that closes the stream without
@@ -597,6 +664,11 @@ impl StreamRewriter {
             self.usage = Some(n);
         }
         let mut v = envelope(v, &self.client_model)?;
+        for k in ENVELOPE_TOKENS {
+            if let Some(Value::String(t)) = v.get_mut(*k) {
+                self.check_token(t)?;
+            }
+        }
         let Some(choices) = v.get_mut("choices") else {
             return Ok(Value::Object(v));
         };
@@ -615,7 +687,9 @@ impl StreamRewriter {
     /// a protocol word as it is, anything else scanned whole, in this chunk.
     fn check_whole(&mut self, v: &mut Value) -> Result<(), ApiError> {
         if let Value::String(s) = v {
-            if !protocol_token(s) {
+            if protocol_token(s) {
+                self.check_token(s)?;
+            } else {
                 *s = check_text(&self.rules, s, &mut self.report)?;
             }
         }
@@ -696,9 +770,9 @@ impl StreamRewriter {
                 "index" if x.is_u64() => {}
                 "delta" => {}
                 // Some servers send `"finish_reason": ""` on every chunk: that is not an end.
-                "finish_reason" => match &x {
+                "finish_reason" => match &mut x {
                     Value::Null => {}
-                    Value::String(r) if protocol_token(r) => {}
+                    Value::String(r) if protocol_token(r) => self.check_token(r)?,
                     _ => return Err(ApiError::UpstreamInvalidResponse),
                 },
                 "logprobs" => x = Value::Null,
@@ -727,6 +801,9 @@ impl StreamRewriter {
                 let mut unheld: Vec<String> = Vec::new();
                 for (k, val) in delta.iter_mut() {
                     if structural(k, val) {
+                        if let Value::String(t) = val {
+                            self.check_token(t)?;
+                        }
                         continue;
                     }
                     match (k.as_str(), &mut *val) {
@@ -1219,6 +1296,62 @@ mod tests {
         assert!(!body.to_string().contains(phone), "{body}");
         assert_eq!(body["object"], "chat.completion");
         assert!(body.get("prompt_filter_results").is_none());
+    }
+
+    #[test]
+    fn ids_and_protocol_words_that_hold_phi_are_checked() {
+        // An id is a protocol token, relayed as it is, but one made of an SSN or a phone number
+        // is PHI all the same: checked (redacted here; refused under a block rule).
+        let ssn = "123-45-6789";
+        let phone = "617-555-0199";
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let first = serde_json::json!({"id": ssn, "object": "chat.completion.chunk", "created": 1,
+            "system_fingerprint": format!("fp_{phone}"),
+            "choices": [{"index": 0, "finish_reason": null, "delta": {"role": phone,
+                "tool_calls": [{"index": 0, "id": format!("call_{ssn}"), "type": "function",
+                    "function": {"name": "lookup", "arguments": "{}"}}]}}]});
+        let mut out = vec![rw.event(&first.to_string()).unwrap()];
+        let last = serde_json::json!({"id": ssn, "object": "chat.completion.chunk", "created": 1,
+            "choices": [{"index": 0, "finish_reason": phone, "delta": {}}]});
+        out.push(rw.event(&last.to_string()).unwrap());
+        out.extend(rw.finish().unwrap());
+        for e in &out {
+            let text = e.to_string();
+            assert!(!text.contains(ssn) && !text.contains(phone), "{text}");
+        }
+        // Ordinary ids pass as they are, chunk after chunk.
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        for _ in 0..3 {
+            let c = serde_json::json!({"id": "chatcmpl-9xK2fL0aB3cD4eF5gH6iJ7kL8m",
+                "object": "chat.completion.chunk", "created": 1, "system_fingerprint": "fp_44709d6fcb",
+                "choices": [{"index": 0, "finish_reason": null, "delta": {"role": "assistant",
+                    "tool_calls": [{"index": 0, "id": "call_3f9d9a2e1c0b4a5d8e7f", "type": "function",
+                        "function": {"name": "lookup", "arguments": "{}"}}]}}]});
+            let e = rw.event(&c.to_string()).unwrap();
+            assert_eq!(e["id"], c["id"]);
+            assert_eq!(e["system_fingerprint"], c["system_fingerprint"]);
+            assert_eq!(
+                e["choices"][0]["delta"]["tool_calls"][0]["id"],
+                "call_3f9d9a2e1c0b4a5d8e7f"
+            );
+        }
+        // A whole answer: the same, and under a block rule the answer is refused.
+        let body = serde_json::json!({"id": ssn, "object": "chat.completion", "model": "up",
+            "system_fingerprint": format!("fp_{phone}"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                "content": "ok", "tool_calls": [{"id": format!("call_{ssn}"), "type": "function",
+                    "function": {"name": "lookup", "arguments": "{}"}}]}}]});
+        let mut redacted = body.clone();
+        rewrite_completion(&rules(&[]), &mut redacted, "client").unwrap();
+        let text = redacted.to_string();
+        assert!(!text.contains(ssn) && !text.contains(phone), "{text}");
+        let mut block = rules(&[]);
+        block.new_phi = NewPhi::Block;
+        let mut refused = body.clone();
+        assert!(matches!(
+            rewrite_completion(&block, &mut refused, "client"),
+            Err(ApiError::PhiBlocked { in_answer: true, .. })
+        ));
     }
 
     #[test]
