@@ -62,7 +62,7 @@ async fn track(req: Request, next: Next) -> Response {
         otel.name = %&*route,
         otel.kind = "server",
         http.route = %&*route,
-        http.request.method = %req.method(),
+        http.request.method = method_label(req.method()),
         http.response.status_code = tracing::field::Empty,
         phigate.code = tracing::field::Empty,
     );
@@ -92,6 +92,14 @@ const ROUTES: [&str; 7] = [
 
 /// A request's route label: its route (allocated only for one missing from [`ROUTES`]), or
 /// `unmatched`.
+/// A request's method for its span: a standard one, or `_OTHER` (as OpenTelemetry's
+/// conventions say; a method is any token a caller likes, and could be a patient's name).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] =
+        ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
+    KNOWN.into_iter().find(|k| *k == m.as_str()).unwrap_or("_OTHER")
+}
+
 fn route_label(matched: Option<&str>) -> metrics::SharedString {
     match matched {
         None => metrics::SharedString::const_str("unmatched"),
@@ -801,10 +809,11 @@ async fn prepare(
         return Err(ApiError::InvalidRequest("streaming is not allowed for this use case"));
     }
 
-    let scanned = phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts)?;
+    let act = |c: Category| act_of(decision.handling[c.index()]);
+    let scanned =
+        phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts, &act)?;
     drop(texts);
     audit.categories = scanned.counts.clone();
-    let act = |c: Category| act_of(decision.handling[c.index()]);
     // Object keys and numbers: found PHI there can only be refused, or sent as it is where its
     // handling allows (private_only).
     let in_structure = phiops::phi_in_keys_and_numbers(state.inner.detector.as_ref(), &body)?;
@@ -823,7 +832,16 @@ async fn prepare(
             "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
         ));
     }
-    let scopes = scope_of(state, &who, headers, &first_user_text(&body));
+    // An embeddings call has no conversation: its input is its own (documents embedded apart
+    // get apart numbering, so that a vendor cannot link them by their placeholders).
+    let first = match kind {
+        Kind::Chat => first_user_text(&body),
+        Kind::Embeddings => {
+            std::borrow::Cow::Owned(body.get("input").map(Value::to_string).unwrap_or_default())
+        }
+    };
+    let scopes = scope_of(state, &who, headers, &first);
+    drop(first);
     let mut applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
     // Sent as they are (private_only): the request goes to private deployments only.
     if !in_structure.is_empty() {
@@ -1350,6 +1368,13 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_method_is_a_standard_one_or_other() {
+        let odd = axum::http::Method::from_bytes(b"ALANSMITH4471902").unwrap();
+        assert_eq!(method_label(&odd), "_OTHER");
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
+    }
 
     #[test]
     fn a_phigate_header_that_does_not_decode_is_refused_not_ignored() {

@@ -201,7 +201,17 @@ fn detect(scanner: &dyn Detector, text: &str) -> Result<Vec<Finding>, ApiError> 
 /// The findings of two scans of one text as one list: sorted, overlapping ones merged into
 /// one over both, with the category of the more confident (on a tie, `a`'s: the decoded
 /// scan's).
-fn union(mut a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+fn union(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+    union_by(a, b, &|x, y| x.score > y.score)
+}
+
+/// [`union`], where a finding's category takes over an overlapping one's when `better` says
+/// so (on a tie, `a`'s).
+fn union_by(
+    mut a: Vec<Finding>,
+    b: Vec<Finding>,
+    better: &dyn Fn(&Finding, &Finding) -> bool,
+) -> Vec<Finding> {
     if b.is_empty() {
         return a;
     }
@@ -217,7 +227,8 @@ fn union(mut a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
         match out.last_mut() {
             Some((last, last_first)) if f.start < last.end => {
                 let end = last.end.max(f.end);
-                if f.score > last.score || (f.score == last.score && first && !*last_first) {
+                let tie = !better(&f, last) && !better(last, &f);
+                if better(&f, last) || (tie && first && !*last_first) {
                     *last = Finding { start: last.start, end, ..f };
                     *last_first = first;
                 } else {
@@ -619,25 +630,39 @@ pub struct Text<'a> {
     pub text: &'a str,
     /// Its key in the text cache (worked out once, for the scan and the injection screen).
     pub digest: crate::textcache::Digest,
-    /// The message whose content parts it is one of, when that message has several (see
-    /// [`scan_request`]).
-    group: Option<u32>,
+    /// Where it stands among the messages, when that matters to [`scan_request`].
+    place: Option<Place>,
 }
 
-/// For each message whose `content` is an array of two texts or more, the texts of that array
-/// (by address: each non-empty string of the body is its own allocation), numbered by message.
-fn part_groups(body: &Value) -> HashMap<*const u8, u32> {
-    let mut groups = HashMap::new();
-    let Some(msgs) = body.get("messages").and_then(Value::as_array) else { return groups };
+/// Where a text of a chat request stands, for the readings across texts ([`scan_request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// In message `n`'s content: its string, or one of its parts.
+    Content(usize),
+    /// A participant's name: a message's `name`, or the request's `user`.
+    Name,
+}
+
+/// The places of a chat request's texts (by address: each non-empty string of the body is its
+/// own allocation).
+fn places(body: &Value) -> HashMap<*const u8, Place> {
+    let mut places = HashMap::new();
+    fn name(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+    if let Some(u) = name(body.get("user")) {
+        places.insert(u.as_ptr(), Place::Name);
+    }
+    let Some(msgs) = body.get("messages").and_then(Value::as_array) else { return places };
     for (n, m) in msgs.iter().enumerate() {
-        let Some(parts @ Value::Array(_)) = m.get("content") else { continue };
-        let mut here = Vec::new();
-        each_text_at(parts, &mut |t| here.push(t.as_ptr()), false);
-        if here.len() >= 2 {
-            groups.extend(here.into_iter().map(|p| (p, n as u32)));
+        if let Some(c) = m.get("content") {
+            each_text_at(c, &mut |t| _ = places.insert(t.as_ptr(), Place::Content(n)), false);
+        }
+        if let Some(nm) = name(m.get("name")) {
+            places.insert(nm.as_ptr(), Place::Name);
         }
     }
-    groups
+    places
 }
 
 /// Every text of the body (for the token estimate, injection screening and the scan).
@@ -646,8 +671,8 @@ pub fn texts<'a>(
     kind: Kind,
     cache: &crate::textcache::TextCache,
 ) -> Result<Vec<Text<'a>>, ApiError> {
-    let (texts, groups) = match kind {
-        Kind::Chat => (chat_texts(body)?, part_groups(body)),
+    let (texts, places) = match kind {
+        Kind::Chat => (chat_texts(body)?, places(body)),
         Kind::Embeddings => (embedding_texts(body)?, HashMap::new()),
     };
     Ok(texts
@@ -657,68 +682,207 @@ pub fn texts<'a>(
             slot,
             text,
             digest: cache.digest(text),
-            group: groups.get(&text.as_ptr()).copied(),
+            place: places.get(&text.as_ptr()).copied(),
         })
         .collect())
 }
 
-/// The findings of the texts `parts` read as one (`sep` between them), each cut to the part
-/// it falls in (a value split over two parts is found in both).
-fn joined_findings(
-    scanner: &dyn Detector,
-    cache: &crate::textcache::TextCache,
-    parts: &[&str],
-    sep: &str,
-) -> Result<Vec<Vec<Finding>>, ApiError> {
-    let joined = parts.join(sep);
-    let found = cache.findings(scanner, &joined, cache.digest(&joined))?;
-    let mut out = vec![Vec::new(); parts.len()];
-    let mut at = 0;
-    for (i, part) in parts.iter().enumerate() {
-        let end = at + part.len();
-        for f in found.iter().filter(|f| f.start < end && f.end > at) {
-            out[i].push(Finding { start: f.start.max(at) - at, end: f.end.min(end) - at, ..*f });
-        }
-        at = end + sep.len();
-    }
-    Ok(out)
+/// A piece of one of the request's texts: `texts[at].text[start..end]`.
+#[derive(Clone, Copy)]
+struct Segment {
+    at: usize,
+    start: usize,
+    end: usize,
 }
 
-/// Scans every text of the request (through `cache`: a text seen before is not scanned again).
+impl Segment {
+    fn whole(at: usize, text: &str) -> Segment {
+        Segment { at, start: 0, end: text.len() }
+    }
+}
+
+/// Most bytes of a message's end and of the next one's start read together (see
+/// [`scan_request`]): a cue and its value sit close to where one message meets the next.
+const SEAM: usize = 256;
+
+/// The end of `text` (at most [`SEAM`] bytes), from a word's start when it is cut.
+fn tail(text: &str) -> usize {
+    let mut start = text.len().saturating_sub(SEAM);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    if start > 0 {
+        if let Some(w) = text[start..].find(char::is_whitespace) {
+            start += w;
+        }
+    }
+    start
+}
+
+/// The start of `text` (at most [`SEAM`] bytes), to a word's end when it is cut.
+fn head(text: &str) -> usize {
+    let mut end = text.len().min(SEAM);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < text.len() {
+        if let Some(w) = text[..end].rfind(char::is_whitespace) {
+            end = w;
+        }
+    }
+    end
+}
+
+/// Findings of the request's texts gathered from readings across texts, before they are
+/// merged with each text's own.
+struct Extra {
+    found: Vec<Vec<Finding>>,
+    /// `(text, start, category)` of pieces that continue a finding begun in an earlier text:
+    /// counted once, where it began.
+    continued: HashSet<(usize, usize, Category)>,
+}
+
+impl Extra {
+    /// Reads `segs` as one text (`sep` between them) and gives each text the findings that
+    /// fall in its segment, cut to it (a value split over two texts is found in both).
+    fn read(
+        &mut self,
+        scanner: &dyn Detector,
+        cache: &crate::textcache::TextCache,
+        texts: &[Text<'_>],
+        segs: &[Segment],
+        sep: &str,
+    ) -> Result<(), ApiError> {
+        let mut joined = String::new();
+        for (i, s) in segs.iter().enumerate() {
+            if i > 0 {
+                joined.push_str(sep);
+            }
+            joined.push_str(&texts[s.at].text[s.start..s.end]);
+        }
+        let found = cache.findings(scanner, &joined, cache.digest(&joined))?;
+        let mut at = 0;
+        for s in segs {
+            let end = at + (s.end - s.start);
+            for f in found.iter().filter(|f| f.start < end && f.end > at) {
+                let start = f.start.max(at) - at + s.start;
+                if f.start < at {
+                    self.continued.insert((s.at, start, f.category));
+                }
+                self.found[s.at].push(Finding { start, end: f.end.min(end) - at + s.start, ..*f });
+            }
+            at = end + sep.len();
+        }
+        Ok(())
+    }
+}
+
+/// A participant's name as a name reads (`jane_doe`, `JaneDoe` as `Jane Doe`: OpenAI allows
+/// no space in a `name`), with the byte of `name` each of its bytes stands for; `None` when
+/// that changes nothing.
+fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
+    if !name.is_ascii() {
+        let spaced = name.replace(['_', '-'], " ");
+        return (spaced != name).then(|| (spaced, (0..name.len()).collect()));
+    }
+    let b = name.as_bytes();
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut map = Vec::with_capacity(name.len() + 8);
+    for (i, &c) in b.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| b[p]);
+        if c.is_ascii_uppercase() && prev.is_some_and(|p| p.is_ascii_lowercase()) {
+            out.push(' ');
+            map.push(i);
+        }
+        let word_start = prev.is_none_or(|p| !p.is_ascii_alphabetic());
+        out.push(match c {
+            b'_' | b'-' => ' ',
+            c if word_start => c.to_ascii_uppercase() as char,
+            c => c as char,
+        });
+        map.push(i);
+    }
+    (out != name).then_some((out, map))
+}
+
+/// Scans every text of the request (through `cache`: a text seen before is not scanned again),
+/// and reads some texts together, as the model reads them:
+/// - the content parts of one message, joined as they are (`"219-09-"`, `"9999"` is an SSN
+///   split in two) and with a space between (`"Patient SSN"`, `"219099999"`: the cue of one
+///   part names the value of the next);
+/// - where one message meets the next (the last [`SEAM`] bytes of one and the first of the
+///   other, a space between): `"Last name:"` then `"Doe"`;
+/// - a participant's name as a name reads ([`name_reading`]): `jane_doe`.
 ///
-/// The content parts of one message are also read as one, as the model reads them: joined
-/// as they are (`"219-09-"`, `"9999"` is an SSN split in two) and with a space between
-/// (`"Patient SSN"`, `"219099999"`: the cue of one part names the value of the next). Each
-/// part keeps the union of its own findings and of the joined ones that fall in it, the more
-/// confident category where they overlap.
+/// Each text keeps its own findings and those of the joined readings that fall in it. Where
+/// two overlap, the category whose handling is strictest under `act` wins (a blocked SSN that
+/// another reading calls an MRN stays blocked), then the more confident. A finding split over
+/// two texts counts once.
 pub fn scan_request(
     scanner: &dyn Detector,
     cache: &crate::textcache::TextCache,
     texts: &[Text<'_>],
+    act: &dyn Fn(Category) -> Act,
 ) -> Result<Scanned, ApiError> {
     let mut out = Vec::with_capacity(texts.len());
     for t in texts {
         out.push((t.slot, cache.findings(scanner, t.text, t.digest)?));
     }
-    let mut i = 0;
-    while i < texts.len() {
-        let Some(g) = texts[i].group else {
-            i += 1;
-            continue;
-        };
-        let n = texts[i..].iter().take_while(|t| t.group == Some(g)).count();
-        let parts: Vec<&str> = texts[i..i + n].iter().map(|t| t.text).collect();
-        for sep in ["", " "] {
-            for (k, more) in joined_findings(scanner, cache, &parts, sep)?.into_iter().enumerate() {
-                let own = std::mem::take(&mut out[i + k].1);
-                out[i + k].1 = union(own, more);
+    let mut extra = Extra { found: vec![Vec::new(); texts.len()], continued: HashSet::new() };
+    // Content texts by message, in order.
+    let mut messages: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (k, t) in texts.iter().enumerate() {
+        match t.place {
+            Some(Place::Content(n)) => match messages.last_mut() {
+                Some((m, ks)) if *m == n => ks.push(k),
+                _ => messages.push((n, vec![k])),
+            },
+            Some(Place::Name) => {
+                if let Some((reading, map)) = name_reading(t.text) {
+                    let found = cache.findings(scanner, &reading, cache.digest(&reading))?;
+                    for f in found {
+                        let (start, end) = (map[f.start], map[f.end - 1] + 1);
+                        if t.text.is_char_boundary(start) && t.text.is_char_boundary(end) {
+                            extra.found[k].push(Finding { start, end, ..f });
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    for (i, (n, ks)) in messages.iter().enumerate() {
+        if ks.len() >= 2 {
+            let segs: Vec<Segment> = ks.iter().map(|&k| Segment::whole(k, texts[k].text)).collect();
+            for sep in ["", " "] {
+                extra.read(scanner, cache, texts, &segs, sep)?;
             }
         }
-        i += n;
+        if let Some((_, kn)) = messages.get(i + 1).filter(|(m, _)| *m == n + 1) {
+            let (a, b) = (ks[ks.len() - 1], kn[0]);
+            let (ta, tb) = (texts[a].text, texts[b].text);
+            let segs = [
+                Segment { at: a, start: tail(ta), end: ta.len() },
+                Segment { at: b, start: 0, end: head(tb) },
+            ];
+            extra.read(scanner, cache, texts, &segs, " ")?;
+        }
     }
+    let stricter = |x: &Finding, y: &Finding| {
+        let (ax, ay) = (act(x.category), act(y.category));
+        ax > ay || (ax == ay && x.score > y.score)
+    };
     let mut counts = BTreeMap::new();
-    for x in out.iter().flat_map(|(_, f)| f) {
-        *counts.entry(x.category).or_insert(0u32) += 1;
+    for (k, more) in extra.found.into_iter().enumerate() {
+        if !more.is_empty() {
+            let own = std::mem::take(&mut out[k].1);
+            out[k].1 = union_by(own, more, &stricter);
+        }
+        for f in &out[k].1 {
+            if !extra.continued.contains(&(k, f.start, f.category)) {
+                *counts.entry(f.category).or_insert(0u32) += 1;
+            }
+        }
     }
     Ok(Scanned { slots: out, counts })
 }
@@ -995,43 +1159,104 @@ mod tests {
         assert!(matches!(keys_and_numbers(&big), Err(ApiError::RequestTooLarge)));
     }
 
-    /// The findings of each text of a chat `body`, as [`scan_request`] makes them.
-    fn scanned_texts(body: &Value) -> Vec<(String, Vec<(Category, String)>)> {
+    /// The findings of each text of a chat `body`, as [`scan_request`] makes them under `act`,
+    /// and the counts.
+    /// Each text with the (category, value) of its findings.
+    type Found = Vec<(String, Vec<(Category, String)>)>;
+
+    fn scanned_under(
+        body: &Value,
+        act: &dyn Fn(Category) -> Act,
+    ) -> (Found, BTreeMap<Category, u32>) {
         let scanner = phi::Scanner::new().unwrap();
         let cache = crate::textcache::TextCache::new(100);
         let texts = texts(body, Kind::Chat, &cache).unwrap();
-        let scanned = scan_request(&scanner, &cache, &texts).unwrap();
-        texts
+        let scanned = scan_request(&scanner, &cache, &texts, act).unwrap();
+        let found = texts
             .iter()
             .zip(&scanned.slots)
             .map(|(t, (_, f))| {
                 let found = f.iter().map(|f| (f.category, t.text[f.start..f.end].to_string()));
                 (t.text.to_string(), found.collect())
             })
-            .collect()
+            .collect();
+        (found, scanned.counts)
+    }
+
+    fn scanned_texts(body: &Value) -> Found {
+        scanned_under(body, &|_| Act::Tokenize).0
+    }
+
+    fn user(content: Value) -> Value {
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": content}]})
     }
 
     #[test]
     fn a_messages_content_parts_are_also_read_as_one() {
-        let ssn = |parts: Value| {
-            let body = serde_json::json!({"model": "m", "messages": [
-                {"role": "user", "content": parts}]});
-            scanned_texts(&body)
-        };
         // A cue in one part names the value in the next.
-        let got = ssn(serde_json::json!(["Patient SSN", {"type": "text", "text": "219099999"}]));
+        let got = scanned_texts(&user(serde_json::json!(["Patient SSN",
+            {"type": "text", "text": "219099999"}])));
         assert_eq!(got[1].1, [(Category::Ssn, "219099999".to_string())], "{got:?}");
-        // A value split over two parts is found in both.
-        let got = ssn(serde_json::json!(["Call him at 617-55", "5-0199 today"]));
+        // A value split over two parts is found in both, and counted once.
+        let (got, counts) = scanned_under(
+            &user(serde_json::json!(["Call him at 617-55", "5-0199 today"])),
+            &|_| Act::Tokenize,
+        );
         assert_eq!(got[0].1, [(Category::Phone, "617-55".to_string())], "{got:?}");
         assert_eq!(got[1].1, [(Category::Phone, "5-0199".to_string())], "{got:?}");
-        // Each part still has its own findings; parts of different messages are not joined.
+        assert_eq!(counts.get(&Category::Phone), Some(&1), "{counts:?}");
+        // Each part still has its own findings.
+        let got = scanned_texts(&user(serde_json::json!(["a", "Jane Doe was seen on 03/14/2021"])));
+        assert!(got[1].1.contains(&(Category::Date, "03/14/2021".to_string())), "{got:?}");
+    }
+
+    #[test]
+    fn a_cue_at_the_end_of_one_message_names_the_value_in_the_next() {
         let body = serde_json::json!({"model": "m", "messages": [
-            {"role": "user", "content": ["Patient SSN"]},
-            {"role": "user", "content": ["219099999", "Jane Doe was seen on 03/14/2021"]}]});
+            {"role": "assistant", "content": "Thanks. What is the patient's last name:"},
+            {"role": "user", "content": "Doe"},
+            {"role": "assistant", "content": [{"type": "text", "text": "And the SSN"}]},
+            {"role": "user", "content": ["219099999", "thanks"]}]});
         let got = scanned_texts(&body);
-        assert!(got[1].1.iter().all(|(c, _)| *c != Category::Ssn), "{got:?}");
-        assert!(got[2].1.contains(&(Category::Date, "03/14/2021".to_string())), "{got:?}");
+        assert_eq!(got[1].1, [(Category::Name, "Doe".to_string())], "{got:?}");
+        assert_eq!(got[3].1, [(Category::Ssn, "219099999".to_string())], "{got:?}");
+        // Only the seam is read together: a long message's start is not joined to the end of
+        // the one before.
+        let long = format!("SSN {} 219099999", "word ".repeat(100));
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": "Patient"}, {"role": "user", "content": long}]});
+        let got = scanned_texts(&body);
+        assert!(got[1].1.iter().all(|(c, _)| *c != Category::Name), "{got:?}");
+    }
+
+    #[test]
+    fn a_participant_name_is_read_as_a_name() {
+        for (name, want) in
+            [("jane_doe", "jane_doe"), ("JaneDoe", "JaneDoe"), ("John-Smith", "John-Smith")]
+        {
+            let body = serde_json::json!({"model": "m", "user": name, "messages": [
+                {"role": "user", "name": name, "content": "hello"}]});
+            let got = scanned_texts(&body);
+            let names: Vec<_> = got.iter().filter(|(t, _)| t == name).collect();
+            assert_eq!(names.len(), 2, "{got:?}");
+            for (_, f) in names {
+                assert_eq!(f, &[(Category::Name, want.to_string())], "{name}: {got:?}");
+            }
+        }
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "name": "triage_bot", "content": "hello"}]});
+        assert!(scanned_texts(&body).iter().all(|(_, f)| f.is_empty()));
+    }
+
+    #[test]
+    fn where_readings_disagree_the_strictest_handling_wins() {
+        // "MRN 123-45-6789" reads as an MRN, the number alone as an SSN: with SSN blocked the
+        // request must still see an SSN.
+        let body = user(serde_json::json!(["MRN", "123-45-6789"]));
+        let block_ssn = |c: Category| if c == Category::Ssn { Act::Block } else { Act::Tokenize };
+        let (got, counts) = scanned_under(&body, &block_ssn);
+        assert_eq!(got[1].1, [(Category::Ssn, "123-45-6789".to_string())], "{got:?}");
+        assert!(counts.contains_key(&Category::Ssn), "{counts:?}");
     }
 
     #[test]

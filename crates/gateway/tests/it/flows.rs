@@ -295,6 +295,22 @@ async fn embeddings_are_tokenized_and_models_are_scoped() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_no_canary(&s.upstream);
+    // Documents embedded apart are numbered apart: the vendor cannot link two documents of one
+    // patient by a shared placeholder.
+    for doc in ["Alan Smith was admitted.", "Maria Garcia visited Alan Smith."] {
+        let a = s
+            .post(
+                "/v1/embeddings",
+                &s.clinician,
+                json!({"model": "clinical-chat",
+            "input": doc}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let sent = s.upstream.all_bodies();
+    assert!(sent.contains("[NAME_1] was admitted."), "{sent}");
+    assert!(sent.contains("[NAME_1] visited [NAME_2]."), "{sent}");
 
     let m = s.get("/v1/models", Some(&s.blocker)).await;
     assert_eq!(m.status, 200);
