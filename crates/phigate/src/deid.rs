@@ -39,11 +39,10 @@ fn phi_err(file: &str, line: usize, e: phi::Error) -> DataError {
 }
 
 impl Processor for DeidProcessor<'_> {
-    fn process(&self, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError> {
+    fn process(&self, file: &str, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError> {
         let mut ctx = Context::new();
         let Some(obj) = &rec.object else {
             // Plain text: the whole document.
-            let file = rec.id.as_str().unwrap_or("<text>");
             let mut out = self
                 .deid(&rec.text, &mut ctx, stats)
                 .map_err(|e| phi_err(file, 0, e))?
@@ -57,22 +56,21 @@ impl Processor for DeidProcessor<'_> {
         for field in self.fields {
             match obj.get_mut(field) {
                 Some(Value::String(s)) => {
-                    let new = self
-                        .deid(s, &mut ctx, stats)
-                        .map_err(|e| phi_err("<record>", rec.line, e))?;
+                    let new =
+                        self.deid(s, &mut ctx, stats).map_err(|e| phi_err(file, rec.line, e))?;
                     *s = new;
                 }
                 Some(Value::Null) => {}
                 Some(_) => {
                     return Err(DataError {
-                        file: "<record>".into(),
+                        file: file.into(),
                         line: rec.line,
                         problem: format!("field {field:?} is not a string"),
                     })
                 }
                 None => {
                     return Err(DataError {
-                        file: "<record>".into(),
+                        file: file.into(),
                         line: rec.line,
                         problem: format!("field {field:?} is missing"),
                     })
@@ -80,7 +78,7 @@ impl Processor for DeidProcessor<'_> {
             }
         }
         let mut out = serde_json::to_vec(&Value::Object(obj)).map_err(|e| DataError {
-            file: "<record>".into(),
+            file: file.into(),
             line: rec.line,
             problem: e.to_string(),
         })?;
@@ -125,14 +123,25 @@ pub fn run_csv(
         .clone();
     let header_names: Vec<String> =
         headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+    // A file without a header row starts with a record: its values are never printed as names.
+    let header_is_phi = reads_as_phi(p.scanner, &header_names);
+    let header = || {
+        if header_is_phi {
+            let n = header_names.len();
+            format!(
+                "the first line holds what reads as PHI, so it may not be a header row ({n} \
+                 column{}); give the file a header row that names its columns",
+                if n == 1 { "" } else { "s" }
+            )
+        } else {
+            format!("the header has: {}", header_names.join(", "))
+        }
+    };
     if opts.columns.is_empty() {
         anyhow::bail!(DataError {
             file: name,
             line: 1,
-            problem: format!(
-                "--columns is required for CSV; the header has: {}",
-                header_names.join(", ")
-            )
+            problem: format!("--columns is required for CSV; {}", header())
         });
     }
     let mut cols = Vec::new();
@@ -142,13 +151,19 @@ pub fn run_csv(
             None => anyhow::bail!(DataError {
                 file: name,
                 line: 1,
-                problem: format!(
-                    "unknown column {c:?}; the header has: {}",
-                    header_names.join(", ")
-                )
+                problem: format!("unknown column {c:?}; {}", header())
             }),
         }
     }
+    // How errors name a column: by its header, or by its 1-based position when the header
+    // reads as PHI.
+    let column = |i: usize| {
+        if header_is_phi {
+            format!("column {}", i + 1)
+        } else {
+            format!("column {:?}", header_names[i])
+        }
+    };
     let mut wtr = csv::WriterBuilder::new().delimiter(opts.delimiter).from_writer(out);
     wtr.write_byte_record(&headers)?;
     let mut stats = Stats::default();
@@ -180,8 +195,8 @@ pub fn run_csv(
                                 file: name.clone(),
                                 line,
                                 problem: format!(
-                                    "invalid UTF-8 in column {:?} at byte {}",
-                                    header_names[i],
+                                    "invalid UTF-8 in {} at byte {}",
+                                    column(i),
                                     e.valid_up_to()
                                 ),
                             })?;
@@ -219,6 +234,12 @@ pub fn run_csv(
     }
     wtr.flush()?;
     Ok(stats)
+}
+
+/// Whether a CSV file's first line holds what reads as PHI, in a cell or across cells (a name
+/// cue in one, the name in the next): then it is likely a record, not a header row.
+fn reads_as_phi(scanner: &Scanner, cells: &[String]) -> bool {
+    cells.iter().any(|c| !scanner.scan(c).is_empty()) || !scanner.scan(&cells.join(", ")).is_empty()
 }
 
 /// A content-free description of a CSV error.

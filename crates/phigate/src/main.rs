@@ -111,9 +111,10 @@ Examples:
         /// CSV columns to rewrite, by header name (comma-separated); required for CSV.
         #[arg(long, value_delimiter = ',')]
         columns: Vec<String>,
-        /// CSV field delimiter.
-        #[arg(long, default_value_t = ',')]
-        delimiter: char,
+        /// CSV field delimiter (one ASCII character; default: a tab for .tsv and .tab files,
+        /// a comma otherwise).
+        #[arg(long)]
+        delimiter: Option<char>,
         /// Write here instead of stdout (a file made readable by its owner only, 0600).
         #[arg(short, long, conflicts_with = "output_dir")]
         output: Option<String>,
@@ -232,7 +233,7 @@ Logs go to stderr (RUST_LOG, default info); they never hold a value, nor do metr
 #[derive(clap::Args)]
 struct InputArgs {
     /// Read inputs as this format instead of guessing from the extension (.jsonl/.ndjson →
-    /// jsonl, .csv → csv, anything else → text).
+    /// jsonl, .csv/.tsv → csv, anything else → text).
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// The JSONL field that holds the text.
@@ -383,12 +384,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 id_field: &input.id_field,
                 skip_invalid: input.skip_invalid,
             };
-            let delimiter = u8::try_from(delimiter)
-                .ok()
-                .filter(u8::is_ascii)
-                .context("--delimiter must be one ASCII character")?;
-            let csv_opts =
-                deid::CsvOptions { columns: &columns, delimiter, skip_invalid: input.skip_invalid };
+            let delimiter = delimiter
+                .map(|d| {
+                    u8::try_from(d)
+                        .ok()
+                        .filter(u8::is_ascii)
+                        .context("--delimiter must be one ASCII character")
+                })
+                .transpose()?;
             let pb = run::progress(&files);
             let mut total = run::Stats::default();
             let mut shared: Option<Box<dyn Write>> = None;
@@ -425,6 +428,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 });
                 let stats = if format == Format::Csv {
+                    let csv_opts = deid::CsvOptions {
+                        columns: &columns,
+                        delimiter: delimiter.unwrap_or_else(|| default_delimiter(f)),
+                        skip_invalid: input.skip_invalid,
+                    };
                     deid::run_csv(f, &proc, &csv_opts, &mut out, &pb)?
                 } else {
                     run::run_records(std::slice::from_ref(f), &opts, &proc, &mut out, &pb)?
@@ -506,6 +514,16 @@ pub(crate) fn write_private(
     f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// The CSV delimiter a path's extension implies: a tab for .tsv and .tab, a comma otherwise.
+fn default_delimiter(path: &str) -> u8 {
+    let lower = path.to_ascii_lowercase();
+    if lower.ends_with(".tsv") || lower.ends_with(".tab") {
+        b'\t'
+    } else {
+        b','
+    }
 }
 
 fn merge(total: &mut run::Stats, s: &run::Stats) {

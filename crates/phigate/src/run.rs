@@ -74,8 +74,9 @@ impl Stats {
 
 /// What to do with each record: returns the output bytes for it.
 pub trait Processor: Sync {
-    /// Processes one record; `stats` receives its counts.
-    fn process(&self, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError>;
+    /// Processes one record of `file` (its display name, for errors); `stats` receives its
+    /// counts.
+    fn process(&self, file: &str, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError>;
     /// Whether it needs the whole JSONL object (`Record::object`), not only text and id.
     fn needs_object(&self) -> bool {
         true
@@ -142,7 +143,7 @@ pub fn run_records(
                     text,
                     object: None,
                 };
-                let bytes = proc.process(&rec, &mut stats)?;
+                let bytes = proc.process(&name, &rec, &mut stats)?;
                 out.write_all(&bytes)?;
             }
             Format::Jsonl => run_jsonl(&name, &mut r, opts, proc, out, pb, &mut stats)?,
@@ -196,7 +197,7 @@ fn run_jsonl(
                     input::parse_jsonl_fields
                 };
                 let res = parse(name, *line, bytes, opts.field, opts.id_field)
-                    .and_then(|rec| proc.process(&rec, &mut st));
+                    .and_then(|rec| proc.process(name, &rec, &mut st));
                 (res, st)
             })
             .collect();

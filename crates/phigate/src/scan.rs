@@ -14,7 +14,7 @@ pub struct ScanProcessor<'a> {
 }
 
 impl Processor for ScanProcessor<'_> {
-    fn process(&self, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError> {
+    fn process(&self, _file: &str, rec: &Record, stats: &mut Stats) -> Result<Vec<u8>, DataError> {
         let findings = self.scanner.scan(&rec.text);
         stats.add(rec.text.len(), &findings);
         Ok(render(&rec.id, &rec.text, &findings))

@@ -189,7 +189,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Sends the spans still buffered (outside the runtime, as above).
     if let Some((p, _)) = traces {
         if let Err(e) = p.shutdown() {
-            eprintln!("phigate: the last request traces could not be sent: {e}");
+            // Not the SDK's text: it may hold the collector's URL (with credentials) and reply.
+            eprintln!(
+                "phigate: the last request traces could not be sent: {}",
+                crate::traces::reason(&e)
+            );
         }
     }
     result

@@ -58,7 +58,7 @@ pub fn without_userinfo(endpoint: &str) -> String {
 }
 
 /// Why an export failed, in words that hold nothing of the SDK's message but a status code.
-fn reason(e: &OTelSdkError) -> String {
+pub fn reason(e: &OTelSdkError) -> String {
     match e {
         OTelSdkError::AlreadyShutdown => "the exporter was already shut down".into(),
         OTelSdkError::Timeout(d) => format!("no answer within {} ms", d.as_millis()),

@@ -149,6 +149,93 @@ fn deid_csv_rewrites_chosen_columns_only() {
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown column \"notes\"") && err.contains("visit, note, code"), "{err}");
+    let out = phigate(&["deid", &f], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--columns is required") && err.contains("visit, note, code"), "{err}");
+    let p = dir.path().join("u.csv");
+    std::fs::write(&p, b"visit,note\n1,\xff\n").unwrap();
+    let out = phigate(&["deid", p.to_str().unwrap(), "--columns", "note"], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("u.csv:2: invalid UTF-8 in column \"note\" at byte 0"), "{err}");
+}
+
+/// A CSV file without a header row starts with a record: its values are never printed as column
+/// names, and the error says what to do.
+#[test]
+fn deid_csv_without_a_header_row_prints_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "h.csv",
+        "Alan Smith,219-45-6712,03/14/2021\nMaria Lopez,219-45-6713,04/02/2020\n",
+    );
+    for args in [vec!["deid", &f], vec!["deid", &f, "--columns", "note"]] {
+        let out = phigate(&args, None);
+        assert_eq!(out.status.code(), Some(65), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for value in ["Alan", "Smith", "219-45", "03/14/2021"] {
+            assert!(!err.contains(value), "the error leaked {value:?}: {err}");
+        }
+        assert!(err.contains("h.csv:1:"), "{err}");
+        assert!(err.contains("may not be a header row (3 columns)"), "{err}");
+        assert!(err.contains("give the file a header row that names its columns"), "{err}");
+    }
+    // A column chosen by a name that reads as PHI is named by its position in errors.
+    let p = dir.path().join("v.csv");
+    std::fs::write(&p, b"visit,Dr. Alan Smith\n1,\xff\n").unwrap();
+    let out = phigate(&["deid", p.to_str().unwrap(), "--columns", "Dr. Alan Smith"], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("v.csv:2: invalid UTF-8 in column 2 at byte 0"), "{err}");
+    assert!(!err.contains("Alan") && !err.contains("Smith"), "the error leaked a name: {err}");
+}
+
+#[test]
+fn deid_tsv_splits_on_tabs_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "v.tsv", "visit\tnote\n1\tSeen by Dr. Alan Smith, MRN: 4471902\n");
+    let out = phigate(&["deid", &f, "--columns", "note", "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "visit\tnote\n1\tSeen by [NAME], MRN: [MRN]\n"
+    );
+    // .tab read as CSV: a tab too.
+    let t = write(&dir, "v.tab", "visit\tnote\n1\tSeen by Dr. Alan Smith\n");
+    let out =
+        phigate(&["deid", &t, "--format", "csv", "--columns", "note", "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "visit\tnote\n1\tSeen by [NAME]\n");
+    // A delimiter given wins over the extension.
+    let c = write(&dir, "c.tsv", "visit;note\n1;Seen by Dr. Alan Smith\n");
+    let out =
+        phigate(&["deid", &c, "--delimiter", ";", "--columns", "note", "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "visit;note\n1;Seen by [NAME]\n");
+    let help = String::from_utf8_lossy(&phigate(&["deid", "--help"], None).stdout).into_owned();
+    assert!(help.contains("a tab for .tsv and .tab files"), "{help}");
+}
+
+#[test]
+fn deid_jsonl_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "n.jsonl",
+        "{\"id\":1,\"text\":\"Seen by Dr. Alan Smith\",\"summary\":5}\n{\"id\":2,\"text\":\"x\"}\n",
+    );
+    let out = phigate(&["deid", &f, "--also-field", "summary"], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{f}:1: field \"summary\" is not a string")), "{err}");
+    let out = phigate(&["deid", &f, "--also-field", "summary", "--skip-invalid"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{f}:2: field \"summary\" is missing")), "{err}");
+    assert!(!err.contains("<record>") && !err.contains("Alan"), "{err}");
 }
 
 #[test]
