@@ -77,6 +77,18 @@ impl Processor for DeidProcessor<'_> {
                 }
             }
         }
+        for (k, v) in &obj {
+            let empty = match v {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Bool(_) | Value::Number(_) => false,
+            };
+            if !empty && !self.fields.contains(k) {
+                stats.keep(k, 1);
+            }
+        }
         let mut out = serde_json::to_vec(&Value::Object(obj)).map_err(|e| DataError {
             file: file.into(),
             line: rec.line,
@@ -167,6 +179,7 @@ pub fn run_csv(
     let mut wtr = csv::WriterBuilder::new().delimiter(opts.delimiter).from_writer(out);
     wtr.write_byte_record(&headers)?;
     let mut stats = Stats::default();
+    let mut rows = 0u64;
     let mut records = rdr.into_byte_records();
     loop {
         let mut batch = Vec::new();
@@ -218,6 +231,7 @@ pub fn run_csv(
                 Ok(rec) => {
                     pb.inc(rec.as_slice().len() as u64 + rec.len() as u64);
                     wtr.write_byte_record(&rec)?;
+                    rows += 1;
                     stats.records += st.records.min(1);
                     stats.bytes += st.bytes;
                     for (a, b) in stats.per_category.iter_mut().zip(st.per_category) {
@@ -233,6 +247,13 @@ pub fn run_csv(
         }
     }
     wtr.flush()?;
+    // The other columns, copied as they are (by position when the header reads as PHI).
+    for (i, h) in header_names.iter().enumerate().filter(|(i, _)| !cols.contains(i)) {
+        let name = if header_is_phi { format!("column {}", i + 1) } else { h.clone() };
+        if rows > 0 {
+            stats.keep_checked(&name, rows);
+        }
+    }
     Ok(stats)
 }
 

@@ -92,6 +92,9 @@ Modes:
   surrogate    realistic fake values, consistent within each record; dates shifted by one offset
   hash         [NAME:3f9a…], a keyed HMAC-SHA256 (needs --key-file or PHIGATE_DEID_KEY)
 
+JSONL fields and CSV columns not named are copied as they are: a warning on stderr lists them
+(names and record counts, never values), so that an `mrn` or `patient` field is not missed.
+
 Examples:
   phigate deid notes.jsonl --mode placeholder > out.jsonl
   phigate deid notes.jsonl --field text --also-field summary --mode redact -o out.jsonl
@@ -447,6 +450,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if show_summary(summary) || total.skipped > 0 {
                 total.print(started);
             }
+            total.warn_kept(
+                "name a JSONL field with --field/--also-field, a CSV column with --columns, to \
+                 rewrite it",
+            );
             Ok(())
         }
         Command::Audit(args) => audit::run(args),
@@ -527,12 +534,7 @@ fn default_delimiter(path: &str) -> u8 {
 }
 
 fn merge(total: &mut run::Stats, s: &run::Stats) {
-    total.records += s.records;
-    total.skipped += s.skipped;
-    total.bytes += s.bytes;
-    for (a, b) in total.per_category.iter_mut().zip(s.per_category) {
-        *a += b;
-    }
+    total.merge(s);
 }
 
 /// The secret key from a file (raw, or hex if it is all hex digits) or the environment.

@@ -25,6 +25,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Findings per category (index = `Category::index`).
     pub per_category: [u64; phi::Category::ALL.len()],
+    /// `deid`: fields or columns copied as they are, not de-identified, with the number of
+    /// records that had one (see [`Stats::keep`]).
+    pub kept: std::collections::BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -37,13 +40,46 @@ impl Stats {
         }
     }
 
-    fn merge(&mut self, o: &Stats) {
+    /// Adds the counts of `o`.
+    pub fn merge(&mut self, o: &Stats) {
         self.records += o.records;
         self.skipped += o.skipped;
         self.bytes += o.bytes;
         for (a, b) in self.per_category.iter_mut().zip(o.per_category) {
             *a += b;
         }
+        for (k, n) in &o.kept {
+            *self.kept.entry(k.clone()).or_default() += n;
+        }
+    }
+
+    /// Counts a record's field or column `name` as copied as it is. A name that is not a
+    /// plain word (ASCII letters, digits, `_`, `-`, `.`, `$`, at most 64) is never printed: a
+    /// key could be anything.
+    pub fn keep(&mut self, name: &str, records: u64) {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.$".contains(&b));
+        self.keep_checked(if plain { name } else { "(fields of other names)" }, records);
+    }
+
+    /// [`Stats::keep`] for a name known to read as no PHI (a CSV header that was checked, a
+    /// column's position).
+    pub fn keep_checked(&mut self, name: &str, records: u64) {
+        *self.kept.entry(name.to_string()).or_default() += records;
+    }
+
+    /// Warns, on stderr, of what `deid` copied without de-identifying it: names and counts
+    /// only.
+    pub fn warn_kept(&self, how: &str) {
+        if self.kept.is_empty() {
+            return;
+        }
+        let list: Vec<String> = self.kept.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        eprintln!(
+            "phigate: warning: copied as they are, not de-identified (records): {}; {how}",
+            list.join(", ")
+        );
     }
 
     /// Prints the summary on stderr: counts only, never values.

@@ -109,6 +109,20 @@ fn deid_jsonl_keeps_other_fields_and_order() {
         String::from_utf8_lossy(&out.stdout),
         "{\"z\":1,\"text\":\"Seen by [NAME] on [DATE].\",\"a\":\"keep\"}\n"
     );
+    // What was copied as it is, by name and count, is told: never its value, nor a key that
+    // is not a plain word.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not de-identified (records): a (1), z (1);"), "{err}");
+    let f = write(&dir, "k.jsonl", "{\"text\":\"hi\",\"Alan Smith\":\"x\",\"e\":\"\"}\n");
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(records): (fields of other names) (1);") && !err.contains("Alan"),
+        "{err}"
+    );
+    let f = write(&dir, "all.jsonl", "{\"text\":\"hi\",\"e\":\"\"}\n");
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
 #[test]
@@ -145,6 +159,8 @@ fn deid_csv_rewrites_chosen_columns_only() {
         String::from_utf8_lossy(&out.stdout),
         "visit,note,code\n1,\"Seen by [NAME], MRN: [MRN]\",I10\n"
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not de-identified (records): code (1), visit (1);"), "{err}");
     let out = phigate(&["deid", &f, "--columns", "notes"], None);
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
