@@ -90,8 +90,6 @@ const ROUTES: [&str; 7] = [
     "/metrics",
 ];
 
-/// A request's route label: its route (allocated only for one missing from [`ROUTES`]), or
-/// `unmatched`.
 /// A request's method for its span: a standard one, or `_OTHER` (as OpenTelemetry's
 /// conventions say; a method is any token a caller likes, and could be a patient's name).
 fn method_label(m: &axum::http::Method) -> &'static str {
@@ -100,6 +98,8 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     KNOWN.into_iter().find(|k| *k == m.as_str()).unwrap_or("_OTHER")
 }
 
+/// A request's route label: its route (allocated only for one missing from [`ROUTES`]), or
+/// `unmatched`.
 fn route_label(matched: Option<&str>) -> metrics::SharedString {
     match matched {
         None => metrics::SharedString::const_str("unmatched"),
@@ -832,13 +832,15 @@ async fn prepare(
             "PHI in an object key or a JSON number cannot be replaced (send such values as strings)",
         ));
     }
-    // An embeddings call has no conversation: its input is its own (documents embedded apart
-    // get apart numbering, so that a vendor cannot link them by their placeholders).
+    // An embeddings call has no conversation: its input is its own (documents embedded by
+    // separate calls get apart numbering, so that a vendor cannot link them by their
+    // placeholders; one call's documents share it), apart from any chat's.
     let first = match kind {
         Kind::Chat => first_user_text(&body),
-        Kind::Embeddings => {
-            std::borrow::Cow::Owned(body.get("input").map(Value::to_string).unwrap_or_default())
-        }
+        Kind::Embeddings => std::borrow::Cow::Owned(format!(
+            "\0embeddings\0{}",
+            body.get("input").map(Value::to_string).unwrap_or_default()
+        )),
     };
     let scopes = scope_of(state, &who, headers, &first);
     drop(first);

@@ -137,33 +137,52 @@ pub const MAX_STREAM_TEXTS: usize = 1024;
 /// of digits without end) holds its text back until it ends, and each chunk scans it again.
 pub const MAX_HELD_BYTES: usize = 16 * 1024;
 
-/// Checks a protocol token (an id, a fingerprint, a protocol word) that holds a digit like
-/// text, without restoring it: ids are letters and digits, and an SSN or a phone number
-/// (`"id": "123-45-6789"`) is a protocol token too. `None` when it stays as it is. One without
-/// a digit (`assistant`, `stop`, `tool_calls`) holds no identifier and is not scanned.
+/// Categories an id is checked for ([`check_token`]): identifiers of a strict form. Random
+/// ids read now and then as an account, a device or a date number, and every id is "an id".
+const TOKEN_CATEGORIES: &[Category] =
+    &[Category::Ssn, Category::Phone, Category::Fax, Category::Mrn];
+
+/// Checks a protocol token (an id, a fingerprint, a protocol word) that holds six digits or
+/// more, without restoring it: an SSN, a phone number or an MRN standing apart in it (between
+/// its ends and `-_.:`: `"id": "call_123-45-6789"`) is PHI all the same. `None` when it stays
+/// as it is. Such a finding is redacted by replacing its digits with random letters (the id
+/// keeps its form, `^[A-Za-z0-9_-]+$`, and two of them stay apart), or refused under a block
+/// rule. `assistant`, `stop` or `chatcmpl-bench0001` are not scanned.
 fn check_token(
     rules: &OutputRules,
     s: &str,
     report: &mut OutputReport,
 ) -> Result<Option<String>, ApiError> {
-    if !s.bytes().any(|b| b.is_ascii_digit()) {
+    if s.bytes().filter(u8::is_ascii_digit).count() < 6 {
         return Ok(None);
     }
     // Read with its underscores as spaces (same offsets): `call_123-45-6789` holds an SSN,
     // though `_` and `1` make one word.
     let spaced = s.replace('_', " ");
+    let b = s.as_bytes();
+    let apart = |f: &phi::Finding| {
+        let sep = |c: u8| b"-_.:".contains(&c);
+        (f.start == 0 || sep(b[f.start - 1])) && (f.end == b.len() || sep(b[f.end]))
+    };
     let mut found = find_new_phi(rules, &spaced)?;
-    // Every id is some identifier (`fp_44709d6fcb` reads as one), and the digits of a hex id
-    // make no age: an identifier of a known kind is looked for, not "an id".
-    found.retain(|f| !matches!(f.category, Category::Id | Category::Age));
+    found.retain(|f| TOKEN_CATEGORIES.contains(&f.category) && apart(f));
     if found.is_empty() {
         return Ok(None);
     }
     report.new_phi.extend(found.iter().map(|f| f.category));
-    match rules.new_phi {
-        NewPhi::Redact => Ok(Some(phiops::redact(s, &found))),
-        NewPhi::Block => Err(blocked(&found)),
+    if rules.new_phi == NewPhi::Block {
+        return Err(blocked(&found));
     }
+    let mut out = s.as_bytes().to_vec();
+    for f in &found {
+        for c in &mut out[f.start..f.end] {
+            if c.is_ascii_digit() {
+                *c = b'a' + rand::random::<u8>() % 26;
+            }
+        }
+    }
+    // Only ASCII digits were replaced, by ASCII letters.
+    Ok(String::from_utf8(out).ok())
 }
 
 /// The envelope's fields that are protocol tokens (see [`envelope`]).
@@ -1318,6 +1337,29 @@ mod tests {
         for e in &out {
             let text = e.to_string();
             assert!(!text.contains(ssn) && !text.contains(phone), "{text}");
+        }
+        // A redacted id keeps an id's form, the same in every chunk.
+        let id = out[0]["choices"][0]["delta"]["tool_calls"][0]["id"].as_str().unwrap();
+        assert!(id.starts_with("call_") && id.len() == 16, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{id}");
+        assert_eq!(out[0]["id"], out[1]["id"]);
+        // Random ids that read as an account or a device number, or hold a number inside
+        // letters, pass as they are.
+        for id in [
+            "call_Pn23ZYrpZVT0B184VTrT6px1",
+            "chatcmpl-ea255e3318615a0651407a4481799af7",
+            "sN90TNfzQ",
+            "chatcmpl-zp879oXRc7JOK6AqcjDbEW9gW4Tgl",
+            "tool_1_2024-05-13",
+        ] {
+            let mut body = serde_json::json!({"id": id, "object": "chat.completion",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                    "content": "ok", "tool_calls": [{"id": id, "type": "function",
+                        "function": {"name": "lookup", "arguments": "{}"}}]}}]});
+            let mut block = rules(&[]);
+            block.new_phi = NewPhi::Block;
+            rewrite_completion(&block, &mut body, "client").unwrap();
+            assert_eq!(body["id"], id);
         }
         // Ordinary ids pass as they are, chunk after chunk.
         let mut rw = StreamRewriter::new(rules(&[]), "client");

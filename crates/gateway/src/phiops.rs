@@ -613,6 +613,8 @@ pub enum Kind {
 /// The result of scanning a request, before any change.
 pub struct Scanned {
     slots: Vec<(Slot, Vec<Finding>)>,
+    /// The slots of participant names (`name`, `user`): rewritten to a name's form.
+    names: HashSet<Slot>,
     /// Findings per category.
     pub counts: BTreeMap<Category, u32>,
 }
@@ -658,7 +660,10 @@ fn places(body: &Value) -> HashMap<*const u8, Place> {
         if let Some(c) = m.get("content") {
             each_text_at(c, &mut |t| _ = places.insert(t.as_ptr(), Place::Content(n)), false);
         }
-        if let Some(nm) = name(m.get("name")) {
+        // A tool or function message's `name` is its function's.
+        let role = m.get("role").and_then(Value::as_str);
+        if let Some(nm) = name(m.get("name")).filter(|_| !matches!(role, Some("tool" | "function")))
+        {
             places.insert(nm.as_ptr(), Place::Name);
         }
     }
@@ -704,6 +709,10 @@ impl Segment {
 /// Most bytes of a message's end and of the next one's start read together (see
 /// [`scan_request`]): a cue and its value sit close to where one message meets the next.
 const SEAM: usize = 256;
+
+/// Most seams between messages read in one request (each a scan of up to twice [`SEAM`]
+/// bytes).
+const MAX_SEAMS: usize = 1_000;
 
 /// The end of `text` (at most [`SEAM`] bytes), from a word's start when it is cut.
 fn tail(text: &str) -> usize {
@@ -761,12 +770,17 @@ impl Extra {
             joined.push_str(&texts[s.at].text[s.start..s.end]);
         }
         let found = cache.findings(scanner, &joined, cache.digest(&joined))?;
-        let mut at = 0;
-        for s in segs {
+        // The findings are sorted and apart: one pass over them and the segments together.
+        let (mut at, mut first) = (0, 0);
+        for (i, s) in segs.iter().enumerate() {
             let end = at + (s.end - s.start);
-            for f in found.iter().filter(|f| f.start < end && f.end > at) {
+            while found.get(first).is_some_and(|f| f.end <= at) {
+                first += 1;
+            }
+            for f in found[first..].iter().take_while(|f| f.start < end) {
                 let start = f.start.max(at) - at + s.start;
-                if f.start < at {
+                // Begun in an earlier segment (not in the separator before this one).
+                if i > 0 && f.start + sep.len() < at {
                     self.continued.insert((s.at, start, f.category));
                 }
                 self.found[s.at].push(Finding { start, end: f.end.min(end) - at + s.start, ..*f });
@@ -783,7 +797,8 @@ impl Extra {
 fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
     if !name.is_ascii() {
         let spaced = name.replace(['_', '-'], " ");
-        return (spaced != name).then(|| (spaced, (0..name.len()).collect()));
+        let words = spaced.split(' ').filter(|w| !w.is_empty()).count();
+        return (spaced != name && words >= 2).then(|| (spaced, (0..name.len()).collect()));
     }
     let b = name.as_bytes();
     let mut out = String::with_capacity(name.len() + 8);
@@ -802,7 +817,9 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
         });
         map.push(i);
     }
-    (out != name).then_some((out, map))
+    // One word is no full name, and a lone `alice` or `claude` is a bot's as often.
+    let words = out.split(' ').filter(|w| !w.is_empty()).count();
+    (out != name && words >= 2).then_some((out, map))
 }
 
 /// Scans every text of the request (through `cache`: a text seen before is not scanned again),
@@ -810,9 +827,12 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
 /// - the content parts of one message, joined as they are (`"219-09-"`, `"9999"` is an SSN
 ///   split in two) and with a space between (`"Patient SSN"`, `"219099999"`: the cue of one
 ///   part names the value of the next);
-/// - where one message meets the next (the last [`SEAM`] bytes of one and the first of the
-///   other, a space between): `"Last name:"` then `"Doe"`;
-/// - a participant's name as a name reads ([`name_reading`]): `jane_doe`.
+/// - where one message meets the next, when the first ends in a question or a label (`?`,
+///   `:`): its last content text's last [`SEAM`] bytes and the next one's first, a space
+///   between (`"Last name:"` then `"Doe"`), for at most [`MAX_SEAMS`] seams;
+/// - a participant's name as a name reads ([`name_reading`]): `jane_doe` (a tool or function
+///   message's `name` is its function's, not read so). Such a name keeps OpenAI's form once
+///   rewritten (`NAME_1_Doe`, see [`apply`]).
 ///
 /// Each text keeps its own findings and those of the joined readings that fall in it. Where
 /// two overlap, the category whose handling is strictest under `act` wins (a blocked SSN that
@@ -851,6 +871,7 @@ pub fn scan_request(
             None => {}
         }
     }
+    let mut seams = 0;
     for (i, (n, ks)) in messages.iter().enumerate() {
         if ks.len() >= 2 {
             let segs: Vec<Segment> = ks.iter().map(|&k| Segment::whole(k, texts[k].text)).collect();
@@ -861,6 +882,12 @@ pub fn scan_request(
         if let Some((_, kn)) = messages.get(i + 1).filter(|(m, _)| *m == n + 1) {
             let (a, b) = (ks[ks.len() - 1], kn[0]);
             let (ta, tb) = (texts[a].text, texts[b].text);
+            // A question or a label asks for what the next message says; after anything else
+            // ("... for the patient." then "Good morning") a capital word would read as a name.
+            if !ta.trim_end().ends_with([':', '?']) || seams >= MAX_SEAMS {
+                continue;
+            }
+            seams += 1;
             let segs = [
                 Segment { at: a, start: tail(ta), end: ta.len() },
                 Segment { at: b, start: 0, end: head(tb) },
@@ -884,7 +911,8 @@ pub fn scan_request(
             }
         }
     }
-    Ok(Scanned { slots: out, counts })
+    let names = texts.iter().filter(|t| t.place == Some(Place::Name)).map(|t| t.slot).collect();
+    Ok(Scanned { slots: out, names, counts })
 }
 
 /// What the request became.
@@ -1043,6 +1071,14 @@ pub async fn apply(
             last = f.end;
         }
         out.push_str(&text[last..]);
+        if scanned.names.contains(&here) {
+            // OpenAI takes `^[a-zA-Z0-9_-]+$` there: `[NAME_1]_Doe` is `NAME_1_Doe`.
+            out = out
+                .chars()
+                .filter(|c| !matches!(c, '[' | ']'))
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .collect();
+        }
         *text = out;
         Ok(())
     })?;
@@ -1215,7 +1251,7 @@ mod tests {
         let body = serde_json::json!({"model": "m", "messages": [
             {"role": "assistant", "content": "Thanks. What is the patient's last name:"},
             {"role": "user", "content": "Doe"},
-            {"role": "assistant", "content": [{"type": "text", "text": "And the SSN"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "And the SSN?"}]},
             {"role": "user", "content": ["219099999", "thanks"]}]});
         let got = scanned_texts(&body);
         assert_eq!(got[1].1, [(Category::Name, "Doe".to_string())], "{got:?}");
@@ -1227,6 +1263,18 @@ mod tests {
             {"role": "user", "content": "Patient"}, {"role": "user", "content": long}]});
         let got = scanned_texts(&body);
         assert!(got[1].1.iter().all(|(c, _)| *c != Category::Name), "{got:?}");
+        // Nor is a seam read after a message that asks nothing: "the patient. Good" would read
+        // as a name.
+        for (end, next) in [
+            ("Always be kind to the patient.", "Good morning, I have had a headache."),
+            ("I will draft that note for the patient.", "Perfect, please do."),
+            ("Ask Dr.", "Please summarize the visit."),
+        ] {
+            let body = serde_json::json!({"model": "m", "messages": [
+                {"role": "system", "content": end}, {"role": "user", "content": next}]});
+            let got = scanned_texts(&body);
+            assert!(got[1].1.is_empty(), "{got:?}");
+        }
     }
 
     #[test]
@@ -1243,9 +1291,16 @@ mod tests {
                 assert_eq!(f, &[(Category::Name, want.to_string())], "{name}: {got:?}");
             }
         }
+        // A bot's name, one word, or a function's name (on a tool message) is not read so.
         let body = serde_json::json!({"model": "m", "messages": [
-            {"role": "user", "name": "triage_bot", "content": "hello"}]});
-        assert!(scanned_texts(&body).iter().all(|(_, f)| f.is_empty()));
+            {"role": "user", "name": "triage_bot", "content": "hello"},
+            {"role": "assistant", "name": "alice", "content": "hello"},
+            {"role": "tool", "name": "get_patient_record", "tool_call_id": "c1", "content": "ok"}]});
+        assert!(
+            scanned_texts(&body).iter().all(|(_, f)| f.is_empty()),
+            "{:?}",
+            scanned_texts(&body)
+        );
     }
 
     #[test]

@@ -188,6 +188,19 @@ async fn every_text_field_of_a_request_is_scanned() {
         serde_json::from_str(s.upstream.bodies.lock().unwrap().last().unwrap()).unwrap();
     assert_eq!(sent["messages"][0]["role"], "system", "a protocol word was rewritten");
     assert_eq!(sent["tools"][0]["function"]["parameters"]["type"], "object");
+    // A participant name keeps the form OpenAI takes (`^[a-zA-Z0-9_-]+$`), and one written
+    // as OpenAI allows it (no space) is read as a name.
+    for name in [CANARY_NAME, "Alan_Smith", "alan_smith", "AlanSmith"] {
+        let body = json!({"model": "clinical-chat", "messages": [
+            {"role": "user", "content": "Summarize the plan.", "name": name}]});
+        let a = s.chat(&s.clinician, body).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let sent: serde_json::Value =
+            serde_json::from_str(s.upstream.bodies.lock().unwrap().last().unwrap()).unwrap();
+        let got = sent["messages"][0]["name"].as_str().unwrap();
+        assert!(!got.to_lowercase().contains("smith"), "{name}: {got}");
+        assert!(got.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{got}");
+    }
 }
 
 #[tokio::test]
