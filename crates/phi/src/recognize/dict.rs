@@ -171,5 +171,9 @@ mod tests {
         assert!(d.max_phrase_tokens >= 3);
         let p = Phrase { city_pop: 7, facility: true, name_cue: Some(false), ..Phrase::default() };
         assert_eq!(Phrase::unpack(p.pack()), p);
+        let k = Phrase { name_cue: Some(true), name_key: true, ..Phrase::default() };
+        assert_eq!(Phrase::unpack(k.pack()), k);
+        assert!(d.phrase("family").is_some_and(|p| p.name_key && p.name_cue == Some(true)));
+        assert!(d.phrase("lastname").is_some_and(|p| !p.name_key && p.name_cue == Some(true)));
     }
 }

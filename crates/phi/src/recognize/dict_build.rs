@@ -16,6 +16,7 @@ const MEDICAL: &str = include_str!("../../data/medical_terms.txt");
 const DRUGS: &str = include_str!("../../data/drugs.txt");
 const TITLES: &str = include_str!("../../data/titles.hand.txt");
 const CUES: &str = include_str!("../../data/name_cues.hand.txt");
+const KEYS: &str = include_str!("../../data/name_keys.hand.txt");
 const FACILITY_WORDS: &str = include_str!("../../data/facility_words.hand.txt");
 const FACILITY_STRONG: &str = include_str!("../../data/facility_strong.hand.txt");
 const FACILITIES: &str = include_str!("../../data/facilities.hand.txt");
@@ -197,6 +198,15 @@ pub(crate) fn build_tables() -> Built {
     }
     for weak in ["like", "similar to", "case of", "for", "with her", "with his", "mrs"] {
         phrase(weak, &|ph| ph.name_cue = Some(false));
+    }
+    // Field names (one word each): in the phrase table, flagged NAME_KEY, not PHRASE_START.
+    for l in lines(KEYS) {
+        let key = normalize_phrase(l);
+        assert!(!key.contains(' '), "name_keys.hand.txt holds one word a line: {l:?}");
+        let ph = phrases.entry(key.into_boxed_str()).or_default();
+        ph.name_cue = Some(true);
+        ph.name_key = true;
+        *words.entry(l).or_insert(0) |= flag::NAME_KEY;
     }
 
     let mut zip5 = vec![0u64; 100_000 / 64 + 1];

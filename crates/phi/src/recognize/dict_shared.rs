@@ -24,6 +24,9 @@ pub(crate) mod flag {
     pub const STREET_SUFFIX: u32 = 1 << 13;
     pub const STATE_NAME: u32 = 1 << 14;
     pub const STOP: u32 = 1 << 15;
+    /// A field name that is a name cue only as a label or a key (`name_keys.hand.txt`). Not a
+    /// [`PHRASE_START`]: place rules read that flag as a sign of a proper noun.
+    pub const NAME_KEY: u32 = 1 << 16;
     pub const LOC_CUE: u32 = 1 << 17;
     #[allow(dead_code)] // set from the lists; no rule reads it yet
     pub const NAME_SUFFIX: u32 = 1 << 18;
@@ -51,6 +54,9 @@ pub(crate) struct Phrase {
     pub name_cue: Option<bool>,
     /// A county name.
     pub county: bool,
+    /// A field name that is a name cue only as a label or a key, before a `:` or `=`
+    /// ("Family: Hargreaves", `"given": "Emeka"`); an ordinary word elsewhere ("given Lasix").
+    pub name_key: bool,
 }
 
 /// Populations are kept up to 16.7 million (24 bits), more than any US city.
@@ -66,6 +72,7 @@ impl Phrase {
             | u32::from(self.name_cue.is_some()) << 26
             | u32::from(self.name_cue == Some(true)) << 27
             | u32::from(self.county) << 28
+            | u32::from(self.name_key) << 29
     }
 
     /// Unpacks a table value.
@@ -77,6 +84,7 @@ impl Phrase {
             facility_head: v >> 25 & 1 == 1,
             name_cue: (v >> 26 & 1 == 1).then_some(v >> 27 & 1 == 1),
             county: v >> 28 & 1 == 1,
+            name_key: v >> 29 & 1 == 1,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::dict::{flag, Dict};
 use super::tokens::{Shape, Tok, Tokens};
+use super::util::quote_len;
 use crate::{Category, Finding};
 
 /// Strong titles accept any capitalised word after them ("Dr. White").
@@ -28,7 +29,9 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
             && (t.shape == Shape::Cap || t.caps_line || lower.len() == 2)
         {
             let strong = STRONG_TITLES.contains(&lower);
-            if let Some(last) = name_run(text, tk, i + 1, strong, dict) {
+            let lead = toks.get(i + 1).is_some_and(|n| gap_ok(b, t.end, n.start, true));
+            let run = if lead { name_run(text, tk, i + 1, strong, dict) } else { None };
+            if let Some(last) = run {
                 if t.shape != Shape::Upper
                     || t.caps_line
                     || lower != "ms"
@@ -40,12 +43,13 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 }
             }
         }
-        // 2. Cue phrases ("daughter", "spoke with", "pt").
-        if t.has(flag::PHRASE_START) {
-            if let Some((cue_end, strong)) = cue_at(tk, i, dict) {
+        // 2. Cue phrases ("daughter", "spoke with", "pt"), and field names as labels or keys
+        // ("Last name:\tDoe", `"family": "Hargreaves"`).
+        if t.has(flag::PHRASE_START | flag::NAME_KEY) {
+            if let Some((cue_end, strong, key)) = cue_at(tk, i, dict) {
                 let j = cue_end + 1;
                 if j < toks.len()
-                    && gap_ok(b, toks[cue_end].end, toks[j].start, true)
+                    && cue_gap_ok(b, toks[cue_end].end, toks[j].start, key)
                     && !toks[j].has(flag::TITLE)
                 {
                     if let Some(last) = name_run(text, tk, j, false, dict) {
@@ -59,11 +63,29 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                             || (!first
                                 .has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV)
                                 && first.shape != Shape::Initial);
-                        if (strong && evidence)
-                            || (!strong
-                                && first.has(flag::GIVEN | flag::SURNAME)
-                                && !first.has(flag::ENGLISH)
-                                && first.is_capitalized())
+                        // A field name that is an ordinary word ("First: Check labs"), or a
+                        // JSON key (`"name": "Blood Pressure"`), names a person only when the
+                        // name fills the field.
+                        let json = quote_len(&b[toks[cue_end].end..]) > 0;
+                        let fills = !(key || json) || field_ends(b, toks[last].end);
+                        // A key that is only `"name"` names tools, tests and drugs as often as
+                        // people: an English word there (`"name": "Search"`) needs to be a
+                        // frequent name as well.
+                        let bare_name_key = json
+                            && cue_end == i
+                            && lower == "name"
+                            && t.start > 0
+                            && quote_len(&b[t.start - 1..]) == 1;
+                        let evidence = evidence
+                            && !(bare_name_key
+                                && first.has(flag::ENGLISH)
+                                && !first.has(flag::GIVEN_TOP | flag::SURNAME_COMMON));
+                        if fills
+                            && ((strong && evidence)
+                                || (!strong
+                                    && first.has(flag::GIVEN | flag::SURNAME)
+                                    && !first.has(flag::ENGLISH)
+                                    && first.is_capitalized()))
                         {
                             let last = if strong { comma_given(text, tk, last) } else { last };
                             out.push(span(first.start, toks, last, b, 0.85, "name.cue"));
@@ -83,7 +105,7 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         {
             if let Some((last, score)) = given_lead(text, tk, i, dict) {
                 out.push(span(t.start, toks, last, b, score, "name.dict"));
-                i = last + 1;
+                i = csv_cells(b, toks, i, last, out) + 1;
                 continue;
             }
         }
@@ -269,8 +291,9 @@ fn strong_next(toks: &[Tok], j: usize) -> bool {
     toks.get(j).is_some_and(|n| n.has(flag::GIVEN | flag::SURNAME))
 }
 
-/// Whether the cue phrase starting at token `i` matches; returns its last token and strength.
-fn cue_at(tk: &Tokens, i: usize, dict: &Dict) -> Option<(usize, bool)> {
+/// Whether the cue phrase starting at token `i` matches; returns its last token, its strength
+/// and whether it is a cue only as a label or key ([`Phrase::name_key`](super::dict::Phrase)).
+fn cue_at(tk: &Tokens, i: usize, dict: &Dict) -> Option<(usize, bool, bool)> {
     let toks = &tk.toks;
     let mut key = String::new();
     let mut best = None;
@@ -284,7 +307,7 @@ fn cue_at(tk: &Tokens, i: usize, dict: &Dict) -> Option<(usize, bool)> {
         key.push_str(tk.lower_of(t));
         if let Some(p) = dict.phrase(&key) {
             if let Some(strong) = p.name_cue {
-                best = Some((k, strong));
+                best = Some((k, strong, p.name_key));
             }
         }
     }
@@ -319,9 +342,6 @@ fn name_run(
         && first.has(flag::FACILITY_WORD | flag::EPONYM_HEAD)
         && !first.has(flag::GIVEN | flag::SURNAME)
     {
-        return None;
-    }
-    if j > 0 && !gap_ok(b, toks[j - 1].end, first.start, true) {
         return None;
     }
     let mut last = j;
@@ -505,6 +525,134 @@ fn gap_ok(b: &[u8], from: usize, to: usize, allow_punct: bool) -> bool {
         return false;
     }
     g.iter().all(|&c| c == b' ' || (allow_punct && matches!(c, b'.' | b',' | b':')))
+}
+
+/// The text between a cue and the name after it: what [`gap_ok`] allows, or the layout of a
+/// labelled field: a `:` or `=` followed by spaces or tabs and at most one line break
+/// ("Last name:\n  Doe", "Name:     Doe"), a tab or one line break alone ("Name\tDoe"), or a
+/// JSON key's separator, the key being the cue (`"last_name": "Doe"`, `"given":["Emeka"]`,
+/// `'family': 'Doe'`, and `\"family\":\"Doe\"` in JSON quoted once more). A `key` cue (a
+/// field name that is an ordinary word elsewhere) needs the `:` or `=`.
+fn cue_gap_ok(b: &[u8], from: usize, to: usize, key: bool) -> bool {
+    let g = &b[from..to];
+    if g.len() > 16 {
+        return false;
+    }
+    if !key && gap_ok(b, from, to, true) {
+        return true;
+    }
+    let blanks = |g: &[u8], mut k: usize| {
+        while g.get(k).is_some_and(|&c| c == b' ' || c == b'\t') {
+            k += 1;
+        }
+        k
+    };
+    // The key's closing quote, then the `:` ("Name :" has a space before it).
+    let quote = quote_len(g);
+    let mut k = blanks(g, quote);
+    let colon = matches!(g.get(k), Some(b':' | b'='));
+    if colon {
+        k += 1;
+    } else if quote > 0 || key {
+        return false;
+    } else {
+        k = 0;
+    }
+    let ws = k;
+    let mut breaks = 0;
+    while let Some(&c) = g.get(k).filter(|&&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) {
+        breaks += usize::from(c == b'\n');
+        k += 1;
+    }
+    // Without a `:`, only a tab or a line break marks a field ("Name\tDoe"); spaces alone were
+    // judged by `gap_ok`.
+    if breaks > 1 || (!colon && !g[ws..k].iter().any(|&c| c == b'\t' || c == b'\n')) {
+        return false;
+    }
+    // The value's opening quote (after a JSON key, or a quoted value after a label).
+    if quote > 0 || k < g.len() {
+        if g.get(k) == Some(&b'[') {
+            k = blanks(g, k + 1);
+        }
+        let q = quote_len(&g[k.min(g.len())..]);
+        if q == 0 {
+            return false;
+        }
+        k += q;
+    }
+    k == g.len()
+}
+
+/// Whether a field's value ends at `pos`: a closing quote, a separator of fields (`,` `;` `}`
+/// `]`, a tab, a line break) or the end of the text.
+fn field_ends(b: &[u8], pos: usize) -> bool {
+    let pos = if b.get(pos) == Some(&b'.') { pos + 1 } else { pos };
+    b.get(pos..).is_none_or(|r| {
+        quote_len(r) > 0
+            || matches!(r.first(), None | Some(b',' | b';' | b'}' | b']' | b'\t' | b'\r' | b'\n'))
+    })
+}
+
+/// A given name that fills a cell of a CSV or TSV row ("Jane,Doe,92", "Doe\tJane\t92"): a cell
+/// beside it that holds one capitalised surname is a name too, each its own finding so that
+/// the row keeps its columns. Returns the last token taken.
+fn csv_cells(b: &[u8], toks: &[Tok], i: usize, last: usize, out: &mut Vec<Finding>) -> usize {
+    // The cell separator, read around a quoted or bare cell.
+    let sep_after = |pos: usize| {
+        let p = pos + quote_len(&b[pos.min(b.len())..]);
+        match b.get(p) {
+            Some(&c @ (b',' | b'\t')) => Some(Some((c, p))),
+            None | Some(b'\r' | b'\n') => Some(None),
+            _ => None,
+        }
+    };
+    let sep_before = |pos: usize| {
+        let p = if pos > 0 && matches!(b[pos - 1], b'"' | b'\'') { pos - 1 } else { pos };
+        match p.checked_sub(1).map(|q| (b[q], q)) {
+            Some((c @ (b',' | b'\t'), q)) => Some(Some((c, q))),
+            None | Some((b'\n', _)) => Some(None),
+            _ => None,
+        }
+    };
+    // A common surname that is also an eponym ("Smith") still counts beside a given name.
+    let surname_cell = |t: &Tok| {
+        t.shape == Shape::Cap
+            && t.end - t.start >= 2
+            && t.has(flag::SURNAME)
+            && !t.has(NEVER | flag::ABBREV | flag::FACILITY_WORD | flag::TITLE | flag::STATE_NAME)
+            && (t.has(flag::SURNAME_COMMON) || !t.has(flag::MEDICAL | flag::DRUG))
+    };
+    let (Some(before), Some(after)) = (sep_before(toks[i].start), sep_after(toks[last].end)) else {
+        return last;
+    };
+    let sep = match (before, after) {
+        (Some((a, _)), Some((z, _))) if a != z => return last,
+        (Some((c, _)), _) | (_, Some((c, _))) => c,
+        (None, None) => return last,
+    };
+    let mut taken = last;
+    // The cell before: "Doe,Jane".
+    if let (Some((_, q)), Some(p)) = (before, i.checked_sub(1).map(|k| &toks[k])) {
+        let end_ok = p.end == q || (p.end + 1 == q && quote_len(&b[p.end..]) == 1);
+        if end_ok
+            && surname_cell(p)
+            && sep_before(p.start).is_some_and(|s| s.is_none_or(|(c, _)| c == sep))
+        {
+            out.push(Finding::new(p.start, p.end, Category::Name, 0.7, "name.csv"));
+        }
+    }
+    // The cell after: "Jane,Doe".
+    if let (Some((_, q)), Some(n)) = (after, toks.get(last + 1)) {
+        let start_ok = n.start == q + 1 || (n.start == q + 2 && quote_len(&b[q + 1..]) == 1);
+        if start_ok
+            && surname_cell(n)
+            && sep_after(n.end).is_some_and(|s| s.is_none_or(|(c, _)| c == sep))
+        {
+            out.push(Finding::new(n.start, n.end, Category::Name, 0.7, "name.csv"));
+            taken = last + 1;
+        }
+    }
+    taken
 }
 
 /// A finding from token `start_byte` to the end of token `last` (with an initial's dot, without

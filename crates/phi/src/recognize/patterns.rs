@@ -11,7 +11,7 @@ use regex_automata::{Anchored, Input, MatchKind};
 
 use super::dict::Table;
 
-use super::util::{byte_before, cue_before, digits, word_after};
+use super::util::{byte_before, cue_before, digits, quote_len, word_after};
 use crate::validate;
 use crate::{Category, Error, Finding};
 
@@ -226,7 +226,7 @@ impl Patterns {
             )?,
             age: re(
                 "age",
-                r"(?i)\b(?:(?:9\d|1[0-2]\d)(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|(?:9\d|1[0-2]\d)[ \t]*(?:yo|y/o|y\.o\.?|yr\.? old|years of age|year-old|yof|yom)|(?:9\d|1[0-2]\d)(?:m|f)\b|(?:aged?|age:)[ \t]*(?:9\d|1[0-2]\d)\b|(?:9\d|1[0-2]\d)(?:st|nd|rd|th) birthday|nonagenarian|centenarian)",
+                r#"(?i)\b(?:(?:9\d|1[0-2]\d)(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|(?:9\d|1[0-2]\d)[ \t]*(?:yo|y/o|y\.o\.?|yr\.? old|years of age|year-old|yof|yom)|(?:9\d|1[0-2]\d)(?:m|f)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:9\d|1[0-2]\d)\b|(?:9\d|1[0-2]\d)(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#,
             )?,
             age_decade: re(
                 "age.decade",
@@ -411,8 +411,18 @@ impl Patterns {
         }
         self.run_dates(text, hits, out);
         for m in self.age.find_iter(text, hits) {
+            // After a cue ("Age:\n92", `"age": 92`) only the number is the age: the label and
+            // a JSON key stay as they are.
+            let start = if m.as_str().as_bytes()[0].eq_ignore_ascii_case(&b'a') {
+                m.as_str()
+                    .bytes()
+                    .position(|c| c.is_ascii_digit())
+                    .map_or(m.start(), |d| m.start() + d)
+            } else {
+                m.start()
+            };
             out.push(
-                Finding::new(m.start(), m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
+                Finding::new(start, m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
             );
         }
         self.run_ids(text, dict, hits, out);
@@ -752,6 +762,13 @@ fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize,
     let b = text.as_bytes();
     let mut i = cue_end;
     let mut saw_sep = false;
+    // A JSON key: its closing quote before the ':' (`"mrn": "SF-998877"`).
+    let key_quote = quote_len(&b[i..]);
+    let after = i + key_quote;
+    let colon_at = after + b[after..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    if key_quote > 0 && matches!(b.get(colon_at), Some(b':' | b'=')) {
+        i = colon_at;
+    }
     // Separators and filler words: spaces, ':', '#', '=', '-', "is", "number", "no.".
     loop {
         while i < b.len() && matches!(b[i], b' ' | b'\t' | b':' | b'=' | b'(' | b'\n') {
@@ -774,6 +791,10 @@ fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize,
         if !matched {
             break;
         }
+    }
+    // The value's opening quote.
+    if saw_sep {
+        i += quote_len(&b[i..]);
     }
     if i < b.len() && b[i] == b'#' {
         saw_sep = true;
@@ -1352,6 +1373,8 @@ mod tests {
             "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
             "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
+            "Age:\n92\tAge :\t 93 {\"age\":94,\"AGE\": \"95\", 'age'='96'} age\r\n  97 {\\\"age\\\":98}",
+            "{\"mrn\": \"SF-998877\", \"member_id\":\"W123456789\"} Phone:\n555-1234 ZIP:\n02139",
             "MEDICAL RECORD NUMBER 4471902, med rec no. 55, s/n X9-44, i.d. 7, user id jsmith42.",
             "BP 120/80, 1/2 tab, 5/325 mg, GCS 15, LDL 96, HbA1c 8.2%, COVID-19, NCT01234567.",
             "#12345 _123 é12 a1b2c3 VIN 1HGCM82633A004352 DEA AB1234563 #A1-B2",

@@ -5,9 +5,17 @@
 pub(crate) fn cue_before(text: &str, pos: usize, window: usize, words: &[&str]) -> bool {
     let b = text.as_bytes();
     let mut lo = pos.saturating_sub(window);
-    // A cue on an earlier line does not count.
+    // A cue on an earlier line does not count, unless that line is a label for the value that
+    // opens this one ("Phone:\n555-1234", "ZIP:\t\n02139").
     if let Some(nl) = b[lo..pos].iter().rposition(|&c| c == b'\n') {
-        lo += nl + 1;
+        let prev = &b[lo..lo + nl];
+        let label = b[lo + nl + 1..pos].iter().all(|&c| matches!(c, b' ' | b'\t' | b'"' | b'\''))
+            && prev.iter().rev().find(|c| !c.is_ascii_whitespace()) == Some(&b':');
+        lo += if label {
+            prev.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1)
+        } else {
+            nl + 1
+        };
     }
     let hay = &b[lo..pos];
     // One walk over the window's words for the cues that are one plain word; a search per
@@ -77,4 +85,14 @@ pub(crate) fn digits(s: &str) -> usize {
 /// The byte just before `pos`, if any.
 pub(crate) fn byte_before(text: &str, pos: usize) -> Option<u8> {
     pos.checked_sub(1).map(|p| text.as_bytes()[p])
+}
+
+/// The length of a quote at the start of `b`: `"`, `'`, or `\"` in JSON quoted twice (a key's
+/// closing quote or a value's opening one).
+pub(crate) fn quote_len(b: &[u8]) -> usize {
+    match b {
+        [b'"' | b'\'', ..] => 1,
+        [b'\\', b'"', ..] => 2,
+        _ => 0,
+    }
 }

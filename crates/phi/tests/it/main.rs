@@ -1,4 +1,6 @@
-//! Integration tests of the `phi` crate: the golden corpus (data files) and property tests.
+//! Integration tests of the `phi` crate: the golden corpus (data files), property tests and
+//! cues across field layouts.
 
 mod golden;
+mod layout;
 mod props;
