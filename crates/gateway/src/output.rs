@@ -14,7 +14,7 @@ use crate::phiops;
 /// What to do with PHI in an answer that was not in the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NewPhi {
-    /// Replace by `[CATEGORY]`.
+    /// Replace by `[CATEGORY]` (in an id, its digits by letters: see `check_token`).
     Redact,
     /// Refuse the answer.
     Block,
@@ -158,7 +158,20 @@ fn check_token(
     }
     // Read with its underscores as spaces (same offsets): `call_123-45-6789` holds an SSN,
     // though `_` and `1` make one word.
-    let spaced = s.replace('_', " ");
+    // Words of letters alone are blanked too: an id's `call`, `tool` or `mrn` is no cue
+    // (`call_1765112521` is no phone number).
+    let mut spaced = s.replace('_', " ").into_bytes();
+    let mut i = 0;
+    while i < spaced.len() {
+        let end =
+            spaced[i..].iter().position(|c| b" -.:".contains(c)).map_or(spaced.len(), |n| i + n);
+        if spaced[i..end].iter().all(u8::is_ascii_alphabetic) {
+            spaced[i..end].fill(b' ');
+        }
+        i = end + 1;
+    }
+    // Only ASCII bytes were replaced, by spaces.
+    let spaced = String::from_utf8(spaced).map_err(|_| ApiError::ScannerUnavailable)?;
     let b = s.as_bytes();
     let apart = |f: &phi::Finding| {
         let sep = |c: u8| b"-_.:".contains(&c);
@@ -173,16 +186,23 @@ fn check_token(
     if rules.new_phi == NewPhi::Block {
         return Err(blocked(&found));
     }
+    // Letters from a keyed hash of the token (the key drawn once a process): the same id gets
+    // the same letters in every chunk and answer, two ids stay apart, and no one without the
+    // key can tell the digits from them.
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(std::hash::RandomState::new);
     let mut out = s.as_bytes().to_vec();
-    for f in &found {
+    for (n, f) in found.iter().enumerate() {
+        let mut h = std::hash::BuildHasher::hash_one(key, (s, n));
         for c in &mut out[f.start..f.end] {
             if c.is_ascii_digit() {
-                *c = b'a' + rand::random::<u8>() % 26;
+                *c = b'a' + (h % 26) as u8;
+                h = (h / 26) ^ h.rotate_left(17);
             }
         }
     }
     // Only ASCII digits were replaced, by ASCII letters.
-    Ok(String::from_utf8(out).ok())
+    String::from_utf8(out).map(Some).map_err(|_| ApiError::ScannerUnavailable)
 }
 
 /// The envelope's fields that are protocol tokens (see [`envelope`]).
@@ -1351,6 +1371,9 @@ mod tests {
             "sN90TNfzQ",
             "chatcmpl-zp879oXRc7JOK6AqcjDbEW9gW4Tgl",
             "tool_1_2024-05-13",
+            "call_1765112521",
+            "call_9876543210",
+            "call_0_1765112521",
         ] {
             let mut body = serde_json::json!({"id": id, "object": "chat.completion",
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",

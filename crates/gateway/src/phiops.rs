@@ -710,6 +710,10 @@ impl Segment {
 /// [`scan_request`]): a cue and its value sit close to where one message meets the next.
 const SEAM: usize = 256;
 
+/// Categories found by their words (a capital word after "the patient." reads as a name):
+/// looked for across a seam only after a question or a label.
+const WORDS: &[Category] = &[Category::Name, Category::Location];
+
 /// Most seams between messages read in one request (each a scan of up to twice [`SEAM`]
 /// bytes).
 const MAX_SEAMS: usize = 1_000;
@@ -761,6 +765,7 @@ impl Extra {
         texts: &[Text<'_>],
         segs: &[Segment],
         sep: &str,
+        keep: fn(Category) -> bool,
     ) -> Result<(), ApiError> {
         let mut joined = String::new();
         for (i, s) in segs.iter().enumerate() {
@@ -777,7 +782,9 @@ impl Extra {
             while found.get(first).is_some_and(|f| f.end <= at) {
                 first += 1;
             }
-            for f in found[first..].iter().take_while(|f| f.start < end) {
+            for f in
+                found[first..].iter().take_while(|f| f.start < end).filter(|f| keep(f.category))
+            {
                 let start = f.start.max(at) - at + s.start;
                 // Begun in an earlier segment (not in the separator before this one).
                 if i > 0 && f.start + sep.len() < at {
@@ -827,9 +834,10 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
 /// - the content parts of one message, joined as they are (`"219-09-"`, `"9999"` is an SSN
 ///   split in two) and with a space between (`"Patient SSN"`, `"219099999"`: the cue of one
 ///   part names the value of the next);
-/// - where one message meets the next, when the first ends in a question or a label (`?`,
-///   `:`): its last content text's last [`SEAM`] bytes and the next one's first, a space
-///   between (`"Last name:"` then `"Doe"`), for at most [`MAX_SEAMS`] seams;
+/// - where one message meets the next: its last content text's last [`SEAM`] bytes and the
+///   next one's first, a space between (`"Last name:"` then `"Doe"`), for at most
+///   [`MAX_SEAMS`] seams; when the first asks nothing (ends in neither `?` nor `:`), only for
+///   a number at the next one's start, and names and places found there are dropped;
 /// - a participant's name as a name reads ([`name_reading`]): `jane_doe` (a tool or function
 ///   message's `name` is its function's, not read so). Such a name keeps OpenAI's form once
 ///   rewritten (`NAME_1_Doe`, see [`apply`]).
@@ -860,7 +868,11 @@ pub fn scan_request(
             Some(Place::Name) => {
                 if let Some((reading, map)) = name_reading(t.text) {
                     let found = cache.findings(scanner, &reading, cache.digest(&reading))?;
-                    for f in found {
+                    // A name is two words or more: "Alice Bot" (`alice_bot`) is a bot's.
+                    let two_words = |f: &Finding| reading[f.start..f.end].trim().contains(' ');
+                    for f in
+                        found.into_iter().filter(|f| f.category != Category::Name || two_words(f))
+                    {
                         let (start, end) = (map[f.start], map[f.end - 1] + 1);
                         if t.text.is_char_boundary(start) && t.text.is_char_boundary(end) {
                             extra.found[k].push(Finding { start, end, ..f });
@@ -876,23 +888,29 @@ pub fn scan_request(
         if ks.len() >= 2 {
             let segs: Vec<Segment> = ks.iter().map(|&k| Segment::whole(k, texts[k].text)).collect();
             for sep in ["", " "] {
-                extra.read(scanner, cache, texts, &segs, sep)?;
+                extra.read(scanner, cache, texts, &segs, sep, |_| true)?;
             }
         }
         if let Some((_, kn)) = messages.get(i + 1).filter(|(m, _)| *m == n + 1) {
             let (a, b) = (ks[ks.len() - 1], kn[0]);
             let (ta, tb) = (texts[a].text, texts[b].text);
-            // A question or a label asks for what the next message says; after anything else
-            // ("... for the patient." then "Good morning") a capital word would read as a name.
-            if !ta.trim_end().ends_with([':', '?']) || seams >= MAX_SEAMS {
+            // A question or a label asks for what the next message says. After anything else
+            // ("... for the patient." then "Good morning") a capital word would read as a name:
+            // there only a number is looked for ("... send the patient's SSN." then
+            // "219099999"), and only when the next message starts with one.
+            // (Read without what closes it: `**Last name:**` as `**Last name:`.)
+            let closed = ta.trim_end_matches(|c: char| c.is_whitespace() || "*_\"')".contains(c));
+            let asks = closed.ends_with([':', '?', '\u{ff1a}', '\u{ff1f}']);
+            let (start, end) = (tail(ta), head(tb));
+            let number = tb[..end].bytes().any(|c| c.is_ascii_digit());
+            if !(asks || number) || seams >= MAX_SEAMS {
                 continue;
             }
             seams += 1;
-            let segs = [
-                Segment { at: a, start: tail(ta), end: ta.len() },
-                Segment { at: b, start: 0, end: head(tb) },
-            ];
-            extra.read(scanner, cache, texts, &segs, " ")?;
+            let a_end = if asks { closed.len().max(start) } else { ta.len() };
+            let segs = [Segment { at: a, start, end: a_end }, Segment { at: b, start: 0, end }];
+            let keep = if asks { |_: Category| true } else { |c: Category| !WORDS.contains(&c) };
+            extra.read(scanner, cache, texts, &segs, " ", keep)?;
         }
     }
     let stricter = |x: &Finding, y: &Finding| {
@@ -1275,6 +1293,16 @@ mod tests {
             let got = scanned_texts(&body);
             assert!(got[1].1.is_empty(), "{got:?}");
         }
+        // A number after a message that names it, and a label in bold.
+        for (end, next, cat) in [
+            ("Please send the patient's SSN.", "219099999", Category::Ssn),
+            ("**Last name:**", "Doe", Category::Name),
+        ] {
+            let body = serde_json::json!({"model": "m", "messages": [
+                {"role": "assistant", "content": end}, {"role": "user", "content": next}]});
+            let got = scanned_texts(&body);
+            assert_eq!(got[1].1, [(cat, next.to_string())], "{got:?}");
+        }
     }
 
     #[test]
@@ -1295,6 +1323,8 @@ mod tests {
         let body = serde_json::json!({"model": "m", "messages": [
             {"role": "user", "name": "triage_bot", "content": "hello"},
             {"role": "assistant", "name": "alice", "content": "hello"},
+            {"role": "assistant", "name": "alice_bot", "content": "hello"},
+            {"role": "assistant", "name": "claude_assistant", "content": "hello"},
             {"role": "tool", "name": "get_patient_record", "tool_call_id": "c1", "content": "ok"}]});
         assert!(
             scanned_texts(&body).iter().all(|(_, f)| f.is_empty()),
