@@ -897,12 +897,14 @@ pub fn scan_request(
             // A question or a label asks for what the next message says. After anything else
             // ("... for the patient." then "Good morning") a capital word would read as a name:
             // there only a number is looked for ("... send the patient's SSN." then
-            // "219099999"), and only when the next message starts with one.
+            // "219099999"), and only when one is among the next message's first three words
+            // (a reply to what was asked).
             // (Read without what closes it: `**Last name:**` as `**Last name:`.)
             let closed = ta.trim_end_matches(|c: char| c.is_whitespace() || "*_\"')".contains(c));
             let asks = closed.ends_with([':', '?', '\u{ff1a}', '\u{ff1f}']);
             let (start, end) = (tail(ta), head(tb));
-            let number = tb[..end].bytes().any(|c| c.is_ascii_digit());
+            let number =
+                tb.split_whitespace().take(3).any(|w| w.bytes().any(|c| c.is_ascii_digit()));
             if !(asks || number) || seams >= MAX_SEAMS {
                 continue;
             }
@@ -1294,14 +1296,15 @@ mod tests {
             assert!(got[1].1.is_empty(), "{got:?}");
         }
         // A number after a message that names it, and a label in bold.
-        for (end, next, cat) in [
-            ("Please send the patient's SSN.", "219099999", Category::Ssn),
-            ("**Last name:**", "Doe", Category::Name),
+        for (end, next, cat, value) in [
+            ("Please send the patient's SSN.", "219099999", Category::Ssn, "219099999"),
+            ("Please send the patient's SSN.", "It is 219099999", Category::Ssn, "219099999"),
+            ("**Last name:**", "Doe", Category::Name, "Doe"),
         ] {
             let body = serde_json::json!({"model": "m", "messages": [
                 {"role": "assistant", "content": end}, {"role": "user", "content": next}]});
             let got = scanned_texts(&body);
-            assert_eq!(got[1].1, [(cat, next.to_string())], "{got:?}");
+            assert_eq!(got[1].1, [(cat, value.to_string())], "{got:?}");
         }
     }
 
