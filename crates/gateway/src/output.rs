@@ -145,9 +145,9 @@ const TOKEN_CATEGORIES: &[Category] =
 /// Checks a protocol token (an id, a fingerprint, a protocol word) that holds six digits or
 /// more, without restoring it: an SSN, a phone number or an MRN standing apart in it (between
 /// its ends and `-_.:`: `"id": "call_123-45-6789"`) is PHI all the same. `None` when it stays
-/// as it is. Such a finding is redacted by replacing its digits with random letters (the id
-/// keeps its form, `^[A-Za-z0-9_-]+$`, and two of them stay apart), or refused under a block
-/// rule. `assistant`, `stop` or `chatcmpl-bench0001` are not scanned.
+/// as it is. Such a finding is redacted by replacing its digits with letters from a keyed hash
+/// of the token (the id keeps its form, `^[A-Za-z0-9_-]+$`, is the same wherever it appears,
+/// and two of them stay apart), or refused under a block rule. `assistant`, `stop` or `chatcmpl-bench0001` are not scanned.
 fn check_token(
     rules: &OutputRules,
     s: &str,

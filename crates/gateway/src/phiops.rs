@@ -802,31 +802,31 @@ impl Extra {
 /// no space in a `name`), with the byte of `name` each of its bytes stands for; `None` when
 /// that changes nothing.
 fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
-    if !name.is_ascii() {
-        let spaced = name.replace(['_', '-'], " ");
-        let words = spaced.split(' ').filter(|w| !w.is_empty()).count();
-        return (spaced != name && words >= 2).then(|| (spaced, (0..name.len()).collect()));
-    }
-    let b = name.as_bytes();
-    let mut out = String::with_capacity(name.len() + 8);
-    let mut map = Vec::with_capacity(name.len() + 8);
-    for (i, &c) in b.iter().enumerate() {
-        let prev = i.checked_sub(1).map(|p| b[p]);
-        if c.is_ascii_uppercase() && prev.is_some_and(|p| p.is_ascii_lowercase()) {
-            out.push(' ');
+    let (out, map) = if name.is_ascii() {
+        let b = name.as_bytes();
+        let mut out = String::with_capacity(name.len() + 8);
+        let mut map = Vec::with_capacity(name.len() + 8);
+        for (i, &c) in b.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|p| b[p]);
+            if c.is_ascii_uppercase() && prev.is_some_and(|p| p.is_ascii_lowercase()) {
+                out.push(' ');
+                map.push(i);
+            }
+            let word_start = prev.is_none_or(|p| !p.is_ascii_alphabetic());
+            out.push(match c {
+                b'_' | b'-' => ' ',
+                c if word_start => c.to_ascii_uppercase() as char,
+                c => c as char,
+            });
             map.push(i);
         }
-        let word_start = prev.is_none_or(|p| !p.is_ascii_alphabetic());
-        out.push(match c {
-            b'_' | b'-' => ' ',
-            c if word_start => c.to_ascii_uppercase() as char,
-            c => c as char,
-        });
-        map.push(i);
-    }
+        (out, map)
+    } else {
+        // Same length: `_` and `-` become spaces, nothing else moves.
+        (name.replace(['_', '-'], " "), (0..name.len()).collect())
+    };
     // One word is no full name, and a lone `alice` or `claude` is a bot's as often.
-    let words = out.split(' ').filter(|w| !w.is_empty()).count();
-    (out != name && words >= 2).then_some((out, map))
+    (out != name && out.split_whitespace().count() >= 2).then_some((out, map))
 }
 
 /// Scans every text of the request (through `cache`: a text seen before is not scanned again),
@@ -837,7 +837,8 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
 /// - where one message meets the next: its last content text's last [`SEAM`] bytes and the
 ///   next one's first, a space between (`"Last name:"` then `"Doe"`), for at most
 ///   [`MAX_SEAMS`] seams; when the first asks nothing (ends in neither `?` nor `:`), only for
-///   a number at the next one's start, and names and places found there are dropped;
+///   a number among the next one's first three words, and names and places found there are
+///   dropped;
 /// - a participant's name as a name reads ([`name_reading`]): `jane_doe` (a tool or function
 ///   message's `name` is its function's, not read so). Such a name keeps OpenAI's form once
 ///   rewritten (`NAME_1_Doe`, see [`apply`]).

@@ -259,8 +259,27 @@ pub fn run_csv(
 
 /// Whether a CSV file's first line holds what reads as PHI, in a cell or across cells (a name
 /// cue in one, the name in the next): then it is likely a record, not a header row.
-fn reads_as_phi(scanner: &Scanner, cells: &[String]) -> bool {
-    cells.iter().any(|c| !scanner.scan(c).is_empty()) || !scanner.scan(&cells.join(", ")).is_empty()
+pub fn reads_as_phi(scanner: &Scanner, cells: &[String]) -> bool {
+    // A key or a header is also read with `_`, `-` and `.` as spaces and its words capitalised
+    // (`jane_doe` as `Jane Doe`).
+    let spaced = |c: &String| {
+        let mut out = String::with_capacity(c.len());
+        let mut word_start = true;
+        for ch in c.chars() {
+            let sep = matches!(ch, '_' | '-' | '.' | ' ');
+            out.push(if sep {
+                ' '
+            } else if word_start {
+                ch.to_ascii_uppercase()
+            } else {
+                ch
+            });
+            word_start = sep;
+        }
+        out
+    };
+    cells.iter().any(|c| !scanner.scan(c).is_empty() || !scanner.scan(&spaced(c)).is_empty())
+        || !scanner.scan(&cells.join(", ")).is_empty()
 }
 
 /// A content-free description of a CSV error.

@@ -441,7 +441,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     run::run_records(std::slice::from_ref(f), &opts, &proc, &mut out, &pb)?
                 };
                 out.flush()?;
-                merge(&mut total, &stats);
+                total.merge(&stats);
                 if output_dir.is_none() {
                     shared = Some(out);
                 }
@@ -453,6 +453,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             total.warn_kept(
                 "name a JSONL field with --field/--also-field, a CSV column with --columns, to \
                  rewrite it",
+                &|name| deid::reads_as_phi(&scanner, &[name.to_string()]),
             );
             Ok(())
         }
@@ -531,10 +532,6 @@ fn default_delimiter(path: &str) -> u8 {
     } else {
         b','
     }
-}
-
-fn merge(total: &mut run::Stats, s: &run::Stats) {
-    total.merge(s);
 }
 
 /// The secret key from a file (raw, or hex if it is all hex digits) or the environment.

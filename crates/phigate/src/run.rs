@@ -70,12 +70,17 @@ impl Stats {
     }
 
     /// Warns, on stderr, of what `deid` copied without de-identifying it: names and counts
-    /// only.
-    pub fn warn_kept(&self, how: &str) {
+    /// only, a name that `reads_as_phi` counted with the others of other names.
+    pub fn warn_kept(&self, how: &str, reads_as_phi: &dyn Fn(&str) -> bool) {
         if self.kept.is_empty() {
             return;
         }
-        let list: Vec<String> = self.kept.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        let mut shown = std::collections::BTreeMap::new();
+        for (k, n) in &self.kept {
+            let k = if reads_as_phi(k) { "(fields of other names)" } else { k.as_str() };
+            *shown.entry(k).or_insert(0u64) += n;
+        }
+        let list: Vec<String> = shown.iter().map(|(k, n)| format!("{k} ({n})")).collect();
         eprintln!(
             "phigate: warning: copied as they are, not de-identified (records): {}; {how}",
             list.join(", ")

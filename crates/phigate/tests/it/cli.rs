@@ -120,6 +120,14 @@ fn deid_jsonl_keeps_other_fields_and_order() {
         err.contains("(records): (fields of other names) (1);") && !err.contains("Alan"),
         "{err}"
     );
+    // A plain word that reads as a name is not printed either.
+    let f = write(&dir, "n.jsonl", "{\"text\":\"hi\",\"Alan-Smith\":\"x\",\"mrn\":\"4\"}\n");
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(fields of other names) (1), mrn (1);") && !err.contains("Smith"),
+        "{err}"
+    );
     let f = write(&dir, "all.jsonl", "{\"text\":\"hi\",\"e\":\"\"}\n");
     let out = phigate(&["deid", &f, "--mode", "redact"], None);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
