@@ -136,13 +136,20 @@ pub fn run_csv(
     let header_names: Vec<String> =
         headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
     // A file without a header row starts with a record: its values are never printed as names.
-    let header_is_phi = reads_as_phi(p.scanner, &header_names);
+    let why_hidden = if reads_as_phi(p.scanner, &header_names) {
+        Some("holds what reads as PHI")
+    } else if reads_as_record(&header_names) {
+        Some("holds a number")
+    } else {
+        None
+    };
+    let header_is_phi = why_hidden.is_some();
     let header = || {
-        if header_is_phi {
+        if let Some(why) = why_hidden {
             let n = header_names.len();
             format!(
-                "the first line holds what reads as PHI, so it may not be a header row ({n} \
-                 column{}); give the file a header row that names its columns",
+                "the first line {why}, so it may not be a header row ({n} column{}); give the \
+                 file a header row that names its columns",
                 if n == 1 { "" } else { "s" }
             )
         } else {
@@ -255,6 +262,22 @@ pub fn run_csv(
         }
     }
     Ok(stats)
+}
+
+/// Whether a CSV file's first line reads as a record rather than as column names, though the
+/// scanner finds nothing in it: a cell is a number (digits with `.`, `,`, `-`, `/`, `:` or
+/// spaces: `12`, `3.5`, `2021-03-14`), other than one that could name a year's column (`2021`).
+/// A record's other cells (`Smith`) may be what nothing marks as PHI alone.
+pub fn reads_as_record(cells: &[String]) -> bool {
+    cells.iter().any(|c| {
+        let c = c.trim();
+        let number = c.bytes().any(|b| b.is_ascii_digit())
+            && c.bytes().all(|b| b.is_ascii_digit() || b" .,-/:".contains(&b));
+        let year = c.len() == 4
+            && c.bytes().all(|b| b.is_ascii_digit())
+            && (1900..=2100).contains(&c.parse::<u32>().unwrap_or(0));
+        number && !year
+    })
 }
 
 /// Whether a CSV file's first line holds what reads as PHI, in a cell or across cells (a name

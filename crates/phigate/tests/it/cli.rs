@@ -207,6 +207,18 @@ fn deid_csv_without_a_header_row_prints_no_value() {
         assert!(err.contains("may not be a header row (3 columns)"), "{err}");
         assert!(err.contains("give the file a header row that names its columns"), "{err}");
     }
+    // A first row the scanner finds nothing in, but with a number in a cell, is a record too.
+    let f = write(&dir, "r.csv", "12,Smith,hypertension\n13,Okafor,asthma\n");
+    let out = phigate(&["deid", &f, "--columns", "note"], None);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("Smith") && !err.contains("hypertension"), "leaked: {err}");
+    assert!(err.contains("the first line holds a number, so it may not be a header row"), "{err}");
+    // Year columns are names.
+    let f = write(&dir, "y.csv", "region,2021,2022\nnorth,3,4\n");
+    let out = phigate(&["deid", &f, "--columns", "note"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the header has: region, 2021, 2022"), "{err}");
     // A column chosen by a name that reads as PHI is named by its position in errors.
     let p = dir.path().join("v.csv");
     std::fs::write(&p, b"visit,Dr. Alan Smith\n1,\xff\n").unwrap();
