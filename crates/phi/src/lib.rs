@@ -29,4 +29,4 @@ mod scanner;
 pub mod transform;
 pub mod validate;
 
-pub use scanner::{Scanner, ScannerBuilder};
+pub use scanner::{NamePart, Scanner, ScannerBuilder};

@@ -2,6 +2,8 @@
 
 use std::cell::RefCell;
 
+pub use crate::recognize::repeat::NamePart;
+use crate::recognize::repeat::SCORE as SCORE_OF_REPEAT;
 use crate::recognize::{tokens::Tokens, Engine};
 use crate::{Category, Error, Finding};
 
@@ -79,6 +81,30 @@ impl Scanner {
     pub fn scan_into(&self, text: &str, out: &mut Vec<Finding>) {
         SCRATCH.with(|t| self.engine.scan(text, &mut t.borrow_mut(), out));
         out.retain(|f| self.enabled[f.category.index()] && f.score >= self.min_score);
+    }
+
+    /// The words of the names among `found` (this scanner's findings in `text`) that mark a
+    /// name wherever they are said again: [`Scanner::scan`] looks for them in the rest of the
+    /// same text, and [`Scanner::repeats`] in another text (another message of the same
+    /// conversation). Sorted and distinct; empty when no name was found.
+    pub fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<NamePart> {
+        let mut parts = Vec::new();
+        if self.enabled[Category::Name.index()] {
+            crate::recognize::repeat::parts_of(self.engine.dict, text, found, &mut parts);
+        }
+        parts
+    }
+
+    /// Adds to `found` (findings in `text`, sorted and apart) a name finding for each word of
+    /// `text` that repeats one of `parts` ([`Scanner::name_parts`] of other texts) outside
+    /// them: as written or in capitals; in lower case only when no word list knows the word
+    /// as anything else; a word that is also a common word or a term (`Bell`) only capitalised
+    /// inside a sentence. Returns whether it added any; `found` stays sorted and apart.
+    pub fn repeats(&self, text: &str, parts: &[NamePart], found: &mut Vec<Finding>) -> bool {
+        if !self.enabled[Category::Name.index()] || SCORE_OF_REPEAT < self.min_score {
+            return false;
+        }
+        SCRATCH.with(|t| self.engine.repeats(text, &mut t.borrow_mut(), parts, found))
     }
 }
 

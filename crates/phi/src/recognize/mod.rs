@@ -8,6 +8,7 @@ pub(crate) mod dict;
 mod names;
 mod patterns;
 mod places;
+pub(crate) mod repeat;
 pub(crate) mod tokens;
 mod util;
 
@@ -87,6 +88,27 @@ impl Engine {
         names::find(text, tokens, self.dict, out);
         places::find(text, tokens, self.dict, out);
         merge(text, out);
+        // A name found by its cue is a name where the text says it again without one.
+        let mut parts = Vec::new();
+        repeat::parts_of(self.dict, text, out, &mut parts);
+        repeat::find(tokens, &parts, out);
+    }
+
+    /// Names in `text` (whose findings are `found`, sorted and apart) that repeat a word of
+    /// `parts` outside them (see [`repeat`]); `found` gains them.
+    pub(crate) fn repeats(
+        &self,
+        text: &str,
+        tokens: &mut Tokens,
+        parts: &[repeat::NamePart],
+        found: &mut Vec<Finding>,
+    ) -> bool {
+        if parts.is_empty() || text.is_empty() {
+            return false;
+        }
+        let opaque: Vec<(usize, usize)> = found.iter().map(|f| (f.start, f.end)).collect();
+        tokens.fill(text, self.dict, &opaque);
+        repeat::find(tokens, parts, found)
     }
 }
 

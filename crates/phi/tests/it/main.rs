@@ -4,3 +4,4 @@
 mod golden;
 mod layout;
 mod props;
+mod repeat;

@@ -1,0 +1,104 @@
+//! Names said again. Once a name is found by its cue ("Patient Alan Smith"), its words are
+//! PHI wherever the text repeats them without one ("What dose for Smith?", "SMITH denied
+//! pain"): clinicians name a patient in full once, then by surname.
+//!
+//! The words of a found name that are looked for again ([`NamePart`]) are its words of two
+//! letters or more, but titles ("Dr"), words never in a name (stop words, months, weekdays)
+//! and initials. Where one reappears outside every finding it becomes a name:
+//! - as written (`Smith`) or in capitals (`SMITH`);
+//! - in lower case (`smith`) only when no word list knows it as anything else (`okafor`);
+//! - when it is also a common word or a clinical term (`Will`, `Bell`, `Parkinson`), only
+//!   capitalised inside a sentence, where capitals mark a proper noun, or in capitals on a
+//!   line that is not (`SMITH denied pain`); never at a sentence's start nor on a line
+//!   written in capitals.
+
+use super::dict::{flag, Dict};
+use super::tokens::{Shape, Tokens};
+use crate::{Category, Finding};
+
+/// Never looked for again, whatever the name held (stop words, months, weekdays, titles).
+const NEVER: u32 = flag::STOP | flag::MONTH | flag::WEEKDAY | flag::TITLE;
+
+/// What else a word may be than a name: then it is looked for only capitalised inside a
+/// sentence.
+const OTHER_WORD: u32 = flag::ENGLISH
+    | flag::MEDICAL
+    | flag::DRUG
+    | flag::ABBREV
+    | flag::FACILITY_WORD
+    | flag::STATE_NAME
+    | flag::EPONYM_HEAD
+    | flag::STREET_SUFFIX
+    | flag::PROPER;
+
+/// Confidence of a name found as a repeat of one found by its cue.
+pub(crate) const SCORE: f32 = 0.75;
+
+/// One word of a found name, to look for again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamePart {
+    /// The word in lower case (a possessive's `'s` left off).
+    pub lower: String,
+    /// Whether a word list knows it as a common word or a term too.
+    pub other_word: bool,
+}
+
+/// The words of the names among `found` (findings in `text`), added to `parts`, sorted and
+/// distinct.
+pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut Vec<NamePart>) {
+    let before = parts.len();
+    for f in found.iter().filter(|f| f.category == Category::Name) {
+        let Some(value) = text.get(f.start..f.end) else { continue };
+        for word in value.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-')) {
+            let word = word.trim_matches(|c| c == '\'' || c == '-');
+            let word = word.strip_suffix("'s").unwrap_or(word);
+            if word.chars().count() < 2 {
+                continue;
+            }
+            let lower = word.to_lowercase();
+            let flags = dict.flags(&lower);
+            if flags & NEVER != 0 {
+                continue;
+            }
+            parts.push(NamePart { lower, other_word: flags & OTHER_WORD != 0 });
+        }
+    }
+    if parts.len() > before {
+        parts.sort();
+        parts.dedup();
+    }
+}
+
+/// Adds to `out` (sorted, apart: [`super::merge`]d) a name finding for each word of `tk`'s
+/// text that repeats one of `parts` outside every finding, by the rules of this module. Returns
+/// whether it added any; `out` is then still sorted and apart.
+pub(crate) fn find(tk: &Tokens, parts: &[NamePart], out: &mut Vec<Finding>) -> bool {
+    if parts.is_empty() {
+        return false;
+    }
+    let mut added = Vec::new();
+    let mut covered = out.iter().peekable();
+    for t in &tk.toks {
+        while covered.next_if(|f| f.end <= t.start).is_some() {}
+        if covered.peek().is_some_and(|f| f.start < t.end) {
+            continue;
+        }
+        let lower = tk.lower_of(t);
+        let lower = lower.strip_suffix("'s").unwrap_or(lower);
+        let Ok(i) = parts.binary_search_by(|p| p.lower.as_str().cmp(lower)) else { continue };
+        let ok = if parts[i].other_word {
+            !t.caps_line && (t.shape == Shape::Upper || (t.shape == Shape::Cap && !t.sent_start))
+        } else {
+            matches!(t.shape, Shape::Cap | Shape::Upper | Shape::Mixed | Shape::Lower)
+        };
+        if ok {
+            added.push(Finding::new(t.start, t.base_end, Category::Name, SCORE, "name.repeat"));
+        }
+    }
+    if added.is_empty() {
+        return false;
+    }
+    out.extend(added);
+    out.sort_by_key(|f| f.start);
+    true
+}
