@@ -20,12 +20,14 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format a path's extension implies.
+    /// The format a path's extension implies: CSV for .csv, .tsv and .tab (which only `deid`
+    /// reads as CSV; the record pipeline of `scan` reads it as text, see
+    /// [`crate::run::run_records`]).
     pub fn from_path(path: &str) -> Format {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
             Format::Jsonl
-        } else if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+        } else if lower.ends_with(".csv") || lower.ends_with(".tsv") || lower.ends_with(".tab") {
             Format::Csv
         } else {
             Format::Text

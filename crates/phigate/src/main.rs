@@ -60,8 +60,8 @@ enum Command {
     /// points, end-exclusive, in input order. The matched text is never printed.
     #[command(after_help = "\
 Input: FILE.jsonl (one {\"id\",\"text\"} object per line; other fields are ignored), any other
-file as one plain-text document (its id is the path), or stdin when no FILE or `-` is given
-(read as JSONL unless --format text).
+file (.csv, .tsv and .tab files included) as one plain-text document (its id is the path), or
+stdin when no FILE or `-` is given (read as JSONL unless --format text).
 
 Examples:
   phigate scan notes.jsonl
@@ -236,7 +236,7 @@ Logs go to stderr (RUST_LOG, default info); they never hold a value, nor do metr
 #[derive(clap::Args)]
 struct InputArgs {
     /// Read inputs as this format instead of guessing from the extension (.jsonl/.ndjson →
-    /// jsonl, .csv/.tsv → csv, anything else → text).
+    /// jsonl; .csv/.tsv/.tab → csv for deid, text for scan; anything else → text).
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// The JSONL field that holds the text.

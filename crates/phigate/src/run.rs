@@ -167,11 +167,16 @@ pub fn run_records(
             line: 0,
             problem: format!("cannot open: {e}"),
         })?;
+        // A file guessed to be CSV is one plain-text document here (`scan`: the engine reads
+        // CSV and TSV cells as they are); `deid` reads it as CSV itself, not through here.
         let format = opts.format.unwrap_or_else(|| {
             if path == "-" {
                 Format::Jsonl
             } else {
-                Format::from_path(path)
+                match Format::from_path(path) {
+                    Format::Csv => Format::Text,
+                    f => f,
+                }
             }
         });
         match format {
@@ -191,7 +196,9 @@ pub fn run_records(
             Format::Csv => anyhow::bail!(DataError {
                 file: name,
                 line: 0,
-                problem: "CSV input is only for `phigate deid`".into()
+                problem: "--format csv is only for `phigate deid` (without --format, scan \
+                          reads a CSV file as plain text)"
+                    .into()
             }),
         }
     }

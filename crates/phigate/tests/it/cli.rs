@@ -378,3 +378,30 @@ fn help_examples_fit_without_wrapping() {
     }
     assert!(seen >= 29, "only {seen} help texts were found");
 }
+
+/// `scan` reads a CSV or TSV file as one plain-text document (its help says any file that is
+/// not JSONL is); `deid` guesses CSV from .csv, .tsv and .tab.
+#[test]
+fn scan_reads_csv_files_as_text_and_deid_guesses_tab_files_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["v.csv", "v.tsv", "v.tab"] {
+        let sep = if name == "v.csv" { ',' } else { '\t' };
+        let f = write(&dir, name, &format!("visit{sep}note\n1{sep}Call 614-555-0142.\n"));
+        let o = phigate(&["scan", &f], None);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(s.contains("\"category\":\"PHONE\"") && s.contains(name), "{name}: {s}");
+    }
+    // Asked for in so many words, CSV is still deid's only.
+    let f = dir.path().join("v.csv");
+    let o = phigate(&["scan", "--format", "csv", f.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only for `phigate deid`"));
+    // deid: a .tab file is CSV with tabs without --format.
+    let t = dir.path().join("v.tab");
+    let o = phigate(&["deid", t.to_str().unwrap(), "--columns", "note", "--mode", "redact"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "visit\tnote\n1\tCall [PHONE].\n");
+    let help = String::from_utf8_lossy(&phigate(&["scan", "--help"], None).stdout).into_owned();
+    assert!(help.contains(".csv, .tsv and .tab files included"), "{help}");
+}
