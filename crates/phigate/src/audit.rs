@@ -435,10 +435,12 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
         }
         AuditCommand::Export { out, no_checkpoint } => {
             let l = open_ledger(&args).await?;
+            let tmp = tmp_path(out);
+            crate::outpath::check_not_store(out, l.store())?;
+            crate::outpath::check_not_store(&tmp, l.store())?;
             if !no_checkpoint && l.verifier().is_some() {
                 l.checkpoint_if_grown().await?;
             }
-            let tmp = tmp_path(out);
             let f = crate::create_private(&tmp, true)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             let started = Instant::now();

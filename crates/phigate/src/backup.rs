@@ -54,6 +54,7 @@ pub fn backup(mut args: BackupArgs) -> anyhow::Result<()> {
     }
     runtime()?.block_on(async {
         let store = args.store.open().await?;
+        crate::outpath::check_not_store(&args.out, &store)?;
         let s = store
             .backup(&args.out)
             .await

@@ -10,6 +10,7 @@ mod eval;
 mod input;
 mod keys;
 mod logbuf;
+mod outpath;
 mod panics;
 mod run;
 mod scan;
@@ -330,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let scanner = b.build()?;
             let files = stdin_if_empty(files);
+            outpath::Inputs::new(&files).check_stdout()?;
             let opts = run::Options {
                 format: input.format,
                 field: &input.field,
@@ -395,24 +397,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .context("--delimiter must be one ASCII character")
                 })
                 .transpose()?;
-            let pb = run::progress(&files);
-            let mut total = run::Stats::default();
-            let mut shared: Option<Box<dyn Write>> = None;
-            for f in &files {
-                let mut out: Box<dyn Write> = match (&output_dir, &output) {
-                    (Some(dir), _) => {
-                        std::fs::create_dir_all(dir)
-                            .with_context(|| format!("cannot create {dir}"))?;
+            // Every output is checked before anything is created: none may be an input, nor
+            // two inputs go to one file of --output-dir.
+            let inputs = outpath::Inputs::new(&files);
+            let per_file: Vec<std::path::PathBuf> = match &output_dir {
+                Some(dir) => files
+                    .iter()
+                    .map(|f| {
                         let base = std::path::Path::new(f)
                             .file_name()
                             .map_or_else(|| "stdin".into(), |n| n.to_string_lossy().into_owned());
-                        let path = std::path::Path::new(dir).join(base);
-                        Box::new(BufWriter::new(
-                            create_private(&path, true)
-                                .with_context(|| format!("cannot create {}", path.display()))?,
-                        ))
-                    }
-                    _ => match shared.take() {
+                        std::path::Path::new(dir).join(base)
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            match (&output_dir, &output) {
+                (Some(_), _) => inputs.check_each(&files, &per_file)?,
+                (None, Some(p)) => inputs.check(std::path::Path::new(p))?,
+                (None, None) => inputs.check_stdout()?,
+            }
+            if let Some(dir) = &output_dir {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+            }
+            let pb = run::progress(&files);
+            let mut total = run::Stats::default();
+            let mut shared: Option<Box<dyn Write>> = None;
+            for (i, f) in files.iter().enumerate() {
+                let mut out: Box<dyn Write> = match per_file.get(i) {
+                    Some(path) => Box::new(BufWriter::new(
+                        create_private(path, true)
+                            .with_context(|| format!("cannot create {}", path.display()))?,
+                    )),
+                    None => match shared.take() {
                         Some(w) => w,
                         None => match &output {
                             Some(p) => Box::new(BufWriter::new(

@@ -321,3 +321,23 @@ fn actor_prints_the_name_the_ledger_records() {
     let missing = audit(&dir, &["actor", "user:1234567"], None, &[]);
     assert!(!missing.status.success());
 }
+
+/// `audit export` refuses to write over the store it exports (the SQLite file or one beside
+/// it that SQLite owns): the store is untouched.
+#[test]
+fn export_never_writes_over_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ledger.key");
+    let k = key.to_str().unwrap();
+    ok(&audit(&dir, &["keygen", "--out", k], None, &[]));
+    ok(&audit(&dir, &["append", "--synthetic", "20"], None, &[]));
+    let db = dir.path().join("data").join("phigate.db");
+    for out in [db.clone(), dir.path().join("data").join("phigate.db-wal")] {
+        let o =
+            audit(&dir, &["export", "--key-file", k, "--out", out.to_str().unwrap()], None, &[]);
+        let err = crate::run::fails(&o);
+        assert!(err.contains("is the store"), "{err}");
+    }
+    let rows = ok(&audit(&dir, &["search", "--format", "jsonl"], None, &[]));
+    assert_eq!(rows.lines().count(), 20);
+}

@@ -86,3 +86,16 @@ fn a_damaged_backup_is_refused_and_nothing_is_written() {
     std::fs::write(&truncated, &std::fs::read(&file).unwrap()[..mid]).unwrap();
     fails(&phigate(&["restore", truncated.to_str().unwrap()], &dir.path().join("dst2")));
 }
+
+/// `backup --force` never replaces the store it backs up.
+#[test]
+fn backup_never_writes_over_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&phigate(&["audit", "append", "--synthetic", "20"], &data));
+    let db = data.join("phigate.db");
+    let e = fails(&phigate(&["backup", "--force", "--out", db.to_str().unwrap()], &data));
+    assert!(e.contains("is the store"), "{e}");
+    let rows = ok(&phigate(&["audit", "search", "--format", "jsonl"], &data));
+    assert_eq!(rows.lines().count(), 20);
+}

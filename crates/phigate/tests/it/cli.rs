@@ -379,6 +379,96 @@ fn help_examples_fit_without_wrapping() {
     assert!(seen >= 29, "only {seen} help texts were found");
 }
 
+/// `deid` never writes over one of its inputs (by the same path, another spelling of it, a
+/// hard or symbolic link), nor two inputs to one file of --output-dir: it refuses before it
+/// creates or truncates anything. A device such as /dev/null is still an output.
+#[test]
+fn deid_never_writes_over_its_own_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = "{\"id\":1,\"text\":\"Seen by Dr. Alan Smith on 03/14/2021.\"}\n";
+    let f = write(&dir, "notes.jsonl", note);
+    let d = dir.path().to_str().unwrap();
+    std::fs::hard_link(&f, dir.path().join("hard.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&f, dir.path().join("soft.jsonl")).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let other = write(&dir, "other.txt", "Call 614-555-0142.\n");
+    let same_spellings = [
+        f.clone(),
+        format!("{d}/./notes.jsonl"),
+        format!("{d}/sub/../notes.jsonl"),
+        format!("{d}/hard.jsonl"),
+        format!("{d}/soft.jsonl"),
+    ];
+    for out in &same_spellings {
+        for args in [
+            vec!["deid", f.as_str(), "-o", out],
+            vec!["deid", other.as_str(), f.as_str(), "--output", out],
+        ] {
+            let o = phigate(&args, None);
+            assert!(!o.status.success(), "{args:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("is the input") && err.contains("notes.jsonl"), "{args:?}: {err}");
+            assert!(!err.contains("Alan"), "{err}");
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), note, "{args:?} truncated the input");
+        }
+    }
+    // stdin read from the file is that file too.
+    let o = crate::run::command(&[])
+        .args(["deid", "-", "-o", &f])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "stdin from the output file");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), note);
+    // --output-dir onto the inputs' own directory.
+    for out_dir in [d.to_string(), format!("{d}/sub/..")] {
+        let o = phigate(&["deid", &f, "--output-dir", &out_dir], None);
+        assert!(!o.status.success(), "--output-dir {out_dir}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is the input"), "{err}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), note);
+    }
+    // Two inputs of one name would both be written to one file: nothing is written.
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    let a = write(&dir, "a/n.txt", "Seen by Dr. Alan Smith.\n");
+    let b = write(&dir, "b/n.txt", "Call 614-555-0142.\n");
+    let out_dir = dir.path().join("out");
+    let o = phigate(&["deid", &a, &b, "--output-dir", out_dir.to_str().unwrap()], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("would both be written to") && err.contains("n.txt"), "{err}");
+    assert!(!out_dir.join("n.txt").exists(), "an output was written");
+    // What is not a regular file (/dev/null) and stdin keep working, and so do other outputs.
+    let o = phigate(&["deid", &f, "-o", "/dev/null"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = phigate(&["deid", "-o", "/dev/null"], Some(note));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("elsewhere.jsonl");
+    let o =
+        phigate(&["deid", &f, "-", "-o", out.to_str().unwrap(), "--mode", "redact"], Some(note));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), note);
+}
+
+/// `scan` and `deid` refuse a standard output that is one of their inputs (`>> notes.jsonl`):
+/// the run would read what it writes.
+#[test]
+fn standard_output_onto_an_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = "{\"id\":1,\"text\":\"Seen by Dr. Alan Smith on 03/14/2021.\"}\n";
+    let f = write(&dir, "notes.jsonl", note);
+    for cmd in ["scan", "deid"] {
+        let append = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        let o = crate::run::command(&[]).args([cmd, &f]).stdout(append).output().unwrap();
+        assert!(!o.status.success(), "{cmd}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is the input"), "{cmd}: {err}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), note, "{cmd}");
+    }
+}
+
 /// `scan` reads a CSV or TSV file as one plain-text document (its help says any file that is
 /// not JSONL is); `deid` guesses CSV from .csv, .tsv and .tab.
 #[test]
