@@ -79,7 +79,7 @@ Examples:
         /// Append N generated records instead of reading stdin.
         #[arg(long, value_name = "N")]
         synthetic: Option<u64>,
-        /// How many appends may be in flight at once.
+        /// How many appends may be in flight at once (1 to 4096).
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// A file holding the base64 HMAC key for request_body and identifiers.
@@ -375,7 +375,7 @@ async fn run_async(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::Append { synthetic, concurrency, hmac_key_file } => {
             let l = open_ledger(&args).await?;
             let key = hmac_key(hmac_key_file.as_deref())?;
-            append(l, *synthetic, (*concurrency).max(1), key).await
+            append(l, *synthetic, (*concurrency).clamp(1, MAX_IN_FLIGHT), key).await
         }
         AuditCommand::Prove { index, size } => {
             let l = open_ledger(&args).await?;
@@ -795,13 +795,24 @@ fn synthetic(i: u64, key: &HmacKey) -> Record {
     b.build().unwrap_or_else(|_| unreachable!("synthetic records are valid"))
 }
 
+/// The most appends in flight: fewer than the ledger's queue holds (8192, see
+/// `LedgerConfig::queue`), so that submitting one never waits for room.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// An append submitted to the ledger: its result, or the task that waits for it.
+enum Submitted {
+    Done(Result<u64, ledger::Error>),
+    Waiting(tokio::task::JoinHandle<Result<u64, ledger::Error>>),
+}
+
 async fn append(
     l: Ledger,
     synth: Option<u64>,
     concurrency: usize,
     key: Option<HmacKey>,
 ) -> anyhow::Result<()> {
-    use tokio::sync::{mpsc, Semaphore};
+    use std::future::Future as _;
+    use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
     let (rec_tx, mut rec_rx) = mpsc::channel::<Result<Record, DataError>>(4096);
     // Records are made (read and parsed, or generated) on a thread of their own.
     let reader = std::thread::spawn(move || match synth {
@@ -841,7 +852,12 @@ async fn append(
         }
     });
 
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Result<u64, ledger::Error>>();
+    // The ledger gives indexes in the order its appends are submitted, and `Ledger::append`
+    // submits (puts the record in the ledger's queue) when it is first polled: each append is
+    // polled once here, in input order, before the next record is taken, then left to finish
+    // on a task of its own. The printer waits for them in that same order. `unconstrained`:
+    // tokio's cooperative budget could otherwise leave that first poll short of submitting.
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<(OwnedSemaphorePermit, Submitted)>();
     let sem = Arc::new(Semaphore::new(concurrency));
     let producer = async move {
         let mut bad: Option<DataError> = None;
@@ -849,12 +865,19 @@ async fn append(
             match item {
                 Ok(rec) => {
                     let Ok(permit) = sem.clone().acquire_owned().await else { break };
-                    let (l, tx) = (l.clone(), ack_tx.clone());
-                    tokio::spawn(async move {
-                        let r = l.append(rec).await;
-                        drop(permit);
-                        let _ = tx.send(r);
-                    });
+                    let l = l.clone();
+                    let mut fut =
+                        Box::pin(tokio::task::unconstrained(async move { l.append(rec).await }));
+                    let first =
+                        std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx)))
+                            .await;
+                    let sub = match first {
+                        std::task::Poll::Ready(r) => Submitted::Done(r),
+                        std::task::Poll::Pending => Submitted::Waiting(tokio::spawn(fut)),
+                    };
+                    if sub_tx.send((permit, sub)).is_err() {
+                        break;
+                    }
                 }
                 Err(e) => {
                     bad = Some(e);
@@ -867,24 +890,33 @@ async fn append(
     let printer = async move {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        // Stays false once stdout fails (a closed pipe): the appends go on, unprinted.
+        let mut printing = true;
         let mut first_err: Option<ledger::Error> = None;
         let mut n = 0u64;
-        while let Some(r) = ack_rx.recv().await {
+        while let Some((permit, sub)) = sub_rx.recv().await {
+            let r = match sub {
+                Submitted::Done(r) => r,
+                Submitted::Waiting(h) => {
+                    // Flush before waiting, so every printed index is out of the process as
+                    // soon as possible.
+                    if printing && !h.is_finished() && out.flush().is_err() {
+                        printing = false;
+                    }
+                    h.await.unwrap_or(Err(ledger::Error::Closed))
+                }
+            };
+            drop(permit);
             match r {
                 Ok(i) => {
                     n += 1;
-                    if writeln!(out, "{i}").is_err() {
-                        break;
+                    if printing && writeln!(out, "{i}").is_err() {
+                        printing = false;
                     }
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
-            }
-            // Flush whenever no further acknowledgement is ready, so every printed index is
-            // out of the process as soon as possible.
-            if ack_rx.is_empty() && out.flush().is_err() {
-                break;
             }
         }
         let _ = out.flush();

@@ -322,6 +322,40 @@ fn actor_prints_the_name_the_ledger_records() {
     assert!(!missing.status.success());
 }
 
+/// `audit append` keeps the input's order: the ledger holds the records in line order, and the
+/// indexes are printed in that order too (one line per record, its index).
+#[test]
+fn append_keeps_the_order_of_the_input_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 500u64;
+    let input: String = (0..n)
+        .map(|i| {
+            let line = serde_json::json!({
+                "actor": format!("svc-{}", i % 7),
+                "action": "chat_completion",
+                "decision": "allow",
+                "latency_ms": i,
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    let acks = ok(&audit(&dir, &["append", "--concurrency", "256"], Some(&input), &[]));
+    let printed: Vec<u64> = acks.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(printed, (0..n).collect::<Vec<_>>(), "indexes not printed in input order");
+    let rows = ok(&audit(&dir, &["search", "--format", "jsonl", "--limit", "1000"], None, &[]));
+    let stored: Vec<(u64, u64)> = rows
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["index"].as_u64().unwrap(), v["latency_ms"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(stored.len() as u64, n);
+    for (index, line) in stored {
+        assert_eq!(index, line, "record {index} holds input line {line}");
+    }
+}
+
 /// `audit export` refuses to write over the store it exports (the SQLite file or one beside
 /// it that SQLite owns): the store is untouched.
 #[test]
