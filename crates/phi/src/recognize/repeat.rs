@@ -7,10 +7,12 @@
 //! and initials. Where one reappears outside every finding it becomes a name:
 //! - as written (`Smith`) or in capitals (`SMITH`);
 //! - in lower case (`smith`) only when no word list knows it as anything else (`okafor`);
-//! - when it is also a common word or a clinical term (`Will`, `Bell`, `Parkinson`), only
-//!   capitalised inside a sentence, where capitals mark a proper noun, or in capitals on a
-//!   line that is not (`SMITH denied pain`); never at a sentence's start nor on a line
-//!   written in capitals.
+//! - when it is also a common word or a clinical term (`Young`, `Bell`, `Parkinson`), only
+//!   capitalised (`Young asked about meds`, `SMITH denied pain`), never in lower case (`young
+//!   adults`) nor on a line written in capitals (`NO HOPE OF RECOVERY`). At a sentence's start
+//!   the capital says nothing, but "Smith reports chest pain" is the common case: there the
+//!   word counts, and a sentence that opens with the word ("Young patients ...") loses it only
+//!   when the conversation names someone so.
 
 use super::dict::{flag, Dict};
 use super::tokens::{Shape, Tokens};
@@ -87,7 +89,7 @@ pub(crate) fn find(tk: &Tokens, parts: &[NamePart], out: &mut Vec<Finding>) -> b
         let lower = lower.strip_suffix("'s").unwrap_or(lower);
         let Ok(i) = parts.binary_search_by(|p| p.lower.as_str().cmp(lower)) else { continue };
         let ok = if parts[i].other_word {
-            !t.caps_line && (t.shape == Shape::Upper || (t.shape == Shape::Cap && !t.sent_start))
+            !t.caps_line && matches!(t.shape, Shape::Upper | Shape::Cap)
         } else {
             matches!(t.shape, Shape::Cap | Shape::Upper | Shape::Mixed | Shape::Lower)
         };

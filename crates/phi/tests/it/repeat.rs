@@ -27,11 +27,11 @@ fn a_surname_said_again_is_a_name() {
 
 #[test]
 fn a_common_word_is_a_name_only_where_capitals_mark_one() {
-    // "Hope" and "Young" are words too: at a sentence's start, in lower case, or on a line
-    // in capitals they say nothing.
-    let t = "Mother Hope Young visited. Young asked about meds. Hope is a virtue; we hope so. \
-             Later Hope called.\nPLAN: FOLLOW UP IN CLINIC, HOPE FOR IMPROVEMENT";
-    assert_eq!(names(t), ["Hope Young", "Hope"], "{t}");
+    // "Hope" and "Young" are words too: capitalised, even at a sentence's start, they name
+    // (recall first); in lower case, or on a line in capitals, they say nothing.
+    let t = "Mother Hope Young visited. Young asked about meds. We hope so; young adults \
+             differ. Later Hope called.\nPLAN: FOLLOW UP IN CLINIC, HOPE FOR IMPROVEMENT";
+    assert_eq!(names(t), ["Hope Young", "Young", "Hope"], "{t}");
     // Titles, initials and stop words of a name are never looked for again.
     let t = "Seen by Dr. J. Rivera. Dr follow-up later; J returned. The Rivera clinic called.";
     assert_eq!(names(t), ["Dr. J. Rivera", "Rivera"], "{t}");
