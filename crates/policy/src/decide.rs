@@ -67,6 +67,11 @@ pub struct Decision {
     /// The request asked (`X-Phigate-Phi-Handling: private_only`) that its PHI, tokenized
     /// included, go to private deployments only.
     pub private_routing: bool,
+    /// Tokenized categories that go to private deployments only when present (index:
+    /// `Category::index()`): the organization's floor says `private_only` and the use case
+    /// `tokenize`. Both hold: the values are tokenized (the use case's word) and the request
+    /// goes to private deployments (the organization's).
+    pub private_tokens: [bool; CATEGORIES],
     /// Whether this caller may see tokens restored to their values.
     pub reidentify: bool,
     /// PHI in the answer that was not in the request.
@@ -95,7 +100,9 @@ impl Decision {
     pub fn private_only_for(&self, present: &[Category]) -> bool {
         !present.is_empty()
             && (self.private_routing
-                || present.iter().any(|c| self.handling_of(*c) == Handling::PrivateOnly))
+                || present.iter().any(|c| {
+                    self.handling_of(*c) == Handling::PrivateOnly || self.private_tokens[c.index()]
+                }))
     }
 }
 
@@ -229,9 +236,12 @@ impl Policy {
     /// Order of checks: use case (from the request, else the identity's default) must exist,
     /// one of the identity's roles must be in its roles, the model must be in its models.
     /// Handling per category = the strictest of the organization's floor, the use case's
-    /// handling and the request's `tighten`, except that a request's `private_only` leaves a
-    /// tokenized category tokenized and sets [`Decision::private_routing`] instead (`private_only`
-    /// sends values as they are, which tokenize does not: from a request, that would loosen).
+    /// handling and the request's `tighten`, except where `private_only` meets `tokenize`
+    /// (`private_only` sends values as they are, which tokenize does not: stricter in where
+    /// they go, looser in what goes). A request's `private_only` leaves a tokenized category
+    /// tokenized and sets [`Decision::private_routing`]; an organization's `private_only` over
+    /// a use case's `tokenize` leaves the category tokenized and sets
+    /// [`Decision::private_tokens`] for it.
     pub fn decide(
         &self,
         who: &Identity,
@@ -251,16 +261,26 @@ impl Policy {
             return Err(Denial::ModelNotAllowed);
         }
         let mut handling = [Handling::Block; CATEGORIES];
+        let mut private_tokens = [false; CATEGORIES];
         let private_routing = req.tighten == Some(Handling::PrivateOnly);
         for c in Category::ALL {
             let from_uc = uc.phi.categories.get(&c).copied().unwrap_or(uc.phi.default);
-            let mut h = from_uc.max(self.organization_floor(c));
+            let floor = self.organization_floor(c);
+            let mut h = from_uc.max(floor);
+            // An organization's private_only over a use case's tokenize: tokens, to private
+            // deployments only (sending the values as they are would undo the use case's
+            // tokenize).
+            if from_uc == Handling::Tokenize && floor == Handling::PrivateOnly {
+                h = Handling::Tokenize;
+                private_tokens[c.index()] = true;
+            }
             match req.tighten {
                 Some(Handling::PrivateOnly) if h == Handling::Tokenize => {}
                 Some(t) => h = h.max(t),
                 None => {}
             }
             handling[c.index()] = h;
+            private_tokens[c.index()] &= h == Handling::Tokenize;
         }
         let reidentify = uc
             .output
@@ -273,6 +293,7 @@ impl Policy {
             model: req.model.clone(),
             handling,
             private_routing,
+            private_tokens,
             reidentify,
             new_phi: uc.output.new_phi,
             stream_scan: uc.output.stream_scan,
@@ -295,7 +316,9 @@ impl Policy {
         if !phi_present {
             return self.deployments(d, |_| true);
         }
-        let private_only = d.private_routing || d.handling.contains(&Handling::PrivateOnly);
+        let private_only = d.private_routing
+            || d.handling.contains(&Handling::PrivateOnly)
+            || d.private_tokens.contains(&true);
         self.deployments(d, |p| phi_allowed(p, private_only, now))
     }
 

@@ -112,6 +112,38 @@ fn a_request_for_private_only_keeps_tokens_and_routes_privately() {
     assert_eq!(names(&p.eligible_for(&d, &[], NOW)), ["cloud", "nobaa", "local"]);
 }
 
+/// An organization's `private_only` over a use case's `tokenize`: the values stay tokenized
+/// (sending them as they are would undo the use case's choice) and go to private deployments
+/// only (the organization's).
+#[test]
+fn an_organization_private_only_over_tokenize_keeps_tokens_and_routes_privately() {
+    let yaml = MINIMAL.replace(
+        "{ blocked_categories: [SSN] }",
+        "{ blocked_categories: [SSN], categories: { NAME: private_only, DATE: private_only } }",
+    );
+    let p = policy_from(&yaml);
+    let d = p.decide(&who(&["clinician"], Some("notes")), &req("chat", None, None), NOW).unwrap();
+    assert_eq!(d.handling_of(Category::Name), Handling::Tokenize);
+    assert!(d.private_tokens[Category::Name.index()]);
+    // DATE is redacted by the use case: stricter than either, and nothing routes by it.
+    assert_eq!(d.handling_of(Category::Date), Handling::Redact);
+    assert!(!d.private_tokens[Category::Date.index()]);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Name], NOW)), ["local"]);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Location], NOW)), ["cloud", "local"]);
+    assert_eq!(names(&p.eligible(&d, true, NOW)), ["local"]);
+    assert!(!p.still_eligible(&d, &[Category::Name], "cloud", "gpt-4o", CLOUD_URL, NOW));
+    // A request asking for tokens gets them still, privately.
+    let d = p
+        .decide(
+            &who(&["clinician"], Some("notes")),
+            &req("chat", None, Some(Handling::Tokenize)),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(d.handling_of(Category::Name), Handling::Tokenize);
+    assert_eq!(names(&p.eligible_for(&d, &[Category::Name], NOW)), ["local"]);
+}
+
 fn names(v: &[policy::Deployment]) -> Vec<&str> {
     v.iter().map(|d| d.provider.as_str()).collect()
 }
@@ -192,15 +224,19 @@ proptest! {
             let h = d.handling_of(c);
             let org = if org_blocked.contains(&c) { Handling::Block } else { org_floor.get(&c).copied().unwrap_or(Handling::Tokenize) };
             let uc = uc_cats.get(&c).copied().unwrap_or(uc_default);
-            prop_assert!(h >= org, "{c}: {h:?} < organization {org:?}");
+            // private_only over tokenize: tokens, to private deployments only.
+            let private_tokens = uc == Handling::Tokenize && org == Handling::PrivateOnly;
+            let routed = private_tokens && h == Handling::Tokenize;
+            prop_assert!(h >= org || routed, "{c}: {h:?} < organization {org:?}");
             prop_assert!(h >= uc, "{c}: {h:?} < use case {uc:?}");
-            let floor = org.max(uc);
+            let floor = if private_tokens { Handling::Tokenize } else { org.max(uc) };
             let want = match tighten {
                 // A request's private_only never turns tokenize into raw values.
                 Some(Handling::PrivateOnly) if floor == Handling::Tokenize => Handling::Tokenize,
                 t => floor.max(t.unwrap_or(Handling::Tokenize)),
             };
             prop_assert_eq!(h, want);
+            prop_assert_eq!(d.private_tokens[c.index()], routed);
             prop_assert_eq!(d.private_routing, tighten == Some(Handling::PrivateOnly));
             prop_assert_eq!(p.organization_floor(c), org);
         }
