@@ -962,6 +962,35 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
     (out != name && out.split_whitespace().count() >= 2).then_some((out, map))
 }
 
+/// The words of the names among `found` (findings in `text`): [`Detector::name_parts`], a
+/// panic a refusal.
+fn names_in(
+    scanner: &dyn Detector,
+    text: &str,
+    found: &[Finding],
+) -> Result<Vec<phi::NamePart>, ApiError> {
+    if !found.iter().any(|f| f.category == Category::Name) {
+        return Ok(Vec::new());
+    }
+    catch_unwind(AssertUnwindSafe(|| scanner.name_parts(text, found)))
+        .map_err(|_| ApiError::ScannerUnavailable)
+}
+
+/// [`Detector::repeats`] of `parts` in `text`, a panic or a finding out of place a refusal.
+fn repeats_in(
+    scanner: &dyn Detector,
+    text: &str,
+    parts: &[phi::NamePart],
+    found: &mut Vec<Finding>,
+) -> Result<(), ApiError> {
+    let added = catch_unwind(AssertUnwindSafe(|| scanner.repeats(text, parts, found)))
+        .map_err(|_| ApiError::ScannerUnavailable)?;
+    if added && !well_formed(text, found) {
+        return Err(ApiError::ScannerUnavailable);
+    }
+    Ok(())
+}
+
 /// Scans every text of the request (through `cache`: a text seen before is not scanned again),
 /// and reads some texts together, as the model reads them:
 /// - the content parts of one message, joined as they are (`"219-09-"`, `"9999"` is an SSN
@@ -977,7 +1006,9 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
 ///   rewritten (`NAME_1_Doe`, see [`apply`]);
 /// - a field's short value with the key that names it ([`labels`], [`label_reading`]):
 ///   `"zip": "94110"` as `zip: 94110`, `"lastName": "Doe"` as `last name: Doe`. Alone, such a
-///   value has no cue to read it by.
+///   value has no cue to read it by;
+/// - a name found in one text, wherever another says one of its words again
+///   ([`Detector::repeats`]): "Patient Alan Smith, ..." then "What dose for Smith?".
 ///
 /// Each text keeps its own findings and those of the joined readings that fall in it. Where
 /// two overlap, the category whose handling is strictest under `act` wins (a blocked SSN that
@@ -990,8 +1021,12 @@ pub fn scan_request(
     act: &dyn Fn(Category) -> Act,
 ) -> Result<Scanned, ApiError> {
     let mut out = Vec::with_capacity(texts.len());
+    // The words of each text's names, which its own scan looked for in it.
+    let mut own_parts: Vec<Vec<phi::NamePart>> = Vec::with_capacity(texts.len());
     for t in texts {
-        out.push((t.slot, cache.findings(scanner, t.text, t.digest)?));
+        let found = cache.findings(scanner, t.text, t.digest)?;
+        own_parts.push(names_in(scanner, t.text, &found)?);
+        out.push((t.slot, found));
     }
     let mut extra = Extra { found: vec![Vec::new(); texts.len()], continued: HashSet::new() };
     // Content texts by message, in order.
@@ -1065,13 +1100,30 @@ pub fn scan_request(
         let (ax, ay) = (act(x.category), act(y.category));
         ax > ay || (ax == ay && x.score > y.score)
     };
-    let mut counts = BTreeMap::new();
+    let mut all_parts: Vec<phi::NamePart> = own_parts.concat();
     for (k, more) in extra.found.into_iter().enumerate() {
         if !more.is_empty() {
+            all_parts.extend(names_in(scanner, texts[k].text, &more)?);
             let own = std::mem::take(&mut out[k].1);
             out[k].1 = union_by(own, more, &stricter);
         }
-        for f in &out[k].1 {
+    }
+    // A name found in one text is a name where another says it again without a cue
+    // ("Patient Alan Smith, ..." then "What dose for Smith?").
+    if !all_parts.is_empty() {
+        all_parts.sort();
+        all_parts.dedup();
+        for (k, t) in texts.iter().enumerate() {
+            let new: Vec<phi::NamePart> =
+                all_parts.iter().filter(|p| !own_parts[k].contains(p)).cloned().collect();
+            if !new.is_empty() {
+                repeats_in(scanner, t.text, &new, &mut out[k].1)?;
+            }
+        }
+    }
+    let mut counts = BTreeMap::new();
+    for (k, (_, found)) in out.iter().enumerate() {
+        for f in found {
             if !extra.continued.contains(&(k, f.start, f.category)) {
                 *counts.entry(f.category).or_insert(0u32) += 1;
             }
@@ -1532,6 +1584,28 @@ mod tests {
             "{:?}",
             scanned_texts(&body)
         );
+    }
+
+    #[test]
+    fn a_name_said_again_in_another_message_is_found() {
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "You are a careful clinical assistant."},
+            {"role": "user", "content": "Patient Alan Smith, MRN 4471902, DOB 03/14/1962."},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "What dose for Smith? Alan asked too."},
+            {"role": "user", "name": "jane_doe", "content": "Doe here; the smith forged iron."}]});
+        let got = scanned_texts(&body);
+        let of = |t: &str| got.iter().find(|(x, _)| x == t).map(|(_, f)| f.clone()).unwrap();
+        let name = |v: &str| (Category::Name, v.to_string());
+        assert_eq!(of("What dose for Smith? Alan asked too."), [name("Smith"), name("Alan")]);
+        // A participant's name is a source too; a word in lower case that is a word is not.
+        assert_eq!(of("Doe here; the smith forged iron."), [name("Doe")], "{got:?}");
+        for t in ["You are a careful clinical assistant.", "Noted."] {
+            assert!(of(t).is_empty(), "{t}: {got:?}");
+        }
+        // Counted where found: three names more than the first message's one.
+        let (_, counts) = scanned_under(&body, &|_| Act::Tokenize);
+        assert_eq!(counts.get(&Category::Name), Some(&5), "{counts:?}");
     }
 
     #[test]

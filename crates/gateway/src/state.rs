@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use phi::{Finding, Scanner};
+use phi::{Finding, NamePart, Scanner};
 
 use crate::limits::Limiter;
 use crate::upstream::Upstreams;
@@ -16,11 +16,32 @@ use crate::Error;
 pub trait Detector: Send + Sync {
     /// Findings in `text`, sorted by start, not overlapping, on char boundaries.
     fn detect(&self, text: &str) -> Vec<Finding>;
+
+    /// The words of the names among `found` (findings in `text`) that mark a name where
+    /// another text of the request says them again ([`Scanner::name_parts`]). None by
+    /// default: an engine without it reads each text's names alone.
+    fn name_parts(&self, _text: &str, _found: &[Finding]) -> Vec<NamePart> {
+        Vec::new()
+    }
+
+    /// Adds to `found` (findings in `text`, sorted and apart) the names of `text` that repeat
+    /// `parts` outside them ([`Scanner::repeats`]); whether it added any.
+    fn repeats(&self, _text: &str, _parts: &[NamePart], _found: &mut Vec<Finding>) -> bool {
+        false
+    }
 }
 
 impl Detector for Scanner {
     fn detect(&self, text: &str) -> Vec<Finding> {
         self.scan(text)
+    }
+
+    fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<NamePart> {
+        Scanner::name_parts(self, text, found)
+    }
+
+    fn repeats(&self, text: &str, parts: &[NamePart], found: &mut Vec<Finding>) -> bool {
+        Scanner::repeats(self, text, parts, found)
     }
 }
 
