@@ -854,7 +854,7 @@ async fn prepare(
         }
         applied.present.sort();
         applied.present.dedup();
-        applied.strictest = applied.strictest.max(Some(Act::PrivateOnly));
+        applied.loosest = Some(Act::PrivateOnly);
     }
     let deps = pol.eligible_for(&decision, &applied.present, time::OffsetDateTime::now_utc());
     if deps.is_empty() {
@@ -863,8 +863,11 @@ async fn prepare(
     Ok(Prepared { who, decision, body, applied, targets: targets(deps), injection, budget })
 }
 
+/// The ledger's decision for a request sent: by the least protective handling applied
+/// ([`phiops::Applied::loosest`]), so that `--reason phi_private_only` finds every request that
+/// sent a value as it is, whatever else it redacted.
 fn ledger_decision(applied: &phiops::Applied) -> (LDecision, &'static str) {
-    match applied.strictest {
+    match applied.loosest {
         Some(Act::Redact) => (LDecision::Redact, "phi_redacted"),
         Some(Act::Tokenize) => (LDecision::Tokenize, "phi_tokenized"),
         Some(Act::PrivateOnly) => (LDecision::Allow, "phi_private_only"),

@@ -1143,8 +1143,10 @@ pub struct Applied {
     pub tokens: HashMap<String, String>,
     /// Every value found in the request (to tell new PHI in an answer).
     pub request_values: HashSet<String>,
-    /// The strictest action taken, for the ledger's decision.
-    pub strictest: Option<Act>,
+    /// The least protective action taken on a value found, for the ledger's decision: what
+    /// left says more than what was held back (values sent as they are to a private deployment
+    /// beside redacted ones are recorded as sent as they are).
+    pub loosest: Option<Act>,
     /// The vault scope the values went to.
     pub scope: String,
 }
@@ -1204,7 +1206,7 @@ pub async fn apply(
     let mut pair_of: HashMap<(Category, std::borrow::Cow<'_, str>), usize> =
         HashMap::with_capacity(found);
     let mut pair_at: Vec<usize> = Vec::with_capacity(found);
-    let mut strictest = None;
+    let mut loosest: Option<Act> = None;
     let mut phi_present = false;
     let mut present: Vec<Category> = Vec::new();
     let texts = all_texts(body)?;
@@ -1219,7 +1221,7 @@ pub async fn apply(
             // As it reads: `03\/14\/1962` is the date 03/14/1962, one token with it.
             let v = plain_value(&text[f.start..f.end]);
             let a = act(f.category);
-            strictest = strictest.max(Some(a));
+            loosest = Some(loosest.map_or(a, |l| l.min(a)));
             match a {
                 Act::Tokenize => {
                     phi_present = true;
@@ -1303,7 +1305,7 @@ pub async fn apply(
     let tokens = tokens.into_iter().zip(to_tokenize).map(|(t, (_, v))| (t, v)).collect();
     present.sort();
     present.dedup();
-    Ok(Applied { phi_present, present, tokens, request_values, strictest, scope })
+    Ok(Applied { phi_present, present, tokens, request_values, loosest, scope })
 }
 
 /// Tokens for `(category, value)` pairs: the scope's existing token of a value, or the next

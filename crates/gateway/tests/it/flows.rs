@@ -73,6 +73,43 @@ async fn phi_in_keys_or_numbers_is_refused() {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
+/// A name said in full once, then by surname alone in a later message (no cue there), reaches
+/// the upstream tokenized both times; the clinician gets both back.
+#[tokio::test]
+async fn a_name_said_again_later_is_tokenized_too() {
+    let s = stack().await;
+    let body = json!({"model": "clinical-chat", "messages": [
+        {"role": "user", "content": NOTE},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "What dose for Smith? Smith weighs 70 kg."}]});
+    let a = s.chat(&s.clinician, body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sent = s.upstream.all_bodies();
+    assert!(!sent.contains("Smith"), "a surname reached the upstream: {sent}");
+    assert!(sent.contains("What dose for [NAME_"), "{sent}");
+    let text = a.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert_eq!(text, "Noted: What dose for Smith? Smith weighs 70 kg.");
+}
+
+/// A request that sends one category as it is (`private_only`) and redacts another is recorded
+/// by what left: `audit search --reason phi_private_only` finds it.
+#[tokio::test]
+async fn mixed_handling_is_recorded_by_what_left() {
+    let uc = "  - name: mixed\n    purpose: treatment\n    roles: [clinician]\n    models: \
+              [clinical-chat]\n    phi:\n      default: tokenize\n      categories: { DATE: \
+              redact, MRN: private_only }\n";
+    let s = stack_with(None, uc, "").await;
+    let key = s.key("user:dr-mixed", "clinician", "mixed").await;
+    let a = s.ask(&key, "clinical-chat", NOTE).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sent = s.upstream.all_bodies();
+    assert!(sent.contains(CANARY_MRN) && !sent.contains(CANARY_DATE), "{sent}");
+    let recs = s.records().await;
+    let chat = recs.last().unwrap();
+    assert_eq!(chat.reason().map(|r| r.as_str()), Some("phi_private_only"));
+    assert_eq!(chat.decision(), ledger::Decision::Allow);
+}
+
 #[tokio::test]
 async fn chat_is_tokenized_upstream_and_restored_for_clinicians_only() {
     let s = stack().await;
