@@ -299,6 +299,86 @@ fn rewrite_strings_in(
     Ok(())
 }
 
+/// Whether the object key `k` of an answer holds new PHI (a server's code writes keys, not the
+/// model; a plain lowercase word is not read): refused under a block rule, else `true` (the
+/// caller drops the key with its value).
+fn key_has_phi(rules: &OutputRules, k: &str, report: &mut OutputReport) -> Result<bool, ApiError> {
+    if phiops::plain_word(k) {
+        return Ok(false);
+    }
+    let found = find_new_phi(rules, k)?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    report.new_phi.extend(found.iter().map(|f| f.category));
+    match rules.new_phi {
+        NewPhi::Block => Err(blocked(&found)),
+        NewPhi::Redact => Ok(true),
+    }
+}
+
+/// Whether the number `n` under key `label` holds new PHI, read as the request's numbers are
+/// ([`phiops::number_probes`]: alone from 7 digits, and with its key: `"mrn": 4471902`,
+/// `"age": 92`): refused under a block rule, else `true` (the caller puts `null` there).
+fn number_has_phi(
+    rules: &OutputRules,
+    label: Option<&str>,
+    n: &serde_json::Number,
+    report: &mut OutputReport,
+) -> Result<bool, ApiError> {
+    for (probe, at) in phiops::number_probes(label, n) {
+        let mut found = find_new_phi(rules, &probe)?;
+        found.retain(|f| f.end > at);
+        if !found.is_empty() {
+            report.new_phi.extend(found.iter().map(|f| f.category));
+            return match rules.new_phi {
+                NewPhi::Block => Err(blocked(&found)),
+                NewPhi::Redact => Ok(true),
+            };
+        }
+    }
+    Ok(false)
+}
+
+/// Checks the object keys and numbers of an answer's choice (strings are [`rewrite_strings`]'):
+/// a key holding new PHI is dropped with its value, a number set to `null`, or the answer
+/// refused under a block rule ([`key_has_phi`], [`number_has_phi`]). A choice's or a tool
+/// call's `index` is the protocol's.
+fn check_keys_and_numbers(
+    rules: &OutputRules,
+    v: &mut Value,
+    label: Option<&str>,
+    report: &mut OutputReport,
+) -> Result<(), ApiError> {
+    match v {
+        Value::Object(map) => {
+            let mut dropped = Vec::new();
+            for (k, it) in map.iter_mut() {
+                if key_has_phi(rules, k, report)? {
+                    dropped.push(k.clone());
+                } else if !(k == "index" && it.is_u64()) {
+                    check_keys_and_numbers(rules, it, Some(k), report)?;
+                }
+            }
+            for k in dropped {
+                map.remove(&k);
+            }
+        }
+        Value::Array(items) => {
+            for it in items {
+                check_keys_and_numbers(rules, it, label, report)?;
+            }
+        }
+        Value::Number(n) => {
+            if number_has_phi(rules, label, n, report)? {
+                *v = Value::Null;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+    Ok(())
+}
+
 /// Drops what an answer may carry that cannot be scanned: log-probabilities (each token a
 /// piece of the text, which the scan cannot rewrite) and audio. The request side refuses to
 /// ask for them; an upstream that sends them anyway has them removed.
@@ -348,8 +428,9 @@ pub fn rewrite_completion(
             Some(_) => return Err(ApiError::UpstreamInvalidResponse),
         }
         // The whole choice: its message, and whatever else a server puts beside it (vLLM's
-        // `stop_reason` is the stop string that ended the answer).
+        // `stop_reason` is the stop string that ended the answer), keys and numbers included.
         rewrite_strings(rules, ch, &mut report)?;
+        check_keys_and_numbers(rules, ch, None, &mut report)?;
     }
     Ok(report)
 }
@@ -839,6 +920,10 @@ impl StreamRewriter {
             Some(Value::Object(delta)) => {
                 let mut unheld: Vec<String> = Vec::new();
                 for (k, val) in delta.iter_mut() {
+                    if key_has_phi(&self.rules, k, &mut self.report)? {
+                        unheld.push(k.to_string());
+                        continue;
+                    }
                     if structural(k, val) {
                         if let Value::String(t) = val {
                             self.check_token(t)?;
@@ -846,7 +931,12 @@ impl StreamRewriter {
                         continue;
                     }
                     match (k.as_str(), &mut *val) {
-                        (_, Value::Null | Value::Bool(_) | Value::Number(_)) => {}
+                        (_, Value::Null | Value::Bool(_)) => {}
+                        (k, Value::Number(n)) => {
+                            if number_has_phi(&self.rules, Some(k), n, &mut self.report)? {
+                                *val = Value::Null;
+                            }
+                        }
                         (k, Value::String(s)) => {
                             let key = (i, Field::Text(k.to_string()));
                             self.push(key.clone(), s)?;
@@ -1136,6 +1226,55 @@ mod tests {
         let parsed: Value = serde_json::from_str(args).expect("arguments stay JSON");
         assert_eq!(parsed["who"], "Ann \"Nan\" O'Neil");
         assert_eq!(body["model"], "client");
+    }
+
+    #[test]
+    fn answer_keys_and_numbers_with_new_phi_are_dropped_or_refused() {
+        // A server's code, not the model, writes keys and numbers: a key naming a patient, an
+        // MRN or an age over 89 under their keys, whole or streamed.
+        let body = || {
+            serde_json::json!({"id": "x", "model": "up", "choices": [{
+                "index": 0, "finish_reason": "stop", "stop_reason": 128009,
+                "message": {"role": "assistant", "content": "ok", "Jane Doe 219-09-9999": 1,
+                    "meta": {"mrn": 4471902, "age": 92, "tokens": 45, "ids": [5550199]}}}]})
+        };
+        let mut b = body();
+        let report = rewrite_completion(&rules(&[]), &mut b, "client").unwrap();
+        assert!(!report.new_phi.is_empty());
+        let m = &b["choices"][0]["message"];
+        assert!(m.get("Jane Doe 219-09-9999").is_none(), "{b}");
+        assert_eq!(m["meta"]["mrn"], Value::Null, "{b}");
+        assert_eq!(m["meta"]["age"], Value::Null, "{b}");
+        assert_eq!(m["meta"]["tokens"], 45, "{b}");
+        assert_eq!(b["choices"][0]["index"], 0);
+        assert_eq!(b["choices"][0]["stop_reason"], 128009, "a token id stays: {b}");
+        let mut strict = rules(&[]);
+        strict.new_phi = NewPhi::Block;
+        let mut b = body();
+        assert!(matches!(
+            rewrite_completion(&strict, &mut b, "client"),
+            Err(ApiError::PhiBlocked { in_answer: true, .. })
+        ));
+        // A value the request held is not new.
+        let mut known = rules(&[]);
+        known.request_values.insert("4471902".into());
+        let mut b = serde_json::json!({"id": "x", "model": "up", "choices": [{"index": 0,
+            "finish_reason": "stop", "message": {"role": "assistant", "content": "ok",
+            "mrn": 4471902}}]});
+        rewrite_completion(&known, &mut b, "client").unwrap();
+        assert_eq!(b["choices"][0]["message"]["mrn"], 4471902);
+        // Streamed: the delta's number and key.
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        let c = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
+            "model": "up", "choices": [{"index": 0, "delta": {"content": "ok", "mrn": 4471902,
+            "Jane Doe": "x", "n": 3}, "finish_reason": null}]});
+        let e = rw.event(&c.to_string()).unwrap();
+        let d = &e["choices"][0]["delta"];
+        assert_eq!(d["mrn"], Value::Null, "{e}");
+        assert!(d.get("Jane Doe").is_none(), "{e}");
+        assert_eq!(d["n"], 3, "{e}");
+        let mut rw = StreamRewriter::new(strict, "client");
+        assert!(rw.event(&c.to_string()).is_err());
     }
 
     #[test]

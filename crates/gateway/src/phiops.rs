@@ -493,6 +493,32 @@ fn label_reading(label: &str, value: &str) -> Option<(String, usize)> {
     Some((out, at))
 }
 
+/// Whether an object key is a plain lowercase word (letters, `_`, `-`: `messages`,
+/// `patient_name`), which no scan reads: any other may hold PHI (`"Jane Doe": ...`).
+pub(crate) fn plain_word(k: &str) -> bool {
+    k.len() <= 64 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
+}
+
+/// The readings of a JSON number to scan, each with where its value starts: alone when it has
+/// 7 digits or more (`4471902.0` as `4471902`), and with `label` ([`label_reading`]) when it
+/// has one that names something.
+pub(crate) fn number_probes(label: Option<&str>, n: &serde_json::Number) -> Vec<(String, usize)> {
+    // A float with nothing after the point (`4471902.0`, `4.471902e6`) is read as the integer
+    // it is.
+    let text = match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e18 => format!("{}", f as i64),
+        _ => n.to_string(),
+    };
+    let mut out = Vec::new();
+    if let Some(reading) = label.and_then(|l| label_reading(l, &text)) {
+        out.push(reading);
+    }
+    if text.bytes().filter(u8::is_ascii_digit).count() >= 7 {
+        out.push((text, 0));
+    }
+    out
+}
+
 /// The object keys and numbers of a request that could hold PHI, distinct, to be scanned by
 /// [`phi_in_keys_and_numbers`]: every key but a plain lowercase word (letters, `_`, `-`:
 /// `messages`, `patient_name`), and every number but the top-level settings
@@ -503,9 +529,6 @@ fn label_reading(label: &str, value: &str) -> Option<(String, usize)> {
 /// only by what names it. Each comes with where its value starts (0 but for a label reading).
 /// `logit_bias` keys must be token ids.
 fn keys_and_numbers(body: &Value) -> Result<Vec<(String, usize)>, ApiError> {
-    fn plain_word(k: &str) -> bool {
-        k.len() <= 64 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
-    }
     fn token_id(k: &str) -> bool {
         !k.is_empty() && k.len() <= 6 && k.bytes().all(|b| b.is_ascii_digit())
     }
@@ -535,21 +558,12 @@ fn keys_and_numbers(body: &Value) -> Result<Vec<(String, usize)>, ApiError> {
                 Value::Number(n) => {
                     // A float with nothing after the point (`4471902.0`, `4.471902e6`) is read
                     // as the integer it is.
-                    let text = match n.as_f64() {
-                        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e18 => {
-                            format!("{}", f as i64)
-                        }
-                        _ => n.to_string(),
-                    };
                     let bound = schema && parent.is_some_and(|k| SCHEMA_NUMBER_KEYS.contains(&k));
                     if bound {
                         return Ok(());
                     }
-                    if let Some((reading, at)) = label.and_then(|l| label_reading(l, &text)) {
-                        self.add_at(reading, at)?;
-                    }
-                    if text.bytes().filter(u8::is_ascii_digit).count() >= 7 {
-                        self.add(text)?;
+                    for (probe, at) in number_probes(label, n) {
+                        self.add_at(probe, at)?;
                     }
                     Ok(())
                 }
