@@ -878,8 +878,10 @@ impl StreamRewriter {
     /// `finish_reason`, and `stop_reason` / `matched_stop` checked whole): every string of its
     /// `delta` (content, refusal, reasoning, and any other) and the tool-call and
     /// function-call arguments are held back and scanned on their own; ids, types and names
-    /// are checked whole; a delta's other structured fields (annotations, reasoning details)
-    /// are not relayed, since they cannot be held back.
+    /// are checked whole; `annotations` (url citations, each whole in one chunk) are checked
+    /// and restored whole, string by string; a delta's other structured fields (reasoning
+    /// details, whose texts a stream cuts anywhere) are not relayed, since they cannot be held
+    /// back.
     fn rewrite_choice(&mut self, pos: usize, ch: &mut Value) -> Result<(), ApiError> {
         let Value::Object(m) = std::mem::take(ch) else {
             return Err(ApiError::UpstreamInvalidResponse);
@@ -960,6 +962,11 @@ impl StreamRewriter {
                             }
                         }
                         ("tool_calls", _) => return Err(ApiError::UpstreamInvalidResponse),
+                        // Each annotation comes whole in one chunk: its strings are read whole.
+                        ("annotations", Value::Array(_)) => {
+                            rewrite_strings(&self.rules, val, &mut self.report)?;
+                            check_keys_and_numbers(&self.rules, val, Some(k), &mut self.report)?;
+                        }
                         ("function_call", f) => {
                             if let Some((a, _)) = self.tool_call(f, Some("arguments"))? {
                                 let key = (i, Field::FunctionArgs);
@@ -1275,6 +1282,23 @@ mod tests {
         assert_eq!(d["n"], 3, "{e}");
         let mut rw = StreamRewriter::new(strict, "client");
         assert!(rw.event(&c.to_string()).is_err());
+    }
+
+    #[test]
+    fn streamed_annotations_are_checked_and_restored_whole() {
+        let mut rw = StreamRewriter::new(rules(&[("[NAME_1]", "Alan Smith")]), "client");
+        let c = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
+            "model": "up", "choices": [{"index": 0, "delta": {"annotations": [{"type":
+            "url_citation", "url_citation": {"url": "https://example.org/a", "title":
+            "Notes on [NAME_1], call 617-555-0199", "start_index": 0, "end_index": 5}}],
+            "reasoning_details": [{"type": "reasoning.text", "text": "x"}]},
+            "finish_reason": null}]});
+        let e = rw.event(&c.to_string()).unwrap();
+        let d = &e["choices"][0]["delta"];
+        let title = d["annotations"][0]["url_citation"]["title"].as_str().unwrap();
+        assert!(title.starts_with("Notes on Alan Smith, call ") && !title.contains("555-0199"));
+        assert_eq!(d["annotations"][0]["url_citation"]["end_index"], 5);
+        assert!(d.get("reasoning_details").is_none(), "{e}");
     }
 
     #[test]
