@@ -21,6 +21,10 @@ use crate::merkle::{self, leaf_hash, Frontier, Hash, ProofError};
 use crate::record::{now_ms, Action, Decision, Record};
 use crate::Error;
 
+/// How many times a checkpoint is signed again when the store holds one signed later (another
+/// issuer's clock ahead of this one's).
+const CHECKPOINT_TRIES: usize = 5;
+
 /// How many leaf hashes or records are read from the store at a time.
 const READ_CHUNK: u64 = 65_536;
 
@@ -286,6 +290,20 @@ pub struct Query {
     pub limit: u64,
 }
 
+impl Query {
+    /// Whether `r` matches every filter of the query (`after_index` and `limit`, which page,
+    /// aside).
+    pub fn matches(&self, r: &Record) -> bool {
+        self.from_ms.is_none_or(|t| r.ts_ms() >= t)
+            && self.to_ms.is_none_or(|t| r.ts_ms() < t)
+            && self.actor.as_ref().is_none_or(|a| r.actor() == a)
+            && self.use_case.as_ref().is_none_or(|u| r.use_case() == Some(u))
+            && self.decision.is_none_or(|d| r.decision() == d)
+            && self.action.is_none_or(|a| r.action() == a)
+            && self.category.is_none_or(|c| r.categories().contains_key(&c))
+    }
+}
+
 /// What [`Ledger::verify_store`] checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreReport {
@@ -299,16 +317,93 @@ pub struct StoreReport {
 
 fn entry_of(r: &Record) -> store::NewLedgerEntry {
     let body = r.canonical_bytes();
-    store::NewLedgerEntry {
+    let mut e = store::NewLedgerEntry {
         leaf_hash: leaf_hash(&body),
         body,
-        ts_ms: r.ts_ms(),
-        actor: r.actor().as_str().to_string(),
-        action: r.action().as_str().to_string(),
-        use_case: r.use_case().map_or_else(String::new, |u| u.as_str().to_string()),
-        decision: r.decision().as_str().to_string(),
-        categories: r.categories().keys().map(|c| c.as_str().to_string()).collect(),
+        ts_ms: 0,
+        actor: String::new(),
+        action: String::new(),
+        use_case: String::new(),
+        decision: String::new(),
+        categories: Vec::new(),
+    };
+    set_copies(&mut e, r);
+    e
+}
+
+/// Sets the entry's search copies from its record: the store's columns that searches filter on
+/// (categories sorted by name, as the store keeps them).
+fn set_copies(e: &mut store::NewLedgerEntry, r: &Record) {
+    e.ts_ms = r.ts_ms();
+    e.actor = r.actor().as_str().to_string();
+    e.action = r.action().as_str().to_string();
+    e.use_case = r.use_case().map_or_else(String::new, |u| u.as_str().to_string());
+    e.decision = r.decision().as_str().to_string();
+    e.categories = sorted_categories(r);
+}
+
+fn sorted_categories(r: &Record) -> Vec<String> {
+    let mut c: Vec<String> = r.categories().keys().map(|c| c.as_str().to_string()).collect();
+    c.sort_unstable();
+    c
+}
+
+/// The first search column of a stored entry that does not hold what its record says, by name
+/// (never the values).
+fn copy_mismatch(stored: &store::NewLedgerEntry, r: &Record) -> Option<&'static str> {
+    if stored.ts_ms != r.ts_ms() {
+        return Some("ts_ms");
     }
+    if stored.actor != r.actor().as_str() {
+        return Some("actor");
+    }
+    if stored.action != r.action().as_str() {
+        return Some("action");
+    }
+    if stored.use_case != r.use_case().map_or("", |u| u.as_str()) {
+        return Some("use_case");
+    }
+    if stored.decision != r.decision().as_str() {
+        return Some("decision");
+    }
+    if stored.categories != sorted_categories(r) {
+        return Some("categories");
+    }
+    None
+}
+
+/// Which of the stored checkpoints (their signed timestamps, by tree size) are in time order:
+/// the latest, and the most of the others that, with it, never go back in time as the size
+/// grows (a longest non-decreasing run of timestamps that ends at the latest's). Checkpoints
+/// out of that order (stored before the store kept them in order, when two issuers raced) are
+/// left out of exports, whose verifier refuses a checkpoint signed earlier than the one before
+/// it.
+fn in_time_order(ts: &[i64]) -> Vec<bool> {
+    let mut keep = vec![false; ts.len()];
+    let Some((&last, rest)) = ts.split_last() else { return keep };
+    // Patience sorting: tails[k] is the index ending the best run of length k + 1 found so
+    // far (the one with the smallest timestamp); prev links each to the one before it.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev: Vec<Option<usize>> = vec![None; rest.len()];
+    for (i, &t) in rest.iter().enumerate() {
+        if t > last {
+            continue;
+        }
+        let at = tails.partition_point(|&k| rest[k] <= t);
+        prev[i] = at.checked_sub(1).map(|k| tails[k]);
+        if at == tails.len() {
+            tails.push(i);
+        } else {
+            tails[at] = i;
+        }
+    }
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        keep[i] = true;
+        at = prev[i];
+    }
+    keep[rest.len()] = true;
+    keep
 }
 
 /// Takes what waits in the queue into `batch` (at most `max_batch` records; one message that
@@ -1059,10 +1154,18 @@ impl Ledger {
         rows.into_iter().map(decode_entry).collect()
     }
 
-    /// Records matching every filter of `q`, in index order.
+    /// Records matching every filter of `q`, in index order, at most `q.limit` (0: 1000).
+    ///
+    /// The store filters on its search columns, copies of each record's fields that the leaf
+    /// hashes do not cover. Each record found is checked against the query itself: one whose
+    /// column was edited to match a query it does not match is left out (with a warning; the
+    /// page is filled from the records after it). A column edited so that a record no longer
+    /// matches hides it from the store's filter, which no search can see:
+    /// [`Ledger::verify_store`] compares every column with its record and names such a record.
     pub async fn search(&self, q: &Query) -> Result<Vec<(u64, Record)>, Error> {
         self.flush().await?;
-        let sq = store::LedgerQuery {
+        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let mut sq = store::LedgerQuery {
             from_ms: q.from_ms,
             to_ms: q.to_ms,
             actor: q.actor.as_ref().map(|s| s.as_str().to_string()),
@@ -1071,10 +1174,41 @@ impl Ledger {
             action: q.action.map(|a| a.as_str().to_string()),
             category: q.category.map(|c| c.as_str().to_string()),
             after_index: q.after_index,
-            limit: if q.limit == 0 { 1000 } else { q.limit },
+            limit,
         };
-        let rows = self.inner.store.ledger_search(&sq).await.map_err(from_store)?;
-        rows.into_iter().map(decode_entry).collect()
+        let mut out = Vec::new();
+        let mut left_out: Option<(u64, u64)> = None;
+        loop {
+            let rows = self.inner.store.ledger_search(&sq).await.map_err(from_store)?;
+            let full = rows.len() as u64 >= sq.limit;
+            let Some(last) = rows.last().map(|r| r.index) else { break };
+            for row in rows {
+                let (index, r) = decode_entry(row)?;
+                if q.matches(&r) {
+                    out.push((index, r));
+                    if out.len() as u64 >= limit {
+                        break;
+                    }
+                } else {
+                    let (n, _) = left_out.get_or_insert((0, index));
+                    *n += 1;
+                }
+            }
+            if !full || out.len() as u64 >= limit {
+                break;
+            }
+            sq.after_index = Some(last);
+            sq.limit = limit - out.len() as u64;
+        }
+        if let Some((n, first)) = left_out {
+            tracing::warn!(
+                records = n,
+                first_index = first,
+                "search: the store's search columns of some records do not match the records \
+                 (edited in the database?); they were left out: run `phigate audit verify`"
+            );
+        }
+        Ok(out)
     }
 
     /// The newest stored checkpoint.
@@ -1092,12 +1226,15 @@ impl Ledger {
     }
 
     /// Issues a signed checkpoint of the whole log now; when the latest checkpoint already
-    /// covers the whole log, returns that one (the store keeps one checkpoint per size).
+    /// covers the whole log, returns that one (the store keeps one checkpoint per size), and
+    /// when another issuer stored a larger one while this one was being made, returns that
+    /// larger one (the store keeps checkpoints in order by size and time).
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, Error> {
         self.issue(false).await?.ok_or(Error::NoSigningKey)
     }
 
-    /// Issues a checkpoint if the log grew since the latest one.
+    /// Issues a checkpoint if the log grew since the latest one (None when it did not, or when
+    /// another issuer stored a larger one meanwhile).
     pub async fn checkpoint_if_grown(&self) -> Result<Option<SignedCheckpoint>, Error> {
         self.issue(true).await
     }
@@ -1150,30 +1287,63 @@ impl Ledger {
         if frontier.size() != n {
             return Err(Error::Store("the store returned fewer leaf hashes than asked".into()));
         }
-        let ts_ms = now_ms().max(latest.as_ref().map_or(0, |c| c.ts_ms));
-        let c = Checkpoint {
-            origin: self.inner.origin.clone(),
-            tree_size: n,
-            root: frontier.root(),
-            ts_ms,
-        };
-        let note = c.sign(signer)?;
-        self.inner
-            .store
-            .checkpoint_put(&store::StoredCheckpoint {
+        // Signed now, after the hashing (which can take seconds in a cold process): not before
+        // the latest checkpoint read then. The store keeps its checkpoints in order by size
+        // and time against every other issuer (a CLI beside the server, other replicas): it
+        // stores this one only if no larger one was stored meanwhile and none was signed
+        // later; else it says which, and this one is signed again later or given up for the
+        // larger one.
+        let mut not_before = latest.as_ref().map_or(0, |c| c.ts_ms);
+        for _ in 0..CHECKPOINT_TRIES {
+            let ts_ms = now_ms().max(not_before);
+            let c = Checkpoint {
+                origin: self.inner.origin.clone(),
                 tree_size: n,
-                root_hash: c.root,
+                root: frontier.root(),
                 ts_ms,
-                note: note.clone(),
-            })
-            .await
-            .map_err(from_store)?;
-        Ok(Some(SignedCheckpoint { checkpoint: c, note }))
+            };
+            let note = c.sign(signer)?;
+            let put = self
+                .inner
+                .store
+                .checkpoint_put(&store::StoredCheckpoint {
+                    tree_size: n,
+                    root_hash: c.root,
+                    ts_ms,
+                    note: note.clone(),
+                })
+                .await
+                .map_err(from_store)?;
+            match put {
+                store::CheckpointPut::Stored | store::CheckpointPut::Exists => {
+                    return Ok(Some(SignedCheckpoint { checkpoint: c, note }));
+                }
+                store::CheckpointPut::Behind(larger) => {
+                    // Another issuer stored a checkpoint of more records meanwhile: it covers
+                    // this one's, and this one would be out of order after it.
+                    tracing::debug!(
+                        tree_size = n,
+                        stored = larger.tree_size,
+                        "a larger checkpoint was stored meanwhile; this one is not"
+                    );
+                    return if only_if_grown { Ok(None) } else { Ok(Some(signed_of(larger)?)) };
+                }
+                store::CheckpointPut::TooEarly { not_before_ms } => not_before = not_before_ms,
+            }
+        }
+        Err(Error::Checkpoint(
+            "other issuers kept storing checkpoints signed later than this one: try again".into(),
+        ))
     }
 
     /// Re-reads the whole store: every body against its leaf hash and the record rules, every
-    /// checkpoint's root against the records (and its signature, given a verifier). Names the
-    /// first bad record or checkpoint.
+    /// search column against its record, every checkpoint's root against the records (and its
+    /// signature, given a verifier), and the checkpoints' order in time. Names the first bad
+    /// record or checkpoint; errors name a search column, never its value.
+    ///
+    /// A checkpoint out of time order (signed later than one of more records: stored before
+    /// the store kept them in order, when two issuers raced) is reported only once everything
+    /// else has passed, as it is left out of exports and leaves the rest verifiable.
     pub async fn verify_store(
         &self,
         verifier: Option<&NoteVerifier>,
@@ -1193,11 +1363,15 @@ impl Ledger {
             if c.root_hash != f.root() {
                 return Err(bad("its root does not match the stored records".into()));
             }
-            if let Some(v) = verifier {
-                let opened = Checkpoint::open(&c.note, v).map_err(|e| bad(e.to_string()))?;
-                if opened.tree_size != c.tree_size || opened.root != c.root_hash {
-                    return Err(bad("its signed note says something else".into()));
-                }
+            let claimed = match verifier {
+                Some(v) => Checkpoint::open(&c.note, v).map_err(|e| bad(e.to_string()))?,
+                None => signed_of(c.clone()).map_err(|e| bad(e.to_string()))?.checkpoint,
+            };
+            if claimed.tree_size != c.tree_size || claimed.root != c.root_hash {
+                return Err(bad("its signed note says something else".into()));
+            }
+            if claimed.ts_ms != c.ts_ms {
+                return Err(bad("its signed note holds another time than its ts_ms column".into()));
             }
             Ok(())
         };
@@ -1208,7 +1382,7 @@ impl Ledger {
         let mut at = 0u64;
         while at < n {
             let end = (at + READ_CHUNK.min(8192)).min(n);
-            let rows = self.inner.store.ledger_read(at, end).await.map_err(from_store)?;
+            let rows = self.inner.store.ledger_read_rows(at, end).await.map_err(from_store)?;
             for row in rows {
                 let index = row.index;
                 if index != f.size() {
@@ -1218,19 +1392,29 @@ impl Ledger {
                         problem: "missing from the store".into(),
                     });
                 }
-                if leaf_hash(&row.body) != row.leaf_hash {
+                if leaf_hash(&row.entry.body) != row.entry.leaf_hash {
                     return Err(Error::BadRecord {
                         index,
                         line: 0,
                         problem: "its content does not match its leaf hash".into(),
                     });
                 }
-                Record::decode(&row.body).map_err(|e| Error::BadRecord {
+                let r = Record::decode(&row.entry.body).map_err(|e| Error::BadRecord {
                     index,
                     line: 0,
                     problem: e.to_string(),
                 })?;
-                f.push(row.leaf_hash);
+                if let Some(column) = copy_mismatch(&row.entry, &r) {
+                    return Err(Error::BadRecord {
+                        index,
+                        line: 0,
+                        problem: format!(
+                            "its search column {column} does not hold what the record says \
+                             (edited in the database: searches by it answer wrongly)"
+                        ),
+                    });
+                }
+                f.push(row.entry.leaf_hash);
                 while let Some((i, c)) = cp_iter.next_if(|(_, c)| c.tree_size == f.size()) {
                     check_cp(i, c, &f)?;
                     checked += 1;
@@ -1253,13 +1437,68 @@ impl Ledger {
                 problem: format!("it covers more records than the store holds ({n})"),
             });
         }
+        // Every ts_ms column matches its signed note (checked above).
+        let ts: Vec<i64> = cps.iter().map(|c| c.ts_ms).collect();
+        let keep = in_time_order(&ts);
+        if let Some(i) = keep.iter().position(|k| !k) {
+            let c = &cps[i];
+            // A checkpoint kept in order that this one contradicts: one of more records signed
+            // earlier, or else one of fewer records signed later.
+            let later = (i + 1..cps.len()).find(|&j| keep[j] && cps[j].ts_ms < c.ts_ms);
+            let earlier = (0..i).rev().find(|&j| keep[j] && cps[j].ts_ms > c.ts_ms);
+            let problem = match (later, earlier) {
+                (Some(j), _) => format!(
+                    "it is signed later than the checkpoint of size {}, which covers more \
+                     records: the two were stored out of time order (issued concurrently); \
+                     exports leave this one out",
+                    cps[j].tree_size
+                ),
+                (None, Some(j)) => format!(
+                    "it is signed earlier than the checkpoint of size {}, which covers fewer \
+                     records: the two were stored out of time order (issued concurrently); \
+                     exports leave this one out",
+                    cps[j].tree_size
+                ),
+                (None, None) => "it is out of time order with the other checkpoints; exports \
+                                 leave it out"
+                    .into(),
+            };
+            return Err(Error::BadCheckpoint {
+                number: i as u64 + 1,
+                tree_size: c.tree_size,
+                line: 0,
+                problem,
+            });
+        }
         Ok(StoreReport { records: n, checkpoints: checked, root: f.root() })
     }
 
     /// Writes every record up to the latest checkpoint, every checkpoint and the consistency
     /// proofs between them, as one self-contained file (see [`crate::export`]).
+    ///
+    /// Checkpoints that are out of time order (see [`Ledger::verify_store`]) are left out,
+    /// with a warning: the latest checkpoint stays, and the most of the others that are in
+    /// order with it.
     pub async fn export<W: std::io::Write>(&self, out: W) -> Result<ExportSummary, Error> {
-        let cps = self.inner.store.checkpoints().await.map_err(from_store)?;
+        let all = self.inner.store.checkpoints().await.map_err(from_store)?;
+        // The signed times, which the export's verifier reads.
+        let ts = all
+            .iter()
+            .map(|c| signed_of(c.clone()).map(|s| s.checkpoint.ts_ms))
+            .collect::<Result<Vec<i64>, Error>>()?;
+        let keep = in_time_order(&ts);
+        let cps: Vec<&store::StoredCheckpoint> =
+            all.iter().zip(&keep).filter(|(_, k)| **k).map(|(c, _)| c).collect();
+        if cps.len() < all.len() {
+            let left_out: Vec<u64> =
+                all.iter().zip(&keep).filter(|(_, k)| !**k).map(|(c, _)| c.tree_size).collect();
+            tracing::warn!(
+                checkpoints = left_out.len(),
+                tree_sizes = ?left_out,
+                "checkpoints stored out of time order (issued concurrently) are left out of the \
+                 export"
+            );
+        }
         let Some(last) = cps.last() else {
             return Err(Error::Checkpoint("the log has no checkpoint yet: issue one first".into()));
         };
@@ -1293,6 +1532,25 @@ impl Ledger {
     }
 }
 
+/// Restores a backup file (`store::Store::backup`'s) into an empty store, as
+/// [`store::Store::restore`] does, but sets every ledger entry's search columns from its record
+/// rather than taking them from the file (whose trailer is a plain SHA-256 that anyone who
+/// edits it can recompute). A ledger entry whose body is not a valid record refuses the file
+/// (nothing is restored). The records, leaf hashes and checkpoints are restored as they are:
+/// check them with [`Ledger::verify_store`] afterwards.
+pub async fn restore_backup(
+    store: &store::Store,
+    path: &std::path::Path,
+) -> Result<store::BackupSummary, store::Error> {
+    let reindex = |e: &mut store::NewLedgerEntry| -> Result<(), String> {
+        let r = Record::decode(&e.body)
+            .map_err(|err| format!("does not hold a valid record ({err})"))?;
+        set_copies(e, &r);
+        Ok(())
+    };
+    store.restore_with(path, &reindex).await
+}
+
 fn decode_entry(e: store::LedgerEntry) -> Result<(u64, Record), Error> {
     if leaf_hash(&e.body) != e.leaf_hash {
         return Err(Error::BadRecord {
@@ -1313,4 +1571,33 @@ fn signed_of(c: store::StoredCheckpoint) -> Result<SignedCheckpoint, Error> {
     let text = c.note.rfind("\n\n").map_or(c.note.as_str(), |i| &c.note[..=i]);
     let checkpoint = Checkpoint::parse_body(text)?;
     Ok(SignedCheckpoint { checkpoint, note: c.note })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_time_order;
+
+    fn kept(ts: &[i64]) -> Vec<i64> {
+        ts.iter().zip(in_time_order(ts)).filter(|(_, k)| *k).map(|(t, _)| *t).collect()
+    }
+
+    /// The latest checkpoint stays, with the longest run of the others in time order with it.
+    #[test]
+    fn checkpoints_in_time_order() {
+        assert!(in_time_order(&[]).is_empty());
+        assert_eq!(kept(&[5]), [5]);
+        assert_eq!(kept(&[1, 2, 2, 3]), [1, 2, 2, 3], "equal times are in order");
+        // A smaller checkpoint signed after the latest.
+        assert_eq!(kept(&[1, 5, 2, 3]), [1, 2, 3]);
+        assert_eq!(kept(&[10, 1]), [1]);
+        // One signed early (a clock behind) costs that one only, not those before it.
+        assert_eq!(kept(&[1, 2, 3, 4, 0, 6, 7]), [1, 2, 3, 4, 6, 7]);
+        // One signed late costs that one only.
+        assert_eq!(kept(&[1, 2, 99, 4, 5]), [1, 2, 4, 5]);
+        assert_eq!(kept(&[3, 4, 1, 5]), [3, 4, 5]);
+        let ts = [7, 1, 8, 2, 9, 3, 10, 4, 11];
+        let k = kept(&ts);
+        assert!(k.windows(2).all(|w| w[0] <= w[1]) && k.last() == Some(&11));
+        assert_eq!(k.len(), 5);
+    }
 }

@@ -59,8 +59,8 @@ pub mod tree;
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 pub use export::{verify_export, verify_export_with, ExportSummary, ExportWriter};
 pub use ledger::{
-    journal_path, replay_journal, ConsistencyProof, InclusionProof, Ledger, LedgerConfig, Query,
-    SignedCheckpoint, StoreReport,
+    journal_path, replay_journal, restore_backup, ConsistencyProof, InclusionProof, Ledger,
+    LedgerConfig, Query, SignedCheckpoint, StoreReport,
 };
 pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{actor_name, Action, Decision, Hmac256, HmacKey, Record, RecordBuilder, Slug};

@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::{
-    hash32, ApiKeyRow, Backend, BackupSummary, DataKeyRow, Error, NewLedgerEntry, StoredCheckpoint,
-    VaultRow,
+    hash32, ApiKeyRow, Backend, BackupSummary, DataKeyRow, Error, NewLedgerEntry, Reindex,
+    StoredCheckpoint, VaultRow,
 };
 
 const FORMAT: &str = "phigate-store-backup";
@@ -397,8 +397,9 @@ impl Writer {
 }
 
 /// Reads and checks a backup file record by record: header, table order, gapless ledger
-/// indexes, then the trailer's counts and digest.
-pub(crate) struct Reader {
+/// indexes, then the trailer's counts and digest. With [`Reader::reindex`], sets each ledger
+/// entry's search copies from its body.
+pub(crate) struct Reader<'a> {
     input: BufReader<tokio::fs::File>,
     hasher: Sha256,
     counts: Counts,
@@ -407,10 +408,14 @@ pub(crate) struct Reader {
     trailer: Option<BackupSummary>,
     /// The file's format version (1 or 2).
     version: u32,
+    /// Rebuilds a ledger entry's search copies from its body.
+    reindex: Option<&'a Reindex>,
+    /// Ledger entries whose copies in the file differed from the rebuilt ones, and the first.
+    rebuilt: Option<(u64, u64)>,
 }
 
-impl Reader {
-    pub(crate) async fn open(path: &Path) -> Result<Reader, Error> {
+impl<'a> Reader<'a> {
+    pub(crate) async fn open(path: &Path) -> Result<Reader<'a>, Error> {
         let file = tokio::fs::File::open(path).await?;
         let mut r = Reader {
             input: BufReader::with_capacity(1 << 16, file),
@@ -420,6 +425,8 @@ impl Reader {
             buf: Vec::with_capacity(1024),
             trailer: None,
             version: VERSION,
+            reindex: None,
+            rebuilt: None,
         };
         if !r.read_line().await? {
             return Err(corrupt("empty file"));
@@ -438,6 +445,18 @@ impl Reader {
         }
         r.version = header.version;
         Ok(r)
+    }
+
+    /// Sets each ledger entry's search copies with `f` rather than taking the file's.
+    pub(crate) fn reindex(mut self, f: &'a Reindex) -> Reader<'a> {
+        self.reindex = Some(f);
+        self
+    }
+
+    /// How many ledger entries' copies in the file differed from the rebuilt ones, and the
+    /// index of the first; None when none did (or nothing was rebuilt).
+    pub(crate) fn rebuilt(&self) -> Option<(u64, u64)> {
+        self.rebuilt
     }
 
     /// Reads one line (with its `\n`) into `buf`; false at end of file.
@@ -486,7 +505,7 @@ impl Reader {
             return Ok(None);
         }
         self.hasher.update(&self.buf);
-        let rec = Record::from_line(line)?.ok_or_else(|| corrupt("bad record"))?;
+        let mut rec = Record::from_line(line)?.ok_or_else(|| corrupt("bad record"))?;
         if self.version == VERSION_1 && matches!(rec, Record::ApiKey(_)) {
             return Err(corrupt("API key record in a version 1 file"));
         }
@@ -494,9 +513,46 @@ impl Reader {
             return Err(corrupt("tables out of order"));
         }
         self.section = rec.section();
-        if let Record::Ledger { index, .. } = &rec {
+        if let Record::Ledger { index, entry } = &mut rec {
             if *index != self.counts.ledger_entries {
                 return Err(corrupt("ledger indexes are not 0, 1, 2…"));
+            }
+            if let Some(f) = self.reindex {
+                let leaf = entry.leaf_hash;
+                let was_categories = crate::canonical_categories(&entry.categories)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
+                let was = (
+                    entry.ts_ms,
+                    std::mem::take(&mut entry.actor),
+                    std::mem::take(&mut entry.action),
+                    std::mem::take(&mut entry.use_case),
+                    std::mem::take(&mut entry.decision),
+                );
+                f(entry).map_err(|e| {
+                    Error::Corrupt(format!("backup file: ledger entry {index} {e}"))
+                })?;
+                if entry.leaf_hash != leaf {
+                    return Err(Error::Backend("reindexing changed a ledger entry".into()));
+                }
+                let categories = crate::canonical_categories(&entry.categories)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
+                entry.categories = categories;
+                let same = was.0 == entry.ts_ms
+                    && was.1 == entry.actor
+                    && was.2 == entry.action
+                    && was.3 == entry.use_case
+                    && was.4 == entry.decision
+                    && was_categories == entry.categories;
+                if !same {
+                    match &mut self.rebuilt {
+                        Some((n, _)) => *n += 1,
+                        None => self.rebuilt = Some((1, *index)),
+                    }
+                }
             }
         }
         self.counts.add(&rec);

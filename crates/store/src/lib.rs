@@ -46,6 +46,8 @@
 //!   a kind and a constraint, table or SQLSTATE name; types that hold keys or ciphertexts print
 //!   only lengths.
 //! - Renumber, rewrite or delete ledger entries; leave a hole in the ledger's indexes.
+//! - Store a checkpoint of a tree size below a stored one's, or signed before a stored one
+//!   (exports would fail verification from then on), whatever runs beside it.
 //! - Return a wrapped data key after it was shredded, or keep the vault rows encrypted under it.
 //! - Write anything during a restore before the backup's checksum and counts have been verified,
 //!   or restore into a store that already holds data.
@@ -175,6 +177,43 @@ pub struct StoredCheckpoint {
     /// The signed note, verbatim.
     pub note: String,
 }
+
+/// What [`Store::checkpoint_put`] did with a checkpoint.
+///
+/// Stored checkpoints are kept in one order: by tree size and, at the same time, by timestamp
+/// (a checkpoint of more entries is never signed earlier than one of fewer). A checkpoint
+/// that would break it is not stored, whoever else stores checkpoints at the same time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointPut {
+    /// Stored.
+    Stored,
+    /// This very checkpoint was stored already; nothing changed.
+    Exists,
+    /// Not stored: a checkpoint of a larger tree size is stored (the largest, here). The log's
+    /// history below the latest checkpoint is closed: use that one.
+    Behind(StoredCheckpoint),
+    /// Not stored: its timestamp is earlier than a stored checkpoint's. Sign it again with a
+    /// timestamp of at least `not_before_ms`.
+    TooEarly {
+        /// The latest timestamp of the stored checkpoints.
+        not_before_ms: i64,
+    },
+}
+
+/// A stored ledger entry with its search copies, as [`Store::ledger_read_rows`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Position in the log.
+    pub index: u64,
+    /// The entry: its leaf hash and body, and the copies of its fields that searches filter
+    /// on, as stored (categories sorted).
+    pub entry: NewLedgerEntry,
+}
+
+/// Sets a ledger entry's search copies (`ts_ms`, `actor`, `action`, `use_case`, `decision`,
+/// `categories`) from its body, for [`Store::restore_with`]. It must change nothing else. An
+/// error (which must not quote the body) refuses the backup file.
+pub type Reindex = dyn Fn(&mut NewLedgerEntry) -> Result<(), String> + Send + Sync;
 
 /// An API key as stored: the SHA-256 of its secret, never the secret (the `policy` crate's).
 #[derive(Clone, PartialEq, Eq)]
@@ -477,19 +516,31 @@ impl Store {
         dispatch!(self, b => b.ledger_read(start, end).await)
     }
 
+    /// Entries with `start <= index < end`, in index order, with the search copies of their
+    /// fields as stored (to check them against the bodies).
+    pub async fn ledger_read_rows(&self, start: u64, end: u64) -> Result<Vec<LedgerRow>, Error> {
+        dispatch!(self, b => b.ledger_read_rows(start, end).await)
+    }
+
     /// Only the leaf hashes of `start <= index < end`, in index order (one streamed query).
     pub async fn ledger_leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<[u8; 32]>, Error> {
         dispatch!(self, b => b.ledger_leaf_hashes(start, end).await)
     }
 
-    /// Entries matching every given filter, in index order, at most `limit`.
+    /// Entries matching every given filter, in index order, at most `limit`. The filters apply
+    /// to the search copies, which nothing ties to the bodies: a caller that trusts an answer
+    /// checks each body against its query (the ledger does).
     pub async fn ledger_search(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, Error> {
         dispatch!(self, b => b.ledger_search(q).await)
     }
 
-    /// Stores a checkpoint. Storing the same checkpoint again is a no-op; a different checkpoint
-    /// for a tree size already stored is [`Error::Conflict`].
-    pub async fn checkpoint_put(&self, c: &StoredCheckpoint) -> Result<(), Error> {
+    /// Stores a checkpoint, atomically against every other writer (a transaction under the
+    /// write lock on SQLite, under an advisory lock on PostgreSQL): only one of a larger tree
+    /// size than every stored checkpoint and not signed earlier than any of them is stored
+    /// ([`CheckpointPut`] says which and why not). Storing the same checkpoint again is
+    /// [`CheckpointPut::Exists`]; a different checkpoint for a tree size already stored is
+    /// [`Error::Conflict`].
+    pub async fn checkpoint_put(&self, c: &StoredCheckpoint) -> Result<CheckpointPut, Error> {
         dispatch!(self, b => b.checkpoint_put(c).await)
     }
 
@@ -689,10 +740,37 @@ impl Store {
     /// alone included ([`Error::NotEmpty`]), and a damaged file or an unknown format version
     /// ([`Error::Corrupt`]). Either backend can restore a backup of either backend. Version 1
     /// files (written before API keys were backed up) still restore, without API keys.
+    ///
+    /// The search copies of each ledger entry are taken from the file as they are: its trailer
+    /// is a plain SHA-256, which whoever edits the file can recompute. [`Store::restore_with`]
+    /// rebuilds them from the bodies instead.
     pub async fn restore(&self, path: &Path) -> Result<BackupSummary, Error> {
         let summary = backup::verify(path).await?;
         let mut r = backup::Reader::open(path).await?;
         dispatch!(self, b => b.restore(&mut r, &summary).await)?;
+        Ok(summary)
+    }
+
+    /// [`Store::restore`], with each ledger entry's search copies set by `reindex` from its body
+    /// rather than taken from the file (the ledger's `restore_backup` passes its decoder). A
+    /// body that `reindex` refuses refuses the file ([`Error::Corrupt`], nothing restored).
+    /// Entries whose copies in the file differ from the rebuilt ones are counted in a warning.
+    pub async fn restore_with(
+        &self,
+        path: &Path,
+        reindex: &Reindex,
+    ) -> Result<BackupSummary, Error> {
+        let summary = backup::verify(path).await?;
+        let mut r = backup::Reader::open(path).await?.reindex(reindex);
+        dispatch!(self, b => b.restore(&mut r, &summary).await)?;
+        if let Some((n, first)) = r.rebuilt() {
+            tracing::warn!(
+                entries = n,
+                first_index = first,
+                "the backup file's search columns of some ledger entries did not match their \
+                 records (edited?): they were rebuilt from the records"
+            );
+        }
         Ok(summary)
     }
 }

@@ -13,8 +13,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::backup::{self, Record};
 use crate::error::{from_migrate, from_sqlx_common};
 use crate::{
-    canonical_categories, hash32, to_i64, to_u64, BackupSummary, DataKeyRow, Error, LedgerEntry,
-    LedgerQuery, NewLedgerEntry, StoredCheckpoint, VaultRow, CHUNK,
+    canonical_categories, hash32, to_i64, to_u64, BackupSummary, CheckpointPut, DataKeyRow, Error,
+    LedgerEntry, LedgerQuery, LedgerRow, NewLedgerEntry, StoredCheckpoint, VaultRow, CHUNK,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -24,6 +24,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Key of the advisory lock that serialises ledger index assignment ("phigate" + 1).
 const LEDGER_LOCK: i64 = 0x7068_6967_6174_6501;
+
+/// Key of the advisory lock that serialises checkpoint writers ("phigate" + 2), so that the
+/// stored checkpoints stay in order by size and time.
+const CHECKPOINT_LOCK: i64 = 0x7068_6967_6174_6502;
 
 pub(crate) struct PgStore {
     pool: PgPool,
@@ -395,6 +399,42 @@ impl PgStore {
         .collect()
     }
 
+    pub(crate) async fn ledger_read_rows(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "SELECT idx, leaf_hash, body, ts_ms, actor, action, use_case, decision, categories \
+             FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(to_i64(start))
+        .bind(to_i64(end))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(LedgerRow {
+                index: to_u64(r.try_get("idx").map_err(map_err)?)?,
+                entry: NewLedgerEntry {
+                    leaf_hash: hash32(r.try_get::<&[u8], _>("leaf_hash").map_err(map_err)?)?,
+                    body: r.try_get("body").map_err(map_err)?,
+                    ts_ms: r.try_get("ts_ms").map_err(map_err)?,
+                    actor: r.try_get("actor").map_err(map_err)?,
+                    action: r.try_get("action").map_err(map_err)?,
+                    use_case: r.try_get("use_case").map_err(map_err)?,
+                    decision: r.try_get("decision").map_err(map_err)?,
+                    categories: r.try_get("categories").map_err(map_err)?,
+                },
+            })
+        })
+        .collect()
+    }
+
     pub(crate) async fn ledger_leaf_hashes(
         &self,
         start: u64,
@@ -450,35 +490,55 @@ impl PgStore {
         qb.build().fetch_all(&self.pool).await.map_err(map_err)?.iter().map(ledger_entry).collect()
     }
 
-    pub(crate) async fn checkpoint_put(&self, c: &StoredCheckpoint) -> Result<(), Error> {
+    pub(crate) async fn checkpoint_put(
+        &self,
+        c: &StoredCheckpoint,
+    ) -> Result<CheckpointPut, Error> {
+        // Writers of checkpoints take turns (an advisory lock until commit): nothing is stored
+        // between the checks and the insert, by this process or another replica.
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let n = sqlx::query(
-            "INSERT INTO checkpoints (tree_size, root_hash, ts_ms, note) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tree_size) DO NOTHING",
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHECKPOINT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let existing = sqlx::query(
+            "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints WHERE tree_size = $1",
         )
         .bind(to_i64(c.tree_size))
-        .bind(&c.root_hash[..])
-        .bind(c.ts_ms)
-        .bind(c.note.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(r) = existing {
+            return if checkpoint(&r)? == *c {
+                Ok(CheckpointPut::Exists)
+            } else {
+                Err(Error::Conflict("another checkpoint is stored for this tree size".into()))
+            };
+        }
+        let latest = sqlx::query(
+            "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?
-        .rows_affected();
-        if n == 0 {
-            let r = sqlx::query(
-                "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints WHERE tree_size = $1",
-            )
-            .bind(to_i64(c.tree_size))
+        .as_ref()
+        .map(checkpoint)
+        .transpose()?;
+        if let Some(l) = latest.filter(|l| l.tree_size > c.tree_size) {
+            return Ok(CheckpointPut::Behind(l));
+        }
+        let max_ts: Option<i64> = sqlx::query_scalar("SELECT MAX(ts_ms) FROM checkpoints")
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-            if checkpoint(&r)? != *c {
-                return Err(Error::Conflict(
-                    "another checkpoint is stored for this tree size".into(),
-                ));
-            }
+        if let Some(t) = max_ts.filter(|t| *t > c.ts_ms) {
+            return Ok(CheckpointPut::TooEarly { not_before_ms: t });
         }
-        tx.commit().await.map_err(map_err)
+        insert_checkpoints(&mut tx, std::slice::from_ref(c)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(CheckpointPut::Stored)
     }
 
     pub(crate) async fn checkpoint_latest(&self) -> Result<Option<StoredCheckpoint>, Error> {
@@ -864,7 +924,7 @@ impl PgStore {
 
     pub(crate) async fn restore(
         &self,
-        r: &mut backup::Reader,
+        r: &mut backup::Reader<'_>,
         expect: &BackupSummary,
     ) -> Result<(), Error> {
         let mut tx = self.begin_locked().await?;

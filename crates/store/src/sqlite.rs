@@ -19,8 +19,8 @@ use tokio::sync::Mutex;
 use crate::backup::{self, Record};
 use crate::error::{from_migrate, from_sqlx_common};
 use crate::{
-    canonical_categories, hash32, to_i64, to_u64, BackupSummary, DataKeyRow, Error, LedgerEntry,
-    LedgerQuery, NewLedgerEntry, StoredCheckpoint, VaultRow, CHUNK,
+    canonical_categories, hash32, to_i64, to_u64, BackupSummary, CheckpointPut, DataKeyRow, Error,
+    LedgerEntry, LedgerQuery, LedgerRow, NewLedgerEntry, StoredCheckpoint, VaultRow, CHUNK,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -878,6 +878,68 @@ impl SqliteStore {
         .collect()
     }
 
+    pub(crate) async fn ledger_read_rows(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (s, e) = (to_i64(start), to_i64(end));
+        // One read transaction: the categories are those of the entries read.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut rows = sqlx::query(
+            "SELECT idx, leaf_hash, body, ts_ms, actor, action, use_case, decision \
+             FROM ledger_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+        )
+        .bind(s)
+        .bind(e)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(LedgerRow {
+                index: to_u64(r.try_get("idx").map_err(map_err)?)?,
+                entry: NewLedgerEntry {
+                    leaf_hash: hash32(r.try_get::<&[u8], _>("leaf_hash").map_err(map_err)?)?,
+                    body: r.try_get("body").map_err(map_err)?,
+                    ts_ms: r.try_get("ts_ms").map_err(map_err)?,
+                    actor: r.try_get("actor").map_err(map_err)?,
+                    action: r.try_get("action").map_err(map_err)?,
+                    use_case: r.try_get("use_case").map_err(map_err)?,
+                    decision: r.try_get("decision").map_err(map_err)?,
+                    categories: Vec::new(),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+        // By primary key (idx, category): in index order, each entry's sorted.
+        let cats: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT idx, category FROM ledger_categories \
+             WHERE idx >= ? AND idx < ? ORDER BY idx, category",
+        )
+        .bind(s)
+        .bind(e)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.rollback().await.map_err(map_err)?;
+        let mut at = 0;
+        for (idx, category) in cats {
+            let idx = to_u64(idx)?;
+            while at < rows.len() && rows[at].index < idx {
+                at += 1;
+            }
+            match rows.get_mut(at) {
+                Some(r) if r.index == idx => r.entry.categories.push(category),
+                _ => {}
+            }
+        }
+        Ok(rows)
+    }
+
     pub(crate) async fn ledger_leaf_hashes(
         &self,
         start: u64,
@@ -943,7 +1005,12 @@ impl SqliteStore {
         qb.build().fetch_all(&self.pool).await.map_err(map_err)?.iter().map(ledger_entry).collect()
     }
 
-    pub(crate) async fn checkpoint_put(&self, c: &StoredCheckpoint) -> Result<(), Error> {
+    pub(crate) async fn checkpoint_put(
+        &self,
+        c: &StoredCheckpoint,
+    ) -> Result<CheckpointPut, Error> {
+        // Under the write lock (BEGIN IMMEDIATE holds it against other processes too): nothing
+        // is stored between the checks and the insert.
         let (_guard, mut tx) = self.begin_write().await?;
         let existing = sqlx::query(
             "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints WHERE tree_size = ?",
@@ -954,13 +1021,34 @@ impl SqliteStore {
         .map_err(map_err)?;
         if let Some(r) = existing {
             return if checkpoint(&r)? == *c {
-                Ok(())
+                Ok(CheckpointPut::Exists)
             } else {
                 Err(Error::Conflict("another checkpoint is stored for this tree size".into()))
             };
         }
+        let latest = sqlx::query(
+            "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(checkpoint)
+        .transpose()?;
+        if let Some(l) = latest.filter(|l| l.tree_size > c.tree_size) {
+            return Ok(CheckpointPut::Behind(l));
+        }
+        let max_ts: Option<i64> = sqlx::query_scalar("SELECT MAX(ts_ms) FROM checkpoints")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if let Some(t) = max_ts.filter(|t| *t > c.ts_ms) {
+            return Ok(CheckpointPut::TooEarly { not_before_ms: t });
+        }
         insert_checkpoints(&mut tx, std::slice::from_ref(c)).await?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(CheckpointPut::Stored)
     }
 
     pub(crate) async fn checkpoint_latest(&self) -> Result<Option<StoredCheckpoint>, Error> {
@@ -1379,7 +1467,7 @@ impl SqliteStore {
 
     pub(crate) async fn restore(
         &self,
-        r: &mut backup::Reader,
+        r: &mut backup::Reader<'_>,
         expect: &BackupSummary,
     ) -> Result<(), Error> {
         let (mut guard, mut tx) = self.begin_write().await?;

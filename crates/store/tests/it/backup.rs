@@ -445,3 +445,83 @@ async fn format_versions() {
     assert_eq!(dst.ledger_len().await.unwrap(), 1000);
     assert!(dst.api_keys_list().await.unwrap().is_empty());
 }
+
+/// `restore_with` sets each ledger entry's search copies from its body (here the test entries'
+/// `seq`), whatever the file says; a body the reindexer refuses refuses the file, nothing
+/// written.
+async fn restore_rebuilds_search_copies(dst: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.backup");
+    {
+        let d2 = tempfile::tempdir().unwrap();
+        let src = Store::open(d2.path().join("src.db").to_str().unwrap()).await.unwrap();
+        fill(&src).await;
+        src.backup(&file).await.unwrap();
+        src.close().await;
+    }
+    fn seq(body: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(body).ok()?;
+        text.strip_prefix("{\"seq\":")?.split(',').next()?.parse().ok()
+    }
+    /// The copies of entry(i), with another actor and one category more.
+    fn rebuild(e: &mut store::NewLedgerEntry) -> Result<(), String> {
+        let i = seq(&e.body).ok_or("does not decode")?;
+        let want = entry(i);
+        e.ts_ms = want.ts_ms;
+        e.actor = format!("rebuilt{}", i % 2);
+        e.action = want.action;
+        e.use_case = want.use_case;
+        e.decision = want.decision;
+        e.categories = want.categories;
+        e.categories.push("REBUILT".into());
+        Ok(())
+    }
+    let refuse_999 = |e: &mut store::NewLedgerEntry| -> Result<(), String> {
+        match seq(&e.body) {
+            Some(999) => Err("does not decode".into()),
+            _ => rebuild(e),
+        }
+    };
+    let err = dst.restore_with(&file, &refuse_999).await.unwrap_err();
+    match &err {
+        Error::Corrupt(m) => assert!(m.contains("ledger entry 999 does not decode"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_empty(&dst).await;
+    assert_eq!(dst.restore_with(&file, &rebuild).await.unwrap().ledger_entries, 1000);
+    let by = |q: LedgerQuery| {
+        let dst = dst.clone();
+        async move {
+            let q = LedgerQuery { limit: 10_000, ..q };
+            dst.ledger_search(&q).await.unwrap().iter().map(|e| e.index).collect::<Vec<_>>()
+        }
+    };
+    assert!(by(LedgerQuery { actor: Some("user1".into()), ..Default::default() }).await.is_empty());
+    let odd: Vec<u64> = (0..1000).filter(|i| i % 2 == 1).collect();
+    assert_eq!(by(LedgerQuery { actor: Some("rebuilt1".into()), ..Default::default() }).await, odd);
+    let all: Vec<u64> = (0..1000).collect();
+    assert_eq!(
+        by(LedgerQuery { category: Some("REBUILT".into()), ..Default::default() }).await,
+        all
+    );
+    let rows = dst.ledger_read_rows(0, 1000).await.unwrap();
+    assert_eq!(rows.len(), 1000);
+    for r in &rows {
+        let mut want = entry(r.index).categories;
+        want.push("REBUILT".into());
+        want.sort();
+        want.dedup();
+        assert_eq!(r.entry.categories, want);
+        assert_eq!(r.entry.body, entry(r.index).body, "bodies as they were");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_rebuilds_search_copies_sqlite() {
+    on_sqlite(restore_rebuilds_search_copies).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_rebuilds_search_copies_postgres() {
+    on_postgres(restore_rebuilds_search_copies).await;
+}

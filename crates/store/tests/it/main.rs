@@ -2,6 +2,7 @@
 //! PostgreSQL database (`postgres://postgres@127.0.0.1:5432`, created and dropped per test).
 
 mod backup;
+mod checkpoints;
 mod common;
 mod failures;
 mod migrate;

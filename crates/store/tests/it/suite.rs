@@ -1,6 +1,9 @@
 //! Every API method, written once, run on both backends.
 
-use store::{Backend, DataKeyRow, Error, LedgerQuery, NewScope, Store, StoredCheckpoint, VaultRow};
+use store::{
+    Backend, CheckpointPut, DataKeyRow, Error, LedgerQuery, NewScope, Store, StoredCheckpoint,
+    VaultRow,
+};
 
 use crate::common::{both_backends, entry};
 
@@ -34,6 +37,7 @@ async fn ledger_append_read_len(s: Store) {
 }
 
 both_backends!(
+    ledger_read_rows_holds_the_search_copies,
     ledger_search_filters,
     ledger_concurrent_tasks,
     checkpoints_put_latest_list,
@@ -45,6 +49,21 @@ both_backends!(
     ledger_append_large_batch,
     shred_racing_vault_puts,
 );
+
+/// Each entry with the copies of its fields as stored: categories sorted, without duplicates.
+async fn ledger_read_rows_holds_the_search_copies(s: Store) {
+    let entries: Vec<_> = (0..12).map(entry).collect();
+    s.ledger_append(&entries).await.unwrap();
+    assert!(s.ledger_read_rows(5, 5).await.unwrap().is_empty());
+    let rows = s.ledger_read_rows(2, 100).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.index).collect::<Vec<_>>(), (2..12).collect::<Vec<_>>());
+    for r in rows {
+        let mut want = entry(r.index);
+        want.categories.sort();
+        want.categories.dedup();
+        assert_eq!(r.entry, want, "entry {}", r.index);
+    }
+}
 
 fn q() -> LedgerQuery {
     LedgerQuery { limit: 1000, ..Default::default() }
@@ -179,11 +198,11 @@ fn cp(size: u64, ts: i64) -> StoredCheckpoint {
 async fn checkpoints_put_latest_list(s: Store) {
     assert_eq!(s.checkpoint_latest().await.unwrap(), None);
     assert!(s.checkpoints().await.unwrap().is_empty());
-    s.checkpoint_put(&cp(10, 100)).await.unwrap();
-    s.checkpoint_put(&cp(30, 300)).await.unwrap();
-    s.checkpoint_put(&cp(20, 200)).await.unwrap();
+    assert_eq!(s.checkpoint_put(&cp(10, 100)).await.unwrap(), CheckpointPut::Stored);
+    assert_eq!(s.checkpoint_put(&cp(20, 200)).await.unwrap(), CheckpointPut::Stored);
+    assert_eq!(s.checkpoint_put(&cp(30, 300)).await.unwrap(), CheckpointPut::Stored);
     // The same checkpoint again is a no-op; a different one for the same size is a conflict.
-    s.checkpoint_put(&cp(20, 200)).await.unwrap();
+    assert_eq!(s.checkpoint_put(&cp(20, 200)).await.unwrap(), CheckpointPut::Exists);
     let err = s.checkpoint_put(&cp(20, 999)).await.unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
     assert_eq!(s.checkpoint_latest().await.unwrap(), Some(cp(30, 300)));
