@@ -976,6 +976,37 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
     (out != name && out.split_whitespace().count() >= 2).then_some((out, map))
 }
 
+/// The words of `text` as [`name_words`] splits them: letters, `'` and `-`, a possessive's
+/// `'s` left off.
+fn words_of(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-'))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
+        .map(|w| w.strip_suffix("'s").unwrap_or(w))
+        .filter(|w| w.chars().nth(1).is_some())
+}
+
+/// The words of the names among `found` (findings in `text`), as slices of it.
+fn name_words<'t>(text: &'t str, found: &[Finding]) -> Vec<&'t str> {
+    found
+        .iter()
+        .filter(|f| f.category == Category::Name)
+        .filter_map(|f| text.get(f.start..f.end))
+        .flat_map(words_of)
+        .collect()
+}
+
+/// Whether `text` holds one of `words` (in any case).
+fn says_any(text: &str, words: &[&str]) -> bool {
+    let same = |a: &str, b: &str| {
+        a.len() == b.len() && a.eq_ignore_ascii_case(b)
+            || (!a.is_ascii()
+                && a.chars()
+                    .flat_map(char::to_lowercase)
+                    .eq(b.chars().flat_map(char::to_lowercase)))
+    };
+    words_of(text).any(|w| words.iter().any(|n| same(w, n)))
+}
+
 /// The words of the names among `found` (findings in `text`): [`Detector::name_parts`], a
 /// panic a refusal.
 fn names_in(
@@ -1035,12 +1066,8 @@ pub fn scan_request(
     act: &dyn Fn(Category) -> Act,
 ) -> Result<Scanned, ApiError> {
     let mut out = Vec::with_capacity(texts.len());
-    // The words of each text's names, which its own scan looked for in it.
-    let mut own_parts: Vec<Vec<phi::NamePart>> = Vec::with_capacity(texts.len());
     for t in texts {
-        let found = cache.findings(scanner, t.text, t.digest)?;
-        own_parts.push(names_in(scanner, t.text, &found)?);
-        out.push((t.slot, found));
+        out.push((t.slot, cache.findings(scanner, t.text, t.digest)?));
     }
     let mut extra = Extra { found: vec![Vec::new(); texts.len()], continued: HashSet::new() };
     // Content texts by message, in order.
@@ -1114,25 +1141,31 @@ pub fn scan_request(
         let (ax, ay) = (act(x.category), act(y.category));
         ax > ay || (ax == ay && x.score > y.score)
     };
-    let mut all_parts: Vec<phi::NamePart> = own_parts.concat();
     for (k, more) in extra.found.into_iter().enumerate() {
         if !more.is_empty() {
-            all_parts.extend(names_in(scanner, texts[k].text, &more)?);
             let own = std::mem::take(&mut out[k].1);
             out[k].1 = union_by(own, more, &stricter);
         }
     }
     // A name found in one text is a name where another says it again without a cue
-    // ("Patient Alan Smith, ..." then "What dose for Smith?").
-    if !all_parts.is_empty() {
-        all_parts.sort();
-        all_parts.dedup();
+    // ("Patient Alan Smith, ..." then "What dose for Smith?"). First a cheap test of the texts'
+    // words against the names' (no word lists, no copies); the detector's rules only where one
+    // is said again.
+    let words: Vec<Vec<&str>> =
+        out.iter().zip(texts).map(|((_, f), t)| name_words(t.text, f)).collect();
+    if words.iter().filter(|w| !w.is_empty()).count() > 0 && texts.len() > 1 {
         for (k, t) in texts.iter().enumerate() {
-            let new: Vec<phi::NamePart> =
-                all_parts.iter().filter(|p| !own_parts[k].contains(p)).cloned().collect();
-            if !new.is_empty() {
-                repeats_in(scanner, t.text, &new, &mut out[k].1)?;
+            let others = || words.iter().enumerate().filter(move |(j, w)| *j != k && !w.is_empty());
+            if !others().any(|(_, w)| says_any(t.text, w)) {
+                continue;
             }
+            let mut parts = Vec::new();
+            for (j, _) in others() {
+                parts.extend(names_in(scanner, texts[j].text, &out[j].1)?);
+            }
+            parts.sort();
+            parts.dedup();
+            repeats_in(scanner, t.text, &parts, &mut out[k].1)?;
         }
     }
     let mut counts = BTreeMap::new();
