@@ -84,7 +84,7 @@ pub fn restore(mut args: RestoreArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let store = args.store.open().await?;
-        let s = store.restore(&args.file).await.map_err(|e| match e {
+        let s = ledger::restore_backup(&store, &args.file).await.map_err(|e| match e {
             store::Error::NotEmpty => anyhow::anyhow!(
                 "{} is not empty: restore only into a new, empty store (nothing was written)",
                 args.store.display_url()
