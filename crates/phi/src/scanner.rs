@@ -79,8 +79,15 @@ impl Scanner {
 
     /// Like [`Scanner::scan`], reusing `out`'s allocation (it is cleared first).
     pub fn scan_into(&self, text: &str, out: &mut Vec<Finding>) {
-        SCRATCH.with(|t| self.engine.scan(text, &mut t.borrow_mut(), out));
-        out.retain(|f| self.enabled[f.category.index()] && f.score >= self.min_score);
+        SCRATCH.with(|t| {
+            let mut t = t.borrow_mut();
+            self.engine.scan(text, &mut t, out);
+            out.retain(|f| self.enabled[f.category.index()] && f.score >= self.min_score);
+            // Names said again: only from names kept, and only if repeats are kept too.
+            if self.enabled[Category::Name.index()] && SCORE_OF_REPEAT >= self.min_score {
+                self.engine.repeat_names(text, &t, out);
+            }
+        });
     }
 
     /// The words of the names among `found` (this scanner's findings in `text`) that mark a
@@ -89,7 +96,7 @@ impl Scanner {
     /// conversation). Sorted and distinct; empty when no name was found.
     pub fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<NamePart> {
         let mut parts = Vec::new();
-        if self.enabled[Category::Name.index()] {
+        if self.enabled[Category::Name.index()] && SCORE_OF_REPEAT >= self.min_score {
             crate::recognize::repeat::parts_of(self.engine.dict, text, found, &mut parts);
         }
         parts

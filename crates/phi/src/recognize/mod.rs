@@ -88,7 +88,12 @@ impl Engine {
         names::find(text, tokens, self.dict, out);
         places::find(text, tokens, self.dict, out);
         merge(text, out);
-        // A name found by its cue is a name where the text says it again without one.
+    }
+
+    /// After [`Engine::scan`] of `text` into `tokens` and `out` (and the caller's filters on
+    /// `out`): a name found on good evidence is a name where the text says it again without
+    /// any (see [`repeat`]).
+    pub(crate) fn repeat_names(&self, text: &str, tokens: &Tokens, out: &mut Vec<Finding>) {
         let mut parts = Vec::new();
         repeat::parts_of(self.dict, text, out, &mut parts);
         repeat::find(tokens, &parts, out);

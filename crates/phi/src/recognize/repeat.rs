@@ -1,5 +1,6 @@
-//! Names said again. Once a name is found by its cue ("Patient Alan Smith"), its words are
-//! PHI wherever the text repeats them without one ("What dose for Smith?", "SMITH denied
+//! Names said again. Once a name is found on good evidence (a title, a cue, a given name with
+//! a surname: "Patient Alan Smith"), its words are PHI wherever the text repeats them without
+//! any ("What dose for Smith?", "SMITH denied
 //! pain"): clinicians name a patient in full once, then by surname.
 //!
 //! The words of a found name that are looked for again ([`NamePart`]) are its words of two
@@ -45,11 +46,16 @@ pub struct NamePart {
     pub other_word: bool,
 }
 
-/// The words of the names among `found` (findings in `text`), added to `parts`, sorted and
-/// distinct.
+/// Least confidence of a name whose words are looked for again: found on good evidence (a
+/// title, a cue, a given name with a surname, an initial), not a lone given name (0.65) nor a
+/// run of unknown capitalised words (0.6), which a product's name can be.
+pub(crate) const SOURCE_MIN: f32 = 0.7;
+
+/// The words of the names among `found` (findings in `text`) found on good evidence
+/// ([`SOURCE_MIN`]), added to `parts`, sorted and distinct.
 pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut Vec<NamePart>) {
     let before = parts.len();
-    for f in found.iter().filter(|f| f.category == Category::Name) {
+    for f in found.iter().filter(|f| f.category == Category::Name && f.score >= SOURCE_MIN) {
         let Some(value) = text.get(f.start..f.end) else { continue };
         for word in value.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-')) {
             let word = word.trim_matches(|c| c == '\'' || c == '-');

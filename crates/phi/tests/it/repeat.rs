@@ -38,6 +38,23 @@ fn a_common_word_is_a_name_only_where_capitals_mark_one() {
 }
 
 #[test]
+fn only_names_on_good_evidence_are_looked_for_again() {
+    // A run of unknown capitalised words (a product's name) may read as a name, weakly: its
+    // words are not looked for again.
+    let t = "The team deployed Zorblax Quentara yesterday. Zorblax was fast, and zorblax logs \
+             are clean.";
+    assert!(names(t).iter().all(|n| *n != "Zorblax" && *n != "zorblax"), "{:?}", names(t));
+    // Repeats are kept only where the scanner keeps their confidence, and come only from names
+    // it keeps.
+    let strict = Scanner::builder().min_score(0.8).build().unwrap();
+    let t = "Patient Alan Smith was seen. What dose for Smith?";
+    let found = strict.scan(t);
+    let got: Vec<&str> = found.iter().map(|f| &t[f.start..f.end]).collect();
+    assert_eq!(got, ["Alan Smith"]);
+    assert!(strict.name_parts(t, &found).is_empty());
+}
+
+#[test]
 fn nothing_is_repeated_without_a_name() {
     let t = "Smith fracture of the left radius. Smith was splinted.";
     let before = names(t);
