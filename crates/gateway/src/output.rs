@@ -317,37 +317,14 @@ fn key_has_phi(rules: &OutputRules, k: &str, report: &mut OutputReport) -> Resul
     }
 }
 
-/// Whether the number `n` under key `label` holds new PHI, read as the request's numbers are
-/// ([`phiops::number_probes`]: alone from 7 digits, and with its key: `"mrn": 4471902`,
-/// `"age": 92`): refused under a block rule, else `true` (the caller puts `null` there).
-fn number_has_phi(
-    rules: &OutputRules,
-    label: Option<&str>,
-    n: &serde_json::Number,
-    report: &mut OutputReport,
-) -> Result<bool, ApiError> {
-    for (probe, at) in phiops::number_probes(label, n) {
-        let mut found = find_new_phi(rules, &probe)?;
-        found.retain(|f| f.end > at);
-        if !found.is_empty() {
-            report.new_phi.extend(found.iter().map(|f| f.category));
-            return match rules.new_phi {
-                NewPhi::Block => Err(blocked(&found)),
-                NewPhi::Redact => Ok(true),
-            };
-        }
-    }
-    Ok(false)
-}
-
-/// Checks the object keys and numbers of an answer's choice (strings are [`rewrite_strings`]'):
-/// a key holding new PHI is dropped with its value, a number set to `null`, or the answer
-/// refused under a block rule ([`key_has_phi`], [`number_has_phi`]). A choice's or a tool
-/// call's `index` is the protocol's.
-fn check_keys_and_numbers(
+/// Checks the object keys of an answer's choice (strings are [`rewrite_strings`]'): a key
+/// holding new PHI is dropped with its value, or the answer refused under a block rule
+/// ([`key_has_phi`]). Numbers are relayed: servers put their own there (Together's
+/// `token_id` in every chunk, a `seed` of 19 digits), which a reading with the key would call
+/// identifiers.
+fn check_keys(
     rules: &OutputRules,
     v: &mut Value,
-    label: Option<&str>,
     report: &mut OutputReport,
 ) -> Result<(), ApiError> {
     match v {
@@ -356,8 +333,8 @@ fn check_keys_and_numbers(
             for (k, it) in map.iter_mut() {
                 if key_has_phi(rules, k, report)? {
                     dropped.push(k.clone());
-                } else if !(k == "index" && it.is_u64()) {
-                    check_keys_and_numbers(rules, it, Some(k), report)?;
+                } else {
+                    check_keys(rules, it, report)?;
                 }
             }
             for k in dropped {
@@ -366,15 +343,10 @@ fn check_keys_and_numbers(
         }
         Value::Array(items) => {
             for it in items {
-                check_keys_and_numbers(rules, it, label, report)?;
+                check_keys(rules, it, report)?;
             }
         }
-        Value::Number(n) => {
-            if number_has_phi(rules, label, n, report)? {
-                *v = Value::Null;
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::String(_) => {}
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
     Ok(())
 }
@@ -428,9 +400,9 @@ pub fn rewrite_completion(
             Some(_) => return Err(ApiError::UpstreamInvalidResponse),
         }
         // The whole choice: its message, and whatever else a server puts beside it (vLLM's
-        // `stop_reason` is the stop string that ended the answer), keys and numbers included.
+        // `stop_reason` is the stop string that ended the answer), keys included.
         rewrite_strings(rules, ch, &mut report)?;
-        check_keys_and_numbers(rules, ch, None, &mut report)?;
+        check_keys(rules, ch, &mut report)?;
     }
     Ok(report)
 }
@@ -933,12 +905,7 @@ impl StreamRewriter {
                         continue;
                     }
                     match (k.as_str(), &mut *val) {
-                        (_, Value::Null | Value::Bool(_)) => {}
-                        (k, Value::Number(n)) => {
-                            if number_has_phi(&self.rules, Some(k), n, &mut self.report)? {
-                                *val = Value::Null;
-                            }
-                        }
+                        (_, Value::Null | Value::Bool(_) | Value::Number(_)) => {}
                         (k, Value::String(s)) => {
                             let key = (i, Field::Text(k.to_string()));
                             self.push(key.clone(), s)?;
@@ -965,7 +932,7 @@ impl StreamRewriter {
                         // Each annotation comes whole in one chunk: its strings are read whole.
                         ("annotations", Value::Array(_)) => {
                             rewrite_strings(&self.rules, val, &mut self.report)?;
-                            check_keys_and_numbers(&self.rules, val, Some(k), &mut self.report)?;
+                            check_keys(&self.rules, val, &mut self.report)?;
                         }
                         ("function_call", f) => {
                             if let Some((a, _)) = self.tool_call(f, Some("arguments"))? {
@@ -1236,24 +1203,24 @@ mod tests {
     }
 
     #[test]
-    fn answer_keys_and_numbers_with_new_phi_are_dropped_or_refused() {
-        // A server's code, not the model, writes keys and numbers: a key naming a patient, an
-        // MRN or an age over 89 under their keys, whole or streamed.
+    fn answer_keys_with_new_phi_are_dropped_or_refused() {
+        // A server's code, not the model, writes keys: one naming a patient is dropped, whole
+        // or streamed. Numbers are the server's own (Together's `token_id`, a long `seed`) and
+        // pass.
         let body = || {
             serde_json::json!({"id": "x", "model": "up", "choices": [{
                 "index": 0, "finish_reason": "stop", "stop_reason": 128009,
+                "seed": 2387155844510162400u64,
                 "message": {"role": "assistant", "content": "ok", "Jane Doe 219-09-9999": 1,
-                    "meta": {"mrn": 4471902, "age": 92, "tokens": 45, "ids": [5550199]}}}]})
+                    "meta": {"token_id": 791, "tokens": 45}}}]})
         };
         let mut b = body();
         let report = rewrite_completion(&rules(&[]), &mut b, "client").unwrap();
         assert!(!report.new_phi.is_empty());
         let m = &b["choices"][0]["message"];
         assert!(m.get("Jane Doe 219-09-9999").is_none(), "{b}");
-        assert_eq!(m["meta"]["mrn"], Value::Null, "{b}");
-        assert_eq!(m["meta"]["age"], Value::Null, "{b}");
-        assert_eq!(m["meta"]["tokens"], 45, "{b}");
-        assert_eq!(b["choices"][0]["index"], 0);
+        assert_eq!(m["meta"]["token_id"], 791, "{b}");
+        assert_eq!(b["choices"][0]["seed"], 2387155844510162400u64, "{b}");
         assert_eq!(b["choices"][0]["stop_reason"], 128009, "a token id stays: {b}");
         let mut strict = rules(&[]);
         strict.new_phi = NewPhi::Block;
@@ -1262,26 +1229,27 @@ mod tests {
             rewrite_completion(&strict, &mut b, "client"),
             Err(ApiError::PhiBlocked { in_answer: true, .. })
         ));
-        // A value the request held is not new.
-        let mut known = rules(&[]);
-        known.request_values.insert("4471902".into());
-        let mut b = serde_json::json!({"id": "x", "model": "up", "choices": [{"index": 0,
-            "finish_reason": "stop", "message": {"role": "assistant", "content": "ok",
-            "mrn": 4471902}}]});
-        rewrite_completion(&known, &mut b, "client").unwrap();
-        assert_eq!(b["choices"][0]["message"]["mrn"], 4471902);
-        // Streamed: the delta's number and key.
+        // Without such a key, a block rule passes the server's numbers.
+        let mut b = body();
+        b["choices"][0]["message"].as_object_mut().unwrap().remove("Jane Doe 219-09-9999");
+        rewrite_completion(&strict, &mut b, "client").unwrap();
+        // Streamed: the delta's key; Together's token_id passes under a block rule.
         let mut rw = StreamRewriter::new(rules(&[]), "client");
         let c = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
-            "model": "up", "choices": [{"index": 0, "delta": {"content": "ok", "mrn": 4471902,
-            "Jane Doe": "x", "n": 3}, "finish_reason": null}]});
+            "model": "up", "choices": [{"index": 0, "delta": {"content": "ok", "token_id": 791,
+            "Jane Doe": "x"}, "finish_reason": null}]});
         let e = rw.event(&c.to_string()).unwrap();
         let d = &e["choices"][0]["delta"];
-        assert_eq!(d["mrn"], Value::Null, "{e}");
+        assert_eq!(d["token_id"], 791, "{e}");
         assert!(d.get("Jane Doe").is_none(), "{e}");
-        assert_eq!(d["n"], 3, "{e}");
-        let mut rw = StreamRewriter::new(strict, "client");
+        let mut rw = StreamRewriter::new(rules(&[]), "client");
+        rw.rules.new_phi = NewPhi::Block;
         assert!(rw.event(&c.to_string()).is_err());
+        let plain = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
+            "model": "up", "choices": [{"index": 0, "delta": {"content": "The", "token_id": 791},
+            "finish_reason": null}]});
+        let mut rw = StreamRewriter::new(strict, "client");
+        rw.event(&plain.to_string()).unwrap();
     }
 
     #[test]

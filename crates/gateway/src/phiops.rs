@@ -447,7 +447,44 @@ const UNLABELLED_KEYS: &[&str] = &[
     "$id",
     "required",
     "stop",
+    "safety_identifier",
+    "prompt_cache_key",
+    "previous_response_id",
 ];
+
+/// Words of a label that make an `ID` found by a label reading an identifier of a person
+/// (`patient_id`, `member_id`): other keys ending in `id` (`token_id`, `user_id` of a schema's
+/// example, `session_id`) name a system's ids, which a reading would otherwise call IDs.
+const PERSON_ID_WORDS: &[&str] = &[
+    "patient",
+    "pt",
+    "member",
+    "subscriber",
+    "beneficiary",
+    "person",
+    "resident",
+    "enrollee",
+    "insured",
+    "guarantor",
+    "chart",
+    "record",
+    "encounter",
+    "visit",
+    "admission",
+    "case",
+    "medicaid",
+    "medicare",
+    "insurance",
+    "policy",
+];
+
+/// Whether a finding of `category` in a label reading ([`label_reading`], the value at `at`)
+/// counts: any but a generic `ID`, which counts only under a label that names a person's
+/// record ([`PERSON_ID_WORDS`]).
+fn label_keeps(reading: &str, at: usize, category: Category) -> bool {
+    category != Category::Id
+        || reading[..at.saturating_sub(2)].split(' ').any(|w| PERSON_ID_WORDS.contains(&w))
+}
 
 /// Most bytes of a value given a label reading: a field's value, not prose (which carries its
 /// own cues).
@@ -502,7 +539,7 @@ pub(crate) fn plain_word(k: &str) -> bool {
 /// The readings of a JSON number to scan, each with where its value starts: alone when it has
 /// 7 digits or more (`4471902.0` as `4471902`), and with `label` ([`label_reading`]) when it
 /// has one that names something.
-pub(crate) fn number_probes(label: Option<&str>, n: &serde_json::Number) -> Vec<(String, usize)> {
+fn number_probes(label: Option<&str>, n: &serde_json::Number) -> Vec<(String, usize)> {
     // A float with nothing after the point (`4471902.0`, `4.471902e6`) is read as the integer
     // it is.
     let text = match n.as_f64() {
@@ -618,7 +655,8 @@ pub fn phi_in_keys_and_numbers(
     let mut found = Vec::new();
     for (text, at) in keys_and_numbers(body)? {
         // In a label reading, only what falls in the value counts (the key is read alone).
-        for f in scan(scanner, &text)?.into_iter().filter(|f| f.end > at) {
+        let keeps = |f: &Finding| f.end > at && (at == 0 || label_keeps(&text, at, f.category));
+        for f in scan(scanner, &text)?.into_iter().filter(keeps) {
             let value = &text[f.start.max(at)..f.end];
             found.push((f.category, plain_value(value).into_owned()));
         }
@@ -995,18 +1033,6 @@ fn name_words<'t>(text: &'t str, found: &[Finding]) -> Vec<&'t str> {
         .collect()
 }
 
-/// Whether `text` holds one of `words` (in any case).
-fn says_any(text: &str, words: &[&str]) -> bool {
-    let same = |a: &str, b: &str| {
-        a.len() == b.len() && a.eq_ignore_ascii_case(b)
-            || (!a.is_ascii()
-                && a.chars()
-                    .flat_map(char::to_lowercase)
-                    .eq(b.chars().flat_map(char::to_lowercase)))
-    };
-    words_of(text).any(|w| words.iter().any(|n| same(w, n)))
-}
-
 /// The words of the names among `found` (findings in `text`): [`Detector::name_parts`], a
 /// panic a refusal.
 fn names_in(
@@ -1097,7 +1123,8 @@ pub fn scan_request(
                 if let Some((reading, at)) = t.label.and_then(|l| label_reading(l, t.text)) {
                     // Only what falls in the value counts (the key is read on its own).
                     let found = cache.findings(scanner, &reading, cache.digest(&reading))?;
-                    for f in found.into_iter().filter(|f| f.end > at) {
+                    let keeps = |f: &Finding| f.end > at && label_keeps(&reading, at, f.category);
+                    for f in found.into_iter().filter(keeps) {
                         let (start, end) = (f.start.max(at) - at, f.end - at);
                         extra.found[k].push(Finding { start, end, ..f });
                     }
@@ -1148,24 +1175,43 @@ pub fn scan_request(
         }
     }
     // A name found in one text is a name where another says it again without a cue
-    // ("Patient Alan Smith, ..." then "What dose for Smith?"). First a cheap test of the texts'
-    // words against the names' (no word lists, no copies); the detector's rules only where one
-    // is said again.
-    let words: Vec<Vec<&str>> =
-        out.iter().zip(texts).map(|((_, f), t)| name_words(t.text, f)).collect();
-    if words.iter().filter(|w| !w.is_empty()).count() > 0 && texts.len() > 1 {
+    // ("Patient Alan Smith, ..." then "What dose for Smith?"). First a cheap test of each
+    // text's words against the names' (one look-up a word: linear in the request); the
+    // detector's rules only in a text that says a word of another text's name.
+    let mut said_in: HashMap<String, Option<usize>> = HashMap::new();
+    for (k, ((_, found), t)) in out.iter().zip(texts).enumerate() {
+        for w in name_words(t.text, found) {
+            said_in
+                .entry(w.to_lowercase())
+                .and_modify(|s| *s = s.filter(|&j| j == k))
+                .or_insert(Some(k));
+        }
+    }
+    if !said_in.is_empty() && texts.len() > 1 {
+        let mut parts: Option<Vec<phi::NamePart>> = None;
+        let mut lower = String::new();
         for (k, t) in texts.iter().enumerate() {
-            let others = || words.iter().enumerate().filter(move |(j, w)| *j != k && !w.is_empty());
-            if !others().any(|(_, w)| says_any(t.text, w)) {
+            // A word of another text's name (its own were looked for by its own scan).
+            let says = words_of(t.text).any(|w| {
+                lower.clear();
+                lower.extend(w.chars().flat_map(char::to_lowercase));
+                said_in.get(lower.as_str()).is_some_and(|s| *s != Some(k))
+            });
+            if !says {
                 continue;
             }
-            let mut parts = Vec::new();
-            for (j, _) in others() {
-                parts.extend(names_in(scanner, texts[j].text, &out[j].1)?);
+            if parts.is_none() {
+                let mut all = Vec::new();
+                for (j, t) in texts.iter().enumerate() {
+                    all.extend(names_in(scanner, t.text, &out[j].1)?);
+                }
+                all.sort();
+                all.dedup();
+                parts = Some(all);
             }
-            parts.sort();
-            parts.dedup();
-            repeats_in(scanner, t.text, &parts, &mut out[k].1)?;
+            if let Some(parts) = &parts {
+                repeats_in(scanner, t.text, parts, &mut out[k].1)?;
+            }
         }
     }
     let mut counts = BTreeMap::new();
@@ -1655,6 +1701,77 @@ mod tests {
         // Counted where found: three names more than the first message's one.
         let (_, counts) = scanned_under(&body, &|_| Act::Tokenize);
         assert_eq!(counts.get(&Category::Name), Some(&5), "{counts:?}");
+    }
+
+    #[test]
+    fn a_generic_id_counts_in_a_label_reading_only_for_a_persons_record() {
+        let body = serde_json::json!({"model": "m", "safety_identifier": "5f2a9c",
+            "messages": [{"role": "user", "content": "Summarize."}],
+            "metadata": {"session_id": "48213", "patient_id": "12345"}});
+        let got = scanned_texts(&body);
+        let of = |t: &str| got.iter().find(|(x, _)| x == t).map(|(_, f)| f.clone()).unwrap();
+        assert!(of("5f2a9c").is_empty() && of("48213").is_empty(), "{got:?}");
+        assert_eq!(of("12345").len(), 1, "{got:?}");
+        let scanner = phi::Scanner::new().unwrap();
+        let schema = |key: &str| {
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "Hi."}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                    "type": "object", "properties": {key: {"type": "integer",
+                    "examples": [12345]}}}}}]})
+        };
+        assert!(phi_in_keys_and_numbers(&scanner, &schema("user_id")).unwrap().is_empty());
+        assert!(phi_in_keys_and_numbers(&scanner, &schema("token_id")).unwrap().is_empty());
+        let got = phi_in_keys_and_numbers(&scanner, &schema("patient_id")).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].1, "12345");
+    }
+
+    /// Counts the name look-ups of a real scanner.
+    struct CountingNames {
+        inner: phi::Scanner,
+        parts: std::sync::atomic::AtomicUsize,
+        repeats: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::Detector for CountingNames {
+        fn detect(&self, text: &str) -> Vec<Finding> {
+            self.inner.scan(text)
+        }
+        fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<phi::NamePart> {
+            self.parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.name_parts(text, found)
+        }
+        fn repeats(&self, text: &str, parts: &[phi::NamePart], found: &mut Vec<Finding>) -> bool {
+            self.repeats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.repeats(text, parts, found)
+        }
+    }
+
+    #[test]
+    fn names_said_again_cost_is_linear_in_the_texts() {
+        // 300 parts naming one patient and one asking about him: each text's names are read
+        // once, and only the texts that say a name of another are searched.
+        let mut parts: Vec<Value> = (0..300)
+            .map(|i| serde_json::json!(format!("Seen by Dr. Alan Smith, visit {i}.")))
+            .collect();
+        parts.push(serde_json::json!("What dose for Smith?"));
+        parts.push(serde_json::json!("Nothing else."));
+        let body = user(Value::Array(parts));
+        let d = CountingNames {
+            inner: phi::Scanner::new().unwrap(),
+            parts: 0.into(),
+            repeats: 0.into(),
+        };
+        let cache = crate::textcache::TextCache::new(0);
+        let texts = texts(&body, Kind::Chat, &cache).unwrap();
+        let scanned = scan_request(&d, &cache, &texts, &|_| Act::Tokenize).unwrap();
+        let n = texts.len();
+        assert!(d.parts.load(std::sync::atomic::Ordering::Relaxed) <= n);
+        assert!(d.repeats.load(std::sync::atomic::Ordering::Relaxed) <= n);
+        let asked = texts.iter().position(|t| t.text == "What dose for Smith?").unwrap();
+        let found: Vec<&str> =
+            scanned.slots[asked].1.iter().map(|f| &texts[asked].text[f.start..f.end]).collect();
+        assert_eq!(found, ["Smith"]);
     }
 
     #[test]
