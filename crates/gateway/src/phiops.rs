@@ -1205,8 +1205,7 @@ pub fn scan_request(
                 for (j, t) in texts.iter().enumerate() {
                     all.extend(names_in(scanner, t.text, &out[j].1)?);
                 }
-                all.sort();
-                all.dedup();
+                phi::NamePart::dedup(&mut all);
                 parts = Some(all);
             }
             if let Some(parts) = &parts {

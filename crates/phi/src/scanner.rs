@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 
 pub use crate::recognize::repeat::NamePart;
-use crate::recognize::repeat::SCORE as SCORE_OF_REPEAT;
 use crate::recognize::{tokens::Tokens, Engine};
 use crate::{Category, Error, Finding};
 
@@ -83,9 +82,9 @@ impl Scanner {
             let mut t = t.borrow_mut();
             self.engine.scan(text, &mut t, out);
             out.retain(|f| self.enabled[f.category.index()] && f.score >= self.min_score);
-            // Names said again: only from names kept, and only if repeats are kept too.
-            if self.enabled[Category::Name.index()] && SCORE_OF_REPEAT >= self.min_score {
-                self.engine.repeat_names(text, &t, out);
+            // Names said again: only from names kept, with their sources' confidence.
+            if self.enabled[Category::Name.index()] {
+                self.engine.repeat_names(text, &t, self.min_score, out);
             }
         });
     }
@@ -96,8 +95,10 @@ impl Scanner {
     /// conversation). Sorted and distinct; empty when no name was found.
     pub fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<NamePart> {
         let mut parts = Vec::new();
-        if self.enabled[Category::Name.index()] && SCORE_OF_REPEAT >= self.min_score {
+        if self.enabled[Category::Name.index()] {
             crate::recognize::repeat::parts_of(self.engine.dict, text, found, &mut parts);
+            // A repeat below the threshold would not be kept.
+            parts.retain(|p| f32::from(p.score) / 100.0 >= self.min_score);
         }
         parts
     }
@@ -108,7 +109,7 @@ impl Scanner {
     /// as anything else; a word that is also a common word or a term (`Bell`) only capitalised
     /// inside a sentence. Returns whether it added any; `found` stays sorted and apart.
     pub fn repeats(&self, text: &str, parts: &[NamePart], found: &mut Vec<Finding>) -> bool {
-        if !self.enabled[Category::Name.index()] || SCORE_OF_REPEAT < self.min_score {
+        if !self.enabled[Category::Name.index()] {
             return false;
         }
         SCRATCH.with(|t| self.engine.repeats(text, &mut t.borrow_mut(), parts, found))

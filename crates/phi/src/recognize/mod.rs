@@ -91,11 +91,18 @@ impl Engine {
     }
 
     /// After [`Engine::scan`] of `text` into `tokens` and `out` (and the caller's filters on
-    /// `out`): a name found on good evidence is a name where the text says it again without
-    /// any (see [`repeat`]).
-    pub(crate) fn repeat_names(&self, text: &str, tokens: &Tokens, out: &mut Vec<Finding>) {
+    /// `out`): a name found is a name where the text says it again without a cue (see
+    /// [`repeat`]); repeats below `min_score` are not looked for.
+    pub(crate) fn repeat_names(
+        &self,
+        text: &str,
+        tokens: &Tokens,
+        min_score: f32,
+        out: &mut Vec<Finding>,
+    ) {
         let mut parts = Vec::new();
         repeat::parts_of(self.dict, text, out, &mut parts);
+        parts.retain(|p| f32::from(p.score) / 100.0 >= min_score);
         repeat::find(tokens, &parts, out);
     }
 

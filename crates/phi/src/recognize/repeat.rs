@@ -1,13 +1,15 @@
-//! Names said again. Once a name is found on good evidence (a title, a cue, a given name with
-//! a surname: "Patient Alan Smith"), its words are PHI wherever the text repeats them without
-//! any ("What dose for Smith?", "SMITH denied
-//! pain"): clinicians name a patient in full once, then by surname.
+//! Names said again. Once a name is found ("Patient Alan Smith"), its words are PHI wherever
+//! the text repeats them without a cue ("What dose for Smith?", "SMITH denied pain"):
+//! clinicians name a patient in full once, then by surname. A repeat has its source's
+//! confidence (at most 0.75); a name found on weak evidence alone ([`SOURCE_MIN`]: a product's
+//! name can read as one) has its words looked for only capitalised.
 //!
 //! The words of a found name that are looked for again ([`NamePart`]) are its words of two
 //! letters or more, but titles ("Dr"), words never in a name (stop words, months, weekdays)
 //! and initials. Where one reappears outside every finding it becomes a name:
 //! - as written (`Smith`) or in capitals (`SMITH`);
-//! - in lower case (`smith`) only when no word list knows it as anything else (`okafor`);
+//! - in lower case (`smith`) only when no word list knows it as anything else (`okafor`) and
+//!   its name was found on good evidence;
 //! - when it is also a common word or a clinical term (`Young`, `Bell`, `Parkinson`), only
 //!   capitalised (`Young asked about meds`, `SMITH denied pain`), never in lower case (`young
 //!   adults`) nor on a line written in capitals (`NO HOPE OF RECOVERY`). At a sentence's start
@@ -34,7 +36,7 @@ const OTHER_WORD: u32 = flag::ENGLISH
     | flag::STREET_SUFFIX
     | flag::PROPER;
 
-/// Confidence of a name found as a repeat of one found by its cue.
+/// Most confidence of a name found as a repeat: a repeat has its source's, up to this.
 pub(crate) const SCORE: f32 = 0.75;
 
 /// One word of a found name, to look for again.
@@ -42,21 +44,27 @@ pub(crate) const SCORE: f32 = 0.75;
 pub struct NamePart {
     /// The word in lower case (a possessive's `'s` left off).
     pub lower: String,
-    /// Whether a word list knows it as a common word or a term too.
-    pub other_word: bool,
+    /// Looked for only capitalised: a word list knows it as a common word or a term too, or
+    /// its name was found on weak evidence alone ([`SOURCE_MIN`]).
+    pub capitalised_only: bool,
+    /// The confidence a repeat gets, in hundredths: its source's, at most [`SCORE`]'s.
+    pub score: u8,
 }
 
-/// Least confidence of a name whose words are looked for again: found on good evidence (a
-/// title, a cue, a given name with a surname, an initial), not a lone given name (0.65) nor a
-/// run of unknown capitalised words (0.6), which a product's name can be.
+/// Least confidence of a name found on good evidence (a title, a cue, a given name with a
+/// surname, an initial). A lone given name (0.65) or a run of unknown capitalised words (0.6),
+/// which a product's name can be, is weak: its words are looked for only capitalised
+/// ("Zorblax was fast", not "zorblax logs"), with its own confidence.
 pub(crate) const SOURCE_MIN: f32 = 0.7;
 
-/// The words of the names among `found` (findings in `text`) found on good evidence
-/// ([`SOURCE_MIN`]), added to `parts`, sorted and distinct.
+/// The words of the names among `found` (findings in `text`), added to `parts`, sorted and
+/// distinct by word (of one word's parts, the least strict and most confident is kept).
 pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut Vec<NamePart>) {
     let before = parts.len();
-    for f in found.iter().filter(|f| f.category == Category::Name && f.score >= SOURCE_MIN) {
+    for f in found.iter().filter(|f| f.category == Category::Name) {
         let Some(value) = text.get(f.start..f.end) else { continue };
+        let weak = f.score < SOURCE_MIN;
+        let score = (f.score.min(SCORE) * 100.0).round() as u8;
         for word in value.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-')) {
             let word = word.trim_matches(|c| c == '\'' || c == '-');
             let word = word.strip_suffix("'s").unwrap_or(word);
@@ -68,12 +76,29 @@ pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut V
             if flags & NEVER != 0 {
                 continue;
             }
-            parts.push(NamePart { lower, other_word: flags & OTHER_WORD != 0 });
+            parts.push(NamePart {
+                lower,
+                capitalised_only: weak || flags & OTHER_WORD != 0,
+                score,
+            });
         }
     }
     if parts.len() > before {
-        parts.sort();
-        parts.dedup();
+        NamePart::dedup(parts);
+    }
+}
+
+impl NamePart {
+    /// Sorts `parts` by word and keeps one a word: the least strict, then the most confident
+    /// (as [`crate::Scanner::repeats`] expects parts gathered from several texts).
+    pub fn dedup(parts: &mut Vec<NamePart>) {
+        parts.sort_by(|a, b| {
+            a.lower
+                .cmp(&b.lower)
+                .then(a.capitalised_only.cmp(&b.capitalised_only))
+                .then(b.score.cmp(&a.score))
+        });
+        parts.dedup_by(|b, a| a.lower == b.lower);
     }
 }
 
@@ -94,13 +119,15 @@ pub(crate) fn find(tk: &Tokens, parts: &[NamePart], out: &mut Vec<Finding>) -> b
         let lower = tk.lower_of(t);
         let lower = lower.strip_suffix("'s").unwrap_or(lower);
         let Ok(i) = parts.binary_search_by(|p| p.lower.as_str().cmp(lower)) else { continue };
-        let ok = if parts[i].other_word {
+        let p = &parts[i];
+        let ok = if p.capitalised_only {
             !t.caps_line && matches!(t.shape, Shape::Upper | Shape::Cap)
         } else {
             matches!(t.shape, Shape::Cap | Shape::Upper | Shape::Mixed | Shape::Lower)
         };
         if ok {
-            added.push(Finding::new(t.start, t.base_end, Category::Name, SCORE, "name.repeat"));
+            let score = f32::from(p.score) / 100.0;
+            added.push(Finding::new(t.start, t.base_end, Category::Name, score, "name.repeat"));
         }
     }
     if added.is_empty() {
