@@ -1023,6 +1023,12 @@ fn words_of(text: &str) -> impl Iterator<Item = &str> {
         .filter(|w| w.chars().nth(1).is_some())
 }
 
+/// One bit of 64 for an ASCII word, by its length and its first letter in any case.
+fn word_bit(w: &str) -> u64 {
+    let first = u64::from(w.as_bytes().first().map_or(0, u8::to_ascii_lowercase));
+    1 << ((w.len() as u64 * 7 + first) % 64)
+}
+
 /// The words of the names among `found` (findings in `text`), as slices of it.
 fn name_words<'t>(text: &'t str, found: &[Finding]) -> Vec<&'t str> {
     found
@@ -1188,11 +1194,33 @@ pub fn scan_request(
         }
     }
     if !said_in.is_empty() && texts.len() > 1 {
+        // When one text is the only source of every name word (the usual request: one note
+        // names the patient), that text need not be read again.
+        let mut first = None;
+        let only = said_in.values().all(|s| match (s, first) {
+            (None, _) => false,
+            (Some(j), None) => {
+                first = Some(*j);
+                true
+            }
+            (Some(j), Some(f)) => *j == f,
+        });
+        let only_source = if only { first } else { None };
+        // A word's length and first letter, as one bit of 64: most words of a text are no
+        // name's, and this tells them apart without a copy or a hash.
+        let bloom = said_in.keys().filter(|w| w.is_ascii()).fold(0u64, |b, w| b | word_bit(w));
+        let bloom = if said_in.keys().all(|w| w.is_ascii()) { bloom } else { u64::MAX };
         let mut parts: Option<Vec<phi::NamePart>> = None;
         let mut lower = String::new();
         for (k, t) in texts.iter().enumerate() {
+            if only_source == Some(k) {
+                continue;
+            }
             // A word of another text's name (its own were looked for by its own scan).
             let says = words_of(t.text).any(|w| {
+                if w.is_ascii() && bloom & word_bit(w) == 0 {
+                    return false;
+                }
                 lower.clear();
                 lower.extend(w.chars().flat_map(char::to_lowercase));
                 said_in.get(lower.as_str()).is_some_and(|s| *s != Some(k))
