@@ -1023,6 +1023,74 @@ fn words_of(text: &str) -> impl Iterator<Item = &str> {
         .filter(|w| w.chars().nth(1).is_some())
 }
 
+/// The words of a request's names, each with the text it came from (`None`: several), to tell
+/// whether a text says a word of another text's name ([`SaidIn::in_other`]).
+struct SaidIn<'t> {
+    /// A word's length and first letter, as one bit of 64 ([`word_bit`]; all bits when a word
+    /// is not ASCII): most words of a text are no name's, and this tells them apart without a
+    /// copy or a hash.
+    bloom: u64,
+    /// Few words (the usual request): compared one by one, with the texts they came from.
+    few: Vec<(&'t str, usize)>,
+    /// Many: by their lower case.
+    many: HashMap<String, Option<usize>>,
+}
+
+impl<'t> SaidIn<'t> {
+    /// Most words compared one by one.
+    const FEW: usize = 64;
+
+    fn new(words: &[Vec<&'t str>], several_sources: bool) -> SaidIn<'t> {
+        let all = || words.iter().enumerate().flat_map(|(j, ws)| ws.iter().map(move |w| (*w, j)));
+        let bloom = all().fold(0u64, |b, (w, _)| b | if w.is_ascii() { word_bit(w) } else { !0 });
+        let total: usize = words.iter().map(Vec::len).sum();
+        let mut said = SaidIn { bloom, few: Vec::new(), many: HashMap::new() };
+        if total <= Self::FEW || !several_sources {
+            said.few = all().collect();
+            if total > Self::FEW {
+                // One source: by lower case, all of one text.
+                said.few.clear();
+                for (w, j) in all() {
+                    said.many.insert(w.to_lowercase(), Some(j));
+                }
+            }
+        } else {
+            for (w, j) in all() {
+                said.many
+                    .entry(w.to_lowercase())
+                    .and_modify(|s| *s = s.filter(|&i| i == j))
+                    .or_insert(Some(j));
+            }
+        }
+        said
+    }
+
+    /// Whether `text` (the `k`th) says a word of another text's name.
+    fn in_other(&self, text: &str, k: usize) -> bool {
+        let mut lower = String::new();
+        words_of(text).any(|w| {
+            if w.is_ascii() && self.bloom & word_bit(w) == 0 {
+                return false;
+            }
+            if self.many.is_empty() {
+                return self.few.iter().any(|(n, j)| *j != k && same_word(w, n));
+            }
+            lower.clear();
+            lower.extend(w.chars().flat_map(char::to_lowercase));
+            self.many.get(lower.as_str()).is_some_and(|s| *s != Some(k))
+        })
+    }
+}
+
+/// Whether two words are the same in any case.
+fn same_word(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
+    }
+}
+
 /// One bit of 64 for an ASCII word, by its length and its first letter in any case.
 fn word_bit(w: &str) -> u64 {
     let first = u64::from(w.as_bytes().first().map_or(0, u8::to_ascii_lowercase));
@@ -1182,50 +1250,19 @@ pub fn scan_request(
     }
     // A name found in one text is a name where another says it again without a cue
     // ("Patient Alan Smith, ..." then "What dose for Smith?"). First a cheap test of each
-    // text's words against the names' (one look-up a word: linear in the request); the
-    // detector's rules only in a text that says a word of another text's name.
-    let mut said_in: HashMap<String, Option<usize>> = HashMap::new();
-    for (k, ((_, found), t)) in out.iter().zip(texts).enumerate() {
-        for w in name_words(t.text, found) {
-            said_in
-                .entry(w.to_lowercase())
-                .and_modify(|s| *s = s.filter(|&j| j == k))
-                .or_insert(Some(k));
-        }
-    }
-    if !said_in.is_empty() && texts.len() > 1 {
-        // When one text is the only source of every name word (the usual request: one note
-        // names the patient), that text need not be read again.
-        let mut first = None;
-        let only = said_in.values().all(|s| match (s, first) {
-            (None, _) => false,
-            (Some(j), None) => {
-                first = Some(*j);
-                true
-            }
-            (Some(j), Some(f)) => *j == f,
-        });
-        let only_source = if only { first } else { None };
-        // A word's length and first letter, as one bit of 64: most words of a text are no
-        // name's, and this tells them apart without a copy or a hash.
-        let bloom = said_in.keys().filter(|w| w.is_ascii()).fold(0u64, |b, w| b | word_bit(w));
-        let bloom = if said_in.keys().all(|w| w.is_ascii()) { bloom } else { u64::MAX };
+    // text's words against the names' (linear in the request); the detector's rules only in a
+    // text that says a word of another text's name.
+    let words: Vec<Vec<&str>> =
+        out.iter().zip(texts).map(|((_, found), t)| name_words(t.text, found)).collect();
+    let mut sources = words.iter().enumerate().filter(|(_, w)| !w.is_empty()).map(|(j, _)| j);
+    let (first, more) = (sources.next(), sources.next().is_some());
+    if let Some(first) = first.filter(|_| texts.len() > 1) {
+        let said = SaidIn::new(&words, more);
         let mut parts: Option<Vec<phi::NamePart>> = None;
-        let mut lower = String::new();
         for (k, t) in texts.iter().enumerate() {
-            if only_source == Some(k) {
-                continue;
-            }
-            // A word of another text's name (its own were looked for by its own scan).
-            let says = words_of(t.text).any(|w| {
-                if w.is_ascii() && bloom & word_bit(w) == 0 {
-                    return false;
-                }
-                lower.clear();
-                lower.extend(w.chars().flat_map(char::to_lowercase));
-                said_in.get(lower.as_str()).is_some_and(|s| *s != Some(k))
-            });
-            if !says {
+            // A lone source's own words were looked for by its own scan (the usual request:
+            // one note names the patient, and is not read again).
+            if (!more && k == first) || !said.in_other(t.text, k) {
                 continue;
             }
             if parts.is_none() {
