@@ -89,13 +89,71 @@ impl Processor for DeidProcessor<'_> {
                 stats.keep(k, 1);
             }
         }
-        let mut out = serde_json::to_vec(&Value::Object(obj)).map_err(|e| DataError {
+        let written = match rec.raw.as_deref().and_then(|raw| spliced(raw, &obj, self.fields)) {
+            Some(out) => Ok(out),
+            None => serde_json::to_vec(&Value::Object(obj)),
+        };
+        let mut out = written.map_err(|e| DataError {
             file: file.into(),
             line: rec.line,
             problem: e.to_string(),
         })?;
         out.push(b'\n');
         Ok(out)
+    }
+}
+
+/// The object of the JSONL line `raw` with the values of `fields` taken from `obj` (their
+/// rewrites) and every other value copied from `raw` as written, byte for byte: a number
+/// parsed and written again may change (`1.50` as `1.5`, an integer past 64 bits as a float).
+/// `None` when `raw` holds a key twice (then the parsed object, which keeps the last, is
+/// written, as before).
+fn spliced(raw: &str, obj: &serde_json::Map<String, Value>, fields: &[String]) -> Option<Vec<u8>> {
+    let Pairs(pairs) = serde_json::from_str(raw).ok()?;
+    if pairs.len() != obj.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + 16);
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k.as_ref()).ok()?;
+        out.push(b':');
+        if fields.iter().any(|f| f == k) {
+            serde_json::to_writer(&mut out, obj.get(k.as_ref())?).ok()?;
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+/// An object's keys and values as written, in order.
+struct Pairs<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    pairs.push((k, m.next_value::<&'de serde_json::value::RawValue>()?));
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 

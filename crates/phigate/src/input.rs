@@ -68,6 +68,10 @@ pub struct Record {
     pub text: String,
     /// The parsed object (JSONL only).
     pub object: Option<Map<String, Value>>,
+    /// The line as read (JSONL with its object only): what is not rewritten is copied from it
+    /// byte for byte (a number parsed and written again may change: `1.50`, an integer past 64
+    /// bits).
+    pub raw: Option<String>,
 }
 
 /// Opens a path, `-` meaning stdin.
@@ -123,7 +127,7 @@ pub fn parse_jsonl(
         None => return Err(err(format!("field {field:?} is missing"))),
     };
     let id = obj.get(id_field).cloned().unwrap_or(Value::Null);
-    Ok(Record { line, id, text, object: Some(obj) })
+    Ok(Record { line, id, text, object: Some(obj), raw: Some(s.to_string()) })
 }
 
 /// Like [`parse_jsonl`], but reads only the text and id fields, skipping the rest without
@@ -159,7 +163,7 @@ pub fn parse_jsonl_fields(
         Some(None) => return Err(err(format!("field {field:?} is not a string"))),
         None => return Err(err(format!("field {field:?} is missing"))),
     };
-    Ok(Record { line, id: id.unwrap_or(Value::Null), text, object: None })
+    Ok(Record { line, id: id.unwrap_or(Value::Null), text, object: None, raw: None })
 }
 
 /// Picks two fields out of a JSON object: the text (`Some(None)` when it is not a string)

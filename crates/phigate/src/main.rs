@@ -93,8 +93,9 @@ Modes:
   surrogate    realistic fake values, consistent within each record; dates shifted by one offset
   hash         [NAME:3f9a…], a keyed HMAC-SHA256 (needs --key-file or PHIGATE_DEID_KEY)
 
-JSONL fields and CSV columns not named are copied as they are: a warning on stderr lists them
-(names and record counts, never values), so that an `mrn` or `patient` field is not missed.
+JSONL fields and CSV columns not named are copied as they are, byte for byte: a warning on
+stderr lists them (names and record counts, never values), so that an `mrn` or `patient` field
+is not missed.
 
 Examples:
   phigate deid notes.jsonl --mode placeholder > out.jsonl

@@ -188,6 +188,7 @@ pub fn run_records(
                     id: serde_json::Value::String(name.clone()),
                     text,
                     object: None,
+                    raw: None,
                 };
                 let bytes = proc.process(&name, &rec, &mut stats)?;
                 out.write_all(&bytes)?;

@@ -133,6 +133,28 @@ fn deid_jsonl_keeps_other_fields_and_order() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
+/// Fields not rewritten are copied byte for byte: a number parsed and written again would
+/// change (`1.50` as `1.5`, `1e2` as `100.0`, an integer past 64 bits as a float).
+#[test]
+fn deid_jsonl_copies_other_fields_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "{\"id\": 12345678901234567890123, \"text\":\"Seen by Dr. Alan Smith.\",\
+                \"score\":1.50,\"n\":{\"a\":1e2,\"b\":[1.0, \"\\u00e9\"]}}\n";
+    let f = write(&dir, "b.jsonl", line);
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"id\":12345678901234567890123,\"text\":\"Seen by [NAME].\",\"score\":1.50,\
+         \"n\":{\"a\":1e2,\"b\":[1.0, \"\\u00e9\"]}}\n"
+    );
+    // A key given twice: the parsed object (the last) is written, never the first's value.
+    let f = write(&dir, "d.jsonl", "{\"text\":\"Dr. Alan Smith\",\"text\":\"Dr. Maria Lopez\"}\n");
+    let out = phigate(&["deid", &f, "--mode", "redact"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"text\":\"[NAME]\"}\n");
+}
+
 #[test]
 fn deid_output_files_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
