@@ -200,6 +200,30 @@ pub enum CheckpointPut {
     },
 }
 
+impl CheckpointPut {
+    /// Whether `c` may be stored, given what is stored (read in the transaction that would
+    /// store it): the checkpoint of its size, the latest (largest) one, and the latest
+    /// timestamp. `Ok(None)`: store it. A different checkpoint of its size is a conflict.
+    pub(crate) fn order(
+        c: &StoredCheckpoint,
+        same_size: Option<StoredCheckpoint>,
+        latest: Option<StoredCheckpoint>,
+        max_ts: Option<i64>,
+    ) -> Result<Option<CheckpointPut>, Error> {
+        if let Some(s) = same_size {
+            return if s == *c {
+                Ok(Some(CheckpointPut::Exists))
+            } else {
+                Err(Error::Conflict("another checkpoint is stored for this tree size".into()))
+            };
+        }
+        if let Some(l) = latest.filter(|l| l.tree_size > c.tree_size) {
+            return Ok(Some(CheckpointPut::Behind(l)));
+        }
+        Ok(max_ts.filter(|t| *t > c.ts_ms).map(|t| CheckpointPut::TooEarly { not_before_ms: t }))
+    }
+}
+
 /// A stored ledger entry with its search copies, as [`Store::ledger_read_rows`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {

@@ -502,20 +502,16 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        let existing = sqlx::query(
+        let same_size = sqlx::query(
             "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints WHERE tree_size = $1",
         )
         .bind(to_i64(c.tree_size))
         .fetch_optional(&mut *tx)
         .await
-        .map_err(map_err)?;
-        if let Some(r) = existing {
-            return if checkpoint(&r)? == *c {
-                Ok(CheckpointPut::Exists)
-            } else {
-                Err(Error::Conflict("another checkpoint is stored for this tree size".into()))
-            };
-        }
+        .map_err(map_err)?
+        .as_ref()
+        .map(checkpoint)
+        .transpose()?;
         let latest = sqlx::query(
             "SELECT tree_size, root_hash, ts_ms, note FROM checkpoints \
              ORDER BY tree_size DESC LIMIT 1",
@@ -526,15 +522,12 @@ impl PgStore {
         .as_ref()
         .map(checkpoint)
         .transpose()?;
-        if let Some(l) = latest.filter(|l| l.tree_size > c.tree_size) {
-            return Ok(CheckpointPut::Behind(l));
-        }
         let max_ts: Option<i64> = sqlx::query_scalar("SELECT MAX(ts_ms) FROM checkpoints")
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-        if let Some(t) = max_ts.filter(|t| *t > c.ts_ms) {
-            return Ok(CheckpointPut::TooEarly { not_before_ms: t });
+        if let Some(not_stored) = CheckpointPut::order(c, same_size, latest, max_ts)? {
+            return Ok(not_stored);
         }
         insert_checkpoints(&mut tx, std::slice::from_ref(c)).await?;
         tx.commit().await.map_err(map_err)?;
