@@ -254,7 +254,10 @@ fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Valu
 
 /// Checks and restores every string of `v` (at any depth) but those of
 /// [`ANSWER_STRUCTURAL_KEYS`]; `arguments` strings (and `content` in JSON mode) are JSON texts:
-/// values go back into them escaped.
+/// values go back into them escaped. An object key holding new PHI ([`key_has_phi`]) is
+/// dropped with its value, or refused under a block rule. Numbers are relayed: servers put
+/// their own there (Together's `token_id` in every chunk, a 19-digit `seed`), which a reading
+/// with the key would call identifiers.
 fn rewrite_strings(
     rules: &OutputRules,
     v: &mut Value,
@@ -281,7 +284,13 @@ fn rewrite_strings_in(
             }
         }
         Value::Object(map) => {
+            // A key is a server's (not the model's): one holding new PHI goes with its value.
+            let mut dropped = Vec::new();
             for (k, it) in map.iter_mut() {
+                if key_has_phi(rules, k, report)? {
+                    dropped.push(k.clone());
+                    continue;
+                }
                 if structural(k, it) {
                     if let Value::String(t) = it {
                         if let Some(c) = check_token(rules, t, report)? {
@@ -292,6 +301,9 @@ fn rewrite_strings_in(
                 }
                 let json = k == "arguments" || (rules.json_content && k == "content");
                 rewrite_strings_in(rules, it, report, json)?;
+            }
+            for k in dropped {
+                map.remove(&k);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -315,40 +327,6 @@ fn key_has_phi(rules: &OutputRules, k: &str, report: &mut OutputReport) -> Resul
         NewPhi::Block => Err(blocked(&found)),
         NewPhi::Redact => Ok(true),
     }
-}
-
-/// Checks the object keys of an answer's choice (strings are [`rewrite_strings`]'): a key
-/// holding new PHI is dropped with its value, or the answer refused under a block rule
-/// ([`key_has_phi`]). Numbers are relayed: servers put their own there (Together's
-/// `token_id` in every chunk, a `seed` of 19 digits), which a reading with the key would call
-/// identifiers.
-fn check_keys(
-    rules: &OutputRules,
-    v: &mut Value,
-    report: &mut OutputReport,
-) -> Result<(), ApiError> {
-    match v {
-        Value::Object(map) => {
-            let mut dropped = Vec::new();
-            for (k, it) in map.iter_mut() {
-                if key_has_phi(rules, k, report)? {
-                    dropped.push(k.clone());
-                } else {
-                    check_keys(rules, it, report)?;
-                }
-            }
-            for k in dropped {
-                map.remove(&k);
-            }
-        }
-        Value::Array(items) => {
-            for it in items {
-                check_keys(rules, it, report)?;
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
-    }
-    Ok(())
 }
 
 /// Drops what an answer may carry that cannot be scanned: log-probabilities (each token a
@@ -402,7 +380,6 @@ pub fn rewrite_completion(
         // The whole choice: its message, and whatever else a server puts beside it (vLLM's
         // `stop_reason` is the stop string that ended the answer), keys included.
         rewrite_strings(rules, ch, &mut report)?;
-        check_keys(rules, ch, &mut report)?;
     }
     Ok(report)
 }
@@ -932,7 +909,6 @@ impl StreamRewriter {
                         // Each annotation comes whole in one chunk: its strings are read whole.
                         ("annotations", Value::Array(_)) => {
                             rewrite_strings(&self.rules, val, &mut self.report)?;
-                            check_keys(&self.rules, val, &mut self.report)?;
                         }
                         ("function_call", f) => {
                             if let Some((a, _)) = self.tool_call(f, Some("arguments"))? {

@@ -1014,15 +1014,6 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
     (out != name && out.split_whitespace().count() >= 2).then_some((out, map))
 }
 
-/// The words of `text` as [`name_words`] splits them: letters, `'` and `-`, a possessive's
-/// `'s` left off.
-fn words_of(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-'))
-        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
-        .map(|w| w.strip_suffix("'s").unwrap_or(w))
-        .filter(|w| w.chars().nth(1).is_some())
-}
-
 /// The words of a request's names, each with the text it came from (`None`: several), to tell
 /// whether a text says a word of another text's name ([`SaidIn::in_other`]).
 struct SaidIn<'t> {
@@ -1040,20 +1031,12 @@ impl<'t> SaidIn<'t> {
     /// Most words compared one by one.
     const FEW: usize = 64;
 
-    fn new(words: &[Vec<&'t str>], several_sources: bool) -> SaidIn<'t> {
+    fn new(words: &[Vec<&'t str>]) -> SaidIn<'t> {
         let all = || words.iter().enumerate().flat_map(|(j, ws)| ws.iter().map(move |w| (*w, j)));
         let bloom = all().fold(0u64, |b, (w, _)| b | if w.is_ascii() { word_bit(w) } else { !0 });
-        let total: usize = words.iter().map(Vec::len).sum();
         let mut said = SaidIn { bloom, few: Vec::new(), many: HashMap::new() };
-        if total <= Self::FEW || !several_sources {
+        if all().nth(Self::FEW).is_none() {
             said.few = all().collect();
-            if total > Self::FEW {
-                // One source: by lower case, all of one text.
-                said.few.clear();
-                for (w, j) in all() {
-                    said.many.insert(w.to_lowercase(), Some(j));
-                }
-            }
         } else {
             for (w, j) in all() {
                 said.many
@@ -1068,7 +1051,7 @@ impl<'t> SaidIn<'t> {
     /// Whether `text` (the `k`th) says a word of another text's name.
     fn in_other(&self, text: &str, k: usize) -> bool {
         let mut lower = String::new();
-        words_of(text).any(|w| {
+        phi::NamePart::words(text).any(|w| {
             if w.is_ascii() && self.bloom & word_bit(w) == 0 {
                 return false;
             }
@@ -1103,7 +1086,7 @@ fn name_words<'t>(text: &'t str, found: &[Finding]) -> Vec<&'t str> {
         .iter()
         .filter(|f| f.category == Category::Name)
         .filter_map(|f| text.get(f.start..f.end))
-        .flat_map(words_of)
+        .flat_map(phi::NamePart::words)
         .collect()
 }
 
@@ -1257,7 +1240,7 @@ pub fn scan_request(
     let mut sources = words.iter().enumerate().filter(|(_, w)| !w.is_empty()).map(|(j, _)| j);
     let (first, more) = (sources.next(), sources.next().is_some());
     if let Some(first) = first.filter(|_| texts.len() > 1) {
-        let said = SaidIn::new(&words, more);
+        let said = SaidIn::new(&words);
         let mut parts: Option<Vec<phi::NamePart>> = None;
         for (k, t) in texts.iter().enumerate() {
             // A lone source's own words were looked for by its own scan (the usual request:

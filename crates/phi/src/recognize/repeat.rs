@@ -65,12 +65,7 @@ pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut V
         let Some(value) = text.get(f.start..f.end) else { continue };
         let weak = f.score < SOURCE_MIN;
         let score = (f.score.min(SCORE) * 100.0).round() as u8;
-        for word in value.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-')) {
-            let word = word.trim_matches(|c| c == '\'' || c == '-');
-            let word = word.strip_suffix("'s").unwrap_or(word);
-            if word.chars().count() < 2 {
-                continue;
-            }
+        for word in NamePart::words(value) {
             let lower = word.to_lowercase();
             let flags = dict.flags(&lower);
             if flags & NEVER != 0 {
@@ -89,6 +84,15 @@ pub(crate) fn parts_of(dict: &Dict, text: &str, found: &[Finding], parts: &mut V
 }
 
 impl NamePart {
+    /// The words of `text` as names are split into parts: runs of letters, `'` and `-`, those
+    /// ends trimmed, a possessive's `'s` left off, of two letters or more.
+    pub fn words(text: &str) -> impl Iterator<Item = &str> {
+        text.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-'))
+            .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
+            .map(|w| w.strip_suffix("'s").unwrap_or(w))
+            .filter(|w| w.chars().nth(1).is_some())
+    }
+
     /// Sorts `parts` by word and keeps one a word: the least strict, then the most confident
     /// (as [`crate::Scanner::repeats`] expects parts gathered from several texts).
     pub fn dedup(parts: &mut Vec<NamePart>) {
