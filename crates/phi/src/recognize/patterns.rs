@@ -30,6 +30,7 @@ const LED: &[&str] = &[
     "ipv4",
     "phone",
     "phone7",
+    "phone.groups",
     "ssn",
     "date.numeric",
     "date.iso",
@@ -50,6 +51,7 @@ pub(crate) struct Patterns {
     ipv6: Pat,
     phone: Pat,
     phone7: Pat,
+    phone_groups: Pat,
     ssn: Pat,
     date_numeric: Pat,
     date_iso: Pat,
@@ -191,9 +193,15 @@ impl Patterns {
             )?,
             phone: re(
                 "phone",
-                r"(?i)(?:\+?\b1[ \t.\-]?)?(?:\(\d{3}\)[ \t]?|\b\d{3}[ \t.\-/])\d{3}[ \t.\-]\d{4}\b(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6}\b)?|\b\d{3}\.\d{3}\.\d{4}\b|\+\d{1,3}[ \t.\-]?\(?\d{1,4}\)?(?:[ \t.\-]?\d{2,4}){2,4}\b",
+                r"(?i)(?:\+?\b1[ \t.\-]?)?(?:\(\d{3}\)[ \t]?|\b\d{3}[ \t.\-/])\d{3}[ \t.\-]\d{4}(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?\b|\b\d{3}\.\d{3}\.\d{4}\b|\+\d{1,3}[ \t.\-]?(?:\(0\)[ \t]?)?\(?\d{1,4}\)?(?:[ \t.\-]?\d{2,4}){2,4}\b",
             )?,
             phone7: re("phone7", r"\b\d{3}[\-.]\d{4}\b|\b\d{10}\b|\b\d{4,6}\b")?,
+            // Numbers in groups as written outside North America ("0490 75 40 81",
+            // "(08) 8747 6301", "21 284 698 2548"): taken only after a phone cue.
+            phone_groups: re(
+                "phone.groups",
+                r"(?:\+\d{1,3}[ \t.\-]?)?(?:\(\d{1,5}\)[ \t.\-]?|\b\d{1,6}[ \t.\-])(?:\d{1,6}[ \t.\-]){0,4}\d{2,6}(?:[ \t]*(?i:x|ext\.?)[ \t]*\d{1,6})?\b",
+            )?,
             ssn: re("ssn", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b|\b\d{9}\b")?,
             date_numeric: re("date.numeric", r"\b\d{1,2}[/\-.]\d{1,2}[/\-.](?:\d{4}|\d{2})\b")?,
             date_iso: re(
@@ -340,31 +348,7 @@ impl Patterns {
         }
         for m in self.phone7.find_iter(text, hits) {
             let (s, e) = (m.start(), m.end());
-            let cue = cue_before(
-                text,
-                s,
-                24,
-                &[
-                    "phone",
-                    "tel",
-                    "telephone",
-                    "cell",
-                    "mobile",
-                    "call",
-                    "pager",
-                    "pgr",
-                    "beeper",
-                    "ext",
-                    "extension",
-                    "fax",
-                    "contact",
-                    "reach",
-                    "ph",
-                    "number",
-                    "home",
-                    "work",
-                ],
-            );
+            let cue = cue_before(text, s, 24, PHONE_CUES);
             let strong = cue_before(
                 text,
                 s,
@@ -386,6 +370,29 @@ impl Patterns {
                 };
                 out.push(Finding::new(s, e, cat, 0.8, "phone.cue").with_subtype(sub));
             }
+        }
+        for m in self.phone_groups.find_iter(text, hits) {
+            let (s, e) = (m.start(), m.end());
+            let number = m.as_str();
+            // The number without its extension ("3560x4587").
+            let main =
+                &number[..number.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(number.len())];
+            if !(7..=15).contains(&digits(main))
+                || !cue_before(text, s, 24, PHONE_CUES)
+                || reads_as_date(main)
+                // 3-2-4 is a social security number's shape (`ssn` below).
+                || is_ssn_shape(main)
+                // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
+                || (main.contains('.') && main.contains(' '))
+                || is_year_or_unit(text, e)
+            {
+                continue;
+            }
+            let cat = phone_category(text, s);
+            out.push(
+                Finding::new(s, e, cat, 0.8, "phone.groups")
+                    .with_subtype(if cat == Category::Fax { "fax" } else { "phone" }),
+            );
         }
         for m in self.ssn.find_iter(text, hits) {
             let s = m.as_str();
@@ -451,7 +458,16 @@ impl Patterns {
             let z: u32 = s[..5].parse().unwrap_or(0);
             let cue = cue_before(text, m.start(), 10, &["zip", "zipcode", "postal", "zip code"]);
             let after_state = state_before(text, m.start(), dict);
-            if cue || ((after_state || s.len() == 10) && dict.is_zip5(z)) {
+            // An address's last line ("SOUTH NEWDEGATE, WA 16469"): a ZIP by its place, listed
+            // or not, and the city before it a place too.
+            let city = if after_state { city_before_state(text, m.start()) } else { None };
+            if let Some((cs, ce)) = city {
+                out.push(
+                    Finding::new(cs, ce, Category::Location, 0.8, "address.city_line")
+                        .with_subtype("city"),
+                );
+            }
+            if cue || city.is_some() || ((after_state || s.len() == 10) && dict.is_zip5(z)) {
                 out.push(
                     Finding::new(
                         m.start(),
@@ -852,6 +868,49 @@ fn phone_category(text: &str, start: usize) -> Category {
 }
 
 /// Whether a unit or a clinical word follows a number ("1500000 copies", "2000 mL").
+/// Words before a telephone number.
+const PHONE_CUES: &[&str] = &[
+    "phone",
+    "tel",
+    "telephone",
+    "cell",
+    "mobile",
+    "call",
+    "pager",
+    "pgr",
+    "beeper",
+    "ext",
+    "extension",
+    "fax",
+    "contact",
+    "reach",
+    "ph",
+    "number",
+    "home",
+    "work",
+    "desk",
+    "office",
+    "dial",
+    "landline",
+    "whatsapp",
+];
+
+/// `457-55-5462`, `457 55 5462`.
+fn is_ssn_shape(s: &str) -> bool {
+    let groups: Vec<usize> = s.split(['-', ' ']).map(str::len).collect();
+    groups == [3, 2, 4] && digits(s) == 9
+}
+
+/// Three groups that read as a date: `2012-10-01`, `01.10.2012`.
+fn reads_as_date(s: &str) -> bool {
+    let groups: Vec<&str> =
+        s.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    groups.len() == 3
+        && ((year(groups[0]) && groups[1].len() <= 2 && groups[2].len() <= 2)
+            || (year(groups[2]) && groups[0].len() <= 2 && groups[1].len() <= 2))
+}
+
 fn is_year_or_unit(text: &str, end: usize) -> bool {
     word_after(
         text,
@@ -912,6 +971,32 @@ fn state_before(text: &str, pos: usize, dict: &super::dict::Dict) -> bool {
     let w = &before[word_start..];
     dict.is_state_abbr(w)
         || (w.len() > 3 && dict.flags(&w.to_ascii_lowercase()) & super::dict::flag::STATE_NAME != 0)
+}
+
+/// Before a ZIP at `pos` that follows a state ([`state_before`]): the city of an address's last
+/// line, "City, ST" (up to three capitalised words on the line, then a comma), with its state.
+fn city_before_state(text: &str, pos: usize) -> Option<(usize, usize)> {
+    let before = text[..pos].trim_end_matches([' ', '\t']);
+    let state = before.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let end = state.trim_end_matches([' ', '\t']).strip_suffix(',')?.len();
+    let in_word = |c: char| c.is_alphabetic() || matches!(c, '.' | '\'' | '-');
+    // The city's start so far, and the end of the word before it.
+    let (mut start, mut at) = (end, end);
+    for _ in 0..3 {
+        let word_start = text[..at].trim_end_matches(in_word).len();
+        if word_start == at || !text[word_start..].starts_with(char::is_uppercase) {
+            break;
+        }
+        start = word_start;
+        // The word before, after one space or tab; a line's start, a comma or a sign ends it.
+        match text[..start].strip_suffix([' ', '\t']) {
+            Some(r) if r.ends_with(char::is_alphabetic) => at = r.len(),
+            _ => break,
+        }
+    }
+    // With its state, as a listed city's finding has it ("Dayton, OH"): the line reads as one.
+    (text[start..end].chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .then_some((start, before.len()))
 }
 
 fn street_plausible(s: &str) -> bool {
@@ -1404,6 +1489,7 @@ mod tests {
             &p.ipv4,
             &p.phone,
             &p.phone7,
+            &p.phone_groups,
             &p.ssn,
             &p.date_numeric,
             &p.date_iso,

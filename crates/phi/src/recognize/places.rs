@@ -145,6 +145,170 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         }
         i += 1;
     }
+    addresses(text, tk, out);
+}
+
+/// Street words written before the street's name in other countries' addresses ("Rue de la
+/// Paix 12", "12 rue de la Paix", "ul. Północna 73", "Rua do Arenque 1634").
+const STREET_BEFORE: &[&str] = &[
+    "rue", "rua", "avenida", "avda", "calle", "carrer", "ulica", "ul", "piazza", "praça", "praca",
+    "largo", "travessa", "corso", "chemin", "strada", "calea", "aleja", "rambla", "paseo",
+    "camino",
+];
+/// Street words that end a street's name, joined to it ("Søndergade 52", "Loorenstrasse 149",
+/// "Kiannonkatu 98") or after it ("Augsburger Strasse 12").
+const STREET_AFTER: &[&str] = &[
+    "strasse", "straße", "str.", "gasse", "weg", "gade", "vej", "gatan", "vägen", "väg", "gata",
+    "katu", "tie", "veien", "vegen", "gate", "straat", "allee", "platz", "utca",
+];
+/// Words that end so and are no street ("Fire Brigade 5").
+const NOT_STREETS: &[&str] =
+    &["brigade", "renegade", "necktie", "tailgate", "delegate", "aggregate"];
+/// Small words inside a street's name ("Rua do Arenque", "Rue de la Paix").
+const STREET_JOINS: &[&str] = &[
+    "de", "da", "do", "das", "dos", "del", "della", "di", "la", "le", "les", "des", "du", "van",
+    "von", "der", "den", "el", "dei", "delle", "degli",
+];
+
+/// A house number: digits, maybe one letter ("52", "12B").
+fn house_number(tk: &Tokens, t: &Tok) -> bool {
+    let w = tk.lower_of(t).as_bytes();
+    (1..=6).contains(&w.len())
+        && w[0].is_ascii_digit()
+        && w.iter().filter(|c| c.is_ascii_alphabetic()).count() <= 1
+        && (t.shape == Shape::Num
+            || (t.shape == Shape::Mixed && w[w.len() - 1].is_ascii_alphabetic()))
+}
+
+/// Address parts that are not street-suffix addresses: streets of other countries, unit
+/// lines ("Apt. 409", "Suite 824") and US military addresses ("PSC 6293, Box 8158",
+/// "APO AP 04336", "USCGC Healy FPO AE 44941").
+fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
+    let toks = &tk.toks;
+    let gap = |a: &Tok, b: &Tok| &text[a.end..b.start];
+    let push = |out: &mut Vec<Finding>, s: usize, e: usize, score: f32, how: &'static str| {
+        out.push(Finding::new(s, e, Category::Location, score, how).with_subtype("street"));
+    };
+    for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1);
+        let number_next = next.is_some_and(|n| {
+            house_number(tk, n) && matches!(gap(t, n), " " | ". " | "." | " #" | ". #" | "#")
+        });
+        let w = tk.lower_of(t);
+        if number_next {
+            let n = &toks[i + 1];
+            match w {
+                "apt" | "apartment" | "suite" | "ste" => {
+                    push(out, t.start, n.end, 0.8, "address.unit");
+                    continue;
+                }
+                "psc" | "cmr" | "unit" if t.shape == Shape::Upper || t.is_capitalized() => {
+                    // "PSC 6293, Box 8158"
+                    let (b, m) = (toks.get(i + 2), toks.get(i + 3));
+                    if let (Some(b), Some(m)) = (b, m) {
+                        if tk.lower_of(b) == "box"
+                            && matches!(gap(n, b), " " | ", " | ",")
+                            && gap(b, m) == " "
+                            && house_number(tk, m)
+                        {
+                            push(out, t.start, m.end, 0.85, "address.military");
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // "Søndergade 52", "Augsburger Strasse 12"
+            if t.is_capitalized() || t.shape == Shape::Upper || STREET_AFTER.contains(&w) {
+                let joined =
+                    STREET_AFTER.iter().find(|s| w.len() >= s.len() + 3 && w.ends_with(*s));
+                if joined.is_some()
+                    && t.is_capitalized()
+                    && !NOT_STREETS.contains(&w)
+                    && gap(t, n) == " "
+                {
+                    push(out, t.start, n.end, 0.8, "address.street_intl");
+                    continue;
+                }
+                if STREET_AFTER.contains(&w) && gap(t, n) == " " && i > 0 {
+                    let p = &toks[i - 1];
+                    if p.is_capitalized() && gap(p, t) == " " && !p.has(flag::STOP) {
+                        push(out, p.start, n.end, 0.8, "address.street_intl");
+                        continue;
+                    }
+                }
+            }
+        }
+        // "Rua do Arenque 1634", "ul. Północna 73", "106 Rue Ettatawer"
+        // Capitalised, or after a house number ("12 rue de la Paix"), or "ul." as Polish has it.
+        let numbered = i > 0 && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
+        if STREET_BEFORE.contains(&w)
+            && (t.is_capitalized() || t.shape == Shape::Upper || w == "ul" || numbered)
+        {
+            let mut k = i;
+            let mut last_name = None;
+            while k + 1 < toks.len() && k < i + 4 {
+                let n = &toks[k + 1];
+                let g = gap(&toks[k], n);
+                if !(g == " " || (k == i && g == ". ")) {
+                    break;
+                }
+                if n.is_capitalized() || n.shape == Shape::Upper {
+                    last_name = Some(k + 1);
+                } else if !STREET_JOINS.contains(&tk.lower_of(n)) {
+                    break;
+                }
+                k += 1;
+            }
+            let Some(last) = last_name else { continue };
+            let before = i
+                .checked_sub(1)
+                .map(|p| &toks[p])
+                .filter(|p| house_number(tk, p) && gap(p, t) == " ");
+            let after = toks
+                .get(last + 1)
+                .filter(|n| house_number(tk, n) && matches!(gap(&toks[last], n), " " | ", "));
+            match (before, after) {
+                (_, Some(n)) => push(
+                    out,
+                    before.map_or(t.start, |p| p.start),
+                    n.end,
+                    0.8,
+                    "address.street_intl",
+                ),
+                (Some(p), None) => push(out, p.start, toks[last].end, 0.8, "address.street_intl"),
+                (None, None) => {}
+            }
+            continue;
+        }
+        // "APO AP 04336", "FPO AE", and the ship's name before it ("USCGC Healy")
+        if matches!(w, "apo" | "fpo" | "dpo") {
+            let Some(n) =
+                next.filter(|n| matches!(tk.lower_of(n), "aa" | "ae" | "ap") && gap(t, n) == " ")
+            else {
+                continue;
+            };
+            let mut end = n.end;
+            let rest = &text.as_bytes()[end..];
+            let sp = rest.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+            let zip = rest[sp..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if sp > 0 && zip == 5 && rest.get(sp + zip).is_none_or(|c| !c.is_ascii_alphanumeric()) {
+                end += sp + zip;
+            }
+            let mut start = t.start;
+            for back in 1..=3 {
+                let Some(p) = i.checked_sub(back).map(|p| &toks[p]) else { break };
+                if matches!(tk.lower_of(p), "uss" | "usns" | "usnv" | "uscgc") {
+                    let between = &text[p.end..t.start];
+                    if between.bytes().filter(|&c| c == b'\n').count() <= 1 {
+                        start = p.start;
+                    }
+                    break;
+                }
+            }
+            push(out, start, end, 0.85, "address.military");
+        }
+    }
 }
 
 fn prev_is_street_word(tk: &Tokens, i: usize, b: &[u8]) -> bool {

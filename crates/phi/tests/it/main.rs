@@ -1,6 +1,7 @@
 //! Integration tests of the `phi` crate: the golden corpus (data files), property tests and
 //! cues across field layouts.
 
+mod addresses;
 mod golden;
 mod layout;
 mod props;

@@ -1,0 +1,106 @@
+//! Addresses and telephone numbers as they are written outside the one US street-suffix shape:
+//! a city line's unlisted city and random ZIP, military addresses, unit lines, streets of other
+//! countries, numbers in groups after a phone cue, and extensions. Each must be found with
+//! exactly its span; clinical numbers and look-alike words must stay clean.
+
+use std::sync::OnceLock;
+
+use phi::{Category, Scanner};
+
+fn scanner() -> &'static Scanner {
+    static S: OnceLock<Scanner> = OnceLock::new();
+    S.get_or_init(|| Scanner::new().unwrap())
+}
+
+fn found(text: &str) -> Vec<(Category, &str)> {
+    scanner().scan(text).iter().map(|f| (f.category, &text[f.start..f.end])).collect()
+}
+
+#[track_caller]
+fn assert_found(text: &str, want: &[(Category, &str)]) {
+    let f = found(text);
+    for w in want {
+        assert!(f.contains(w), "{text:?}: expected {w:?}, got {f:?}");
+    }
+}
+
+use Category::{Fax, Location, Phone};
+
+#[test]
+fn a_city_line_with_an_unlisted_city_and_zip() {
+    assert_found(
+        "Our offices are at 6556 106 Rue Ettatawer Apt. 409\nSOUTH NEWDEGATE, WA 16469",
+        &[(Location, "106 Rue Ettatawer Apt. 409"), (Location, "SOUTH NEWDEGATE, WA 16469")],
+    );
+    // The city's words stop at a lower-case word, a comma or the line's start.
+    assert_found(
+        "Mail it to him in Quarryville Heights, PA 17566.",
+        &[(Location, "Quarryville Heights, PA 17566")],
+    );
+}
+
+#[test]
+fn military_addresses() {
+    assert_found(
+        "my new address is PSC 6293, Box 8158\nAPO AP 04336",
+        &[(Location, "PSC 6293, Box 8158"), (Location, "APO AP 04336")],
+    );
+    assert_found("sent to uscgc healy\nfpo ae 44941?", &[(Location, "uscgc healy\nfpo ae 44941")]);
+    // Adjacent parts of one address are one place.
+    assert_found(
+        "Unit 2050 Box 4190, DPO AE 09498",
+        &[(Location, "Unit 2050 Box 4190, DPO AE 09498")],
+    );
+}
+
+#[test]
+fn unit_lines_and_streets_of_other_countries() {
+    for (text, want) in [
+        ("I live at Søndergade 52, Apt. 656.", "Søndergade 52, Apt. 656"),
+        ("She moved to Augsburger Strasse 12 last year.", "Augsburger Strasse 12"),
+        ("Mail goes to Rua do Arenque 1634 now.", "Rua do Arenque 1634"),
+        ("He lives at ul. Północna 73 with his son.", "ul. Północna 73"),
+        ("Their flat is at 12 rue de la Paix in town.", "12 rue de la Paix"),
+        ("Write to Kiannonkatu 98 please.", "Kiannonkatu 98"),
+    ] {
+        assert_found(text, &[(Location, want)]);
+    }
+    assert_found("Suite 824", &[(Location, "Suite 824")]);
+}
+
+#[test]
+fn phone_numbers_in_groups_after_a_cue() {
+    assert_found("Phone: 0490 75 40 81", &[(Phone, "0490 75 40 81")]);
+    assert_found("Can someone call me on 450 0840?", &[(Phone, "450 0840")]);
+    assert_found("Personal Info: Phone: (08) 8747 6301  E-mail", &[(Phone, "(08) 8747 6301")]);
+    assert_found(
+        "Mobile: 0688 843 79 56 Fax: +46 (0)8 928 571 38",
+        &[(Phone, "0688 843 79 56"), (Fax, "+46 (0)8 928 571 38")],
+    );
+}
+
+#[test]
+fn extensions_written_against_the_number() {
+    assert_found(
+        "Desk: (898)666-3621x0135 Fax: 259.735.7502x459 or +1-903-140-4508x769",
+        &[(Phone, "(898)666-3621x0135"), (Fax, "259.735.7502x459"), (Phone, "+1-903-140-4508x769")],
+    );
+}
+
+#[test]
+fn clinical_numbers_and_look_alikes_stay_clean() {
+    for text in [
+        "Called pt, BP 140 90, HR 72, Temp 98.6, resp 18, sat 97.",
+        "Call back on 2012-10-01 with the results.",
+        "Phone follow-up: labs 3.5 4.2 140 102 24.",
+        "Fire Brigade 5 arrived; the suite of tests ran.",
+        "Number 457-55-5462 was written on the chart.",
+        "Via IV push 2 mg, then home 3 times weekly.",
+    ] {
+        let f = found(text);
+        assert!(
+            f.iter().all(|(c, _)| !matches!(c, Location | Phone | Fax)),
+            "{text:?}: expected no address or phone, got {f:?}"
+        );
+    }
+}
