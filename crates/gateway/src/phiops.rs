@@ -678,6 +678,10 @@ fn all_texts(body: &Value) -> Result<Vec<&str>, ApiError> {
 /// cannot be scanned.
 const TEXT_PART_TYPES: &[&str] = &["text", "refusal"];
 
+/// The keys a text part may hold; a part with any other key may carry media (or anything a
+/// server reads by its key) and is refused.
+const TEXT_PART_KEYS: &[&str] = &["type", "text", "refusal", "cache_control"];
+
 /// Checks the shape of a chat request and refuses what cannot be scanned: image, audio and
 /// file parts, and answers with log-probabilities (each token a piece of the answer that the
 /// answer's scan cannot rewrite) or audio.
@@ -698,9 +702,10 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
                         Value::String(_) => {}
                         Value::Object(o) => {
                             let typed = o.get("type").and_then(Value::as_str);
-                            let media = ["image_url", "input_audio", "file", "image"]
-                                .iter()
-                                .any(|k| o.contains_key(*k));
+                            // An allow-list: servers read media by its key, typed or not
+                            // (vLLM takes `audio_url`, `video_url`, `image_embeds`, ... on a
+                            // part without a type, and beside a text part's `text`).
+                            let media = o.keys().any(|k| !TEXT_PART_KEYS.contains(&k.as_str()));
                             if media || typed.is_some_and(|t| !TEXT_PART_TYPES.contains(&t)) {
                                 return Err(ApiError::Unscannable(
                                     "image, audio or file content parts cannot be scanned for PHI",

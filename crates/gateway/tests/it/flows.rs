@@ -254,7 +254,20 @@ async fn what_cannot_be_scanned_is_refused_before_it_leaves() {
     top["top_logprobs"] = json!(3);
     let mut spoken = chat_body("clinical-chat", "Plan?");
     spoken["modalities"] = json!(["text", "audio"]);
-    for body in [image, audio, logprobs, top, spoken] {
+    // Media that servers read by its key, with no type or beside a text part's text.
+    let part = |p: serde_json::Value| {
+        json!({"model": "clinical-chat", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Transcribe and summarize."}, p]}]})
+    };
+    let untyped = [
+        part(json!({"audio_url": {"url": "data:audio/wav;base64,UklGRi4uLi5XQVZF"}})),
+        part(json!({"video_url": {"url": "data:video/mp4;base64,AAAAIGZ0eXA="}})),
+        part(json!({"image_embeds": "AAAA"})),
+        part(
+            json!({"type": "text", "text": "Transcribe.", "audio_url": "data:audio/wav;base64,UklG"}),
+        ),
+    ];
+    for body in [image, audio, logprobs, top, spoken].into_iter().chain(untyped) {
         let a = s.chat(&s.clinician, body).await;
         assert_error(&a, 400, "unscannable_content");
     }
