@@ -19,6 +19,7 @@
 mod category;
 mod error;
 mod finding;
+mod fold;
 pub mod text;
 
 pub use category::{Category, UnknownCategory};

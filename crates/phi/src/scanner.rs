@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use crate::fold::Folded;
 pub use crate::recognize::repeat::NamePart;
 use crate::recognize::{tokens::Tokens, Engine};
 use crate::{Category, Error, Finding};
@@ -77,7 +78,25 @@ impl Scanner {
     }
 
     /// Like [`Scanner::scan`], reusing `out`'s allocation (it is cleared first).
+    ///
+    /// Look-alike characters are read as their ASCII forms (fullwidth and other scripts'
+    /// digits, Unicode spaces and dashes; zero-width and other invisible characters are
+    /// skipped): `２１９-０９-９９９９` is the SSN 219-09-9999, and its finding covers the
+    /// original characters.
     pub fn scan_into(&self, text: &str, out: &mut Vec<Finding>) {
+        match Folded::of(text) {
+            None => self.scan_read(text, out),
+            Some(folded) => {
+                self.scan_read(&folded.text, out);
+                for f in out.iter_mut() {
+                    (f.start, f.end) = folded.back(f.start, f.end);
+                }
+            }
+        }
+    }
+
+    /// [`Scanner::scan_into`] of a text as it is read.
+    fn scan_read(&self, text: &str, out: &mut Vec<Finding>) {
         SCRATCH.with(|t| {
             let mut t = t.borrow_mut();
             self.engine.scan(text, &mut t, out);
@@ -96,7 +115,20 @@ impl Scanner {
     pub fn name_parts(&self, text: &str, found: &[Finding]) -> Vec<NamePart> {
         let mut parts = Vec::new();
         if self.enabled[Category::Name.index()] {
-            crate::recognize::repeat::parts_of(self.engine.dict, text, found, &mut parts);
+            match Folded::of(text) {
+                None => {
+                    crate::recognize::repeat::parts_of(self.engine.dict, text, found, &mut parts)
+                }
+                Some(folded) => {
+                    let found = folded.findings_forth(found);
+                    crate::recognize::repeat::parts_of(
+                        self.engine.dict,
+                        &folded.text,
+                        &found,
+                        &mut parts,
+                    );
+                }
+            }
             // A repeat below the threshold would not be kept.
             parts.retain(|p| f32::from(p.score) / 100.0 >= self.min_score);
         }
@@ -112,7 +144,25 @@ impl Scanner {
         if !self.enabled[Category::Name.index()] {
             return false;
         }
-        SCRATCH.with(|t| self.engine.repeats(text, &mut t.borrow_mut(), parts, found))
+        let Some(folded) = Folded::of(text) else {
+            return SCRATCH.with(|t| self.engine.repeats(text, &mut t.borrow_mut(), parts, found));
+        };
+        let mut read = folded.findings_forth(found);
+        let had: Vec<(usize, usize)> = read.iter().map(|f| (f.start, f.end)).collect();
+        if !SCRATCH
+            .with(|t| self.engine.repeats(&folded.text, &mut t.borrow_mut(), parts, &mut read))
+        {
+            return false;
+        }
+        // Only what was added is mapped back: the findings given stay exactly as they were.
+        for f in read {
+            if had.binary_search(&(f.start, f.end)).is_err() {
+                let (start, end) = folded.back(f.start, f.end);
+                found.push(Finding { start, end, ..f });
+            }
+        }
+        found.sort_by_key(|f| f.start);
+        true
     }
 }
 

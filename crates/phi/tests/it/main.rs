@@ -4,5 +4,6 @@
 mod addresses;
 mod golden;
 mod layout;
+mod lookalikes;
 mod props;
 mod repeat;

@@ -1,0 +1,158 @@
+//! A reading of a text with look-alike characters folded to ASCII, for the recognizers, whose
+//! rules are written in ASCII: fullwidth forms (`２１９`, `＠`), the decimal digits of other
+//! scripts (`٢١٩`, `२१९`, mathematical digits), Unicode spaces (no-break, thin, ideographic),
+//! dashes and minus signs (`‑`, `–`, `−`), and invisible format characters (zero-width space,
+//! word joiner, soft hyphen, byte-order mark, direction marks), which are dropped. Text pasted
+//! from a word processor, a web page or an EHR screen has them, and a model reads
+//! `617 555 0199` (no-break spaces) or `219-09-99​99` (a zero-width space) as the number.
+//!
+//! Findings made on the reading are mapped back to the original's bytes: a finding covers
+//! every original character whose folded form it covers, and the dropped characters between.
+
+/// The folded reading of a text, and where each of its bytes came from.
+pub(crate) struct Folded {
+    pub text: String,
+    /// For each byte of `text`, and one past its end: the original byte offset where the
+    /// character it belongs to (or the next one, past the end) starts.
+    from: Vec<u32>,
+    /// The original text's length.
+    len: usize,
+}
+
+/// What one character reads as.
+enum Fold {
+    Keep,
+    Drop,
+    To(char),
+}
+
+/// Zeros of the decimal digit runs (Unicode category Nd) beyond ASCII, each followed by its
+/// nine other digits (Unicode 14; checked against Python's `unicodedata` when written).
+const DIGIT_ZEROS: &[u32] = &[
+    0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66, 0xDE6,
+    0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50,
+    0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650,
+    0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60, 0x16AC0, 0x16B50,
+    0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+];
+
+fn fold_char(c: char) -> Fold {
+    let u = c as u32;
+    match u {
+        0..=0x7F => Fold::Keep,
+        // Soft hyphen, zero-width space and joiners, direction marks and embeddings, word
+        // joiner and invisible operators, isolates, Mongolian vowel separator, byte-order mark.
+        0xAD
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x2069
+        | 0x180E
+        | 0xFEFF => Fold::Drop,
+        0xA0 | 0x1680 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000 => Fold::To(' '),
+        0x2010..=0x2015 | 0x2212 | 0xFE58 | 0xFE63 | 0xFF0D => Fold::To('-'),
+        0x2044 | 0x2215 => Fold::To('/'),
+        // Fullwidth ASCII.
+        0xFF01..=0xFF5E => char::from_u32(u - 0xFEE0).map_or(Fold::Keep, Fold::To),
+        _ => {
+            let i = DIGIT_ZEROS.partition_point(|&z| z <= u);
+            match i.checked_sub(1).map(|k| u - DIGIT_ZEROS[k]) {
+                Some(d @ 0..=9) => Fold::To(char::from(b'0' + d as u8)),
+                _ => Fold::Keep,
+            }
+        }
+    }
+}
+
+impl Folded {
+    /// The folded reading of `text`, or None when nothing in it folds (every ASCII text).
+    pub(crate) fn of(text: &str) -> Option<Folded> {
+        if text.is_ascii() || text.len() >= u32::MAX as usize {
+            return None;
+        }
+        let first = text.char_indices().find(|(_, c)| !matches!(fold_char(*c), Fold::Keep))?.0;
+        let mut out = String::with_capacity(text.len());
+        let mut from: Vec<u32> = Vec::with_capacity(text.len() + 1);
+        out.push_str(&text[..first]);
+        from.extend(0..first as u32);
+        for (i, c) in text[first..].char_indices() {
+            let at = (first + i) as u32;
+            let c = match fold_char(c) {
+                Fold::Keep => c,
+                Fold::Drop => continue,
+                Fold::To(t) => t,
+            };
+            out.push(c);
+            from.extend(std::iter::repeat_n(at, c.len_utf8()));
+        }
+        from.push(text.len() as u32);
+        Some(Folded { text: out, from, len: text.len() })
+    }
+
+    /// The original byte range of the folded range `start..end` (both char boundaries of the
+    /// reading).
+    pub(crate) fn back(&self, start: usize, end: usize) -> (usize, usize) {
+        (self.from[start] as usize, self.from[end] as usize)
+    }
+
+    /// `found` (findings in the original, sorted and apart) in the reading's offsets.
+    pub(crate) fn findings_forth(&self, found: &[crate::Finding]) -> Vec<crate::Finding> {
+        found
+            .iter()
+            .map(|f| crate::Finding { start: self.forth(f.start), end: self.forth(f.end), ..*f })
+            .filter(|f| f.start < f.end)
+            .collect()
+    }
+
+    /// The folded offset of an original char boundary `at` (the first folded byte that comes
+    /// from there or later).
+    pub(crate) fn forth(&self, at: usize) -> usize {
+        if at >= self.len {
+            return self.text.len();
+        }
+        self.from.partition_point(|&o| (o as usize) < at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alikes_fold_and_map_back() {
+        let t = "SSN ２１９-０٩-99\u{200b}99, tel 617\u{a0}555\u{2011}0199.";
+        let f = Folded::of(t).unwrap();
+        assert_eq!(f.text, "SSN 219-09-9999, tel 617 555-0199.");
+        let s = f.text.find("219").unwrap();
+        let (a, b) = f.back(s, s + "219-09-9999".len());
+        assert_eq!(&t[a..b], "２１９-０٩-99\u{200b}99");
+        let s = f.text.find("617").unwrap();
+        let (a, b) = f.back(s, s + "617 555-0199".len());
+        assert_eq!(&t[a..b], "617\u{a0}555\u{2011}0199");
+        assert_eq!(f.forth(a), s);
+        assert_eq!(f.forth(t.len()), f.text.len());
+    }
+
+    #[test]
+    fn text_with_nothing_to_fold_is_read_as_it_is() {
+        assert!(Folded::of("plain ASCII").is_none());
+        assert!(Folded::of("José Müller, 5 µg at 37 °C").is_none());
+    }
+
+    #[test]
+    fn every_digit_run_folds_to_its_values() {
+        for z in DIGIT_ZEROS {
+            for d in 0..10u32 {
+                let c = char::from_u32(z + d).unwrap();
+                assert!(
+                    matches!(fold_char(c), Fold::To(x) if x == char::from(b'0' + d as u8)),
+                    "U+{:X}",
+                    z + d
+                );
+            }
+        }
+        // Just past a run: no digit.
+        assert!(matches!(fold_char('\u{66A}'), Fold::Keep));
+    }
+}

@@ -1,0 +1,77 @@
+//! Identifiers written with look-alike characters, as text pasted from word processors, web
+//! pages and EHR screens has them (and as a model reads them): fullwidth and other scripts'
+//! digits, no-break spaces and hyphens, en dashes, and invisible characters inside a value.
+//! Each is found as its ASCII form would be, with a span over the original characters.
+
+use std::sync::OnceLock;
+
+use phi::{Category, Scanner};
+
+fn scanner() -> &'static Scanner {
+    static S: OnceLock<Scanner> = OnceLock::new();
+    S.get_or_init(|| Scanner::new().unwrap())
+}
+
+#[track_caller]
+fn assert_found(text: &str, cat: Category, value: &str) {
+    let f: Vec<(Category, &str)> =
+        scanner().scan(text).iter().map(|f| (f.category, &text[f.start..f.end])).collect();
+    assert!(f.contains(&(cat, value)), "{text:?}: expected {cat:?} {value:?}, got {f:?}");
+}
+
+#[test]
+fn other_digits_read_as_digits() {
+    assert_found("Patient SSN ２１９-０９-９９９９.", Category::Ssn, "２１９-０９-９９９９");
+    assert_found("Patient SSN ٢١٩-٠٩-٩٩٩٩ on file", Category::Ssn, "٢١٩-٠٩-٩٩٩٩");
+    assert_found("SSN २१९-०९-९९९९", Category::Ssn, "२१९-०९-९९९९");
+    assert_found("MRN ４４７１９０２", Category::Mrn, "４４７１９０２");
+    assert_found("DOB ０３/１４/１９６２", Category::Date, "０３/１４/１９６２");
+}
+
+#[test]
+fn invisible_characters_inside_a_value_are_skipped() {
+    assert_found("Patient SSN 21\u{200b}9-09-9999.", Category::Ssn, "21\u{200b}9-09-9999");
+    assert_found("SSN 219\u{2060}-09-9999", Category::Ssn, "219\u{2060}-09-9999");
+    assert_found("MRN 44\u{200b}71\u{200b}902", Category::Mrn, "44\u{200b}71\u{200b}902");
+    assert_found(
+        "email mary.okonkwo\u{ad}@example.com today",
+        Category::Email,
+        "mary.okonkwo\u{ad}@example.com",
+    );
+}
+
+#[test]
+fn unicode_spaces_and_dashes_read_as_ascii() {
+    assert_found(
+        "Phone: 617\u{2011}555\u{2011}0199",
+        Category::Phone,
+        "617\u{2011}555\u{2011}0199",
+    );
+    assert_found(
+        "Phone: 415\u{2013}555\u{2013}0123",
+        Category::Phone,
+        "415\u{2013}555\u{2013}0123",
+    );
+    assert_found("Fax: 617\u{a0}555\u{a0}0199", Category::Fax, "617\u{a0}555\u{a0}0199");
+    assert_found("DOB: 02\u{2011}03\u{2011}1961", Category::Date, "02\u{2011}03\u{2011}1961");
+    assert_found("DOB 03\u{2013}14\u{2013}1962", Category::Date, "03\u{2013}14\u{2013}1962");
+    assert_found(
+        "Lives at 42\u{a0}Elm\u{a0}Street now",
+        Category::Location,
+        "42\u{a0}Elm\u{a0}Street",
+    );
+}
+
+#[test]
+fn a_name_said_again_in_a_text_that_folds() {
+    // The repeat is found in the folded reading and mapped back.
+    let text =
+        "Patient Adaeze Okonkwo, MRN ４４７１９０２. Later\u{a0}Okonkwo said she felt better.";
+    let f = scanner().scan(text);
+    let names: Vec<&str> =
+        f.iter().filter(|f| f.category == Category::Name).map(|f| &text[f.start..f.end]).collect();
+    assert!(names.contains(&"Okonkwo"), "{names:?}");
+    for f in &f {
+        assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
+    }
+}
