@@ -65,6 +65,8 @@ pub struct Options {
     /// Score on the texts in capitals (offsets kept: a character whose capital is not one
     /// character stays as it is).
     pub uppercase: bool,
+    /// Score the texts written all in lower case, as clinicians type in a chat (offsets kept).
+    pub lowercase: bool,
 }
 
 /// Runs the evaluation and prints a table (or JSON) to `out`.
@@ -74,7 +76,7 @@ pub fn run(
     opts: Options,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let Options { show_leaks, show_fps, json, uppercase } = opts;
+    let Options { show_leaks, show_fps, json, uppercase, lowercase } = opts;
     let name = input::display_name(gold_path);
     let mut r = input::open(gold_path).map_err(|e| DataError {
         file: name.clone(),
@@ -99,12 +101,17 @@ pub fn run(
             .map_err(|e| err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
         let mut doc: GoldDoc = serde_json::from_str(s)
             .map_err(|e| err(format!("malformed gold record at column {}", e.column())))?;
-        if uppercase {
+        if uppercase || lowercase {
+            // One char for one char, so the gold offsets still hold.
             doc.text = doc
                 .text
                 .chars()
                 .map(|c| {
-                    let mut u = c.to_uppercase();
+                    let mut u: Box<dyn Iterator<Item = char>> = if uppercase {
+                        Box::new(c.to_uppercase())
+                    } else {
+                        Box::new(c.to_lowercase())
+                    };
                     match (u.next(), u.next()) {
                         (Some(one), None) => one,
                         _ => c,

@@ -147,7 +147,8 @@ Examples:
   phigate eval --gold dev.jsonl
   phigate eval --gold dev.jsonl --show-leaks --show-false-positives
   phigate eval --gold dev.jsonl --json
-  phigate eval --gold dev.jsonl --uppercase     # the same notes as if typed in capitals")]
+  phigate eval --gold dev.jsonl --uppercase     # the same notes as if typed in capitals
+  phigate eval --gold dev.jsonl --lowercase     # ... and as if typed all in lower case")]
     Eval {
         /// The labelled file.
         #[arg(long)]
@@ -162,8 +163,12 @@ Examples:
         #[arg(long)]
         json: bool,
         /// Score the texts written in capitals, as many nursing notes are (offsets are kept).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lowercase")]
         uppercase: bool,
+        /// Score the texts written all in lower case, as clinicians type in a chat (offsets
+        /// are kept).
+        #[arg(long)]
+        lowercase: bool,
     },
     /// The audit ledger: append, checkpoint, prove, export, verify, search.
     #[command(after_help = "\
@@ -482,12 +487,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => config_cmd::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Eval { gold, show_leaks, show_false_positives, json, uppercase } => {
+        Command::Eval { gold, show_leaks, show_false_positives, json, uppercase, lowercase } => {
             let scanner = Scanner::new()?;
             let stdout = io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            let opts =
-                eval::Options { show_leaks, show_fps: show_false_positives, json, uppercase };
+            let opts = eval::Options {
+                show_leaks,
+                show_fps: show_false_positives,
+                json,
+                uppercase,
+                lowercase,
+            };
             eval::run(&gold, &scanner, opts, &mut out)?;
             out.flush()?;
             Ok(())

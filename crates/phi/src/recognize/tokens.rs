@@ -82,6 +82,11 @@ impl Tokens {
         let (mut line_alpha, mut line_upper) = (0u32, 0u32);
         let (mut doc_alpha, mut doc_upper) = (0u32, 0u32);
         let mut line_marks: Vec<(usize, usize, bool)> = Vec::new();
+        // Words that hold a capital where no sentence starts, per line and in all; and words
+        // of letters. A text typed all in lower case (a clinician's chat) reads as if in
+        // capitals: names and places are told by the word lists, not by case.
+        let (mut line_cased, mut line_words, mut doc_cased) = (0u32, 0u32, 0u32);
+        let mut lower_lines: Vec<(usize, usize, bool)> = Vec::new();
         while i < n {
             while next_opaque < opaque.len() && opaque[next_opaque].1 <= i {
                 next_opaque += 1;
@@ -101,9 +106,16 @@ impl Tokens {
             let c = b[i];
             if c == b'\n' {
                 line_marks.push((line_first_tok, self.toks.len(), is_caps(line_alpha, line_upper)));
+                lower_lines.push((
+                    line_first_tok,
+                    self.toks.len(),
+                    is_lower(line_cased, line_words),
+                ));
                 line_first_tok = self.toks.len();
                 line_alpha = 0;
                 line_upper = 0;
+                line_cased = 0;
+                line_words = 0;
                 i += 1;
                 continue;
             }
@@ -229,6 +241,13 @@ impl Tokens {
                 let sent_start = std::mem::take(&mut carried_break)
                     || self.toks.is_empty()
                     || gap_ends_sentence(gap, self.toks.last(), b);
+                if n_upper + n_lower >= 2 && n_digit == 0 {
+                    line_words += 1;
+                    if n_upper > 0 && !sent_start {
+                        line_cased += 1;
+                        doc_cased += 1;
+                    }
+                }
                 self.toks.push(Tok {
                     start,
                     end,
@@ -245,11 +264,29 @@ impl Tokens {
             i += 1;
         }
         line_marks.push((line_first_tok, self.toks.len(), is_caps(line_alpha, line_upper)));
+        lower_lines.push((line_first_tok, self.toks.len(), is_lower(line_cased, line_words)));
         let doc_caps = is_caps(doc_alpha, doc_upper);
         for (a, z, caps) in line_marks {
             let caps = if z - a < 4 { doc_caps || caps } else { caps };
             if caps {
                 for t in &mut self.toks[a..z] {
+                    t.caps_line = true;
+                }
+            }
+        }
+        // A line with no capital but where sentences start reads as if written in capitals
+        // (a short line as the whole text does).
+        let doc_lower = doc_cased == 0;
+        for (a, z, lower) in lower_lines {
+            let lower = if z - a < 4 { doc_lower && z > a } else { lower };
+            if lower {
+                // Its capitalised words (sentence starts, a label's value) stay as they are.
+                for t in self.toks[a..z].iter_mut().filter(|t| t.shape == Shape::Lower) {
+                    let letters = self.lower[t.lo.0 as usize..t.lo.1 as usize]
+                        .chars()
+                        .filter(|c| c.is_alphabetic())
+                        .count();
+                    t.shape = if letters == 1 { Shape::Initial } else { Shape::Upper };
                     t.caps_line = true;
                 }
             }
@@ -288,6 +325,11 @@ fn vocabulary(flags: u32) -> bool {
 
 fn is_caps(alpha: u32, upper: u32) -> bool {
     alpha >= 2 && upper * 10 >= alpha * 6
+}
+
+/// A line of `words` words of letters, none with a capital where no sentence starts.
+fn is_lower(cased: u32, words: u32) -> bool {
+    cased == 0 && words >= 3
 }
 
 fn starts_alnum(text: &str, i: usize) -> bool {

@@ -2,6 +2,7 @@
 //! cues across field layouts.
 
 mod addresses;
+mod casing;
 mod golden;
 mod layout;
 mod lookalikes;

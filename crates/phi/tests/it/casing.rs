@@ -1,0 +1,57 @@
+//! Text typed all in lower case, as clinicians type in a chat: a line with no capital where no
+//! sentence starts reads as if written in capitals, so names and places are told by the word
+//! lists and cues, not by case. Lines that hold a capital elsewhere read as before.
+
+use std::sync::OnceLock;
+
+use phi::{Category, Scanner};
+
+fn scanner() -> &'static Scanner {
+    static S: OnceLock<Scanner> = OnceLock::new();
+    S.get_or_init(|| Scanner::new().unwrap())
+}
+
+fn found(text: &str) -> Vec<(Category, &str)> {
+    scanner().scan(text).iter().map(|f| (f.category, &text[f.start..f.end])).collect()
+}
+
+#[track_caller]
+fn assert_found(text: &str, want: &[(Category, &str)]) {
+    let f = found(text);
+    for w in want {
+        assert!(f.contains(w), "{text:?}: expected {w:?}, got {f:?}");
+    }
+}
+
+#[test]
+fn names_and_places_typed_in_lower_case() {
+    assert_found(
+        "what's the dose of apixaban for john smith, 67, seen at mercy hospital in dayton?",
+        &[(Category::Name, "john smith"), (Category::Location, "mercy hospital in dayton")],
+    );
+    assert_found(
+        "pt alan okafor 67yo m w chest pain, mrn 4471902",
+        &[(Category::Name, "alan okafor")],
+    );
+    assert_found("patient name: mary johnson", &[(Category::Name, "mary johnson")]);
+    // A capital where a sentence starts leaves the line in lower case.
+    assert_found(
+        "What is the best treatment for afib in a patient like robert brown?",
+        &[(Category::Name, "robert brown")],
+    );
+}
+
+#[test]
+fn clinical_lower_case_stays_clean() {
+    for text in [
+        "best antibiotic for cap in a 70 yo with copd? allergic to penicillin. lives alone.",
+        "summarize: 45 yo f with sle on hydroxychloroquine, recent flare, seen by rheum.",
+        "will follow up in two weeks, mark the chart and bill the insurer.",
+    ] {
+        let f = found(text);
+        assert!(
+            f.iter().all(|(c, _)| !matches!(c, Category::Name | Category::Location)),
+            "{text:?}: expected no name or place, got {f:?}"
+        );
+    }
+}
