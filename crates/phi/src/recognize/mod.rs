@@ -5,6 +5,7 @@
 //! category of the most confident one wins.
 
 pub(crate) mod dict;
+mod hl7;
 mod names;
 mod patterns;
 mod places;
@@ -82,6 +83,7 @@ impl Engine {
             return;
         }
         self.patterns.run(text, self.dict, out);
+        hl7::find(text, out);
         let mut opaque: Vec<(usize, usize)> = out.iter().map(|f| (f.start, f.end)).collect();
         opaque.sort_unstable();
         tokens.fill(text, self.dict, &opaque);
