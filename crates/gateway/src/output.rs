@@ -2,6 +2,7 @@
 //! does both across chunks.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use phi::transform::StreamRestorer;
@@ -97,6 +98,106 @@ fn json_escaped(restore: &HashMap<String, String>) -> Option<HashMap<String, Str
 /// [`phiops::Decoded`]): the findings' offsets are `text`'s own.
 fn find_new_phi(rules: &OutputRules, text: &str) -> Result<Vec<phi::Finding>, ApiError> {
     phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values)
+}
+
+/// Whether `v` (a value as it reads) is a value of the request or part of one: no new PHI
+/// (the rule of [`phiops::new_phi`]).
+fn in_request(request_values: &HashSet<String>, v: &str) -> bool {
+    request_values.contains(v) || request_values.iter().any(|r| r.len() > v.len() && r.contains(v))
+}
+
+/// Most name parts a streamed choice keeps ([`StreamRewriter`]'s names said before): past it
+/// the stream ends (an answer of thousands of new names is no answer to relay piece by piece).
+pub const MAX_NAME_PARTS: usize = 4096;
+
+/// Adds to `parts` the words of the names among `found` (new PHI in `text`, offsets as
+/// written), each read as its value reads ([`phiops::plain_value`]): what marks a name where
+/// the answer says it again later without a cue ([`crate::Detector::name_parts`]). A panic
+/// is a refusal.
+fn add_name_parts<'f>(
+    rules: &OutputRules,
+    text: &str,
+    found: impl Iterator<Item = &'f phi::Finding>,
+    parts: &mut Vec<phi::NamePart>,
+) -> Result<(), ApiError> {
+    let before = parts.len();
+    for f in found.filter(|f| f.category == Category::Name) {
+        let Some(raw) = text.get(f.start..f.end) else { continue };
+        let value = phiops::plain_value(raw);
+        let one = [phi::Finding { start: 0, end: value.len(), ..*f }];
+        let more = catch_unwind(AssertUnwindSafe(|| rules.scanner.name_parts(&value, &one)))
+            .map_err(|_| {
+                tracing::error!("the PHI scanner panicked on an answer's names; ending it");
+                ApiError::ScannerUnavailable
+            })?;
+        parts.extend(more);
+    }
+    if parts.len() > before {
+        phi::NamePart::dedup(parts);
+        if parts.len() > MAX_NAME_PARTS {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
+    }
+    Ok(())
+}
+
+/// Adds to `found` (new PHI in `text`, sorted and apart, offsets as written) the words of
+/// `text` that say again a name of `parts` ([`crate::Detector::repeats`], on the text as it
+/// reads through its escapes), outside what is found already and unless the request holds
+/// them (a bare surname of a name the caller sent is not new). A panic, or findings that do
+/// not fit the text, are a refusal.
+fn add_said_again(
+    rules: &OutputRules,
+    text: &str,
+    dec: Option<&phiops::Decoded>,
+    parts: &[phi::NamePart],
+    found: &mut Vec<phi::Finding>,
+) -> Result<(), ApiError> {
+    let plain = dec.map_or(text, |d| d.plain.as_str());
+    let mut more = Vec::new();
+    let added = catch_unwind(AssertUnwindSafe(|| rules.scanner.repeats(plain, parts, &mut more)))
+        .map_err(|_| {
+        tracing::error!("the PHI scanner panicked on an answer's names; ending it");
+        ApiError::ScannerUnavailable
+    })?;
+    if !added {
+        return Ok(());
+    }
+    let misfit = || {
+        tracing::error!("the PHI scanner returned names that do not fit the answer; ending it");
+        ApiError::ScannerUnavailable
+    };
+    let mut last = 0;
+    let mut any = false;
+    for f in more {
+        let fits = f.start >= last
+            && f.start < f.end
+            && f.end <= plain.len()
+            && plain.is_char_boundary(f.start)
+            && plain.is_char_boundary(f.end);
+        if !fits {
+            return Err(misfit());
+        }
+        last = f.end;
+        let (start, end) = match dec {
+            Some(d) => (d.raw_of(f.start), d.raw_of(f.end)),
+            None => (f.start, f.end),
+        };
+        if start >= end || !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+            return Err(misfit());
+        }
+        if found.iter().any(|g| g.start < end && start < g.end)
+            || in_request(&rules.request_values, &plain[f.start..f.end])
+        {
+            continue;
+        }
+        found.push(phi::Finding { start, end, ..f });
+        any = true;
+    }
+    if any {
+        found.sort_by_key(|f| f.start);
+    }
+    Ok(())
 }
 
 fn restore_all(restore: &HashMap<String, String>, text: &str) -> String {
@@ -536,6 +637,10 @@ pub struct StreamRewriter {
     pub text_bytes: u64,
     /// Protocol tokens checked already, as they went out (every chunk repeats the answer's id).
     tokens: Vec<(String, String)>,
+    /// Per choice, the words of the new-PHI names its texts said so far
+    /// ([`crate::Detector::name_parts`]): said again later, past the held-back window, each is
+    /// a name all the same ([`add_said_again`]). Never in Debug output.
+    names: HashMap<u64, Vec<phi::NamePart>>,
 }
 
 impl std::fmt::Debug for StreamRewriter {
@@ -560,6 +665,7 @@ impl StreamRewriter {
             usage: None,
             text_bytes: 0,
             tokens: Vec::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -621,7 +727,12 @@ impl StreamRewriter {
             joined.push_str(&st.context);
             joined.push_str(&st.pending);
             let dec = phiops::Decoded::of(&joined);
-            let found = find_new_phi(&self.rules, &joined)?;
+            let mut found = find_new_phi(&self.rules, &joined)?;
+            // A new name said before (its first mention long emitted, out of this window) is a
+            // name here too, said again without a cue: "Okonkwo responded well".
+            if let Some(parts) = self.names.get(&key.0).filter(|p| !p.is_empty()) {
+                add_said_again(&self.rules, &joined, dec.as_ref(), parts, &mut found)?;
+            }
             // Where to cut: keep `window` bytes of what the text reads back (more as written
             // when it has escapes), just after a whitespace, never inside a finding, never
             // inside an escape.
@@ -684,6 +795,10 @@ impl StreamRewriter {
                         cats.dedup();
                         return Err(ApiError::PhiBlocked { categories: cats, in_answer: true });
                     }
+                    // The names emitted here: looked for in what this choice says later.
+                    let emitted = found.iter().filter(|f| f.end > ctx_len && f.end <= cut);
+                    let parts = self.names.entry(key.0).or_default();
+                    add_name_parts(&self.rules, &joined, emitted, parts)?;
                     phiops::redact(raw, &shifted)
                 };
                 // New context: the tail of what was scanned up to the cut.
@@ -1149,6 +1264,30 @@ mod tests {
         let singles: Vec<String> = text.chars().map(String::from).collect();
         let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
         assert_eq!(run(&mut rw, &refs, false).0, want);
+    }
+
+    #[test]
+    fn a_new_name_said_again_past_the_window_is_redacted_in_a_stream() {
+        // The first mention goes out long before the second: the window alone would not see it.
+        let filler =
+            "The course was uneventful and the antibiotics were well tolerated. ".repeat(4);
+        let text = format!(
+            "Discharge summary for Adaeze Okonkwo, a 54 year old woman. {filler}Okonkwo responded \
+             well. {filler}\\u004fkonkwo will follow up. Smith agreed."
+        );
+        for n in [1, 4, 13] {
+            let mut r = rules(&[]);
+            r.request_values.insert("Alan Smith".into());
+            let mut rw = StreamRewriter::new(r, "client");
+            let pieces: Vec<String> =
+                text.as_bytes().chunks(n).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let (got, _) = run(&mut rw, &refs, false);
+            assert!(!got.contains("konkwo") && !got.contains("Adaeze"), "{n}: {got}");
+            assert_eq!(got.matches("[NAME]").count(), 3, "{n}: {got}");
+            assert!(got.ends_with("Smith agreed."), "{n}: {got}");
+            assert!(!format!("{rw:?}").contains("konkwo"));
+        }
     }
 
     #[test]

@@ -346,6 +346,34 @@ async fn streaming_redacts_new_phi_split_across_chunks() {
     assert!(!text.contains("555-0199") && !text.contains("219-09-9999"), "{text}");
 }
 
+/// A name new to the answer, said again later without a cue ("Okonkwo responded well"), is
+/// redacted in a stream as in a whole answer, though its first mention went out long before
+/// (the hold-back window sees only the last bytes). A bare surname of a name the caller sent
+/// is no new PHI, in either.
+#[tokio::test]
+async fn a_new_name_said_again_later_in_a_stream_is_redacted() {
+    let s = stack().await;
+    s.upstream.set_extra(
+        " Discharge summary for Adaeze Okonkwo, a 54 year old woman admitted for community \
+         acquired pneumonia. Okonkwo responded well to ceftriaxone and azithromycin. Okonkwo \
+         will follow up in clinic. Smith agreed.",
+    );
+    let whole = s.ask(&s.researcher, "clinical-chat", NOTE).await;
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    let whole = whole.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    for key in [&s.researcher, &s.clinician] {
+        for chunk in [4, 9, 64] {
+            let text = stream_text(&s, key, json!({"x_chunk": chunk})).await;
+            assert!(!text.contains("Okonkwo") && !text.contains("Adaeze"), "{chunk}: {text}");
+            assert_eq!(text.matches("[NAME]").count(), 3, "{chunk}: {text}");
+            // The request's name: its bare surname is the caller's own.
+            assert!(text.ends_with("in clinic. Smith agreed."), "{chunk}: {text}");
+        }
+    }
+    assert!(!whole.contains("Okonkwo") && whole.ends_with("Smith agreed."), "{whole}");
+    assert_no_canary(&s.upstream);
+}
+
 #[tokio::test]
 async fn embeddings_are_tokenized_and_models_are_scoped() {
     let s = stack().await;
