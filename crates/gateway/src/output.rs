@@ -616,6 +616,23 @@ struct TextState {
     restorer: Option<StreamRestorer>,
 }
 
+/// A tool call's `id` or a function's `name` as a client has it so far (clients join a tool
+/// call's string fields across chunks: openai-python's `accumulate_delta`), and what of it
+/// went out.
+#[derive(Default)]
+struct Joined {
+    /// The upstream's pieces, joined.
+    raw: String,
+    /// What the client was sent, joined (checked, restored for a name).
+    sent: String,
+    /// Whether new PHI was reported in it already (counted once).
+    reported: bool,
+}
+
+/// Which joined string of a stream: (choice, tool call index or `None` for `function_call`,
+/// the field: `id`, `function.name`, `custom.name`, `function_call.name`).
+type JoinedKey = (u64, Option<u64>, &'static str);
+
 /// Rewrites an SSE chat stream event by event.
 pub struct StreamRewriter {
     rules: OutputRules,
@@ -641,6 +658,8 @@ pub struct StreamRewriter {
     /// ([`crate::Detector::name_parts`]): said again later, past the held-back window, each is
     /// a name all the same ([`add_said_again`]). Never in Debug output.
     names: HashMap<u64, Vec<phi::NamePart>>,
+    /// Tool call ids and function names as clients join them ([`StreamRewriter::check_joined`]).
+    joined: HashMap<JoinedKey, Joined>,
 }
 
 impl std::fmt::Debug for StreamRewriter {
@@ -666,6 +685,7 @@ impl StreamRewriter {
             text_bytes: 0,
             tokens: Vec::new(),
             names: HashMap::new(),
+            joined: HashMap::new(),
         }
     }
 
@@ -880,14 +900,70 @@ impl StreamRewriter {
         Ok(())
     }
 
+    /// Checks a piece of a tool call's `id` or a function's `name` (`name`: checked as text and
+    /// restored; an id as [`StreamRewriter::check_whole`] does) as the client has it once this
+    /// piece is added: the pieces so far joined, checked whole each time, so that a number
+    /// split over chunks (`notify_415-555-` then `0123`) is found as it would be in one. The
+    /// piece becomes what the checked text adds to what was sent; when the check changed what
+    /// was sent already (which cannot be taken back), the piece is not relayed (`false`: the
+    /// caller drops the field), nor is any later one. Under a block rule, new PHI refuses.
+    fn check_joined(
+        &mut self,
+        key: JoinedKey,
+        x: &mut Value,
+        name: bool,
+    ) -> Result<bool, ApiError> {
+        let Value::String(piece) = x else { return Err(ApiError::UpstreamInvalidResponse) };
+        if !self.joined.contains_key(&key) && self.joined.len() >= MAX_STREAM_TEXTS {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
+        let j = self.joined.entry(key).or_default();
+        j.raw.push_str(piece);
+        if j.raw.len() > MAX_HELD_BYTES {
+            return Err(ApiError::UpstreamInvalidResponse);
+        }
+        let (raw, reported) = (j.raw.clone(), j.reported);
+        let mut report = OutputReport::default();
+        let out = if name {
+            check_text(&self.rules, &raw, &mut report)
+                .map(|checked| restore_all(&self.rules.restore, &checked))
+        } else if protocol_token(&raw) {
+            check_token(&self.rules, &raw, &mut report).map(|c| c.unwrap_or(raw))
+        } else {
+            check_text(&self.rules, &raw, &mut report)
+        };
+        // Each piece checks the whole again: what it holds is counted once.
+        if !report.new_phi.is_empty() && !reported {
+            self.report.new_phi.extend(report.new_phi);
+            if let Some(j) = self.joined.get_mut(&key) {
+                j.reported = true;
+            }
+        }
+        let out = out?;
+        let Some(j) = self.joined.get_mut(&key) else {
+            return Err(ApiError::UpstreamInvalidResponse);
+        };
+        match out.strip_prefix(j.sent.as_str()) {
+            Some(rest) => {
+                *piece = rest.to_string();
+                j.sent = out;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Rebuilds a tool call (or `function_call`) entry of a delta from what the API defines:
     /// `index`, `id`, `type`, `function` with `name` and `arguments`, and a custom tool's
     /// `custom` with `name` and `input`. Returns the text to hold back (arguments or input) and
     /// whether it is a custom tool's input. Anything else an upstream adds is not relayed.
+    /// `at`: the choice, and the call's index (`None` for `function_call`): its `id` and
+    /// `name` are checked as the client joins them ([`StreamRewriter::check_joined`]).
     fn tool_call(
         &mut self,
         call: &mut Value,
         inner: Option<&'static str>,
+        at: (u64, Option<u64>),
     ) -> Result<Option<(String, bool)>, ApiError> {
         let Value::Object(m) = std::mem::take(call) else {
             return Err(ApiError::UpstreamInvalidResponse);
@@ -898,24 +974,34 @@ impl StreamRewriter {
             match (k.as_str(), inner) {
                 (_, _) if x.is_null() => {}
                 ("index", None) if x.is_number() => {}
-                ("id" | "type", None) => {
+                // A client replaces `type` (a discriminator), and joins `id` across chunks.
+                ("type", None) => {
                     if !x.is_string() {
                         return Err(ApiError::UpstreamInvalidResponse);
                     }
                     self.check_whole(&mut x)?;
                 }
-                // A model writes a function's name: checked, and restored, whole.
-                ("name", Some(_)) => {
-                    let Value::String(n) = &x else {
-                        return Err(ApiError::UpstreamInvalidResponse);
+                ("id", None) => {
+                    if !self.check_joined((at.0, at.1, "id"), &mut x, false)? {
+                        continue;
+                    }
+                }
+                // A model writes a function's name: checked, and restored, as the client
+                // joins it.
+                ("name", Some(inner)) => {
+                    let field = match (inner, at.1) {
+                        ("input", _) => "custom.name",
+                        (_, Some(_)) => "function.name",
+                        (_, None) => "function_call.name",
                     };
-                    let checked = check_text(&self.rules, n, &mut self.report)?;
-                    x = Value::String(restore_all(&self.rules.restore, &checked));
+                    if !self.check_joined((at.0, at.1, field), &mut x, true)? {
+                        continue;
+                    }
                 }
                 ("function" | "custom", None) => {
                     let custom = k == "custom";
-                    let got =
-                        self.tool_call(&mut x, Some(if custom { "input" } else { "arguments" }))?;
+                    let inner = Some(if custom { "input" } else { "arguments" });
+                    let got = self.tool_call(&mut x, inner, at)?;
                     if got.is_some() && held.is_some() {
                         // Both a function and a custom tool in one call.
                         return Err(ApiError::UpstreamInvalidResponse);
@@ -1008,7 +1094,9 @@ impl StreamRewriter {
                             for (p, call) in calls.iter_mut().enumerate() {
                                 let j =
                                     call.get("index").and_then(Value::as_u64).unwrap_or(p as u64);
-                                if let Some((a, custom)) = self.tool_call(call, None)? {
+                                if let Some((a, custom)) =
+                                    self.tool_call(call, None, (i, Some(j)))?
+                                {
                                     let field = if custom {
                                         Field::ToolInput(j)
                                     } else {
@@ -1026,7 +1114,7 @@ impl StreamRewriter {
                             rewrite_strings(&self.rules, val, &mut self.report)?;
                         }
                         ("function_call", f) => {
-                            if let Some((a, _)) = self.tool_call(f, Some("arguments"))? {
+                            if let Some((a, _)) = self.tool_call(f, Some("arguments"), (i, None))? {
                                 let key = (i, Field::FunctionArgs);
                                 self.push(key.clone(), &a)?;
                                 touched.push((key, None));

@@ -42,6 +42,9 @@ pub struct Upstream {
     pub extra: Arc<Mutex<String>>,
     /// `deployment|query|api-key` of every Azure-style call.
     pub azure: Arc<Mutex<Vec<String>>>,
+    /// A canned answer instead of the echo: for a stream, an array of chunks (sent as they
+    /// are, then `[DONE]`); else the whole body.
+    pub canned: Arc<Mutex<Option<Value>>>,
 }
 
 impl Upstream {
@@ -50,6 +53,10 @@ impl Upstream {
     }
     pub fn set_extra(&self, s: &str) {
         *self.extra.lock().unwrap() = s.to_string();
+    }
+    /// Answers `v` from now on (see [`Upstream::canned`]); `Value::Null`: the echo again.
+    pub fn set_canned(&self, v: Value) {
+        *self.canned.lock().unwrap() = (!v.is_null()).then_some(v);
     }
     pub fn all_bodies(&self) -> String {
         self.bodies.lock().unwrap().join("\n")
@@ -109,6 +116,22 @@ async fn chat(State(u): State<Upstream>, body: String) -> Response {
         Mode::Normal => {}
     }
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let canned = u.canned.lock().unwrap().clone();
+    match canned {
+        Some(Value::Array(chunks)) if v["stream"] == true => {
+            let mut out = String::new();
+            for c in chunks {
+                out.push_str(&format!("data: {c}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            return Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from(out))
+                .unwrap();
+        }
+        Some(whole) if v["stream"] != true => return Json(whole).into_response(),
+        _ => {}
+    }
     let extra = u.extra.lock().unwrap().clone();
     let text = answer_text(&v, &extra);
     let model = v["model"].as_str().unwrap_or("m").to_string();
@@ -172,6 +195,7 @@ pub async fn upstream() -> Upstream {
         hits: Arc::default(),
         extra: Arc::default(),
         azure: Arc::default(),
+        canned: Arc::default(),
     };
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))

@@ -302,6 +302,131 @@ async fn stream_errors_after_the_head_end_with_an_error_event() {
     );
 }
 
+/// An SSE chunk of the canned upstream, one choice.
+fn tool_chunk(delta: serde_json::Value, finish: serde_json::Value) -> serde_json::Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// The data events of a stream, parsed.
+fn sse_events(body: &str) -> Vec<serde_json::Value> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// A tool call's `id` and `function.name` as a client joins them (openai-python's
+/// `accumulate_delta` concatenates string fields), for each call index of choice 0.
+fn joined_tool_calls(body: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in sse_events(body) {
+        for ch in e["choices"].as_array().into_iter().flatten() {
+            for c in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                let j = c["index"].as_u64().unwrap() as usize;
+                if out.len() <= j {
+                    out.resize(j + 1, Default::default());
+                }
+                out[j].0.push_str(c["id"].as_str().unwrap_or(""));
+                out[j].1.push_str(c["function"]["name"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    out
+}
+
+/// A tool call's `function.name` or `id` split over two chunks is checked as the client joins
+/// it: a phone number in it is refused under a block rule (the stream cut) and does not reach
+/// the client whole under a redact rule, as when it comes whole.
+#[tokio::test]
+async fn a_tool_calls_name_and_id_split_across_chunks_are_checked_joined() {
+    let s = stack_with(
+        None,
+        "  - name: strict-out\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat]\n    phi:\n      default: tokenize\n    output:\n      new_phi: block\n",
+        "",
+    )
+    .await;
+    let strict = s.key("user:res-z", "researcher", "strict-out").await;
+    let head = tool_chunk(json!({"role": "assistant", "content": null}), json!(null));
+    let end = tool_chunk(json!({}), json!("tool_calls"));
+    let split_name = [
+        head.clone(),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "notify_415-555-", "arguments": ""}}]}),
+            json!(null),
+        ),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"name": "0123",
+            "arguments": "{}"}}]}),
+            json!(null),
+        ),
+        end.clone(),
+    ];
+    let split_id = [
+        head.clone(),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_415-555-", "type": "function",
+            "function": {"name": "notify", "arguments": ""}}]}),
+            json!(null),
+        ),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "0123",
+            "function": {"arguments": "{}"}}]}),
+            json!(null),
+        ),
+        end.clone(),
+    ];
+    for chunks in [&split_name, &split_id] {
+        s.upstream.set_canned(json!(chunks));
+        // Under block: cut off with an error event, the number never whole.
+        let a = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("\"code\":\"phi_blocked\""), "{}", a.body);
+        assert!(!a.body.contains("[DONE]") && !a.body.contains("0123"), "{}", a.body);
+        // Under redact: the stream goes on, the number never whole.
+        let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+        let calls = joined_tool_calls(&a.body);
+        assert_eq!(calls.len(), 1, "{}", a.body);
+        assert!(!calls[0].0.contains("0123") && !calls[0].1.contains("0123"), "{calls:?}");
+    }
+    // Whole, in one chunk: the same as before.
+    let whole_name = [
+        head.clone(),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "notify_415-555-0123", "arguments": "{}"}}]}),
+            json!(null),
+        ),
+        end.clone(),
+    ];
+    s.upstream.set_canned(json!(whole_name));
+    let a = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.contains("\"code\":\"phi_blocked\"") && !a.body.contains("0123"), "{}", a.body);
+    // An ordinary call split in pieces reaches the client as it was sent.
+    let ordinary = [
+        head,
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_", "type": "function",
+            "function": {"name": "get_", "arguments": ""}}]}),
+            json!(null),
+        ),
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "abc123",
+            "function": {"name": "chart", "arguments": "{}"}}]}),
+            json!(null),
+        ),
+        end,
+    ];
+    s.upstream.set_canned(json!(ordinary));
+    let a = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+    assert_eq!(joined_tool_calls(&a.body), [("call_abc123".to_string(), "get_chart".to_string())]);
+}
+
 #[tokio::test]
 async fn refusals_are_recorded_with_their_action_and_reason() {
     let s = stack().await;
