@@ -309,26 +309,89 @@ fn check_token(
 /// The envelope's fields that are protocol tokens (see [`envelope`]).
 const ENVELOPE_TOKENS: &[&str] = &["id", "object", "system_fingerprint", "service_tier"];
 
-/// Keeps of `v` numbers, and objects of numbers under protocol-word keys (an answer's `usage`
-/// with its `*_details`); anything else is dropped. `None` when nothing is left.
-fn numbers_only(v: &Value) -> Option<Value> {
-    match v {
-        Value::Number(_) => Some(v.clone()),
-        Value::Object(m) => Some(Value::Object(
-            m.iter()
-                .filter(|(k, _)| protocol_token(k))
-                .filter_map(|(k, x)| numbers_only(x).map(|x| (k.clone(), x)))
-                .collect(),
-        )),
-        _ => None,
+/// The keys of `usage` the API defines, each with the keys of its `*_details` object (none:
+/// a number). Only these are relayed (as the embeddings answer's `usage` is rebuilt): a
+/// server's own figures under other keys (Groq's `queue_time`, DeepSeek's cache counts) are
+/// dropped, since a key is text no scan can be sure of (`adaeze_okonkwo` reads as a plain
+/// word).
+const USAGE_KEYS: &[(&str, &[&str])] = &[
+    ("prompt_tokens", &[]),
+    ("completion_tokens", &[]),
+    ("total_tokens", &[]),
+    ("prompt_tokens_details", &["cached_tokens", "audio_tokens"]),
+    (
+        "completion_tokens_details",
+        &[
+            "reasoning_tokens",
+            "audio_tokens",
+            "accepted_prediction_tokens",
+            "rejected_prediction_tokens",
+        ],
+    ),
+];
+
+/// Checks the keys of a part of `usage` that is not relayed ([`key_has_phi`], at any depth):
+/// one holding new PHI refuses the answer under a block rule and is counted; it goes anyway.
+fn check_dropped_keys(
+    rules: &OutputRules,
+    k: &str,
+    v: &Value,
+    report: &mut OutputReport,
+) -> Result<(), ApiError> {
+    key_has_phi(rules, k, report)?;
+    if let Value::Object(m) = v {
+        for (k, x) in m {
+            check_dropped_keys(rules, k, x, report)?;
+        }
     }
+    Ok(())
+}
+
+/// An answer's `usage` rebuilt from [`USAGE_KEYS`]: their numbers, and their `*_details`
+/// objects' numbers under their known keys. Any other key is dropped with its value, checked
+/// first ([`check_dropped_keys`]: refused under a block rule when it holds new PHI). `None`
+/// when `v` is no object.
+fn usage(
+    rules: &OutputRules,
+    v: &Value,
+    report: &mut OutputReport,
+) -> Result<Option<Value>, ApiError> {
+    let Value::Object(m) = v else { return Ok(None) };
+    let mut out = serde_json::Map::new();
+    for (k, x) in m {
+        let known = USAGE_KEYS.iter().find(|(name, _)| name == k).map(|(_, inner)| *inner);
+        match (known, x) {
+            (Some(&[]), Value::Number(_)) => {
+                out.insert(k.clone(), x.clone());
+            }
+            (Some(inner), Value::Object(d)) if !inner.is_empty() => {
+                let mut kept = serde_json::Map::new();
+                for (dk, dx) in d {
+                    if inner.contains(&dk.as_str()) && dx.is_number() {
+                        kept.insert(dk.clone(), dx.clone());
+                    } else {
+                        check_dropped_keys(rules, dk, dx, report)?;
+                    }
+                }
+                out.insert(k.clone(), Value::Object(kept));
+            }
+            _ => check_dropped_keys(rules, k, x, report)?,
+        }
+    }
+    Ok(Some(Value::Object(out)))
 }
 
 /// The envelope of a chat answer or chunk, rebuilt from what the API defines: `id`, `object`,
 /// `system_fingerprint` and `service_tier` when they are protocol words, a numeric `created`,
-/// the model the client named, numeric `usage`, and `choices` (rewritten on their own). Any
-/// other field an upstream adds is not relayed, since none of it is scanned.
-fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+/// the model the client named, `usage` ([`usage`]: the numbers the API defines), and `choices`
+/// (rewritten on their own). Any other field an upstream adds is not relayed, since none of it
+/// is scanned.
+fn envelope(
+    rules: &OutputRules,
+    v: Value,
+    client_model: &str,
+    report: &mut OutputReport,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     let Value::Object(m) = v else { return Err(ApiError::UpstreamInvalidResponse) };
     let mut out = serde_json::Map::new();
     for (k, x) in m {
@@ -342,7 +405,7 @@ fn envelope(v: Value, client_model: &str) -> Result<serde_json::Map<String, Valu
             "choices" => x,
             "model" => Value::String(client_model.to_string()),
             "usage" if x.is_null() => x,
-            "usage" => match numbers_only(&x).filter(Value::is_object) {
+            "usage" => match usage(rules, &x, report)? {
                 Some(u) => u,
                 None => continue,
             },
@@ -454,8 +517,8 @@ pub fn rewrite_completion(
     body: &mut Value,
     client_model: &str,
 ) -> Result<OutputReport, ApiError> {
-    let mut env = envelope(std::mem::take(body), client_model)?;
     let mut report = OutputReport::default();
+    let mut env = envelope(rules, std::mem::take(body), client_model, &mut report)?;
     for k in ENVELOPE_TOKENS {
         if let Some(Value::String(t)) = env.get_mut(*k) {
             if let Some(c) = check_token(rules, t, &mut report)? {
@@ -867,7 +930,7 @@ impl StreamRewriter {
         if let Some(n) = v.pointer("/usage/total_tokens").and_then(Value::as_u64) {
             self.usage = Some(n);
         }
-        let mut v = envelope(v, &self.client_model)?;
+        let mut v = envelope(&self.rules, v, &self.client_model, &mut self.report)?;
         for k in ENVELOPE_TOKENS {
             if let Some(Value::String(t)) = v.get_mut(*k) {
                 self.check_token(t)?;
@@ -1620,7 +1683,8 @@ mod tests {
         // back) and a tool call's fields other than the function's name and arguments.
         let c = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 1,
             "model": "up", "note": format!("call (617) {phone}"), "system_fingerprint": "fp 1 (617) 555-0199",
-            "usage": {"total_tokens": 9, "label": "(617) 555-0199", "details": {"cached": 1}},
+            "usage": {"total_tokens": 9, "label": "(617) 555-0199", "details": {"cached": 1},
+                "prompt_tokens_details": {"cached_tokens": 1, "x": 2}},
             "choices": [{"index": 0, "text": format!("Pt at (617) {phone}"), "finish_reason": null,
                 "stop_reason": format!("(617) {phone}"),
                 "delta": {"role": "assistant", "reasoning_details": [{"type": "reasoning.text",
@@ -1639,7 +1703,11 @@ mod tests {
         assert!(!other.to_string().contains(phone), "{other}");
         assert_eq!(other, serde_json::json!({}));
         assert_eq!(e["model"], "client");
-        assert_eq!(e["usage"], serde_json::json!({"total_tokens": 9, "details": {"cached": 1}}));
+        // Only the usage numbers the API defines.
+        assert_eq!(
+            e["usage"],
+            serde_json::json!({"total_tokens": 9, "prompt_tokens_details": {"cached_tokens": 1}})
+        );
         let ch = &e["choices"][0];
         assert_eq!(ch["delta"]["role"], "assistant");
         assert!(ch["delta"].get("reasoning_details").is_none());

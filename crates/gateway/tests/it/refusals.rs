@@ -427,6 +427,58 @@ async fn a_tool_calls_name_and_id_split_across_chunks_are_checked_joined() {
     assert_eq!(joined_tool_calls(&a.body), [("call_abc123".to_string(), "get_chart".to_string())]);
 }
 
+/// Keys under `usage` are not relayed unless the API defines them: one that holds new PHI is
+/// refused under a block rule; any other is dropped with its value, whole and streamed.
+#[tokio::test]
+async fn usage_keys_are_relayed_only_when_the_api_defines_them() {
+    let s = stack_with(
+        None,
+        "  - name: strict-out\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat]\n    phi:\n      default: tokenize\n    output:\n      new_phi: block\n",
+        "",
+    )
+    .await;
+    let strict = s.key("user:res-z", "researcher", "strict-out").await;
+    let usage = json!({"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
+        "prompt_tokens_details": {"cached_tokens": 0}, "queue_time": 0.5,
+        "Adaeze_Okonkwo": 1, "536-22-8741": 2, "dob_1961-02-03": {"mrn_7719034": 3}});
+    let leaked = |body: &str| {
+        ["Okonkwo", "536-22-8741", "1961-02-03", "7719034", "queue_time"]
+            .iter()
+            .any(|v| body.contains(v))
+    };
+    let whole = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+            "finish_reason": "stop"}], "usage": usage});
+    s.upstream.set_canned(whole);
+    let a = s.ask(&s.researcher, "clinical-chat", "Plan?").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!leaked(&a.body), "{}", a.body);
+    let u = &a.json()["usage"];
+    assert_eq!((u["prompt_tokens"].as_u64(), u["total_tokens"].as_u64()), (Some(5), Some(6)));
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 0);
+    let a = s.ask(&strict, "clinical-chat", "Plan?").await;
+    assert_refused(&a, 400, "phi_blocked");
+    assert!(!leaked(&a.body), "{}", a.body);
+    let chunks = json!([
+        tool_chunk(json!({"role": "assistant", "content": "ok"}), json!(null)),
+        tool_chunk(json!({}), json!("stop")),
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [], "usage": usage},
+    ]);
+    s.upstream.set_canned(chunks);
+    let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+    assert!(!leaked(&a.body), "{}", a.body);
+    assert!(a.body.contains("\"total_tokens\":6"), "{}", a.body);
+    let a = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+    assert!(!leaked(&a.body), "{}", a.body);
+    assert!(
+        a.body.contains("\"code\":\"phi_blocked\"") && !a.body.contains("[DONE]"),
+        "{}",
+        a.body
+    );
+}
+
 #[tokio::test]
 async fn refusals_are_recorded_with_their_action_and_reason() {
     let s = stack().await;
