@@ -854,6 +854,31 @@ impl Vault {
         reason: RevealReason,
         also: Vec<Record>,
     ) -> Result<Revealed> {
+        let (revealed, counts) = self.read(scope, tokens).await?;
+        let mut records = Vec::with_capacity(1 + also.len());
+        if !revealed.values.is_empty() {
+            let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
+                .resource(&scope_ref(scope))
+                .purpose(reason.code());
+            for (c, n) in counts {
+                b = b.category(c, n);
+            }
+            records.push(b.build()?);
+        }
+        records.extend(also);
+        if !records.is_empty() {
+            self.inner.ledger.record_all(&records).await?;
+        }
+        Ok(revealed)
+    }
+
+    /// Decrypts and authenticates `tokens` of `scope` (no record: callers record or keep the
+    /// values in process), with the count per category of what was found.
+    async fn read(
+        &self,
+        scope: &str,
+        tokens: &[String],
+    ) -> Result<(Revealed, BTreeMap<Category, u32>)> {
         validate_scope(scope)?;
         for t in tokens {
             validate_token(t)?;
@@ -923,21 +948,33 @@ impl Vault {
         {
             return Err(Error::Shredded { scope: scope.to_owned() });
         }
-        let mut records = Vec::with_capacity(1 + also.len());
-        if !revealed.values.is_empty() {
-            let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
-                .resource(&scope_ref(scope))
-                .purpose(reason.code());
-            for (c, n) in counts {
-                b = b.category(c, n);
-            }
-            records.push(b.build()?);
+        Ok((revealed, counts))
+    }
+
+    /// The values of `category` that `scope` holds under numbered tokens (`[NAME_1]`, ...),
+    /// decrypted and authenticated, for recognizing them again in later text of the same
+    /// conversation (a surname said alone in a later turn). Nothing is recorded in the ledger:
+    /// the values stay in the process and nothing is disclosed. Empty when the scope holds none;
+    /// [`Error::Shredded`] when it was shredded.
+    pub async fn values_of(&self, scope: &str, category: Category) -> Result<Vec<PlainValue>> {
+        validate_scope(scope)?;
+        let n = match self.inner.numbers.get(scope) {
+            Some(n) => n.get(&category).copied().unwrap_or(0),
+            // Not cached here: a tokenize racing this read keeps the cache right.
+            None => highest_numbers(&self.inner.store.vault_tokens(scope).await?)
+                .get(&category)
+                .copied()
+                .unwrap_or(0),
+        };
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        records.extend(also);
-        if !records.is_empty() {
-            self.inner.ledger.record_all(&records).await?;
-        }
-        Ok(revealed)
+        // At most the newest 256: a conversation's names are few, and a request reads them all.
+        let tokens: Vec<String> = (n.saturating_sub(255).max(1)..=n)
+            .map(|i| format!("[{}_{i}]", category.as_str()))
+            .collect();
+        let (revealed, _) = self.read(scope, &tokens).await?;
+        Ok(revealed.values.into_values().collect())
     }
 
     // ---- rotation --------------------------------------------------------------------------

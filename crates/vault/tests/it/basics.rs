@@ -1,7 +1,7 @@
 //! Round trip, same value same token, scopes, tampering, the reveal's ledger record.
 
 use phi::Category;
-use vault::{Actor, Error, NewValue, RevealReason};
+use vault::{Actor, Error, NewValue, RevealReason, ShredReason};
 
 use crate::harness::{kek, Db};
 use crate::on_both;
@@ -17,7 +17,8 @@ on_both!(
     token_in_use,
     numbered_tokens_are_dense_per_scope,
     numbered_tokens_under_concurrent_writers,
-    numbered_tokens_from_two_replicas_stay_distinct
+    numbered_tokens_from_two_replicas_stay_distinct,
+    values_of_a_conversation
 );
 
 fn actor() -> Actor {
@@ -446,4 +447,34 @@ async fn numbered_tokens_from_two_replicas_stay_distinct(db: &mut Db) {
     for (value, token) in &pairs {
         assert_eq!(r.get(token).map(|p| p.expose()), Some(value.as_str()));
     }
+}
+
+async fn values_of_a_conversation(db: &mut Db) {
+    let v = db.vault(kek()).await;
+    v.tokenize_numbered(
+        "conv-v",
+        &[
+            (Category::Name, "Jane Roe"),
+            (Category::Date, "03/14/2021"),
+            (Category::Name, "John Doe"),
+        ],
+    )
+    .await
+    .expect("turn 1");
+    let mut names: Vec<String> = v
+        .values_of("conv-v", Category::Name)
+        .await
+        .expect("names")
+        .iter()
+        .map(|p| p.expose().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Jane Roe", "John Doe"]);
+    let dates = v.values_of("conv-v", Category::Date).await.expect("dates");
+    assert_eq!(dates.iter().map(|p| p.expose()).collect::<Vec<_>>(), ["03/14/2021"]);
+    assert!(v.values_of("conv-none", Category::Name).await.expect("none").is_empty());
+    // Read in process, disclosed to no one: no reveal is recorded.
+    assert!(db.records("vault_reidentify").await.is_empty(), "a read for recognition was recorded");
+    v.shred_scope("conv-v", &actor(), ShredReason::ScopeClosed).await.expect("shred");
+    assert!(matches!(v.values_of("conv-v", Category::Name).await, Err(Error::Shredded { .. })));
 }
