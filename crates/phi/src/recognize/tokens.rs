@@ -85,7 +85,8 @@ impl Tokens {
         // Words that hold a capital where no sentence starts, per line and in all; and words
         // of letters. A text typed all in lower case (a clinician's chat) reads as if in
         // capitals: names and places are told by the word lists, not by case.
-        let (mut line_cased, mut line_words, mut doc_cased) = (0u32, 0u32, 0u32);
+        let (mut line_cased, mut line_words, mut doc_cased, mut doc_words) =
+            (0u32, 0u32, 0u32, 0u32);
         let mut lower_lines: Vec<(usize, usize, bool)> = Vec::new();
         while i < n {
             while next_opaque < opaque.len() && opaque[next_opaque].1 <= i {
@@ -243,6 +244,7 @@ impl Tokens {
                     || gap_ends_sentence(gap, self.toks.last(), b);
                 if n_upper + n_lower >= 2 && n_digit == 0 {
                     line_words += 1;
+                    doc_words += 1;
                     if n_upper > 0 && !sent_start {
                         line_cased += 1;
                         doc_cased += 1;
@@ -276,7 +278,7 @@ impl Tokens {
         }
         // A line with no capital but where sentences start reads as if written in capitals
         // (a short line as the whole text does).
-        let doc_lower = doc_cased == 0;
+        let doc_lower = is_lower(doc_cased, doc_words);
         for (a, z, lower) in lower_lines {
             let lower = if z - a < 4 { doc_lower && z > a } else { lower };
             if lower {
