@@ -810,8 +810,32 @@ async fn prepare(
     }
 
     let act = |c: Category| act_of(decision.handling[c.index()]);
-    let scanned =
-        phiops::scan_request(state.inner.detector.as_ref(), &state.inner.texts, &texts, &act)?;
+    // A named conversation's earlier names, which a client that sends only its last turns does
+    // not send again ("Smith's potassium is 3.1?" after "Patient Alan Smith, ..."): read from
+    // its vault scope, in process. A scope past its retention holds none to read (a value to
+    // tokenize is refused below, as ever).
+    let earlier = match header_str(headers, CONVERSATION_HEADER) {
+        Some(conv) if kind == Kind::Chat => {
+            let scope = scope_under(&state.inner.scope_key, &who.id, conv);
+            let started = std::time::Instant::now();
+            let names = match state.inner.vault.values_of(&scope, Category::Name).await {
+                Ok(names) => names,
+                Err(vault::Error::Expired { .. } | vault::Error::Shredded { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            stage("vault_read", started);
+            phiops::name_parts_of(state.inner.detector.as_ref(), &names)?
+        }
+        _ => Vec::new(),
+    };
+    let scanned = phiops::scan_request(
+        state.inner.detector.as_ref(),
+        &state.inner.texts,
+        &texts,
+        &act,
+        &earlier,
+    )?;
+    drop(earlier);
     drop(texts);
     audit.categories = scanned.counts.clone();
     // Object keys and numbers: found PHI there can only be refused, or sent as it is where its

@@ -1109,6 +1109,22 @@ fn names_in(
         .map_err(|_| ApiError::ScannerUnavailable)
 }
 
+/// The words of `names` (values a conversation's vault scope holds as names) to look for in
+/// a later turn: each value read as one name.
+pub fn name_parts_of(
+    scanner: &dyn Detector,
+    names: &[vault::PlainValue],
+) -> Result<Vec<phi::NamePart>, ApiError> {
+    let mut all = Vec::new();
+    for v in names {
+        let text = v.expose();
+        let whole = [Finding::new(0, text.len(), Category::Name, 0.9, "vault")];
+        all.extend(names_in(scanner, text, &whole)?);
+    }
+    phi::NamePart::dedup(&mut all);
+    Ok(all)
+}
+
 /// [`Detector::repeats`] of `parts` in `text`, a panic or a finding out of place a refusal.
 fn repeats_in(
     scanner: &dyn Detector,
@@ -1141,7 +1157,10 @@ fn repeats_in(
 ///   `"zip": "94110"` as `zip: 94110`, `"lastName": "Doe"` as `last name: Doe`. Alone, such a
 ///   value has no cue to read it by;
 /// - a name found in one text, wherever another says one of its words again
-///   ([`Detector::repeats`]): "Patient Alan Smith, ..." then "What dose for Smith?".
+///   ([`Detector::repeats`]): "Patient Alan Smith, ..." then "What dose for Smith?";
+/// - a name of an earlier turn that the client did not send again (`earlier`: the words of
+///   the names the conversation's vault scope holds, [`name_parts_of`]), wherever a text says
+///   one of its words.
 ///
 /// Each text keeps its own findings and those of the joined readings that fall in it. Where
 /// two overlap, the category whose handling is strictest under `act` wins (a blocked SSN that
@@ -1152,6 +1171,7 @@ pub fn scan_request(
     cache: &crate::textcache::TextCache,
     texts: &[Text<'_>],
     act: &dyn Fn(Category) -> Act,
+    earlier: &[phi::NamePart],
 ) -> Result<Scanned, ApiError> {
     let mut out = Vec::with_capacity(texts.len());
     for t in texts {
@@ -1244,7 +1264,17 @@ pub fn scan_request(
         out.iter().zip(texts).map(|((_, found), t)| name_words(t.text, found)).collect();
     let mut sources = words.iter().enumerate().filter(|(_, w)| !w.is_empty()).map(|(j, _)| j);
     let (first, more) = (sources.next(), sources.next().is_some());
-    if let Some(first) = first.filter(|_| texts.len() > 1) {
+    if !earlier.is_empty() {
+        // Earlier turns' names: every text may say one again, the request's own names with them.
+        let mut all = earlier.to_vec();
+        for (j, t) in texts.iter().enumerate() {
+            all.extend(names_in(scanner, t.text, &out[j].1)?);
+        }
+        phi::NamePart::dedup(&mut all);
+        for (k, t) in texts.iter().enumerate() {
+            repeats_in(scanner, t.text, &all, &mut out[k].1)?;
+        }
+    } else if let Some(first) = first.filter(|_| texts.len() > 1) {
         let said = SaidIn::new(&words);
         let mut parts: Option<Vec<phi::NamePart>> = None;
         for (k, t) in texts.iter().enumerate() {
@@ -1584,7 +1614,7 @@ mod tests {
         let scanner = phi::Scanner::new().unwrap();
         let cache = crate::textcache::TextCache::new(100);
         let texts = texts(body, Kind::Chat, &cache).unwrap();
-        let scanned = scan_request(&scanner, &cache, &texts, act).unwrap();
+        let scanned = scan_request(&scanner, &cache, &texts, act, &[]).unwrap();
         let found = texts
             .iter()
             .zip(&scanned.slots)
@@ -1816,7 +1846,7 @@ mod tests {
         };
         let cache = crate::textcache::TextCache::new(0);
         let texts = texts(&body, Kind::Chat, &cache).unwrap();
-        let scanned = scan_request(&d, &cache, &texts, &|_| Act::Tokenize).unwrap();
+        let scanned = scan_request(&d, &cache, &texts, &|_| Act::Tokenize, &[]).unwrap();
         let n = texts.len();
         assert!(d.parts.load(std::sync::atomic::Ordering::Relaxed) <= n);
         assert!(d.repeats.load(std::sync::atomic::Ordering::Relaxed) <= n);

@@ -186,6 +186,39 @@ async fn tokens_are_consistent_across_a_conversation() {
 }
 
 #[tokio::test]
+async fn a_name_of_an_earlier_turn_is_a_name_when_said_alone_later() {
+    // A client that sends only its latest turn: the conversation's vault scope holds the names
+    // of earlier turns, and a later turn that says one of their words alone is read with them.
+    let s = stack().await;
+    let conv = [("x-phigate-conversation", "trimmed-1")];
+    let first = "Patient Adaeze Okonkwo, 67, admitted with chest pain.";
+    let a = s.chat_with(Some(&s.researcher), &conv, chat_body("clinical-chat", first)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for later in ["Okonkwo's potassium is 3.1; what now?", "Should Adaeze get aspirin?"] {
+        let a = s.chat_with(Some(&s.researcher), &conv, chat_body("clinical-chat", later)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    // Another conversation holds no such name: the same words are read on their own there.
+    let other = [("x-phigate-conversation", "trimmed-2")];
+    let a = s
+        .chat_with(
+            Some(&s.researcher),
+            &other,
+            chat_body("clinical-chat", "Should Adaeze get aspirin?"),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let bodies = s.upstream.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 4);
+    for b in &bodies[..3] {
+        assert!(
+            !b.contains("Okonkwo") && !b.contains("Adaeze"),
+            "an earlier turn's name left: {b}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_message_role_and_tool_arguments_are_scanned() {
     let s = stack().await;
     let body = json!({"model": "clinical-chat", "messages": [

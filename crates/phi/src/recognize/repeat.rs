@@ -39,8 +39,8 @@ const OTHER_WORD: u32 = flag::ENGLISH
 /// Most confidence of a name found as a repeat: a repeat has its source's, up to this.
 pub(crate) const SCORE: f32 = 0.75;
 
-/// One word of a found name, to look for again.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One word of a found name, to look for again. Its `Debug` leaves the word out (it is PHI).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NamePart {
     /// The word in lower case (a possessive's `'s` left off).
     pub lower: String,
@@ -49,6 +49,16 @@ pub struct NamePart {
     pub capitalised_only: bool,
     /// The confidence a repeat gets, in hundredths: its source's, at most [`SCORE`]'s.
     pub score: u8,
+}
+
+impl std::fmt::Debug for NamePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamePart")
+            .field("len", &self.lower.len())
+            .field("capitalised_only", &self.capitalised_only)
+            .field("score", &self.score)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Least confidence of a name found on good evidence (a title, a cue, a given name with a
