@@ -291,13 +291,22 @@ const STRUCTURAL_KEYS: &[&str] = &[
 /// the same keys elsewhere (`metadata.type`) with any other value are scanned; ids (`id`,
 /// `tool_call_id`) always are, consistently tokenized so that a call and its result still
 /// match.
+///
+/// A `role` is protocol only when it is one the API defines: servers such as vLLM take any
+/// role and write it into the prompt (`"role": "okafor"` would reach the model as it is).
 fn is_protocol(k: &str, v: &Value, root: bool) -> bool {
     let Some(s) = v.as_str() else { return false };
+    if k == "role" {
+        return ROLES.contains(&s);
+    }
     (root && k == "model")
         || (STRUCTURAL_KEYS.contains(&k)
             && s.len() <= 32
             && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'))
 }
+
+/// The message roles of the chat API.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 /// Visits every non-empty string value of `v` (at any depth), except protocol words (see
 /// [`is_protocol`]), in a fixed order: system, user, assistant and tool messages, content
@@ -988,7 +997,7 @@ impl Extra {
     }
 }
 
-/// A participant's name as a name reads (`jane_doe`, `JaneDoe` as `Jane Doe`: OpenAI allows
+/// A participant's name as a name reads (`jane_doe`, `jane.doe`, `JaneDoe` as `Jane Doe`: OpenAI allows
 /// no space in a `name`), with the byte of `name` each of its bytes stands for; `None` when
 /// that changes nothing.
 fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
@@ -1004,7 +1013,7 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
             }
             let word_start = prev.is_none_or(|p| !p.is_ascii_alphabetic());
             out.push(match c {
-                b'_' | b'-' => ' ',
+                b'_' | b'-' | b'.' => ' ',
                 c if word_start => c.to_ascii_uppercase() as char,
                 c => c as char,
             });
@@ -1012,8 +1021,8 @@ fn name_reading(name: &str) -> Option<(String, Vec<usize>)> {
         }
         (out, map)
     } else {
-        // Same length: `_` and `-` become spaces, nothing else moves.
-        (name.replace(['_', '-'], " "), (0..name.len()).collect())
+        // Same length: `_`, `-` and `.` become spaces, nothing else moves.
+        (name.replace(['_', '-', '.'], " "), (0..name.len()).collect())
     };
     // One word is no full name, and a lone `alice` or `claude` is a bot's as often.
     (out != name && out.split_whitespace().count() >= 2).then_some((out, map))
@@ -1696,10 +1705,24 @@ mod tests {
     }
 
     #[test]
+    fn a_role_the_api_does_not_define_is_text() {
+        // vLLM writes any role into the prompt: one that is no role is scanned as text.
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "okafor", "content": "hello"},
+            {"role": "user", "content": "hello"}]});
+        let got = scanned_texts(&body);
+        assert!(got.iter().any(|(t, _)| t == "okafor"), "{got:?}");
+        assert!(!got.iter().any(|(t, _)| t == "user"), "{got:?}");
+    }
+
+    #[test]
     fn a_participant_name_is_read_as_a_name() {
-        for (name, want) in
-            [("jane_doe", "jane_doe"), ("JaneDoe", "JaneDoe"), ("John-Smith", "John-Smith")]
-        {
+        for (name, want) in [
+            ("jane_doe", "jane_doe"),
+            ("JaneDoe", "JaneDoe"),
+            ("John-Smith", "John-Smith"),
+            ("jane.doe", "jane.doe"),
+        ] {
             let body = serde_json::json!({"model": "m", "user": name, "messages": [
                 {"role": "user", "name": name, "content": "hello"}]});
             let got = scanned_texts(&body);
