@@ -104,6 +104,17 @@ pub fn next_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<Option<()
     Ok(Some(()))
 }
 
+/// What is wrong with a line that is no JSON; on standard input's first line, how to read
+/// plain text instead (stdin has no extension to guess its format by).
+fn malformed(file: &str, line: usize, e: &serde_json::Error) -> String {
+    let hint = if file == "<stdin>" && line == 1 {
+        "; standard input is read as JSONL: --format text reads it as one document"
+    } else {
+        ""
+    };
+    format!("malformed JSON at column {} ({}){hint}", e.column(), e.classify_name())
+}
+
 /// Parses one JSONL line into a record, taking the text from `field` and the id from `id_field`.
 pub fn parse_jsonl(
     file: &str,
@@ -115,9 +126,7 @@ pub fn parse_jsonl(
     let err = |problem: String| DataError { file: file.to_string(), line, problem };
     let s = std::str::from_utf8(bytes)
         .map_err(|e| err(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let v: Value = serde_json::from_str(s).map_err(|e| {
-        err(format!("malformed JSON at column {} ({})", e.column(), e.classify_name()))
-    })?;
+    let v: Value = serde_json::from_str(s).map_err(|e| err(malformed(file, line, &e)))?;
     let Value::Object(obj) = v else {
         return Err(err("expected a JSON object".into()));
     };
@@ -150,13 +159,7 @@ pub fn parse_jsonl_fields(
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             return Err(err("expected a JSON object".into()))
         }
-        Err(e) => {
-            return Err(err(format!(
-                "malformed JSON at column {} ({})",
-                e.column(),
-                e.classify_name()
-            )))
-        }
+        Err(e) => return Err(err(malformed(file, line, &e))),
     };
     let text = match text {
         Some(Some(t)) => t,

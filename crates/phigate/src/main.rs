@@ -120,7 +120,8 @@ Examples:
         /// a comma otherwise).
         #[arg(long)]
         delimiter: Option<char>,
-        /// Write here instead of stdout (a file made readable by its owner only, 0600).
+        /// Write here instead of stdout (a file made readable by its owner only, 0600); `-` is
+        /// stdout.
         #[arg(short, long, conflicts_with = "output_dir")]
         output: Option<String>,
         /// With several inputs: one output file per input, same name, in this directory
@@ -373,6 +374,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_file,
             summary,
         } => {
+            // `-o -`: standard output, as `-` reads standard input.
+            let output = output.filter(|o| o != "-");
             let mode: Mode = mode.into();
             let mut transformer = Transformer::new(mode);
             if let Some(key) = load_key(key_file.as_deref())? {

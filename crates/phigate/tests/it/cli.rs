@@ -517,3 +517,19 @@ fn scan_reads_csv_files_as_text_and_deid_guesses_tab_files_as_csv() {
     let help = String::from_utf8_lossy(&phigate(&["scan", "--help"], None).stdout).into_owned();
     assert!(help.contains(".csv, .tsv and .tab files included"), "{help}");
 }
+
+#[test]
+fn deid_writes_dash_to_stdout_and_says_how_to_read_plain_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "note.txt", "Seen by Dr. Alan Smith, MRN: 4471902.");
+    let out = command(&[]).args(["deid", &f, "-o", "-"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("[NAME_1]") && !stdout.contains("Smith"), "{stdout}");
+    assert!(!dir.path().join("-").exists(), "`-o -` made a file named -");
+    // Plain text on stdin is read as JSONL unless told: the error says how to read it.
+    let out = phigate(&["deid"], Some("Seen by Dr. Alan Smith.\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("<stdin>:1: malformed JSON") && err.contains("--format text"), "{err}");
+}
