@@ -5,6 +5,8 @@
 //! word joiner, soft hyphen, byte-order mark, direction marks), which are dropped. Text pasted
 //! from a word processor, a web page or an EHR screen has them, and a model reads
 //! `617 555 0199` (no-break spaces) or `219-09-99​99` (a zero-width space) as the number.
+//! HTML character references read as the characters they stand for (`&#50;&#49;&#57;`,
+//! `617&nbsp;555&ndash;0199`), as text from a web page or an HTML export has them.
 //!
 //! Findings made on the reading are mapped back to the original's bytes: a finding covers
 //! every original character whose folded form it covers, and the dropped characters between.
@@ -65,19 +67,83 @@ fn fold_char(c: char) -> Fold {
     }
 }
 
+/// Named HTML character references that text pasted from a web page or an HTML export holds
+/// inside identifiers (`617&nbsp;555&ndash;0199`), and the few signs of addresses and e-mails.
+const NAMED: &[(&str, char)] = &[
+    ("nbsp", ' '),
+    ("ensp", ' '),
+    ("emsp", ' '),
+    ("thinsp", ' '),
+    ("ndash", '-'),
+    ("mdash", '-'),
+    ("minus", '-'),
+    ("hyphen", '-'),
+    ("shy", '\u{ad}'),
+    ("amp", '&'),
+    ("commat", '@'),
+    ("period", '.'),
+    ("sol", '/'),
+    ("num", '#'),
+    ("lpar", '('),
+    ("rpar", ')'),
+    ("plus", '+'),
+];
+
+/// The character an HTML character reference at the start of `b` stands for (`&#50;`,
+/// `&#x32;`, `&nbsp;`), and its length.
+fn reference(b: &[u8]) -> Option<(char, usize)> {
+    if b.first() != Some(&b'&') {
+        return None;
+    }
+    let end = b.iter().take(10).position(|&c| c == b';')?;
+    let body = std::str::from_utf8(&b[1..end]).ok()?;
+    let c = if let Some(num) = body.strip_prefix('#') {
+        let n = match num.strip_prefix(['x', 'X']) {
+            Some(hex) if !hex.is_empty() && hex.len() <= 6 => u32::from_str_radix(hex, 16).ok()?,
+            None if !num.is_empty()
+                && num.len() <= 7
+                && num.bytes().all(|d| d.is_ascii_digit()) =>
+            {
+                num.parse().ok()?
+            }
+            _ => return None,
+        };
+        char::from_u32(n).filter(|c| *c != '\0')?
+    } else {
+        NAMED.iter().find(|(name, _)| *name == body)?.1
+    };
+    Some((c, end + 1))
+}
+
 impl Folded {
-    /// The folded reading of `text`, or None when nothing in it folds (every ASCII text).
+    /// The folded reading of `text`, or None when nothing in it folds (an ASCII text without
+    /// an HTML character reference, most texts).
     pub(crate) fn of(text: &str) -> Option<Folded> {
-        if text.is_ascii() || text.len() >= u32::MAX as usize {
+        let b = text.as_bytes();
+        if text.len() >= u32::MAX as usize || (text.is_ascii() && !b.contains(&b'&')) {
             return None;
         }
-        let first = text.char_indices().find(|(_, c)| !matches!(fold_char(*c), Fold::Keep))?.0;
+        let first = text
+            .char_indices()
+            .find(|&(i, c)| {
+                (c == '&' && reference(&b[i..]).is_some()) || !matches!(fold_char(c), Fold::Keep)
+            })?
+            .0;
         let mut out = String::with_capacity(text.len());
         let mut from: Vec<u32> = Vec::with_capacity(text.len() + 1);
         out.push_str(&text[..first]);
         from.extend(0..first as u32);
-        for (i, c) in text[first..].char_indices() {
-            let at = (first + i) as u32;
+        let mut i = first;
+        while i < text.len() {
+            let (c, len) = match reference(&b[i..]) {
+                Some(r) if b[i] == b'&' => r,
+                _ => {
+                    let c = text[i..].chars().next().unwrap_or(' ');
+                    (c, c.len_utf8())
+                }
+            };
+            let at = i as u32;
+            i += len;
             let c = match fold_char(c) {
                 Fold::Keep => c,
                 Fold::Drop => continue,
@@ -132,6 +198,17 @@ mod tests {
         assert_eq!(&t[a..b], "617\u{a0}555\u{2011}0199");
         assert_eq!(f.forth(a), s);
         assert_eq!(f.forth(t.len()), f.text.len());
+    }
+
+    #[test]
+    fn html_character_references_read_as_their_characters() {
+        let t = "SSN &#50;&#49;&#57;-09-9999, tel 617&nbsp;555&#x2D;0199, AT&T &amp co";
+        let f = Folded::of(t).unwrap();
+        assert_eq!(f.text, "SSN 219-09-9999, tel 617 555-0199, AT&T &amp co");
+        let s = f.text.find("219").unwrap();
+        let (a, b) = f.back(s, s + "219-09-9999".len());
+        assert_eq!(&t[a..b], "&#50;&#49;&#57;-09-9999");
+        assert!(Folded::of("AT&T and R&D; Q&A").is_none());
     }
 
     #[test]

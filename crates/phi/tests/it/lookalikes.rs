@@ -75,3 +75,10 @@ fn a_name_said_again_in_a_text_that_folds() {
         assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
     }
 }
+
+#[test]
+fn html_character_references_read_as_their_characters() {
+    assert_found("Patient SSN &#50;&#49;&#57;-09-9999.", Category::Ssn, "&#50;&#49;&#57;-09-9999");
+    assert_found("Phone: 617&nbsp;555&#x2011;0199", Category::Phone, "617&nbsp;555&#x2011;0199");
+    assert_found("Call 415&#45;555&#45;0123 today", Category::Phone, "415&#45;555&#45;0123");
+}
