@@ -100,12 +100,6 @@ fn find_new_phi(rules: &OutputRules, text: &str) -> Result<Vec<phi::Finding>, Ap
     phiops::new_phi(rules.scanner.as_ref(), text, &rules.request_values)
 }
 
-/// Whether `v` (a value as it reads) is a value of the request or part of one: no new PHI
-/// (the rule of [`phiops::new_phi`]).
-fn in_request(request_values: &HashSet<String>, v: &str) -> bool {
-    request_values.contains(v) || request_values.iter().any(|r| r.len() > v.len() && r.contains(v))
-}
-
 /// Most name parts a streamed choice keeps ([`StreamRewriter`]'s names said before): past it
 /// the stream ends (an answer of thousands of new names is no answer to relay piece by piece).
 pub const MAX_NAME_PARTS: usize = 4096;
@@ -187,7 +181,7 @@ fn add_said_again(
             return Err(misfit());
         }
         if found.iter().any(|g| g.start < end && start < g.end)
-            || in_request(&rules.request_values, &plain[f.start..f.end])
+            || phiops::in_request(&rules.request_values, &plain[f.start..f.end])
         {
             continue;
         }

@@ -1534,13 +1534,15 @@ pub fn new_phi(
             if raw.starts_with('[') && raw.ends_with(']') {
                 return false;
             }
-            let v = plain_value(raw);
-            // A value of the request, or part of one (`Alan Smith` of `Dr. Alan Smith`): the
-            // answer tells the caller nothing it did not send.
-            !(request_values.contains(v.as_ref())
-                || request_values.iter().any(|r| r.len() > v.len() && r.contains(v.as_ref())))
+            !in_request(request_values, &plain_value(raw))
         })
         .collect())
+}
+
+/// Whether `v` (a value as it reads) is a value of the request or part of one (`Alan Smith`
+/// of `Dr. Alan Smith`): an answer that says it tells the caller nothing it did not send.
+pub(crate) fn in_request(request_values: &HashSet<String>, v: &str) -> bool {
+    request_values.contains(v) || request_values.iter().any(|r| r.len() > v.len() && r.contains(v))
 }
 
 /// `text` with these findings replaced by `[CATEGORY]`.
