@@ -172,16 +172,22 @@ async fn read_body(
             return Err(ApiError::RequestTooLarge);
         }
     }
-    // The only error of a limited read that a client can cause is the limit itself; a client
-    // that hangs up never sees the answer anyway.
     // A client that trickles its body holds a connection and up to the limit in memory: it has
-    // `server.read_timeout_secs` to send it all.
+    // `server.read_timeout_secs` to send it all. Past the limit the body is too large; any
+    // other failure of the read is a body cut off or badly framed (a client that hangs up
+    // never sees the answer anyway).
     let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
             ApiError::InvalidRequest("the body did not arrive within server.read_timeout_secs")
         })?
-        .map_err(|_| ApiError::RequestTooLarge)?;
+        .map_err(|e| {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                ApiError::RequestTooLarge
+            } else {
+                ApiError::InvalidRequest("the body was cut off or badly framed")
+            }
+        })?;
     Ok(bytes)
 }
 

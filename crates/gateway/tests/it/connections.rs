@@ -93,6 +93,20 @@ async fn a_body_that_trickles_is_refused_at_the_read_deadline() {
 }
 
 #[tokio::test]
+async fn a_malformed_chunked_body_is_an_invalid_request_not_too_large() {
+    let (s, addr, _tx, _task) = serving("").await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: phigate\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{{}}\r\n", s.clinician).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (got, _) = read_to_close(&mut c, Duration::from_secs(10)).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("invalid_request") && !got.contains("request_too_large"), "{got}");
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_wait_for_one_to_close() {
     let (_s, addr, _tx, _task) = serving("  max_connections: 1\n").await;
     let mut first = TcpStream::connect(addr).await.unwrap();
