@@ -189,10 +189,31 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
     let push = |out: &mut Vec<Finding>, s: usize, e: usize, score: f32, how: &'static str| {
         out.push(Finding::new(s, e, Category::Location, score, how).with_subtype("street"));
     };
+    let digits = |t: &Tok| matches!(t.shape, Shape::Num | Shape::Mixed);
+    let len = |t: &Tok| (t.lo.1 - t.lo.0) as usize;
+    // The first word after the current one that holds a digit (moved on as the walk passes).
+    let mut next_digits = 0;
     for (i, t) in toks.iter().enumerate() {
         let next = toks.get(i + 1);
+        if next_digits <= i {
+            next_digits = i + 1;
+            while next_digits < toks.len() && !digits(&toks[next_digits]) {
+                next_digits += 1;
+            }
+        }
+        // Every rule here needs a number just before or after, or a number within the next
+        // few words (a street word before a name), or is "APO AE": most words are none of
+        // these and are passed over before any comparison.
+        let prev_number = i > 0 && digits(&toks[i - 1]);
+        let military = len(t) == 3 && next.is_some_and(|n| len(n) == 2);
+        let number_soon = next_digits < toks.len() && next_digits <= i + 6;
+        if !(prev_number || military || number_soon) {
+            continue;
+        }
         let number_next = next.is_some_and(|n| {
-            house_number(tk, n) && matches!(gap(t, n), " " | ". " | "." | " #" | ". #" | "#")
+            digits(n)
+                && house_number(tk, n)
+                && matches!(gap(t, n), " " | ". " | "." | " #" | ". #" | "#")
         });
         let w = tk.lower_of(t);
         if number_next {
