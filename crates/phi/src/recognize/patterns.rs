@@ -377,13 +377,14 @@ impl Patterns {
             // The number without its extension ("3560x4587").
             let main =
                 &number[..number.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(number.len())];
+            // The cheap tests first: most groups of digits are dates, SSNs or numbers in a row.
             if !(7..=15).contains(&digits(main))
-                || !cue_before(text, s, 24, PHONE_CUES)
                 || reads_as_date(main)
                 // 3-2-4 is a social security number's shape (`ssn` below).
                 || is_ssn_shape(main)
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
+                || !cue_before(text, s, 24, PHONE_CUES)
                 || is_year_or_unit(text, e)
             {
                 continue;
