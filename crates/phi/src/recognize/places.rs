@@ -170,8 +170,14 @@ const STREET_JOINS: &[&str] = &[
     "von", "der", "den", "el", "dei", "delle", "degli",
 ];
 
+/// Words the English, medical or drug word lists know: no foreign street's name.
+const VOCABULARY: u32 = flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG | flag::STOP;
+
 /// A house number: digits, maybe one letter ("52", "12B").
 fn house_number(tk: &Tokens, t: &Tok) -> bool {
+    if t.shape == Shape::Num {
+        return t.end - t.start <= 6;
+    }
     let w = tk.lower_of(t).as_bytes();
     (1..=6).contains(&w.len())
         && w[0].is_ascii_digit()
@@ -239,8 +245,11 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
                 }
                 _ => {}
             }
-            // "Søndergade 52", "Augsburger Strasse 12"
-            if t.is_capitalized() || t.shape == Shape::Upper || STREET_AFTER.contains(&w) {
+            // "Søndergade 52", "Augsburger Strasse 12": never a word the English or medical
+            // word lists know ("Temp 98.6", "Dose 2").
+            if (t.is_capitalized() || t.shape == Shape::Upper || t.shape == Shape::Lower)
+                && !t.has(VOCABULARY)
+            {
                 let joined =
                     STREET_AFTER.iter().find(|s| w.len() >= s.len() + 3 && w.ends_with(*s));
                 if joined.is_some()
@@ -262,8 +271,11 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
         }
         // "Rua do Arenque 1634", "ul. Północna 73", "106 Rue Ettatawer"
         // Capitalised, or after a house number ("12 rue de la Paix"), or "ul." as Polish has it.
-        let numbered = i > 0 && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
-        if STREET_BEFORE.contains(&w)
+        // (Most words are turned away by their length and first letter.)
+        let maybe = (2..=8).contains(&w.len()) && b"racuplts".contains(&w.as_bytes()[0]);
+        let numbered = prev_number && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
+        if maybe
+            && STREET_BEFORE.contains(&w)
             && (t.is_capitalized() || t.shape == Shape::Upper || w == "ul" || numbered)
         {
             let mut k = i;
