@@ -191,6 +191,18 @@ fn unwrap_error(row: &DataKeyRow, e: KmsError) -> Error {
 /// The highest n of the `[CATEGORY_n]` tokens among `tokens`, per category. Minted tokens
 /// (`[CATEGORY_hex]`) count only if their hex happens to be all digits, which at worst skips
 /// numbers.
+/// How far past its count [`Vault::values_of`] looks for numbers another replica stored.
+const PROBE: u64 = 8;
+
+/// Most values of one category [`Vault::values_of`] reads; past it the call fails (closed).
+pub const MAX_VALUES_OF: u64 = 4096;
+
+/// The number of a numbered token (`[NAME_12]` is 12).
+fn token_number(t: &str) -> Option<u64> {
+    let (_, n) = t.strip_suffix(']')?.rsplit_once('_')?;
+    n.parse().ok()
+}
+
 fn highest_numbers(tokens: &[String]) -> HashMap<Category, u64> {
     let mut out: HashMap<Category, u64> = HashMap::new();
     for t in tokens {
@@ -854,7 +866,7 @@ impl Vault {
         reason: RevealReason,
         also: Vec<Record>,
     ) -> Result<Revealed> {
-        let (revealed, counts) = self.read(scope, tokens).await?;
+        let (revealed, counts) = self.read(scope, tokens, true).await?;
         let mut records = Vec::with_capacity(1 + also.len());
         if !revealed.values.is_empty() {
             let mut b = Record::builder(actor.as_str(), Action::VaultReidentify, Decision::Allow)
@@ -874,10 +886,12 @@ impl Vault {
 
     /// Decrypts and authenticates `tokens` of `scope` (no record: callers record or keep the
     /// values in process), with the count per category of what was found.
+    /// With `check_missing`, a token not found fails the call if the scope was shredded.
     async fn read(
         &self,
         scope: &str,
         tokens: &[String],
+        check_missing: bool,
     ) -> Result<(Revealed, BTreeMap<Category, u32>)> {
         validate_scope(scope)?;
         for t in tokens {
@@ -942,13 +956,20 @@ impl Vault {
         }
         revealed.missing =
             wanted.into_iter().filter(|t| !revealed.values.contains_key(t)).collect();
-        if !revealed.missing.is_empty()
-            && self.inner.store.data_key_active(scope).await?.is_none()
+        if check_missing && !revealed.missing.is_empty() {
+            self.fail_if_shredded(scope).await?;
+        }
+        Ok((revealed, counts))
+    }
+
+    /// [`Error::Shredded`] when `scope` was shredded (its values are gone, not missing).
+    async fn fail_if_shredded(&self, scope: &str) -> Result<()> {
+        if self.inner.store.data_key_active(scope).await?.is_none()
             && self.scope_existed(scope).await?.is_some_and(|first| first.shredded_ms.is_some())
         {
             return Err(Error::Shredded { scope: scope.to_owned() });
         }
-        Ok((revealed, counts))
+        Ok(())
     }
 
     /// The values of `category` that `scope` holds under numbered tokens (`[NAME_1]`, ...),
@@ -958,23 +979,45 @@ impl Vault {
     /// [`Error::Shredded`] when it was shredded.
     pub async fn values_of(&self, scope: &str, category: Category) -> Result<Vec<PlainValue>> {
         validate_scope(scope)?;
-        let n = match self.inner.numbers.get(scope) {
-            Some(n) => n.get(&category).copied().unwrap_or(0),
+        let (counted, fresh) = match self.inner.numbers.get(scope) {
+            Some(n) => (n.get(&category).copied().unwrap_or(0), false),
             // Not cached here: a tokenize racing this read keeps the cache right.
-            None => highest_numbers(&self.inner.store.vault_tokens(scope).await?)
-                .get(&category)
-                .copied()
-                .unwrap_or(0),
+            None => (
+                highest_numbers(&self.inner.store.vault_tokens(scope).await?)
+                    .get(&category)
+                    .copied()
+                    .unwrap_or(0),
+                true,
+            ),
         };
-        if n == 0 {
+        if counted == 0 && fresh {
             return Ok(Vec::new());
         }
-        // At most the newest 256: a conversation's names are few, and a request reads them all.
-        let tokens: Vec<String> = (n.saturating_sub(255).max(1)..=n)
-            .map(|i| format!("[{}_{i}]", category.as_str()))
-            .collect();
-        let (revealed, _) = self.read(scope, &tokens).await?;
-        Ok(revealed.values.into_values().collect())
+        // Another replica (PostgreSQL) may have stored more since this one counted: numbers
+        // past the count are read too, [`PROBE`] at a time, until one round finds none.
+        let mut values = Vec::new();
+        let (mut from, mut to) = (1, counted + PROBE);
+        loop {
+            if to > MAX_VALUES_OF + PROBE {
+                return Err(Error::Invalid {
+                    what: "scope",
+                    rule: "holds more values of one category than a request reads (4096)",
+                });
+            }
+            let tokens: Vec<String> =
+                (from..=to).map(|i| format!("[{}_{i}]", category.as_str())).collect();
+            let (revealed, _) = self.read(scope, &tokens, false).await?;
+            let top = revealed.values.keys().filter_map(|t| token_number(t)).max().unwrap_or(0);
+            if top == 0 && from == 1 && counted > 0 {
+                // Counted, and none there: gone with the scope, or an error.
+                self.fail_if_shredded(scope).await?;
+            }
+            values.extend(revealed.values.into_values());
+            if top + PROBE <= to {
+                return Ok(values);
+            }
+            (from, to) = (to + 1, top + PROBE);
+        }
     }
 
     // ---- rotation --------------------------------------------------------------------------

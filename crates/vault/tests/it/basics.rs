@@ -450,7 +450,8 @@ async fn numbered_tokens_from_two_replicas_stay_distinct(db: &mut Db) {
 }
 
 async fn values_of_a_conversation(db: &mut Db) {
-    let v = db.vault(kek()).await;
+    let k = kek();
+    let v = db.vault(k.clone()).await;
     v.tokenize_numbered(
         "conv-v",
         &[
@@ -475,6 +476,14 @@ async fn values_of_a_conversation(db: &mut Db) {
     assert!(v.values_of("conv-none", Category::Name).await.expect("none").is_empty());
     // Read in process, disclosed to no one: no reveal is recorded.
     assert!(db.records("vault_reidentify").await.is_empty(), "a read for recognition was recorded");
+    // Another replica stores a name after this one counted: it is read all the same.
+    let other = db.vault(k).await;
+    other.tokenize_numbered("conv-v", &[(Category::Name, "Ann Lee")]).await.expect("replica");
+    let names = v.values_of("conv-v", Category::Name).await.expect("names after the replica");
+    assert!(
+        names.iter().any(|p| p.expose() == "Ann Lee"),
+        "a name another replica stored was missed"
+    );
     v.shred_scope("conv-v", &actor(), ShredReason::ScopeClosed).await.expect("shred");
     assert!(matches!(v.values_of("conv-v", Category::Name).await, Err(Error::Shredded { .. })));
 }
