@@ -758,6 +758,9 @@ async fn prepare(
     if !body.is_object() {
         return Err(ApiError::InvalidRequest("the body must be a JSON object"));
     }
+    if kind == Kind::Chat {
+        phiops::trim_text_parts(&mut body);
+    }
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -818,17 +821,21 @@ async fn prepare(
     let act = |c: Category| act_of(decision.handling[c.index()]);
     // A named conversation's earlier names, which a client that sends only its last turns does
     // not send again ("Smith's potassium is 3.1?" after "Patient Alan Smith, ..."): read from
-    // its vault scope, in process. A scope past its retention holds none to read (a value to
-    // tokenize is refused below, as ever).
+    // its vault scope, in process. A conversation past its retention (or shredded) is refused
+    // here (`conversation_expired`), whatever this turn holds.
     let earlier = match header_str(headers, CONVERSATION_HEADER) {
         Some(conv) if kind == Kind::Chat => {
             let scope = scope_under(&state.inner.scope_key, &who.id, conv);
             let started = std::time::Instant::now();
-            let names = match state.inner.vault.values_of(&scope, Category::Name).await {
-                Ok(names) => names,
-                Err(vault::Error::Expired { .. } | vault::Error::Shredded { .. }) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
+            let names =
+                match state.inner.vault.values_of(&scope, Category::Name).await {
+                    Ok(names) => names,
+                    Err(vault::Error::Invalid { .. }) => return Err(ApiError::InvalidRequest(
+                        "this conversation holds more names than a request reads (4096): start \
+                         a new one",
+                    )),
+                    Err(e) => return Err(e.into()),
+                };
             stage("vault_read", started);
             phiops::name_parts_of(state.inner.detector.as_ref(), &names)?
         }

@@ -688,8 +688,26 @@ fn all_texts(body: &Value) -> Result<Vec<&str>, ApiError> {
 const TEXT_PART_TYPES: &[&str] = &["text", "refusal"];
 
 /// The keys a text part may hold; a part with any other key may carry media (or anything a
-/// server reads by its key) and is refused.
+/// server reads by its key) and is refused, unless [`trim_text_parts`] took the key off.
 const TEXT_PART_KEYS: &[&str] = &["type", "text", "refusal", "cache_control"];
+
+/// Takes off a typed text part (`"type": "text"` or `"refusal"`) every key but
+/// [`TEXT_PART_KEYS`]: frameworks add their own (LangChain's `id`, `index`, `annotations`,
+/// `extras`), which the model does not read, and a server could read media from any other
+/// (vLLM reads `audio_url`, `video_url`, ... beside a text part's `text`). What is left is
+/// all scanned. A part without a type keeps its keys, and [`check_chat`] refuses it if it has
+/// any other.
+pub fn trim_text_parts(body: &mut Value) {
+    let Some(msgs) = body.get_mut("messages").and_then(Value::as_array_mut) else { return };
+    for m in msgs {
+        let Some(parts) = m.get_mut("content").and_then(Value::as_array_mut) else { continue };
+        for p in parts.iter_mut().filter_map(Value::as_object_mut) {
+            if p.get("type").and_then(Value::as_str).is_some_and(|t| TEXT_PART_TYPES.contains(&t)) {
+                p.retain(|k, _| TEXT_PART_KEYS.contains(&k.as_str()));
+            }
+        }
+    }
+}
 
 /// Checks the shape of a chat request and refuses what cannot be scanned: image, audio and
 /// file parts, and answers with log-probabilities (each token a piece of the answer that the
@@ -717,7 +735,9 @@ fn check_chat(body: &Value) -> Result<(), ApiError> {
                             let media = o.keys().any(|k| !TEXT_PART_KEYS.contains(&k.as_str()));
                             if media || typed.is_some_and(|t| !TEXT_PART_TYPES.contains(&t)) {
                                 return Err(ApiError::Unscannable(
-                                    "image, audio or file content parts cannot be scanned for PHI",
+                                    "a content part that is not text (an image, audio, video or \
+                                     file, or a part without a type holding a key other than \
+                                     text) cannot be scanned for PHI",
                                 ));
                             }
                             if let Some(t) = o.get("text") {
@@ -1280,8 +1300,21 @@ pub fn scan_request(
             all.extend(names_in(scanner, t.text, &out[j].1)?);
         }
         phi::NamePart::dedup(&mut all);
+        // The detector's rules only in a text that says one of the words (an ASCII text is
+        // tested word by word first; another may say one in a form that folds to it).
+        let wanted: HashSet<&str> = all.iter().map(|p| p.lower.as_str()).collect();
+        let mut lower = String::new();
         for (k, t) in texts.iter().enumerate() {
-            repeats_in(scanner, t.text, &all, &mut out[k].1)?;
+            let says = !t.text.is_ascii()
+                || phi::NamePart::words(t.text).any(|w| {
+                    lower.clear();
+                    lower.push_str(w);
+                    lower.make_ascii_lowercase();
+                    wanted.contains(lower.as_str())
+                });
+            if says {
+                repeats_in(scanner, t.text, &all, &mut out[k].1)?;
+            }
         }
     } else if let Some(first) = first.filter(|_| texts.len() > 1) {
         let said = SaidIn::new(&words);

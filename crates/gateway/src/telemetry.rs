@@ -40,7 +40,8 @@ pub fn record_export(ok: bool, spans: usize) {
 }
 
 /// The stages of a request, in the order of their histograms in [`Handles`].
-const STAGES: [&str; 7] = ["auth", "policy", "scan", "vault", "ledger", "upstream", "output"];
+const STAGES: [&str; 8] =
+    ["auth", "policy", "vault_read", "scan", "vault", "ledger", "upstream", "output"];
 
 /// Metric handles that every request records into, looked up once rather than in the
 /// recorder's registry on every use (a key hashed and compared each time, labels allocated).

@@ -296,15 +296,23 @@ async fn what_cannot_be_scanned_is_refused_before_it_leaves() {
         part(json!({"audio_url": {"url": "data:audio/wav;base64,UklGRi4uLi5XQVZF"}})),
         part(json!({"video_url": {"url": "data:video/mp4;base64,AAAAIGZ0eXA="}})),
         part(json!({"image_embeds": "AAAA"})),
-        part(
-            json!({"type": "text", "text": "Transcribe.", "audio_url": "data:audio/wav;base64,UklG"}),
-        ),
     ];
     for body in [image, audio, logprobs, top, spoken].into_iter().chain(untyped) {
         let a = s.chat(&s.clinician, body).await;
         assert_error(&a, 400, "unscannable_content");
     }
     assert_eq!(s.upstream.count(), 0, "a request that could not be scanned reached the upstream");
+    // A text part's other keys are taken off, not refused: a framework's own (LangChain's `id`,
+    // `index`) and any a server would read as media beside the text.
+    let trimmed = json!({"model": "clinical-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Transcribe.", "id": "lc_1", "index": 0,
+         "audio_url": "data:audio/wav;base64,UklG"}]}]});
+    assert_eq!(s.chat(&s.clinician, trimmed).await.status, 200);
+    let sent = s.upstream.bodies.lock().unwrap().last().unwrap().clone();
+    assert!(
+        !sent.contains("audio_url") && !sent.contains("lc_1") && sent.contains("Transcribe."),
+        "{sent}"
+    );
     // Asking for no log-probabilities is fine.
     let mut off = chat_body("clinical-chat", "Plan?");
     off["logprobs"] = json!(false);

@@ -174,6 +174,10 @@ async fn a_shredded_conversation_is_gone_and_a_new_one_works() {
     shred_elsewhere(&s, &live[0].scope, vault::ShredReason::PatientRequest).await;
     let gone = s.chat_with(Some(&s.clinician), &conv, body()).await;
     assert_error(&gone, 410, "conversation_expired");
+    // A turn with nothing to tokenize is refused too: its surname alone ("Smith's potassium")
+    // could not be told from the names the conversation held.
+    let bare = s.chat_with(Some(&s.clinician), &conv, chat_body("clinical-chat", "And now?")).await;
+    assert_error(&bare, 410, "conversation_expired");
     let fresh = [("x-phigate-conversation", "visit-43")];
     assert_eq!(s.chat_with(Some(&s.clinician), &fresh, body()).await.status, 200);
 }
