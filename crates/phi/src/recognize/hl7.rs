@@ -96,6 +96,9 @@ const SEGMENTS: &[(&str, &[(usize, Kind)])] = &[
     ),
     ("MRG", &[(1, Ident(Mrn)), (3, Ident(Account)), (7, Person)]),
     ("PV1", &[(7, Provider), (8, Provider), (9, Provider), (17, Provider), (19, Ident(Id))]),
+    ("PD1", &[(4, Provider)]),
+    ("ORC", &[(10, Provider), (11, Provider), (12, Provider)]),
+    ("OBR", &[(16, Provider), (28, Provider)]),
 ];
 
 /// Adds the findings of every HL7 v2 segment of [`SEGMENTS`] in `text`.
@@ -104,14 +107,21 @@ pub(crate) fn find(text: &str, out: &mut Vec<Finding>) {
     if !b.contains(&b'|') {
         return;
     }
+    // Segments end at a line break, or at `\r` or `\n` written out (a message copied from a
+    // log or a JSON string keeps its separators as two characters).
     let mut line_start = 0;
     while line_start < b.len() {
-        let line_end = b[line_start..]
-            .iter()
-            .position(|&c| c == b'\r' || c == b'\n')
-            .map_or(b.len(), |p| line_start + p);
+        let mut at = line_start;
+        let (line_end, next) = loop {
+            match b.get(at) {
+                None => break (b.len(), b.len()),
+                Some(b'\r' | b'\n') => break (at, at + 1),
+                Some(b'\\') if matches!(b.get(at + 1), Some(b'r' | b'n')) => break (at, at + 2),
+                Some(_) => at += 1,
+            }
+        };
         segment(text, line_start, line_end, out);
-        line_start = line_end + 1;
+        line_start = next;
     }
 }
 
@@ -241,6 +251,12 @@ mod tests {
             f.contains(&(Category::Name, "ROBERT")) && f.contains(&(Category::Phone, "2175550123")),
             "{f:?}"
         );
+        // Separators written out, as a log or a JSON string keeps them.
+        let f =
+            found("MSH|^~\\&|LAB|H|||2024||ADT^A01|1|P|2.5\\rPID|1||4471902^^^H^MR||JOHNSON^MARY");
+        assert!(f.contains(&(Category::Name, "MARY")) && f.contains(&(Mrn, "4471902")), "{f:?}");
+        let f = found("ORC|RE|1|2|||||||||1234^SMITH^JOHN");
+        assert!(f.contains(&(Category::Name, "SMITH")), "{f:?}");
         // A year alone is no date; text without a segment has none.
         assert!(found("PID|1||||DOE^JANE||1970").iter().all(|(c, _)| *c != Category::Date));
         assert!(found("a | b | c").is_empty());

@@ -353,7 +353,7 @@ impl Patterns {
                 text,
                 s,
                 14,
-                &["pager", "pgr", "beeper", "ext", "extension", "fax", "phone", "tel", "cell"],
+                &["pager", "pgr", "beeper", "ext", "extension", "fax", "phone", "tel"],
             );
             let n = e - s;
             if (n == 8 && cue)
@@ -384,9 +384,18 @@ impl Patterns {
                 || is_ssn_shape(main)
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
+                || !groups_read_as_phone(main)
                 || !cue_before(text, s, 24, PHONE_CUES)
                 || is_year_or_unit(text, e)
             {
+                continue;
+            }
+            // After a word that also says other things ("home", "call", "cell", "office"), only
+            // a number written as one: a trunk 0, a country code or an area code in brackets,
+            // or two groups ("450 0840"). "Home glucose 110 128 145", "Cell counts 1200 1500".
+            let written =
+                main.starts_with(['0', '+', '(']) || main.split([' ', '-', '.']).count() == 2;
+            if !written && !cue_before(text, s, 24, PHONE_WORDS) {
                 continue;
             }
             let cat = phone_category(text, s);
@@ -462,6 +471,7 @@ impl Patterns {
             // An address's last line ("SOUTH NEWDEGATE, WA 16469"): a ZIP by its place, listed
             // or not, and the city before it a place too.
             let city = if after_state { city_before_state(text, m.start()) } else { None };
+            let city = city.filter(|&(cs, ce)| city_plausible(&text[cs..ce], dict, z));
             if let Some((cs, ce)) = city {
                 out.push(
                     Finding::new(cs, ce, Category::Location, 0.8, "address.city_line")
@@ -902,6 +912,26 @@ fn is_ssn_shape(s: &str) -> bool {
     groups == [3, 2, 4] && digits(s) == 9
 }
 
+/// Words that say a number is a telephone's and nothing else.
+const PHONE_WORDS: &[&str] =
+    &["phone", "tel", "telephone", "mobile", "fax", "pager", "ph", "landline", "whatsapp", "dial"];
+
+/// Whether groups of digits can be a telephone number written in groups: not a run of short
+/// readings ("110 128 145 132 98", "132 84 128 80": three or more groups of three digits or
+/// fewer, none starting with 0), and not clock times ("0700 1900").
+fn groups_read_as_phone(s: &str) -> bool {
+    let groups: Vec<&str> =
+        s.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+    let readings = groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0'));
+    let hhmm = |g: &&str| {
+        g.len() == 4
+            && g[..2].parse::<u32>().is_ok_and(|h| h <= 23)
+            && g[2..].parse::<u32>().is_ok_and(|m| m <= 59)
+    };
+    let times = groups.len() >= 2 && groups.iter().all(hhmm);
+    !readings && !times
+}
+
 /// Three groups that read as a date: `2012-10-01`, `01.10.2012`.
 fn reads_as_date(s: &str) -> bool {
     let groups: Vec<&str> =
@@ -998,6 +1028,26 @@ fn city_before_state(text: &str, pos: usize) -> Option<(usize, usize)> {
     // With its state, as a listed city's finding has it ("Dayton, OH"): the line reads as one.
     (text[start..end].chars().filter(|c| c.is_alphabetic()).count() >= 2)
         .then_some((start, before.len()))
+}
+
+/// Whether `line` ("City, ST", from [`city_before_state`]) before the 5-digit number `zip` is
+/// an address's last line, not a billing or order line ("Total Knee, OR 27447", "Physician
+/// Assistant, PA 99213", "Head Without Contrast, CT 70450"): the city's words are not all words
+/// of the English or medical lists, and after a state abbreviation that is also a common
+/// abbreviation (OR, PA, MD, CT, ID, MS, CA, IN, ME, ...) the number must be a real ZIP.
+fn city_plausible(line: &str, dict: &super::dict::Dict, zip: u32) -> bool {
+    use super::dict::flag;
+    let Some((city, state)) = line.rsplit_once(',') else { return false };
+    let ambiguous =
+        ["OR", "PA", "MD", "CT", "ID", "MS", "CA", "IN", "ME", "DE", "OK", "HI", "MA", "LA"];
+    if ambiguous.contains(&state.trim()) && !dict.is_zip5(zip) {
+        return false;
+    }
+    let vocabulary = flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG | flag::STOP;
+    // (A listed city that is also a word, "Mobile, AL", is the gazetteer's to find.)
+    !city
+        .split_whitespace()
+        .all(|w| dict.flags(&w.trim_matches('.').to_lowercase()) & vocabulary != 0)
 }
 
 fn street_plausible(s: &str) -> bool {

@@ -226,7 +226,27 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
             let n = &toks[i + 1];
             match w {
                 "apt" | "apartment" | "suite" | "ste" => {
-                    push(out, t.start, n.end, 0.8, "address.unit");
+                    // A suite in an address: at a line's or a part's start, or after a house
+                    // number or a street word; not a clinical room ("Endoscopy Suite 3", "IR
+                    // Suite 2"). Never an appointment ("apt 3 weeks").
+                    let after = i.checked_sub(1).map(|p| &toks[p]);
+                    let placed = matches!(w, "apt" | "apartment")
+                        || after.is_none_or(|p| {
+                            let g = gap(p, t);
+                            g.contains([',', '\n', ';', '>', '|'])
+                                || digits(p)
+                                || p.has(flag::STREET_SUFFIX)
+                        });
+                    let rest = text[n.end..].trim_start();
+                    let when =
+                        ["week", "wk", "day", "month", "mo", "year", "yr", "hour", "hr", "min"]
+                            .iter()
+                            .any(|u| {
+                                rest.get(..u.len()).is_some_and(|r| r.eq_ignore_ascii_case(u))
+                            });
+                    if placed && !when {
+                        push(out, t.start, n.end, 0.8, "address.unit");
+                    }
                     continue;
                 }
                 "psc" | "cmr" | "unit" if t.shape == Shape::Upper || t.is_capitalized() => {
@@ -274,9 +294,15 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
         // (Most words are turned away by their length and first letter.)
         let maybe = (2..=8).contains(&w.len()) && b"racuplts".contains(&w.as_bytes()[0]);
         let numbered = prev_number && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
+        // "ul." as Polish writes it, never microlitres ("cells/uL", "500 uL IV").
+        let ul = w == "ul"
+            && text[t.end..].starts_with('.')
+            && !prev_number
+            && !text[..t.start].ends_with('/');
         if maybe
             && STREET_BEFORE.contains(&w)
-            && (t.is_capitalized() || t.shape == Shape::Upper || w == "ul" || numbered)
+            && (w != "ul" || ul)
+            && (t.is_capitalized() || t.shape == Shape::Upper || ul || numbered)
         {
             let mut k = i;
             let mut last_name = None;

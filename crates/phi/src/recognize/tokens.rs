@@ -87,6 +87,7 @@ impl Tokens {
         // capitals: names and places are told by the word lists, not by case.
         let (mut line_cased, mut line_words, mut doc_cased, mut doc_words) =
             (0u32, 0u32, 0u32, 0u32);
+        let mut uncapitalised = false;
         let mut lower_lines: Vec<(usize, usize, bool)> = Vec::new();
         while i < n {
             while next_opaque < opaque.len() && opaque[next_opaque].1 <= i {
@@ -250,6 +251,20 @@ impl Tokens {
                         doc_cased += 1;
                     }
                 }
+                // Evidence that the writer does not capitalise: the text, or a sentence after a
+                // full stop, a question or an exclamation mark, starting in lower case, or "i"
+                // for "I". A note in sentence case ("Called pharmacy to clarify the dose.",
+                // "Disposition: will likely go home", "- continue home meds") has none, however
+                // few capitals its lines hold.
+                if n_upper == 0
+                    && n_digit == 0
+                    && n_lower > 0
+                    && (self.toks.is_empty()
+                        || (sent_start && gap.iter().any(|c| matches!(c, b'.' | b'?' | b'!')))
+                        || (n_lower == 1 && b[start] == b'i'))
+                {
+                    uncapitalised = true;
+                }
                 self.toks.push(Tok {
                     start,
                     end,
@@ -279,7 +294,7 @@ impl Tokens {
         // A line with no capital but where sentences start reads as if written in capitals
         // (a short line as the whole text does).
         let doc_lower = is_lower(doc_cased, doc_words);
-        for (a, z, lower) in lower_lines {
+        for (a, z, lower) in lower_lines.into_iter().filter(|_| uncapitalised) {
             let lower = if z - a < 4 { doc_lower && z > a } else { lower };
             if lower {
                 // Its capitalised words (sentence starts, a label's value) stay as they are.
