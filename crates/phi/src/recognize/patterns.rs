@@ -1054,9 +1054,18 @@ fn street_plausible(s: &str) -> bool {
     let mut words = s.split_whitespace();
     let _num = words.next();
     let mut has_name = false;
+    // "73 Dr. Smith. Dr." is a number and a doctor: a title opening the name, and a suffix
+    // that is also a title ("Dr", "St"), make no street ("12 Dr. Martin Luther King Jr. Blvd"
+    // ends with another suffix, and stays one).
+    let titled = s.split_whitespace().nth(1).is_some_and(|w| {
+        matches!(w.trim_end_matches('.').to_ascii_lowercase().as_str(), "dr" | "mr" | "mrs" | "ms")
+    });
     for w in words {
         let w0 = w.trim_end_matches(['.', ',']);
         let lw = w0.to_ascii_lowercase();
+        if titled && matches!(lw.as_str(), "dr" | "st") && has_name {
+            return false;
+        }
         if super::STREET_SUFFIXES.contains(&lw.as_str()) && has_name {
             // The street's name is what came before its suffix; the rest is a unit number.
             return true;

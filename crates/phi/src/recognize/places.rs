@@ -229,14 +229,15 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
                     // A suite in an address: at a line's or a part's start, or after a house
                     // number or a street word; not a clinical room ("Endoscopy Suite 3", "IR
                     // Suite 2"). Never an appointment ("apt 3 weeks").
-                    let after = i.checked_sub(1).map(|p| &toks[p]);
+                    // (Read on the text before it, so that a placeholder there, `[NAME] Suite
+                    // 12`, reads as the name it replaced did.)
+                    let before = text[..t.start].trim_end_matches([' ', '\t']);
+                    let after =
+                        i.checked_sub(1).map(|p| &toks[p]).filter(|p| p.end == before.len());
                     let placed = matches!(w, "apt" | "apartment")
-                        || after.is_none_or(|p| {
-                            let g = gap(p, t);
-                            g.contains([',', '\n', ';', '>', '|'])
-                                || digits(p)
-                                || p.has(flag::STREET_SUFFIX)
-                        });
+                        || before.is_empty()
+                        || before.ends_with([',', '\n', ';', '>', '|'])
+                        || after.is_some_and(|p| digits(p) || p.has(flag::STREET_SUFFIX));
                     let rest = text[n.end..].trim_start();
                     let when =
                         ["week", "wk", "day", "month", "mo", "year", "yr", "hour", "hr", "min"]
@@ -295,10 +296,7 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
         let maybe = (2..=8).contains(&w.len()) && b"racuplts".contains(&w.as_bytes()[0]);
         let numbered = prev_number && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
         // "ul." as Polish writes it, never microlitres ("cells/uL", "500 uL IV").
-        let ul = w == "ul"
-            && text[t.end..].starts_with('.')
-            && !prev_number
-            && !text[..t.start].ends_with('/');
+        let ul = w == "ul" && text[t.end..].starts_with('.') && !text[..t.start].ends_with('/');
         if maybe
             && STREET_BEFORE.contains(&w)
             && (w != "ul" || ul)

@@ -246,7 +246,14 @@ impl Tokens {
                 if n_upper + n_lower >= 2 && n_digit == 0 {
                     line_words += 1;
                     doc_words += 1;
-                    if n_upper > 0 && !sent_start {
+                    // Only vocabulary counts, as for capitals: a name may be replaced, and the
+                    // verdict must not change then. Short words in capitals ("BP", "CT") are
+                    // abbreviations, which writers who type in lower case still capitalise.
+                    if n_upper > 0
+                        && !sent_start
+                        && !(n_lower == 0 && n_upper <= 3)
+                        && vocabulary(flags)
+                    {
                         line_cased += 1;
                         doc_cased += 1;
                     }

@@ -40,6 +40,21 @@ fn clinical_text() -> impl Strategy<Value = String> {
         Just("BP 120/80".to_string()),
         Just("2001:db8::1".to_string()),
         Just("Zoë Ñúñez".to_string()),
+        // This session's rules: units, foreign streets, city lines, phones in groups, HL7,
+        // look-alikes, lower-case typing.
+        Just("Apt. 409,".to_string()),
+        Just("Suite 12,".to_string()),
+        Just("ul. Północna 73".to_string()),
+        Just("Søndergade 52".to_string()),
+        Just("SOUTH NEWDEGATE, WA 16469".to_string()),
+        Just("APO AE 09498".to_string()),
+        Just("Phone: 0490 75 40 81".to_string()),
+        Just("PID|1||4471902^^^H^MR||DOE^JANE||19700101".to_string()),
+        Just("\\rPID|".to_string()),
+        Just("２１９-０９".to_string()),
+        Just("&#50;&nbsp;".to_string()),
+        Just("\u{200b}\u{ad}".to_string()),
+        Just("ÉÉÉ".to_string()),
         "[A-Za-z]{1,12}",
         "[0-9./:-]{1,12}",
         "\\PC{0,8}",
@@ -82,9 +97,22 @@ proptest! {
 
     #[test]
     fn placeholders_restore_exactly(text in clinical_text()) {
+        let found = scanner().scan(&text);
+        // One person said as "Dr. Smith" and "Smith" gets one placeholder (consistency, by
+        // design), which restores as the first form: exact only where each value is said one way.
+        let mut forms: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for f in &found {
+            let raw = &text[f.start..f.end];
+            let mut words: Vec<String> = raw.split_whitespace().map(str::to_lowercase).collect();
+            if words.len() > 1 && matches!(words[0].trim_end_matches('.'), "dr" | "mr" | "mrs" | "ms" | "miss" | "mx" | "prof" | "doctor") {
+                words.remove(0);
+            }
+            let key = format!("{}:{}", f.category.as_str(), words.join(" "));
+            prop_assume!(*forms.entry(key).or_insert(raw) == raw);
+        }
         let t = Transformer::new(Mode::Placeholder);
         let mut ctx = Context::new();
-        let out = t.apply(&text, &scanner().scan(&text), &mut ctx).unwrap();
+        let out = t.apply(&text, &found, &mut ctx).unwrap();
         prop_assert_eq!(ctx.mapping().restore(&out), text);
     }
 
