@@ -66,6 +66,38 @@ pub fn check_text(
     }
 }
 
+/// Checks a function's name (or an id that is no protocol token) as [`check_text`] does, read
+/// with its `_` and `.` as spaces (same offsets): a name holds no space, so
+/// `notify_415-555-0123_now` or `lookup_219-09-9999` say a number that `_` would make one
+/// word with the letters around it. Placeholders (`[NAME_1]`) are read as written.
+fn check_name(
+    rules: &OutputRules,
+    text: &str,
+    report: &mut OutputReport,
+) -> Result<String, ApiError> {
+    let mut spaced = text.as_bytes().to_vec();
+    let mut in_brackets = false;
+    for c in &mut spaced {
+        match *c {
+            b'[' => in_brackets = true,
+            b']' => in_brackets = false,
+            b'_' | b'.' if !in_brackets => *c = b' ',
+            _ => {}
+        }
+    }
+    // Only ASCII bytes were replaced, by spaces.
+    let spaced = String::from_utf8(spaced).map_err(|_| ApiError::ScannerUnavailable)?;
+    let found = find_new_phi(rules, &spaced)?;
+    if found.is_empty() {
+        return Ok(text.to_string());
+    }
+    report.new_phi.extend(found.iter().map(|f| f.category));
+    match rules.new_phi {
+        NewPhi::Redact => Ok(phiops::redact(text, &found)),
+        NewPhi::Block => Err(blocked(&found)),
+    }
+}
+
 /// An answer refused for new PHI of `found`'s categories.
 fn blocked(found: &[phi::Finding]) -> ApiError {
     let mut cats: Vec<Category> = found.iter().map(|f| f.category).collect();
@@ -457,6 +489,11 @@ fn rewrite_strings_in(
                     }
                     continue;
                 }
+                // A function's name, read as a name ([`check_name`]).
+                if let (true, Value::String(t)) = (k == "name", &mut *it) {
+                    *t = restore_all(&rules.restore, &check_name(rules, t, report)?);
+                    continue;
+                }
                 let json = k == "arguments" || (rules.json_content && k == "content");
                 rewrite_strings_in(rules, it, report, json)?;
             }
@@ -684,6 +721,27 @@ struct Joined {
     sent: String,
     /// Whether new PHI was reported in it already (counted once).
     reported: bool,
+    /// Whether a piece was withheld: every later piece is too (the client's join would be
+    /// what was sent, then later pieces, a text no check has read).
+    stopped: bool,
+}
+
+/// Checks a joined tool call `id` or function `name` whole ([`StreamRewriter::check_joined`]):
+/// a name is read as a name ([`check_name`]) and restored; an id that is a protocol token as
+/// [`check_token`] does, any other as a name without restoring.
+fn check_joined_text(
+    rules: &OutputRules,
+    raw: &str,
+    name: bool,
+    report: &mut OutputReport,
+) -> Result<String, ApiError> {
+    if name {
+        check_name(rules, raw, report).map(|checked| restore_all(&rules.restore, &checked))
+    } else if protocol_token(raw) {
+        check_token(rules, raw, report).map(|c| c.unwrap_or_else(|| raw.to_string()))
+    } else {
+        check_name(rules, raw, report)
+    }
 }
 
 /// Which joined string of a stream: (choice, tool call index or `None` for `function_call`,
@@ -963,7 +1021,9 @@ impl StreamRewriter {
     /// split over chunks (`notify_415-555-` then `0123`) is found as it would be in one. The
     /// piece becomes what the checked text adds to what was sent; when the check changed what
     /// was sent already (which cannot be taken back), the piece is not relayed (`false`: the
-    /// caller drops the field), nor is any later one. Under a block rule, new PHI refuses.
+    /// caller drops the field), nor is any later one of that field ([`Joined::stopped`]).
+    /// Names (and ids that are no protocol token) are read with `_` and `.` as spaces
+    /// ([`check_name`]). Under a block rule, new PHI refuses.
     fn check_joined(
         &mut self,
         key: JoinedKey,
@@ -975,38 +1035,31 @@ impl StreamRewriter {
             return Err(ApiError::UpstreamInvalidResponse);
         }
         let j = self.joined.entry(key).or_default();
+        if j.stopped {
+            return Ok(false);
+        }
         j.raw.push_str(piece);
         if j.raw.len() > MAX_HELD_BYTES {
             return Err(ApiError::UpstreamInvalidResponse);
         }
-        let (raw, reported) = (j.raw.clone(), j.reported);
         let mut report = OutputReport::default();
-        let out = if name {
-            check_text(&self.rules, &raw, &mut report)
-                .map(|checked| restore_all(&self.rules.restore, &checked))
-        } else if protocol_token(&raw) {
-            check_token(&self.rules, &raw, &mut report).map(|c| c.unwrap_or(raw))
-        } else {
-            check_text(&self.rules, &raw, &mut report)
-        };
+        let out = check_joined_text(&self.rules, &j.raw, name, &mut report);
         // Each piece checks the whole again: what it holds is counted once.
-        if !report.new_phi.is_empty() && !reported {
+        if !report.new_phi.is_empty() && !j.reported {
             self.report.new_phi.extend(report.new_phi);
-            if let Some(j) = self.joined.get_mut(&key) {
-                j.reported = true;
-            }
+            j.reported = true;
         }
         let out = out?;
-        let Some(j) = self.joined.get_mut(&key) else {
-            return Err(ApiError::UpstreamInvalidResponse);
-        };
         match out.strip_prefix(j.sent.as_str()) {
             Some(rest) => {
                 *piece = rest.to_string();
                 j.sent = out;
                 Ok(true)
             }
-            None => Ok(false),
+            None => {
+                j.stopped = true;
+                Ok(false)
+            }
         }
     }
 

@@ -427,6 +427,79 @@ async fn a_tool_calls_name_and_id_split_across_chunks_are_checked_joined() {
     assert_eq!(joined_tool_calls(&a.body), [("call_abc123".to_string(), "get_chart".to_string())]);
 }
 
+/// Once a piece of a joined name is withheld (the check changed what was sent), every later
+/// piece of it is withheld too: `0123` dropped, a later `x` (which makes the join read as no
+/// phone number) does not carry it to the client. A name read with `_` and `.` as spaces:
+/// `notify_415-555-0123_now` and `lookup_219-09-9999` hold a phone number and an SSN, whole
+/// or streamed.
+#[tokio::test]
+async fn a_withheld_name_piece_stops_its_field_and_names_read_underscores_as_spaces() {
+    let s = stack_with(
+        None,
+        "  - name: strict-out\n    purpose: treatment\n    roles: [researcher]\n    models: [clinical-chat]\n    phi:\n      default: tokenize\n    output:\n      new_phi: block\n",
+        "",
+    )
+    .await;
+    let strict = s.key("user:res-z", "researcher", "strict-out").await;
+    let head = tool_chunk(json!({"role": "assistant", "content": null}), json!(null));
+    let end = tool_chunk(json!({}), json!("tool_calls"));
+    let name_piece = |first: bool, name: &str| {
+        let mut call = json!({"index": 0, "function": {"name": name, "arguments": ""}});
+        if first {
+            call["id"] = json!("call_1");
+            call["type"] = json!("function");
+        }
+        tool_chunk(json!({ "tool_calls": [call] }), json!(null))
+    };
+    let pieces = [
+        head.clone(),
+        name_piece(true, "call (415) 555-"),
+        name_piece(false, "0123"),
+        name_piece(false, "x"),
+        end.clone(),
+    ];
+    s.upstream.set_canned(json!(pieces));
+    let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+    let calls = joined_tool_calls(&a.body);
+    assert_eq!(calls.len(), 1, "{}", a.body);
+    assert!(!calls[0].1.contains("0123"), "{calls:?}");
+    assert_eq!(calls[0].1, "call (415) 555-", "{calls:?}");
+    for name in ["notify_415-555-0123_now", "lookup_219-09-9999", "page.415.555.0123.now"] {
+        let digits = &name[name.find(|c: char| c.is_ascii_digit()).unwrap()..];
+        let digits = &digits[..digits.rfind(|c: char| c.is_ascii_digit()).unwrap() + 1];
+        // Streamed, whole in one piece or split.
+        let (a, b) = name.split_at(name.len() / 2);
+        let whole = [head.clone(), name_piece(true, name), end.clone()];
+        let split = [head.clone(), name_piece(true, a), name_piece(false, b), end.clone()];
+        for chunks in [&whole[..], &split[..]] {
+            s.upstream.set_canned(json!(chunks));
+            let r = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+            assert!(r.body.contains("\"code\":\"phi_blocked\""), "{name}: {}", r.body);
+            assert!(!r.body.contains(digits), "{}", r.body);
+            let r = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+            assert!(r.body.ends_with("data: [DONE]\n\n"), "{}", r.body);
+            let calls = joined_tool_calls(&r.body);
+            assert!(!calls[0].1.contains(digits), "{calls:?}");
+        }
+        // Whole answers.
+        s.upstream.set_canned(json!({"id": "chatcmpl-1", "object": "chat.completion",
+            "created": 1, "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+            "type": "function", "function": {"name": name, "arguments": "{}"}}]}}]}));
+        let r = s.chat(&strict, chat_body("clinical-chat", "Plan?")).await;
+        assert_refused(&r, 400, "phi_blocked");
+        let r = s.chat(&s.researcher, chat_body("clinical-chat", "Plan?")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(!r.body.contains(digits), "{}", r.body);
+    }
+    // An ordinary name with `_` and `.` goes through as it is.
+    s.upstream.set_canned(json!([head, name_piece(true, "get_chart.v2"), end]));
+    let r = s.chat(&strict, stream_body("clinical-chat", "Plan?")).await;
+    assert!(r.body.ends_with("data: [DONE]\n\n"), "{}", r.body);
+    assert_eq!(joined_tool_calls(&r.body)[0].1, "get_chart.v2");
+}
+
 /// Keys under `usage` are not relayed unless the API defines them: one that holds new PHI is
 /// refused under a block rule; any other is dropped with its value, whole and streamed.
 #[tokio::test]
