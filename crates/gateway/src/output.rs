@@ -724,6 +724,9 @@ struct Joined {
     /// Whether a piece was withheld: every later piece is too (the client's join would be
     /// what was sent, then later pieces, a text no check has read).
     stopped: bool,
+    /// Whether a piece came that repeats the whole value (Fireworks, DeepSeek and Qwen send
+    /// the whole `id` in every chunk): after one, a piece that is no repeat is withheld.
+    repeated: bool,
 }
 
 /// Checks a joined tool call `id` or function `name` whole ([`StreamRewriter::check_joined`]):
@@ -1023,7 +1026,9 @@ impl StreamRewriter {
     /// was sent already (which cannot be taken back), the piece is not relayed (`false`: the
     /// caller drops the field), nor is any later one of that field ([`Joined::stopped`]).
     /// Names (and ids that are no protocol token) are read with `_` and `.` as spaces
-    /// ([`check_name`]). Under a block rule, new PHI refuses.
+    /// ([`check_name`]). A piece that is the whole value so far again (a provider that
+    /// repeats the `id` in every chunk) goes out as that value went out, unjoined
+    /// ([`Joined::repeated`]). Under a block rule, new PHI refuses.
     fn check_joined(
         &mut self,
         key: JoinedKey,
@@ -1036,6 +1041,39 @@ impl StreamRewriter {
         }
         let j = self.joined.entry(key).or_default();
         if j.stopped {
+            return Ok(false);
+        }
+        if piece.is_empty() {
+            return Ok(true);
+        }
+        if *piece == j.raw {
+            // The whole value again (some providers send the whole `id`, or `name`, in every
+            // chunk): relayed as it went out, not joined nor checked again, so a stream of
+            // them costs a comparison a chunk. A client that replaces has the value; one that
+            // joins has it twice or more, which the first repeat checks once, doubled.
+            if !j.repeated {
+                let doubled = j.raw.repeat(2);
+                let mut report = OutputReport::default();
+                let out = check_joined_text(&self.rules, &doubled, name, &mut report);
+                if !report.new_phi.is_empty() {
+                    if !j.reported {
+                        self.report.new_phi.extend(report.new_phi);
+                        j.reported = true;
+                    }
+                    out?;
+                    j.stopped = true;
+                    return Ok(false);
+                }
+                out?;
+                j.repeated = true;
+            }
+            piece.clone_from(&j.sent);
+            return Ok(true);
+        }
+        if j.repeated {
+            // A value repeated, then added to: no provider does both; what a client would
+            // join of it is not checked.
+            j.stopped = true;
             return Ok(false);
         }
         j.raw.push_str(piece);

@@ -500,6 +500,87 @@ async fn a_withheld_name_piece_stops_its_field_and_names_read_underscores_as_spa
     assert_eq!(joined_tool_calls(&r.body)[0].1, "get_chart.v2");
 }
 
+/// Providers that send the whole tool call `id` (and `name`) in every chunk (Fireworks,
+/// DeepSeek, Qwen): each repeat goes out as it came, unjoined, at a constant cost a chunk; a
+/// stream of 2,000 of them ends as it should. A repeat whose doubled join reads as PHI is not
+/// relayed, and a piece added to a repeated value is withheld.
+#[tokio::test]
+async fn a_tool_call_id_repeated_in_every_chunk_is_relayed_quickly() {
+    let s = stack().await;
+    let id = "call_0_b5b1f2c5-7c2e-4d0b-8e2b-1f0c2e3d4a5b";
+    let head = tool_chunk(json!({"role": "assistant", "content": null}), json!(null));
+    let end = tool_chunk(json!({}), json!("tool_calls"));
+    let piece = |id: &str, name: &str, args: &str| {
+        tool_chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+            "function": {"name": name, "arguments": args}}]}),
+            json!(null),
+        )
+    };
+    let n = 2000;
+    let mut chunks = vec![head.clone(), piece(id, "get_chart", "{\"q\": \"")];
+    for _ in 0..n {
+        chunks.push(piece(id, "get_chart", "ab "));
+    }
+    chunks.push(piece(id, "get_chart", "\"}"));
+    chunks.push(end.clone());
+    s.upstream.set_canned(json!(chunks));
+    let t = std::time::Instant::now();
+    let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+    let took = t.elapsed();
+    assert!(
+        a.body.ends_with("data: [DONE]\n\n"),
+        "{}",
+        &a.body[a.body.len().saturating_sub(500)..]
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Every chunk's call went out with the id and name as they came (a client that replaces
+    // has them; one that joins has them as the provider sent them).
+    let mut ids = 0;
+    let mut args = String::new();
+    for e in sse_events(&a.body) {
+        for c in e["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            if let Some(i) = c["id"].as_str() {
+                assert_eq!(i, id);
+                assert_eq!(c["function"]["name"], "get_chart");
+                ids += 1;
+            }
+            args.push_str(c["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(ids, n + 2);
+    assert_eq!(args, format!("{{\"q\": \"{}\"}}", "ab ".repeat(n)));
+    // A piece added to a value after a repeat is withheld.
+    let chunks = [
+        head.clone(),
+        piece("call_1", "notify", ""),
+        piece("call_1", "notify", ""),
+        piece("call_12", "notify_x", "{}"),
+        end.clone(),
+    ];
+    s.upstream.set_canned(json!(chunks));
+    let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+    assert_eq!(
+        joined_tool_calls(&a.body),
+        [("call_1call_1".to_string(), "notifynotify".to_string())]
+    );
+    // A repeat whose doubled join reads as PHI (`0123 call (415) 555-` twice holds a phone
+    // number) is not relayed: a client that joins never has the number whole.
+    let name = "0123 call (415) 555-";
+    let chunks = [
+        head,
+        piece("call_1", name, ""),
+        piece("call_1", name, ""),
+        piece("call_1", name, "{}"),
+        end,
+    ];
+    s.upstream.set_canned(json!(chunks));
+    let a = s.chat(&s.researcher, stream_body("clinical-chat", "Plan?")).await;
+    assert!(a.body.ends_with("data: [DONE]\n\n"), "{}", a.body);
+    assert_eq!(joined_tool_calls(&a.body), [("call_1".repeat(3), name.to_string())]);
+}
+
 /// Keys under `usage` are not relayed unless the API defines them: one that holds new PHI is
 /// refused under a block rule; any other is dropped with its value, whole and streamed.
 #[tokio::test]
