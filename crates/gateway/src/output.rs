@@ -453,24 +453,39 @@ fn rewrite_strings(
     v: &mut Value,
     report: &mut OutputReport,
 ) -> Result<(), ApiError> {
-    rewrite_strings_in(rules, v, report, false)
+    rewrite_strings_in(rules, v, report, false, None)
 }
 
+/// [`rewrite_strings`], adding to `parts` (when given) the words of the new-PHI names its
+/// texts say ([`add_name_parts`]).
 fn rewrite_strings_in(
     rules: &OutputRules,
     v: &mut Value,
     report: &mut OutputReport,
     json: bool,
+    mut parts: Option<&mut Vec<phi::NamePart>>,
 ) -> Result<(), ApiError> {
     match v {
         Value::String(s) => {
-            let checked = check_text(rules, s, report)?;
+            let found = find_new_phi(rules, s)?;
+            let checked = if found.is_empty() {
+                std::mem::take(s)
+            } else {
+                report.new_phi.extend(found.iter().map(|f| f.category));
+                if rules.new_phi == NewPhi::Block {
+                    return Err(blocked(&found));
+                }
+                if let Some(parts) = parts {
+                    add_name_parts(rules, s, found.iter(), parts)?;
+                }
+                phiops::redact(s, &found)
+            };
             let escaped = if json { json_escaped(&rules.restore) } else { None };
             *s = restore_all(escaped.as_ref().unwrap_or(&rules.restore), &checked);
         }
         Value::Array(items) => {
             for it in items {
-                rewrite_strings_in(rules, it, report, false)?;
+                rewrite_strings_in(rules, it, report, false, parts.as_deref_mut())?;
             }
         }
         Value::Object(map) => {
@@ -495,10 +510,50 @@ fn rewrite_strings_in(
                     continue;
                 }
                 let json = k == "arguments" || (rules.json_content && k == "content");
-                rewrite_strings_in(rules, it, report, json)?;
+                rewrite_strings_in(rules, it, report, json, parts.as_deref_mut())?;
             }
             for k in dropped {
                 map.remove(&k);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Redacts in every string of `v` [`rewrite_strings`] checked (once checked and restored) the
+/// words that say again a name of `parts` ([`add_said_again`]): a whole answer's choice that
+/// names someone in one field (`reasoning_content`) and says the surname alone in another
+/// (`content: "Okonkwo responded well"`), as a stream does.
+fn redact_said_again(
+    rules: &OutputRules,
+    v: &mut Value,
+    parts: &[phi::NamePart],
+    report: &mut OutputReport,
+) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) => {
+            let dec = phiops::Decoded::of(s);
+            let mut found = Vec::new();
+            add_said_again(rules, s, dec.as_ref(), parts, &mut found)?;
+            if !found.is_empty() {
+                report.new_phi.extend(found.iter().map(|f| f.category));
+                if rules.new_phi == NewPhi::Block {
+                    return Err(blocked(&found));
+                }
+                *s = phiops::redact(s, &found);
+            }
+        }
+        Value::Array(items) => {
+            for it in items {
+                redact_said_again(rules, it, parts, report)?;
+            }
+        }
+        Value::Object(map) => {
+            for (k, it) in map.iter_mut() {
+                if !structural(k, it) {
+                    redact_said_again(rules, it, parts, report)?;
+                }
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -540,7 +595,9 @@ fn drop_unscannable(choice: &mut Value, message_key: &str) {
 
 /// Rewrites a non-streaming chat completion: new-PHI check then restoration of every text of
 /// every choice's `message` (content, refusal, reasoning, tool-call and function-call
-/// arguments, and any other string but ids and names). Outside `choices` only the
+/// arguments, and any other string but ids and names), then a second pass over each choice's
+/// texts for the words of the new names any of them said ([`redact_said_again`], as the
+/// stream does with [`StreamRewriter`]'s names). Outside `choices` only the
 /// [`envelope`] is relayed. Fails with `upstream_invalid_response` when the body is not a chat
 /// completion.
 pub fn rewrite_completion(
@@ -574,7 +631,13 @@ pub fn rewrite_completion(
         }
         // The whole choice: its message, and whatever else a server puts beside it (vLLM's
         // `stop_reason` is the stop string that ended the answer), keys included.
-        rewrite_strings(rules, ch, &mut report)?;
+        let mut parts = Vec::new();
+        rewrite_strings_in(rules, ch, &mut report, false, Some(&mut parts))?;
+        // Then the names it said, in all its texts: a surname said again without a cue in
+        // another field (or farther on in the same one) is new PHI there too.
+        if !parts.is_empty() {
+            redact_said_again(rules, ch, &parts, &mut report)?;
+        }
     }
     Ok(report)
 }

@@ -581,6 +581,30 @@ async fn a_tool_call_id_repeated_in_every_chunk_is_relayed_quickly() {
     assert_eq!(joined_tool_calls(&a.body), [("call_1".repeat(3), name.to_string())]);
 }
 
+/// A whole answer shares a choice's new names across its fields, as a stream does: a surname
+/// said again without a cue in `content` (or in tool-call arguments) after the full name in
+/// `reasoning_content` is redacted; a name of the request stays.
+#[tokio::test]
+async fn a_whole_answer_redacts_a_name_said_again_in_another_field() {
+    let s = stack().await;
+    s.upstream.set_canned(json!({"id": "chatcmpl-1", "object": "chat.completion",
+        "created": 1, "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant",
+            "reasoning_content": "Discharge summary for Adaeze Okonkwo, a 54 year old woman.",
+            "content": "Okonkwo responded well. Smith agreed.",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "note",
+                "arguments": "{\"text\": \"Okonkwo to follow up\"}"}}]}}]}));
+    let a = s.chat(&s.researcher, chat_body("clinical-chat", "Plan for Alan Smith?")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!a.body.contains("konkwo") && !a.body.contains("Adaeze"), "{}", a.body);
+    let m = &a.json()["choices"][0]["message"];
+    assert_eq!(m["content"], "[NAME] responded well. Smith agreed.", "{}", a.body);
+    let args: serde_json::Value =
+        serde_json::from_str(m["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(args["text"], "[NAME] to follow up", "{}", a.body);
+}
+
 /// Keys under `usage` are not relayed unless the API defines them: one that holds new PHI is
 /// refused under a block rule; any other is dropped with its value, whole and streamed.
 #[tokio::test]
