@@ -49,7 +49,7 @@ fn clinical_text() -> impl Strategy<Value = String> {
         Just("SOUTH NEWDEGATE, WA 16469".to_string()),
         Just("APO AE 09498".to_string()),
         Just("Phone: 0490 75 40 81".to_string()),
-        Just("PID|1||4471902^^^H^MR||DOE^JANE||19700101".to_string()),
+        Just("\nPID|1||4471902^^^H^MR||DOE^JANE||19700101\n".to_string()),
         Just("\\rPID|".to_string()),
         Just("２１９-０９".to_string()),
         Just("&#50;&nbsp;".to_string()),
