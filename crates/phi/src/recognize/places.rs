@@ -197,25 +197,28 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
     };
     let digits = |t: &Tok| matches!(t.shape, Shape::Num | Shape::Mixed);
     let len = |t: &Tok| (t.lo.1 - t.lo.0) as usize;
-    // The first word after the current one that holds a digit (moved on as the walk passes).
+    // The first word after the current one that holds a digit (moved on as the walk needs).
     let mut next_digits = 0;
     for (i, t) in toks.iter().enumerate() {
         let next = toks.get(i + 1);
+        // Every rule here needs a number just after, or is "APO AE", or is a street word
+        // written before a name (two to eight letters, a known first letter) with a number
+        // before it or within the next few words. Most words are none of these and are passed
+        // over on their shape and length alone (clinical notes have a number near most words).
+        let prev_number = i > 0 && digits(&toks[i - 1]);
+        let military = len(t) == 3 && next.is_some_and(|n| len(n) == 2);
+        let before_word = (2..=8).contains(&len(t))
+            && b"racuplts".contains(&tk.lower.as_bytes()[t.lo.0 as usize]);
+        if !(next.is_some_and(digits) || military || before_word) {
+            continue;
+        }
         if next_digits <= i {
             next_digits = i + 1;
             while next_digits < toks.len() && !digits(&toks[next_digits]) {
                 next_digits += 1;
             }
         }
-        // Every rule here needs a number just before or after, or a number within the next
-        // few words (a street word before a name), or is "APO AE": most words are none of
-        // these and are passed over before any comparison.
-        let prev_number = i > 0 && digits(&toks[i - 1]);
-        let military = len(t) == 3 && next.is_some_and(|n| len(n) == 2);
         let number_soon = next_digits < toks.len() && next_digits <= i + 6;
-        if !(prev_number || military || number_soon) {
-            continue;
-        }
         let number_next = next.is_some_and(|n| {
             digits(n)
                 && house_number(tk, n)
@@ -292,8 +295,7 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
         }
         // "Rua do Arenque 1634", "ul. Północna 73", "106 Rue Ettatawer"
         // Capitalised, or after a house number ("12 rue de la Paix"), or "ul." as Polish has it.
-        // (Most words are turned away by their length and first letter.)
-        let maybe = (2..=8).contains(&w.len()) && b"racuplts".contains(&w.as_bytes()[0]);
+        let maybe = before_word && (prev_number || number_soon);
         let numbered = prev_number && house_number(tk, &toks[i - 1]) && gap(&toks[i - 1], t) == " ";
         // "ul." as Polish writes it, never microlitres ("cells/uL", "500 uL IV").
         let ul = w == "ul" && text[t.end..].starts_with('.') && !text[..t.start].ends_with('/');
