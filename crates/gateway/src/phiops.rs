@@ -1148,7 +1148,14 @@ pub fn name_parts_of(
     for v in names {
         let text = v.expose();
         let whole = [Finding::new(0, text.len(), Category::Name, 0.9, "vault")];
-        all.extend(names_in(scanner, text, &whole)?);
+        let mut parts = names_in(scanner, text, &whole)?;
+        // A one-word name (a lone given name, "Grace") may have been found on weak evidence,
+        // which the vault does not keep: its word is looked for only capitalised ("Grace
+        // called", not "grace period").
+        if phi::NamePart::words(text).nth(1).is_none() {
+            parts.iter_mut().for_each(|p| p.capitalised_only = true);
+        }
+        all.extend(parts);
     }
     phi::NamePart::dedup(&mut all);
     Ok(all)

@@ -198,6 +198,24 @@ async fn a_name_of_an_earlier_turn_is_a_name_when_said_alone_later() {
         let a = s.chat_with(Some(&s.researcher), &conv, chat_body("clinical-chat", later)).await;
         assert_eq!(a.status, 200, "{}", a.body);
     }
+    // A one-word name stored (here "Zorblax": how strong its evidence was is not kept) is
+    // looked for only capitalised in later turns: "zorblax", a product's log, stays.
+    let a = s
+        .chat_with(
+            Some(&s.researcher),
+            &conv,
+            chat_body("clinical-chat", "Patient Zorblax was seen."),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = s
+        .chat_with(
+            Some(&s.researcher),
+            &conv,
+            chat_body("clinical-chat", "the zorblax logs show an error"),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
     // Another conversation holds no such name: the same words are read on their own there.
     let other = [("x-phigate-conversation", "trimmed-2")];
     let a = s
@@ -209,13 +227,19 @@ async fn a_name_of_an_earlier_turn_is_a_name_when_said_alone_later() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let bodies = s.upstream.bodies.lock().unwrap().clone();
-    assert_eq!(bodies.len(), 4);
+    assert_eq!(bodies.len(), 6);
     for b in &bodies[..3] {
         assert!(
             !b.contains("Okonkwo") && !b.contains("Adaeze"),
             "an earlier turn's name left: {b}"
         );
     }
+    assert!(!bodies[3].contains("Zorblax"), "{}", bodies[3]);
+    assert!(
+        bodies[4].contains("the zorblax logs"),
+        "a stored lone name took a word: {}",
+        bodies[4]
+    );
 }
 
 #[tokio::test]
