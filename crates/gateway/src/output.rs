@@ -55,7 +55,17 @@ pub fn check_text(
     text: &str,
     report: &mut OutputReport,
 ) -> Result<String, ApiError> {
-    let found = find_new_phi(rules, text)?;
+    check_reading(rules, text, text, report)
+}
+
+/// [`check_text`] of `text` as `read` (the same offsets) reads.
+fn check_reading(
+    rules: &OutputRules,
+    text: &str,
+    read: &str,
+    report: &mut OutputReport,
+) -> Result<String, ApiError> {
+    let found = find_new_phi(rules, read)?;
     if found.is_empty() {
         return Ok(text.to_string());
     }
@@ -87,15 +97,7 @@ fn check_name(
     }
     // Only ASCII bytes were replaced, by spaces.
     let spaced = String::from_utf8(spaced).map_err(|_| ApiError::ScannerUnavailable)?;
-    let found = find_new_phi(rules, &spaced)?;
-    if found.is_empty() {
-        return Ok(text.to_string());
-    }
-    report.new_phi.extend(found.iter().map(|f| f.category));
-    match rules.new_phi {
-        NewPhi::Redact => Ok(phiops::redact(text, &found)),
-        NewPhi::Block => Err(blocked(&found)),
-    }
+    check_reading(rules, text, &spaced, report)
 }
 
 /// An answer refused for new PHI of `found`'s categories.

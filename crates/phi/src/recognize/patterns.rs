@@ -378,13 +378,23 @@ impl Patterns {
             let main =
                 &number[..number.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(number.len())];
             // The cheap tests first: most groups of digits are dates, SSNs or numbers in a row.
+            // (The pattern allows at most seven groups.)
+            let mut buf = [""; 8];
+            let mut n = 0;
+            for g in main.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()) {
+                if n < buf.len() {
+                    buf[n] = g;
+                }
+                n += 1;
+            }
+            let groups = &buf[..n.min(buf.len())];
             if !(7..=15).contains(&digits(main))
-                || reads_as_date(main)
+                || reads_as_date(groups)
                 // 3-2-4 is a social security number's shape (`ssn` below).
-                || is_ssn_shape(main)
+                || groups.iter().map(|g| g.len()).eq([3, 2, 4])
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
-                || !groups_read_as_phone(main)
+                || !groups_read_as_phone(groups)
                 || !cue_before(text, s, 24, PHONE_CUES)
                 || is_year_or_unit(text, e)
             {
@@ -906,12 +916,6 @@ const PHONE_CUES: &[&str] = &[
     "whatsapp",
 ];
 
-/// `457-55-5462`, `457 55 5462`.
-fn is_ssn_shape(s: &str) -> bool {
-    let groups: Vec<usize> = s.split(['-', ' ']).map(str::len).collect();
-    groups == [3, 2, 4] && digits(s) == 9
-}
-
 /// Words that say a number is a telephone's and nothing else.
 const PHONE_WORDS: &[&str] =
     &["phone", "tel", "telephone", "mobile", "fax", "pager", "ph", "landline", "whatsapp", "dial"];
@@ -919,9 +923,7 @@ const PHONE_WORDS: &[&str] =
 /// Whether groups of digits can be a telephone number written in groups: not a run of short
 /// readings ("110 128 145 132 98", "132 84 128 80": three or more groups of three digits or
 /// fewer, none starting with 0), and not clock times ("0700 1900").
-fn groups_read_as_phone(s: &str) -> bool {
-    let groups: Vec<&str> =
-        s.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+fn groups_read_as_phone(groups: &[&str]) -> bool {
     let readings = groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0'));
     let hhmm = |g: &&str| {
         g.len() == 4
@@ -933,9 +935,7 @@ fn groups_read_as_phone(s: &str) -> bool {
 }
 
 /// Three groups that read as a date: `2012-10-01`, `01.10.2012`.
-fn reads_as_date(s: &str) -> bool {
-    let groups: Vec<&str> =
-        s.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+fn reads_as_date(groups: &[&str]) -> bool {
     let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
     groups.len() == 3
         && ((year(groups[0]) && groups[1].len() <= 2 && groups[2].len() <= 2)
