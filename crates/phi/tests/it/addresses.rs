@@ -3,18 +3,8 @@
 //! countries, numbers in groups after a phone cue, and extensions. Each must be found with
 //! exactly its span; clinical numbers and look-alike words must stay clean.
 
-use std::sync::OnceLock;
-
-use phi::{Category, Scanner};
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
-}
-
-fn found(text: &str) -> Vec<(Category, &str)> {
-    scanner().scan(text).iter().map(|f| (f.category, &text[f.start..f.end])).collect()
-}
+use crate::found;
+use phi::Category;
 
 #[track_caller]
 fn assert_found(text: &str, want: &[(Category, &str)]) {

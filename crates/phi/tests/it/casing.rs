@@ -2,18 +2,8 @@
 //! sentence starts reads as if written in capitals, so names and places are told by the word
 //! lists and cues, not by case. Lines that hold a capital elsewhere read as before.
 
-use std::sync::OnceLock;
-
-use phi::{Category, Scanner};
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
-}
-
-fn found(text: &str) -> Vec<(Category, &str)> {
-    scanner().scan(text).iter().map(|f| (f.category, &text[f.start..f.end])).collect()
-}
+use crate::found;
+use phi::Category;
 
 #[track_caller]
 fn assert_found(text: &str, want: &[(Category, &str)]) {

@@ -2,19 +2,8 @@
 //! a `:`, and JSON keys (tool results, FHIR resources), as well as CSV rows. Each value named
 //! here must be found with exactly its own span, and the harmless layouts must stay clean.
 
-use std::sync::OnceLock;
-
-use phi::{Category, Finding, Scanner};
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
-}
-
-/// The findings of `text` as (category, found text).
-fn found(text: &str) -> Vec<(Category, &str)> {
-    scanner().scan(text).iter().map(|f: &Finding| (f.category, &text[f.start..f.end])).collect()
-}
+use crate::found;
+use phi::Category;
 
 #[track_caller]
 fn assert_found(text: &str, cat: Category, value: &str) {

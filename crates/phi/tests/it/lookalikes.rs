@@ -3,14 +3,8 @@
 //! digits, no-break spaces and hyphens, en dashes, and invisible characters inside a value.
 //! Each is found as its ASCII form would be, with a span over the original characters.
 
-use std::sync::OnceLock;
-
-use phi::{Category, Scanner};
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
-}
+use crate::scanner;
+use phi::Category;
 
 #[track_caller]
 fn assert_found(text: &str, cat: Category, value: &str) {

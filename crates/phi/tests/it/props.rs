@@ -1,10 +1,8 @@
 //! Property tests: the scanner never panics, its spans are well-formed, and redaction is
 //! idempotent.
 
-use std::sync::OnceLock;
-
+use crate::scanner;
 use phi::transform::{Context, Mode, Transformer};
-use phi::Scanner;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
@@ -19,11 +17,6 @@ fn config(cases: u32) -> ProptestConfig {
         c.rng_seed = RngSeed::Fixed(20_261_122);
     }
     c
-}
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
 }
 
 /// Text built from pieces that trigger many recognizers, separated as words are in prose.

@@ -1,14 +1,8 @@
 //! A name found by its cue is a name where the text, or another text, says it again without
 //! one ("Patient Alan Smith ..." then "What dose for Smith?").
 
-use std::sync::OnceLock;
-
+use crate::scanner;
 use phi::{Category, Scanner};
-
-fn scanner() -> &'static Scanner {
-    static S: OnceLock<Scanner> = OnceLock::new();
-    S.get_or_init(|| Scanner::new().unwrap())
-}
 
 fn names(text: &str) -> Vec<&str> {
     let found = scanner().scan(text);
