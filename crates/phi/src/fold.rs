@@ -8,6 +8,12 @@
 //! HTML character references read as the characters they stand for (`&#50;&#49;&#57;`,
 //! `617&nbsp;555&ndash;0199`), as text from a web page or an HTML export has them.
 //!
+//! An underscore between words reads as a space (`SSN_219-09-9999`, `Garcia_Maria_1962-03-14.pdf`,
+//! `call_617-555-0199`): file names, identifiers and keys join words with it, and a client reads
+//! the parts. Not inside a placeholder this crate writes (`[NAME_1]`), nor in an e-mail address
+//! or URL, which their patterns read whole (`john_smith@example.org`). Control characters other
+//! than tab, line feed and carriage return read as spaces (`Adaeze\u{0}Okonkwo`).
+//!
 //! Findings made on the reading are mapped back to the original's bytes: a finding covers
 //! every original character whose folded form it covers, and the dropped characters between.
 
@@ -42,7 +48,8 @@ const DIGIT_ZEROS: &[u32] = &[
 fn fold_char(c: char) -> Fold {
     let u = c as u32;
     match u {
-        0..=0x7F => Fold::Keep,
+        0..=0x08 | 0x0B | 0x0C | 0x0E..=0x1F | 0x7F..=0x9F => Fold::To(' '),
+        0x09..=0x7E => Fold::Keep,
         // Soft hyphen, zero-width space and joiners, direction marks and embeddings, word
         // joiner and invisible operators, isolates, Mongolian vowel separator, byte-order mark.
         0xAD
@@ -115,26 +122,79 @@ fn reference(b: &[u8]) -> Option<(char, usize)> {
     Some((c, end + 1))
 }
 
+/// Bytes that may start a fold: not ASCII, `&` (a character reference), `_`, and control
+/// characters other than tab, line feed and carriage return.
+const MAY_FOLD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c >= 0x7F || (c < 0x20 && c != 9 && c != 10 && c != 13) || c == 38 || c == 95;
+        c += 1;
+    }
+    t
+};
+
+/// Where a token (a run of bytes up to a space, quote, bracket or comma) that holds `i` starts
+/// and ends.
+fn token_around(b: &[u8], i: usize) -> (usize, usize) {
+    let apart = |c: &u8| {
+        c.is_ascii_whitespace()
+            || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'(' | b')' | b'{' | b'}' | b',' | b'|')
+    };
+    let s = b[..i].iter().rposition(apart).map_or(0, |p| p + 1);
+    let e = b[i..].iter().position(apart).map_or(b.len(), |p| i + p);
+    (s, e)
+}
+
+/// Whether the underscores of the token `t` read as spaces: not in an e-mail address or a URL.
+fn underscores_join_words(t: &[u8]) -> bool {
+    !(t.contains(&b'@')
+        || t.windows(3).any(|w| w == b"://")
+        || t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"www.")))
+}
+
 impl Folded {
     /// The folded reading of `text`, or None when nothing in it folds (an ASCII text without
-    /// an HTML character reference, most texts).
+    /// an HTML character reference, underscore or control character: most texts).
     pub(crate) fn of(text: &str) -> Option<Folded> {
         let b = text.as_bytes();
-        if text.len() >= u32::MAX as usize || (text.is_ascii() && !b.contains(&b'&')) {
+        if text.len() >= u32::MAX as usize || !b.iter().any(|&c| MAY_FOLD[usize::from(c)]) {
             return None;
         }
         let first = text
             .char_indices()
             .find(|&(i, c)| {
-                (c == '&' && reference(&b[i..]).is_some()) || !matches!(fold_char(c), Fold::Keep)
+                (c == '&' && reference(&b[i..]).is_some())
+                    || c == '_'
+                    || !matches!(fold_char(c), Fold::Keep)
             })?
             .0;
+        // The token the last underscore was in, and whether its underscores are spaces.
+        let mut token = (0, 0, false);
         let mut out = String::with_capacity(text.len());
         let mut from: Vec<u32> = Vec::with_capacity(text.len() + 1);
         out.push_str(&text[..first]);
         from.extend(0..first as u32);
         let mut i = first;
         while i < text.len() {
+            if b[i] == b'[' {
+                if let Some(len) = crate::recognize::tokens::placeholder_len(&b[i..]) {
+                    out.push_str(&text[i..i + len]);
+                    from.extend(i as u32..(i + len) as u32);
+                    i += len;
+                    continue;
+                }
+            }
+            if b[i] == b'_' {
+                if i >= token.1 {
+                    let (s, e) = token_around(b, i);
+                    token = (s, e, underscores_join_words(&b[s..e]));
+                }
+                out.push(if token.2 { ' ' } else { '_' });
+                from.push(i as u32);
+                i += 1;
+                continue;
+            }
             let (c, len) = match reference(&b[i..]) {
                 Some(r) if b[i] == b'&' => r,
                 _ => {
@@ -209,6 +269,22 @@ mod tests {
         let (a, b) = f.back(s, s + "219-09-9999".len());
         assert_eq!(&t[a..b], "&#50;&#49;&#57;-09-9999");
         assert!(Folded::of("AT&T and R&D; Q&A").is_none());
+    }
+
+    #[test]
+    fn underscores_between_words_read_as_spaces() {
+        let t = "scan SSN_219-09-9999.pdf for [NAME_1], mail jo_ann@example.org, \
+                 https://x.example/a_b www.x_y.org Adaeze\u{0}Okonkwo\tok";
+        let f = Folded::of(t).unwrap();
+        assert_eq!(
+            f.text,
+            "scan SSN 219-09-9999.pdf for [NAME_1], mail jo_ann@example.org, \
+             https://x.example/a_b www.x_y.org Adaeze Okonkwo\tok"
+        );
+        let s = f.text.find("219").unwrap();
+        let (a, b) = f.back(s - 4, s + 11);
+        assert_eq!(&t[a..b], "SSN_219-09-9999");
+        assert!(Folded::of("[NAME_1] and [DATE_12]").is_none_or(|f| f.text.contains("[DATE_12]")));
     }
 
     #[test]
