@@ -547,14 +547,15 @@ fn scope_under(scope_key: &[u8], identity: &str, conversation: &str) -> String {
 /// request falls back on the same hash with the retention period it falls in, a scope that
 /// cannot expire before the period ends. A live scope is kept across periods, so a
 /// conversation's numbering does not change while it lasts.
+/// `conversation`: the scope of the conversation the request names, when it names one.
 fn scope_of(
     state: &AppState,
     who: &Identity,
-    headers: &HeaderMap,
+    conversation: Option<String>,
     first_user: &str,
 ) -> (String, Option<phiops::LazyScope>) {
-    if let Some(conv) = header_str(headers, CONVERSATION_HEADER) {
-        return (scope_under(&state.inner.scope_key, &who.id, conv), None);
+    if let Some(scope) = conversation {
+        return (scope, None);
     }
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&state.inner.scope_key) else {
         return ("c-invalid".into(), None);
@@ -823,12 +824,13 @@ async fn prepare(
     // not send again ("Smith's potassium is 3.1?" after "Patient Alan Smith, ..."): read from
     // its vault scope, in process. A conversation past its retention (or shredded) is refused
     // here (`conversation_expired`), whatever this turn holds.
-    let earlier = match header_str(headers, CONVERSATION_HEADER) {
-        Some(conv) if kind == Kind::Chat => {
-            let scope = scope_under(&state.inner.scope_key, &who.id, conv);
+    let conversation = header_str(headers, CONVERSATION_HEADER)
+        .map(|conv| scope_under(&state.inner.scope_key, &who.id, conv));
+    let earlier = match &conversation {
+        Some(scope) if kind == Kind::Chat => {
             let started = std::time::Instant::now();
             let names =
-                match state.inner.vault.values_of(&scope, Category::Name).await {
+                match state.inner.vault.values_of(scope, Category::Name).await {
                     Ok(names) => names,
                     Err(vault::Error::Invalid { .. }) => return Err(ApiError::InvalidRequest(
                         "this conversation holds more names than a request reads (4096): start \
@@ -879,7 +881,7 @@ async fn prepare(
             body.get("input").map(Value::to_string).unwrap_or_default()
         )),
     };
-    let scopes = scope_of(state, &who, headers, &first);
+    let scopes = scope_of(state, &who, conversation, &first);
     drop(first);
     let mut applied = phiops::apply(&mut body, scanned, &act, &state.inner.vault, scopes).await?;
     // Sent as they are (private_only): the request goes to private deployments only.

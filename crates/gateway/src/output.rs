@@ -794,6 +794,19 @@ struct Joined {
     repeated: bool,
 }
 
+impl Joined {
+    /// Adds a check's new PHI to the answer's `total`, once for the value (each piece checks
+    /// the whole join again). Returns whether the check found new PHI.
+    fn count(&mut self, total: &mut OutputReport, report: OutputReport) -> bool {
+        let found = !report.new_phi.is_empty();
+        if found && !self.reported {
+            total.new_phi.extend(report.new_phi);
+            self.reported = true;
+        }
+        found
+    }
+}
+
 /// Checks a joined tool call `id` or function `name` whole ([`StreamRewriter::check_joined`]):
 /// a name is read as a name ([`check_name`]) and restored; an id that is a protocol token as
 /// [`check_token`] does, any other as a name without restoring.
@@ -1120,11 +1133,7 @@ impl StreamRewriter {
                 let doubled = j.raw.repeat(2);
                 let mut report = OutputReport::default();
                 let out = check_joined_text(&self.rules, &doubled, name, &mut report);
-                if !report.new_phi.is_empty() {
-                    if !j.reported {
-                        self.report.new_phi.extend(report.new_phi);
-                        j.reported = true;
-                    }
+                if j.count(&mut self.report, report) {
                     out?;
                     j.stopped = true;
                     return Ok(false);
@@ -1147,11 +1156,7 @@ impl StreamRewriter {
         }
         let mut report = OutputReport::default();
         let out = check_joined_text(&self.rules, &j.raw, name, &mut report);
-        // Each piece checks the whole again: what it holds is counted once.
-        if !report.new_phi.is_empty() && !j.reported {
-            self.report.new_phi.extend(report.new_phi);
-            j.reported = true;
-        }
+        j.count(&mut self.report, report);
         let out = out?;
         match out.strip_prefix(j.sent.as_str()) {
             Some(rest) => {
