@@ -1195,7 +1195,11 @@ async fn pump(
 /// An embeddings answer rebuilt from what the API defines, and nothing else: vectors of numbers
 /// (or `encoding_format: base64` strings of whole f32s), their indexes, the model the client
 /// named, and numeric usage. An upstream's other fields, and text anywhere, are not relayed:
-/// nothing of this answer is scanned, so nothing in it may be text.
+/// nothing of this answer is scanned, so nothing in it may be text. Every component must be
+/// finite and within ±[`MAX_COMPONENT`]: bytes of text read as f32s are mostly far outside
+/// (`"Patient Maria"` in base64 is 10^25 and up), and an identifier written as a number is too
+/// (`[536228741]`). A sanity check on a misbehaving upstream, not a defence against one that
+/// hides data in a vector's low bits, which nothing that relays vectors can see.
 fn embeddings_answer(body: &Value, model: &str) -> Result<Value, ApiError> {
     use base64::Engine as _;
     let bad = || ApiError::UpstreamInvalidResponse;
@@ -1204,12 +1208,21 @@ fn embeddings_answer(body: &Value, model: &str) -> Result<Value, ApiError> {
     for (i, item) in items.iter().enumerate() {
         let index = item.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
         let embedding = match item.get("embedding") {
-            Some(Value::Array(v)) if v.iter().all(Value::is_number) => Value::Array(v.clone()),
+            Some(Value::Array(v))
+                if v.iter().all(|x| x.as_f64().is_some_and(|x| x.abs() <= MAX_COMPONENT)) =>
+            {
+                Value::Array(v.clone())
+            }
             Some(Value::String(b64)) => {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
                     .map_err(|_| bad())?;
-                if raw.len() % 4 != 0 {
+                if raw.len() % 4 != 0
+                    || !raw.chunks_exact(4).all(|c| {
+                        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        x.is_finite() && f64::from(x.abs()) <= MAX_COMPONENT
+                    })
+                {
                     return Err(bad());
                 }
                 Value::String(b64.clone())
@@ -1232,6 +1245,10 @@ fn embeddings_answer(body: &Value, model: &str) -> Result<Value, ApiError> {
     }
     Ok(out)
 }
+
+/// The largest magnitude of an embedding's component relayed ([`embeddings_answer`]): far
+/// above what embedding models give (normalized ones stay within ±1).
+const MAX_COMPONENT: f64 = 1e4;
 
 async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
@@ -1454,6 +1471,9 @@ mod tests {
             serde_json::json!({"data": [{"embedding": [0.1, "Alan Smith"]}]}),
             serde_json::json!({"data": [{"embedding": "QWxhbiBTbWl0aA=="}]}),
             serde_json::json!({"data": [{"embedding": "not base64!"}]}),
+            // Text whose length is a multiple of 4, and an identifier as a number.
+            serde_json::json!({"data": [{"embedding": "UGF0aWVudCBNYXJpYSBHYXJjaWEgU1NOIDUzNi0yMi04NzQx"}]}),
+            serde_json::json!({"data": [{"embedding": [0.1, 536228741]}]}),
             serde_json::json!({"object": "list"}),
         ] {
             assert!(embeddings_answer(&bad, "m").is_err(), "{bad}");

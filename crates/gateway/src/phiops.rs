@@ -894,10 +894,13 @@ pub fn texts<'a>(
     kind: Kind,
     cache: &crate::textcache::TextCache,
 ) -> Result<Vec<Text<'a>>, ApiError> {
-    let (texts, places, labels) = match kind {
-        Kind::Chat => (chat_texts(body)?, places(body), labels(body)),
-        Kind::Embeddings => (embedding_texts(body)?, HashMap::new(), HashMap::new()),
+    // An embeddings call's `user` is a participant's name and its fields have labels, as a
+    // chat's (it has no messages).
+    let texts = match kind {
+        Kind::Chat => chat_texts(body)?,
+        Kind::Embeddings => embedding_texts(body)?,
     };
+    let (places, labels) = (places(body), labels(body));
     Ok(texts
         .into_iter()
         .enumerate()

@@ -467,6 +467,19 @@ async fn embeddings_are_tokenized_and_models_are_scoped() {
     let sent = s.upstream.all_bodies();
     assert!(sent.contains("[NAME_1] was admitted."), "{sent}");
     assert!(sent.contains("[NAME_1] visited [NAME_2]."), "{sent}");
+    // An embeddings call's `user` is read as a participant's name, as a chat's is; an
+    // identifier joined to a word by `_` is found (a file name, a snake_case id).
+    let a = s
+        .post(
+            "/v1/embeddings",
+            &s.clinician,
+            json!({"model": "clinical-chat", "input": "scan_report_617-555-0199.pdf",
+                   "user": "maria_garcia"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sent = s.upstream.all_bodies();
+    assert!(!sent.contains("555-0199") && !sent.contains("garcia"), "{sent}");
 
     let m = s.get("/v1/models", Some(&s.blocker)).await;
     assert_eq!(m.status, 200);
