@@ -11,7 +11,10 @@
 //! An underscore between words reads as a space (`SSN_219-09-9999`, `Garcia_Maria_1962-03-14.pdf`,
 //! `call_617-555-0199`): file names, identifiers and keys join words with it, and a client reads
 //! the parts. Not inside a placeholder this crate writes (`[NAME_1]`), nor in an e-mail address
-//! or URL, which their patterns read whole (`john_smith@example.org`). Control characters other
+//! or URL, which their patterns read whole (`john_smith@example.org`). So do the dots of a word
+//! made of names and initials (`maria.garcia`, `alan.b.okafor`, `Dr.Smith`), as a user name or
+//! handle is written, but not of a domain (`mercy.org`) or an abbreviation (`e.g.`, `b.i.d.`).
+//! Control characters other
 //! than tab, line feed and carriage return read as spaces (`Adaeze\u{0}Okonkwo`).
 //!
 //! Findings made on the reading are mapped back to the original's bytes: a finding covers
@@ -146,6 +149,28 @@ fn token_around(b: &[u8], i: usize) -> (usize, usize) {
     (s, e)
 }
 
+/// Whether the dots of the token `t` read as spaces: letters and dots only (a sentence's
+/// punctuation after them aside), two parts or more, the first and last of two letters or more,
+/// none empty, and no part after a dot a top-level domain (`mercy.org`).
+fn dots_join_words(t: &[u8]) -> bool {
+    let end = t.iter().rposition(|c| !matches!(c, b'.' | b',' | b';' | b':' | b'!' | b'?'));
+    let t = &t[..end.map_or(0, |e| e + 1)];
+    if !t.iter().all(|c| c.is_ascii_alphabetic() || *c == b'.') || !t.contains(&b'.') {
+        return false;
+    }
+    let mut parts = t.split(|c| *c == b'.');
+    let (first, last) = (parts.next().unwrap_or_default(), t.rsplit(|c| *c == b'.').next());
+    first.len() >= 2
+        && last.is_some_and(|l| l.len() >= 2)
+        && parts.all(|p| !p.is_empty())
+        && !crate::recognize::patterns::has_tld(t)
+}
+
+/// Whether `b` has a dot between two letters (which [`dots_join_words`] may read as a space).
+fn dot_between_letters(b: &[u8]) -> bool {
+    b.windows(3).any(|w| w[1] == b'.' && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
+}
+
 /// Whether the underscores of the token `t` read as spaces: not in an e-mail address or a URL.
 fn underscores_join_words(t: &[u8]) -> bool {
     !(t.contains(&b'@')
@@ -158,7 +183,9 @@ impl Folded {
     /// an HTML character reference, underscore or control character: most texts).
     pub(crate) fn of(text: &str) -> Option<Folded> {
         let b = text.as_bytes();
-        if text.len() >= u32::MAX as usize || !b.iter().any(|&c| MAY_FOLD[usize::from(c)]) {
+        if text.len() >= u32::MAX as usize
+            || !(b.iter().any(|&c| MAY_FOLD[usize::from(c)]) || dot_between_letters(b))
+        {
             return None;
         }
         let first = text
@@ -166,11 +193,13 @@ impl Folded {
             .find(|&(i, c)| {
                 (c == '&' && reference(&b[i..]).is_some())
                     || c == '_'
+                    || c == '.'
                     || !matches!(fold_char(c), Fold::Keep)
             })?
             .0;
-        // The token the last underscore was in, and whether its underscores are spaces.
-        let mut token = (0, 0, false);
+        // The token the last underscore or dot was in, and whether its underscores and its
+        // dots are spaces.
+        let mut token = (0, 0, false, false);
         let mut out = String::with_capacity(text.len());
         let mut from: Vec<u32> = Vec::with_capacity(text.len() + 1);
         out.push_str(&text[..first]);
@@ -185,12 +214,20 @@ impl Folded {
                     continue;
                 }
             }
-            if b[i] == b'_' {
+            if b[i] == b'_' || b[i] == b'.' {
                 if i >= token.1 {
                     let (s, e) = token_around(b, i);
-                    token = (s, e, underscores_join_words(&b[s..e]));
+                    let t = &b[s..e];
+                    token = (s, e, underscores_join_words(t), dots_join_words(t));
                 }
-                out.push(if token.2 { ' ' } else { '_' });
+                let space = if b[i] == b'_' {
+                    token.2
+                } else {
+                    token.3
+                        && b[i - 1].is_ascii_alphabetic()
+                        && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                };
+                out.push(if space { ' ' } else { char::from(b[i]) });
                 from.push(i as u32);
                 i += 1;
                 continue;
@@ -285,6 +322,12 @@ mod tests {
         let (a, b) = f.back(s - 4, s + 11);
         assert_eq!(&t[a..b], "SSN_219-09-9999");
         assert!(Folded::of("[NAME_1] and [DATE_12]").is_none_or(|f| f.text.contains("[DATE_12]")));
+        let t = "login maria.garcia, alan.b.okafor. Dr.Smith at mercy.org e.g. b.i.d. 2.5 mg";
+        assert_eq!(
+            Folded::of(t).unwrap().text,
+            "login maria garcia, alan b okafor. Dr Smith at mercy.org e.g. b.i.d. 2.5 mg"
+        );
+        assert!(Folded::of("Seen today. Next visit in 2.5 weeks.").is_none());
     }
 
     #[test]

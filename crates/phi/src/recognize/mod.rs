@@ -7,7 +7,7 @@
 pub(crate) mod dict;
 mod hl7;
 mod names;
-mod patterns;
+pub(crate) mod patterns;
 mod places;
 pub(crate) mod repeat;
 pub(crate) mod tokens;

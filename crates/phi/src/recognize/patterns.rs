@@ -1451,7 +1451,7 @@ fn maybe_ipv6(b: &[u8]) -> bool {
 }
 
 /// A dot followed by a top-level domain that the domain pattern knows, ending the word.
-fn has_tld(b: &[u8]) -> bool {
+pub(crate) fn has_tld(b: &[u8]) -> bool {
     const TLDS: &[&[u8]] = &[
         b"com",
         b"org",
