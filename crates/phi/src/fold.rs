@@ -14,7 +14,8 @@
 //! or URL, which their patterns read whole (`john_smith@example.org`). So do the dots of a word
 //! made of names and initials (`maria.garcia`, `alan.b.okafor`, `Dr.Smith`), as a user name or
 //! handle is written, but not of a domain (`mercy.org`) or an abbreviation (`e.g.`, `b.i.d.`).
-//! Control characters other
+//! An e-mail address written to dodge a reader reads as written plainly (`jdoe(at)gmail(dot)com`,
+//! `jdoe [at] gmail.com`, `jdoe at gmail dot com`, `jdoe @ gmail.com`). Control characters other
 //! than tab, line feed and carriage return read as spaces (`Adaeze\u{0}Okonkwo`).
 //!
 //! Findings made on the reading are mapped back to the original's bytes: a finding covers
@@ -166,6 +167,134 @@ fn dots_join_words(t: &[u8]) -> bool {
         && !crate::recognize::patterns::has_tld(t)
 }
 
+/// Opening and closing brackets around a spelled-out `at` or `dot`.
+fn opens(c: u8) -> bool {
+    matches!(c, b'(' | b'[' | b'{' | b'<')
+}
+
+fn closes(c: u8) -> bool {
+    matches!(c, b')' | b']' | b'}' | b'>')
+}
+
+/// The end of the whitespace from `i`.
+fn spaces_from(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| *c == b' ' || *c == b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// A spelled-out `word` (`at`, `dot`) at `i`, bracketed (`(at)`, `[dot]`, spaces around
+/// allowed) or as a word between spaces (`plain`): its end, and whether it was bracketed.
+fn spelled(b: &[u8], i: usize, word: &[u8], plain: bool) -> Option<(usize, bool)> {
+    let k = spaces_from(b, i);
+    let n = word.len();
+    if b.get(k).copied().is_some_and(opens)
+        && b.get(k + 1..k + 1 + n).is_some_and(|w| w.eq_ignore_ascii_case(word))
+        && b.get(k + 1 + n).copied().is_some_and(closes)
+    {
+        return Some((spaces_from(b, k + 2 + n), true));
+    }
+    if plain
+        && k > i
+        && b.get(k..k + n).is_some_and(|w| w.eq_ignore_ascii_case(word))
+        && b.get(k + n).is_some_and(|c| *c == b' ' || *c == b'\t')
+    {
+        return Some((spaces_from(b, k + n), false));
+    }
+    None
+}
+
+/// The pieces of `b` that stand for an e-mail address's `@` and dots where it is written to
+/// dodge a reader (see the module's documentation): `(start, end, character, where the address
+/// starts)`, sorted (the address's own underscores are kept, `bob_t1962 (at) aol.com`). The
+/// user part is one run of the characters an address's user part has; the domain is labels
+/// joined by dots (plain or spelled out) and ends in a top-level domain the domain pattern
+/// knows. `at` as a plain word counts only with a spelled-out dot (`records at mercy.org` is
+/// not an address).
+fn spelled_out_emails(b: &[u8]) -> Vec<(usize, usize, u8, usize)> {
+    let mut out = Vec::new();
+    let user = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
+    let label = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-';
+    let mut i = 0;
+    while i < b.len() {
+        // A user part ends at `i`: what follows may be a spelled-out or spaced `@`.
+        if i == 0 || !user(&b[i - 1]) || user(&b[i]) {
+            i += 1;
+            continue;
+        }
+        let (at_end, strong) = if let Some(r) = spelled(b, i, b"at", true) {
+            r
+        } else {
+            let k = spaces_from(b, i);
+            if k > i && b.get(k) == Some(&b'@') {
+                (spaces_from(b, k + 1), true)
+            } else if b[i] == b'@' && spaces_from(b, i + 1) > i + 1 {
+                (spaces_from(b, i + 1), true)
+            } else {
+                i += 1;
+                continue;
+            }
+        };
+        // The domain: labels joined by dots, the last a top-level domain.
+        let mut dots = Vec::new();
+        let mut j = at_end;
+        let mut spelled_dot = false;
+        let mut last = (j, j);
+        loop {
+            let s = j;
+            while b.get(j).is_some_and(label) {
+                j += 1;
+            }
+            if j == s {
+                break;
+            }
+            last = (s, j);
+            let next = if b.get(j) == Some(&b'.') && b.get(j + 1).is_some_and(label) {
+                Some((j + 1, None))
+            } else {
+                spelled(b, j, b"dot", true).map(|(e, _)| (e, Some((j, e))))
+            };
+            match next {
+                Some((e, piece)) if b.get(e).is_some_and(label) => {
+                    if let Some(p) = piece {
+                        dots.push(p);
+                        spelled_dot = true;
+                    }
+                    j = e;
+                }
+                _ => break,
+            }
+        }
+        let mut tld = Vec::with_capacity(1 + last.1 - last.0);
+        tld.push(b'.');
+        tld.extend_from_slice(&b[last.0..last.1]);
+        if last.0 > at_end
+            && (strong || spelled_dot)
+            && crate::recognize::patterns::has_tld(&tld)
+            && (!dots.is_empty() || b[at_end..last.0].contains(&b'.'))
+        {
+            let start = b[..i].iter().rposition(|c| !user(c)).map_or(0, |p| p + 1);
+            out.push((i, at_end, b'@', start));
+            out.extend(dots.into_iter().map(|(s, e)| (s, e, b'.', s)));
+            i = last.1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether `b` may hold an e-mail address written to dodge a reader: a spaced `@`, a
+/// bracketed `at`, or a `dot` ([`spelled_out_emails`] reads them).
+fn may_spell_emails(b: &[u8]) -> bool {
+    b.windows(3).any(|w| {
+        (w[1] == b'@' && (w[0] == b' ' || w[2] == b' '))
+            || (w[0] | 0x20 == b'd' && w[1] | 0x20 == b'o' && w[2] | 0x20 == b't')
+            || (opens(w[0]) && w[1] | 0x20 == b'a' && w[2] | 0x20 == b't')
+    })
+}
+
 /// Whether `b` has a dot between two letters (which [`dots_join_words`] may read as a space).
 fn dot_between_letters(b: &[u8]) -> bool {
     b.windows(3).any(|w| w[1] == b'.' && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
@@ -183,8 +312,12 @@ impl Folded {
     /// an HTML character reference, underscore or control character: most texts).
     pub(crate) fn of(text: &str) -> Option<Folded> {
         let b = text.as_bytes();
-        if text.len() >= u32::MAX as usize
-            || !(b.iter().any(|&c| MAY_FOLD[usize::from(c)]) || dot_between_letters(b))
+        if text.len() >= u32::MAX as usize {
+            return None;
+        }
+        let emails = if may_spell_emails(b) { spelled_out_emails(b) } else { Vec::new() };
+        if emails.is_empty()
+            && !(b.iter().any(|&c| MAY_FOLD[usize::from(c)]) || dot_between_letters(b))
         {
             return None;
         }
@@ -195,8 +328,13 @@ impl Folded {
                     || c == '_'
                     || c == '.'
                     || !matches!(fold_char(c), Fold::Keep)
-            })?
-            .0;
+            })
+            .map_or(text.len(), |(i, _)| i)
+            .min(emails.first().map_or(usize::MAX, |e| e.3));
+        if first == text.len() {
+            return None;
+        }
+        let mut emails = emails.into_iter().peekable();
         // The token the last underscore or dot was in, and whether its underscores and its
         // dots are spaces.
         let mut token = (0, 0, false, false);
@@ -206,6 +344,12 @@ impl Folded {
         from.extend(0..first as u32);
         let mut i = first;
         while i < text.len() {
+            if let Some((_, end, c, _)) = emails.next_if(|e| e.0 == i) {
+                out.push(char::from(c));
+                from.push(i as u32);
+                i = end;
+                continue;
+            }
             if b[i] == b'[' {
                 if let Some(len) = crate::recognize::tokens::placeholder_len(&b[i..]) {
                     out.push_str(&text[i..i + len]);
@@ -221,7 +365,7 @@ impl Folded {
                     token = (s, e, underscores_join_words(t), dots_join_words(t));
                 }
                 let space = if b[i] == b'_' {
-                    token.2
+                    token.2 && emails.peek().is_none_or(|e| i < e.3)
                 } else {
                     token.3
                         && b[i - 1].is_ascii_alphabetic()
@@ -328,6 +472,31 @@ mod tests {
             "login maria garcia, alan b okafor. Dr Smith at mercy.org e.g. b.i.d. 2.5 mg"
         );
         assert!(Folded::of("Seen today. Next visit in 2.5 weeks.").is_none());
+    }
+
+    #[test]
+    fn spelled_out_email_addresses_read_as_written_plainly() {
+        for (t, want) in [
+            ("mail jdoe(at)gmail(dot)com now", "mail jdoe@gmail.com now"),
+            ("mail jdoe [at] gmail.com now", "mail jdoe@gmail.com now"),
+            ("mail JDOE AT GMAIL DOT COM now", "mail JDOE@GMAIL.COM now"),
+            ("mail j.doe[at]yahoo[dot]com", "mail j.doe@yahoo.com"),
+            (
+                "mail jdoe @ gmail.com or bob_t1962 (at) aol.com",
+                "mail jdoe@gmail.com or bob_t1962@aol.com",
+            ),
+        ] {
+            assert_eq!(Folded::of(t).unwrap().text, want, "{t}");
+        }
+        let f = Folded::of("mail jdoe at gmail dot com now").unwrap();
+        let (a, b) = f.back(5, 5 + "jdoe@gmail.com".len());
+        assert_eq!(&"mail jdoe at gmail dot com now"[a..b], "jdoe at gmail dot com");
+        // Not an address: `at` as a word with plain dots, no top-level domain, DOT therapy.
+        for t in
+            ["records at mercy.org", "seen at clinic dot visit", "on DOT at home", "meet @ 5pm"]
+        {
+            assert!(Folded::of(t).is_none_or(|f| f.text == t), "{t}");
+        }
     }
 
     #[test]
