@@ -587,6 +587,23 @@ fn state_after_end(text: &str, tk: &Tokens, last: usize, dict: &Dict) -> Option<
     None
 }
 
+/// Words that make a run of capitalised words a publication's or guideline's title, not a
+/// facility ("ADA Standards of Care", "KDIGO Clinical Practice Guideline", "AHA Scientific
+/// Statement").
+const DOCUMENT_WORDS: &[&str] = &[
+    "standards",
+    "standard",
+    "guideline",
+    "guidelines",
+    "statement",
+    "recommendations",
+    "consensus",
+    "journal",
+    "handbook",
+    "manual",
+    "textbook",
+];
+
 /// A run of capitalised tokens around the facility word at `h` that names a facility.
 fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize, usize)> {
     let toks = &tk.toks;
@@ -651,6 +668,9 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
         } else {
             break;
         }
+    }
+    if (s..=e).any(|k| DOCUMENT_WORDS.contains(&tk.lower_of(&toks[k]))) {
+        return None;
     }
     // Must hold a strong head and something that is no generic word.
     let mut strong = false;

@@ -76,3 +76,39 @@ fn html_character_references_read_as_their_characters() {
     assert_found("Phone: 617&nbsp;555&#x2011;0199", Category::Phone, "617&nbsp;555&#x2011;0199");
     assert_found("Call 415&#45;555&#45;0123 today", Category::Phone, "415&#45;555&#45;0123");
 }
+
+/// Words joined by `_` or by dots in a user name, and e-mail addresses written to dodge a
+/// reader, are read as their parts and as the address.
+#[test]
+fn joined_words_and_spelled_out_addresses_are_read_apart() {
+    assert_found("Attach scan SSN_536-22-8741 here", Category::Ssn, "536-22-8741");
+    assert_found("DOB_03/14/1962 on file", Category::Date, "03/14/1962");
+    assert_found("call_617-555-0199 failed", Category::Phone, "617-555-0199");
+    assert_found("Chart for Maria_Garcia today", Category::Name, "Maria_Garcia");
+    assert_found("login maria.garcia, please reset", Category::Name, "maria.garcia");
+    assert_found("Patient Adaeze\u{0}Okonkwo seen", Category::Name, "Adaeze\u{0}Okonkwo");
+    assert_found("Email: jdoe at gmail dot com", Category::Email, "jdoe at gmail dot com");
+    assert_found("write to bob_t1962 (at) aol.com", Category::Email, "bob_t1962 (at) aol.com");
+    assert_found("j.doe[at]yahoo[dot]com", Category::Email, "j.doe[at]yahoo[dot]com");
+    // Placeholders, domains, addresses and abbreviations keep their joins.
+    for t in
+        ["[NAME_1] at [DATE_2]", "records at mercy.org", "e.g. b.i.d. dosing", "on DOT at home"]
+    {
+        let f = scanner().scan(t);
+        assert!(f.iter().all(|f| f.category == Category::Url), "{t}: {f:?}");
+    }
+}
+
+/// Titles of guidelines and references, and eponyms before `pupil`, are no places or people.
+#[test]
+fn references_and_guidelines_are_no_places_or_people() {
+    for t in [
+        "Per the ADA Standards of Care, metformin first.",
+        "See the AHA Scientific Statement and KDIGO Clinical Practice guideline.",
+        "Per Lexicomp, no interaction; Micromedex agrees.",
+        "Left afferent defect (Gunn pupil).",
+    ] {
+        let f = scanner().scan(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+}
