@@ -242,7 +242,7 @@ impl Patterns {
             )?,
             cue_id: re(
                 "id.cue",
-                r"(?i)\b(?P<ssn>ssn|ss#|soc\.? sec\.?|social security(?: number| no\.?| #)?)|\b(?P<mrn>mrn|mr#|mr no\.?|medical record(?: number| no\.?| #| num)?|med\.? rec\.?(?: no\.?| #)?|record(?: number| no\.?| #)|chart(?: number| no\.?| #)|hospital (?:number|no\.?|#|id)|unit (?:number|no\.?)|patient (?:id|number|no\.?|#)|pt\.? (?:id|#|no\.?)|case (?:number|no\.?|#|id)|encounter(?: id| number| no\.?| #)|visit (?:id|number|no\.?|#)|fin|csn|accession(?: number| no\.?| #)?|specimen (?:id|number|no\.?|#)|lab (?:id|number)|admission (?:number|no\.?|#|id))|\b(?P<hp>member(?: id| number| no\.?| #)|subscriber(?: id| number| no\.?| #)?|policy(?: id| number| no\.?| #)?|insurance(?: plan)?(?: id| number| no\.?| #)|plan(?: id| number| no\.?| #)|group(?: id| number| no\.?| #)|medicaid(?: id| number| no\.?| #)?|medicare(?: id| number| no\.?| #)?|mbi|hicn|beneficiary(?: id| number| no\.?)|health plan(?: id| number| no\.?)?|payer id|coverage id)|\b(?P<acct>account(?: number| no\.?| #| id)?|acct\.?(?: number| no\.?| #)?|billing(?: id| number| no\.?| #)|invoice(?: number| no\.?| #)|claim(?: id| number| no\.?| #)|card(?: number| no\.?| #)|credit card|iban|routing(?: number| no\.?| #)?|bank account)|\b(?P<lic>licen[sc]e(?: number| no\.?| #| id)?|lic\.?(?: no\.?| #)|dl(?: #| number| no\.?)|driver'?s licen[sc]e(?: number| no\.?| #)?|dea(?: number| no\.?| #)?|npi(?: number| no\.?| #)?|certificate(?: number| no\.?| #)|cert\.?(?: no\.?| #)|registration(?: number| no\.?| #))|\b(?P<veh>vin|vehicle id(?:entification number)?|licen[sc]e plate|plate(?: number| no\.?| #)?|tag(?: number| #))|\b(?P<dev>serial(?: number| no\.?| #)?|s/n|sn|device(?: id| number| serial| #)|udi|model(?: number| no\.?| #)|lot(?: number| no\.?| #)|implant id|pacemaker (?:id|serial)|imei|mac address)|\b(?P<bio>fingerprint(?: id)?|biometric(?: id)?|retina(?:l)? scan(?: id)?|voiceprint(?: id)?|face id)|\b(?P<id>id|i\.d\.|identifier|identification(?: number| no\.?)?|ref(?:erence)?(?: number| no\.?| #)|tracking(?: number| no\.?| #)|employee(?: id| number| no\.?| #)|badge(?: id| number| no\.?| #)?|student id|passport(?: number| no\.?| #)?|user ?id|username|login|confirmation(?: number| no\.?| #)|order(?: id| number| no\.?| #)|ticket(?: number| no\.?| #))\b",
+                r"(?i)\b(?P<ssn>ssn|ss#|soc\.? sec\.?|social security(?: number| no\.?| #)?)|\b(?P<mrn>mrn|mr#|mr no\.?|ur(?: number| no\.?| #)|medical record(?: number| no\.?| #| num)?|med\.? rec\.?(?: no\.?| #)?|record(?: number| no\.?| #)|chart(?: number| no\.?| #)|hospital (?:number|no\.?|#|id)|unit (?:number|no\.?)|patient (?:id|number|no\.?|#)|pt\.? (?:id|#|no\.?)|case (?:number|no\.?|#|id)|encounter(?: id| number| no\.?| #)|visit (?:id|number|no\.?|#)|fin|csn|accession(?: number| no\.?| #)?|specimen (?:id|number|no\.?|#)|lab (?:id|number)|admission (?:number|no\.?|#|id))|\b(?P<hp>member(?: id| number| no\.?| #)|subscriber(?: id| number| no\.?| #)?|policy(?: id| number| no\.?| #)?|insurance(?: plan)?(?: id| number| no\.?| #)|plan(?: id| number| no\.?| #)|group(?: id| number| no\.?| #)|medicaid(?: id| number| no\.?| #)?|medicare(?: id| number| no\.?| #)?|mbi|hicn|beneficiary(?: id| number| no\.?)|health plan(?: id| number| no\.?)?|payer id|coverage id)|\b(?P<acct>account(?: number| no\.?| #| id)?|acct\.?(?: number| no\.?| #)?|billing(?: id| number| no\.?| #)|invoice(?: number| no\.?| #)|claim(?: id| number| no\.?| #)|card(?: number| no\.?| #)|credit card|iban|routing(?: number| no\.?| #)?|bank account)|\b(?P<lic>licen[sc]e(?: number| no\.?| #| id)?|lic\.?(?: no\.?| #)?|dl(?: #| number| no\.?)|driver'?s licen[sc]e(?: number| no\.?| #)?|dea(?: number| no\.?| #)?|npi(?: number| no\.?| #)?|certificate(?: number| no\.?| #)|cert\.?(?: no\.?| #)|registration(?: number| no\.?| #))|\b(?P<veh>vin|vehicle id(?:entification number)?|licen[sc]e plate|plate(?: number| no\.?| #)?|tag(?: number| #))|\b(?P<dev>serial(?: number| no\.?| #)?|s/n|sn|device(?: id| number| serial| #)|udi|model(?: number| no\.?| #)|lot(?: number| no\.?| #)|implant id|pacemaker (?:id|serial)|imei|mac address)|\b(?P<bio>fingerprint(?: id)?|biometric(?: id)?|retina(?:l)? scan(?: id)?|voiceprint(?: id)?|face id)|\b(?P<id>i\.d\.|(?:identification|ref(?:erence)?|tracking|employee|badge|passport|confirmation|order|ticket|rx|prescription)(?: no\.|[ \t]?#)|(?:id|identifier|identification(?: number| no)?|ref(?:erence)?(?: number| no)|tracking(?: number| no)|employee(?: id| number| no)|badge(?: id| number| no)?|student id|passport(?: number| no)?|user ?id|username|login|confirmation(?: number| no)|order(?: id| number| no)|ticket(?: number| no)|rx (?:number|no)|prescription(?: number| no| id))\b)",
             )?,
             digit_groups: re(
                 "id.digits",
@@ -696,35 +696,45 @@ impl Patterns {
         }
     }
 
+    /// The category of an identifier cue (a whole match of `id.cue`), and the recognizer's
+    /// name; `None` if `cue` is none.
+    fn cue_category(&self, cue: &str) -> Option<(Category, &'static str)> {
+        // Which group matched, read from the cue alone: far cheaper than captures over the
+        // whole text.
+        let c = self.cue_id_whole.captures(cue)?;
+        Some(if c.name("ssn").is_some() {
+            (Category::Ssn, "ssn.cue")
+        } else if c.name("mrn").is_some() {
+            (Category::Mrn, "mrn.cue")
+        } else if c.name("hp").is_some() {
+            (Category::HealthPlan, "health_plan.cue")
+        } else if c.name("acct").is_some() {
+            (Category::Account, "account.cue")
+        } else if c.name("lic").is_some() {
+            (Category::License, "license.cue")
+        } else if c.name("veh").is_some() {
+            (Category::Vehicle, "vehicle.cue")
+        } else if c.name("dev").is_some() {
+            (Category::Device, "device.cue")
+        } else if c.name("bio").is_some() {
+            (Category::Biometric, "biometric.cue")
+        } else {
+            (Category::Id, "id.cue")
+        })
+    }
+
     fn run_ids(&self, text: &str, dict: &super::dict::Dict, hits: &Led, out: &mut Vec<Finding>) {
         for m in self.cue_id.find_iter(text, hits) {
-            // Which group matched, read from the cue alone: far cheaper than captures over
-            // the whole text.
-            let Some(c) = self.cue_id_whole.captures(m.as_str()) else { continue };
-            let (cat, rec) = if c.name("ssn").is_some() {
-                (Category::Ssn, "ssn.cue")
-            } else if c.name("mrn").is_some() {
-                (Category::Mrn, "mrn.cue")
-            } else if c.name("hp").is_some() {
-                (Category::HealthPlan, "health_plan.cue")
-            } else if c.name("acct").is_some() {
-                (Category::Account, "account.cue")
-            } else if c.name("lic").is_some() {
-                (Category::License, "license.cue")
-            } else if c.name("veh").is_some() {
-                (Category::Vehicle, "vehicle.cue")
-            } else if c.name("dev").is_some() {
-                (Category::Device, "device.cue")
-            } else if c.name("bio").is_some() {
-                (Category::Biometric, "biometric.cue")
-            } else {
-                (Category::Id, "id.cue")
-            };
-            // Lower-case short cues ("fin", "sn", "id", "tag") are ordinary words: need a separator.
             let cue = m.as_str();
-            if let Some((vs, ve)) =
-                value_after_cue(text, m.end(), cue.len() <= 3 || cat == Category::Id)
-            {
+            let Some((cat, rec)) = self.cue_category(cue) else { continue };
+            // Lower-case short cues ("fin", "sn", "id", "tag") are ordinary words: need a
+            // separator, unless the cue ends with one ("Confirmation #", "Ref no.").
+            if let Some((vs, ve)) = value_after_cue(
+                text,
+                m.end(),
+                (cue.len() <= 3 || cat == Category::Id) && !cue.ends_with(['#', '.']),
+                cat == Category::License,
+            ) {
                 out.push(Finding::new(vs, ve, cat, 0.93, rec));
             }
         }
@@ -793,22 +803,37 @@ impl Patterns {
     }
 }
 
-/// The value after an identifier cue: `MRN: #SF-998877`, `member ID 789456123`, `acct no. 55-1`.
+/// The value after an identifier cue: `MRN: #SF-998877`, `member ID 789456123`, `acct no. 55-1`,
+/// `MRN # 45821`, `MRN No.: 45821`, `MRN - 45821`, `"mrn": "SF-998877"`, `mrn=45821`.
 /// Returns its byte range. The value must hold a digit.
-fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize, usize)> {
+/// With `credential`, a short word in capitals between the cue and the number is skipped: a
+/// credential or a state (`license RN 845512`, `DL CA D1234567`).
+fn value_after_cue(
+    text: &str,
+    cue_end: usize,
+    need_sep: bool,
+    credential: bool,
+) -> Option<(usize, usize)> {
     let b = text.as_bytes();
     let mut i = cue_end;
     let mut saw_sep = false;
-    // A JSON key: its closing quote before the ':' (`"mrn": "SF-998877"`).
-    let key_quote = quote_len(&b[i..]);
-    let after = i + key_quote;
-    let colon_at = after + b[after..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
-    if key_quote > 0 && matches!(b.get(colon_at), Some(b':' | b'=')) {
-        i = colon_at;
-    }
-    // Separators and filler words: spaces, ':', '#', '=', '-', "is", "number", "no.".
+    // Separators and filler words: spaces, ':', '=', a '#' or a dash standing alone, a JSON
+    // key's closing quote before its ':' (`"mrn": "SF-998877"`, `"mrn number": "5"`), "is",
+    // "number", "no.".
     loop {
-        while i < b.len() && matches!(b[i], b' ' | b'\t' | b':' | b'=' | b'(' | b'\n') {
+        let key_quote = quote_len(&b[i..]);
+        if key_quote > 0 {
+            let after = i + key_quote;
+            let colon = after + b[after..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+            if matches!(b.get(colon), Some(b':' | b'=')) {
+                i = colon;
+            }
+        }
+        while i < b.len()
+            && (matches!(b[i], b' ' | b'\t' | b':' | b'=' | b'(' | b'\n')
+                || (matches!(b[i], b'#' | b'-')
+                    && !b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)))
+        {
             saw_sep |= b[i] != b' ';
             i += 1;
             if i - cue_end > 12 {
@@ -817,8 +842,12 @@ fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize,
         }
         let rest = &b[i..];
         let mut matched = false;
-        for w in ["is ", "was ", "number ", "no. ", "no ", "num ", "of "] {
-            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w.as_bytes()) {
+        for w in ["is", "was", "number", "no.", "no", "num", "of"] {
+            // A filler word ends at a separator or a key's closing quote: "No.: 5", "no# 5".
+            if rest.len() > w.len()
+                && rest[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+                && matches!(rest[w.len()], b' ' | b'\t' | b':' | b'#' | b'=' | b'"' | b'\'' | b'\\')
+            {
                 i += w.len();
                 matched = true;
                 saw_sep = true;
@@ -832,6 +861,20 @@ fn value_after_cue(text: &str, cue_end: usize, need_sep: bool) -> Option<(usize,
     // The value's opening quote.
     if saw_sep {
         i += quote_len(&b[i..]);
+    }
+    if credential {
+        let w = b[i..].iter().take_while(|c| c.is_ascii_uppercase()).count();
+        let next = i + w + 1;
+        if (2..=4).contains(&w)
+            && b.get(i + w) == Some(&b' ')
+            && b[next.min(b.len())..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .any(u8::is_ascii_digit)
+        {
+            i = next;
+            saw_sep = true;
+        }
     }
     if i < b.len() && b[i] == b'#' {
         saw_sep = true;
@@ -1291,7 +1334,7 @@ fn word_kinds() -> Vec<(Vec<u8>, u32)> {
              serial s sn device udi model lot implant pacemaker imei mac fingerprint biometric \
              retina retinal voiceprint face id i identifier identification ref reference \
              tracking employee badge student passport user userid username login confirmation \
-             order ticket",
+             order ticket rx prescription ur",
         ),
         (DECADE, "nineties"),
         (BOX, "box"),
@@ -1523,6 +1566,9 @@ mod tests {
             "MEDICAL RECORD NUMBER 4471902, med rec no. 55, s/n X9-44, i.d. 7, user id jsmith42.",
             "BP 120/80, 1/2 tab, 5/325 mg, GCS 15, LDL 96, HbA1c 8.2%, COVID-19, NCT01234567.",
             "#12345 _123 é12 a1b2c3 VIN 1HGCM82633A004352 DEA AB1234563 #A1-B2",
+            "MRN # 45821, MRN #: 4, MRN No.: 45821 - Employee badge #4471; Passport # 561234.",
+            "Ref no. 44812, Employee # 44812, Confirmation # ABX4412, Rx #44812, Rx number 5.",
+            "UR number: 448120, Lic: 48213, Nursing license RN 845512, identification no. 7.",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1591,6 +1637,31 @@ mod tests {
             }
         }
         assert!(checked > 500, "only {checked} matches compared");
+    }
+
+    /// Every cue the cue pattern finds, also one that ends in `#` or `.`, tells its group.
+    #[test]
+    fn every_cue_found_has_a_category() {
+        let p = Patterns::new().unwrap();
+        let mut n = 0;
+        for text in texts() {
+            for m in p.cue_id.regex().unwrap().find_iter(&text) {
+                assert!(p.cue_category(m.as_str()).is_some(), "{:?} in {text:?}", m.as_str());
+                n += 1;
+            }
+        }
+        assert!(n > 40, "only {n} cues");
+        for (cue, cat) in [
+            ("Employee #", Category::Id),
+            ("badge #", Category::Id),
+            ("Ref no.", Category::Id),
+            ("i.d.", Category::Id),
+            ("UR number", Category::Mrn),
+            ("patient id", Category::Mrn),
+            ("Lic", Category::License),
+        ] {
+            assert_eq!(p.cue_category(cue).map(|c| c.0), Some(cat), "{cue}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod addresses;
 mod casing;
 mod golden;
+mod ids;
 mod layout;
 mod lookalikes;
 mod props;

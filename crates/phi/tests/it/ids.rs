@@ -1,0 +1,74 @@
+//! Identifiers after their cues as they are written in notes and forms: a `#`, `No.:` or a
+//! dash between cue and value, and cues that end in `#`. Each value must be found with exactly
+//! its span; codes, scores and small numbers after a `#` must stay clean.
+
+use crate::found;
+use phi::Category;
+
+#[track_caller]
+fn assert_found(text: &str, cat: Category, value: &str) {
+    let f = found(text);
+    assert!(f.contains(&(cat, value)), "{text:?}: expected {cat:?} {value:?}, got {f:?}");
+}
+
+#[track_caller]
+fn assert_clean(text: &str) {
+    let f = found(text);
+    assert!(f.is_empty(), "{text:?}: expected nothing, got {f:?}");
+}
+
+use Category::{Id, License, Mrn};
+
+#[test]
+fn an_id_after_a_hash_no_or_a_dash_between_cue_and_value() {
+    assert_found("MRN # 45821 admitted", Mrn, "45821");
+    assert_found("MRN #: 45821", Mrn, "45821");
+    assert_found("MRN No.: 45821", Mrn, "45821");
+    assert_found("MRN No: 45821", Mrn, "45821");
+    assert_found("MRN - 45821", Mrn, "45821");
+    // An en dash, as a word processor writes it (read as `-`).
+    assert_found("MRN \u{2013} 45821", Mrn, "45821");
+    assert_found("Ref no. 44812", Id, "44812");
+    assert_found("Passport no. 561234", Id, "561234");
+}
+
+#[test]
+fn cues_that_end_in_a_hash() {
+    assert_found("Employee badge #4471", Id, "4471");
+    assert_found("Passport # 561234", Id, "561234");
+    assert_found("Ref # 44812", Id, "44812");
+    assert_found("Confirmation # ABX4412", Id, "ABX4412");
+    assert_found("Employee # 44812", Id, "44812");
+    assert_found("Rx #44812", Id, "44812");
+}
+
+#[test]
+fn short_cues_and_a_credential_between_cue_and_number() {
+    assert_found("UR number: 448120", Mrn, "448120");
+    assert_found("Lic: 48213", License, "48213");
+    assert_found("Nursing license RN 845512", License, "845512");
+    assert_found("Driver's license CA D1234567", License, "D1234567");
+}
+
+#[test]
+fn codes_scores_times_and_small_numbers_stay_clean() {
+    for t in [
+        "Pain 10/10",
+        "BP 120/80",
+        "Room # 4",
+        "Step # 2 of the protocol",
+        "Order # 2 of 3",
+        "ID - 3 days",
+        "Rx 5 mg daily",
+        "Rx #2",
+        "Lic: pending",
+        "at 10:22:31 today",
+        r#"{"resource_type": "Observation", "value_quantity": 1.5}"#,
+        r#"{"order_status": "active", "plan_of_care": "rest"}"#,
+    ] {
+        assert_clean(t);
+    }
+    // An IPv6 address stays one.
+    let t = "addr fe80::1ff:fe23:4567:890a";
+    assert_found(t, Category::Ip, "fe80::1ff:fe23:4567:890a");
+}
