@@ -476,7 +476,8 @@ impl Patterns {
         for m in self.zip.find_iter(text, hits) {
             let s = m.as_str();
             let z: u32 = s[..5].parse().unwrap_or(0);
-            let cue = cue_before(text, m.start(), 10, &["zip", "zipcode", "postal", "zip code"]);
+            let cue = cue_before(text, m.start(), 10, &["zip", "zipcode", "postal", "zip code"])
+                || zip_key_before(text, m.start());
             let after_state = state_before(text, m.start(), dict);
             // An address's last line ("SOUTH NEWDEGATE, WA 16469"): a ZIP by its place, listed
             // or not, and the city before it a place too.
@@ -723,6 +724,72 @@ impl Patterns {
         })
     }
 
+    /// Keys in snake_case or camelCase as cues (`"patient_id": "45821"`, `patient_mrn=45821`,
+    /// `"memberId": "55120"`), which the cue pattern cannot see, since `_` and a capital
+    /// inside a word are no word boundary: the key's last one to three words are read as a
+    /// cue, a trailing "number" or "value" aside ("mrn_number"), and the value must follow a
+    /// `:` or `=`.
+    fn run_keys(&self, text: &str, out: &mut Vec<Finding>) {
+        let b = text.as_bytes();
+        for (p, &c) in b.iter().enumerate() {
+            if c != b':' && c != b'=' {
+                continue;
+            }
+            // The key: letters, digits and `_` before the separator and the key's quote.
+            let mut e = p;
+            while e > 0 && matches!(b[e - 1], b' ' | b'\t') {
+                e -= 1;
+            }
+            while e > 0 && matches!(b[e - 1], b'"' | b'\'' | b'\\') {
+                e -= 1;
+            }
+            let mut s = e;
+            while s > 0 && e - s <= 48 && (b[s - 1].is_ascii_alphanumeric() || b[s - 1] == b'_') {
+                s -= 1;
+            }
+            if e - s < 3 || e - s > 48 || (s > 0 && b[s - 1].is_ascii_alphanumeric()) {
+                continue;
+            }
+            let key = &text[s..e];
+            let camel = key
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
+            if !key.contains('_') && !camel {
+                continue;
+            }
+            // Its words, in lower case: `patient_MRN`, `patientMrn` → "patient mrn".
+            let mut words: Vec<String> = Vec::new();
+            for part in key.split('_').filter(|w| !w.is_empty()) {
+                let mut from = 0;
+                let pb = part.as_bytes();
+                for k in 1..pb.len() {
+                    if pb[k - 1].is_ascii_lowercase() && pb[k].is_ascii_uppercase() {
+                        words.push(part[from..k].to_ascii_lowercase());
+                        from = k;
+                    }
+                }
+                words.push(part[from..].to_ascii_lowercase());
+            }
+            let mut last = words.len();
+            if last > 1 && matches!(words[last - 1].as_str(), "value" | "val" | "str") {
+                last -= 1;
+            }
+            let found = (1..=3.min(last)).rev().find_map(|n| {
+                self.cue_category(&words[last - n..last].join(" ")).or_else(|| {
+                    // "mrn_number": the cue before a word that only says "a number".
+                    (n > 1 && matches!(words[last - 1].as_str(), "number" | "num" | "no" | "nbr"))
+                        .then(|| self.cue_category(&words[last - n..last - 1].join(" ")))
+                        .flatten()
+                })
+            });
+            let Some((cat, rec)) = found else { continue };
+            if let Some((vs, ve)) = value_after_cue(text, e, true, cat == Category::License) {
+                out.push(Finding::new(vs, ve, cat, 0.9, rec));
+            }
+        }
+    }
+
     fn run_ids(&self, text: &str, dict: &super::dict::Dict, hits: &Led, out: &mut Vec<Finding>) {
         for m in self.cue_id.find_iter(text, hits) {
             let cue = m.as_str();
@@ -737,6 +804,9 @@ impl Patterns {
             ) {
                 out.push(Finding::new(vs, ve, cat, 0.93, rec));
             }
+        }
+        if hits.seen.key {
+            self.run_keys(text, out);
         }
         for m in self.digit_groups.find_iter(text, hits) {
             let s = m.as_str();
@@ -1047,6 +1117,38 @@ fn state_before(text: &str, pos: usize, dict: &super::dict::Dict) -> bool {
         || (w.len() > 3 && dict.flags(&w.to_ascii_lowercase()) & super::dict::flag::STATE_NAME != 0)
 }
 
+/// Whether a key or a label naming a ZIP code ends just before `pos`, across a key's quotes
+/// and its `:` or `=`: `"postal code": "02139"`, `"postalCode":"02139"`, `zip_code=02139`.
+fn zip_key_before(text: &str, pos: usize) -> bool {
+    let b = &text.as_bytes()[..pos];
+    let sep = b
+        .iter()
+        .rev()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'"' | b'\'' | b'\\' | b':' | b'='))
+        .count();
+    if sep == 0 || sep > 8 {
+        return false;
+    }
+    let key = &b[..b.len() - sep];
+    [
+        "zip",
+        "zipcode",
+        "zip code",
+        "zip_code",
+        "postal code",
+        "postal_code",
+        "postalcode",
+        "postcode",
+        "post code",
+    ]
+    .iter()
+    .any(|k| {
+        key.len() >= k.len()
+            && key[key.len() - k.len()..].eq_ignore_ascii_case(k.as_bytes())
+            && !key[..key.len() - k.len()].last().is_some_and(u8::is_ascii_alphanumeric)
+    })
+}
+
 /// Before a ZIP at `pos` that follows a state ([`state_before`]): the city of an address's last
 /// line, "City, ST" (up to three capitalised words on the line, then a comma), with its state.
 fn city_before_state(text: &str, pos: usize) -> Option<(usize, usize)> {
@@ -1241,7 +1343,7 @@ impl LedDfa {
     /// starts, no overlap within a pattern. Where a pattern could end at several places from
     /// one start, the longest wins (the patterns are greedy and end at a word boundary).
     fn find(&self, text: &str) -> Led {
-        let all_open = Seen { gates: u8::MAX, digit: true };
+        let all_open = Seen { gates: u8::MAX, digit: true, key: true };
         let Some(dfa) = &self.dfa else { return Led { found: None, seen: all_open } };
         let Some(kinds) = Table::new(&self.kinds) else {
             return Led { found: None, seen: all_open };
@@ -1402,6 +1504,9 @@ impl KindLengths {
 pub(crate) struct Seen {
     gates: u8,
     digit: bool,
+    /// A word joined to another by `_` (`patient_id`), or one in camelCase (`postalCode`)
+    /// before a `"`, `'`, `:` or `=`: a key of JSON, a query string or a log line may be here.
+    key: bool,
 }
 
 /// Calls `f` with every position, in order, where a candidate-led match can start: a word
@@ -1438,6 +1543,13 @@ fn for_each_candidate(
             i += 1;
         }
         let w = &b[start..i];
+        match b.get(i) {
+            Some(b'_') => seen.key = true,
+            Some(b'"' | b'\'' | b':' | b'=' | b'\\') if !seen.key && w.len() >= 4 => {
+                seen.key = w[0].is_ascii_lowercase() && w[1..].iter().any(u8::is_ascii_uppercase);
+            }
+            _ => {}
+        }
         let mut k = 0u8;
         if has_digit {
             seen.digit = true;
@@ -1569,6 +1681,7 @@ mod tests {
             "MRN # 45821, MRN #: 4, MRN No.: 45821 - Employee badge #4471; Passport # 561234.",
             "Ref no. 44812, Employee # 44812, Confirmation # ABX4412, Rx #44812, Rx number 5.",
             "UR number: 448120, Lic: 48213, Nursing license RN 845512, identification no. 7.",
+            "{\"patient_id\": \"45821\"} mrn=4 {\"postalCode\": \"02139\"}",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1691,5 +1804,10 @@ mod tests {
             assert!(p.led.find(text).gate(gate), "{text}");
         }
         assert!(!p.led.find("seen in clinic today").gate(kind::STREET | kind::BOX));
+        // Keys in snake_case or camelCase open the key scan; plain words do not.
+        for t in [r#"{"patient_id": 1}"#, "patient_mrn=1", r#"{"postalCode":"1"}"#, "memberId: 1"] {
+            assert!(p.led.find(t).seen.key, "{t}");
+        }
+        assert!(!p.led.find(r#"{"mrn": "1"} MRN: 5, iPhone user"#).seen.key);
     }
 }

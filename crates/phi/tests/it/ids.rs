@@ -1,6 +1,7 @@
-//! Identifiers after their cues as they are written in notes and forms: a `#`, `No.:` or a
-//! dash between cue and value, and cues that end in `#`. Each value must be found with exactly
-//! its span; codes, scores and small numbers after a `#` must stay clean.
+//! Identifiers after their cues as they are written in notes, forms, JSON, query strings and
+//! logs: a `#`, `No.:` or a dash between cue and value, cues that end in `#`, and keys in
+//! snake_case and camelCase. Each value must be found with exactly its span; codes, scores and
+//! small numbers after a `#` must stay clean.
 
 use crate::found;
 use phi::Category;
@@ -17,7 +18,7 @@ fn assert_clean(text: &str) {
     assert!(f.is_empty(), "{text:?}: expected nothing, got {f:?}");
 }
 
-use Category::{Id, License, Mrn};
+use Category::{Account, HealthPlan, Id, License, Location, Mrn};
 
 #[test]
 fn an_id_after_a_hash_no_or_a_dash_between_cue_and_value() {
@@ -48,6 +49,33 @@ fn short_cues_and_a_credential_between_cue_and_number() {
     assert_found("Lic: 48213", License, "48213");
     assert_found("Nursing license RN 845512", License, "845512");
     assert_found("Driver's license CA D1234567", License, "D1234567");
+}
+
+/// Keys as cues. `_` and a capital inside a word are no word boundary for the cue pattern;
+/// the same keys written with a space read the same.
+#[test]
+fn keys_of_json_query_strings_and_logs() {
+    for sep in ["_", " "] {
+        let t = format!(r#"{{"patient{sep}id": "45821", "dx": "CHF"}}"#);
+        assert_found(&t, Mrn, "45821");
+        let t = format!(r#"{{"member{sep}id": "55120", "policy{sep}number": "88213"}}"#);
+        assert_found(&t, HealthPlan, "55120");
+        assert_found(&t, HealthPlan, "88213");
+        assert_found(&format!(r#"{{"account{sep}number": "55012"}}"#), Account, "55012");
+        let t = format!("2026-01-02 INFO patient{sep}mrn=45821 loaded");
+        assert_found(&t, Mrn, "45821");
+        assert_found(&format!(r#"{{"mrn{sep}number": "448120"}}"#), Mrn, "448120");
+        assert_found(&format!(r#"{{"postal{sep}code": "02139"}}"#), Location, "02139");
+        assert_found(&format!(r#"{{"zip{sep}code":"02139"}}"#), Location, "02139");
+    }
+    assert_found(r#"{"mrn":"448120"}"#, Mrn, "448120");
+    assert_found("mrn=45821", Mrn, "45821");
+    assert_found(r#"{"postalCode": "02139"}"#, Location, "02139");
+    assert_found(r#"{"memberId": "W55120"}"#, HealthPlan, "W55120");
+    assert_found(r#"{"patientId":"45821"}"#, Mrn, "45821");
+    assert_found(r#"{"patientMRN":"448120"}"#, Mrn, "448120");
+    // JSON quoted once more, as a tool result inside a string.
+    assert_found(r#"{\"patient_id\":\"45821\"}"#, Mrn, "45821");
 }
 
 #[test]
