@@ -319,6 +319,13 @@ impl Patterns {
                 }
             }
         }
+        if hits.gate(kind::MAC) {
+            find_macs(bytes, |s, e| {
+                out.push(
+                    Finding::new(s, e, Category::Device, 0.9, "device.mac").with_subtype("mac"),
+                );
+            });
+        }
         if !has_digit {
             self.run_textual(text, hits, out);
             return;
@@ -1271,6 +1278,32 @@ fn has_dot_word(b: &[u8]) -> bool {
     b.windows(2).any(|w| w[0] == b'.' && w[1].is_ascii_alphabetic())
 }
 
+/// MAC addresses (a device's hardware address): six groups of two hex digits, all joined by
+/// `:` or all by `-` (`00:1A:2B:3C:4D:5E`, `00-1A-2B-3C-4D-5E`), not part of a longer chain
+/// of such groups (an IPv6 address, an EUI-64). Times ("10:22:31") have three groups.
+fn find_macs(b: &[u8], mut f: impl FnMut(usize, usize)) {
+    const LEN: usize = 17;
+    let mut i = 0;
+    while i + LEN <= b.len() {
+        let sep = b[i + 2];
+        let joined = |c: Option<&u8>| c.is_some_and(|&c| c.is_ascii_alphanumeric() || c == sep);
+        if matches!(sep, b':' | b'-')
+            && (0..6)
+                .all(|g| b[i + 3 * g].is_ascii_hexdigit() && b[i + 3 * g + 1].is_ascii_hexdigit())
+            && (1..6).all(|g| b[i + 3 * g - 1] == sep)
+            && !joined(i.checked_sub(1).map(|p| &b[p]))
+            && !(b.get(i + LEN).is_some_and(u8::is_ascii_alphanumeric)
+                || (b.get(i + LEN) == Some(&sep)
+                    && b.get(i + LEN + 1).is_some_and(u8::is_ascii_alphanumeric)))
+        {
+            f(i, i + LEN);
+            i += LEN;
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn looks_like_time(s: &str) -> bool {
     s.bytes().all(|c| c.is_ascii_digit() || c == b':')
 }
@@ -1407,6 +1440,8 @@ mod kind {
     pub const BOX: u8 = 16;
     pub const STREET: u8 = 32;
     pub const HOLIDAY: u8 = 64;
+    /// Not a word's kind: two letters or digits before a `:` or `-`, as a MAC address starts.
+    pub const MAC: u8 = 128;
 }
 
 /// The words the candidate pass knows, in lower case, with their [`kind`]s.
@@ -1544,6 +1579,7 @@ fn for_each_candidate(
         }
         let w = &b[start..i];
         match b.get(i) {
+            Some(b':' | b'-') if w.len() == 2 => seen.gates |= kind::MAC,
             Some(b'_') => seen.key = true,
             Some(b'"' | b'\'' | b':' | b'=' | b'\\') if !seen.key && w.len() >= 4 => {
                 seen.key = w[0].is_ascii_lowercase() && w[1..].iter().any(u8::is_ascii_uppercase);
@@ -1681,7 +1717,7 @@ mod tests {
             "MRN # 45821, MRN #: 4, MRN No.: 45821 - Employee badge #4471; Passport # 561234.",
             "Ref no. 44812, Employee # 44812, Confirmation # ABX4412, Rx #44812, Rx number 5.",
             "UR number: 448120, Lic: 48213, Nursing license RN 845512, identification no. 7.",
-            "{\"patient_id\": \"45821\"} mrn=4 {\"postalCode\": \"02139\"}",
+            "MAC 00:1A:2B:3C:4D:5E, 00-1A-2B-3C-4D-5E {\"patient_id\": \"45821\"} mrn=4",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1778,6 +1814,31 @@ mod tests {
     }
 
     #[test]
+    fn mac_addresses() {
+        let macs = |t: &str| {
+            let mut v = Vec::new();
+            find_macs(t.as_bytes(), |s, e| v.push(t[s..e].to_string()));
+            v
+        };
+        assert_eq!(macs("MAC 00:1A:2B:3C:4D:5E."), ["00:1A:2B:3C:4D:5E"]);
+        assert_eq!(
+            macs("00-1a-2b-3c-4d-5e and ac:de:48:00:11:22"),
+            ["00-1a-2b-3c-4d-5e", "ac:de:48:00:11:22"]
+        );
+        for t in [
+            "10:22:31",
+            "00:1A-2B:3C-4D:5E",
+            "00:1A:2B:3C:4D:5E:6F",
+            "::00:1A:2B:3C:4D:5E",
+            "x00:1A:2B:3C:4D:5E",
+            "00:1A:2B:3C:4D:5EF",
+            "00:1G:2B:3C:4D:5E",
+        ] {
+            assert!(macs(t).is_empty(), "{t}");
+        }
+    }
+
+    #[test]
     fn time_ranges_are_no_identifiers() {
         assert!(is_time_range("0700-1900") && is_time_range("2300-0700"));
         assert!(
@@ -1800,10 +1861,12 @@ mod tests {
             ("in her late nineties", kind::DECADE),
             ("in his 90s", kind::DECADE),
             ("at Thanksgiving", kind::HOLIDAY),
+            ("MAC 00:1A:2B:3C:4D:5E", kind::MAC),
+            ("ac-de-48-00-11-22", kind::MAC),
         ] {
             assert!(p.led.find(text).gate(gate), "{text}");
         }
-        assert!(!p.led.find("seen in clinic today").gate(kind::STREET | kind::BOX));
+        assert!(!p.led.find("seen in clinic today").gate(kind::STREET | kind::BOX | kind::MAC));
         // Keys in snake_case or camelCase open the key scan; plain words do not.
         for t in [r#"{"patient_id": 1}"#, "patient_mrn=1", r#"{"postalCode":"1"}"#, "memberId: 1"] {
             assert!(p.led.find(t).seen.key, "{t}");

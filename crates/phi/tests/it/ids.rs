@@ -1,7 +1,7 @@
 //! Identifiers after their cues as they are written in notes, forms, JSON, query strings and
 //! logs: a `#`, `No.:` or a dash between cue and value, cues that end in `#`, and keys in
-//! snake_case and camelCase. Each value must be found with exactly its span; codes, scores and
-//! small numbers after a `#` must stay clean.
+//! snake_case and camelCase; and a device's MAC address. Each value must be found with exactly
+//! its span; codes, scores, times and small numbers after a `#` must stay clean.
 
 use crate::found;
 use phi::Category;
@@ -18,7 +18,7 @@ fn assert_clean(text: &str) {
     assert!(f.is_empty(), "{text:?}: expected nothing, got {f:?}");
 }
 
-use Category::{Account, HealthPlan, Id, License, Location, Mrn};
+use Category::{Account, Device, HealthPlan, Id, License, Location, Mrn};
 
 #[test]
 fn an_id_after_a_hash_no_or_a_dash_between_cue_and_value() {
@@ -79,6 +79,15 @@ fn keys_of_json_query_strings_and_logs() {
 }
 
 #[test]
+fn a_mac_address_is_a_device_identifier() {
+    assert_found("MAC 00:1A:2B:3C:4D:5E", Device, "00:1A:2B:3C:4D:5E");
+    assert_found("Bluetooth 3C:71:BF:AA:12:34 paired", Device, "3C:71:BF:AA:12:34");
+    assert_found("device 00-1A-2B-3C-4D-5E seen", Device, "00-1A-2B-3C-4D-5E");
+    assert_found("MAC address: 00:1A:2B:3C:4D:5E.", Device, "00:1A:2B:3C:4D:5E");
+    assert_found("ac:de:48:00:11:22", Device, "ac:de:48:00:11:22");
+}
+
+#[test]
 fn codes_scores_times_and_small_numbers_stay_clean() {
     for t in [
         "Pain 10/10",
@@ -91,12 +100,16 @@ fn codes_scores_times_and_small_numbers_stay_clean() {
         "Rx #2",
         "Lic: pending",
         "at 10:22:31 today",
+        // Separators that differ are no MAC address.
+        "00:1A-2B:3C-4D:5E",
         r#"{"resource_type": "Observation", "value_quantity": 1.5}"#,
         r#"{"order_status": "active", "plan_of_care": "rest"}"#,
     ] {
         assert_clean(t);
     }
-    // An IPv6 address stays one.
+    // An IPv6 address stays one, also one of eight groups of two digits.
     let t = "addr fe80::1ff:fe23:4567:890a";
     assert_found(t, Category::Ip, "fe80::1ff:fe23:4567:890a");
+    let t = "addr 00:1A:2B:3C:4D:5E:6F:70";
+    assert_eq!(found(t), [(Category::Ip, "00:1A:2B:3C:4D:5E:6F:70")]);
 }
