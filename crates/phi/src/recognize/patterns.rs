@@ -583,9 +583,13 @@ impl Patterns {
                 .rsplit(['/', '-', '.'])
                 .next()
                 .is_some_and(|y| y.len() == 2 || y.starts_with("19") || y.starts_with("20"));
+            // "4.5-11.0" is a range of decimals: a date has one separator, and no decimal
+            // point before or after it.
             if !valid
                 || !year_ok
                 || (sep == b'.' && s.rsplit('.').next().is_some_and(|y| y.len() == 2))
+                || s.bytes().any(|c| !c.is_ascii_digit() && c != sep)
+                || is_decimal_context(text, m.start(), m.end())
             {
                 continue;
             }
@@ -822,6 +826,7 @@ impl Patterns {
                 || is_year_or_unit(text, m.end())
                 || is_decimal_context(text, m.start(), m.end())
                 || is_time_range(s)
+                || cue_before(text, m.start(), 16, PUBLIC_CODE_CUES)
             {
                 continue;
             }
@@ -1091,6 +1096,13 @@ fn is_decimal_context(text: &str, s: usize, e: usize) -> bool {
     (s >= 2 && b[s - 1] == b'.' && b[s - 2].is_ascii_digit())
         || (e + 1 < b.len() && b[e] == b'.' && b[e + 1].is_ascii_digit())
 }
+
+/// Names of public code systems: a number after one is a code, not a person's identifier
+/// ("SNOMED CT 44054006", "NDC 0169-4132-12", "PMID: 31415926").
+const PUBLIC_CODE_CUES: &[&str] = &[
+    "snomed", "sctid", "ndc", "pmid", "pmcid", "loinc", "cpt", "hcpcs", "icd", "rxnorm", "rxcui",
+    "umls", "cui", "doi", "isbn", "nct",
+];
 
 fn is_public_code(s: &str) -> bool {
     let u = s.to_ascii_uppercase();

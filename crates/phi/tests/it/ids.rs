@@ -18,7 +18,7 @@ fn assert_clean(text: &str) {
     assert!(f.is_empty(), "{text:?}: expected nothing, got {f:?}");
 }
 
-use Category::{Account, Device, HealthPlan, Id, License, Location, Mrn};
+use Category::{Account, Date, Device, HealthPlan, Id, License, Location, Mrn};
 
 #[test]
 fn an_id_after_a_hash_no_or_a_dash_between_cue_and_value() {
@@ -88,8 +88,21 @@ fn a_mac_address_is_a_device_identifier() {
 }
 
 #[test]
+fn a_number_after_a_code_system_is_kept_but_not_an_id_or_a_date_beside_it() {
+    assert_found("SNOMED CT 44054006, MRN 4471902", Mrn, "4471902");
+    assert_found("NDC 0169-4132-12 given; record 4471902", Id, "4471902");
+    assert_found("Seen 4.5.2021 and 04-05-2021", Date, "4.5.2021");
+    assert_found("Seen 4.5.2021 and 04-05-2021", Date, "04-05-2021");
+}
+
+#[test]
 fn codes_scores_times_and_small_numbers_stay_clean() {
     for t in [
+        "SNOMED CT 44054006",
+        "NDC 0169-4132-12",
+        "PMID: 31415926",
+        "Ref range 4.5-11.0",
+        "WBC 4.5-11 K/uL",
         "Pain 10/10",
         "BP 120/80",
         "Room # 4",
