@@ -583,12 +583,12 @@ impl Patterns {
                 .rsplit(['/', '-', '.'])
                 .next()
                 .is_some_and(|y| y.len() == 2 || y.starts_with("19") || y.starts_with("20"));
-            // "4.5-11.0" is a range of decimals: a date has one separator, and no decimal
-            // point before or after it.
+            // "4.5-11.0" is a range of decimals: a date's dot is its only separator, and no
+            // decimal point stands before or after it.
             if !valid
                 || !year_ok
                 || (sep == b'.' && s.rsplit('.').next().is_some_and(|y| y.len() == 2))
-                || s.bytes().any(|c| !c.is_ascii_digit() && c != sep)
+                || s.bytes().any(|c| !c.is_ascii_digit() && c != sep && (c == b'.' || sep == b'.'))
                 || is_decimal_context(text, m.start(), m.end())
             {
                 continue;
@@ -813,6 +813,10 @@ impl Patterns {
                 (cue.len() <= 3 || cat == Category::Id) && !cue.ends_with(['#', '.']),
                 cat == Category::License,
             ) {
+                // "Rx #100 tabs", "Lic: 500 mg": a quantity, not an identifier.
+                if word_after(text, ve, QUANTITY_WORDS) {
+                    continue;
+                }
                 out.push(Finding::new(vs, ve, cat, 0.93, rec));
             }
         }
@@ -1096,6 +1100,12 @@ fn is_decimal_context(text: &str, s: usize, e: usize) -> bool {
     (s >= 2 && b[s - 1] == b'.' && b[s - 2].is_ascii_digit())
         || (e + 1 < b.len() && b[e] == b'.' && b[e + 1].is_ascii_digit())
 }
+
+/// Words of a dose or a quantity after a number.
+const QUANTITY_WORDS: &[&str] = &[
+    "mg", "mcg", "ml", "g", "kg", "tab", "tabs", "tablet", "tablets", "cap", "caps", "capsule",
+    "capsules", "pills", "refills", "units", "doses", "puffs",
+];
 
 /// Names of public code systems: a number after one is a code, not a person's identifier
 /// ("SNOMED CT 44054006", "NDC 0169-4132-12", "PMID: 31415926").

@@ -93,6 +93,7 @@ fn a_number_after_a_code_system_is_kept_but_not_an_id_or_a_date_beside_it() {
     assert_found("NDC 0169-4132-12 given; record 4471902", Id, "4471902");
     assert_found("Seen 4.5.2021 and 04-05-2021", Date, "4.5.2021");
     assert_found("Seen 4.5.2021 and 04-05-2021", Date, "04-05-2021");
+    assert_found("dated 3/14-2021", Date, "3/14-2021");
 }
 
 #[test]
@@ -111,6 +112,8 @@ fn codes_scores_times_and_small_numbers_stay_clean() {
         "ID - 3 days",
         "Rx 5 mg daily",
         "Rx #2",
+        "Rx #100 tabs",
+        "Lic: 500 mg",
         "Lic: pending",
         "at 10:22:31 today",
         // Separators that differ are no MAC address.
