@@ -203,11 +203,18 @@ impl Patterns {
                 r"(?:\+\d{1,3}[ \t.\-]?)?(?:\(\d{1,5}\)[ \t.\-]?|\b\d{1,6}[ \t.\-])(?:\d{1,6}[ \t.\-]){0,4}\d{2,6}(?:[ \t]*(?i:x|ext\.?)[ \t]*\d{1,6})?\b",
             )?,
             ssn: re("ssn", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b|\b\d{9}\b")?,
-            date_numeric: re("date.numeric", r"\b\d{1,2}[/\-.]\d{1,2}[/\-.](?:\d{4}|\d{2})\b")?,
-            date_iso: re(
-                "date.iso",
-                r"\b(?:19|20)\d{2}[/\-.](?:0?[1-9]|1[0-2])[/\-.](?:0?[1-9]|[12]\d|3[01])\b|\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b",
+            // One separator throughout: "7.28/58" and "4.5-11" are no dates.
+            date_numeric: re(
+                "date.numeric",
+                r"\b\d{1,2}(?:/\d{1,2}/|-\d{1,2}-|\.\d{1,2}\.)(?:\d{4}|\d{2})\b",
             )?,
+            // With a time after `T` ("2021-03-04T10:22:31Z"), the time in the span.
+            date_iso: re("date.iso", &{
+                let (m, d) = (r"(?:0?[1-9]|1[0-2])", r"(?:0?[1-9]|[12]\d|3[01])");
+                format!(
+                    r"\b(?:19|20)\d{{2}}(?:-{m}-{d}|/{m}/{d}|\.{m}\.{d})(?:T\d{{2}}:\d{{2}}(?::\d{{2}}(?:\.\d+)?)?(?:Z|[+\-]\d{{2}}:?\d{{2}})?)?\b|\b(?:19|20)\d{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"
+                )
+            })?,
             date_md: re("date.md", r"\b(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])\b")?,
             date_my: re("date.my", r"\b(?:0?[1-9]|1[0-2])[/\-](?:19|20)\d{2}\b")?,
             date_month_first: re(
@@ -583,12 +590,10 @@ impl Patterns {
                 .rsplit(['/', '-', '.'])
                 .next()
                 .is_some_and(|y| y.len() == 2 || y.starts_with("19") || y.starts_with("20"));
-            // "4.5-11.0" is a range of decimals: a date's dot is its only separator, and no
-            // decimal point stands before or after it.
+            // Never a decimal number as a part ("1.5.12.3" is a version, "7.4.12" no date).
             if !valid
                 || !year_ok
                 || (sep == b'.' && s.rsplit('.').next().is_some_and(|y| y.len() == 2))
-                || s.bytes().any(|c| !c.is_ascii_digit() && c != sep && (c == b'.' || sep == b'.'))
                 || is_decimal_context(text, m.start(), m.end())
             {
                 continue;
@@ -1728,6 +1733,7 @@ mod tests {
             "Call 555-123-4567 or (555) 987-6543 ext 12, fax +1 555.222.3333; pager 4471.",
             "SSN 123-45-6789, 078 05 1120, member ID #AB12345678, MRN: SF-998877, acct# 12-3456-7.",
             "Seen 03/14/2021, 3/14, 2021-03-14, 20210314, 14 March 2021, March 14th, 2021, 12/2020.",
+            "ABG 7.28/58/62/26; 4.5-11.0; 1.5-12; 2021-03-04T10:22:31Z, 2021-03-04T10:22 2021/3/4T1",
             "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
             "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",

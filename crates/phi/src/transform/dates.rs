@@ -20,6 +20,13 @@ const MONTHS: [&str; 12] = [
 /// `value` shifted by `days`, in the same format; `None` if it cannot be read.
 pub(crate) fn shift(value: &str, days: i64) -> Option<String> {
     let v = value.trim();
+    // An ISO timestamp ("2021-03-04T10:22:31Z"): the date shifted, the time kept.
+    if let Some((d, t)) = v.split_once('T') {
+        if d.len() >= 8 && d.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'/' | b'-' | b'.'))
+        {
+            return Some(format!("{}T{t}", shift(d, days)?));
+        }
+    }
     // Numeric: m/d/y, m-d-y, y-m-d, m/d, m/y.
     if v.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'/' | b'-' | b'.')) {
         let sep = v.bytes().find(|c| !c.is_ascii_digit())? as char;
@@ -238,6 +245,7 @@ mod tests {
         assert_eq!(shift("March 14th, 2021", 8).as_deref(), Some("March 22nd, 2021"));
         assert_eq!(shift("Mar 14", 20).as_deref(), Some("Apr 3"));
         assert_eq!(shift("14-Mar-2021", -14).as_deref(), Some("28-Feb-2021"));
+        assert_eq!(shift("2021-03-14T10:22:31Z", 1).as_deref(), Some("2021-03-15T10:22:31Z"));
         assert_eq!(shift("15th of January 2022", 1).as_deref(), Some("16th of January 2022"));
         assert_eq!(shift("MARCH 2021", 31).as_deref(), Some("APRIL 2021"));
         assert_eq!(shift("last week", 3), None);

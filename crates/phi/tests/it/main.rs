@@ -3,6 +3,7 @@
 
 mod addresses;
 mod casing;
+mod dates;
 mod golden;
 mod ids;
 mod layout;
