@@ -615,15 +615,26 @@ impl Patterns {
                 continue;
             }
             let (a, b) = m.as_str().split_once('/').unwrap_or(("0", "0"));
+            // "03/05" is written as a date, never as a fraction.
+            let zero = a.starts_with('0') || b.starts_with('0');
             let (a, b): (u32, u32) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
-            // Fractions (1/2, 3/4) and scores (4/5 strength, 2/6 murmur).
-            if a < b && matches!(b, 2 | 3 | 4 | 5 | 6 | 8 | 10) {
+            // The nearest word before that says a date follows ("seen", "on", "Tuesday").
+            let date_cue = date_cue_before(text, s);
+            // Fractions (1/2, 3/4) and scores (4/5 strength, 2/6 murmur), unless written as a
+            // date or right after a date word ("Echo from 5/6").
+            if a < b
+                && matches!(b, 2 | 3 | 4 | 5 | 6 | 8 | 10)
+                && !zero
+                && !date_cue.is_some_and(|c| c.1)
+            {
                 continue;
             }
+            // A cue before the number ("Pain 8/10", "Strength: RUE 5/5") keeps it, unless a
+            // date word stands between ("Pain started on 9/14").
             if cue_before(
                 text,
                 s,
-                24,
+                date_cue.map_or(24, |c| s - c.0),
                 &[
                     "bp",
                     "blood pressure",
@@ -644,7 +655,6 @@ impl Patterns {
                     "sets",
                     "reps",
                     "x",
-                    "of",
                     "vs",
                     "vitals",
                     "pressure",
@@ -673,9 +683,35 @@ impl Patterns {
                     "mmhg", "tab", "tabs", "tablet", "tablets", "of", "strength", "dose", "cup",
                     "inch", "in", "cm", "mm", "ratio", "score", "mg", "ml", "units", "sets",
                     "reps", "times", "x", "vision", "pulses", "reflexes", "murmur", "systolic",
-                    "lb", "lbs", "kg", "at",
+                    "lb", "lbs", "kg", "at", "ns", "doses", "puffs", "drops",
                 ],
             ) {
+                continue;
+            }
+            // Counts of results ("3/12 lymph nodes positive", "Trop 2/2 negative"), unless a
+            // date word comes right before ("CT on 2/3 negative for bleed").
+            if !date_cue.is_some_and(|c| c.1)
+                && word_after(
+                    text,
+                    e,
+                    &[
+                        "positive",
+                        "negative",
+                        "pos",
+                        "neg",
+                        "cores",
+                        "nodes",
+                        "lymph",
+                        "ln",
+                        "lns",
+                        "bottles",
+                        "cultures",
+                        "samples",
+                        "specimens",
+                        "biopsies",
+                    ],
+                )
+            {
                 continue;
             }
             out.push(Finding::new(s, e, Category::Date, 0.75, "date.md").with_subtype("month_day"));
@@ -892,6 +928,67 @@ impl Patterns {
             }
         }
     }
+}
+
+/// Words after which a number is a date ("seen 3/4", "Echo from 5/6", "Tuesday 03/05").
+const DATE_CUES: &[&str] = &[
+    "on",
+    "seen",
+    "from",
+    "since",
+    "dated",
+    "dos",
+    "date",
+    "admitted",
+    "discharged",
+    "until",
+    "till",
+    "thru",
+    "started",
+    "began",
+    "onset",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "mon",
+    "tue",
+    "tues",
+    "wed",
+    "thu",
+    "thur",
+    "thurs",
+    "fri",
+];
+
+/// The nearest word of [`DATE_CUES`] in the 24 bytes before `pos`, on its line and with only
+/// words, blanks, `:` and `,` between: where it ends, and whether it is the word right before.
+fn date_cue_before(text: &str, pos: usize) -> Option<(usize, bool)> {
+    let b = text.as_bytes();
+    let lo = pos.saturating_sub(24);
+    let mut i = pos;
+    let mut first = true;
+    while i > lo {
+        while i > lo && matches!(b[i - 1], b' ' | b'\t' | b':' | b',') {
+            i -= 1;
+        }
+        let end = i;
+        while i > lo && b[i - 1].is_ascii_alphanumeric() {
+            i -= 1;
+        }
+        // Another sign, a line break, or a word cut by the window.
+        if i == end || (i == lo && lo > 0 && b[lo - 1].is_ascii_alphanumeric()) {
+            return None;
+        }
+        if DATE_CUES.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(&b[i..end])) {
+            return Some((end, first));
+        }
+        first = false;
+    }
+    None
 }
 
 /// The value after an identifier cue: `MRN: #SF-998877`, `member ID 789456123`, `acct no. 55-1`,

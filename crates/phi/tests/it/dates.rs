@@ -44,3 +44,43 @@ fn an_iso_timestamp_is_a_date() {
         "2021-03-04T10:22:31.250+05:30",
     );
 }
+
+#[test]
+fn a_short_date_after_a_date_word() {
+    for (text, date) in [
+        ("Pt seen 3/4 for f/u", "3/4"),
+        ("Echo from 5/6 showed EF 55%", "5/6"),
+        ("CT head on 2/3 negative for bleed", "2/3"),
+        ("He was on 1/10 admitted", "1/10"),
+        ("admitted Tuesday 03/05", "03/05"),
+        ("Pain started on 9/14", "9/14"),
+        ("Results of her breast biopsy on 3/28", "3/28"),
+        ("QTc of 510 on 3/28", "3/28"),
+        ("VA clinic visit on 4/18", "4/18"),
+        ("Held as of 3/14", "3/14"),
+        ("Call the week of 3/14", "3/14"),
+    ] {
+        assert_found(text, Category::Date, date);
+    }
+}
+
+#[test]
+fn fractions_scores_and_counts_are_no_dates() {
+    for text in [
+        "Pain 10/10",
+        "Pain 8/10 at rest, on 1/2 tab",
+        "BP 120/80",
+        "1/2 tab PO daily",
+        "take 1/2 tablet",
+        "Strength 5/5",
+        "Strength: RUE 5/5, LUE 4/5",
+        "reflexes 2/4",
+        "3/12 lymph nodes positive",
+        "4/12 cores positive",
+        "Trop 2/2 negative",
+        "Pain score of 7/10",
+        "started D5 1/2 NS",
+    ] {
+        assert_none_of(text, &[Category::Date]);
+    }
+}
