@@ -239,10 +239,16 @@ impl Patterns {
                 "date.holiday",
                 r"\b(?:Christmas(?: Day| Eve)?|Thanksgiving(?: Day)?|New Year's(?: Day| Eve)?|Easter(?: Sunday)?|Independence Day|Fourth of July|Halloween|Memorial Day|Labor Day|Veterans Day|Valentine's Day|Mother's Day|Father's Day)\b",
             )?,
-            age: re(
-                "age",
-                r#"(?i)\b(?:(?:9\d|1[0-2]\d)(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|(?:9\d|1[0-2]\d)[ \t]*(?:yo|y/o|y\.o\.?|yr\.? old|years of age|year-old|yof|yom)|(?:9\d|1[0-2]\d)(?:m|f)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:9\d|1[0-2]\d)\b|(?:9\d|1[0-2]\d)(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#,
-            )?,
+            // Ages over 89 (the number `N`, or `W` in words): "92 yo", "90+ y/o", "92y male",
+            // "96 M", "93F", "93 yrs", "Age: 92", "turned 90", "ninety-three year old". Which of
+            // these is an age is told in `run_ages` by the words around.
+            age: re("age", &{
+                let n = r"(?:9\d|1[0-2]\d)";
+                let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
+                format!(
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#
+                )
+            })?,
             age_decade: re(
                 "age.decade",
                 r"(?i)\b(?:in[ \t]+(?:his|her|their|the)[ \t]+(?:late[ \t]+|early[ \t]+|mid[ \t]+|mid-)?)(?:90s|90's|nineties|100s)\b",
@@ -334,6 +340,8 @@ impl Patterns {
             });
         }
         if !has_digit {
+            // "A nonagenarian", "Age: ninety-one": ages need no digit.
+            self.run_ages(text, hits, out);
             self.run_textual(text, hits, out);
             return;
         }
@@ -451,21 +459,7 @@ impl Patterns {
             }
         }
         self.run_dates(text, hits, out);
-        for m in self.age.find_iter(text, hits) {
-            // After a cue ("Age:\n92", `"age": 92`) only the number is the age: the label and
-            // a JSON key stay as they are.
-            let start = if m.as_str().as_bytes()[0].eq_ignore_ascii_case(&b'a') {
-                m.as_str()
-                    .bytes()
-                    .position(|c| c.is_ascii_digit())
-                    .map_or(m.start(), |d| m.start() + d)
-            } else {
-                m.start()
-            };
-            out.push(
-                Finding::new(start, m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
-            );
-        }
+        self.run_ages(text, hits, out);
         self.run_ids(text, dict, hits, out);
         for m in self.street.find_iter(text, hits) {
             let s = m.as_str();
@@ -622,11 +616,8 @@ impl Patterns {
             let date_cue = date_cue_before(text, s);
             // Fractions (1/2, 3/4) and scores (4/5 strength, 2/6 murmur), unless written as a
             // date or right after a date word ("Echo from 5/6").
-            if a < b
-                && matches!(b, 2 | 3 | 4 | 5 | 6 | 8 | 10)
-                && !zero
-                && !date_cue.is_some_and(|c| c.1)
-            {
+            let after_date_word = date_cue.is_some_and(|c| c.1) && !fraction_range_after(text, e);
+            if a < b && matches!(b, 2 | 3 | 4 | 5 | 6 | 8 | 10) && !zero && !after_date_word {
                 continue;
             }
             // A cue before the number ("Pain 8/10", "Strength: RUE 5/5") keeps it, unless a
@@ -842,6 +833,16 @@ impl Patterns {
         }
     }
 
+    fn run_ages(&self, text: &str, hits: &Led, out: &mut Vec<Finding>) {
+        for m in self.age.find_iter(text, hits) {
+            if let Some(start) = age_start(text, m.start(), m.end()) {
+                out.push(
+                    Finding::new(start, m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
+                );
+            }
+        }
+    }
+
     fn run_ids(&self, text: &str, dict: &super::dict::Dict, hits: &Led, out: &mut Vec<Finding>) {
         for m in self.cue_id.find_iter(text, hits) {
             let cue = m.as_str();
@@ -928,6 +929,160 @@ impl Patterns {
             }
         }
     }
+}
+
+/// Where the age of an `age` match at `s..e` starts, or `None` if the match is no age.
+/// After a cue ("Age:\n92", `"age": 92`, "turned 90") only the number is the age: the label
+/// and a JSON key stay as they are, and "aged 90 days", "turned 90 degrees" are no ages. A
+/// number with a bare M or F ("96 M", "93F") is no temperature ("T 98F", "Tmax 102F") nor a
+/// distance ("Ambulated 120m"), and a lower-case "m" only where an age stands ("a 91m"); a
+/// number with bare years ("93 yrs,", "now 90 years") only where an age stands, and the
+/// phrase ends there: "for 90 years" and "the past 100 years of" are durations.
+fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
+    let m = &text[s..e];
+    let b = m.as_bytes();
+    if b[0].is_ascii_alphabetic() {
+        let cue = m.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let lw = m[..cue].to_ascii_lowercase();
+        if !matches!(lw.as_str(), "age" | "aged" | "turned" | "turns" | "turning") {
+            return Some(s);
+        }
+        if word_after(
+            text,
+            e,
+            &[
+                "days", "day", "d", "weeks", "week", "wk", "wks", "months", "month", "mo", "mos",
+                "hours", "hour", "hr", "h", "minutes", "min", "degrees", "deg", "%", "percent",
+                "mg", "kg", "lbs", "lb",
+            ],
+        ) {
+            return None;
+        }
+        // The number, after the cue and any signs ("age\": \"92").
+        return m[cue..].find(|c: char| c.is_ascii_alphanumeric()).map(|p| s + cue + p);
+    }
+    // Part of a decimal ("37.95 F").
+    if s >= 2 && text.as_bytes()[s - 1] == b'.' && text.as_bytes()[s - 2].is_ascii_digit() {
+        return None;
+    }
+    let last = *b.last()?;
+    let num = m.trim_end_matches(|c: char| !c.is_ascii_digit() && c != '+');
+    let rest = m[num.len()..].trim_start_matches([' ', '\t', '-']);
+    if rest.len() == 1 && matches!(last.to_ascii_lowercase(), b'm' | b'f') {
+        // A number and a bare M or F.
+        let temperature = last.eq_ignore_ascii_case(&b'f')
+            && cue_before(
+                text,
+                s,
+                20,
+                &[
+                    "t",
+                    "temp",
+                    "temps",
+                    "temperature",
+                    "tmax",
+                    "tmin",
+                    "tcurrent",
+                    "tc",
+                    "tm",
+                    "febrile",
+                    "afebrile",
+                    "fever",
+                    "fevers",
+                    "spiked",
+                    "max",
+                    "oral",
+                    "rectal",
+                    "axillary",
+                    "tympanic",
+                ],
+            );
+        let distance = last.eq_ignore_ascii_case(&b'm')
+            && cue_before(
+                text,
+                s,
+                24,
+                &[
+                    "walked",
+                    "walk",
+                    "walks",
+                    "walking",
+                    "ambulated",
+                    "ambulate",
+                    "ambulates",
+                    "ambulating",
+                    "ambulation",
+                    "ran",
+                    "run",
+                    "distance",
+                    "swam",
+                    "gait",
+                    "6mwt",
+                    "6mwd",
+                    "meters",
+                    "metres",
+                ],
+            );
+        // A unit's letter ("100 M/min", "96 m^2").
+        let unit = matches!(text.as_bytes().get(e), Some(b'/' | b'^'));
+        if temperature || distance || unit || (last == b'm' && !age_stands_before(text, s)) {
+            return None;
+        }
+    } else if rest.bytes().all(|c| c.is_ascii_alphabetic())
+        && matches!(rest.to_ascii_lowercase().as_str(), "year" | "years" | "yr" | "yrs")
+    {
+        // A number and bare years: an age where it stands, the phrase ending there.
+        let b = text.as_bytes();
+        let next = b[e..].iter().find(|&&c| c != b' ' && c != b'\t');
+        if !next.is_none_or(|c| matches!(c, b',' | b';' | b'.' | b')' | b'\n' | b'\r'))
+            || !age_stands_before(text, s)
+        {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// Whether an age stands at `pos` by what comes before it on its line: nothing, a sign ("Pt:
+/// 93 yrs", "Smith, 93 yrs"), or a word that introduces an age ("a 91m", "now 90 years").
+fn age_stands_before(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let mut i = pos;
+    while i > 0 && matches!(b[i - 1], b' ' | b'\t') {
+        i -= 1;
+    }
+    if i == 0 || !b[i - 1].is_ascii_alphanumeric() {
+        return true;
+    }
+    let end = i;
+    while i > 0 && b[i - 1].is_ascii_alphanumeric() {
+        i -= 1;
+    }
+    let w = &b[i..end];
+    ["a", "an", "pt", "patient", "is", "was", "now", "age", "aged", "s", "being", "of"]
+        .iter()
+        .any(|c| c.as_bytes().eq_ignore_ascii_case(w))
+}
+
+/// Whether a range to another number follows `pos` ("from 1/2 to 3/4", "1/2-1 tab"): then
+/// a fraction is one even after a date word.
+fn fraction_range_after(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let mut i = pos;
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    if b[i..].starts_with(b"-") {
+        i += 1;
+    } else if b.len() >= i + 3 && b[i..i + 2].eq_ignore_ascii_case(b"to") && b[i + 2] == b' ' {
+        i += 3;
+    } else {
+        return false;
+    }
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    b.get(i).is_some_and(u8::is_ascii_digit)
 }
 
 /// Words after which a number is a date ("seen 3/4", "Echo from 5/6", "Tuesday 03/05").
@@ -1583,7 +1738,7 @@ fn word_kinds() -> Vec<(Vec<u8>, u32)> {
             "last next this early mid late in on since until during by of from through till \
              past previous",
         ),
-        (START, "age aged nonagenarian centenarian"),
+        (START, "age aged nonagenarian centenarian ninety turned turns turning"),
         // The first word of every identifier cue of `id.cue`.
         (
             START,
@@ -1834,6 +1989,8 @@ mod tests {
             "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
             "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
+            "Pt turned 90 years old; turns ninety-one. 90+ y/o, 96 M, 94 F, 98yF, 92y male, 93 yrs, 93yrs, 92 yom, 91m.",
+            "A ninety-three year old; Age: ninety-one; aged 90 days; T 98F, 120m; A nonagenarian.",
             "Age:\n92\tAge :\t 93 {\"age\":94,\"AGE\": \"95\", 'age'='96'} age\r\n  97 {\\\"age\\\":98}",
             "{\"mrn\": \"SF-998877\", \"member_id\":\"W123456789\"} Phone:\n555-1234 ZIP:\n02139",
             "MEDICAL RECORD NUMBER 4471902, med rec no. 55, s/n X9-44, i.d. 7, user id jsmith42.",

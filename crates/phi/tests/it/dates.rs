@@ -80,7 +80,57 @@ fn fractions_scores_and_counts_are_no_dates() {
         "Trop 2/2 negative",
         "Pain score of 7/10",
         "started D5 1/2 NS",
+        "Titrated from 1/2 to 3/4 tab",
     ] {
         assert_none_of(text, &[Category::Date]);
+    }
+}
+
+#[test]
+fn ages_over_89_as_notes_write_them() {
+    for (text, age) in [
+        ("Pt turned 90 last week", "90"),
+        ("She turns 95 in May", "95"),
+        ("90+ y/o male with CAP", "90+ y/o"),
+        ("96 M presents with chest pain", "96 M"),
+        ("94 F, SOB x 2 days", "94 F"),
+        ("98yF with fall", "98yF"),
+        ("92y male, DNR", "92y male"),
+        ("93 yrs, frail", "93 yrs"),
+        ("Pt 93yrs", "93yrs"),
+        ("She is now 90 years, lives alone", "90 years"),
+        ("A ninety-three year old man", "ninety-three year old"),
+        ("Age: ninety-one", "ninety-one"),
+        ("a ninety year old woman", "ninety year old"),
+        ("A nonagenarian presenting with sepsis", "nonagenarian"),
+        ("nonagenarian, BP 120/80", "nonagenarian"),
+        ("A 92 yom with CHF", "92 yom"),
+        ("93F with hip fracture", "93F"),
+        ("pt is a 91m with copd", "91m"),
+    ] {
+        assert_found(text, Category::Age, age);
+    }
+}
+
+#[test]
+fn numbers_that_are_no_ages_over_89() {
+    for text in [
+        "T 98F, HR 80",
+        "Tmax 99F overnight",
+        "Temp 101F",
+        "Tmax 102F, febrile to 103F",
+        "Vitals: T 98 F, P 72",
+        "Ambulated 120m with walker",
+        "Walked 100m without rest",
+        "AMBULATED 120M WITH WALKER",
+        "Febrile infants aged 90 days or younger",
+        "Turned 90 degrees to the left",
+        "Over the past 100 years, mortality fell",
+        "Smoked for 90 years",
+        "An 89 year old man",
+        "Survival at 90 days was 80%",
+        "Rate 100 M/min",
+    ] {
+        assert_none_of(text, &[Category::Age]);
     }
 }
