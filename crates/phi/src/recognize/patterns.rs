@@ -220,13 +220,15 @@ impl Patterns {
             date_month_first: re(
                 "date.text",
                 &format!(
-                    r"(?i)\b{MONTH}\.?(?:[ \t]+|-)(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?[ \t]*(?:\d{{4}}|'\d{{2}})\b)?|(?:of[ \t]+)?\d{{4}}\b)|(?i)\b{MONTH}\.?,[ \t]*\d{{4}}\b"
+                    r"(?i)\b{MONTH}\.?(?:[ \t]+|-)(?:\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?[ \t]*(?:\d{{4}}|'\d{{2}})\b)?|(?:of[ \t]+)?\d{{4}}\b|'\d{{2}}\b)|(?i)\b{MONTH}\.?,[ \t]*\d{{4}}\b"
                 ),
             )?,
+            // "14 March 2021", "14-Mar-21"; written together as the military and the VA do,
+            // "04MAR21", "4MAR2021".
             date_day_first: re(
                 "date.day_first",
                 &format!(
-                    r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?:[ \t]+of)?(?:[ \t]+|-){MONTH}\b\.?(?:(?:,?[ \t]*|-)(?:\d{{4}}|\d{{2}})\b)?"
+                    r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?(?:[ \t]+of)?(?:[ \t]+|-){MONTH}\b\.?(?:(?:,?[ \t]*|-)(?:\d{{4}}|\d{{2}})\b)?|(?i)\b(?:0?[1-9]|[12]\d|3[01])(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(?:\d{{4}}|\d{{2}})\b"
                 ),
             )?,
             date_month_cue: re(
@@ -600,6 +602,15 @@ impl Patterns {
         for m in self.date_md.find_iter(text, hits) {
             let (s, e) = (m.start(), m.end());
             let bytes = text.as_bytes();
+            // The first half of a range whose second half is a full date ("1/3-1/7/2024").
+            if range_to_date(text, e)
+                && !matches!(byte_before(text, s), Some(b'/' | b'.' | b'-' | b':'))
+            {
+                out.push(
+                    Finding::new(s, e, Category::Date, 0.8, "date.md").with_subtype("month_day"),
+                );
+                continue;
+            }
             // Part of something longer (a full date, a ratio chain, a dose "5/325").
             if matches!(bytes.get(e), Some(b'/' | b'.' | b'-'))
                 // a placeholder stands where digits were
@@ -1083,6 +1094,34 @@ fn fraction_range_after(text: &str, pos: usize) -> bool {
         i += 1;
     }
     b.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+/// Whether a dash and a full m/d/y date follow `pos` ("-1/7/2024", " - 1/7/24").
+fn range_to_date(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let blanks = |mut i: usize| {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        i
+    };
+    let i = blanks(pos);
+    if b.get(i) != Some(&b'-') {
+        return false;
+    }
+    let i = blanks(i + 1);
+    let run = |i: usize| b[i.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let (m, j) = (run(i), i + run(i));
+    if !(1..=2).contains(&m) || b.get(j) != Some(&b'/') {
+        return false;
+    }
+    let d = run(j + 1);
+    if !(1..=2).contains(&d) || b.get(j + 1 + d) != Some(&b'/') {
+        return false;
+    }
+    let k = j + 2 + d;
+    let y = run(k);
+    (y == 2 || y == 4) && !b.get(k + y).is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// Words after which a number is a date ("seen 3/4", "Echo from 5/6", "Tuesday 03/05").
@@ -1990,6 +2029,7 @@ mod tests {
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
             "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
             "Pt turned 90 years old; turns ninety-one. 90+ y/o, 96 M, 94 F, 98yF, 92y male, 93 yrs, 93yrs, 92 yom, 91m.",
+            "On 04MAR21, 4MAR2021, Mar '21, 1/3-1/7/2024, 12MAR, 31dec99.",
             "A ninety-three year old; Age: ninety-one; aged 90 days; T 98F, 120m; A nonagenarian.",
             "Age:\n92\tAge :\t 93 {\"age\":94,\"AGE\": \"95\", 'age'='96'} age\r\n  97 {\\\"age\\\":98}",
             "{\"mrn\": \"SF-998877\", \"member_id\":\"W123456789\"} Phone:\n555-1234 ZIP:\n02139",

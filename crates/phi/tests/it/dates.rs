@@ -134,3 +134,14 @@ fn numbers_that_are_no_ages_over_89() {
         assert_none_of(text, &[Category::Age]);
     }
 }
+
+#[test]
+fn military_dates_short_years_and_ranges() {
+    assert_found("Seen 4MAR2021 in clinic", Category::Date, "4MAR2021");
+    assert_found("On 04MAR21 pt fell", Category::Date, "04MAR21");
+    assert_found("Last colonoscopy Mar '21", Category::Date, "Mar '21");
+    assert_found("Admitted 1/3-1/7/2024 for CAP", Category::Date, "1/3");
+    assert_found("Admitted 1/3-1/7/2024 for CAP", Category::Date, "1/7/2024");
+    assert_found("Inpatient 1/3 - 1/7/24", Category::Date, "1/3");
+    assert_none_of("Hgb 12MAR", &[Category::Date]);
+}
