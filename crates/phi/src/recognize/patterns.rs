@@ -980,12 +980,13 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
     let num = m.trim_end_matches(|c: char| !c.is_ascii_digit() && c != '+');
     let rest = m[num.len()..].trim_start_matches([' ', '\t', '-']);
     if rest.len() == 1 && matches!(last.to_ascii_lowercase(), b'm' | b'f') {
-        // A number and a bare M or F.
+        // A number and a bare M or F. Its cues are read in its own clause.
+        let window = clause_window(text, s, 24);
         let temperature = last.eq_ignore_ascii_case(&b'f')
             && cue_before(
                 text,
                 s,
-                20,
+                window.min(20),
                 &[
                     "t",
                     "temp",
@@ -1012,7 +1013,7 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
             && cue_before(
                 text,
                 s,
-                24,
+                window,
                 &[
                     "walked",
                     "walk",
@@ -1052,6 +1053,20 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
         }
     }
     Some(s)
+}
+
+/// The bytes before `pos`, at most `max`, back to the end of the clause before (`;`, `?`,
+/// `!`, or `.` before a blank).
+fn clause_window(text: &str, pos: usize, max: usize) -> usize {
+    let b = text.as_bytes();
+    let lo = pos.saturating_sub(max);
+    (lo..pos)
+        .rev()
+        .find(|&i| {
+            matches!(b[i], b';' | b'?' | b'!')
+                || (b[i] == b'.' && b.get(i + 1).is_some_and(|c| c.is_ascii_whitespace()))
+        })
+        .map_or(pos - lo, |i| pos - i - 1)
 }
 
 /// Whether an age stands at `pos` by what comes before it on its line: nothing, a sign ("Pt:

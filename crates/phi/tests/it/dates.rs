@@ -94,6 +94,9 @@ fn ages_over_89_as_notes_write_them() {
         ("90+ y/o male with CAP", "90+ y/o"),
         ("96 M presents with chest pain", "96 M"),
         ("94 F, SOB x 2 days", "94 F"),
+        // A distance or temperature cue counts in its own clause only.
+        ("Ambulated 120m with PT. 96 M with CAP", "96 M"),
+        ("Afebrile; 94 F with UTI", "94 F"),
         ("98yF with fall", "98yF"),
         ("92y male, DNR", "92y male"),
         ("93 yrs, frail", "93 yrs"),
