@@ -208,11 +208,12 @@ impl Patterns {
                 "date.numeric",
                 r"\b\d{1,2}(?:/\d{1,2}/|-\d{1,2}-|\.\d{1,2}\.)(?:\d{4}|\d{2})\b",
             )?,
-            // With a time after `T` ("2021-03-04T10:22:31Z"), the time in the span.
+            // With a time after `T` ("2021-03-04T10:22:31Z", also in lower case), the time in
+            // the span.
             date_iso: re("date.iso", &{
                 let (m, d) = (r"(?:0?[1-9]|1[0-2])", r"(?:0?[1-9]|[12]\d|3[01])");
                 format!(
-                    r"\b(?:19|20)\d{{2}}(?:-{m}-{d}|/{m}/{d}|\.{m}\.{d})(?:T\d{{2}}:\d{{2}}(?::\d{{2}}(?:\.\d+)?)?(?:Z|[+\-]\d{{2}}:?\d{{2}})?)?\b|\b(?:19|20)\d{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"
+                    r"\b(?:19|20)\d{{2}}(?:-{m}-{d}|/{m}/{d}|\.{m}\.{d})(?:[Tt]\d{{2}}:\d{{2}}(?::\d{{2}}(?:\.\d+)?)?(?:[Zz]|[+\-]\d{{2}}:?\d{{2}})?)?\b|\b(?:19|20)\d{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"
                 )
             })?,
             date_md: re("date.md", r"\b(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])\b")?,
@@ -248,7 +249,7 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#
                 )
             })?,
             age_decade: re(
@@ -2044,7 +2045,7 @@ mod tests {
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
             "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
             "Pt turned 90 years old; turns ninety-one. 90+ y/o, 96 M, 94 F, 98yF, 92y male, 93 yrs, 93yrs, 92 yom, 91m.",
-            "On 04MAR21, 4MAR2021, Mar '21, 1/3-1/7/2024, 12MAR, 31dec99.",
+            "On 04MAR21, 4MAR2021, Mar '21, 1/3-1/7/2024, 12MAR, 31dec99, 2021-03-04t10:22z, 98yf.",
             "A ninety-three year old; Age: ninety-one; aged 90 days; T 98F, 120m; A nonagenarian.",
             "Age:\n92\tAge :\t 93 {\"age\":94,\"AGE\": \"95\", 'age'='96'} age\r\n  97 {\\\"age\\\":98}",
             "{\"mrn\": \"SF-998877\", \"member_id\":\"W123456789\"} Phone:\n555-1234 ZIP:\n02139",

@@ -43,6 +43,7 @@ fn an_iso_timestamp_is_a_date() {
         Category::Date,
         "2021-03-04T10:22:31.250+05:30",
     );
+    assert_found("event log: 2021-03-04t10:22z", Category::Date, "2021-03-04t10:22z");
 }
 
 #[test]
@@ -98,6 +99,7 @@ fn ages_over_89_as_notes_write_them() {
         ("Ambulated 120m with PT. 96 M with CAP", "96 M"),
         ("Afebrile; 94 F with UTI", "94 F"),
         ("98yF with fall", "98yF"),
+        ("98yf with fall", "98yf"),
         ("92y male, DNR", "92y male"),
         ("93 yrs, frail", "93 yrs"),
         ("Pt 93yrs", "93yrs"),
