@@ -203,10 +203,10 @@ impl Patterns {
                 r"(?:\+\d{1,3}[ \t.\-]?)?(?:\(\d{1,5}\)[ \t.\-]?|\b\d{1,6}[ \t.\-])(?:\d{1,6}[ \t.\-]){0,4}\d{2,6}(?:[ \t]*(?i:x|ext\.?)[ \t]*\d{1,6})?\b",
             )?,
             ssn: re("ssn", r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b|\b\d{9}\b")?,
-            // One separator throughout: "7.28/58" and "4.5-11" are no dates.
+            // A dot only with dots: "7.28/58" and "4.5-11" are no dates; "3/14-2021" is one.
             date_numeric: re(
                 "date.numeric",
-                r"\b\d{1,2}(?:/\d{1,2}/|-\d{1,2}-|\.\d{1,2}\.)(?:\d{4}|\d{2})\b",
+                r"\b\d{1,2}(?:[/\-]\d{1,2}[/\-]|\.\d{1,2}\.)(?:\d{4}|\d{2})\b",
             )?,
             // With a time after `T` ("2021-03-04T10:22:31Z", also in lower case), the time in
             // the span.
