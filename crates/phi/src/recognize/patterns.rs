@@ -249,7 +249,7 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b)"#
                 )
             })?,
             age_decade: re(
@@ -934,7 +934,13 @@ impl Patterns {
             }
             // A code with at least five digits and a few letters: a record number, not "HbA1c"
             // or "COVID-19". Known non-PHI prefixes (trials, variants) are kept.
-            if n >= 5 && letters <= 6 && !is_public_code(s) && !is_year_or_unit(text, m.end()) {
+            if n >= 5
+                && letters <= 6
+                && !is_public_code(s)
+                && !is_year_or_unit(text, m.end())
+                && !is_clinical_shorthand(s)
+                && !cue_before(text, m.start(), 16, PUBLIC_CODE_CUES)
+            {
                 out.push(Finding::new(m.start(), m.end(), Category::Id, 0.6, "id.alnum"));
             } else if n >= 3 && letters >= 1 && s.contains('-') && dict_upper_prefix(s, dict) {
                 out.push(Finding::new(m.start(), m.end(), Category::Id, 0.5, "id.alnum"));
@@ -956,6 +962,13 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
     if b[0].is_ascii_alphabetic() {
         let cue = m.bytes().take_while(u8::is_ascii_alphabetic).count();
         let lw = m[..cue].to_ascii_lowercase();
+        if matches!(lw.as_str(), "born" | "yob" | "year" | "birth" | "dob") {
+            // A birth year is PHI when it shows an age over 89 ("Born in 1928"): the year
+            // only, from 89 years ago and before (one born then may be 90 already).
+            let year: i32 = m[m.len() - 4..].parse().ok()?;
+            let now = time::OffsetDateTime::now_utc().year();
+            return (year <= now - 89).then_some(e - 4);
+        }
         if !matches!(lw.as_str(), "age" | "aged" | "turned" | "turns" | "turning") {
             return Some(s);
         }
@@ -1423,14 +1436,34 @@ const QUANTITY_WORDS: &[&str] = &[
 /// ("SNOMED CT 44054006", "NDC 0169-4132-12", "PMID: 31415926").
 const PUBLIC_CODE_CUES: &[&str] = &[
     "snomed", "sctid", "ndc", "pmid", "pmcid", "loinc", "cpt", "hcpcs", "icd", "rxnorm", "rxcui",
-    "umls", "cui", "doi", "isbn", "nct",
+    "umls", "cui", "doi", "isbn", "nct", "pcs", "unii", "meddra", "ensembl", "mesh", "atc",
 ];
+
+/// Clinical shorthand that has the shape of a code: obstetric history ("G2P1001", "G3P2012":
+/// gravida, para and its four counts) and a product of two numbers ("AC 450x16" ventilator
+/// settings, "2x3 cm").
+fn is_clinical_shorthand(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits_from = |i: usize| b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.len() >= 4 && b[0].eq_ignore_ascii_case(&b'g') {
+        let g = digits_from(1);
+        if (1..=2).contains(&g) && b.get(1 + g).is_some_and(|c| c.eq_ignore_ascii_case(&b'p')) {
+            let p = digits_from(2 + g);
+            return (1..=4).contains(&p) && 2 + g + p == b.len();
+        }
+    }
+    let a = digits_from(0);
+    a > 0
+        && b.get(a).is_some_and(|c| c.eq_ignore_ascii_case(&b'x'))
+        && a + 1 < b.len()
+        && digits_from(a + 1) == b.len() - a - 1
+}
 
 fn is_public_code(s: &str) -> bool {
     let u = s.to_ascii_uppercase();
     [
         "NCT", "RS", "PMID", "PMC", "DOI", "ISBN", "ICD", "CPT", "LOINC", "NDC", "GSE", "NM_",
-        "NP_", "ATCC", "ORCID",
+        "NP_", "ATCC", "ORCID", "ENSG", "ENST", "ENSP",
     ]
     .iter()
     .any(|p| u.starts_with(p))
@@ -1793,7 +1826,11 @@ fn word_kinds() -> Vec<(Vec<u8>, u32)> {
             "last next this early mid late in on since until during by of from through till \
              past previous",
         ),
-        (START, "age aged nonagenarian centenarian ninety turned turns turning"),
+        (
+            START,
+            "age aged nonagenarian centenarian ninety turned turns turning born yob year birth \
+             dob",
+        ),
         // The first word of every identifier cue of `id.cue`.
         (
             START,
@@ -2043,7 +2080,7 @@ mod tests {
             "ABG 7.28/58/62/26; 4.5-11.0; 1.5-12; 2021-03-04T10:22:31Z, 2021-03-04T10:22 2021/3/4T1",
             "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
-            "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday.",
+            "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday. Born in 1928, YOB: 1931, DOB 1990, year of birth 1925.",
             "Pt turned 90 years old; turns ninety-one. 90+ y/o, 96 M, 94 F, 98yF, 92y male, 93 yrs, 93yrs, 92 yom, 91m.",
             "On 04MAR21, 4MAR2021, Mar '21, 1/3-1/7/2024, 12MAR, 31dec99, 2021-03-04t10:22z, 98yf.",
             "A ninety-three year old; Age: ninety-one; aged 90 days; T 98F, 120m; A nonagenarian.",

@@ -150,3 +150,15 @@ fn military_dates_short_years_and_ranges() {
     assert_found("Inpatient 1/3 - 1/7/24", Category::Date, "1/3");
     assert_none_of("Hgb 12MAR", &[Category::Date]);
 }
+
+/// A birth year that shows an age over 89 is PHI (Safe Harbor: a date element indicative of
+/// such an age); a later one, and a year that is no birth year, are kept.
+#[test]
+fn a_birth_year_over_89_years_ago_is_found() {
+    let f = found("Born in 1928, lives with her daughter. DOB: 1930 (year only).");
+    assert!(f.contains(&(Category::Age, "1928")), "{f:?}");
+    assert!(f.contains(&(Category::Age, "1930")), "{f:?}");
+    for t in ["YOB 1975, married", "In the year 1928 the hospital opened", "born 2001"] {
+        assert!(found(t).is_empty(), "{t}: {:?}", found(t));
+    }
+}

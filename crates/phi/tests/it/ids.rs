@@ -129,3 +129,22 @@ fn codes_scores_times_and_small_numbers_stay_clean() {
     let t = "addr 00:1A:2B:3C:4D:5E:6F:70";
     assert_eq!(found(t), [(Category::Ip, "00:1A:2B:3C:4D:5E:6F:70")]);
 }
+
+/// Obstetric history, ventilator settings and codes after their system's name are no IDs.
+#[test]
+fn clinical_shorthand_and_named_codes_are_no_ids() {
+    for t in [
+        "G2P1001 at 28 weeks",
+        "Pt is G3P2012 at 32w4d",
+        "Vent AC 450x16, PEEP 8",
+        "ICD-10-PCS 5A1955Z for ventilation",
+        "UNII 9100L32L2N is metformin",
+        "MedDRA PT 10012735 (diarrhoea)",
+        "Ensembl ENSG00000141510 (TP53)",
+    ] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+    let f = found("Patient id X448120 seen");
+    assert!(f.iter().any(|(_, v)| *v == "X448120"), "{f:?}");
+}
