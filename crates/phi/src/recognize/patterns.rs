@@ -348,6 +348,12 @@ impl Patterns {
             self.run_textual(text, hits, out);
             return;
         }
+        find_coordinates(text, |s, e| {
+            out.push(
+                Finding::new(s, e, Category::Location, 0.9, "location.coordinates")
+                    .with_subtype("coordinates"),
+            );
+        });
         for m in self.ipv4.find_iter(text, hits) {
             if validate::ip::is_valid_v4(m.as_str())
                 && !cue_before(text, m.start(), 12, &["version", "v", "ver"])
@@ -1667,6 +1673,95 @@ fn find_macs(b: &[u8], mut f: impl FnMut(usize, usize)) {
             i += LEN;
         } else {
             i += 1;
+        }
+    }
+}
+
+/// Words before a pair of numbers that make it a position ("GPS 42.3601,-71.0589").
+const COORDINATE_CUES: &[&str] = &[
+    "gps",
+    "lat",
+    "latitude",
+    "lon",
+    "long",
+    "lng",
+    "longitude",
+    "coordinates",
+    "coords",
+    "geolocation",
+    "location",
+    "position",
+    "pin",
+];
+
+/// Geographic coordinates (a place smaller than a state): a latitude and a longitude in
+/// decimal degrees, each with three decimals or more, joined by a comma or, with hemisphere
+/// letters, by spaces ("42.3601, -71.0589", "40.7128 N, 74.0060 W", "42.3601°N 71.0589°W"),
+/// within range, with hemisphere letters on both or after a cue ([`COORDINATE_CUES`]).
+fn find_coordinates(text: &str, mut f: impl FnMut(usize, usize)) {
+    let b = text.as_bytes();
+    // One number: its end and its value, and the hemisphere letter after it (and its end).
+    let number = |i: usize| -> Option<(usize, f64, Option<u8>)> {
+        let mut j = i;
+        if matches!(b.get(j), Some(b'-' | b'+')) {
+            j += 1;
+        }
+        let int = b[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=3).contains(&int) || b.get(j + int) != Some(&b'.') {
+            return None;
+        }
+        let frac = b[j + int + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if frac < 3 {
+            return None;
+        }
+        let end = j + int + 1 + frac;
+        let value: f64 = text[i..end].parse().ok()?;
+        let mut k = end;
+        if b[k..].starts_with("°".as_bytes()) {
+            k += "°".len();
+        }
+        let h = k + b[k..].iter().take_while(|c| **c == b' ').count();
+        match b.get(h) {
+            Some(c @ (b'N' | b'S' | b'E' | b'W' | b'n' | b's' | b'e' | b'w'))
+                if !b.get(h + 1).is_some_and(u8::is_ascii_alphanumeric) =>
+            {
+                Some((h + 1, value, Some(c.to_ascii_uppercase())))
+            }
+            _ => Some((end, value, None)),
+        }
+    };
+    let mut i = 0;
+    while i + 4 < b.len() {
+        let starts = (b[i].is_ascii_digit()
+            || (matches!(b[i], b'-' | b'+') && b[i + 1].is_ascii_digit()))
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'.' | b'-')));
+        let Some((e1, lat, h1)) = starts.then(|| number(i)).flatten() else {
+            i += 1;
+            continue;
+        };
+        let mut k = e1 + b[e1..].iter().take_while(|c| **c == b' ').count();
+        let comma = b.get(k) == Some(&b',');
+        if comma {
+            k += 1;
+            k += b[k..].iter().take_while(|c| **c == b' ').count();
+        }
+        let second = (comma || (h1.is_some() && k > e1)).then(|| number(k)).flatten();
+        let Some((e2, lon, h2)) = second else {
+            i = e1;
+            continue;
+        };
+        let hemispheres = matches!(h1, Some(b'N' | b'S')) && matches!(h2, Some(b'E' | b'W'));
+        let plain = h1.is_none() && h2.is_none();
+        let cued = || cue_before(text, i, 32, COORDINATE_CUES);
+        if lat.abs() <= 90.0
+            && lon.abs() <= 180.0
+            && !b.get(e2).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
+            && (hemispheres || (plain && cued()))
+        {
+            f(i, e2);
+            i = e2;
+        } else {
+            i = e1;
         }
     }
 }

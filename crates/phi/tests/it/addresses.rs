@@ -109,3 +109,22 @@ fn clinical_numbers_and_look_alikes_stay_clean() {
         );
     }
 }
+
+/// Coordinates in decimal degrees are a place smaller than a state: with hemisphere letters,
+/// or after a cue; lab values with three decimals are not.
+#[test]
+fn coordinates_are_places() {
+    for (t, v) in [
+        ("Lat/long 42.3601, -71.0589 from the ambulance", "42.3601, -71.0589"),
+        ("GPS 42.3601,-71.0589", "42.3601,-71.0589"),
+        ("found at 40.7128 N, 74.0060 W today", "40.7128 N, 74.0060 W"),
+        ("at 42.3601°N 71.0589°W", "42.3601°N 71.0589°W"),
+    ] {
+        let f = found(t);
+        assert!(f.contains(&(Category::Location, v)), "{t}: {f:?}");
+    }
+    for t in ["Na 135.000, K 4.100", "values 42.3601, -71.0589 in table", "pH 7.401, 7.352"] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+}
