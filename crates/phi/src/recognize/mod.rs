@@ -10,6 +10,7 @@ mod names;
 pub(crate) mod patterns;
 mod places;
 pub(crate) mod repeat;
+mod table;
 pub(crate) mod tokens;
 mod util;
 
@@ -78,6 +79,15 @@ impl Engine {
 
     /// Runs every recognizer; `out` receives merged findings.
     pub(crate) fn scan(&self, text: &str, tokens: &mut Tokens, out: &mut Vec<Finding>) {
+        self.scan_with(text, tokens, out, true);
+    }
+
+    /// [`Engine::scan`] of a table's column read under its header ([`table`]): no tables in it.
+    pub(crate) fn scan_cells(&self, text: &str, tokens: &mut Tokens, out: &mut Vec<Finding>) {
+        self.scan_with(text, tokens, out, false);
+    }
+
+    fn scan_with(&self, text: &str, tokens: &mut Tokens, out: &mut Vec<Finding>, tables: bool) {
         out.clear();
         if text.is_empty() {
             return;
@@ -89,6 +99,9 @@ impl Engine {
         tokens.fill(text, self.dict, &opaque);
         names::find(text, tokens, self.dict, out);
         places::find(text, tokens, self.dict, out);
+        if tables {
+            table::find(self, text, out);
+        }
         merge(text, out);
     }
 

@@ -121,3 +121,25 @@ fn harmless_layouts_stay_clean() {
     assert_none_of("Phone:\n\n555-1234", &[Category::Phone]);
     assert_none_of("Phone\n555-1234", &[Category::Phone]);
 }
+
+/// A table's cells are read under their column's header: an MRN, a ZIP or an age says what it
+/// is only there. Tables of words, doses and lab values stay as they are.
+#[test]
+fn table_cells_are_read_under_their_headers() {
+    let t = "MRN,DOB,Sex,ZIP\n448120,1931-02-03,F,02139\n";
+    assert_found(t, Category::Mrn, "448120");
+    assert_found(t, Category::Location, "02139");
+    let t = "MRN\tAge\tZIP\n448120\t93\t02139";
+    assert_found(t, Category::Age, "93");
+    assert_found("age,sex,dx\n45,F,COPD\n93,M,CHF", Category::Age, "93");
+    assert_found("Name | Member ID\nJane Doe | \"XJH-447120\"", Category::HealthPlan, "XJH-447120");
+    for t in [
+        "Drug,Dose,Freq\nmetformin,500 mg,BID\nlisinopril,10 mg,daily",
+        "Test|Value|Units\nNa|135|mmol/L\nK|4.1|mmol/L",
+        "Allergies, none\nSmoking, never",
+        "age,sex,dx\n45,F,COPD",
+    ] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t:?}: {f:?}");
+    }
+}

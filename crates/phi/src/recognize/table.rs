@@ -1,0 +1,178 @@
+//! Tables written as text (CSV, TSV, pipes, semicolons) read under their header row: a cell
+//! says what it is only through its column's header (`MRN,DOB,Sex,ZIP` then
+//! `448120,1931-02-03,F,02139`; `age,sex,dx` then `93,M,CHF`). Each column is read as
+//! `header: cell` lines, one a row, with every recognizer, and what is found in a cell is a
+//! finding there (the cues of the header are the evidence: "MRN: 448120", "ZIP: 02139",
+//! "age: 93").
+//!
+//! A header row: two cells or more, joined by one separator, each a short label (letters
+//! first of all; no cell a number). A table: the header and the rows right after it with as
+//! many cells, joined by the same separator. Cells may be quoted (`"Doe, Jane"`).
+
+use crate::Finding;
+
+use super::tokens::Tokens;
+use super::Engine;
+
+/// The separators a table's cells are joined by.
+const SEPARATORS: &[u8] = b",\t|;";
+
+/// The longest header cell read as a label.
+const MAX_LABEL: usize = 40;
+
+/// The cells of a line: their byte ranges in the text (quotes and spaces trimmed), split at
+/// `sep` outside double quotes.
+fn cells(text: &str, start: usize, end: usize, sep: u8, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let b = text.as_bytes();
+    let mut s = start;
+    let mut quoted = false;
+    for i in start..=end {
+        if i < end && b[i] == b'"' {
+            quoted = !quoted;
+        }
+        if i == end || (b[i] == sep && !quoted) {
+            let (mut cs, mut ce) = (s, i);
+            while cs < ce && matches!(b[cs], b' ' | b'\t' | b'"') {
+                cs += 1;
+            }
+            while ce > cs && matches!(b[ce - 1], b' ' | b'\t' | b'"' | b'\r') {
+                ce -= 1;
+            }
+            out.push((cs, ce));
+            s = i + 1;
+        }
+    }
+}
+
+/// Whether `cell` reads as a column's label: short (four words at most), a letter first among
+/// its characters, and made of letters, digits, spaces and the signs labels have (`Member ID
+/// #`, `zip_code`, `D.O.B.`, `Phone (home)`).
+fn is_label(cell: &str) -> bool {
+    !cell.is_empty()
+        && cell.len() <= MAX_LABEL
+        && cell.bytes().filter(|c| *c == b' ').count() <= 3
+        && cell.bytes().find(|c| c.is_ascii_alphanumeric()).is_some_and(|c| c.is_ascii_alphabetic())
+        && cell.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, b' ' | b'_' | b'#' | b'.' | b'/' | b'(' | b')' | b'-')
+        })
+}
+
+/// The separator of a header row at `line`, if it is one: the separator it holds most of,
+/// with every cell a label.
+fn header_sep(text: &str, line: (usize, usize), scratch: &mut Vec<(usize, usize)>) -> Option<u8> {
+    let l = &text.as_bytes()[line.0..line.1];
+    let sep = *SEPARATORS.iter().max_by_key(|s| l.iter().filter(|c| c == s).count())?;
+    if !l.contains(&sep) {
+        return None;
+    }
+    cells(text, line.0, line.1, sep, scratch);
+    scratch.iter().all(|&(s, e)| is_label(&text[s..e])).then_some(sep)
+}
+
+/// Adds to `out` what each table of `text` holds in its cells, read under their headers (see
+/// the module's documentation). `tokens`: scratch space for the column readings.
+pub(crate) fn find(engine: &Engine, text: &str, out: &mut Vec<Finding>) {
+    let b = text.as_bytes();
+    if !SEPARATORS.iter().any(|s| b.contains(s)) || !b.contains(&b'\n') {
+        return;
+    }
+    let mut lines = Vec::new();
+    let mut s = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' {
+            lines.push((s, i));
+            s = i + 1;
+        }
+    }
+    lines.push((s, b.len()));
+    let mut header = Vec::new();
+    let mut row = Vec::new();
+    let mut tokens = None;
+    let mut l = 0;
+    while l + 1 < lines.len() {
+        let Some(sep) = header_sep(text, lines[l], &mut header) else {
+            l += 1;
+            continue;
+        };
+        let mut rows: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut r = l + 1;
+        while r < lines.len() {
+            cells(text, lines[r].0, lines[r].1, sep, &mut row);
+            if row.len() != header.len() {
+                break;
+            }
+            rows.push(row.clone());
+            r += 1;
+        }
+        // Rows of words only are no table of values ("Allergies, none" then "Smoking, never").
+        if !rows.iter().flatten().any(|&(s, e)| b[s..e].iter().any(u8::is_ascii_digit)) {
+            l += 1;
+            continue;
+        }
+        let tokens = tokens.get_or_insert_with(Tokens::default);
+        for (c, &(hs, he)) in header.iter().enumerate() {
+            read_column(engine, text, &text[hs..he], rows.iter().map(|row| row[c]), tokens, out);
+        }
+        l = r;
+    }
+}
+
+/// Reads one column's cells as `label: cell` lines and adds what is found in the cells.
+fn read_column(
+    engine: &Engine,
+    text: &str,
+    label: &str,
+    column: impl Iterator<Item = (usize, usize)>,
+    tokens: &mut Tokens,
+    out: &mut Vec<Finding>,
+) {
+    let mut reading = String::new();
+    // (start in the reading, start in the text, length).
+    let mut at: Vec<(usize, usize, usize)> = Vec::new();
+    for (s, e) in column.filter(|(s, e)| e > s) {
+        reading.push_str(label);
+        reading.push_str(": ");
+        at.push((reading.len(), s, e - s));
+        reading.push_str(&text[s..e]);
+        reading.push('\n');
+    }
+    if at.is_empty() {
+        return;
+    }
+    let mut found = Vec::new();
+    engine.scan_cells(&reading, tokens, &mut found);
+    let mut k = 0;
+    for f in found {
+        while k < at.len() && at[k].0 + at[k].2 <= f.start {
+            k += 1;
+        }
+        let Some(&(rs, ts, len)) = at.get(k) else { break };
+        // Only what lies in the cell (the label is the reading's, not the text's).
+        let (s, e) = (f.start.max(rs), f.end.min(rs + len));
+        if s < e {
+            out.push(Finding { start: s - rs + ts, end: e - rs + ts, ..f });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_split_outside_quotes_and_are_trimmed() {
+        let t = "a, \"Doe, Jane\" ,c";
+        let mut v = Vec::new();
+        cells(t, 0, t.len(), b',', &mut v);
+        let got: Vec<&str> = v.iter().map(|&(s, e)| &t[s..e]).collect();
+        assert_eq!(got, ["a", "Doe, Jane", "c"]);
+    }
+
+    #[test]
+    fn labels_are_short_words() {
+        assert!(is_label("Member ID #") && is_label("zip_code") && is_label("D.O.B."));
+        assert!(!is_label("448120") && !is_label("") && !is_label("Dr. Smith: seen"));
+    }
+}
