@@ -162,10 +162,20 @@ fn dots_join_words(t: &[u8]) -> bool {
     let mut parts = t.split(|c| *c == b'.');
     let (first, last) = (parts.next().unwrap_or_default(), t.rsplit(|c| *c == b'.').next());
     first.len() >= 2
-        && last.is_some_and(|l| l.len() >= 2)
+        && last.is_some_and(|l| {
+            l.len() >= 2 && !FILE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(l))
+        })
         && parts.all(|p| !p.is_empty())
         && !crate::recognize::patterns::has_tld(t)
 }
+
+/// File name extensions: `labs.csv`, `notes.md` are files, not names.
+const FILE_EXTENSIONS: &[&[u8]] = &[
+    b"csv", b"tsv", b"txt", b"pdf", b"doc", b"docx", b"xls", b"xlsx", b"json", b"jsonl", b"xml",
+    b"md", b"py", b"rs", b"js", b"ts", b"html", b"htm", b"jpg", b"jpeg", b"png", b"gif", b"dcm",
+    b"zip", b"log", b"sql", b"yaml", b"yml", b"ini", b"cfg", b"rtf", b"ppt", b"pptx", b"sh",
+    b"dat", b"hl7", b"ccd", b"ccda", b"tif", b"tiff", b"bmp", b"svg", b"ipynb", b"parquet",
+];
 
 /// Opening and closing brackets around a spelled-out `at` or `dot`.
 fn opens(c: u8) -> bool {
@@ -300,9 +310,11 @@ fn dot_between_letters(b: &[u8]) -> bool {
     b.windows(3).any(|w| w[1] == b'.' && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
 }
 
-/// Whether the underscores of the token `t` read as spaces: not in an e-mail address or a URL.
-fn underscores_join_words(t: &[u8]) -> bool {
-    !(t.contains(&b'@')
+/// Whether the underscores of the token `t` read as spaces: not in an e-mail address or a URL,
+/// nor in a function's name in code (`cockcroft_gault(age, wt)`).
+fn underscores_join_words(t: &[u8], next: Option<&u8>) -> bool {
+    !(next == Some(&b'(')
+        || t.contains(&b'@')
         || t.windows(3).any(|w| w == b"://")
         || t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"www.")))
 }
@@ -362,7 +374,7 @@ impl Folded {
                 if i >= token.1 {
                     let (s, e) = token_around(b, i);
                     let t = &b[s..e];
-                    token = (s, e, underscores_join_words(t), dots_join_words(t));
+                    token = (s, e, underscores_join_words(t, b.get(e)), dots_join_words(t));
                 }
                 let space = if b[i] == b'_' {
                     token.2 && emails.peek().is_none_or(|e| i < e.3)
@@ -371,6 +383,15 @@ impl Folded {
                         && b[i - 1].is_ascii_alphabetic()
                         && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
                 };
+                // An initial keeps its dot, as a name is written ("alan.b.okafor" reads as
+                // "alan b. okafor").
+                let initial = space
+                    && b[i] == b'.'
+                    && (i < 2 || i - 1 == token.0 || !b[i - 2].is_ascii_alphabetic());
+                if initial {
+                    out.push('.');
+                    from.push(i as u32);
+                }
                 out.push(if space { ' ' } else { char::from(b[i]) });
                 from.push(i as u32);
                 i += 1;
@@ -469,7 +490,7 @@ mod tests {
         let t = "login maria.garcia, alan.b.okafor. Dr.Smith at mercy.org e.g. b.i.d. 2.5 mg";
         assert_eq!(
             Folded::of(t).unwrap().text,
-            "login maria garcia, alan b okafor. Dr Smith at mercy.org e.g. b.i.d. 2.5 mg"
+            "login maria garcia, alan b. okafor. Dr Smith at mercy.org e.g. b.i.d. 2.5 mg"
         );
         assert!(Folded::of("Seen today. Next visit in 2.5 weeks.").is_none());
     }

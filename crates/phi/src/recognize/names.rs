@@ -118,7 +118,7 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                     && (!n.has(flag::ENGLISH) || n.has(flag::SURNAME_COMMON))))
                 && gap_ok(b, t.end, n.start, true)
                 && surnameish(n)
-                && !followed_by_eponym_head(tk, i + 1)
+                && !followed_by_eponym_head(text, tk, i + 1)
             {
                 out.push(span(t.start, toks, i + 1, b, 0.85, "name.initial"));
                 i += 2;
@@ -168,7 +168,7 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 }
             }
             if last > i
-                && !followed_by_eponym_head(tk, last)
+                && !followed_by_eponym_head(text, tk, last)
                 && !toks
                     .get(last + 1)
                     .is_some_and(|n| n.has(flag::FACILITY_WORD | flag::STREET_SUFFIX))
@@ -375,7 +375,7 @@ fn name_run(
         last = k;
         k += 1;
     }
-    if followed_by_eponym_head(tk, last) && !after_strong_title {
+    if followed_by_eponym_head(text, tk, last) && !after_strong_title {
         return None;
     }
     Some(last)
@@ -404,7 +404,7 @@ fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize,
                     if s.is_capitalized()
                         && surnameish(s)
                         && gap_ok(b, n.end, s.start, true)
-                        && !followed_by_eponym_head(tk, i + 2) =>
+                        && !followed_by_eponym_head(text, tk, i + 2) =>
                 {
                     i + 2
                 }
@@ -430,7 +430,7 @@ fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize,
             };
             let caps_ok =
                 !(t.caps_line || t.shape == Shape::Upper) || (n_name && !n.has(flag::ABBREV));
-            if ok && caps_ok && !followed_by_eponym_head(tk, i + 1) {
+            if ok && caps_ok && !followed_by_eponym_head(text, tk, i + 1) {
                 let mut last = i + 1;
                 // A third part: "Mary Ann Smith", "John A. Smith"
                 if let Some(m) = toks.get(i + 2) {
@@ -451,7 +451,7 @@ fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize,
     if t.is_capitalized()
         && !ambiguous
         && !t.has(flag::ABBREV)
-        && !followed_by_eponym_head(tk, i)
+        && !followed_by_eponym_head(text, tk, i)
         && (t.end - t.start) >= 3
     {
         let score = if t.caps_line { 0.55 } else { 0.65 };
@@ -506,12 +506,18 @@ fn after_place_prefix(tk: &Tokens, i: usize) -> bool {
     }
 }
 
-fn followed_by_eponym_head(tk: &Tokens, i: usize) -> bool {
+fn followed_by_eponym_head(text: &str, tk: &Tokens, i: usize) -> bool {
     let t = &tk.toks[i];
+    // Right after it, in the same phrase: "Gleason score", "Foley catheter", "Parkinson's
+    // disease"; not "Smith; pupil 4 mm" nor "John Smith\nPupil: 3 mm".
+    let joined = |n: &Tok| {
+        let gap = &text.as_bytes()[t.end..n.start];
+        !gap.is_empty() && gap.len() <= 2 && gap.iter().all(|c| matches!(c, b' ' | b'-'))
+    };
     match tk.toks.get(i + 1) {
         Some(n) => {
-            n.has(flag::EPONYM_HEAD) && n.start - t.end <= 2
-                || (t.base_end != t.end && n.has(flag::MEDICAL | flag::EPONYM_HEAD))
+            n.has(flag::EPONYM_HEAD) && joined(n)
+                || (t.base_end != t.end && n.has(flag::MEDICAL | flag::EPONYM_HEAD) && joined(n))
         }
         None => false,
     }

@@ -337,6 +337,26 @@ impl Patterns {
         }
         if hits.gate(kind::MAC) {
             find_macs(bytes, |s, e| {
+                // Digits only ("10:20:30:40:50:60", a ratio): only after a cue.
+                if !bytes[s..e].iter().any(u8::is_ascii_alphabetic)
+                    && !cue_before(
+                        text,
+                        s,
+                        24,
+                        &[
+                            "mac",
+                            "bluetooth",
+                            "ethernet",
+                            "wifi",
+                            "wi-fi",
+                            "hardware",
+                            "address",
+                            "device",
+                        ],
+                    )
+                {
+                    return;
+                }
                 out.push(
                     Finding::new(s, e, Category::Device, 0.9, "device.mac").with_subtype("mac"),
                 );
@@ -697,29 +717,59 @@ impl Patterns {
             ) {
                 continue;
             }
-            // Counts of results ("3/12 lymph nodes positive", "Trop 2/2 negative"), unless a
-            // date word comes right before ("CT on 2/3 negative for bleed").
-            if !date_cue.is_some_and(|c| c.1)
-                && word_after(
+            // Counts of things ("positive on 2/4 bottles", "3/12 lymph nodes"), even after a
+            // date word; a rating out of 10 in a pain or scale clause ("rated on 3/10").
+            let (num, den) = m.as_str().split_once('/').unwrap_or(("", ""));
+            if word_after(
+                text,
+                e,
+                &[
+                    "cores",
+                    "nodes",
+                    "lymph",
+                    "ln",
+                    "lns",
+                    "bottles",
+                    "bottle",
+                    "cultures",
+                    "samples",
+                    "specimens",
+                    "biopsies",
+                    "cards",
+                    "sets",
+                    "views",
+                    "criteria",
+                    "points",
+                    "pain",
+                    "scale",
+                    "fingers",
+                    "toes",
+                    "teeth",
+                    "ribs",
+                    "vessels",
+                    "sites",
+                    "lesions",
+                    "polyps",
+                    "slides",
+                    "fields",
+                    "quadrants",
+                    "lobes",
+                ],
+            ) || (den.trim_start_matches('0') == "10"
+                && num.parse::<u32>().is_ok_and(|n| n <= 10)
+                && cue_before(
                     text,
-                    e,
-                    &[
-                        "positive",
-                        "negative",
-                        "pos",
-                        "neg",
-                        "cores",
-                        "nodes",
-                        "lymph",
-                        "ln",
-                        "lns",
-                        "bottles",
-                        "cultures",
-                        "samples",
-                        "specimens",
-                        "biopsies",
-                    ],
-                )
+                    s,
+                    clause_window(text, s, 48),
+                    &["pain", "rated", "rates", "rating", "scale", "score", "scored", "severity"],
+                ))
+            {
+                continue;
+            }
+            // Results ("Trop 2/2 negative"), unless a date word comes right before ("CT on 2/3
+            // negative for bleed").
+            if !date_cue.is_some_and(|c| c.1)
+                && word_after(text, e, &["positive", "negative", "pos", "neg"])
             {
                 continue;
             }
@@ -836,7 +886,19 @@ impl Patterns {
             if last > 1 && matches!(words[last - 1].as_str(), "value" | "val" | "str") {
                 last -= 1;
             }
+            // A code system's key ("loinc_id", "rxnorm_code") holds a code.
+            if words.iter().any(|w| PUBLIC_CODE_CUES.contains(&w.as_str())) {
+                continue;
+            }
             let found = (1..=3.min(last)).rev().find_map(|n| {
+                // A bare "id" says nothing of whose: "request_id", "span_id", "model_id" are
+                // a system's; "patient_id", "member_id" name a person's.
+                if n == 1
+                    && last > 1
+                    && matches!(words[last - 1].as_str(), "id" | "ids" | "identifier")
+                {
+                    return None;
+                }
                 self.cue_category(&words[last - n..last].join(" ")).or_else(|| {
                     // "mrn_number": the cue before a word that only says "a number".
                     (n > 1 && matches!(words[last - 1].as_str(), "number" | "num" | "no" | "nbr"))
@@ -845,7 +907,9 @@ impl Patterns {
                 })
             });
             let Some((cat, rec)) = found else { continue };
-            if let Some((vs, ve)) = value_after_cue(text, e, true, cat == Category::License) {
+            if let Some((vs, ve)) = value_after_cue(text, e, true, cat == Category::License)
+                .filter(|&(vs, ve)| !is_public_code(&text[vs..ve]))
+            {
                 out.push(Finding::new(vs, ve, cat, 0.9, rec));
             }
         }
@@ -865,6 +929,18 @@ impl Patterns {
         for m in self.cue_id.find_iter(text, hits) {
             let cue = m.as_str();
             let Some((cat, rec)) = self.cue_category(cue) else { continue };
+            // A bare "id" after a system's or a code system's word is theirs, not a person's
+            // ("request id", "span_id", "model_id", "loinc_id").
+            if cat == Category::Id
+                && word_right_before(text, m.start()).is_some_and(|w| {
+                    SYSTEM_ID_WORDS
+                        .iter()
+                        .chain(PUBLIC_CODE_CUES)
+                        .any(|s| s.eq_ignore_ascii_case(w))
+                })
+            {
+                continue;
+            }
             // Lower-case short cues ("fin", "sn", "id", "tag") are ordinary words: need a
             // separator, unless the cue ends with one ("Confirmation #", "Ref no.").
             if let Some((vs, ve)) = value_after_cue(
@@ -873,8 +949,11 @@ impl Patterns {
                 (cue.len() <= 3 || cat == Category::Id) && !cue.ends_with(['#', '.']),
                 cat == Category::License,
             ) {
-                // "Rx #100 tabs", "Lic: 500 mg": a quantity, not an identifier.
-                if word_after(text, ve, QUANTITY_WORDS) {
+                // "Rx #100 tabs", "Lic: 500 mg": a quantity, not an identifier; "study id:
+                // NCT04280705": a public registry's number.
+                if word_after(text, ve, QUANTITY_WORDS)
+                    || (cat == Category::Id && is_public_code(&text[vs..ve]))
+                {
                     continue;
                 }
                 out.push(Finding::new(vs, ve, cat, 0.93, rec));
@@ -978,15 +1057,55 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
         if !matches!(lw.as_str(), "age" | "aged" | "turned" | "turns" | "turning") {
             return Some(s);
         }
-        if word_after(
-            text,
-            e,
-            &[
-                "days", "day", "d", "weeks", "week", "wk", "wks", "months", "month", "mo", "mos",
-                "hours", "hour", "hr", "h", "minutes", "min", "degrees", "deg", "%", "percent",
-                "mg", "kg", "lbs", "lb",
-            ],
-        ) {
+        // A unit or a turn after the number ("aged 90 days", "turned 90° to the left",
+        // "turned 90-degrees", "turned 90 seconds after").
+        let after = text[e..].trim_start_matches([' ', '\t', '-']);
+        if after.starts_with(['°', 'º', '%'])
+            || word_after(
+                text,
+                e + (text.len() - e - after.len()),
+                &[
+                    "days",
+                    "day",
+                    "d",
+                    "weeks",
+                    "week",
+                    "wk",
+                    "wks",
+                    "months",
+                    "month",
+                    "mo",
+                    "mos",
+                    "hours",
+                    "hour",
+                    "hr",
+                    "h",
+                    "minutes",
+                    "min",
+                    "seconds",
+                    "second",
+                    "sec",
+                    "secs",
+                    "s",
+                    "degrees",
+                    "degree",
+                    "deg",
+                    "percent",
+                    "mg",
+                    "kg",
+                    "lbs",
+                    "lb",
+                    "to",
+                    "left",
+                    "right",
+                    "clockwise",
+                    "counterclockwise",
+                    "toward",
+                    "towards",
+                    "times",
+                ],
+            )
+        {
             return None;
         }
         // The number, after the cue and any signs ("age\": \"92").
@@ -1027,8 +1146,43 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
                     "rectal",
                     "axillary",
                     "tympanic",
+                    "vitals",
+                    "vs",
+                    "tmp",
+                    "bt",
+                    "core",
+                    "hypothermic",
+                    "rewarmed",
+                    "warmed",
+                    "cooled",
+                    "degrees",
                 ],
             );
+        // Room, bed, weight and rates ("Rm 96 F", "wt 96 M", "HR 96 M").
+        let other = cue_before(
+            text,
+            s,
+            window.min(12),
+            &[
+                "room", "rm", "bed", "wt", "weight", "hr", "pulse", "rate", "rr", "bp", "sat",
+                "spo2", "o2", "unit", "floor", "ward", "bay",
+            ],
+        );
+        // A number, a space and a bare M or F ("96 M presents", "94 F, SOB"): only where an
+        // age stands (a line's start, "a", "pt", ...; not after a label, "Vitals: 99 F"), and
+        // no temperature written after it ("97 F oral").
+        let spaced = m[num.len()..].starts_with([' ', '\t', '-']);
+        let spaced_ok = !spaced
+            || (age_stands_strictly_before(text, s)
+                && !word_after(
+                    text,
+                    e,
+                    &["oral", "orally", "rectal", "axillary", "tympanic", "temporal"],
+                ));
+        // "Temp. 99 F", "T. 99 F": a cue cut off by its abbreviation's dot.
+        let temperature = temperature
+            || (last.eq_ignore_ascii_case(&b'f')
+                && abbreviated_cue_before(text, s, &["t", "temp", "tmp"]));
         let distance = last.eq_ignore_ascii_case(&b'm')
             && cue_before(
                 text,
@@ -1057,7 +1211,13 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
             );
         // A unit's letter ("100 M/min", "96 m^2").
         let unit = matches!(text.as_bytes().get(e), Some(b'/' | b'^'));
-        if temperature || distance || unit || (last == b'm' && !age_stands_before(text, s)) {
+        if temperature
+            || distance
+            || unit
+            || other
+            || !spaced_ok
+            || (last == b'm' && !age_stands_before(text, s))
+        {
             return None;
         }
     } else if rest.bytes().all(|c| c.is_ascii_alphabetic())
@@ -1108,6 +1268,74 @@ fn age_stands_before(text: &str, pos: usize) -> bool {
     ["a", "an", "pt", "patient", "is", "was", "now", "age", "aged", "s", "being", "of"]
         .iter()
         .any(|c| c.as_bytes().eq_ignore_ascii_case(w))
+}
+
+/// Whether an age stands at `pos` for a number with a bare sex letter after a space: at the
+/// start of the text or a line (spaces aside), after a sentence's end, or after a word that
+/// introduces one ("a", "pt", "is", ...), never after a label's `:` ("Vitals: 99 F").
+fn age_stands_strictly_before(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let mut i = pos;
+    while i > 0 && matches!(b[i - 1], b' ' | b'\t') {
+        i -= 1;
+    }
+    if i == 0 || matches!(b[i - 1], b'\n' | b'\r' | b'(' | b'"' | b';') {
+        return true;
+    }
+    if matches!(b[i - 1], b'.' | b'!' | b'?') {
+        // A sentence's end, not an abbreviation's dot ("Temp. 99 F").
+        return i >= 3
+            && b[i - 2].is_ascii_alphabetic()
+            && b[i - 3].is_ascii_alphabetic()
+            && !abbreviated_cue_before(text, pos, &["temp", "tmp"]);
+    }
+    if b[i - 1] == b':' {
+        // A label that introduces a patient ("CC: 94 F", "HPI: 96 M", "Pt: 93 F").
+        let end = i - 1;
+        let mut s = end;
+        while s > 0 && (b[s - 1].is_ascii_alphabetic() || b[s - 1] == b'/') {
+            s -= 1;
+        }
+        return ["cc", "hpi", "id", "pt", "patient", "age", "age/sex", "demographics", "one-liner"]
+            .iter()
+            .any(|w| w.as_bytes().eq_ignore_ascii_case(&b[s..end]));
+    }
+    if !b[i - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    // After a name ("Jane Doe 96 F"): a capitalised word of letters (cues of rooms, rates
+    // and vitals are ruled out before).
+    let end = i;
+    let mut s = end;
+    while s > 0 && b[s - 1].is_ascii_alphabetic() {
+        s -= 1;
+    }
+    let w = &b[s..end];
+    let capitalised = w.len() >= 2
+        && w[0].is_ascii_uppercase()
+        && w[1..].iter().all(u8::is_ascii_lowercase)
+        && (s == 0 || !b[s - 1].is_ascii_alphanumeric());
+    capitalised || age_stands_before(text, pos)
+}
+
+/// Whether the word right before `pos` (spaces aside) is one of `words` written with an
+/// abbreviation's dot ("Temp. 99 F").
+fn abbreviated_cue_before(text: &str, pos: usize, words: &[&str]) -> bool {
+    let b = text.as_bytes();
+    let mut i = pos;
+    while i > 0 && b[i - 1] == b' ' {
+        i -= 1;
+    }
+    if i == 0 || b[i - 1] != b'.' {
+        return false;
+    }
+    let end = i - 1;
+    let mut s = end;
+    while s > 0 && b[s - 1].is_ascii_alphabetic() {
+        s -= 1;
+    }
+    (s == 0 || !b[s - 1].is_ascii_alphanumeric())
+        && words.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(&b[s..end]))
 }
 
 /// Whether a range to another number follows `pos` ("from 1/2 to 3/4", "1/2-1 tab"): then
@@ -1437,6 +1665,81 @@ const QUANTITY_WORDS: &[&str] = &[
     "mg", "mcg", "ml", "g", "kg", "tab", "tabs", "tablet", "tablets", "cap", "caps", "capsule",
     "capsules", "pills", "refills", "units", "doses", "puffs",
 ];
+
+/// Words before a bare "id" that make it a system's identifier, not a person's.
+const SYSTEM_ID_WORDS: &[&str] = &[
+    "request",
+    "span",
+    "trace",
+    "build",
+    "job",
+    "ticket",
+    "question",
+    "model",
+    "rule",
+    "session",
+    "message",
+    "msg",
+    "thread",
+    "run",
+    "task",
+    "event",
+    "correlation",
+    "transaction",
+    "commit",
+    "version",
+    "deployment",
+    "container",
+    "pod",
+    "node",
+    "instance",
+    "file",
+    "object",
+    "item",
+    "product",
+    "sku",
+    "protocol",
+    "response",
+    "conversation",
+    "chat",
+    "completion",
+    "tool",
+    "call",
+    "function",
+    "batch",
+    "tenant",
+    "org",
+    "organization",
+    "process",
+    "worker",
+    "queue",
+    "cluster",
+    "project",
+    "workflow",
+    "pipeline",
+    "step",
+    "form",
+    "field",
+    "column",
+    "table",
+    "template",
+    "api",
+    "app",
+];
+
+/// The word right before `pos`, joined to it by one space, `_` or `-` on the same line.
+fn word_right_before(text: &str, pos: usize) -> Option<&str> {
+    let b = text.as_bytes();
+    if pos < 2 || !matches!(b[pos - 1], b' ' | b'_' | b'-') {
+        return None;
+    }
+    let end = pos - 1;
+    let mut s = end;
+    while s > 0 && b[s - 1].is_ascii_alphabetic() {
+        s -= 1;
+    }
+    (s < end && (s == 0 || !b[s - 1].is_ascii_alphanumeric())).then(|| &text[s..end])
+}
 
 /// Names of public code systems: a number after one is a code, not a person's identifier
 /// ("SNOMED CT 44054006", "NDC 0169-4132-12", "PMID: 31415926").

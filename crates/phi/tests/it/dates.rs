@@ -162,3 +162,31 @@ fn a_birth_year_over_89_years_ago_is_found() {
         assert!(found(t).is_empty(), "{t}: {:?}", found(t));
     }
 }
+
+/// Found by review of the age and date rules: vitals, rooms and rates with a bare F or M, a
+/// turn of 90 degrees, and counts after a date word are no ages or dates; a name before an age
+/// and sex is where an age stands.
+#[test]
+fn vitals_turns_and_counts_are_no_ages_or_dates() {
+    for t in [
+        "Vitals: 99 F, 88, 120/80, 16, 98% RA",
+        "Temp. 99 F",
+        "rewarmed from 92 F to 96 F",
+        "Room 92 F",
+        "wt 96 M",
+        "HR 96 M",
+        "97 F oral",
+        "head turned 90° to the left",
+        "turned 90-degrees",
+        "turned 90 seconds after the bolus",
+        "BCx positive on 2/4 bottles",
+        "pain rated on 3/10",
+        "improved on 3/10 pain scale",
+    ] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+    assert_found("Jane Doe 96 F", Category::Age, "96 F");
+    assert_found("CC: 94 F with a fall", Category::Age, "94 F");
+    assert_found("Pt seen 3/4 for f/u", Category::Date, "3/4");
+}

@@ -148,3 +148,19 @@ fn clinical_shorthand_and_named_codes_are_no_ids() {
     let f = found("Patient id X448120 seen");
     assert!(f.iter().any(|(_, v)| *v == "X448120"), "{f:?}");
 }
+
+/// A bare `id` after a system's word or a code system's is theirs ("request_id", "loinc_id");
+/// a person's keys stay cues.
+#[test]
+fn system_and_code_ids_are_no_person_ids() {
+    for t in [
+        "INFO request_id=8f3a21 latency_ms=340",
+        r#"{"span_id": "ff00aa11", "model_id": "llama-3-8b", "ticket_id": 4821}"#,
+        r#"{"loinc_id": "2345-7", "rxnorm_id": "197361", "study_id": "NCT04280705"}"#,
+        "ratio 10:20:30:40:50:60",
+    ] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+    assert_found(r#"{"patient_id": "45821"}"#, Category::Mrn, "45821");
+}

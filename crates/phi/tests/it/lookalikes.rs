@@ -112,3 +112,16 @@ fn references_and_guidelines_are_no_places_or_people() {
         assert!(f.is_empty(), "{t}: {f:?}");
     }
 }
+
+/// Found by review: a name right before an eponym head in another phrase is still a name, a
+/// dotted handle with an initial is read whole, and code and file names keep their joins.
+#[test]
+fn names_beside_heads_handles_and_code() {
+    assert_found("Patient: John Smith\nPupil: 3 mm reactive", Category::Name, "John Smith");
+    assert_found("Patient Smith; pupil 4 mm", Category::Name, "Smith");
+    assert_found("login alan.b.okafor", Category::Name, "alan.b.okafor");
+    for t in ["crcl = cockcroft_gault(age, wt, scr)", "df = pd.read_csv('labs.csv')"] {
+        let f = scanner().scan(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+}
