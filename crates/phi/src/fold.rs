@@ -126,17 +126,34 @@ fn reference(b: &[u8]) -> Option<(char, usize)> {
     Some((c, end + 1))
 }
 
-/// Bytes that may start a fold: not ASCII, `&` (a character reference), `_`, and control
-/// characters other than tab, line feed and carriage return.
-const MAY_FOLD: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = c >= 0x7F || (c < 0x20 && c != 9 && c != 10 && c != 13) || c == 38 || c == 95;
-        c += 1;
-    }
-    t
-};
+/// What a first look at `b` found: whether something in it folds (a byte that is not ASCII,
+/// `&`, `_`, a control character other than tab, line feed and carriage return, or a dot that
+/// joins the words of a name, [`dots_join_words`]), and whether it
+/// may hold a spelled-out address ([`spelled_out_emails`]). Searched byte by byte only for
+/// the rare bytes; the frequent ones (dots, `d`, brackets) with `memchr`.
+fn first_look(b: &[u8]) -> (bool, bool) {
+    let folds = !b.is_ascii()
+        || memchr::memchr2(b'&', b'_', b).is_some()
+        || b.iter().fold(false, |acc, &c| acc | ((c < 0x20) & (c != 9) & (c != 10) & (c != 13)))
+        || memchr::memchr_iter(b'.', b).any(|i| {
+            i > 0
+                && b[i - 1].is_ascii_alphabetic()
+                && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                && {
+                    let (s, e) = token_around(b, i);
+                    dots_join_words(&b[s..e])
+                }
+        });
+    let next_is =
+        |i: usize, w: &[u8]| b.get(i + 1..i + 3).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    let emails = memchr::memchr_iter(b'@', b)
+        .any(|i| b.get(i + 1) == Some(&b' ') || (i > 0 && b[i - 1] == b' '))
+        || [&b"dot"[..], b"DOT", b"Dot"].iter().any(|w| memchr::memmem::find(b, w).is_some())
+        || memchr::memchr3_iter(b'(', b'[', b'{', b)
+            .chain(memchr::memchr_iter(b'<', b))
+            .any(|i| next_is(i, b"at"));
+    (folds, emails)
+}
 
 /// Where a token (a run of bytes up to a space, quote, bracket or comma) that holds `i` starts
 /// and ends.
@@ -295,21 +312,6 @@ fn spelled_out_emails(b: &[u8]) -> Vec<(usize, usize, u8, usize)> {
     out
 }
 
-/// Whether `b` may hold an e-mail address written to dodge a reader: a spaced `@`, a
-/// bracketed `at`, or a `dot` ([`spelled_out_emails`] reads them).
-fn may_spell_emails(b: &[u8]) -> bool {
-    b.windows(3).any(|w| {
-        (w[1] == b'@' && (w[0] == b' ' || w[2] == b' '))
-            || (w[0] | 0x20 == b'd' && w[1] | 0x20 == b'o' && w[2] | 0x20 == b't')
-            || (opens(w[0]) && w[1] | 0x20 == b'a' && w[2] | 0x20 == b't')
-    })
-}
-
-/// Whether `b` has a dot between two letters (which [`dots_join_words`] may read as a space).
-fn dot_between_letters(b: &[u8]) -> bool {
-    b.windows(3).any(|w| w[1] == b'.' && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
-}
-
 /// Whether the underscores of the token `t` read as spaces: not in an e-mail address or a URL,
 /// nor in a function's name in code (`cockcroft_gault(age, wt)`).
 fn underscores_join_words(t: &[u8], next: Option<&u8>) -> bool {
@@ -327,10 +329,9 @@ impl Folded {
         if text.len() >= u32::MAX as usize {
             return None;
         }
-        let emails = if may_spell_emails(b) { spelled_out_emails(b) } else { Vec::new() };
-        if emails.is_empty()
-            && !(b.iter().any(|&c| MAY_FOLD[usize::from(c)]) || dot_between_letters(b))
-        {
+        let (folds, may_spell) = first_look(b);
+        let emails = if may_spell { spelled_out_emails(b) } else { Vec::new() };
+        if emails.is_empty() && !folds {
             return None;
         }
         let first = text

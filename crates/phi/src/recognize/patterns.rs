@@ -1959,9 +1959,14 @@ fn has_dot_word(b: &[u8]) -> bool {
 /// of such groups (an IPv6 address, an EUI-64). Times ("10:22:31") have three groups.
 fn find_macs(b: &[u8], mut f: impl FnMut(usize, usize)) {
     const LEN: usize = 17;
-    let mut i = 0;
-    while i + LEN <= b.len() {
-        let sep = b[i + 2];
+    // From each `:` or `-` that may be an address's first separator.
+    let mut next = 0;
+    for p in memchr::memchr2_iter(b':', b'-', b) {
+        if p < 2 || p - 2 < next || p - 2 + LEN > b.len() {
+            continue;
+        }
+        let i = p - 2;
+        let sep = b[p];
         let joined = |c: Option<&u8>| c.is_some_and(|&c| c.is_ascii_alphanumeric() || c == sep);
         if matches!(sep, b':' | b'-')
             && (0..6)
@@ -1973,9 +1978,7 @@ fn find_macs(b: &[u8], mut f: impl FnMut(usize, usize)) {
                     && b.get(i + LEN + 1).is_some_and(u8::is_ascii_alphanumeric)))
         {
             f(i, i + LEN);
-            i += LEN;
-        } else {
-            i += 1;
+            next = i + LEN;
         }
     }
 }
@@ -2033,15 +2036,29 @@ fn find_coordinates(text: &str, mut f: impl FnMut(usize, usize)) {
             _ => Some((end, value, None)),
         }
     };
+    // From each dot with a digit before it and three after: the number it is in.
     let mut i = 0;
-    while i + 4 < b.len() {
-        let starts = (b[i].is_ascii_digit()
-            || (matches!(b[i], b'-' | b'+') && b[i + 1].is_ascii_digit()))
-            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'.' | b'-')));
-        let Some((e1, lat, h1)) = starts.then(|| number(i)).flatten() else {
-            i += 1;
+    for dot in memchr::memchr_iter(b'.', b) {
+        if dot < i
+            || dot == 0
+            || !b[dot - 1].is_ascii_digit()
+            || !b.get(dot + 1..dot + 4).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+        {
+            continue;
+        }
+        let mut start = dot - 1;
+        while start > 0 && b[start - 1].is_ascii_digit() {
+            start -= 1;
+        }
+        if start > 0 && matches!(b[start - 1], b'-' | b'+') {
+            start -= 1;
+        }
+        let apart = start == 0
+            || !(b[start - 1].is_ascii_alphanumeric() || matches!(b[start - 1], b'.' | b'-'));
+        let Some((e1, lat, h1)) = apart.then(|| number(start)).flatten() else {
             continue;
         };
+        i = e1;
         let mut k = e1 + b[e1..].iter().take_while(|c| **c == b' ').count();
         let comma = b.get(k) == Some(&b',');
         if comma {
@@ -2049,22 +2066,16 @@ fn find_coordinates(text: &str, mut f: impl FnMut(usize, usize)) {
             k += b[k..].iter().take_while(|c| **c == b' ').count();
         }
         let second = (comma || (h1.is_some() && k > e1)).then(|| number(k)).flatten();
-        let Some((e2, lon, h2)) = second else {
-            i = e1;
-            continue;
-        };
+        let Some((e2, lon, h2)) = second else { continue };
         let hemispheres = matches!(h1, Some(b'N' | b'S')) && matches!(h2, Some(b'E' | b'W'));
         let plain = h1.is_none() && h2.is_none();
-        let cued = || cue_before(text, i, 32, COORDINATE_CUES);
         if lat.abs() <= 90.0
             && lon.abs() <= 180.0
             && !b.get(e2).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
-            && (hemispheres || (plain && cued()))
+            && (hemispheres || (plain && cue_before(text, start, 32, COORDINATE_CUES)))
         {
-            f(i, e2);
+            f(start, e2);
             i = e2;
-        } else {
-            i = e1;
         }
     }
 }

@@ -63,10 +63,38 @@ fn is_label(cell: &str) -> bool {
 /// with every cell a label.
 fn header_sep(text: &str, line: (usize, usize), scratch: &mut Vec<(usize, usize)>) -> Option<u8> {
     let l = &text.as_bytes()[line.0..line.1];
-    let sep = *SEPARATORS.iter().max_by_key(|s| l.iter().filter(|c| c == s).count())?;
-    if !l.contains(&sep) {
+    // One pass: the separators counted, and out at the first byte no label nor separator has.
+    // Prose is out at its first long cell: more than three spaces or MAX_LABEL bytes since the
+    // last separator.
+    let mut counts = [0usize; 4];
+    let (mut spaces, mut since) = (0usize, 0usize);
+    for &c in l {
+        since += 1;
+        match c {
+            b',' | b'\t' | b'|' | b';' => {
+                counts[SEPARATORS.iter().position(|s| *s == c).unwrap_or(0)] += 1;
+                (spaces, since) = (0, 0);
+            }
+            b' ' => {
+                spaces += 1;
+                if spaces > 4 {
+                    return None;
+                }
+            }
+            b'"' | b'\r' => {}
+            c if c.is_ascii_alphanumeric()
+                || matches!(c, b'_' | b'#' | b'.' | b'/' | b'(' | b')' | b'-') => {}
+            _ => return None,
+        }
+        if since > MAX_LABEL + 4 {
+            return None;
+        }
+    }
+    let (k, &n) = counts.iter().enumerate().max_by_key(|(_, n)| **n)?;
+    if n == 0 || l.len() > (n + 1) * (MAX_LABEL + 4) {
         return None;
     }
+    let sep = SEPARATORS[k];
     cells(text, line.0, line.1, sep, scratch);
     scratch.iter().all(|&(s, e)| is_label(&text[s..e])).then_some(sep)
 }
@@ -80,11 +108,9 @@ pub(crate) fn find(engine: &Engine, text: &str, out: &mut Vec<Finding>) {
     }
     let mut lines = Vec::new();
     let mut s = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            lines.push((s, i));
-            s = i + 1;
-        }
+    for i in memchr::memchr_iter(b'\n', b) {
+        lines.push((s, i));
+        s = i + 1;
     }
     lines.push((s, b.len()));
     let mut header = Vec::new();
