@@ -317,6 +317,7 @@ fn spelled_out_emails(b: &[u8]) -> Vec<(usize, usize, u8, usize)> {
 fn underscores_join_words(t: &[u8], next: Option<&u8>) -> bool {
     !(next == Some(&b'(')
         || t.contains(&b'@')
+        || (t.contains(&b'/') && crate::recognize::patterns::has_tld(t))
         || t.windows(3).any(|w| w == b"://")
         || t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"www.")))
 }

@@ -47,6 +47,7 @@ pub(crate) struct Patterns {
     email: Pat,
     url: Pat,
     domain: Pat,
+    domain_path: Pat,
     ipv4: Pat,
     ipv6: Pat,
     phone: Pat,
@@ -182,6 +183,12 @@ impl Patterns {
                 r"\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b",
             )?,
             url: re("url", r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'`]+"#)?,
+            // A host with a path, whatever its top-level domain ("bit.ly/3xYzAbC",
+            // "portal.example.de/patient/44812"): the path says it is an address.
+            domain_path: re(
+                "domain.path",
+                r#"(?i)\b[a-z0-9][a-z0-9\-]{1,62}(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.[a-z]{2,6}/[^\s<>"'`]*[a-z0-9]"#,
+            )?,
             domain: re(
                 "domain",
                 r#"(?i)\b[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.(?:com|org|net|edu|gov|mil|int|io|us|uk|ca|info|biz|health|care|clinic|hospital|md|co|me|app|ai)\b(?:/[^\s<>"'`]*)?"#,
@@ -302,6 +309,24 @@ impl Patterns {
             for m in self.url.find_iter(text, hits) {
                 let end = m.start() + trim_url_tail(m.as_str());
                 out.push(Finding::new(m.start(), end, Category::Url, 0.97, "url"));
+            }
+            if host_before_slash(bytes) {
+                for m in self.domain_path.find_iter(text, hits) {
+                    // A path with a digit, or a host of three labels or more: "5 mg.tab/day"
+                    // is a dose.
+                    let (host, path) = m.as_str().split_once('/').unwrap_or(("", ""));
+                    if matches!(byte_before(text, m.start()), Some(b'@' | b'.' | b'/'))
+                        || !(path.bytes().any(|c| c.is_ascii_digit())
+                            || host.bytes().filter(|c| *c == b'.').count() >= 2)
+                    {
+                        continue;
+                    }
+                    let end = m.start() + trim_url_tail(m.as_str());
+                    out.push(
+                        Finding::new(m.start(), end, Category::Url, 0.85, "url.domain")
+                            .with_subtype("domain"),
+                    );
+                }
             }
             // A bare domain needs a known top-level domain after a dot: most notes have none.
             for m in
@@ -2419,6 +2444,19 @@ fn maybe_ipv6(b: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Whether a `/` follows a dot and two to six letters that follow a letter or digit (a host
+/// and its path, "bit.ly/3x"): the gate of the `domain.path` pattern.
+fn host_before_slash(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'/', b).any(|i| {
+        let letters = b[..i].iter().rev().take_while(|c| c.is_ascii_alphabetic()).count();
+        (2..=6).contains(&letters)
+            && i > letters + 1
+            && b[i - letters - 1] == b'.'
+            && b[i - letters - 2].is_ascii_alphanumeric()
+            && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
+    })
 }
 
 /// A dot followed by a top-level domain that the domain pattern knows, ending the word.

@@ -164,3 +164,22 @@ fn system_and_code_ids_are_no_person_ids() {
     }
     assert_found(r#"{"patient_id": "45821"}"#, Category::Mrn, "45821");
 }
+
+/// A host with a path is an address whatever its top-level domain, and a known domain's path
+/// keeps its underscores; a dose written with dots and a slash is none.
+#[test]
+fn hosts_with_paths_are_urls() {
+    assert_found(
+        "see portal.stjudes.example.de/patient/44812 now",
+        Category::Url,
+        "portal.stjudes.example.de/patient/44812",
+    );
+    assert_found("link bit.ly/3xYzAbC sent", Category::Url, "bit.ly/3xYzAbC");
+    assert_found(
+        "Instagram: instagram.com/marathon_mike_71 (patient)",
+        Category::Url,
+        "instagram.com/marathon_mike_71",
+    );
+    let f = found("Rx: 5 mg.tab/day, BP 120/80, mL/kg/min");
+    assert!(f.is_empty(), "{f:?}");
+}
