@@ -256,7 +256,7 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b)"#
                 )
             })?,
             age_decade: re(
@@ -304,6 +304,9 @@ impl Patterns {
             for m in self.email.find_iter(text, hits) {
                 out.push(Finding::new(m.start(), m.end(), Category::Email, 0.99, "email"));
             }
+            find_handles(text, |s, e| {
+                out.push(Finding::new(s, e, Category::Id, 0.8, "id.handle").with_subtype("handle"));
+            });
         }
         if has_dot_word(bytes) {
             for m in self.url.find_iter(text, hits) {
@@ -2008,6 +2011,67 @@ fn find_macs(b: &[u8], mut f: impl FnMut(usize, usize)) {
     }
 }
 
+/// Words that name a social network or an account handle.
+const HANDLE_CUES: &[&str] = &[
+    "twitter",
+    "tweet",
+    "tweeted",
+    "instagram",
+    "ig",
+    "insta",
+    "tiktok",
+    "handle",
+    "username",
+    "snapchat",
+    "facebook",
+    "fb",
+    "threads",
+    "mastodon",
+    "bluesky",
+    "reddit",
+    "youtube",
+    "linkedin",
+    "telegram",
+    "discord",
+    "account",
+    "dm",
+    "dms",
+    "posted",
+    "follow",
+    "x",
+];
+
+/// Account handles (`@grandmaBetty1931`, `@jdoe_1955`): `@` after a space or the start, then a
+/// letter and two to 29 more letters, digits or `_`; five or more with a digit in it, or any
+/// after a cue ([`HANDLE_CUES`]) on its line. Not an e-mail's `@` (a word before it), nor
+/// "@ 5pm", "@home" without a cue, nor a dosing interval ("@q6h").
+fn find_handles(text: &str, mut f: impl FnMut(usize, usize)) {
+    let b = text.as_bytes();
+    for at in memchr::memchr_iter(b'@', b) {
+        if at > 0 && !matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'(' | b'"' | b'\'' | b':') {
+            continue;
+        }
+        let len =
+            b[at + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+        let h = &b[at + 1..at + 1 + len];
+        if !(3..=30).contains(&len)
+            || !h[0].is_ascii_alphabetic()
+            || matches!(b.get(at + 1 + len), Some(b'@' | b'.'))
+                && b.get(at + 2 + len).is_some_and(u8::is_ascii_alphanumeric)
+        {
+            continue;
+        }
+        // "@q6h", "@q12hr": a dosing interval.
+        let interval = h[0].eq_ignore_ascii_case(&b'q') && h[1].is_ascii_digit();
+        if !interval
+            && ((len >= 5 && h.iter().any(u8::is_ascii_digit))
+                || cue_before(text, at, 40, HANDLE_CUES))
+        {
+            f(at, at + 1 + len);
+        }
+    }
+}
+
 /// Words before a pair of numbers that make it a position ("GPS 42.3601,-71.0589").
 const COORDINATE_CUES: &[&str] = &[
     "gps",
@@ -2527,7 +2591,7 @@ mod tests {
             "ABG 7.28/58/62/26; 4.5-11.0; 1.5-12; 2021-03-04T10:22:31Z, 2021-03-04T10:22 2021/3/4T1",
             "IP 192.168.10.1, v1.2.3.4; card 4111 1111 1111 1111; 1234567; 12-34-56-78.",
             "Lives at 42 Elm Street Apt 5, Springfield, MA 01105-1234; ZIP 02139. 90 Whitchurch Road street.",
-            "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday. Born in 1928, YOB: 1931, DOB 1990, year of birth 1925.",
+            "A 92 yo woman, aged 97, 93F, 101st birthday, nonagenarian; since March; last Tuesday. Born in 1928, YOB: 1931, DOB 1990, year of birth 1925. ninety one yo, Centenarian (103).",
             "Pt turned 90 years old; turns ninety-one. 90+ y/o, 96 M, 94 F, 98yF, 92y male, 93 yrs, 93yrs, 92 yom, 91m.",
             "On 04MAR21, 4MAR2021, Mar '21, 1/3-1/7/2024, 12MAR, 31dec99, 2021-03-04t10:22z, 98yf.",
             "A ninety-three year old; Age: ninety-one; aged 90 days; T 98F, 120m; A nonagenarian.",

@@ -190,3 +190,10 @@ fn vitals_turns_and_counts_are_no_ages_or_dates() {
     assert_found("CC: 94 F with a fall", Category::Age, "94 F");
     assert_found("Pt seen 3/4 for f/u", Category::Date, "3/4");
 }
+
+/// Ages over 89 in words with "yo", and a centenarian's age in brackets.
+#[test]
+fn ages_in_words_with_yo_and_in_brackets() {
+    assert_found("ninety one yo with CHF", Category::Age, "ninety one yo");
+    assert_found("Centenarian (103) with pneumonia", Category::Age, "Centenarian (103)");
+}

@@ -183,3 +183,13 @@ fn hosts_with_paths_are_urls() {
     let f = found("Rx: 5 mg.tab/day, BP 120/80, mL/kg/min");
     assert!(f.is_empty(), "{f:?}");
 }
+
+/// Account handles with a digit, or after a network's name, are identifiers; "@ 5pm", "@home"
+/// and dosing intervals are not.
+#[test]
+fn account_handles_are_identifiers() {
+    assert_found("her twitter handle @grandmaBetty1931 posted", Category::Id, "@grandmaBetty1931");
+    assert_found("IG @marathonmike", Category::Id, "@marathonmike");
+    let f = found("meet @ 5pm, @home, @q6h, @q12hr; mail jo@x.com");
+    assert!(f.iter().all(|(c, _)| *c == Category::Email), "{f:?}");
+}
