@@ -14,6 +14,119 @@ use crate::Finding;
 use super::tokens::Tokens;
 use super::Engine;
 
+/// Header words of a table of things, not people: its "name" column names a drug, a test, an
+/// item.
+const THING_WORDS: &[&str] = &[
+    "test",
+    "drug",
+    "med",
+    "meds",
+    "medication",
+    "medications",
+    "item",
+    "items",
+    "product",
+    "lab",
+    "labs",
+    "dose",
+    "doses",
+    "dosage",
+    "freq",
+    "frequency",
+    "route",
+    "strength",
+    "result",
+    "results",
+    "value",
+    "values",
+    "unit",
+    "units",
+    "range",
+    "ref",
+    "qty",
+    "quantity",
+    "sig",
+    "mg",
+    "code",
+    "icd10",
+    "icd",
+    "cpt",
+    "loinc",
+    "organism",
+    "specimen",
+    "supply",
+    "supplies",
+    "device",
+    "class",
+    "generic",
+    "brand",
+    "formulary",
+];
+
+/// Header words that say a table lists people, whatever else it holds.
+const PERSON_WORDS: &[&str] = &[
+    "patient",
+    "pt",
+    "first",
+    "last",
+    "surname",
+    "member",
+    "resident",
+    "client",
+    "guarantor",
+    "subscriber",
+    "mother",
+    "father",
+    "contact",
+    "fullname",
+    "full",
+];
+
+/// Words a header cell is made of, never a name there ("Age", "Dose", "Last", "First").
+const LABEL_WORDS: &[&str] = &[
+    "name",
+    "first",
+    "last",
+    "middle",
+    "age",
+    "sex",
+    "gender",
+    "dob",
+    "birth",
+    "date",
+    "time",
+    "mrn",
+    "id",
+    "zip",
+    "phone",
+    "address",
+    "city",
+    "state",
+    "dose",
+    "test",
+    "result",
+    "value",
+    "unit",
+    "units",
+    "status",
+    "notes",
+    "note",
+    "room",
+    "bed",
+    "dx",
+    "diagnosis",
+    "procedure",
+    "provider",
+    "type",
+    "class",
+    "strength",
+    "route",
+    "freq",
+    "frequency",
+    "drug",
+    "item",
+];
+
 /// The separators a table's cells are joined by.
 const SEPARATORS: &[u8] = b",\t|;";
 
@@ -25,6 +138,22 @@ const MAX_LABEL: usize = 40;
 fn cells(text: &str, start: usize, end: usize, sep: u8, out: &mut Vec<(usize, usize)>) {
     out.clear();
     let b = text.as_bytes();
+    let (mut start, mut end) = (start, end);
+    if sep == b'|' {
+        // A markdown table's outer pipes: `| Name | Age |`.
+        while start < end && matches!(b[start], b' ' | b'\t') {
+            start += 1;
+        }
+        while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\r') {
+            end -= 1;
+        }
+        if end > start && b[start] == b'|' {
+            start += 1;
+        }
+        if end > start && b[end - 1] == b'|' {
+            end -= 1;
+        }
+    }
     let mut s = start;
     let mut quoted = false;
     for i in start..=end {
@@ -129,17 +258,52 @@ pub(crate) fn find(engine: &Engine, text: &str, out: &mut Vec<Finding>) {
             if row.len() != header.len() {
                 break;
             }
-            rows.push(row.clone());
+            // A markdown table's alignment row (`|---|:--:|`).
+            let rule = row
+                .iter()
+                .all(|&(s, e)| e > s && b[s..e].iter().all(|c| matches!(c, b'-' | b':' | b' ')));
+            if !rule {
+                rows.push(row.clone());
+            }
             r += 1;
         }
-        // Rows of words only are no table of values ("Allergies, none" then "Smoking, never").
-        if !rows.iter().flatten().any(|&(s, e)| b[s..e].iter().any(u8::is_ascii_digit)) {
+        // Rows of words only are no table of values ("Allergies, none" then "Smoking, never"),
+        // unless a column names people ("Name,Dx" then "Smith,sepsis").
+        let people = header.iter().any(|&(s, e)| {
+            let h = text[s..e].to_ascii_lowercase();
+            ["name", "patient", "surname", "first", "last"].iter().any(|w| h.contains(w))
+        });
+        if rows.is_empty()
+            || !(people
+                || rows.iter().flatten().any(|&(s, e)| b[s..e].iter().any(u8::is_ascii_digit)))
+        {
             l += 1;
             continue;
         }
+        // A table of things (doses, results, codes) names no people under "name": "name,dose"
+        // over "Colace,100 mg", "Test Name,Result" over "Lipase,320".
+        // (A column of people says so: "Patient Name,Test,Result".)
+        let has = |&(s, e): &(usize, usize), words: &[&str]| {
+            text[s..e]
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| words.iter().any(|x| x.eq_ignore_ascii_case(w)))
+        };
+        let things = header.iter().any(|h| has(h, THING_WORDS));
+        let people = header.iter().any(|h| has(h, PERSON_WORDS));
+        // A header's own words are labels, not names ("Name,Dose": "Dose"; "Last,First").
+        out.retain(|f| {
+            !(matches!(f.category, crate::Category::Name | crate::Category::Location)
+                && header.iter().any(|h| {
+                    f.start < h.1
+                        && h.0 < f.end
+                        && (has(h, LABEL_WORDS) || known_words_only(engine, &text[h.0..h.1]))
+                }))
+        });
         let tokens = tokens.get_or_insert_with(Tokens::default);
-        for (c, &(hs, he)) in header.iter().enumerate() {
-            read_column(engine, text, &text[hs..he], rows.iter().map(|row| row[c]), tokens, out);
+        for (c, h) in header.iter().enumerate() {
+            let names = !has(h, THING_WORDS) && (people || !things);
+            let column = rows.iter().map(|row| row[c]);
+            read_column(engine, text, &text[h.0..h.1], column, names, tokens, out);
         }
         l = r;
     }
@@ -151,6 +315,7 @@ fn read_column(
     text: &str,
     label: &str,
     column: impl Iterator<Item = (usize, usize)>,
+    names: bool,
     tokens: &mut Tokens,
     out: &mut Vec<Finding>,
 ) {
@@ -177,10 +342,31 @@ fn read_column(
         let Some(&(rs, ts, len)) = at.get(k) else { break };
         // Only what lies in the cell (the label is the reading's, not the text's).
         let (s, e) = (f.start.max(rs), f.end.min(rs + len));
+        // A name's words must not all be words the vocabularies know as something else
+        // ("Left eye" under "Patient"); none in a table of things.
+        if f.category == crate::Category::Name
+            && (!names || (s < e && known_words_only(engine, &reading[s..e])))
+        {
+            continue;
+        }
         if s < e {
             out.push(Finding { start: s - rs + ts, end: e - rs + ts, ..f });
         }
     }
+}
+
+/// Whether every word of `cell` is a word the drug, medical or English lists know and no list
+/// of given names or surnames does.
+fn known_words_only(engine: &Engine, cell: &str) -> bool {
+    use super::dict::flag;
+    let mut words =
+        cell.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() > 1).peekable();
+    words.peek().is_some()
+        && words.all(|w| {
+            let f = engine.dict.flags(&w.to_ascii_lowercase());
+            f & (flag::DRUG | flag::MEDICAL | flag::ENGLISH | flag::ABBREV) != 0
+                && f & (flag::GIVEN | flag::SURNAME) == 0
+        })
 }
 
 #[cfg(test)]

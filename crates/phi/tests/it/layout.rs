@@ -133,7 +133,15 @@ fn table_cells_are_read_under_their_headers() {
     assert_found(t, Category::Age, "93");
     assert_found("age,sex,dx\n45,F,COPD\n93,M,CHF", Category::Age, "93");
     assert_found("Name | Member ID\nJane Doe | \"XJH-447120\"", Category::HealthPlan, "XJH-447120");
+    // Markdown tables, with outer pipes and an alignment row; a table of names and words.
+    assert_found("| Name | Age |\n|---|--:|\n| Ethel Smith | 93 |", Category::Age, "93");
+    assert_found("| MRN | Procedure |\n| 448120 | CABG |", Category::Mrn, "448120");
+    assert_found("Name,Dx\nSmith,sepsis\nJones,pneumonia", Category::Name, "Jones");
+    assert_found("Patient Name,Test,Result\nOkonkwo,Lipase,320", Category::Name, "Okonkwo");
     for t in [
+        "Test Name,Result\nLipase,320\nAmylase,150",
+        "name,dose,freq\nTylenol,650 mg,q6h\nColace,100 mg,bid",
+        "Name,Dose\nPiperacillin,4.5 g",
         "Drug,Dose,Freq\nmetformin,500 mg,BID\nlisinopril,10 mg,daily",
         "Test|Value|Units\nNa|135|mmol/L\nK|4.1|mmol/L",
         "Allergies, none\nSmoking, never",
