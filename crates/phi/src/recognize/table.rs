@@ -296,7 +296,9 @@ pub(crate) fn find(engine: &Engine, text: &str, out: &mut Vec<Finding>) {
                 && header.iter().any(|h| {
                     f.start < h.1
                         && h.0 < f.end
-                        && (has(h, LABEL_WORDS) || known_words_only(engine, &text[h.0..h.1]))
+                        && (has(h, LABEL_WORDS)
+                            || has(h, THING_WORDS)
+                            || known_words_only(engine, &text[h.0..h.1]))
                 }))
         });
         let tokens = tokens.get_or_insert_with(Tokens::default);
@@ -334,12 +336,15 @@ fn read_column(
     }
     let mut found = Vec::new();
     engine.scan_cells(&reading, tokens, &mut found);
+    // Cells where the reading under the header found something.
+    let mut read = vec![false; at.len()];
     let mut k = 0;
     for f in found {
         while k < at.len() && at[k].0 + at[k].2 <= f.start {
             k += 1;
         }
         let Some(&(rs, ts, len)) = at.get(k) else { break };
+        read[k] = true;
         // Only what lies in the cell (the label is the reading's, not the text's).
         let (s, e) = (f.start.max(rs), f.end.min(rs + len));
         // A name's words must not all be words the vocabularies know as something else
@@ -353,6 +358,15 @@ fn read_column(
             out.push(Finding { start: s - rs + ts, end: e - rs + ts, ..f });
         }
     }
+    // A bare number the text alone read as an identifier is none where its header says what
+    // it is and the reading under it finds nothing ("NDC" over "0093-7146-56").
+    out.retain(|f| {
+        f.category != crate::Category::Id
+            || !at
+                .iter()
+                .zip(&read)
+                .any(|(&(_, ts, len), &r)| !r && f.start >= ts && f.end <= ts + len)
+    });
 }
 
 /// Whether every word of `cell` is a word the drug, medical or English lists know and no list

@@ -140,6 +140,7 @@ fn table_cells_are_read_under_their_headers() {
     assert_found("Patient Name,Test,Result\nOkonkwo,Lipase,320", Category::Name, "Okonkwo");
     for t in [
         "Test Name,Result\nLipase,320\nAmylase,150",
+        "NDC,Drug,Qty\n0093-7146-56,Atorvastatin,90",
         "name,dose,freq\nTylenol,650 mg,q6h\nColace,100 mg,bid",
         "Name,Dose\nPiperacillin,4.5 g",
         "Drug,Dose,Freq\nmetformin,500 mg,BID\nlisinopril,10 mg,daily",
