@@ -520,8 +520,22 @@ impl Patterns {
         self.run_ids(text, dict, hits, out);
         for m in self.street.find_iter(text, hits) {
             let s = m.as_str();
-            // "5 mg PO daily" is no address: the words before the suffix must look like a name.
-            if street_plausible(s) {
+            // "5 mg PO daily" is no address: the words before the suffix must look like a name
+            // (capitalised, or typed in lower case after "lives at", "address", ...).
+            let lower = !street_plausible(s)
+                && lower_street_plausible(s)
+                && cue_before(text, m.start(), 24, LOWER_STREET_CUES);
+            if lower {
+                // Its city, state and ZIP typed after it on the line ("1180 oak ave apt 3b
+                // peoria il 61602"): up to a real ZIP within 48 bytes, words only between.
+                if let Some(end) = zip_after_street(text, m.end(), dict) {
+                    out.push(
+                        Finding::new(m.start(), end, Category::Location, 0.85, "address.city_line")
+                            .with_subtype("city_line"),
+                    );
+                }
+            }
+            if lower || street_plausible(s) {
                 out.push(
                     Finding::new(m.start(), m.end(), Category::Location, 0.85, "address.street")
                         .with_subtype("street"),
@@ -1968,6 +1982,94 @@ fn street_plausible(s: &str) -> bool {
         }
     }
     false
+}
+
+/// Words before a street typed in lower case that say it is an address ("lives at 1180 oak
+/// ave").
+const LOWER_STREET_CUES: &[&str] = &[
+    "lives at",
+    "live at",
+    "living at",
+    "lives on",
+    "resides at",
+    "address",
+    "addr",
+    "home at",
+    "moved to",
+    "located at",
+    "staying at",
+    "house at",
+    "apartment at",
+    "home address",
+];
+
+/// The end of a real ZIP typed within 48 bytes after a street on its line, with only words,
+/// spaces, commas, `#` and `-` between (a city and a state, a unit).
+fn zip_after_street(text: &str, from: usize, dict: &super::dict::Dict) -> Option<usize> {
+    let b = text.as_bytes();
+    let rest = &b[from..b.len().min(from + 48)];
+    let line = rest.iter().position(|c| *c == b'\n').unwrap_or(rest.len());
+    let rest = &rest[..line];
+    let k = (0..rest.len().saturating_sub(4)).find(|&k| {
+        rest[k..k + 5].iter().all(u8::is_ascii_digit)
+            && (k == 0 || !rest[k - 1].is_ascii_alphanumeric())
+            && !rest.get(k + 5).is_some_and(u8::is_ascii_alphanumeric)
+    })?;
+    let zip: u32 = std::str::from_utf8(&rest[k..k + 5]).ok()?.parse().ok()?;
+    (dict.is_zip5(zip)
+        && rest[..k]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b',' | b'#' | b'-')))
+    .then_some(from + k + 5)
+}
+
+/// A street typed in lower case ("1180 oak ave", "42 elm st"): a number, one to three words
+/// that are no function word or unit, and a suffix.
+fn lower_street_plausible(s: &str) -> bool {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let Some(k) = words.iter().skip(1).position(|w| {
+        super::STREET_SUFFIXES
+            .contains(&w.trim_end_matches(['.', ',']).to_ascii_lowercase().as_str())
+    }) else {
+        return false;
+    };
+    let name = &words[1..=k];
+    !name.is_empty()
+        && name.iter().all(|w| {
+            let lw = w.trim_end_matches(['.', ',']).to_ascii_lowercase();
+            !matches!(
+                lw.as_str(),
+                "mg" | "ml"
+                    | "mcg"
+                    | "tabs"
+                    | "tab"
+                    | "po"
+                    | "iv"
+                    | "units"
+                    | "times"
+                    | "days"
+                    | "weeks"
+                    | "years"
+                    | "hours"
+                    | "minutes"
+                    | "x"
+                    | "of"
+                    | "and"
+                    | "the"
+                    | "with"
+                    | "to"
+                    | "in"
+                    | "at"
+                    | "by"
+                    | "per"
+                    | "for"
+                    | "from"
+                    | "on"
+                    | "or"
+                    | "as"
+                    | "via"
+            )
+        })
 }
 
 fn trim_url_tail(s: &str) -> usize {

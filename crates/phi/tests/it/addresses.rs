@@ -128,3 +128,18 @@ fn coordinates_are_places() {
         assert!(f.is_empty(), "{t}: {f:?}");
     }
 }
+
+/// A street typed in lower case after "lives at" or "address", and the city line after it up
+/// to a real ZIP; a dose after "at" is none.
+#[test]
+fn streets_typed_in_lower_case() {
+    let t = "she lives at 1180 oak ave apt 3b peoria il 61602";
+    let f = found(t);
+    assert!(f.contains(&(Category::Location, "1180 oak ave apt 3b peoria il 61602")), "{f:?}");
+    let f = found("address 5 maple court, newton ma 02458");
+    assert!(f.contains(&(Category::Location, "5 maple court, newton ma 02458")), "{f:?}");
+    for t in ["give it at 5 mg po daily", "lives at home with 2 dogs"] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+}
