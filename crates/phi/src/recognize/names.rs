@@ -52,14 +52,24 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                     && cue_gap_ok(b, toks[cue_end].end, toks[j].start, key)
                     && !toks[j].has(flag::TITLE)
                 {
-                    if let Some(last) = name_run(text, tk, j, false, dict) {
+                    // After a field's cue in capitals ("NAME: OKONKWO, ADAEZE"), a word in
+                    // capitals may start a name even on a line too short to read as capitals.
+                    let upper = strong && toks[j].shape == Shape::Upper;
+                    if let Some(last) = name_run(text, tk, j, upper, dict) {
                         let first = &toks[j];
                         // "PT SEEN BY", "PT STABLE": in capitals, a word that is first of all an
                         // English word is no evidence of a name.
                         let caps_word = (first.caps_line || first.shape == Shape::Upper)
                             && first.has(flag::ENGLISH)
                             && !first.has(flag::GIVEN_TOP);
+                        // "SMITH, JOHN": a surname and a given name after a comma, as records
+                        // write them, is evidence even for a surname that is an English word.
+                        let last_first = strong
+                            && first.has(flag::SURNAME)
+                            && toks.get(last + 1).is_some_and(|g| g.has(flag::GIVEN))
+                            && comma_given(text, tk, last) > last;
                         let evidence = (first.has(flag::GIVEN | flag::SURNAME) && !caps_word)
+                            || last_first
                             || (!first
                                 .has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV)
                                 && first.shape != Shape::Initial);
@@ -273,10 +283,17 @@ fn comma_given(text: &str, tk: &Tokens, last: usize) -> usize {
         flag::ENGLISH | flag::MEDICAL | flag::ABBREV | NEVER | flag::FACILITY_WORD | flag::TITLE,
     ) || n.has(flag::GIVEN);
     // The name ends there: what follows is not another capitalised word on the same phrase.
-    let ends =
-        toks.get(last + 2).is_none_or(|m| !m.is_capitalized() || text[n.end..m.start].len() > 1);
+    // In capitals every word is capitalised: there a word the vocabularies know ends it too
+    // ("SMITH, JOHN SEEN TODAY").
+    let caps = l.shape == Shape::Upper && n.shape == Shape::Upper;
+    let ends = toks.get(last + 2).is_none_or(|m| {
+        !m.is_capitalized()
+            || text[n.end..m.start].len() > 1
+            || (caps
+                && (m.has(flag::ENGLISH | flag::MEDICAL) || !m.has(flag::GIVEN | flag::SURNAME)))
+    });
     if &text[l.end..n.start] == ", "
-        && n.is_capitalized()
+        && (n.is_capitalized() || caps)
         && n.shape != Shape::Initial
         && plain
         && ends

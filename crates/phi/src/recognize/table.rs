@@ -61,6 +61,12 @@ const THING_WORDS: &[&str] = &[
     "generic",
     "brand",
     "formulary",
+    "score",
+    "scores",
+    "criteria",
+    "scale",
+    "rule",
+    "calculator",
 ];
 
 /// Header words that say a table lists people, whatever else it holds.

@@ -52,3 +52,21 @@ fn clinical_lower_case_stays_clean() {
         );
     }
 }
+
+/// Records write names in capitals as LAST, FIRST after a field's cue, also on a line too short
+/// to read as capitals; a vital sign after "PT" is none.
+#[test]
+fn last_comma_first_in_capitals_after_a_cue() {
+    for (t, v) in [
+        ("PATIENT: SMITH, JOHN", "SMITH, JOHN"),
+        ("NAME: OKONKWO, ADAEZE", "OKONKWO, ADAEZE"),
+        ("PATIENT: SMITH, JOHN SEEN TODAY FOR FOLLOW UP OF CHF", "SMITH, JOHN"),
+    ] {
+        let f = found(t);
+        assert!(f.contains(&(Category::Name, v)), "{t}: {f:?}");
+    }
+    for t in ["PT STABLE, AFEBRILE", "PT WELL, EATING", "name,score\nWells,4.5\nPERC,0"] {
+        let f = found(t);
+        assert!(f.is_empty(), "{t}: {f:?}");
+    }
+}
