@@ -475,6 +475,7 @@ impl Patterns {
                 || (main.contains('.') && main.contains(' '))
                 || !groups_read_as_phone(groups)
                 || !cue_before(text, s, 24, PHONE_CUES)
+                || !first_value_after_words(text, s)
                 || is_year_or_unit(text, e)
             {
                 continue;
@@ -2172,6 +2173,16 @@ fn find_handles(text: &str, mut f: impl FnMut(usize, usize)) {
             f(at, at + 1 + len);
         }
     }
+}
+
+/// Whether the number at `pos` is the first value after the words before it: no digit between
+/// the last word of the 24 bytes before it and it, and no placeholder in them ("Phone: [PHONE];
+/// BP 120/80 219-09" is no phone after "Phone", once the phone before it is replaced).
+fn first_value_after_words(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let w = &b[pos.saturating_sub(24)..pos];
+    let after = w.iter().rposition(u8::is_ascii_alphabetic).map_or(0, |p| p + 1);
+    !w.contains(&b']') && !w[after..].iter().any(u8::is_ascii_digit)
 }
 
 /// Words before a pair of numbers that make it a position ("GPS 42.3601,-71.0589").

@@ -117,3 +117,14 @@ proptest! {
         }
     }
 }
+
+/// Found at `PROPTEST_CASES=1500`: once the phone after "Phone:" was replaced, the numbers of a
+/// blood pressure and what follows came within the cue's reach, and a second pass found a phone.
+#[test]
+fn redaction_is_idempotent_after_a_phone_in_groups() {
+    let text = "Phone: 0490 75 40 81; BP 120/80 ２１９-０９ ";
+    let t = Transformer::new(Mode::Redact);
+    let once = t.apply(text, &scanner().scan(text), &mut Context::new()).unwrap();
+    let twice = t.apply(&once, &scanner().scan(&once), &mut Context::new()).unwrap();
+    assert_eq!(once, twice);
+}
