@@ -2,20 +2,8 @@
 //! year, ages over 89), and the numbers that look like them and stay (ratios, lab ranges,
 //! fractions, scores, temperatures, distances, ages of 89 and under).
 
-use crate::found;
+use crate::{assert_clean, assert_found, assert_none_of, found};
 use phi::Category;
-
-#[track_caller]
-fn assert_found(text: &str, cat: Category, value: &str) {
-    let f = found(text);
-    assert!(f.contains(&(cat, value)), "{text:?}: expected {cat:?} {value:?}, got {f:?}");
-}
-
-#[track_caller]
-fn assert_none_of(text: &str, cats: &[Category]) {
-    let f = found(text);
-    assert!(f.iter().all(|(c, _)| !cats.contains(c)), "{text:?}: expected no {cats:?}, got {f:?}");
-}
 
 #[test]
 fn a_numeric_date_uses_one_separator() {
@@ -159,7 +147,7 @@ fn a_birth_year_over_89_years_ago_is_found() {
     assert!(f.contains(&(Category::Age, "1928")), "{f:?}");
     assert!(f.contains(&(Category::Age, "1930")), "{f:?}");
     for t in ["YOB 1975, married", "In the year 1928 the hospital opened", "born 2001"] {
-        assert!(found(t).is_empty(), "{t}: {:?}", found(t));
+        assert_clean(t);
     }
 }
 
@@ -183,8 +171,7 @@ fn vitals_turns_and_counts_are_no_ages_or_dates() {
         "pain rated on 3/10",
         "improved on 3/10 pain scale",
     ] {
-        let f = found(t);
-        assert!(f.is_empty(), "{t}: {f:?}");
+        assert_clean(t);
     }
     assert_found("Jane Doe 96 F", Category::Age, "96 F");
     assert_found("CC: 94 F with a fall", Category::Age, "94 F");

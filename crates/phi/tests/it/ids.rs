@@ -3,20 +3,8 @@
 //! snake_case and camelCase; and a device's MAC address. Each value must be found with exactly
 //! its span; codes, scores, times and small numbers after a `#` must stay clean.
 
-use crate::found;
+use crate::{assert_clean, assert_found, found};
 use phi::Category;
-
-#[track_caller]
-fn assert_found(text: &str, cat: Category, value: &str) {
-    let f = found(text);
-    assert!(f.contains(&(cat, value)), "{text:?}: expected {cat:?} {value:?}, got {f:?}");
-}
-
-#[track_caller]
-fn assert_clean(text: &str) {
-    let f = found(text);
-    assert!(f.is_empty(), "{text:?}: expected nothing, got {f:?}");
-}
 
 use Category::{Account, Date, Device, HealthPlan, Id, License, Location, Mrn};
 
@@ -142,8 +130,7 @@ fn clinical_shorthand_and_named_codes_are_no_ids() {
         "MedDRA PT 10012735 (diarrhoea)",
         "Ensembl ENSG00000141510 (TP53)",
     ] {
-        let f = found(t);
-        assert!(f.is_empty(), "{t}: {f:?}");
+        assert_clean(t);
     }
     let f = found("Patient id X448120 seen");
     assert!(f.iter().any(|(_, v)| *v == "X448120"), "{f:?}");
@@ -159,8 +146,7 @@ fn system_and_code_ids_are_no_person_ids() {
         r#"{"loinc_id": "2345-7", "rxnorm_id": "197361", "study_id": "NCT04280705"}"#,
         "ratio 10:20:30:40:50:60",
     ] {
-        let f = found(t);
-        assert!(f.is_empty(), "{t}: {f:?}");
+        assert_clean(t);
     }
     assert_found(r#"{"patient_id": "45821"}"#, Category::Mrn, "45821");
 }
@@ -180,8 +166,7 @@ fn hosts_with_paths_are_urls() {
         Category::Url,
         "instagram.com/marathon_mike_71",
     );
-    let f = found("Rx: 5 mg.tab/day, BP 120/80, mL/kg/min");
-    assert!(f.is_empty(), "{f:?}");
+    assert_clean("Rx: 5 mg.tab/day, BP 120/80, mL/kg/min");
 }
 
 /// Account handles with a digit, or after a network's name, are identifiers; "@ 5pm", "@home"

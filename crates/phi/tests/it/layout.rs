@@ -2,20 +2,8 @@
 //! a `:`, and JSON keys (tool results, FHIR resources), as well as CSV rows. Each value named
 //! here must be found with exactly its own span, and the harmless layouts must stay clean.
 
-use crate::found;
+use crate::{assert_clean, assert_found, assert_none_of};
 use phi::Category;
-
-#[track_caller]
-fn assert_found(text: &str, cat: Category, value: &str) {
-    let f = found(text);
-    assert!(f.contains(&(cat, value)), "{text:?}: expected {cat:?} {value:?}, got {f:?}");
-}
-
-#[track_caller]
-fn assert_none_of(text: &str, cats: &[Category]) {
-    let f = found(text);
-    assert!(f.iter().all(|(c, _)| !cats.contains(c)), "{text:?}: expected no {cats:?}, got {f:?}");
-}
 
 #[test]
 fn a_name_after_a_label_and_a_tab() {
@@ -148,7 +136,6 @@ fn table_cells_are_read_under_their_headers() {
         "Allergies, none\nSmoking, never",
         "age,sex,dx\n45,F,COPD",
     ] {
-        let f = found(t);
-        assert!(f.is_empty(), "{t:?}: {f:?}");
+        assert_clean(t);
     }
 }
