@@ -523,7 +523,8 @@ impl Patterns {
             let s = m.as_str();
             // "5 mg PO daily" is no address: the words before the suffix must look like a name
             // (capitalised, or typed in lower case after "lives at", "address", ...).
-            let lower = !street_plausible(s)
+            let capitalised = street_plausible(s);
+            let lower = !capitalised
                 && lower_street_plausible(s)
                 && cue_before(text, m.start(), 24, LOWER_STREET_CUES);
             if lower {
@@ -536,7 +537,7 @@ impl Patterns {
                     );
                 }
             }
-            if lower || street_plausible(s) {
+            if lower || capitalised {
                 out.push(
                     Finding::new(m.start(), m.end(), Category::Location, 0.85, "address.street")
                         .with_subtype("street"),
@@ -1942,40 +1943,7 @@ fn street_plausible(s: &str) -> bool {
             return true;
         }
         // "2026 by Dr. Patel", "5 mg PO daily": a function word or a unit is no street name.
-        if matches!(
-            lw.as_str(),
-            "mg" | "ml"
-                | "mcg"
-                | "tabs"
-                | "tab"
-                | "po"
-                | "iv"
-                | "units"
-                | "times"
-                | "days"
-                | "weeks"
-                | "years"
-                | "hours"
-                | "minutes"
-                | "x"
-                | "of"
-                | "and"
-                | "the"
-                | "with"
-                | "to"
-                | "in"
-                | "at"
-                | "by"
-                | "per"
-                | "for"
-                | "from"
-                | "on"
-                | "or"
-                | "as"
-                | "via"
-                | "seen"
-                | "signed"
-        ) {
+        if NOT_STREET_NAMES.contains(&lw.as_str()) {
             return false;
         }
         if w0.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
@@ -2024,8 +1992,16 @@ fn zip_after_street(text: &str, from: usize, dict: &super::dict::Dict) -> Option
     .then_some(from + k + 5)
 }
 
-/// A street typed in lower case ("1180 oak ave", "42 elm st"): a number, one to three words
-/// that are no function word or unit, and a suffix.
+/// Words that are no part of a street's name: units and function words ("5 mg PO daily",
+/// "2026 by Dr. Patel", "seen at 3 units").
+const NOT_STREET_NAMES: &[&str] = &[
+    "mg", "ml", "mcg", "tabs", "tab", "po", "iv", "units", "times", "days", "weeks", "years",
+    "hours", "minutes", "x", "of", "and", "the", "with", "to", "in", "at", "by", "per", "for",
+    "from", "on", "or", "as", "via", "seen", "signed",
+];
+
+/// A street typed in lower case ("1180 oak ave", "42 elm st"): a number, words that are no
+/// function word or unit ([`NOT_STREET_NAMES`]), and a suffix.
 fn lower_street_plausible(s: &str) -> bool {
     let words: Vec<&str> = s.split_whitespace().collect();
     let Some(k) = words.iter().skip(1).position(|w| {
@@ -2038,38 +2014,7 @@ fn lower_street_plausible(s: &str) -> bool {
     !name.is_empty()
         && name.iter().all(|w| {
             let lw = w.trim_end_matches(['.', ',']).to_ascii_lowercase();
-            !matches!(
-                lw.as_str(),
-                "mg" | "ml"
-                    | "mcg"
-                    | "tabs"
-                    | "tab"
-                    | "po"
-                    | "iv"
-                    | "units"
-                    | "times"
-                    | "days"
-                    | "weeks"
-                    | "years"
-                    | "hours"
-                    | "minutes"
-                    | "x"
-                    | "of"
-                    | "and"
-                    | "the"
-                    | "with"
-                    | "to"
-                    | "in"
-                    | "at"
-                    | "by"
-                    | "per"
-                    | "for"
-                    | "from"
-                    | "on"
-                    | "or"
-                    | "as"
-                    | "via"
-            )
+            !NOT_STREET_NAMES.contains(&lw.as_str())
         })
 }
 
