@@ -366,12 +366,13 @@ fn read_column(
     }
     // A bare number the text alone read as an identifier is none where its header says what
     // it is and the reading under it finds nothing ("NDC" over "0093-7146-56").
+    // (The cells are in the text's order: each finding's cell is found by a binary search.)
     out.retain(|f| {
-        f.category != crate::Category::Id
-            || !at
-                .iter()
-                .zip(&read)
-                .any(|(&(_, ts, len), &r)| !r && f.start >= ts && f.end <= ts + len)
+        if f.category != crate::Category::Id {
+            return true;
+        }
+        let k = at.partition_point(|&(_, ts, _)| ts <= f.start);
+        !(k > 0 && !read[k - 1] && f.end <= at[k - 1].1 + at[k - 1].2)
     });
 }
 
