@@ -283,7 +283,9 @@ pub(crate) fn find(engine: &Engine, text: &str, out: &mut Vec<Finding>) {
             || !(people
                 || rows.iter().flatten().any(|&(s, e)| b[s..e].iter().any(u8::is_ascii_digit)))
         {
-            l += 1;
+            // Its rows are no table under a header of their own either: go on after them
+            // (each line of a long list would otherwise read all the rest).
+            l = r.max(l + 1);
             continue;
         }
         // A table of things (doses, results, codes) names no people under "name": "name,dose"
