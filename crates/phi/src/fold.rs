@@ -135,15 +135,21 @@ fn first_look(b: &[u8]) -> (bool, bool) {
     let folds = !b.is_ascii()
         || memchr::memchr2(b'&', b'_', b).is_some()
         || b.iter().fold(false, |acc, &c| acc | ((c < 0x20) & (c != 9) & (c != 10) & (c != 13)))
-        || memchr::memchr_iter(b'.', b).any(|i| {
-            i > 0
-                && b[i - 1].is_ascii_alphabetic()
-                && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
-                && {
-                    let (s, e) = token_around(b, i);
-                    dots_join_words(&b[s..e])
-                }
-        });
+        || {
+            // Each token read once, whatever the number of dots in it.
+            let mut read_to = 0;
+            memchr::memchr_iter(b'.', b).any(|i| {
+                i >= read_to
+                    && i > 0
+                    && b[i - 1].is_ascii_alphabetic()
+                    && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                    && {
+                        let (s, e) = token_around(b, i);
+                        read_to = e;
+                        dots_join_words(&b[s..e])
+                    }
+            })
+        };
     let next_is =
         |i: usize, w: &[u8]| b.get(i + 1..i + 3).is_some_and(|x| x.eq_ignore_ascii_case(w));
     let emails = memchr::memchr_iter(b'@', b)
