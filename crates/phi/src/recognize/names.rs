@@ -153,12 +153,17 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
             let n = &toks[i + 1];
             if n.shape == Shape::Initial
                 && &text[t.end..n.start] == " "
-                && b.get(n.end) == Some(&b'.')
                 && !after_place_prefix(tk, i)
             {
-                out.push(span(t.start, toks, i + 1, b, 0.75, "name.initial"));
-                i += 2;
-                continue;
+                let dot = b.get(n.end) == Some(&b'.');
+                // "Alvir D. Pušaver", "Juliusz A Kwiatkowski": a surname after the initial.
+                let surname = middle_initial_surname(text, tk, i + 1);
+                if dot || surname.is_some() {
+                    let last = surname.unwrap_or(i + 1);
+                    out.push(span(t.start, toks, last, b, 0.75, "name.initial"));
+                    i = last + 1;
+                    continue;
+                }
             }
         }
         // 4c. Two or three unlisted capitalised words mid-sentence: "Perpetua Delacroix".
@@ -414,6 +419,14 @@ fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize,
         || (t.has(flag::ABBREV) && t.caps_line);
     if let Some(n) = toks.get(i + 1) {
         let gap = &text[t.end..n.start];
+        // "Kate M Begum": a given name, an initial without its dot and a surname.
+        if n.shape == Shape::Initial && gap == " " && b.get(n.end) != Some(&b'.') {
+            if let Some(last) = middle_initial_surname(text, tk, i + 1) {
+                if !ambiguous || t.has(flag::GIVEN_COMMON) {
+                    return Some((last, 0.9));
+                }
+            }
+        }
         // "Anna S." — a given name and an initial with its dot.
         if n.shape == Shape::Initial && gap == " " && b.get(n.end) == Some(&b'.') {
             let last = match toks.get(i + 2) {
@@ -478,6 +491,29 @@ fn given_lead(text: &str, tk: &Tokens, i: usize, _dict: &Dict) -> Option<(usize,
         return Some((i, score));
     }
     None
+}
+
+/// The surname after a middle initial at `k` ("Juliusz A Kwiatkowski", "Alvir D. Pušaver"): a
+/// capitalised word that is a surname or no other word, on the same phrase, that no eponym's
+/// head follows. Without its dot the initial must not be the pronoun `I`.
+fn middle_initial_surname(text: &str, tk: &Tokens, k: usize) -> Option<usize> {
+    let toks = &tk.toks;
+    let b = text.as_bytes();
+    let n = toks.get(k)?;
+    let s = toks.get(k + 1)?;
+    let dot = b.get(n.end) == Some(&b'.');
+    if n.shape != Shape::Initial || (!dot && &text[n.start..n.end] == "I") {
+        return None;
+    }
+    let gap = &text[n.end..s.start];
+    let plain =
+        (s.has(flag::SURNAME) && !s.has(flag::ENGLISH | flag::MEDICAL)) || unknown_proper(s);
+    (s.shape == Shape::Cap
+        && (gap == " " || (dot && gap == ". "))
+        && plain
+        && surnameish(s)
+        && !followed_by_eponym_head(text, tk, k + 1))
+    .then_some(k + 1)
 }
 
 /// Extends past a trailing initial with its dot ("Smith, John A.").

@@ -116,3 +116,26 @@ fn names_beside_heads_handles_and_code() {
         assert_clean(t);
     }
 }
+
+#[test]
+fn names_with_a_middle_initial_whatever_their_origin() {
+    for (text, name) in [
+        ("Juliusz A Kwiatkowski lives at 28919 Main St.", "Juliusz A Kwiatkowski"),
+        ("Nikolaj N Møller will be talking in clinic.", "Nikolaj N Møller"),
+        ("Referred by Alvir D. Pušaver, and the following", "Alvir D. Pušaver"),
+        ("Hanne I. Kreutzmann from the clinic called.", "Hanne I. Kreutzmann"),
+        ("Kate M Begum was seen today.", "Kate M Begum"),
+    ] {
+        crate::assert_found(text, Category::Name, name);
+    }
+    // Lab and genetics names written with a letter in the middle are no people.
+    for text in [
+        "Apolipoprotein E Genotype pending.",
+        "Vitamin D Deficiency noted. Factor V Leiden mutation. Troponin I Level normal.",
+        "Hepatitis B Surface antigen negative. Influenza A Virus detected. Protein C Deficiency.",
+        "Coenzyme Q Supplement started. Cohort A Patients improved. Mobitz I Block.",
+        "Yesterday I Went home.",
+    ] {
+        crate::assert_none_of(text, &[Category::Name]);
+    }
+}
