@@ -473,7 +473,7 @@ impl Patterns {
                 || groups.iter().map(|g| g.len()).eq([3, 2, 4])
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
-                || !groups_read_as_phone(groups)
+                || !groups_read_as_phone(groups, cue_before(text, s, 14, PHONE_WORDS))
                 || !cue_before(text, s, 24, PHONE_CUES)
                 || !first_value_after_words(text, s)
                 || is_year_or_unit(text, e)
@@ -1654,9 +1654,12 @@ const PHONE_WORDS: &[&str] =
 
 /// Whether groups of digits can be a telephone number written in groups: not a run of short
 /// readings ("110 128 145 132 98", "132 84 128 80": three or more groups of three digits or
-/// fewer, none starting with 0), and not clock times ("0700 1900").
-fn groups_read_as_phone(groups: &[&str]) -> bool {
-    let readings = groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0'));
+/// fewer, none starting with 0) unless a word that means a telephone comes right before
+/// (`said`: "Phone: 72 128 827", as many countries write their numbers), and not clock times
+/// ("0700 1900").
+fn groups_read_as_phone(groups: &[&str], said: bool) -> bool {
+    let readings =
+        !said && groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0'));
     let hhmm = |g: &&str| {
         g.len() == 4
             && g[..2].parse::<u32>().is_ok_and(|h| h <= 23)

@@ -69,6 +69,11 @@ fn phone_numbers_in_groups_after_a_cue() {
         "Mobile: 0688 843 79 56 Fax: +46 (0)8 928 571 38",
         &[(Phone, "0688 843 79 56"), (Fax, "+46 (0)8 928 571 38")],
     );
+    // Short groups, as many countries write their numbers, right after a word that means a
+    // telephone (elsewhere short groups in a row are readings: see below).
+    assert_found("Name: Emilie Broberg Phone: 72 128 827", &[(Phone, "72 128 827")]);
+    assert_found("Mobile: 723 813 266 Desk: +1-903-140-4567", &[(Phone, "723 813 266")]);
+    assert_found("Tel. (72) 754-186", &[(Phone, "(72) 754-186")]);
 }
 
 #[test]
@@ -94,6 +99,8 @@ fn clinical_numbers_and_look_alikes_stay_clean() {
         "Via IV push 2 mg, then home 3 times weekly.",
         "Home glucose 110 128 145 132 98 over 5 days.",
         "Home readings: 132 84 128 80 140 90",
+        "Phone visit. BP 132 84 128 80 140 90",
+        "Phone follow-up: 110 128 145 132 98 over 5 days.",
         "Call schedule: 0700 1900. Contact hours 0900 1700.",
         "Cell counts 1200 1500 1800",
         "Home weight 180 182 185 lbs",
