@@ -256,7 +256,7 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b|(?:she|he|patient|pt|mom|mother|dad|father|grand(?:ma|mother|pa|father)|husband|wife)(?:'s|[ \t]+(?:is|was))[ \t]+{n}\b)"#
                 )
             })?,
             age_decade: re(
@@ -1085,12 +1085,57 @@ impl Patterns {
 /// distance ("Ambulated 120m"), and a lower-case "m" only where an age stands ("a 91m"); a
 /// number with bare years ("93 yrs,", "now 90 years") only where an age stands, and the
 /// phrase ends there: "for 90 years" and "the past 100 years of" are durations.
+/// The words before "is 94" that make a bare number a person's age: "She is 94.", "my
+/// patient is 92 and on warfarin", "Mom's 91, lives alone".
+const SUBJECTS_OF_AN_AGE: &[&str] = &[
+    "she",
+    "he",
+    "patient",
+    "pt",
+    "mom",
+    "mother",
+    "dad",
+    "father",
+    "grandma",
+    "grandmother",
+    "grandpa",
+    "grandfather",
+    "husband",
+    "wife",
+];
+
+/// Whether the number of "she is 94" that ends at `e` stands alone as an age: the sentence or
+/// clause ends after it ("She is 94.", "he is 91, lives alone"), or a word goes on about the
+/// person ("is 92 and on warfarin", "is 93 with CHF"). Not a reading or a measure: "she is 94%
+/// on room air", "is 94 on 2L", "was 90 kg", "is 96/60".
+fn bare_age_after_subject(text: &str, e: usize) -> bool {
+    let rest = text[e..].trim_start_matches([' ', '\t']);
+    match rest.as_bytes().first() {
+        None => true,
+        Some(b'.' | b',' | b';' | b'!' | b'?' | b')' | b'\n' | b'\r') => {
+            // "94.5" is a reading.
+            !(rest.starts_with('.') && rest.as_bytes().get(1).is_some_and(u8::is_ascii_digit))
+        }
+        Some(c) if c.is_ascii_alphabetic() && rest.len() < text.len() - e => {
+            let w = rest.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+            ["and", "but", "with", "now", "today", "yesterday", "this", "next", "last", "so"]
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(w))
+        }
+        _ => false,
+    }
+}
+
 fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
     let m = &text[s..e];
     let b = m.as_bytes();
     if b[0].is_ascii_alphabetic() {
         let cue = m.bytes().take_while(u8::is_ascii_alphabetic).count();
         let lw = m[..cue].to_ascii_lowercase();
+        if SUBJECTS_OF_AN_AGE.contains(&lw.as_str()) {
+            return bare_age_after_subject(text, e)
+                .then_some(e - 2 - usize::from(b[b.len() - 3] == b'1'));
+        }
         if matches!(lw.as_str(), "born" | "yob" | "year" | "birth" | "dob") {
             // A birth year is PHI when it shows an age over 89 ("Born in 1928"): the year
             // only, from 89 years ago and before (one born then may be 90 already).
@@ -2388,7 +2433,8 @@ fn word_kinds() -> Vec<(Vec<u8>, u32)> {
         (
             START,
             "age aged nonagenarian centenarian ninety turned turns turning born yob year birth \
-             dob",
+             dob she he mom mother dad father grandma grandmother grandpa grandfather husband \
+             wife",
         ),
         // The first word of every identifier cue of `id.cue`.
         (

@@ -100,6 +100,11 @@ fn ages_over_89_as_notes_write_them() {
         ("A 92 yom with CHF", "92 yom"),
         ("93F with hip fracture", "93F"),
         ("pt is a 91m with copd", "91m"),
+        // A bare number after "she is", "my patient is": an age when nothing measures it.
+        ("She is 94.", "94"),
+        ("My patient is 92 and on warfarin, what dose?", "92"),
+        ("Mom's 91, lives alone.", "91"),
+        ("he is 103 with CHF", "103"),
     ] {
         assert_found(text, Category::Age, age);
     }
@@ -123,6 +128,9 @@ fn numbers_that_are_no_ages_over_89() {
         "An 89 year old man",
         "Survival at 90 days was 80%",
         "Rate 100 M/min",
+        "She is 94% on room air. He is 94 on 2L. Pt was 90 kg. Patient is 96/60.",
+        "She is 94.5 kg. The patient is 90 minutes late. Sat is 94. HR was 96.",
+        "Patient is 101 F, febrile.",
     ] {
         assert_none_of(text, &[Category::Age]);
     }
