@@ -1085,6 +1085,40 @@ impl Patterns {
 /// distance ("Ambulated 120m"), and a lower-case "m" only where an age stands ("a 91m"); a
 /// number with bare years ("93 yrs,", "now 90 years") only where an age stands, and the
 /// phrase ends there: "for 90 years" and "the past 100 years of" are durations.
+/// Things and body parts that turn by degrees: "turned 90" after one is no birthday.
+const TURNING_THINGS: &[&str] = &[
+    "bed",
+    "table",
+    "stretcher",
+    "chair",
+    "head",
+    "neck",
+    "body",
+    "trunk",
+    "torso",
+    "knee",
+    "hip",
+    "arm",
+    "leg",
+    "foot",
+    "hand",
+    "wrist",
+    "wheel",
+    "dial",
+    "knob",
+    "valve",
+    "it",
+    "image",
+    "probe",
+    "transducer",
+    "camera",
+    "scope",
+    "gantry",
+    "beam",
+    "needle",
+    "catheter",
+];
+
 /// The words before "is 94" that make a bare number a person's age: "She is 94.", "my
 /// patient is 92 and on warfarin", "Mom's 91, lives alone".
 const SUBJECTS_OF_AN_AGE: &[&str] = &[
@@ -1145,6 +1179,13 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
         }
         if !matches!(lw.as_str(), "age" | "aged" | "turned" | "turns" | "turning") {
             return Some(s);
+        }
+        // A thing that turns: "the bed turned 90 for the procedure", "head turned 90".
+        if lw.starts_with("turn")
+            && word_right_before(text, s)
+                .is_some_and(|w| TURNING_THINGS.iter().any(|t| t.eq_ignore_ascii_case(w)))
+        {
+            return None;
         }
         // A unit or a turn after the number ("aged 90 days", "turned 90° to the left",
         // "turned 90-degrees", "turned 90 seconds after").

@@ -131,6 +131,7 @@ fn numbers_that_are_no_ages_over_89() {
         "She is 94% on room air. He is 94 on 2L. Pt was 90 kg. Patient is 96/60.",
         "She is 94.5 kg. The patient is 90 minutes late. Sat is 94. HR was 96.",
         "Patient is 101 F, febrile.",
+        "The bed turned 90 for the procedure; head turned 90 to the right.",
     ] {
         assert_none_of(text, &[Category::Age]);
     }
