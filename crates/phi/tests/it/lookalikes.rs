@@ -100,6 +100,8 @@ fn references_and_guidelines_are_no_places_or_people() {
         "See the AHA Scientific Statement and KDIGO Clinical Practice guideline.",
         "Per Lexicomp, no interaction; Micromedex agrees.",
         "Left afferent defect (Gunn pupil).",
+        // Lab tests named in a result's JSON.
+        r#"{"name": "Creatinine", "value": 1.2}, {"name": "Troponin"}, {"name": "Lipase"}"#,
     ] {
         assert_clean(t);
     }
