@@ -68,8 +68,26 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                             && first.has(flag::SURNAME)
                             && toks.get(last + 1).is_some_and(|g| g.has(flag::GIVEN))
                             && comma_given(text, tk, last) > last;
+                        // "PATIENT: SMITH JOHN", "Patient: MARY BROWN": in capitals after a
+                        // field's cue, a given name and a surname, in either order, even where
+                        // both are English words too.
+                        // An English word must be a frequent name in its role ("LONG
+                        // STANDING HTN" is none).
+                        let given = |t: &Tok| {
+                            t.has(flag::GIVEN) && (!t.has(flag::ENGLISH) || t.has(flag::GIVEN_TOP))
+                        };
+                        let surname = |t: &Tok| {
+                            t.has(flag::SURNAME)
+                                && (!t.has(flag::ENGLISH) || t.has(flag::SURNAME_COMMON))
+                        };
+                        let second = toks.get(j + 1).filter(|_| last > j);
+                        let given_and_surname = upper
+                            && second.is_some_and(|n| {
+                                (given(first) && surname(n)) || (surname(first) && given(n))
+                            });
                         let evidence = (first.has(flag::GIVEN | flag::SURNAME) && !caps_word)
                             || last_first
+                            || given_and_surname
                             || (!first
                                 .has(flag::ENGLISH | flag::MEDICAL | flag::DRUG | flag::ABBREV)
                                 && first.shape != Shape::Initial);

@@ -61,11 +61,23 @@ fn last_comma_first_in_capitals_after_a_cue() {
         ("PATIENT: SMITH, JOHN", "SMITH, JOHN"),
         ("NAME: OKONKWO, ADAEZE", "OKONKWO, ADAEZE"),
         ("PATIENT: SMITH, JOHN SEEN TODAY FOR FOLLOW UP OF CHF", "SMITH, JOHN"),
+        // Without the comma: a given name and a surname, in either order.
+        ("Patient: SMITH JOHN", "SMITH JOHN"),
+        ("PATIENT: MARY BROWN, 93, F", "MARY BROWN"),
+        ("Patient,Age,Sex\nSMITH JOHN,93,M", "SMITH JOHN"),
     ] {
         let f = found(t);
         assert!(f.contains(&(Category::Name, v)), "{t}: {f:?}");
     }
-    for t in ["PT STABLE, AFEBRILE", "PT WELL, EATING", "name,score\nWells,4.5\nPERC,0"] {
+    for t in [
+        "PT STABLE, AFEBRILE",
+        "PT WELL, EATING",
+        "name,score\nWells,4.5\nPERC,0",
+        "PATIENT: LONG STANDING HTN",
+        "PATIENT: WILL CALL BACK",
+        "PT: BILL SENT",
+        "PT: NEW ONSET AF",
+    ] {
         crate::assert_clean(t);
     }
 }
