@@ -146,6 +146,7 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         i += 1;
     }
     addresses(text, tk, out);
+    address_blocks(text, dict, out);
 }
 
 /// Street words written before the street's name in other countries' addresses ("Rue de la
@@ -205,6 +206,16 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
         // written before a name (two to eight letters, a known first letter) with a number
         // before it or within the next few words. Most words are none of these and are passed
         // over on their shape and length alone (clinical notes have a number near most words).
+        // "ZIP: 394 13", "my zip code is 610", "postcode 7412 SL"
+        if matches!(len(t), 3..=8) && matches!(tk.lower.as_bytes()[t.lo.0 as usize], b'z' | b'p') {
+            if let Some((s, e)) = postal_after_cue(text, tk, i) {
+                out.push(
+                    Finding::new(s, e, Category::Location, 0.9, "address.postal_cue")
+                        .with_subtype("zip"),
+                );
+                continue;
+            }
+        }
         let prev_number = i > 0 && digits(&toks[i - 1]);
         let military = len(t) == 3 && next.is_some_and(|n| len(n) == 2);
         let before_word = (2..=8).contains(&len(t))
@@ -368,6 +379,30 @@ fn addresses(text: &str, tk: &Tokens, out: &mut Vec<Finding>) {
             push(out, start, end, 0.85, "address.military");
         }
     }
+}
+
+/// The postal code after a word that names one at token `i` ("ZIP: 394 13", "my zip code is
+/// 610", "postal code 53-320").
+fn postal_after_cue(text: &str, tk: &Tokens, i: usize) -> Option<(usize, usize)> {
+    let toks = &tk.toks;
+    let t = &toks[i];
+    let code_next = toks
+        .get(i + 1)
+        .filter(|n| tk.lower_of(n) == "code" && matches!(&text[t.end..n.start], " " | "-" | "_"));
+    let end = match tk.lower_of(t) {
+        "zipcode" | "postcode" => t.end,
+        "zip" => code_next.map_or(t.end, |n| n.end),
+        "postal" | "post" => code_next?.end,
+        _ => return None,
+    };
+    let mut rest = text[end..].trim_start_matches([' ', '\t']);
+    rest = rest.strip_prefix([':', '=', '#']).unwrap_or(rest).trim_start_matches([' ', '\t']);
+    for w in ["is ", "was ", "IS "] {
+        rest = rest.strip_prefix(w).unwrap_or(rest);
+    }
+    let s = text.len() - rest.len();
+    let n = postal_len(rest)?;
+    Some((s, s + n))
 }
 
 fn prev_is_street_word(tk: &Tokens, i: usize, b: &[u8]) -> bool {
@@ -712,4 +747,371 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
     } else {
         None
     }
+}
+
+/// Countries as an address's last line names them: never PHI themselves, but what follows
+/// ("Finland 80896") is the postal code and what comes before is the city.
+const COUNTRIES: &[&str] = &[
+    "argentina",
+    "australia",
+    "austria",
+    "belgium",
+    "brazil",
+    "bulgaria",
+    "canada",
+    "chile",
+    "china",
+    "colombia",
+    "croatia",
+    "cyprus",
+    "czech republic",
+    "czechia",
+    "denmark",
+    "egypt",
+    "england",
+    "estonia",
+    "finland",
+    "france",
+    "germany",
+    "greece",
+    "greenland",
+    "hungary",
+    "iceland",
+    "india",
+    "ireland",
+    "israel",
+    "italy",
+    "japan",
+    "latvia",
+    "lithuania",
+    "luxembourg",
+    "mexico",
+    "morocco",
+    "netherlands",
+    "new zealand",
+    "norway",
+    "peru",
+    "philippines",
+    "poland",
+    "portugal",
+    "romania",
+    "scotland",
+    "serbia",
+    "slovakia",
+    "slovenia",
+    "south africa",
+    "spain",
+    "sweden",
+    "switzerland",
+    "tunisia",
+    "turkey",
+    "ukraine",
+    "united kingdom",
+    "united states",
+    "uruguay",
+    "usa",
+    "uk",
+    "wales",
+];
+
+/// Unit words that open an address's unit line ("Apt. 297", "Suite 464").
+const UNIT_WORDS: &[&str] = &["apt", "apartment", "suite", "ste", "unit", "flat"];
+
+/// Small words inside a city's name ("Torroella de Montgrí", "Črni Vrh nad Idrijo").
+const CITY_JOINS: &[&str] = &[
+    "de", "del", "la", "le", "les", "do", "da", "dos", "das", "di", "nad", "na", "pod", "am", "an",
+    "im", "sur", "en", "aan", "op", "upon", "on",
+];
+
+/// The parts of an address block after a street or a unit line: further unit lines, the city,
+/// and the postal code (after a country's name, or standing alone), when each stands as its
+/// own part, after a line break, a comma, a `>` or a run of spaces ("Kiannonkatu 98  Suite
+/// 464  OULU   Finland 80896"). The building number written before a street ("41086
+/// Kiannonkatu 98") is part of it too. Countries and two-letter regions are passed over, never
+/// found.
+fn address_blocks(text: &str, dict: &Dict, out: &mut Vec<Finding>) {
+    let is_anchor = |f: &Finding| {
+        f.category == Category::Location
+            && matches!(
+                f.recognizer,
+                "address.street"
+                    | "address.street_intl"
+                    | "address.street_name"
+                    | "address.unit"
+                    | "address.po_box"
+            )
+    };
+    if !out.iter().any(is_anchor) {
+        return;
+    }
+    let mut anchors: Vec<(usize, usize, bool)> = out
+        .iter()
+        .filter(|f| is_anchor(f))
+        .map(|f| (f.start, f.end, f.recognizer != "address.unit"))
+        .collect();
+    anchors.sort_unstable();
+    let b = text.as_bytes();
+    // How far the blocks read so far reach: a later anchor inside one is not read again.
+    let mut reached = 0;
+    for &(start, end, street) in &anchors {
+        // "41086 Kiannonkatu 98": the building's number before the street.
+        if street {
+            let before = &b[..start];
+            if before.last() == Some(&b' ') {
+                let digits =
+                    before[..before.len() - 1].iter().rev().take_while(|c| c.is_ascii_digit());
+                let n = digits.count();
+                let s = start - 1 - n;
+                if (1..=6).contains(&n) && (s == 0 || matches!(b[s - 1], b' ' | b'\n' | b'\t')) {
+                    out.push(
+                        Finding::new(s, start - 1, Category::Location, 0.75, "address.block")
+                            .with_subtype("street"),
+                    );
+                }
+            }
+        }
+        if end < reached {
+            continue;
+        }
+        reached = block_after(text, dict, end, out);
+    }
+}
+
+/// Reads the parts after an address's street or unit line at `pos`; returns where it stopped.
+fn block_after(text: &str, dict: &Dict, mut pos: usize, out: &mut Vec<Finding>) -> usize {
+    let b = text.as_bytes();
+    let mut limit = (pos + 160).min(b.len());
+    while !text.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    let mut city_seen = false;
+    let mut newlines = 0;
+    let push = |out: &mut Vec<Finding>, s: usize, e: usize, sub: &'static str| {
+        out.push(Finding::new(s, e, Category::Location, 0.75, "address.block").with_subtype(sub));
+    };
+    for _ in 0..6 {
+        // The separator: a line break, a comma, `>`, `|`, a tab or two spaces are strong; one
+        // space is weak.
+        let sep_start = pos;
+        while pos < limit && matches!(b[pos], b' ' | b'\t' | b'\n' | b'\r' | b',' | b'>' | b'|') {
+            newlines += usize::from(b[pos] == b'\n');
+            pos += 1;
+        }
+        let sep = &b[sep_start..pos];
+        if sep.is_empty() || pos >= limit || newlines > 4 {
+            break;
+        }
+        let strong = sep != b" ";
+        let rest = &text[pos..limit];
+        // A unit line: "Apt. 297", "Suite 464".
+        if let Some(n) = unit_len(rest) {
+            push(out, pos, pos + n, "street");
+            pos += n;
+            continue;
+        }
+        // A postal code standing alone, where its part ends ("Riisa  62488", not "2, 120 mg").
+        if let Some(n) = postal_len(rest).filter(|&n| part_ends(&rest[n..])) {
+            push(out, pos, pos + n, "zip");
+            pos += n;
+            continue;
+        }
+        // A country, maybe with its postal code: "Finland 80896".
+        if let Some(n) = country_len(rest) {
+            pos += n;
+            continue;
+        }
+        // A region's code or a blank ("SK", "ON", "nan"), before more of the block.
+        let word = rest.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
+        let region = (word == 2 && rest.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
+            || (word == 3 && &rest[..3] == "nan");
+        if region && rest.as_bytes().get(word).is_none_or(|c| !c.is_ascii_alphanumeric()) {
+            if !city_seen {
+                break;
+            }
+            pos += word;
+            continue;
+        }
+        if city_seen {
+            break;
+        }
+        // The city: capitalised words, up to the part's end.
+        let Some(n) = city_len(rest) else { break };
+        let after = &rest[n..];
+        let ends_strong = part_ends(after) && !after.starts_with(' ') || after.starts_with("  ");
+        let then = after.strip_prefix(' ').unwrap_or(after);
+        let ends_code = after.starts_with(' ')
+            && (postal_len(then).is_some() || country_len(then).is_some() || {
+                let w = then.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
+                (w == 2 && then.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
+                    || (w == 3 && &then[..3] == "nan")
+            });
+        if !(ends_code || (ends_strong && strong)) {
+            break;
+        }
+        // A word the vocabulary knows ("History", "Follow") is a city only where a postal
+        // code, a country or a region follows; in capitals case says nothing either.
+        let city = &rest[..n];
+        let known = city.split(' ').all(|w| {
+            let lw = w.to_lowercase();
+            let f = dict.flags(&lw);
+            f & (flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG | flag::STOP) != 0
+                || CITY_JOINS.contains(&lw.as_str())
+        });
+        if known && !ends_code {
+            break;
+        }
+        push(out, pos, pos + n, "city");
+        city_seen = true;
+        pos += n;
+    }
+    pos
+}
+
+/// Whether an address's part ends at the start of `s`: the text's end, a separator, or one
+/// space before a capital or a digit.
+fn part_ends(s: &str) -> bool {
+    let r = s.as_bytes();
+    match r.first() {
+        None => true,
+        Some(b',' | b'\n' | b'\r' | b'\t' | b'>' | b'|' | b'.' | b'?' | b';' | b')') => true,
+        Some(b' ') => r.get(1).is_none_or(|c| {
+            c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b' ' || *c >= 0x80
+        }),
+        _ => false,
+    }
+}
+
+/// The length of a unit line at the start of `s` ("Apt. 297", "Suite 464").
+fn unit_len(s: &str) -> Option<usize> {
+    let w = s.bytes().take_while(u8::is_ascii_alphabetic).count();
+    if !(3..=9).contains(&w) || !s.as_bytes()[0].is_ascii_uppercase() {
+        return None;
+    }
+    if !UNIT_WORDS.iter().any(|u| u.eq_ignore_ascii_case(&s[..w])) {
+        return None;
+    }
+    let mut k = w;
+    let r = s.as_bytes();
+    if r.get(k) == Some(&b'.') {
+        k += 1;
+    }
+    if r.get(k) != Some(&b' ') {
+        return None;
+    }
+    k += 1;
+    let d = r[k..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+    if d == 0 || d > 6 || !r[k].is_ascii_digit() {
+        return None;
+    }
+    Some(k + d)
+}
+
+/// The length of a postal code at the start of `s`: three to six digits, maybe with a second
+/// group ("394 13", "53-320", "7412 SL"), or a British or Canadian code ("SW1A 1AA", "K1A
+/// 0B1"); the code must end where its word does.
+pub(crate) fn postal_len(s: &str) -> Option<usize> {
+    let r = s.as_bytes();
+    let ends = |k: usize| r.get(k).is_none_or(|c| !c.is_ascii_alphanumeric());
+    let d = r.iter().take_while(|c| c.is_ascii_digit()).count();
+    if d > 0 {
+        if !(2..=6).contains(&d) {
+            return None;
+        }
+        // "53-320", "12345-6789"
+        if r.get(d) == Some(&b'-') {
+            let e = r[d + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if (d == 2 && e == 3) || (d == 5 && e == 4) {
+                return ends(d + 1 + e).then_some(d + 1 + e);
+            }
+            return None;
+        }
+        if d == 2 || !ends(d) {
+            return None;
+        }
+        if r.get(d) == Some(&b' ') {
+            let tail = &r[d + 1..];
+            let e = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+            // "394 13"
+            if d == 3 && e == 2 && ends(d + 1 + e) {
+                return Some(d + 3);
+            }
+            // "7412 SL"
+            let l = tail.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            if d == 4 && l == 2 && ends(d + 3) {
+                return Some(d + 3);
+            }
+        }
+        return Some(d);
+    }
+    // "SW1A 1AA", "K1A 0B1": letters and digits mixed, in two groups of capitals.
+    let first = r.iter().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit()).count();
+    if !(2..=4).contains(&first) || r.get(first) != Some(&b' ') {
+        return None;
+    }
+    let second =
+        r[first + 1..].iter().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit()).count();
+    let both = &r[..first + 1 + second];
+    let digits = both.iter().filter(|c| c.is_ascii_digit()).count();
+    (second == 3
+        && r[first + 1].is_ascii_digit()
+        && r[0].is_ascii_uppercase()
+        && r[..first].iter().any(u8::is_ascii_digit)
+        && digits <= 4
+        && ends(first + 1 + second))
+    .then_some(first + 1 + second)
+}
+
+/// The length of a country's name at the start of `s`, with what qualifies it ("Cyprus
+/// (Greek)").
+fn country_len(s: &str) -> Option<usize> {
+    let r = s.as_bytes();
+    if !r.first().is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    COUNTRIES.iter().find_map(|c| {
+        let n = c.len();
+        let hit = r.len() >= n
+            && r[..n].eq_ignore_ascii_case(c.as_bytes())
+            && r.get(n).is_none_or(|x| !x.is_ascii_alphanumeric())
+            // "UK", "USA" only in capitals.
+            && (n > 3 || r[..n].iter().all(u8::is_ascii_uppercase));
+        hit.then(|| {
+            let q = &s[n..];
+            match q.strip_prefix(" (").and_then(|q| q.find(')').filter(|&e| e <= 12)) {
+                Some(e) => n + 2 + e + 1,
+                None => n,
+            }
+        })
+    })
+}
+
+/// The length of a city's name at the start of `s`: one to four capitalised words (letters,
+/// `-`, `'`), small joining words between them ("Torroella de Montgrí").
+fn city_len(s: &str) -> Option<usize> {
+    let mut end = 0;
+    let mut k = 0;
+    let mut words = 0;
+    while words < 5 {
+        let w: usize = s[k..]
+            .char_indices()
+            .find(|&(_, c)| !(c.is_alphabetic() || c == '-' || c == '\''))
+            .map_or(s.len() - k, |(i, _)| i);
+        if w == 0 {
+            break;
+        }
+        let word = &s[k..k + w];
+        let cap = word.chars().next().is_some_and(char::is_uppercase);
+        if cap {
+            end = k + w;
+        } else if words == 0 || !CITY_JOINS.contains(&word) {
+            break;
+        }
+        words += 1;
+        k += w;
+        if !s[k..].starts_with(' ') || s[k..].starts_with("  ") {
+            break;
+        }
+        k += 1;
+    }
+    (end > 0 && words <= 4).then_some(end)
 }

@@ -20,7 +20,8 @@ use Category::{Fax, Location, Phone};
 fn a_city_line_with_an_unlisted_city_and_zip() {
     assert_found(
         "Our offices are at 6556 106 Rue Ettatawer Apt. 409\nSOUTH NEWDEGATE, WA 16469",
-        &[(Location, "106 Rue Ettatawer Apt. 409"), (Location, "SOUTH NEWDEGATE, WA 16469")],
+        // The building's number before the street is part of the address.
+        &[(Location, "6556 106 Rue Ettatawer Apt. 409"), (Location, "SOUTH NEWDEGATE, WA 16469")],
     );
     // The city's words stop at a lower-case word, a comma or the line's start.
     assert_found(
@@ -146,5 +147,59 @@ fn streets_typed_in_lower_case() {
     assert!(f.contains(&(Category::Location, "5 maple court, newton ma 02458")), "{f:?}");
     for t in ["give it at 5 mg po daily", "lives at home with 2 dogs"] {
         crate::assert_clean(t);
+    }
+}
+
+/// A postal code after a word that names it, in the shapes other countries write ("394 13",
+/// "53-320", "7412 SL", "SW1A 1AA"), and short ones.
+#[test]
+fn postal_codes_after_a_cue() {
+    for (text, want) in [
+        ("ZIP: 394 13", "394 13"),
+        ("my zip code is 610", "610"),
+        ("My zip code is 2371.", "2371"),
+        ("Postal code: 53-320", "53-320"),
+        ("postcode 7412 SL", "7412 SL"),
+        ("Post code SW1A 1AA", "SW1A 1AA"),
+    ] {
+        assert_found(text, &[(Location, want)]);
+    }
+    for text in ["Zip up the jacket, 2 layers.", "post op day 3, code status full", "zip 2 mg"] {
+        crate::assert_clean(text);
+    }
+}
+
+/// After a street or a unit line, an address's other parts as their own parts: the city and
+/// the postal code, across line breaks, commas or runs of spaces; the building number before
+/// the street. Countries and regions are passed over.
+#[test]
+fn address_blocks_after_a_street() {
+    let f = found("Maureen Thibault  41086 Kiannonkatu 98  Suite 464  OULU   Finland 80896");
+    for want in ["41086", "Kiannonkatu 98", "Suite 464", "OULU", "80896"] {
+        assert!(f.iter().any(|(c, v)| *c == Location && v.contains(want)), "{want}: {f:?}");
+    }
+    assert!(!f.iter().any(|(_, v)| v.contains("Finland")), "{f:?}");
+    let f = found("The address is Søndergade 52\nApt. 656\nBrønderslev\nDenmark 35018");
+    for want in ["Apt. 656", "Brønderslev", "35018"] {
+        assert!(f.iter().any(|(c, v)| *c == Location && v.contains(want)), "{want}: {f:?}");
+    }
+    assert_found(
+        "Write to 42 Elm Street, Tujetsch 7188",
+        &[(Location, "42 Elm Street, Tujetsch 7188")],
+    );
+    // A word the vocabulary knows is no city without a postal code or a country after it.
+    for text in [
+        "Lives at 42 Elm Street\nHistory: diabetes",
+        "Suite 824\nFollow up in clinic",
+        "Seen at 42 Elm Street, Plan  continue",
+        "Endoscopy Suite 3\nBiopsy 120 mg",
+    ] {
+        let f = found(text);
+        assert!(
+            !f.iter().any(|(_, v)| ["History", "Follow", "Plan", "Biopsy", "120"]
+                .iter()
+                .any(|w| v.contains(w))),
+            "{text:?}: {f:?}"
+        );
     }
 }
