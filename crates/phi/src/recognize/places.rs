@@ -940,11 +940,13 @@ fn block_after(text: &str, dict: &Dict, mut pos: usize, out: &mut Vec<Finding>) 
         let ends_strong = part_ends(after) && !after.starts_with(' ') || after.starts_with("  ");
         let then = after.strip_prefix(' ').unwrap_or(after);
         let ends_code = after.starts_with(' ')
-            && (postal_len(then).is_some() || country_len(then).is_some() || {
-                let w = then.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
-                (w == 2 && then.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
-                    || (w == 3 && &then[..3] == "nan")
-            });
+            && (postal_len(then).is_some_and(|n| part_ends(&then[n..]))
+                || country_len(then).is_some()
+                || {
+                    let w = then.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
+                    (w == 2 && then.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
+                        || (w == 3 && &then[..3] == "nan")
+                });
         if !(ends_code || (ends_strong && strong)) {
             break;
         }
