@@ -256,7 +256,7 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b|(?:she|he|patient|pt|mom|mother|dad|father|grand(?:ma|mother|pa|father)|husband|wife)(?:'s|[ \t]+(?:is|was))[ \t]+{n}\b)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b|(?:she|he|patient|pt|mom|mother|dad|father|grand(?:ma|mother|pa|father)|husband|wife)(?:'s|[ \t]+is)[ \t]+{n}\b)"#
                 )
             })?,
             age_decade: re(
@@ -473,7 +473,7 @@ impl Patterns {
                 || groups.iter().map(|g| g.len()).eq([3, 2, 4])
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
-                || !groups_read_as_phone(groups, cue_before(text, s, 14, PHONE_WORDS))
+                || !groups_read_as_phone(groups, phone_label_before(text, s, main, e))
                 || !cue_before(text, s, 24, PHONE_CUES)
                 || !first_value_after_words(text, s)
                 || is_year_or_unit(text, e)
@@ -960,11 +960,22 @@ impl Patterns {
     }
 
     fn run_ages(&self, text: &str, hits: &Led, out: &mut Vec<Finding>) {
+        let push = |out: &mut Vec<Finding>, start: usize, end: usize| {
+            out.push(Finding::new(start, end, Category::Age, 0.9, "age").with_subtype("over_89"));
+        };
         for m in self.age.find_iter(text, hits) {
             if let Some(start) = age_start(text, m.start(), m.end()) {
-                out.push(
-                    Finding::new(start, m.end(), Category::Age, 0.9, "age").with_subtype("over_89"),
-                );
+                push(out, start, m.end());
+            } else if let Some(n) = subject_number(text, m.start(), m.end()) {
+                // "She is 92 years old": the match that starts at the subject hid the one that
+                // starts at the number, which may still be an age by its own words. (Rare: the
+                // pattern is compiled for this on first use.)
+                let at = self.age.regex().ok().and_then(|re| re.find_at(text, n));
+                if let Some(m) = at.filter(|m| m.start() == n) {
+                    if let Some(start) = age_start(text, m.start(), m.end()) {
+                        push(out, start, m.end());
+                    }
+                }
             }
         }
     }
@@ -1138,11 +1149,82 @@ const SUBJECTS_OF_AN_AGE: &[&str] = &[
     "wife",
 ];
 
-/// Whether the number of "she is 94" that ends at `e` stands alone as an age: the sentence or
-/// clause ends after it ("She is 94.", "he is 91, lives alone"), or a word goes on about the
-/// person ("is 92 and on warfarin", "is 93 with CHF"). Not a reading or a measure: "she is 94%
-/// on room air", "is 94 on 2L", "was 90 kg", "is 96/60".
-fn bare_age_after_subject(text: &str, e: usize) -> bool {
+/// Where the number of a "she is 94" match from `s` to `e` starts, if the match is one.
+fn subject_number(text: &str, s: usize, e: usize) -> Option<usize> {
+    let m = &text.as_bytes()[s..e];
+    let cue = m.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    if !SUBJECTS_OF_AN_AGE.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(&m[..cue])) {
+        return None;
+    }
+    let digits = m.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    (digits > 0).then_some(e - digits)
+}
+
+/// Words of a vital sign or a lab before "she is 94": then the number is its reading ("Sats?
+/// She is 94.", "Temp: he is 99", "HR: pt is 92").
+const READING_WORDS: &[&str] = &[
+    "temp",
+    "t",
+    "tmax",
+    "sat",
+    "sats",
+    "spo2",
+    "o2",
+    "ox",
+    "pox",
+    "hr",
+    "pulse",
+    "rate",
+    "rr",
+    "bp",
+    "sbp",
+    "dbp",
+    "map",
+    "systolic",
+    "diastolic",
+    "glucose",
+    "sugar",
+    "sugars",
+    "bg",
+    "fsbs",
+    "fingerstick",
+    "weight",
+    "wt",
+    "height",
+    "ht",
+    "percentile",
+    "score",
+    "sodium",
+    "na",
+    "potassium",
+    "k",
+    "level",
+    "levels",
+    "reading",
+    "readings",
+    "fever",
+    "febrile",
+];
+
+/// Whether the number of "she is 94" (the match from `s` to `e`) stands alone as an age: the
+/// sentence or clause ends after it ("She is 94.", "he is 91, lives alone"), or a word goes on
+/// about the person ("is 92 and on warfarin", "is 93 with CHF"). Not a reading or a measure:
+/// "she is 94% on room air", "is 94 on 2L", "is 96/60", nor after a vital's or a lab's word on
+/// its line ("SpO2: she is 94").
+fn bare_age_after_subject(text: &str, s: usize, e: usize) -> bool {
+    let b = text.as_bytes();
+    let mut lo = s.saturating_sub(48);
+    while !text.is_char_boundary(lo) {
+        lo += 1;
+    }
+    let line = &b[lo..s];
+    let line = &line[line.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1)..];
+    if line
+        .split(|c| !c.is_ascii_alphanumeric())
+        .any(|w| READING_WORDS.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(w)))
+    {
+        return false;
+    }
     let rest = text[e..].trim_start_matches([' ', '\t']);
     match rest.as_bytes().first() {
         None => true,
@@ -1167,8 +1249,7 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
         let cue = m.bytes().take_while(u8::is_ascii_alphabetic).count();
         let lw = m[..cue].to_ascii_lowercase();
         if SUBJECTS_OF_AN_AGE.contains(&lw.as_str()) {
-            return bare_age_after_subject(text, e)
-                .then_some(e - 2 - usize::from(b[b.len() - 3] == b'1'));
+            return subject_number(text, s, e).filter(|_| bare_age_after_subject(text, s, e));
         }
         if matches!(lw.as_str(), "born" | "yob" | "year" | "birth" | "dob") {
             // A birth year is PHI when it shows an age over 89 ("Born in 1928"): the year
@@ -1737,6 +1818,48 @@ const PHONE_CUES: &[&str] = &[
 /// Words that say a number is a telephone's and nothing else.
 const PHONE_WORDS: &[&str] =
     &["phone", "tel", "telephone", "mobile", "fax", "pager", "ph", "landline", "whatsapp", "dial"];
+
+/// Whether the number `main` (from `s`; its match ends at `e`) is a telephone's by its label:
+/// eight digits or more right after a word that means a telephone, as a field's label ("Phone:
+/// 72 128 827", "Mobile 723 813 266", "Tel. no. 72 128 827"), and no readings' word after it
+/// ("Phone: 98 112 140 sugars", "Phone visit 110 70 88" has no label).
+fn phone_label_before(text: &str, s: usize, main: &str, e: usize) -> bool {
+    let b = text.as_bytes();
+    let mut i = s;
+    let back_spaces = |i: &mut usize| {
+        while *i > 0 && matches!(b[*i - 1], b' ' | b'\t') {
+            *i -= 1;
+        }
+    };
+    let word_before = |i: usize| {
+        let mut k = i;
+        while k > 0 && b[k - 1].is_ascii_alphabetic() {
+            k -= 1;
+        }
+        (k, &text[k..i])
+    };
+    back_spaces(&mut i);
+    if i > 0 && matches!(b[i - 1], b':' | b'#' | b'.') {
+        i -= 1;
+        back_spaces(&mut i);
+    }
+    let (k, w) = word_before(i);
+    if ["number", "no", "nr"].iter().any(|n| n.eq_ignore_ascii_case(w)) {
+        i = k;
+        back_spaces(&mut i);
+        if i > 0 && b[i - 1] == b'.' {
+            i -= 1;
+        }
+    }
+    let (_, w) = word_before(i);
+    digits(main) >= 8
+        && PHONE_WORDS.iter().any(|p| p.eq_ignore_ascii_case(w))
+        && !word_after(
+            text,
+            e,
+            &["readings", "reading", "sugars", "sugar", "fasting", "cuff", "glucose", "bp", "mmhg"],
+        )
+}
 
 /// Whether groups of digits can be a telephone number written in groups: not a run of short
 /// readings ("110 128 145 132 98", "132 84 128 80": three or more groups of three digits or

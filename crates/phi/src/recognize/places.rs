@@ -885,88 +885,121 @@ fn block_after(text: &str, dict: &Dict, mut pos: usize, out: &mut Vec<Finding>) 
         limit -= 1;
     }
     let mut city_seen = false;
+    // A city, a country or a region was just passed: a short number after it is its postal
+    // code.
+    let mut coded = false;
     let mut newlines = 0;
     let push = |out: &mut Vec<Finding>, s: usize, e: usize, sub: &'static str| {
         out.push(Finding::new(s, e, Category::Location, 0.75, "address.block").with_subtype(sub));
     };
     for _ in 0..6 {
-        // The separator: a line break, a comma, `>`, `|`, a tab or two spaces are strong; one
-        // space is weak.
+        // The separator: a line break, a comma, `>`, `|`, a tab or spaces.
         let sep_start = pos;
-        while pos < limit && matches!(b[pos], b' ' | b'\t' | b'\n' | b'\r' | b',' | b'>' | b'|') {
-            newlines += usize::from(b[pos] == b'\n');
-            pos += 1;
-        }
-        let sep = &b[sep_start..pos];
-        if sep.is_empty() || pos >= limit || newlines > 4 {
+        pos = skip_separators(b, pos, limit, &mut newlines);
+        if pos == sep_start || pos >= limit || newlines > 4 {
             break;
         }
-        let strong = sep != b" ";
         let rest = &text[pos..limit];
         // A unit line: "Apt. 297", "Suite 464".
         if let Some(n) = unit_len(rest) {
             push(out, pos, pos + n, "street");
             pos += n;
+            coded = false;
             continue;
         }
-        // A postal code standing alone, where its part ends ("Riisa  62488", not "2, 120 mg").
-        if let Some(n) = postal_len(rest).filter(|&n| part_ends(&rest[n..])) {
+        // A postal code standing alone, where its part ends ("Riisa  62488", not "2, 120 mg");
+        // one of three or four digits only after a country or a region ("Aalborg NO 9100"; not
+        // "Salem,01970,110").
+        if let Some(n) = postal_len(rest)
+            .filter(|&n| part_ends(&rest[n..]) && (coded || !short_number(&rest[..n])))
+        {
             push(out, pos, pos + n, "zip");
             pos += n;
+            coded = false;
             continue;
         }
         // A country, maybe with its postal code: "Finland 80896".
         if let Some(n) = country_len(rest) {
             pos += n;
+            coded = true;
             continue;
         }
         // A region's code or a blank ("SK", "ON", "nan"), before more of the block.
-        let word = rest.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
-        let region = (word == 2 && rest.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
-            || (word == 3 && &rest[..3] == "nan");
-        if region && rest.as_bytes().get(word).is_none_or(|c| !c.is_ascii_alphanumeric()) {
+        if let Some(n) = region_len(rest) {
             if !city_seen {
                 break;
             }
-            pos += word;
+            pos += n;
+            coded = true;
             continue;
         }
         if city_seen {
             break;
         }
-        // The city: capitalised words, up to the part's end.
+        // The city: capitalised words, up to the part's end, that a postal code, a country or
+        // a region follows ("OULU   Finland", "Newton  02458", "Tujetsch 7188").
         let Some(n) = city_len(rest) else { break };
         let after = &rest[n..];
-        let ends_strong = part_ends(after) && !after.starts_with(' ') || after.starts_with("  ");
-        let then = after.strip_prefix(' ').unwrap_or(after);
-        let ends_code = after.starts_with(' ')
-            && (postal_len(then).is_some_and(|n| part_ends(&then[n..]))
-                || country_len(then).is_some()
-                || {
-                    let w = then.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
-                    (w == 2 && then.as_bytes()[..2].iter().all(u8::is_ascii_uppercase))
-                        || (w == 3 && &then[..3] == "nan")
-                });
-        if !(ends_code || (ends_strong && strong)) {
+        if !part_ends(after) && !after.starts_with(' ') {
             break;
         }
-        // A word the vocabulary knows ("History", "Follow") is a city only where a postal
-        // code, a country or a region follows; in capitals case says nothing either.
+        let mut k = 0;
+        let then = &after[skip_separators(after.as_bytes(), 0, after.len(), &mut k)..];
+        let code = postal_len(then).filter(|&c| part_ends(&then[c..]));
+        let strong_code = code.is_some_and(|c| !short_number(&then[..c]))
+            || country_len(then).is_some()
+            || region_len(then).is_some();
+        // Three or four digits: not a year ("COVID 2021").
+        let short_code = code.is_some_and(|c| {
+            let d = &then.as_bytes()[..c];
+            !(d.len() == 4 && (d.starts_with(b"19") || d.starts_with(b"20")))
+        });
+        // A word the vocabulary knows ("History", "Sodium 138") is a city only where a long
+        // postal code, a country or a region follows; a clinical word, a drug or an
+        // abbreviation never is ("Metformin 50000", "MRN\n123456").
         let city = &rest[..n];
-        let known = city.split(' ').all(|w| {
+        let mut known = true;
+        let mut clinical = false;
+        for w in city.split(' ') {
             let lw = w.to_lowercase();
             let f = dict.flags(&lw);
-            f & (flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG | flag::STOP) != 0
-                || CITY_JOINS.contains(&lw.as_str())
-        });
-        if known && !ends_code {
+            clinical |= f & (flag::MEDICAL | flag::ABBREV | flag::DRUG) != 0;
+            known &= f & (flag::ENGLISH | flag::STOP) != 0 || CITY_JOINS.contains(&lw.as_str());
+        }
+        if clinical || !(strong_code || (short_code && !known)) {
             break;
         }
         push(out, pos, pos + n, "city");
         city_seen = true;
+        coded = true;
         pos += n;
     }
     pos
+}
+
+/// Past the separators of an address's parts from `pos` (not past `limit`), counting line
+/// breaks in `newlines`.
+fn skip_separators(b: &[u8], mut pos: usize, limit: usize, newlines: &mut usize) -> usize {
+    while pos < limit && matches!(b[pos], b' ' | b'\t' | b'\n' | b'\r' | b',' | b'>' | b'|') {
+        *newlines += usize::from(b[pos] == b'\n');
+        pos += 1;
+    }
+    pos
+}
+
+/// Whether a postal code is a plain number of three or four digits, which a count or a dose
+/// can be as well.
+fn short_number(code: &str) -> bool {
+    code.len() <= 4 && code.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// The length of a region's code or a blank at the start of `s` ("SK", "ON", "nan").
+fn region_len(s: &str) -> Option<usize> {
+    let r = s.as_bytes();
+    let word = r.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let region = (word == 2 && r[..2].iter().all(u8::is_ascii_uppercase))
+        || (word == 3 && &r[..3] == b"nan");
+    (region && r.get(word).is_none_or(|c| !c.is_ascii_alphanumeric())).then_some(word)
 }
 
 /// Whether an address's part ends at the start of `s`: the text's end, a separator, or one

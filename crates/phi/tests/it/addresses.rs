@@ -102,6 +102,9 @@ fn clinical_numbers_and_look_alikes_stay_clean() {
         "Home readings: 132 84 128 80 140 90",
         "Phone visit. BP 132 84 128 80 140 90",
         "Phone follow-up: 110 128 145 132 98 over 5 days.",
+        // Found by review: readings after a telephone's word that is no label.
+        "Phone visit 110 70 88 on home cuff. Tel visit 140 90 72. Tel: 128 78 64",
+        "Phone: 98 112 140 sugars this week. Phone f/u 152 96 80 home readings",
         "Call schedule: 0700 1900. Contact hours 0900 1700.",
         "Cell counts 1200 1500 1800",
         "Home weight 180 182 185 lbs",
@@ -204,4 +207,33 @@ fn address_blocks_after_a_street() {
             "{text:?}: {f:?}"
         );
     }
+}
+
+/// Found by review: what follows an address line in a note is no city unless a postal code, a
+/// country or a region follows it, and a short number is a postal code only after a city, a
+/// country or a region.
+#[test]
+fn lines_after_an_address_stay_clinical() {
+    for (text, word) in [
+        ("Address: 12 Oak St\nSodium 138", "Sodium"),
+        ("Address: 12 Oak St\nKeppra 500", "Keppra"),
+        ("12 Oak Street\nMetformin 500\nLisinopril 10", "Metformin"),
+        ("Address: 12 Oak St, Sodium 138, Potassium 4", "Sodium"),
+        ("Address: 12 Oak St\nMRN\n123456", "MRN"),
+        ("Address: 12 Oak St\nEnglish", "English"),
+        ("Address: 12 Oak St\nRoom 412", "Room"),
+        ("Address: 12 Oak St\nCOVID 2021", "COVID"),
+        ("address,city,zip,glucose\n12 Oak St,Salem,01970,110", "110"),
+    ] {
+        let f = found(text);
+        assert!(
+            !f.iter().any(|(c, v)| *c == Location && v.contains(word)),
+            "{text:?}: {word} in {f:?}"
+        );
+    }
+    // Parts apart by two spaces: the city and the postal code after the unit.
+    assert_found(
+        "Addr 4 Hill St  Apt 9  Newton  02458",
+        &[(Location, "Newton"), (Location, "02458")],
+    );
 }

@@ -105,6 +105,10 @@ fn ages_over_89_as_notes_write_them() {
         ("My patient is 92 and on warfarin, what dose?", "92"),
         ("Mom's 91, lives alone.", "91"),
         ("he is 103 with CHF", "103"),
+        // Found by review: the subject's reading must not hide the number's own.
+        ("She is 92 years old", "92 years old"),
+        ("Patient is 94 y/o with CHF", "94 y/o"),
+        ("Nursing home resident. She is 92 years old, DNR.", "92 years old"),
     ] {
         assert_found(text, Category::Age, age);
     }
@@ -130,7 +134,10 @@ fn numbers_that_are_no_ages_over_89() {
         "Rate 100 M/min",
         "She is 94% on room air. He is 94 on 2L. Pt was 90 kg. Patient is 96/60.",
         "She is 94.5 kg. The patient is 90 minutes late. Sat is 94. HR was 96.",
-        "Patient is 101 F, febrile.",
+        // Found by review: a vital's or a lab's word before "she is" makes the number its
+        // reading.
+        "Sats? She is 94. Temp: he was 99. HR: pt is 92. Percentile: she is 95.",
+        "Pulse ox: he is 90. Glucose check: he is 105. Weight: he is 92. Now 88.",
         "The bed turned 90 for the procedure; head turned 90 to the right.",
     ] {
         assert_none_of(text, &[Category::Age]);
