@@ -58,7 +58,16 @@ impl Dict {
             Some(f) => f,
             // "zoë", "núñez", "josé": the lists are in ASCII.
             None if !lower.is_ascii() => {
-                fold_accents(lower).and_then(|f| self.words.get(f.as_bytes())).unwrap_or(0)
+                let f = fold_accents(lower).and_then(|f| self.words.get(f.as_bytes())).unwrap_or(0);
+                // No month, weekday or stop word is spelled with diacritics ("Ján" is no
+                // "Jan"), and English borrows only a few of them ("café", "naïve"): a word
+                // with any other ("Bašić", "Kónya") is no English word, whatever its letters.
+                let f = f & !(flag::MONTH | flag::WEEKDAY | flag::STOP);
+                if lower.chars().all(|c| c.is_ascii() || ENGLISH_ACCENTS.contains(c)) {
+                    f
+                } else {
+                    f & !(flag::ENGLISH | flag::ABBREV)
+                }
             }
             None => 0,
         }
@@ -104,6 +113,9 @@ impl Dict {
             && STATE_ABBR.get((b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize) == Some(&1)
     }
 }
+
+/// The diacritics of words English has borrowed ("café", "façade", "naïve", "señor", "über").
+const ENGLISH_ACCENTS: &str = "éèêëçïñàâôûü";
 
 /// The ASCII form of a lower-case Latin word with diacritics ("núñez" → "nunez"), if every
 /// letter has one.

@@ -29,7 +29,9 @@ are am it its this that these those he she his her him hers they them their we u
 not no yes if then than so such very too also into onto upon over under after before since until while \
 during about above below between among per via who whom whose which what when where why how all any both \
 each few more most other some only own same can will just should now do does did done has have had having \
-may might must shall would could there here up down out off again further once";
+may might must shall would could there here up down out off again further once \
+i'm i'll i've i'd you're you'll you've you'd we're we'll we've we'd they're they'll they've they'd \
+he'll she'll he'd she'd";
 
 /// Given names that are first of all ordinary words: never a name without more evidence.
 const AMBIGUOUS_GIVEN: &str = "will may june april august grant mark bill hope faith joy rose iris ivy ruby pearl dawn \

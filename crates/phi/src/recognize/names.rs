@@ -48,8 +48,12 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         if t.has(flag::PHRASE_START | flag::NAME_KEY) {
             if let Some((cue_end, strong, key)) = cue_at(tk, i, dict) {
                 let j = cue_end + 1;
+                // "What's your name? Sölvi Salómonsson": a question and its answer.
+                let asked = j < toks.len()
+                    && &b[toks[cue_end].end..toks[j].start] == b"? "
+                    && tk.lower_of(&toks[cue_end]) == "name";
                 if j < toks.len()
-                    && cue_gap_ok(b, toks[cue_end].end, toks[j].start, key)
+                    && (asked || cue_gap_ok(b, toks[cue_end].end, toks[j].start, key))
                     && !toks[j].has(flag::TITLE)
                 {
                     // After a field's cue in capitals ("NAME: OKONKWO, ADAEZE"), a word in
@@ -124,6 +128,25 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 }
             }
         }
+        // 2b. Reported speech: the name after "says" or "said" that follows the words quoted
+        // ('…in that direction," says Bergqvist.', "I'm so jealous! said Maslin to Antonio").
+        if matches!(lower, "says" | "said" | "asks" | "asked" | "replies" | "replied")
+            && after_quote(b, t.start)
+        {
+            if let Some(n) = toks.get(i + 1) {
+                // Not a word of the note ('"Better," said Patient').
+                let plain = unknown_proper(n)
+                    || (n.has(flag::GIVEN | flag::SURNAME)
+                        && !n.has(flag::ENGLISH | flag::MEDICAL | NEVER | flag::TITLE));
+                if n.shape == Shape::Cap && &text[t.end..n.start] == " " && plain {
+                    if let Some(last) = name_run(text, tk, i + 1, false, dict) {
+                        out.push(span(n.start, toks, last, b, 0.8, "name.speech"));
+                        i = last + 1;
+                        continue;
+                    }
+                }
+            }
+        }
         // 3. A given name leading a name.
         if t.has(flag::GIVEN)
             && (t.is_capitalized() || (t.shape == Shape::Upper && t.end - t.start >= 3))
@@ -184,9 +207,10 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 }
             }
         }
-        // 4c. Two or three unlisted capitalised words mid-sentence: "Perpetua Delacroix".
-        if t.shape == Shape::Cap && !t.sent_start && unknown_proper(t) && !after_place_prefix(tk, i)
-        {
+        // 4c. Two or three unlisted capitalised words mid-sentence: "Perpetua Delacroix"; at a
+        // sentence's start too when one of them is spelled with a Latin letter English never
+        // uses ("Esat Jeknić", "Julcsa Kárpáthy", "Wisława Szczepańska's killers").
+        if t.shape == Shape::Cap && unknown_proper(t) && !after_place_prefix(tk, i) {
             let mut last = i;
             while last + 1 < toks.len() && last < i + 2 {
                 let n = &toks[last + 1];
@@ -201,6 +225,7 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 }
             }
             if last > i
+                && (!t.sent_start || toks[i..=last].iter().any(|w| foreign_letters(text, w)))
                 && !followed_by_eponym_head(text, tk, last)
                 && !toks
                     .get(last + 1)
@@ -257,7 +282,43 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 continue;
             }
         }
+        // 7. A speaker's label at a line's start spelled with a Latin letter English never uses
+        // ("Koppány: \"Who are you?\"", "Halldór: What a wife."); field names of clinical notes
+        // are English or abbreviations ("Plan:", "Neuro:").
+        if t.shape == Shape::Cap
+            && unknown_proper(t)
+            && t.base_end == t.end
+            && b.get(t.end) == Some(&b':')
+            && matches!(b.get(t.end + 1), Some(b' ' | b'"'))
+            && b[..t.start].iter().rev().take_while(|&&c| c != b'\n').all(|&c| c == b' ')
+            && foreign_letters(text, t)
+        {
+            out.push(span(t.start, toks, i, b, 0.7, "name.speaker"));
+        }
         i += 1;
+    }
+}
+
+/// Whether a word holds a Latin letter outside ASCII: one with a diacritic ("ć", "á", "ễ") or
+/// one English lacks ("ł", "ø", "ð").
+fn foreign_letters(text: &str, t: &Tok) -> bool {
+    let w = &text[t.start..t.end];
+    !w.is_ascii()
+        && w.chars().any(|c| {
+            (('\u{c0}'..='\u{24f}').contains(&c) && c != '\u{d7}' && c != '\u{f7}')
+                || ('\u{1e00}'..='\u{1eff}').contains(&c)
+        })
+}
+
+/// Whether the text before `pos` closes a quotation: a closing quote after the quotation's
+/// last stop ('…direction," says'), or a `!` or `?` ("So jealous! said").
+fn after_quote(b: &[u8], pos: usize) -> bool {
+    let head = &b[..pos];
+    let head = head.strip_suffix(b" ").unwrap_or(head);
+    let quoted = head.strip_suffix(b"\"").or_else(|| head.strip_suffix("\u{201d}".as_bytes()));
+    match quoted {
+        Some(q) => matches!(q.last(), Some(b',' | b'.' | b'!' | b'?')),
+        None => matches!(head.last(), Some(b'!' | b'?')),
     }
 }
 

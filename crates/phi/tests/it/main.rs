@@ -9,6 +9,7 @@ mod ids;
 mod layout;
 mod lookalikes;
 mod props;
+mod prose_names;
 mod repeat;
 
 use std::sync::OnceLock;
