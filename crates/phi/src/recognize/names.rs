@@ -236,6 +236,29 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 continue;
             }
         }
+        // 4d. A sentence's subject that lives somewhere is a person: "Timotea lives on Via dei
+        // Fiori", "Tomomi Nishiyama lives at 86036 Rua…". Not "Patient lives at home".
+        if t.shape == Shape::Cap && t.sent_start && namelike(t) && !after_place_prefix(tk, i) {
+            let mut last = i;
+            while last + 1 < toks.len() && last < i + 2 {
+                let n = &toks[last + 1];
+                if (n.shape == Shape::Cap && namelike(n) || n.shape == Shape::Initial)
+                    && &text[toks[last].end..n.start] == " "
+                {
+                    last += 1;
+                } else {
+                    break;
+                }
+            }
+            let lives = toks.get(last + 1).is_some_and(|v| {
+                &text[toks[last].end..v.start] == " " && matches!(tk.lower_of(v), "lives" | "lived")
+            });
+            if lives && toks[last].shape != Shape::Initial {
+                out.push(span(t.start, toks, last, b, 0.7, "name.subject"));
+                i = last + 1;
+                continue;
+            }
+        }
         // 5. "Surname, Given".
         if t.has(flag::SURNAME)
             && t.is_capitalized()

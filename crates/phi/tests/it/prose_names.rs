@@ -71,3 +71,18 @@ fn clinical_text_beside_these_rules_stays_clean() {
     assert_none_of("What's your name? Unable to answer.", &[Category::Name]);
     assert!(found("\"Stable,\" said Lasix.").is_empty());
 }
+
+#[test]
+fn a_subject_that_lives_somewhere_is_a_person() {
+    let n = Category::Name;
+    assert_found("Timotea lives on Via dei Fiori 12.", n, "Timotea");
+    assert_found("Tomomi Nishiyama lives at 86036 Rua Augusta.", n, "Tomomi Nishiyama");
+    assert_found("Thriller. Directed By:    Arquímedes Ballesteros", n, "Arquímedes Ballesteros");
+    for text in [
+        "Patient lives at home with her husband.",
+        "Lives alone. Neuro intact. Pt lives in a group home.",
+        "Take as directed by physician.",
+    ] {
+        assert_none_of(text, &[n]);
+    }
+}
