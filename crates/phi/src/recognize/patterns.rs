@@ -26,6 +26,7 @@ const LED: &[&str] = &[
     "date.text",
     "date.month",
     "age",
+    "age.subject",
     "id.cue",
     "ipv4",
     "phone",
@@ -63,6 +64,7 @@ pub(crate) struct Patterns {
     date_month_cue: Pat,
     holiday: Pat,
     age: Pat,
+    age_subject: Pat,
     age_decade: Pat,
     cue_id: Pat,
     digit_groups: Pat,
@@ -256,9 +258,16 @@ impl Patterns {
                 let n = r"(?:9\d|1[0-2]\d)";
                 let w = r"ninety(?:[ \t\-](?:one|two|three|four|five|six|seven|eight|nine))?";
                 format!(
-                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b|(?:she|he|patient|pt|mom|mother|dad|father|grand(?:ma|mother|pa|father)|husband|wife)(?:'s|[ \t]+is)[ \t]+{n}\b)"#
+                    r#"(?i)\b(?:{n}\+?(?:[ \t]*|-)(?:years?|yrs?|y)(?:[ \t]*|-)(?:old|o\.?\b|/o\b)|{n}\+?[ \t]*(?:yo[mf]?|y[mf]\b|y/o|y\.o\.?|yr\.? old|years of age|year-old)|{n}\+?[ \t]*(?:years?|yrs?|y)\.?[ \t]*(?:male|female|man|woman|gentleman|lady|(?-i:M|F))\b|{n}(?:[ \t]|-)?(?:m|f)\b|{n}[ \t]*(?:years?|yrs?)\b|(?:aged?|age(?:\\?["'])?[ \t]*[:=])[ \t]*(?:\r?\n[ \t]*)?(?:\\?["'])?(?:{n}|{w})\b|(?:turned|turns|turning)[ \t]+(?:{n}|{w})(?:(?:[ \t]*|-)(?:years?|yrs?)(?:(?:[ \t]*|-)old)?)?\b|{w}(?:[ \t]*|-)(?:years?|yrs?)(?:[ \t]*|-)old\b|{w}[ \t]*(?:yo[mf]?|y/o|y\.o\.?)\b|{n}(?:st|nd|rd|th) birthday|nonagenarian|centenarian(?:[ \t]*\((?:1[0-2]\d)\))?|(?:born(?:[ \t]+in)?|yob|year[ \t]+of[ \t]+birth|birth[ \t]*year|dob)[ \t]*[:=#\-]?[ \t]*(?:18|19|20)\d{{2}}\b)"#
                 )
             })?,
+            // A bare number after a person: "She is 94.", "my patient is 92 and ...". Apart
+            // from `age`, so that a match here that is no age ("She is 92 years old" is one by
+            // `age` from the number) hides none of `age`'s.
+            age_subject: re(
+                "age.subject",
+                r"(?i)\b(?:she|he|patient|pt|mom|mother|dad|father|grand(?:ma|mother|pa|father)|husband|wife)(?:'s|[ \t]+is)[ \t]+(?:9\d|1[0-2]\d)\b",
+            )?,
             age_decade: re(
                 "age.decade",
                 r"(?i)\b(?:in[ \t]+(?:his|her|their|the)[ \t]+(?:late[ \t]+|early[ \t]+|mid[ \t]+|mid-)?)(?:90s|90's|nineties|100s)\b",
@@ -966,16 +975,13 @@ impl Patterns {
         for m in self.age.find_iter(text, hits) {
             if let Some(start) = age_start(text, m.start(), m.end()) {
                 push(out, start, m.end());
-            } else if let Some(n) = subject_number(text, m.start(), m.end()) {
-                // "She is 92 years old": the match that starts at the subject hid the one that
-                // starts at the number, which may still be an age by its own words. (Rare: the
-                // pattern is compiled for this on first use.)
-                let at = self.age.regex().ok().and_then(|re| re.find_at(text, n));
-                if let Some(m) = at.filter(|m| m.start() == n) {
-                    if let Some(start) = age_start(text, m.start(), m.end()) {
-                        push(out, start, m.end());
-                    }
-                }
+            }
+        }
+        for m in self.age_subject.find_iter(text, hits) {
+            if let Some(n) = subject_number(text, m.start(), m.end())
+                .filter(|_| bare_age_after_subject(text, m.start(), m.end()))
+            {
+                push(out, n, m.end());
             }
         }
     }
@@ -1248,9 +1254,6 @@ fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
     if b[0].is_ascii_alphabetic() {
         let cue = m.bytes().take_while(u8::is_ascii_alphabetic).count();
         let lw = m[..cue].to_ascii_lowercase();
-        if SUBJECTS_OF_AN_AGE.contains(&lw.as_str()) {
-            return subject_number(text, s, e).filter(|_| bare_age_after_subject(text, s, e));
-        }
         if matches!(lw.as_str(), "born" | "yob" | "year" | "birth" | "dob") {
             // A birth year is PHI when it shows an age over 89 ("Born in 1928"): the year
             // only, from 89 years ago and before (one born then may be 90 already).
@@ -2915,6 +2918,7 @@ mod tests {
             &p.date_month_first,
             &p.date_month_cue,
             &p.age,
+            &p.age_subject,
             &p.cue_id,
         ];
         let mut checked = 0;
