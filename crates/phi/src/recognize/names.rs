@@ -52,7 +52,11 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                 let asked = j < toks.len()
                     && &b[toks[cue_end].end..toks[j].start] == b"? "
                     && tk.lower_of(&toks[cue_end]) == "name";
+                // A greeting's name follows it with one space ("Hi Freddy,"), not after a
+                // stop ("Hi. Re: the labs").
+                let greeting = matches!(tk.lower_of(&toks[cue_end]), "hi" | "hello" | "dear");
                 if j < toks.len()
+                    && (!greeting || &b[toks[cue_end].end..toks[j].start] == b" ")
                     && (asked || cue_gap_ok(b, toks[cue_end].end, toks[j].start, key))
                     && !toks[j].has(flag::TITLE)
                 {

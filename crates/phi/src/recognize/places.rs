@@ -639,6 +639,23 @@ const DOCUMENT_WORDS: &[&str] = &[
     "textbook",
 ];
 
+/// Facility heads that are first of all ordinary words of a note: weak in a text typed in
+/// lower case.
+const CASELESS_WEAK_HEADS: &[&str] = &[
+    "lab",
+    "labs",
+    "care",
+    "imaging",
+    "rehab",
+    "pharmacy",
+    "therapy",
+    "services",
+    "practice",
+    "associates",
+    "partners",
+    "group",
+];
+
 /// A run of capitalised tokens around the facility word at `h` that names a facility.
 fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize, usize)> {
     let toks = &tk.toks;
@@ -733,13 +750,26 @@ fn facility_run(text: &str, tk: &Tokens, h: usize, dict: &Dict) -> Option<(usize
     // Weak heads ("Memorial", "Presbyterian", "Health") need two capitalised words.
     // In capitals, where case says nothing, one of them must be no common word either:
     // "WOUND CARE", "HOME HEALTH" are services, "GREENWOOD CARE" is a place.
-    let upper = toks[h].shape == Shape::Upper;
+    // So too in a text typed in lower case and read as capitalised, where a head that is
+    // first of all an ordinary clinical word is only a weak one ("pt in bed 4 needs labs";
+    // "coastal health clinic" keeps its strong head).
+    let caseless = b[toks[h].start].is_ascii_lowercase();
+    if caseless && CASELESS_WEAK_HEADS.contains(&tk.lower_of(&toks[h])) {
+        strong = false;
+    }
+    let upper = toks[h].shape == Shape::Upper || caseless;
+    // Typed in lower case, a surname that is also a word is no evidence ("needs").
+    let named = if caseless {
+        flag::GIVEN | flag::PROPER | flag::PHRASE_START
+    } else {
+        flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START
+    };
     let weak_ok = e > s
         && toks[h].is_capitalized()
         && (s..=e).any(|k| {
             let t = &toks[k];
-            let common = t.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG)
-                && !t.has(flag::GIVEN | flag::SURNAME | flag::PROPER | flag::PHRASE_START);
+            let common =
+                t.has(flag::ENGLISH | flag::MEDICAL | flag::ABBREV | flag::DRUG) && !t.has(named);
             !(GENERIC.contains(&tk.lower_of(t)) || (upper && common))
         });
     if distinct && (strong || weak_ok) && e > s {

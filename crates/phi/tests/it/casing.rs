@@ -44,6 +44,8 @@ fn clinical_lower_case_stays_clean() {
         "Disposition: will likely go home tomorrow if she continues to do well.",
         "Plan:\n- continue home meds, recheck labs in the morning\n- drew labs at 0500",
         "Patient will follow up with her primary care doctor next week.",
+        // A weak facility head after an ordinary word, where case says nothing.
+        "hi team, pt in bed 4 needs labs before the scan.",
     ] {
         let f = found(text);
         assert!(

@@ -62,6 +62,8 @@ fn clinical_text_beside_these_rules_stays_clean() {
         "Plan: Continue Lasix.\nNeuro: Intact.\nDispo: Home.",
         "\"Pain is 5/10,\" said Patient. \"Better,\" says Nursing.",
         "Hi Team, labs attached. Dear Colleague, thank you. Hello Doctor.",
+        // Found by CI: a greeting's name follows it with a space, not after a stop.
+        "Noted: Hi. Re: the labs you sent.",
         "Call me Monday about the Lasix dose. She called me Friday.",
         "Naïve T cells. Café au lait spots.",
         "Sjögren Syndrome Foundation. Ménière Disease. Behçet Uveitis.",
