@@ -77,10 +77,8 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
                             && toks.get(last + 1).is_some_and(|g| g.has(flag::GIVEN))
                             && comma_given(text, tk, last) > last;
                         // "PATIENT: SMITH JOHN", "Patient: MARY BROWN": in capitals after a
-                        // field's cue, a given name and a surname, in either order, even where
-                        // both are English words too.
-                        // An English word must be a frequent name in its role ("LONG
-                        // STANDING HTN" is none).
+                        // field's cue, a given name and a surname, in either order; an English
+                        // word must be a frequent name in its role ("LONG STANDING HTN" is none).
                         let given = |t: &Tok| {
                             t.has(flag::GIVEN) && (!t.has(flag::ENGLISH) || t.has(flag::GIVEN_TOP))
                         };
@@ -215,19 +213,10 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         // sentence's start too when one of them is spelled with a Latin letter English never
         // uses ("Esat Jeknić", "Julcsa Kárpáthy", "Wisława Szczepańska's killers").
         if t.shape == Shape::Cap && unknown_proper(t) && !after_place_prefix(tk, i) {
-            let mut last = i;
-            while last + 1 < toks.len() && last < i + 2 {
-                let n = &toks[last + 1];
-                if n.shape == Shape::Cap
-                    && unknown_proper(n)
-                    && &text[toks[last].end..n.start] == " "
-                    && toks[last].base_end == toks[last].end
-                {
-                    last += 1;
-                } else {
-                    break;
-                }
-            }
+            // (A possessive ends the run: "Wisława Szczepańska's killers".)
+            let last = run_of_three(text, toks, i, |p, n| {
+                n.shape == Shape::Cap && unknown_proper(n) && p.base_end == p.end
+            });
             if last > i
                 && (!t.sent_start || toks[i..=last].iter().any(|w| foreign_letters(text, w)))
                 && !followed_by_eponym_head(text, tk, last)
@@ -243,17 +232,9 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         // 4d. A sentence's subject that lives somewhere is a person: "Timotea lives on Via dei
         // Fiori", "Tomomi Nishiyama lives at 86036 Rua…". Not "Patient lives at home".
         if t.shape == Shape::Cap && t.sent_start && namelike(t) && !after_place_prefix(tk, i) {
-            let mut last = i;
-            while last + 1 < toks.len() && last < i + 2 {
-                let n = &toks[last + 1];
-                if (n.shape == Shape::Cap && namelike(n) || n.shape == Shape::Initial)
-                    && &text[toks[last].end..n.start] == " "
-                {
-                    last += 1;
-                } else {
-                    break;
-                }
-            }
+            let last = run_of_three(text, toks, i, |_, n| {
+                n.shape == Shape::Cap && namelike(n) || n.shape == Shape::Initial
+            });
             let lives = toks.get(last + 1).is_some_and(|v| {
                 &text[toks[last].end..v.start] == " " && matches!(tk.lower_of(v), "lives" | "lived")
             });
@@ -324,6 +305,20 @@ pub(crate) fn find(text: &str, tk: &Tokens, dict: &Dict, out: &mut Vec<Finding>)
         }
         i += 1;
     }
+}
+
+/// The last token of a run of up to three from `i`, one space apart, each next one `n` after
+/// `p` accepted by `ok(p, n)`.
+fn run_of_three(text: &str, toks: &[Tok], i: usize, ok: impl Fn(&Tok, &Tok) -> bool) -> usize {
+    let mut last = i;
+    while last + 1 < toks.len() && last < i + 2 {
+        let (p, n) = (&toks[last], &toks[last + 1]);
+        if &text[p.end..n.start] != " " || !ok(p, n) {
+            break;
+        }
+        last += 1;
+    }
+    last
 }
 
 /// Whether a word holds a Latin letter outside ASCII: one with a diacritic ("ć", "á", "ễ") or

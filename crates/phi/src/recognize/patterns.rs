@@ -482,7 +482,7 @@ impl Patterns {
                 || groups.iter().map(|g| g.len()).eq([3, 2, 4])
                 // "3.5 4.2 140": decimals in a row, no number written with dots and spaces.
                 || (main.contains('.') && main.contains(' '))
-                || !groups_read_as_phone(groups, phone_label_before(text, s, main, e))
+                || !groups_read_as_phone(groups, || phone_label_before(text, s, main, e))
                 || !cue_before(text, s, 24, PHONE_CUES)
                 || !first_value_after_words(text, s)
                 || is_year_or_unit(text, e)
@@ -978,10 +978,8 @@ impl Patterns {
             }
         }
         for m in self.age_subject.find_iter(text, hits) {
-            if let Some(n) = subject_number(text, m.start(), m.end())
-                .filter(|_| bare_age_after_subject(text, m.start(), m.end()))
-            {
-                push(out, n, m.end());
+            if bare_age_after_subject(text, m.start(), m.end()) {
+                push(out, subject_number(text, m.start(), m.end()), m.end());
             }
         }
     }
@@ -1095,13 +1093,6 @@ impl Patterns {
     }
 }
 
-/// Where the age of an `age` match at `s..e` starts, or `None` if the match is no age.
-/// After a cue ("Age:\n92", `"age": 92`, "turned 90") only the number is the age: the label
-/// and a JSON key stay as they are, and "aged 90 days", "turned 90 degrees" are no ages. A
-/// number with a bare M or F ("96 M", "93F") is no temperature ("T 98F", "Tmax 102F") nor a
-/// distance ("Ambulated 120m"), and a lower-case "m" only where an age stands ("a 91m"); a
-/// number with bare years ("93 yrs,", "now 90 years") only where an age stands, and the
-/// phrase ends there: "for 90 years" and "the past 100 years of" are durations.
 /// Things and body parts that turn by degrees: "turned 90" after one is no birthday.
 const TURNING_THINGS: &[&str] = &[
     "bed",
@@ -1136,34 +1127,9 @@ const TURNING_THINGS: &[&str] = &[
     "catheter",
 ];
 
-/// The words before "is 94" that make a bare number a person's age: "She is 94.", "my
-/// patient is 92 and on warfarin", "Mom's 91, lives alone".
-const SUBJECTS_OF_AN_AGE: &[&str] = &[
-    "she",
-    "he",
-    "patient",
-    "pt",
-    "mom",
-    "mother",
-    "dad",
-    "father",
-    "grandma",
-    "grandmother",
-    "grandpa",
-    "grandfather",
-    "husband",
-    "wife",
-];
-
-/// Where the number of a "she is 94" match from `s` to `e` starts, if the match is one.
-fn subject_number(text: &str, s: usize, e: usize) -> Option<usize> {
-    let m = &text.as_bytes()[s..e];
-    let cue = m.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    if !SUBJECTS_OF_AN_AGE.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(&m[..cue])) {
-        return None;
-    }
-    let digits = m.iter().rev().take_while(|c| c.is_ascii_digit()).count();
-    (digits > 0).then_some(e - digits)
+/// Where the number of an `age.subject` match ("she is 94") from `s` to `e` starts.
+fn subject_number(text: &str, s: usize, e: usize) -> usize {
+    e - text.as_bytes()[s..e].iter().rev().take_while(|c| c.is_ascii_digit()).count()
 }
 
 /// Words of a vital sign or a lab before "she is 94": then the number is its reading ("Sats?
@@ -1238,7 +1204,8 @@ fn bare_age_after_subject(text: &str, s: usize, e: usize) -> bool {
             // "94.5" is a reading.
             !(rest.starts_with('.') && rest.as_bytes().get(1).is_some_and(u8::is_ascii_digit))
         }
-        Some(c) if c.is_ascii_alphabetic() && rest.len() < text.len() - e => {
+        // (The pattern ends at a word's boundary: a word here comes after a space.)
+        Some(c) if c.is_ascii_alphabetic() => {
             let w = rest.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
             ["and", "but", "with", "now", "today", "yesterday", "this", "next", "last", "so"]
                 .iter()
@@ -1248,6 +1215,13 @@ fn bare_age_after_subject(text: &str, s: usize, e: usize) -> bool {
     }
 }
 
+/// Where the age of an `age` match at `s..e` starts, or `None` if the match is no age.
+/// After a cue ("Age:\n92", `"age": 92`, "turned 90") only the number is the age: the label
+/// and a JSON key stay as they are, and "aged 90 days", "turned 90 degrees" are no ages. A
+/// number with a bare M or F ("96 M", "93F") is no temperature ("T 98F", "Tmax 102F") nor a
+/// distance ("Ambulated 120m"), and a lower-case "m" only where an age stands ("a 91m"); a
+/// number with bare years ("93 yrs,", "now 90 years") only where an age stands, and the
+/// phrase ends there: "for 90 years" and "the past 100 years of" are durations.
 fn age_start(text: &str, s: usize, e: usize) -> Option<usize> {
     let m = &text[s..e];
     let b = m.as_bytes();
@@ -1866,12 +1840,12 @@ fn phone_label_before(text: &str, s: usize, main: &str, e: usize) -> bool {
 
 /// Whether groups of digits can be a telephone number written in groups: not a run of short
 /// readings ("110 128 145 132 98", "132 84 128 80": three or more groups of three digits or
-/// fewer, none starting with 0) unless a word that means a telephone comes right before
-/// (`said`: "Phone: 72 128 827", as many countries write their numbers), and not clock times
+/// fewer, none starting with 0) unless a telephone's label comes right before (`said`, asked
+/// only then: "Phone: 72 128 827", as many countries write their numbers), and not clock times
 /// ("0700 1900").
-fn groups_read_as_phone(groups: &[&str], said: bool) -> bool {
+fn groups_read_as_phone(groups: &[&str], said: impl FnOnce() -> bool) -> bool {
     let readings =
-        !said && groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0'));
+        groups.len() >= 3 && groups.iter().all(|g| g.len() <= 3 && !g.starts_with('0')) && !said();
     let hhmm = |g: &&str| {
         g.len() == 4
             && g[..2].parse::<u32>().is_ok_and(|h| h <= 23)
